@@ -1,0 +1,87 @@
+//! A small HTTP client for the CLI: `weft send` and the admin commands talk
+//! to a running host through it.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Why a call to the host failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens at the address.
+    #[error("no weft host answers at {0}")]
+    NotRunning(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A response: status and parsed JSON body (or the raw text as a string).
+#[derive(Debug)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Body as JSON.
+    pub body: serde_json::Value,
+}
+
+/// Talks to one host.
+pub struct HostClient {
+    base: String,
+    token: Option<String>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl HostClient {
+    /// A client for `base` (e.g. `http://127.0.0.1:8080`), sending `token` as
+    /// a bearer token when given.
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        HostClient {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+        }
+    }
+
+    /// Send a request with an optional JSON body and extra headers.
+    pub async fn call(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, String)],
+    ) -> Result<Reply, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = hyper::Request::builder().method(method).uri(&url);
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Other(format!("bad request to {url}: {e}")))?;
+        let resp = match self.client.request(req).await {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => return Err(ClientError::NotRunning(self.base.clone())),
+            Err(e) => return Err(ClientError::Other(format!("request to {url} failed: {e}"))),
+        };
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Other(format!("reading the answer from {url}: {e}")))?
+            .to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        });
+        Ok(Reply { status, body })
+    }
+}

@@ -1,0 +1,429 @@
+//! `weft.toml`: parsed strictly, validated without I/O, with errors that name
+//! the file, the key and the fix.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::origin::Origin;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener and data directory.
+    pub server: ServerConfig,
+    /// Where plugins live.
+    pub plugins: PluginsConfig,
+    /// What each plugin may do, by plugin name.
+    #[serde(default)]
+    pub grants: BTreeMap<String, Grant>,
+    /// The pipelines, in `[[pipeline]]` tables.
+    #[serde(default, rename = "pipeline")]
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the HTTP listener (webhooks, health, admin API).
+    pub listen: SocketAddr,
+    /// Directory of the durable store; relative paths are relative to the config file.
+    pub data_dir: PathBuf,
+    /// Largest accepted webhook body, in bytes (default 1 MiB).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// How long delivered and filtered events stay in the run history, in hours (default 24).
+    #[serde(default = "default_keep_hours")]
+    pub keep_history_hours: u64,
+    /// How long an idempotency key is remembered at ingress, in hours (default 24).
+    #[serde(default = "default_keep_hours")]
+    pub dedup_window_hours: u64,
+    /// Environment variable holding the admin API bearer token; when it is
+    /// set, `/api/v1` requires `Authorization: Bearer <token>`.
+    #[serde(default = "default_admin_token_env")]
+    pub admin_token_env: String,
+}
+
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+fn default_keep_hours() -> u64 {
+    24
+}
+fn default_admin_token_env() -> String {
+    "WEFT_ADMIN_TOKEN".to_string()
+}
+
+/// `[plugins]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Directory of `*.wasm` plugin files; a plugin's name is its file stem.
+    pub dir: PathBuf,
+}
+
+/// `[grants.NAME]`: what one plugin may do. Anything not written is denied.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    /// Origins (scheme://host[:port][/path-prefix]) the plugin may call.
+    #[serde(default)]
+    pub http: Vec<String>,
+    /// Memory cap per instance, in MiB.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u32,
+    /// Wall-time cap per call, in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// Memory cap of a plugin without a grant, in MiB.
+pub const DEFAULT_MEMORY_MIB: u32 = 64;
+/// Wall-time cap per call of a plugin without a grant, in milliseconds.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
+fn default_memory_mib() -> u32 {
+    DEFAULT_MEMORY_MIB
+}
+fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+
+impl Default for Grant {
+    fn default() -> Self {
+        Grant {
+            http: Vec::new(),
+            memory_mib: DEFAULT_MEMORY_MIB,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+        }
+    }
+}
+
+/// `[[pipeline]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Name; webhooks arrive at `POST /hooks/{name}`.
+    pub name: String,
+    /// JSON pointer to the idempotency key in the payload; without it the
+    /// `Idempotency-Key` header is used, or else the event id.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Transforms, run in order.
+    #[serde(default)]
+    pub steps: Vec<StepConfig>,
+    /// Where events end up.
+    pub sink: StepConfig,
+    /// Retry policy for transient failures.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// How many events of this pipeline are processed at once (default 32).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_concurrency() -> usize {
+    32
+}
+
+/// One plugin use: a step or a sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    /// Plugin name (the `.wasm` file stem in the plugin directory).
+    pub plugin: String,
+    /// The plugin's own configuration, handed to it as JSON.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// `retry = { … }`: exponential backoff with jitter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included (default 5).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the second attempt, in ms (default 200).
+    #[serde(default = "default_initial_ms")]
+    pub initial_ms: u64,
+    /// Largest delay, in ms (default 60000).
+    #[serde(default = "default_max_ms")]
+    pub max_ms: u64,
+    /// Growth factor between attempts (default 2.0).
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+    /// `full` (default): a random delay between 0 and the computed one; `none`.
+    #[serde(default)]
+    pub jitter: Jitter,
+}
+
+/// Jitter mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Jitter {
+    /// Uniform in `[0, delay]`.
+    #[default]
+    Full,
+    /// The computed delay exactly.
+    None,
+}
+
+fn default_max_attempts() -> u32 {
+    5
+}
+fn default_initial_ms() -> u64 {
+    200
+}
+fn default_max_ms() -> u64 {
+    60_000
+}
+fn default_multiplier() -> f64 {
+    2.0
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: default_max_attempts(),
+            initial_ms: default_initial_ms(),
+            max_ms: default_max_ms(),
+            multiplier: default_multiplier(),
+            jitter: Jitter::Full,
+        }
+    }
+}
+
+/// A configuration error, naming the file.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Read, parse and validate a config file; relative paths in it are
+    /// resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            file: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(format!("cannot read the config file: {e}")))?;
+        let mut config = Config::parse(&text).map_err(err)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parse and validate config text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        if self.server.data_dir.is_relative() {
+            self.server.data_dir = base.join(&self.server.data_dir);
+        }
+        if self.plugins.dir.is_relative() {
+            self.plugins.dir = base.join(&self.plugins.dir);
+        }
+    }
+
+    /// Check everything that can be checked without I/O.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.server.max_body_bytes == 0 {
+            return Err("server.max_body_bytes must be at least 1".into());
+        }
+        for (name, grant) in &self.grants {
+            for origin in &grant.http {
+                Origin::parse(origin).map_err(|e| format!("grants.{name}.http: {e}"))?;
+            }
+            if grant.memory_mib == 0 || grant.memory_mib > 4096 {
+                return Err(format!(
+                    "grants.{name}.memory_mib = {} is out of range; use 1 to 4096",
+                    grant.memory_mib
+                ));
+            }
+            if grant.timeout_ms == 0 {
+                return Err(format!("grants.{name}.timeout_ms must be at least 1"));
+            }
+        }
+        if self.pipelines.is_empty() {
+            return Err("no [[pipeline]] is configured; add at least one".into());
+        }
+        let mut names = HashSet::new();
+        for (i, p) in self.pipelines.iter().enumerate() {
+            let at = format!("pipeline[{i}] ({:?})", p.name);
+            if p.name.is_empty()
+                || !p
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!(
+                    "{at}: name must be non-empty and use only letters, digits, '-' and '_'"
+                ));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(format!("{at}: another pipeline already has this name"));
+            }
+            if let Some(k) = &p.idempotency_key {
+                if !k.starts_with('/') {
+                    return Err(format!(
+                        "{at}: idempotency_key {k:?} is not a JSON pointer; write it like \"/id\""
+                    ));
+                }
+            }
+            for (j, s) in p.steps.iter().chain([&p.sink]).enumerate() {
+                if s.plugin.is_empty() {
+                    return Err(format!("{at}: step {} has an empty plugin name", j + 1));
+                }
+                if !s.config.is_object() {
+                    return Err(format!(
+                        "{at}: the config of plugin {} must be a table",
+                        s.plugin
+                    ));
+                }
+            }
+            let r = &p.retry;
+            if r.max_attempts == 0 {
+                return Err(format!("{at}: retry.max_attempts must be at least 1"));
+            }
+            if r.initial_ms > r.max_ms {
+                return Err(format!(
+                    "{at}: retry.initial_ms ({}) is larger than retry.max_ms ({})",
+                    r.initial_ms, r.max_ms
+                ));
+            }
+            if !(r.multiplier >= 1.0 && r.multiplier.is_finite()) {
+                return Err(format!("{at}: retry.multiplier must be a number >= 1.0"));
+            }
+            if p.concurrency == 0 || p.concurrency > 1024 {
+                return Err(format!("{at}: concurrency must be between 1 and 1024"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The grant of a plugin; a plugin without `[grants.NAME]` gets the
+    /// defaults (no HTTP, default memory and time caps).
+    pub fn grant(&self, plugin: &str) -> Grant {
+        self.grants.get(plugin).cloned().unwrap_or_default()
+    }
+
+    /// The pipeline with this name.
+    pub fn pipeline(&self, name: &str) -> Option<&PipelineConfig> {
+        self.pipelines.iter().find(|p| p.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+data_dir = "./weft-data"
+
+[plugins]
+dir = "./plugins.d"
+
+[grants.http-sink]
+http = ["http://127.0.0.1:9090"]
+
+[[pipeline]]
+name = "leads"
+idempotency_key = "/id"
+steps = [
+  { plugin = "json-map", config = { lowercase = ["/email"], title_case = ["/name"], date = [{ field = "/created", from = "%m/%d/%Y", to = "%Y-%m-%d" }], cents_to_decimal = ["/amount_cents"] } },
+  { plugin = "filter", config = { require = ["/email"] } },
+]
+sink = { plugin = "http-sink", config = { url = "http://127.0.0.1:9090/leads" } }
+retry = { max_attempts = 5, initial_ms = 100, max_ms = 10000 }
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = Config::parse(EXAMPLE).unwrap();
+        let p = c.pipeline("leads").unwrap();
+        assert_eq!(p.steps.len(), 2);
+        assert_eq!(p.steps[0].config["date"][0]["from"], "%m/%d/%Y");
+        assert_eq!(p.retry.max_attempts, 5);
+        assert_eq!(p.retry.multiplier, 2.0);
+        assert_eq!(c.grant("http-sink").http, ["http://127.0.0.1:9090"]);
+        assert!(c.grant("json-map").http.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse(&EXAMPLE.replace("data_dir", "datadir")).unwrap_err();
+        assert!(err.contains("unknown field `datadir`"), "{err}");
+        let err = Config::parse(&EXAMPLE.replace("max_attempts", "attempts")).unwrap_err();
+        assert!(err.contains("unknown field `attempts`"), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_say_what_to_do() {
+        let err = Config::parse(&EXAMPLE.replace("\"/id\"", "\"id\"")).unwrap_err();
+        assert_eq!(
+            err,
+            "pipeline[0] (\"leads\"): idempotency_key \"id\" is not a JSON pointer; write it like \"/id\""
+        );
+        let err =
+            Config::parse(&EXAMPLE.replace("initial_ms = 100", "initial_ms = 100000")).unwrap_err();
+        assert!(
+            err.contains("retry.initial_ms (100000) is larger than retry.max_ms"),
+            "{err}"
+        );
+        let err =
+            Config::parse(&EXAMPLE.replace("http://127.0.0.1:9090\"]", "ftp://x\"]")).unwrap_err();
+        assert!(err.starts_with("grants.http-sink.http:"), "{err}");
+        let err =
+            Config::parse(&EXAMPLE.replace("name = \"leads\"", "name = \"le ads\"")).unwrap_err();
+        assert!(err.contains("name must be non-empty"), "{err}");
+        let twice =
+            format!("{EXAMPLE}\n[[pipeline]]\nname = \"leads\"\nsink = {{ plugin = \"x\" }}\n");
+        assert!(
+            Config::parse(&twice)
+                .unwrap_err()
+                .contains("already has this name")
+        );
+    }
+
+    #[test]
+    fn load_resolves_paths_against_the_file_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weft.toml");
+        std::fs::write(&path, EXAMPLE).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.server.data_dir, dir.path().join("./weft-data"));
+        std::fs::write(&path, "[server]\nlisten = 5\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+    }
+}

@@ -1,0 +1,173 @@
+//! Accepting an event: validate, give it an id and keys, and write it durably
+//! (with its dedup record) before anyone is told it was accepted.
+
+use super::build::Engine;
+use super::run::Job;
+use crate::store::{
+    Committed, EventId, EventRecord, EventState, StoreError, Write, dedup_key, event_key, now_ms,
+    queue_key,
+};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+/// An event as it arrives, before it is accepted.
+#[derive(Debug, Clone, Default)]
+pub struct Incoming {
+    /// The raw body.
+    pub body: Vec<u8>,
+    /// MIME type of the body.
+    pub content_type: String,
+    /// The `Idempotency-Key` header, if sent.
+    pub idempotency_header: Option<String>,
+    /// A correlation id the sender supplied, if any.
+    pub correlation_id: Option<String>,
+    /// Metadata to carry with the event.
+    pub headers: Vec<(String, String)>,
+}
+
+/// The answer to an accepted event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// Stored and flushed; it will be delivered.
+    New {
+        /// The new event id.
+        id: EventId,
+        /// Its idempotency key.
+        key: String,
+        /// Its correlation id.
+        correlation_id: String,
+    },
+    /// The key was seen within the dedup window; nothing was stored.
+    Duplicate {
+        /// The id of the first event with this key.
+        id: EventId,
+        /// The key.
+        key: String,
+    },
+}
+
+/// Why an event was not accepted. Nothing is stored in any of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// No pipeline by that name.
+    #[error("unknown pipeline {name:?}; configured pipelines: {known}")]
+    UnknownPipeline {
+        /// The name asked for.
+        name: String,
+        /// The configured names.
+        known: String,
+    },
+    /// The body is not JSON.
+    #[error("the body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// The idempotency key could not be found.
+    #[error("{0}")]
+    MissingKey(String),
+    /// The store could not take the write; the sender should retry.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Longest idempotency key, in bytes.
+pub const MAX_KEY_LEN: usize = 512;
+
+impl Engine {
+    /// Accept one event for `pipeline`: on `Ok`, it is durable.
+    pub async fn accept(
+        &self,
+        pipeline: &str,
+        incoming: Incoming,
+    ) -> Result<Accepted, AcceptError> {
+        let p = self
+            .inner
+            .pipelines
+            .get(pipeline)
+            .ok_or_else(|| AcceptError::UnknownPipeline {
+                name: pipeline.to_string(),
+                known: self.pipeline_names().join(", "),
+            })?
+            .clone();
+        let id = EventId::new();
+        let key = match &p.config.idempotency_key {
+            Some(pointer) => {
+                let doc: serde_json::Value = serde_json::from_slice(&incoming.body)
+                    .map_err(|e| AcceptError::InvalidJson(e.to_string()))?;
+                match doc.pointer(pointer) {
+                    Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+                    Some(serde_json::Value::Number(n)) => n.to_string(),
+                    _ => match &incoming.idempotency_header {
+                        Some(h) => h.clone(),
+                        None => {
+                            return Err(AcceptError::MissingKey(format!(
+                                "the idempotency key {pointer} (a non-empty string or a number) is missing from the body, and no Idempotency-Key header was sent"
+                            )));
+                        }
+                    },
+                }
+            }
+            None => {
+                serde_json::from_slice::<serde::de::IgnoredAny>(&incoming.body)
+                    .map_err(|e| AcceptError::InvalidJson(e.to_string()))?;
+                incoming
+                    .idempotency_header
+                    .clone()
+                    .unwrap_or_else(|| id.to_string())
+            }
+        };
+        if key.len() > MAX_KEY_LEN {
+            return Err(AcceptError::MissingKey(format!(
+                "the idempotency key is {} bytes long; the limit is {MAX_KEY_LEN}",
+                key.len()
+            )));
+        }
+        let correlation_id = incoming
+            .correlation_id
+            .filter(|c| !c.is_empty() && c.len() <= 128)
+            .unwrap_or_else(|| id.to_string());
+        let now = now_ms();
+        let record = Arc::new(EventRecord {
+            id,
+            pipeline: pipeline.to_string(),
+            key: key.clone(),
+            correlation_id: correlation_id.clone(),
+            content_type: incoming.content_type,
+            headers: incoming.headers,
+            payload: incoming.body,
+            received_at_ms: now,
+            state: EventState::Queued,
+            attempts: Vec::new(),
+            replays_at_ms: Vec::new(),
+            round_base: 0,
+        });
+        let mut write = Write::default();
+        write.put(event_key(&id), record.encode());
+        write.put(queue_key(now, &id), 1u32.to_be_bytes().to_vec());
+        write.dedup = Some((dedup_key(pipeline, &key), id, self.inner.dedup_window_ms));
+        // Runs on the commit thread once durable, even if the sender has gone.
+        let engine = self.clone();
+        let job = Job {
+            pipeline: pipeline.to_string(),
+            id,
+            attempt: 1,
+            due_ms: now,
+            record: Some(record),
+        };
+        write.after = Some(Box::new(move || engine.schedule(job)));
+        match self.inner.store.commit(write).await? {
+            Committed::Written => {
+                p.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(pipeline, event = %id, correlation_id = %correlation_id, key = %key, "accepted");
+                Ok(Accepted::New {
+                    id,
+                    key,
+                    correlation_id,
+                })
+            }
+            Committed::Duplicate(first) => {
+                p.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(pipeline, event = %first, key = %key, "duplicate idempotency key; not stored again");
+                Ok(Accepted::Duplicate { id: first, key })
+            }
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Building the engine: pipelines resolved against loaded plugins, configs
+//! checked by the plugins themselves, and work recovered from the store.
+
+use super::retry::RetryPolicy;
+use super::run::Job;
+use crate::config::{Config, PipelineConfig};
+use crate::sandbox::{Plugin, Sandbox, World};
+use crate::store::{Store, now_ms};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// Why the engine could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
+/// A plugin use within a pipeline.
+pub(super) struct Step {
+    pub plugin: Arc<Plugin>,
+    pub config_json: String,
+    /// `step 1 (json-map)` or `sink (http-sink)`, for errors and history.
+    pub label: String,
+}
+
+/// Counters of one pipeline since start-up.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Events accepted.
+    pub accepted: AtomicU64,
+    /// Duplicates answered without storing.
+    pub duplicates: AtomicU64,
+    /// Events delivered.
+    pub delivered: AtomicU64,
+    /// Events filtered out.
+    pub filtered: AtomicU64,
+    /// Attempts that failed and were scheduled again.
+    pub retried: AtomicU64,
+    /// Events dead-lettered.
+    pub dead_lettered: AtomicU64,
+    /// Attempts running now.
+    pub in_flight: AtomicU64,
+}
+
+/// One pipeline at run time.
+pub(super) struct Pipeline {
+    pub name: Arc<str>,
+    pub config: PipelineConfig,
+    pub steps: Vec<Step>,
+    pub sink: Step,
+    pub retry: RetryPolicy,
+    pub ready: mpsc::UnboundedSender<Job>,
+    pub stats: PipelineStats,
+}
+
+pub(super) struct Inner {
+    pub store: Arc<Store>,
+    pub sandbox: Arc<Sandbox>,
+    pub pipelines: HashMap<String, Arc<Pipeline>>,
+    pub dedup_window_ms: u64,
+    pub keep_history_ms: u64,
+    runtime: tokio::runtime::Handle,
+    receivers: Mutex<Vec<(Arc<Pipeline>, mpsc::UnboundedReceiver<Job>)>>,
+}
+
+/// The engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub(super) inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Resolve every pipeline's plugins and check each step's config by
+    /// configuring a real instance. Nothing runs until [`Engine::start`].
+    pub async fn build(
+        config: &Config,
+        store: Arc<Store>,
+        sandbox: Arc<Sandbox>,
+        plugins: &BTreeMap<String, Arc<Plugin>>,
+    ) -> Result<Engine, BuildError> {
+        let mut pipelines = HashMap::new();
+        let mut receivers = Vec::new();
+        for p in &config.pipelines {
+            let step = |i: Option<usize>,
+                        s: &crate::config::StepConfig|
+             -> Result<Step, BuildError> {
+                let label = match i {
+                    Some(i) => format!("step {} ({})", i + 1, s.plugin),
+                    None => format!("sink ({})", s.plugin),
+                };
+                let plugin = plugins.get(&s.plugin).cloned().ok_or_else(|| {
+                    let wanted = config.plugins.dir.join(format!("{}.wasm", s.plugin));
+                    let alt = config
+                        .plugins
+                        .dir
+                        .join(format!("{}.wasm", s.plugin.replace('-', "_")));
+                    let hint = if alt != wanted && alt.exists() {
+                        format!("; found {}, rename it to {}.wasm", alt.display(), s.plugin)
+                    } else {
+                        String::new()
+                    };
+                    BuildError(format!(
+                        "pipeline {:?}, {label}: plugin {:?} not found: looked for {}{hint}",
+                        p.name,
+                        s.plugin,
+                        wanted.display()
+                    ))
+                })?;
+                let want = if i.is_some() {
+                    World::Transform
+                } else {
+                    World::Sink
+                };
+                if plugin.world != want {
+                    return Err(BuildError(format!(
+                        "pipeline {:?}, {label}: plugin {:?} implements {} but this place needs {want}",
+                        p.name, s.plugin, plugin.world
+                    )));
+                }
+                Ok(Step {
+                    plugin,
+                    config_json: s.config.to_string(),
+                    label,
+                })
+            };
+            let steps = p
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| step(Some(i), s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let sink = step(None, &p.sink)?;
+            for s in steps.iter().chain([&sink]) {
+                sandbox
+                    .check_config(&s.plugin, &s.config_json, &p.name)
+                    .await
+                    .map_err(|e| {
+                        BuildError(format!(
+                            "pipeline {:?}, {}: the plugin rejected its config: {}",
+                            p.name, s.label, e.message
+                        ))
+                    })?;
+            }
+            let (ready, rx) = mpsc::unbounded_channel();
+            let pipeline = Arc::new(Pipeline {
+                name: p.name.as_str().into(),
+                config: p.clone(),
+                steps,
+                sink,
+                retry: RetryPolicy::new(p.retry.clone()),
+                ready,
+                stats: PipelineStats::default(),
+            });
+            receivers.push((pipeline.clone(), rx));
+            pipelines.insert(p.name.clone(), pipeline);
+        }
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                store,
+                sandbox,
+                pipelines,
+                dedup_window_ms: config.server.dedup_window_hours * 3_600_000,
+                keep_history_ms: config.server.keep_history_hours * 3_600_000,
+                runtime: tokio::runtime::Handle::current(),
+                receivers: Mutex::new(receivers),
+            }),
+        };
+        Ok(engine)
+    }
+
+    /// Start the workers, requeue the work found in the store, and start the
+    /// retention sweep. Returns how many queued events were recovered.
+    pub fn start(&self) -> Result<usize, BuildError> {
+        let receivers = std::mem::take(
+            &mut *self
+                .inner
+                .receivers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for (pipeline, rx) in receivers {
+            tokio::spawn(super::run::dispatch(self.clone(), pipeline, rx));
+        }
+        let queued = self
+            .inner
+            .store
+            .queue()
+            .map_err(|e| BuildError(e.to_string()))?;
+        let mut recovered = 0;
+        for (due, id, attempt) in queued {
+            let Ok(Some(rec)) = self.inner.store.event(&id) else {
+                continue;
+            };
+            if self.inner.pipelines.contains_key(&rec.pipeline) {
+                self.schedule(Job {
+                    pipeline: rec.pipeline.clone(),
+                    id,
+                    attempt,
+                    due_ms: due,
+                    record: None,
+                });
+                recovered += 1;
+            } else {
+                tracing::warn!(event = %id, pipeline = %rec.pipeline,
+                    "queued event belongs to a pipeline that is no longer configured; it stays in the store");
+            }
+        }
+        tokio::spawn(super::janitor::run(self.clone()));
+        Ok(recovered)
+    }
+
+    /// Send a job to its pipeline now, or when it is due.
+    pub(super) fn schedule(&self, job: Job) {
+        let Some(p) = self.inner.pipelines.get(&job.pipeline) else {
+            return;
+        };
+        let wait = job.due_ms.saturating_sub(now_ms());
+        if wait == 0 {
+            let _ = p.ready.send(job);
+        } else {
+            let ready = p.ready.clone();
+            self.inner.runtime.spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                let _ = ready.send(job);
+            });
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    /// Names of the configured pipelines.
+    pub fn pipeline_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.pipelines.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Counters of a pipeline.
+    pub fn stats(&self, pipeline: &str) -> Option<&PipelineStats> {
+        self.inner.pipelines.get(pipeline).map(|p| &p.stats)
+    }
+
+    /// A snapshot of one pipeline's counters as JSON.
+    pub fn stats_json(&self, pipeline: &str) -> Option<serde_json::Value> {
+        let s = self.stats(pipeline)?;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Some(serde_json::json!({
+            "name": pipeline,
+            "accepted": get(&s.accepted),
+            "duplicates": get(&s.duplicates),
+            "delivered": get(&s.delivered),
+            "filtered": get(&s.filtered),
+            "retried": get(&s.retried),
+            "dead_lettered": get(&s.dead_lettered),
+            "in_flight": get(&s.in_flight),
+        }))
+    }
+}

@@ -1,0 +1,276 @@
+//! Running events: the per-pipeline dispatcher and one attempt at an event.
+
+use super::build::{Engine, Pipeline, Step};
+use crate::sandbox::bindings::WitEvent;
+use crate::sandbox::{CallContext, CallError};
+use crate::store::{
+    Attempt, AttemptOutcome, EventId, EventRecord, EventState, Write, dead_key, done_key,
+    event_key, now_ms, queue_key,
+};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument;
+
+/// One attempt to run, possibly in the future.
+#[derive(Debug)]
+pub struct Job {
+    pub(super) pipeline: String,
+    pub(super) id: EventId,
+    pub(super) attempt: u32,
+    pub(super) due_ms: u64,
+    /// The record, when the caller already has it (saves a read).
+    pub(super) record: Option<Arc<EventRecord>>,
+}
+
+/// Feed a pipeline's jobs to at most `concurrency` concurrent attempts.
+pub(super) async fn dispatch(
+    engine: Engine,
+    pipeline: Arc<Pipeline>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+) {
+    let permits = Arc::new(Semaphore::new(pipeline.config.concurrency));
+    let running: Arc<Mutex<HashSet<EventId>>> = Arc::default();
+    while let Some(job) = rx.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        if !running
+            .lock()
+            .map(|mut r| r.insert(job.id))
+            .unwrap_or(false)
+        {
+            continue;
+        }
+        let (engine, pipeline, running) = (engine.clone(), pipeline.clone(), running.clone());
+        tokio::spawn(async move {
+            let id = job.id;
+            pipeline.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            attempt(&engine, &pipeline, job).await;
+            pipeline.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+            if let Ok(mut r) = running.lock() {
+                r.remove(&id);
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// How one attempt ended, before it is written down.
+enum Outcome {
+    Delivered(String),
+    Filtered(String),
+    Failed(String, CallError),
+}
+
+async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job) {
+    let store = &engine.inner.store;
+    let record = match job.record.take() {
+        Some(r) => r,
+        None => match store.event(&job.id) {
+            Ok(Some(r)) => Arc::new(r),
+            Ok(None) => {
+                tracing::warn!(event = %job.id, "queued event has no record; dropping the queue entry");
+                let mut w = Write::default();
+                w.remove(queue_key(job.due_ms, &job.id));
+                store.submit(w);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(event = %job.id, "cannot read queued event: {e}; retrying in 1 s");
+                engine.schedule(Job {
+                    due_ms: now_ms() + 1000,
+                    record: None,
+                    ..job
+                });
+                return;
+            }
+        },
+    };
+    if record.state != EventState::Queued || record.attempts.len() as u32 + 1 != job.attempt {
+        // A stale timer or an entry already handled: nothing to do.
+        return;
+    }
+    let span = tracing::info_span!("event", pipeline = %pipeline.name, event = %record.id,
+        correlation_id = %record.correlation_id, attempt = job.attempt);
+    let started_at_ms = now_ms();
+    let clock = Instant::now();
+    let outcome = run_steps(engine, pipeline, &record, job.attempt)
+        .instrument(span.clone())
+        .await;
+    let duration_us = clock.elapsed().as_micros() as u64;
+    let _enter = span.enter();
+    record_outcome(
+        engine,
+        pipeline,
+        &record,
+        &job,
+        outcome,
+        started_at_ms,
+        duration_us,
+    );
+}
+
+fn context(pipeline: &Pipeline, step: &Step, record: &EventRecord) -> CallContext {
+    CallContext {
+        pipeline: pipeline.name.clone(),
+        plugin: step.plugin.name.as_str().into(),
+        event_id: record.id.to_string(),
+        correlation_id: record.correlation_id.clone(),
+    }
+}
+
+async fn run_steps(
+    engine: &Engine,
+    pipeline: &Pipeline,
+    record: &EventRecord,
+    attempt: u32,
+) -> Outcome {
+    let sandbox = &engine.inner.sandbox;
+    let mut events = vec![WitEvent {
+        id: record.id.to_string(),
+        key: record.key.clone(),
+        source: format!("webhook:{}", pipeline.name),
+        content_type: record.content_type.clone(),
+        headers: record.headers.clone(),
+        payload: record.payload.clone(),
+        attempt,
+        correlation_id: record.correlation_id.clone(),
+        received_at_ms: record.received_at_ms,
+    }];
+    for step in &pipeline.steps {
+        let mut next = Vec::with_capacity(events.len());
+        for event in &events {
+            match sandbox
+                .transform(
+                    &step.plugin,
+                    &step.config_json,
+                    context(pipeline, step, record),
+                    event,
+                )
+                .await
+            {
+                Ok(out) => next.extend(out),
+                Err(e) => return Outcome::Failed(step.label.clone(), e),
+            }
+        }
+        if next.is_empty() {
+            return Outcome::Filtered(step.label.clone());
+        }
+        events = next;
+    }
+    let sink = &pipeline.sink;
+    let mut receipts = Vec::with_capacity(events.len());
+    for event in &events {
+        match sandbox
+            .deliver(
+                &sink.plugin,
+                &sink.config_json,
+                context(pipeline, sink, record),
+                event,
+            )
+            .await
+        {
+            Ok(receipt) => receipts.push(receipt),
+            Err(e) => return Outcome::Failed(sink.label.clone(), e),
+        }
+    }
+    Outcome::Delivered(receipts.join("; "))
+}
+
+fn record_outcome(
+    engine: &Engine,
+    pipeline: &Pipeline,
+    record: &EventRecord,
+    job: &Job,
+    outcome: Outcome,
+    started_at_ms: u64,
+    duration_us: u64,
+) {
+    let store = &engine.inner.store;
+    let mut next = record.clone();
+    let mut write = Write::default();
+    write.remove(queue_key(job.due_ms, &job.id));
+    let now = now_ms();
+    let attempt_outcome = match outcome {
+        Outcome::Delivered(receipt) => {
+            tracing::debug!(receipt = %receipt, duration_us, "delivered");
+            pipeline.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            next.state = EventState::Delivered;
+            write.put(done_key(now, &job.id), Vec::new());
+            AttemptOutcome::Delivered { receipt }
+        }
+        Outcome::Filtered(step) => {
+            tracing::debug!(step = %step, "filtered out");
+            pipeline.stats.filtered.fetch_add(1, Ordering::Relaxed);
+            next.state = EventState::Filtered;
+            write.put(done_key(now, &job.id), Vec::new());
+            AttemptOutcome::Filtered { step }
+        }
+        Outcome::Failed(step, error) => {
+            let round_attempt = job.attempt.saturating_sub(record.round_base);
+            let retry = error.kind.retryable() && pipeline.retry.may_retry(round_attempt);
+            let retry_at_ms = retry.then(|| {
+                let delay =
+                    pipeline
+                        .retry
+                        .delay_ms(round_attempt, error.retry_after_ms, &mut rand::rng());
+                now + delay
+            });
+            if let Some(due) = retry_at_ms {
+                tracing::warn!(step = %step, kind = error.kind.as_str(), retry_in_ms = due - now,
+                    "attempt {} of {} failed: {}", round_attempt, pipeline.retry.max_attempts(), error.message);
+                pipeline.stats.retried.fetch_add(1, Ordering::Relaxed);
+                write.put(
+                    queue_key(due, &job.id),
+                    (job.attempt + 1).to_be_bytes().to_vec(),
+                );
+            } else {
+                let why = if error.kind.retryable() {
+                    format!("after {round_attempt} attempts")
+                } else {
+                    format!("{} errors are not retried", error.kind.as_str())
+                };
+                tracing::error!(step = %step, kind = error.kind.as_str(),
+                    "dead-lettered ({why}): {}", error.message);
+                pipeline.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                next.state = EventState::DeadLettered;
+                write.put(dead_key(&job.id), Vec::new());
+            }
+            AttemptOutcome::Failed {
+                step,
+                kind: error.kind,
+                message: error.message,
+                retry_at_ms,
+            }
+        }
+    };
+    let retry_at = match &attempt_outcome {
+        AttemptOutcome::Failed {
+            retry_at_ms: Some(at),
+            ..
+        } => Some(*at),
+        _ => None,
+    };
+    next.attempts.push(Attempt {
+        number: job.attempt,
+        started_at_ms,
+        duration_us,
+        outcome: attempt_outcome,
+    });
+    write.put(event_key(&job.id), next.encode());
+    if let Some(due) = retry_at {
+        let engine2 = engine.clone();
+        let job2 = Job {
+            pipeline: job.pipeline.clone(),
+            id: job.id,
+            attempt: job.attempt + 1,
+            due_ms: due,
+            record: Some(Arc::new(next)),
+        };
+        write.after = Some(Box::new(move || engine2.schedule(job2)));
+    }
+    store.submit(write);
+}

@@ -1,0 +1,253 @@
+//! Assembling and running a host: open the store, load the plugins, build
+//! the engine, and only then open the HTTP listener.
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::http_util::{Body, error, json};
+use crate::sandbox::{Plugin, Sandbox};
+use crate::store::Store;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Why a host could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// A running host.
+pub struct RunningHost {
+    /// The address the listener is bound to.
+    pub addr: SocketAddr,
+    /// The engine.
+    pub engine: Engine,
+    /// Plugins loaded, by name.
+    pub plugins: BTreeMap<String, Arc<Plugin>>,
+    stop: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Load every `*.wasm` in the plugin directory. Plugins that fail to load are
+/// returned as errors next to the ones that loaded.
+pub async fn load_plugins(
+    config: &Config,
+    sandbox: &Arc<Sandbox>,
+    cache_dir: Option<&Path>,
+) -> Result<(BTreeMap<String, Arc<Plugin>>, Vec<String>), StartError> {
+    let dir = &config.plugins.dir;
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        StartError(format!(
+            "cannot read the plugin directory {} ({e}); create it and put the .wasm files there, or fix plugins.dir",
+            dir.display()
+        ))
+    })?;
+    let mut files: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .collect();
+    files.sort();
+    let mut tasks = Vec::new();
+    for path in files {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let grant = config.grant(&name);
+        let sandbox = sandbox.clone();
+        let cache = cache_dir.map(Path::to_path_buf);
+        tasks.push(tokio::task::spawn_blocking(move || {
+            (
+                name.clone(),
+                sandbox.load(&path, &name, &grant, cache.as_deref()),
+            )
+        }));
+    }
+    let mut plugins = BTreeMap::new();
+    let mut errors = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok((name, Ok(p))) => {
+                tracing::info!(plugin = %name, world = %p.world, sha256 = %p.sha256, "plugin loaded");
+                plugins.insert(name, Arc::new(p));
+            }
+            Ok((_, Err(e))) => errors.push(e.to_string()),
+            Err(e) => errors.push(format!("plugin loader failed: {e}")),
+        }
+    }
+    Ok((plugins, errors))
+}
+
+impl RunningHost {
+    /// Start a host from a validated config.
+    pub async fn start(config: Config) -> Result<RunningHost, StartError> {
+        let data_dir = config.server.data_dir.clone();
+        let store = Arc::new(Store::open(&data_dir).map_err(|e| StartError(e.to_string()))?);
+        let instances: usize = config
+            .pipelines
+            .iter()
+            .map(|p| p.concurrency)
+            .sum::<usize>()
+            + 8;
+        let max_memory = config
+            .grants
+            .values()
+            .map(|g| g.memory_mib)
+            .chain([crate::config::DEFAULT_MEMORY_MIB])
+            .max()
+            .unwrap_or(crate::config::DEFAULT_MEMORY_MIB);
+        let sandbox = Arc::new(
+            Sandbox::new(store.clone(), instances.min(10_000) as u32, max_memory)
+                .map_err(|e| StartError(e.to_string()))?,
+        );
+        let cache = data_dir.join("compiled");
+        let (plugins, load_errors) = load_plugins(&config, &sandbox, Some(&cache)).await?;
+        for e in &load_errors {
+            tracing::warn!("{e}");
+        }
+        let engine = match Engine::build(&config, store.clone(), sandbox, &plugins).await {
+            Ok(engine) => engine,
+            Err(e) => {
+                let mut message = e.to_string();
+                for le in &load_errors {
+                    message.push_str(&format!("\n  note: {le}"));
+                }
+                return Err(StartError(message));
+            }
+        };
+        let recovered = engine.start().map_err(|e| StartError(e.to_string()))?;
+        if recovered > 0 {
+            tracing::info!(
+                recovered,
+                "requeued events that were accepted but not finished"
+            );
+        }
+        let listener = TcpListener::bind(config.server.listen).await.map_err(|e| {
+            StartError(format!(
+                "cannot listen on {} ({e}); is another process using the port? Change server.listen or pass --listen",
+                config.server.listen
+            ))
+        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError(e.to_string()))?;
+        let token = std::env::var(&config.server.admin_token_env)
+            .ok()
+            .filter(|t| !t.is_empty());
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(serve(
+            listener,
+            engine.clone(),
+            Arc::new(ServerState {
+                max_body: config.server.max_body_bytes,
+                token,
+            }),
+            stopped,
+        ));
+        tracing::info!(%addr, pipelines = ?engine.pipeline_names(), "weft is serving");
+        Ok(RunningHost {
+            addr,
+            engine,
+            plugins,
+            stop,
+            server,
+        })
+    }
+
+    /// Stop accepting, let requests in progress finish (up to 5 s), and
+    /// close the store.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+        let store = self.engine.store().clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    }
+
+    /// Wait until the server task ends (it ends only on shutdown).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.server).await;
+    }
+}
+
+struct ServerState {
+    max_body: usize,
+    token: Option<String>,
+}
+
+async fn serve(
+    listener: TcpListener,
+    engine: Engine,
+    state: Arc<ServerState>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let (engine, state) = (engine.clone(), state.clone());
+                let mut conn_stopped = stopped.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req| {
+                        let (engine, state) = (engine.clone(), state.clone());
+                        async move { Ok::<_, std::convert::Infallible>(route(&engine, &state, req).await) }
+                    });
+                    let conn = http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), service);
+                    let mut conn = std::pin::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = conn_stopped.changed() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                });
+            }
+            _ = stopped.changed() => break,
+        }
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+async fn route(engine: &Engine, state: &ServerState, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::POST, p) if p.starts_with("/hooks/") => {
+            let name = p["/hooks/".len()..].trim_end_matches('/').to_string();
+            crate::trigger::webhook::handle(engine, &name, state.max_body, req).await
+        }
+        (_, p) if p.starts_with("/hooks/") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "webhooks take POST with a JSON body",
+        ),
+        (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        (&Method::GET, "/readyz") => json(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "ready", "pipelines": engine.pipeline_names() }),
+        ),
+        (_, p) if p == "/api/v1" || p.starts_with("/api/v1/") => {
+            crate::api::handle(engine, state.token.as_deref(), req).await
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no route for {} {path}; webhooks go to POST /hooks/{{pipeline}}",
+                req.method()
+            ),
+        ),
+    }
+}

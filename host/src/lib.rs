@@ -1,0 +1,15 @@
+//! The weft host: configuration, the durable store, the plugin sandbox, the
+//! engine that moves events through pipelines, and the HTTP front door.
+//!
+//! Data flows one way: trigger → store (accepted) → engine → sandbox → sink.
+
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod engine;
+pub mod host;
+mod http_util;
+pub mod origin;
+pub mod sandbox;
+pub mod store;
+pub mod trigger;

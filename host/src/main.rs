@@ -1,0 +1,490 @@
+//! `weft`: the workflow-automation host and its command line.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use weft_host::client::{ClientError, HostClient};
+use weft_host::config::Config;
+use weft_host::engine::{DeadLetterView, dead_letter_views, replay};
+use weft_host::host::RunningHost;
+use weft_host::store::{EventId, Store};
+
+/// weft — durable webhook pipelines with sandboxed WebAssembly plugins.
+///
+/// Events arrive at POST /hooks/{pipeline}, are stored durably, run through
+/// the pipeline's transform plugins and are delivered by its sink plugin,
+/// with retries, backoff and a dead-letter queue.
+#[derive(Debug, Parser)]
+#[command(name = "weft", version, about, long_about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the host: load plugins, build pipelines, serve webhooks and the admin API.
+    Run(RunArgs),
+    /// Check a config file and the plugins it names, without serving.
+    Check(ConfigArg),
+    /// Send a JSON file to a pipeline of a running host, as a webhook would.
+    Send(SendArgs),
+    /// Inspect and replay the dead-letter queue.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Show the history of events.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// The config file.
+    #[arg(short, long, default_value = "weft.toml", env = "WEFT_CONFIG")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Listen on this address instead of server.listen.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Keep data in this directory instead of server.data_dir.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Args)]
+struct HostArg {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Address of the running host (default: server.listen from the config).
+    #[arg(long)]
+    url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct SendArgs {
+    /// Pipeline to send to.
+    pipeline: String,
+    /// JSON file to send, or `-` for standard input.
+    file: PathBuf,
+    /// Treat the input as newline-delimited JSON and send each line as one event.
+    #[arg(long)]
+    ndjson: bool,
+    /// Idempotency-Key header to send (single events only).
+    #[arg(long)]
+    key: Option<String>,
+    #[command(flatten)]
+    host: HostArg,
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// List dead letters with their last error.
+    List {
+        /// Only this pipeline.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Print JSON (with every attempt and the payload).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        host: HostArg,
+    },
+    /// Put dead letters back in their pipeline with the same idempotency key.
+    Replay {
+        /// Event ids to replay.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Replay every dead letter (of --pipeline, when given).
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// With --all: only this pipeline.
+        #[arg(long, requires = "all")]
+        pipeline: Option<String>,
+        #[command(flatten)]
+        host: HostArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RunsCommand {
+    /// Show one event: state, every attempt, and the payload.
+    Show {
+        /// Event id.
+        id: String,
+        #[command(flatten)]
+        host: HostArg,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let log_format = match &cli.command {
+        Command::Run(r) => r.log_format,
+        _ => LogFormat::Text,
+    };
+    init_logging(log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Check(args) => check(&args.config).await,
+        Command::Send(args) => send(args).await,
+        Command::Dlq(DlqCommand::List {
+            pipeline,
+            json,
+            host,
+        }) => dlq_list(&host, pipeline, json).await,
+        Command::Dlq(DlqCommand::Replay {
+            ids,
+            all,
+            pipeline,
+            host,
+        }) => dlq_replay(&host, ids, all, pipeline).await,
+        Command::Runs(RunsCommand::Show { id, host }) => runs_show(&host, &id).await,
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    let mut config = load_config(&args.config.config)?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(dir) = args.data_dir {
+        config.server.data_dir = dir;
+    }
+    let host = RunningHost::start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing requests in progress and flushing the store");
+    host.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn check(path: &Path) -> Result<()> {
+    let config = load_config(path)?;
+    let dir = tempfile_dir()?;
+    let store = std::sync::Arc::new(Store::open(&dir)?);
+    let sandbox = std::sync::Arc::new(weft_host::sandbox::Sandbox::new(store.clone(), 16, 4096)?);
+    let (plugins, errors) = weft_host::host::load_plugins(&config, &sandbox, None).await?;
+    for e in &errors {
+        println!("warning: {e}");
+    }
+    weft_host::engine::Engine::build(&config, store, sandbox, &plugins).await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "{}: ok ({} pipelines, {} plugins)",
+        path.display(),
+        config.pipelines.len(),
+        plugins.len()
+    );
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("weft-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn client(host: &HostArg) -> Result<(HostClient, Option<Config>)> {
+    let config = load_config(&host.config.config);
+    let url = match (&host.url, &config) {
+        (Some(url), _) => url.clone(),
+        (None, Ok(c)) => format!("http://{}", c.server.listen),
+        (None, Err(e)) => bail!("{e}\n(pass --url to reach a host without a config file)"),
+    };
+    let token_env = config
+        .as_ref()
+        .map(|c| c.server.admin_token_env.clone())
+        .unwrap_or_else(|_| "WEFT_ADMIN_TOKEN".into());
+    let token = std::env::var(token_env).ok().filter(|t| !t.is_empty());
+    Ok((HostClient::new(&url, token), config.ok()))
+}
+
+async fn send(args: SendArgs) -> Result<()> {
+    let (client, _) = client(&args.host)?;
+    let mut input = Vec::new();
+    if args.file.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut input)?;
+    } else {
+        input = std::fs::read(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?;
+    }
+    let bodies: Vec<Vec<u8>> = if args.ndjson {
+        input
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .map(<[u8]>::to_vec)
+            .collect()
+    } else {
+        vec![input]
+    };
+    let path = format!("/hooks/{}", args.pipeline);
+    let mut failed = 0;
+    for body in bodies {
+        let headers: Vec<(&str, String)> = args
+            .key
+            .iter()
+            .map(|k| ("idempotency-key", k.clone()))
+            .collect();
+        let reply = client
+            .call(hyper::Method::POST, &path, Some(body), &headers)
+            .await
+            .map_err(not_running_hint)?;
+        println!("{} {}", reply.status, reply.body);
+        if reply.status >= 400 {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} event(s) were not accepted");
+    }
+    Ok(())
+}
+
+fn not_running_hint(e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::NotRunning(url) => anyhow::anyhow!(
+            "no weft host answers at {url}; start one with `weft run`, or pass --url"
+        ),
+        other => other.into(),
+    }
+}
+
+/// Open the store directly when no host is running.
+fn offline_store(config: Option<Config>) -> Result<Store> {
+    let config = config
+        .context("no host is running and no config file was found to open its data directory")?;
+    let store = Store::open(&config.server.data_dir)?;
+    Ok(store)
+}
+
+async fn dlq_list(host: &HostArg, pipeline: Option<String>, as_json: bool) -> Result<()> {
+    let (client, config) = client(host)?;
+    let path = match &pipeline {
+        Some(p) => format!("/api/v1/dlq?pipeline={p}"),
+        None => "/api/v1/dlq".to_string(),
+    };
+    let list: Vec<DeadLetterView> = match client.call(hyper::Method::GET, &path, None, &[]).await {
+        Ok(reply) if reply.status == 200 => {
+            serde_json::from_value(reply.body["dead_letters"].clone())
+                .map_err(|e| anyhow::anyhow!("unexpected answer from the host: {e}"))
+                .map(|v: Vec<serde_json::Value>| v)?
+                .into_iter()
+                .map(view_from_json)
+                .collect()
+        }
+        Ok(reply) => bail!("the host answered {}: {}", reply.status, reply.body),
+        Err(ClientError::NotRunning(_)) => {
+            let store = offline_store(config)?;
+            dead_letter_views(&store, pipeline.as_deref())?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!("the dead-letter queue is empty");
+        return Ok(());
+    }
+    println!(
+        "{:<36}  {:<12}  {:>8}  {:<22}  ERROR",
+        "ID", "PIPELINE", "ATTEMPTS", "FAILED IN"
+    );
+    for d in &list {
+        let mut error = format!("{}: {}", d.error_kind, d.error);
+        if error.chars().count() > 100 {
+            error = error.chars().take(99).collect::<String>() + "…";
+        }
+        println!(
+            "{:<36}  {:<12}  {:>8}  {:<22}  {error}",
+            d.id, d.pipeline, d.attempts, d.failed_step
+        );
+    }
+    println!(
+        "{} dead letter(s); `weft dlq replay ID` or `weft dlq replay --all` requeues them",
+        list.len()
+    );
+    Ok(())
+}
+
+fn view_from_json(v: serde_json::Value) -> DeadLetterView {
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    DeadLetterView {
+        id: s("id"),
+        pipeline: s("pipeline"),
+        key: s("key"),
+        correlation_id: s("correlation_id"),
+        received_at: s("received_at"),
+        attempts: v["attempts"].as_u64().unwrap_or(0) as usize,
+        failed_step: s("failed_step"),
+        error_kind: s("error_kind"),
+        error: s("error"),
+        history: v["history"].as_array().cloned().unwrap_or_default(),
+        payload: s("payload"),
+    }
+}
+
+async fn dlq_replay(
+    host: &HostArg,
+    ids: Vec<String>,
+    all: bool,
+    pipeline: Option<String>,
+) -> Result<()> {
+    let (client, config) = client(host)?;
+    let body = serde_json::json!({ "ids": ids, "all": all, "pipeline": pipeline });
+    let outcomes = match client
+        .call(
+            hyper::Method::POST,
+            "/api/v1/dlq/replay",
+            Some(body.to_string().into_bytes()),
+            &[],
+        )
+        .await
+    {
+        Ok(reply) if reply.status == 200 => reply.body["replayed"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+        Ok(reply) => bail!("the host answered {}: {}", reply.status, reply.body),
+        Err(ClientError::NotRunning(_)) => {
+            let store = offline_store(config)?;
+            let ids: Vec<EventId> = if all {
+                store
+                    .dead_letters(pipeline.as_deref())?
+                    .iter()
+                    .map(|r| r.id)
+                    .collect()
+            } else {
+                ids.iter()
+                    .map(|s| s.parse::<EventId>().map_err(|e| anyhow::anyhow!(e)))
+                    .collect::<Result<_>>()?
+            };
+            let out = replay(&store, None, &ids).await?;
+            println!(
+                "no host is running: the events were requeued in the store and will be delivered when `weft run` starts"
+            );
+            out.iter()
+                .map(|o| serde_json::to_value(o).unwrap_or_default())
+                .collect()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut not_done = 0;
+    for o in &outcomes {
+        let result = o["result"].as_str().unwrap_or("?");
+        if result != "requeued" {
+            not_done += 1;
+        }
+        println!("{}  {result}", o["id"].as_str().unwrap_or("?"));
+    }
+    println!("{} replayed, {not_done} skipped", outcomes.len() - not_done);
+    Ok(())
+}
+
+async fn runs_show(host: &HostArg, id: &str) -> Result<()> {
+    let (client, config) = client(host)?;
+    let id: EventId = id.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let view = match client
+        .call(
+            hyper::Method::GET,
+            &format!("/api/v1/events/{id}"),
+            None,
+            &[],
+        )
+        .await
+    {
+        Ok(reply) if reply.status == 200 => reply.body,
+        Ok(reply) => bail!("the host answered {}: {}", reply.status, reply.body),
+        Err(ClientError::NotRunning(_)) => {
+            let store = offline_store(config)?;
+            let record = store
+                .event(&id)?
+                .with_context(|| format!("no event {id}"))?;
+            let mut v = serde_json::to_value(DeadLetterView::from(&record))?;
+            v["state"] = record.state.as_str().into();
+            v
+        }
+        Err(e) => return Err(e.into()),
+    };
+    println!("{}", serde_json::to_string_pretty(&view)?);
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! One plugin call: a fresh store with limits, instantiate, configure, run,
+//! and a typed outcome the engine can act on.
+
+use super::bindings::transform::weft::plugin::types as wit;
+use super::bindings::{WitError, WitEvent};
+use super::egress::{DenialHook, EgressHooks};
+use super::plugin::{Plugin, Pre};
+use super::runtime::{EPOCH_TICK, Sandbox};
+use super::state::{HostState, KvAccess, LOG_BUDGET};
+use crate::store::ErrorKind;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimitsBuilder, Trap};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi_http::WasiHttpCtx;
+
+/// Who is calling: used in every log line the plugin causes.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    /// Pipeline name.
+    pub pipeline: Arc<str>,
+    /// Plugin name.
+    pub plugin: Arc<str>,
+    /// Event id.
+    pub event_id: String,
+    /// Correlation id.
+    pub correlation_id: String,
+}
+
+/// A failed call, classified for the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallError {
+    /// What the engine does about it.
+    pub kind: ErrorKind,
+    /// What went wrong.
+    pub message: String,
+    /// For `rate-limited`: how long to wait.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl CallError {
+    fn new(kind: ErrorKind, message: String) -> Self {
+        CallError {
+            kind,
+            message,
+            retry_after_ms: None,
+        }
+    }
+}
+
+impl From<WitError> for CallError {
+    fn from(e: WitError) -> Self {
+        match e {
+            wit::Error::Transient(m) => CallError::new(ErrorKind::Transient, m),
+            wit::Error::RateLimited(r) => CallError {
+                kind: ErrorKind::RateLimited,
+                message: r.message,
+                retry_after_ms: Some(r.retry_after_ms),
+            },
+            wit::Error::InvalidInput(m) => CallError::new(ErrorKind::InvalidInput, m),
+            wit::Error::Fatal(m) => CallError::new(ErrorKind::Fatal, m),
+        }
+    }
+}
+
+/// What a transform returned.
+pub type TransformOutput = Vec<WitEvent>;
+
+impl Sandbox {
+    fn new_store(&self, plugin: &Plugin, ctx: Arc<CallContext>) -> wasmtime::Store<HostState> {
+        let stdout = MemoryOutputPipe::new(LOG_BUDGET);
+        let stderr = MemoryOutputPipe::new(LOG_BUDGET);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .build();
+        let mut namespace = Vec::with_capacity(ctx.pipeline.len() + ctx.plugin.len() + 2);
+        namespace.extend_from_slice(ctx.pipeline.as_bytes());
+        namespace.push(0);
+        namespace.extend_from_slice(ctx.plugin.as_bytes());
+        namespace.push(0);
+        let denial_ctx = ctx.clone();
+        let on_denied: DenialHook = Arc::new(move |url: &str| {
+            tracing::warn!(
+                pipeline = %denial_ctx.pipeline, plugin = %denial_ctx.plugin,
+                event = %denial_ctx.event_id, correlation_id = %denial_ctx.correlation_id,
+                url, "outbound request denied: the destination is not in the plugin's http grant"
+            );
+        });
+        let limits = &plugin.limits;
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: EgressHooks {
+                origins: limits.origins.clone(),
+                client: self.client.clone(),
+                timeout: limits.timeout,
+                on_denied,
+            },
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            ctx,
+            kv: KvAccess {
+                tree: self.store.kv_tree().clone(),
+                db: self.store.db().clone(),
+                namespace,
+                quota_bytes: limits.kv_quota_bytes,
+            },
+            log_left: LOG_BUDGET,
+            stdout,
+            stderr,
+        };
+        let mut store = wasmtime::Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    /// Run a transform step on one event.
+    pub async fn transform(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        ctx: CallContext,
+        event: &WitEvent,
+    ) -> Result<TransformOutput, CallError> {
+        let Pre::Transform(pre) = &plugin.pre else {
+            return Err(wrong_world(plugin, "a transform step"));
+        };
+        let mut store = self.new_store(plugin, Arc::new(ctx));
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let api = instance.weft_plugin_transformer();
+            if let Err(e) = api.call_configure(&mut store, config).await? {
+                return Ok(Err(e));
+            }
+            api.call_transform(&mut store, event).await
+        };
+        let result = tokio::time::timeout(plugin.limits.timeout, run).await;
+        finish(plugin, &mut store, result)
+    }
+
+    /// Deliver one event through a sink.
+    pub async fn deliver(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        ctx: CallContext,
+        event: &WitEvent,
+    ) -> Result<String, CallError> {
+        let Pre::Sink(pre) = &plugin.pre else {
+            return Err(wrong_world(plugin, "a sink"));
+        };
+        let mut store = self.new_store(plugin, Arc::new(ctx));
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let api = instance.weft_plugin_deliverer();
+            if let Err(e) = api.call_configure(&mut store, config).await? {
+                return Ok(Err(e));
+            }
+            api.call_deliver(&mut store, event)
+                .await
+                .map(|r| r.map(|receipt| receipt.detail))
+        };
+        let result = tokio::time::timeout(plugin.limits.timeout, run).await;
+        finish(plugin, &mut store, result)
+    }
+
+    /// Instantiate and configure once, to check a step's config at start-up.
+    pub async fn check_config(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        pipeline: &str,
+    ) -> Result<(), CallError> {
+        let ctx = CallContext {
+            pipeline: pipeline.into(),
+            plugin: plugin.name.as_str().into(),
+            event_id: "-".into(),
+            correlation_id: "-".into(),
+        };
+        let mut store = self.new_store(plugin, Arc::new(ctx));
+        let run = async {
+            match &plugin.pre {
+                Pre::Transform(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance
+                        .weft_plugin_transformer()
+                        .call_configure(&mut store, config)
+                        .await
+                }
+                Pre::Sink(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance
+                        .weft_plugin_deliverer()
+                        .call_configure(&mut store, config)
+                        .await
+                }
+            }
+        };
+        let result = tokio::time::timeout(plugin.limits.timeout, run).await;
+        finish(plugin, &mut store, result)
+    }
+}
+
+fn wrong_world(plugin: &Plugin, role: &str) -> CallError {
+    CallError::new(
+        ErrorKind::Fatal,
+        format!(
+            "plugin {} implements {} and cannot be used as {role}",
+            plugin.name, plugin.world
+        ),
+    )
+}
+
+type Timed<T> = Result<wasmtime::Result<Result<T, WitError>>, tokio::time::error::Elapsed>;
+
+fn finish<T>(
+    plugin: &Plugin,
+    store: &mut wasmtime::Store<HostState>,
+    result: Timed<T>,
+) -> Result<T, CallError> {
+    store.data_mut().drain_stdio();
+    let timeout_ms = plugin.limits.timeout.as_millis();
+    match result {
+        Err(_) => Err(CallError::new(
+            ErrorKind::Transient,
+            format!(
+                "plugin {} did not finish within its {timeout_ms} ms time limit",
+                plugin.name
+            ),
+        )),
+        Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Ok(Err(e))) => Err(e.into()),
+        Ok(Err(trap)) => Err(classify_trap(plugin, trap)),
+    }
+}
+
+fn classify_trap(plugin: &Plugin, e: wasmtime::Error) -> CallError {
+    let name = &plugin.name;
+    let text = format!("{e:#}");
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::new(
+            ErrorKind::Transient,
+            format!(
+                "plugin {name} ran past its {} ms time limit and was stopped",
+                plugin.limits.timeout.as_millis()
+            ),
+        ),
+        Some(Trap::StackOverflow) => CallError::new(
+            ErrorKind::Fatal,
+            format!("plugin {name} overflowed its stack and was stopped"),
+        ),
+        _ if text.contains("growing memory") => CallError::new(
+            ErrorKind::Fatal,
+            format!(
+                "plugin {name} tried to use more than its memory cap of {} MiB and was stopped",
+                plugin.limits.memory_bytes / (1024 * 1024)
+            ),
+        ),
+        _ => CallError::new(ErrorKind::Fatal, format!("plugin {name} crashed: {text}")),
+    }
+}

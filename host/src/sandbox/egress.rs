@@ -1,0 +1,104 @@
+//! Outbound HTTP for plugins: every request is checked against the plugin's
+//! grant before it leaves, and plain-HTTP requests share a connection pool.
+
+use crate::origin::Origin;
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+/// Connect timeout for plugin requests.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A pooled client shared by every plugin call.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<HttpConnector, WasiBody>,
+}
+
+impl HttpClient {
+    /// A client with keep-alive pooling.
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        HttpClient { client }
+    }
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Called when a plugin tries to reach a place outside its grant.
+pub type DenialHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The `wasi:http` hooks of one call.
+pub struct EgressHooks {
+    pub(super) origins: Arc<Vec<Origin>>,
+    pub(super) client: HttpClient,
+    pub(super) timeout: Duration,
+    pub(super) on_denied: DenialHook,
+}
+
+type Sent = wasmtime_wasi_http::Result<(
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+impl WasiHttpHooks for EgressHooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = Sent> + Send> {
+        drop(fut);
+        let uri = request.uri().clone();
+        if !self.origins.iter().any(|o| o.allows_uri(&uri)) {
+            (self.on_denied)(&uri.to_string());
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        let first_byte = options
+            .and_then(|o| o.first_byte_timeout)
+            .map_or(self.timeout, |t| t.min(self.timeout));
+        let client = self.client.clone();
+        Box::new(async move {
+            if uri.scheme_str() == Some("https") {
+                let options = RequestOptions {
+                    connect_timeout: Some(CONNECT_TIMEOUT),
+                    first_byte_timeout: Some(first_byte),
+                    between_bytes_timeout: Some(first_byte),
+                };
+                let (resp, io) =
+                    wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+                return Ok((
+                    resp.map(BodyExt::boxed_unsync),
+                    Box::new(io) as Box<dyn Future<Output = _> + Send>,
+                ));
+            }
+            let resp = match tokio::time::timeout(first_byte, client.client.request(request)).await
+            {
+                Err(_) => return Err(HttpError::ConnectionReadTimeout),
+                Ok(Err(e)) if e.is_connect() => return Err(HttpError::ConnectionRefused),
+                Ok(Err(e)) => return Err(HttpError::InternalError(Some(format!("{e:#}")))),
+                Ok(Ok(resp)) => resp,
+            };
+            let resp = resp.map(|body| body.map_err(HttpError::from).boxed_unsync());
+            Ok((
+                resp,
+                Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}

@@ -1,0 +1,18 @@
+//! The plugin sandbox: wasmtime engine, plugin loading, per-call stores with
+//! limits, and the host side of the WIT capabilities.
+//!
+//! Every plugin is compiled once and pre-linked (`InstancePre`); every call
+//! gets a fresh store from the pooling allocator with a memory cap and an
+//! epoch deadline, no filesystem, no environment, no sockets, and outbound
+//! HTTP only to the origins its grant lists.
+
+pub mod bindings;
+mod call;
+mod egress;
+mod plugin;
+mod runtime;
+mod state;
+
+pub use call::{CallContext, CallError, TransformOutput};
+pub use plugin::{Plugin, World};
+pub use runtime::{Sandbox, SandboxError};

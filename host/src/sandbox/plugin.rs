@@ -1,0 +1,67 @@
+//! A loaded plugin: compiled, pre-linked, with its world and its grant.
+
+use super::bindings::{sink::SinkPre, transform::TransformPre};
+use super::state::HostState;
+use crate::origin::Origin;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which world a plugin implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// `weft:plugin/transform@0.1.0`
+    Transform,
+    /// `weft:plugin/sink@0.1.0`
+    Sink,
+}
+
+impl fmt::Display for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            World::Transform => "weft:plugin/transform@0.1.0",
+            World::Sink => "weft:plugin/sink@0.1.0",
+        })
+    }
+}
+
+pub(super) enum Pre {
+    Transform(TransformPre<HostState>),
+    Sink(SinkPre<HostState>),
+}
+
+/// Limits and permissions a plugin runs with.
+#[derive(Debug, Clone)]
+pub(super) struct Limits {
+    pub origins: Arc<Vec<Origin>>,
+    pub memory_bytes: usize,
+    pub timeout: Duration,
+    pub kv_quota_bytes: u64,
+}
+
+/// A plugin ready to instantiate.
+pub struct Plugin {
+    /// Name (the file stem).
+    pub name: String,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// Hex sha256 of the file.
+    pub sha256: String,
+    /// Its world.
+    pub world: World,
+    /// Interfaces it imports, e.g. `wasi:http/outgoing-handler@0.2.12`.
+    pub imports: Vec<String>,
+    pub(super) pre: Pre,
+    pub(super) limits: Limits,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("world", &self.world)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,269 @@
+//! The wasmtime engine, the linker, and plugin loading with an on-disk cache
+//! of compiled code.
+
+use super::bindings::{self, sink::SinkPre, transform::TransformPre};
+use super::egress::HttpClient;
+use super::plugin::{Limits, Plugin, Pre, World};
+use super::state::HostState;
+use crate::config::Grant;
+use crate::origin::Origin;
+use crate::store::Store;
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances; per-call deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// KV quota of a plugin, in bytes (1 MiB).
+pub const KV_QUOTA_BYTES: u64 = 1024 * 1024;
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The engine could not be set up.
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+    /// The plugin file could not be read.
+    #[error("cannot read plugin {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Not a valid component, or not a weft plugin.
+    #[error("plugin {path} is not usable: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
+    },
+}
+
+/// Stops the epoch ticker thread when dropped.
+struct EpochTicker(Arc<AtomicBool>);
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The engine, linker and shared clients; one per host.
+pub struct Sandbox {
+    pub(super) engine: Engine,
+    linker: Linker<HostState>,
+    pub(super) client: HttpClient,
+    pub(super) store: Arc<Store>,
+    _ticker: EpochTicker,
+}
+
+impl Sandbox {
+    /// Build the engine with room for `max_instances` live plugin instances
+    /// of at most `max_memory_mib` each.
+    pub fn new(
+        store: Arc<Store>,
+        max_instances: u32,
+        max_memory_mib: u32,
+    ) -> Result<Self, SandboxError> {
+        let engine = build_engine(max_instances, max_memory_mib)
+            .or_else(|e| {
+                tracing::warn!("pooling allocator unavailable ({e}); using on-demand allocation");
+                let mut config = base_config();
+                config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+                Engine::new(&config).map_err(|e| e.to_string())
+            })
+            .map_err(SandboxError::Engine)?;
+        let mut linker = Linker::new(&engine);
+        let engine_err = |e: wasmtime::Error| SandboxError::Engine(e.to_string());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
+        bindings::transform::weft::plugin::log::add_to_linker::<_, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(engine_err)?;
+        bindings::transform::weft::plugin::kv::add_to_linker::<_, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(engine_err)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ticker_engine, ticker_stop) = (engine.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("weft-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        Ok(Sandbox {
+            engine,
+            linker,
+            client: HttpClient::new(),
+            store,
+            _ticker: EpochTicker(stop),
+        })
+    }
+
+    /// Load one plugin file under `name` with `grant`, using (and filling)
+    /// the compiled-code cache in `cache_dir`.
+    pub fn load(
+        &self,
+        path: &Path,
+        name: &str,
+        grant: &Grant,
+        cache_dir: Option<&Path>,
+    ) -> Result<Plugin, SandboxError> {
+        let bytes = std::fs::read(path).map_err(|e| SandboxError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let invalid = |reason: String| SandboxError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
+            return Err(invalid(
+                "it is a core WebAssembly module, not a component; build it with `cargo build --target wasm32-wasip2`".into(),
+            ));
+        }
+        let component = self
+            .compile_cached(&bytes, &sha256, cache_dir)
+            .map_err(|e| invalid(format!("not a valid WebAssembly component: {e}")))?;
+        let ty = component.component_type();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let world = if exports.iter().any(|e| e == bindings::TRANSFORM_EXPORT) {
+            World::Transform
+        } else if exports.iter().any(|e| e == bindings::SINK_EXPORT) {
+            World::Sink
+        } else if let Some(other) = exports.iter().find(|e| e.starts_with("weft:plugin/")) {
+            return Err(invalid(format!(
+                "it exports {other}, a weft:plugin version this host does not support (it supports 0.1.0); rebuild it against a matching weft-sdk"
+            )));
+        } else {
+            return Err(invalid(format!(
+                "it is not a weft plugin: it exports neither {} nor {} (exports: {})",
+                bindings::TRANSFORM_EXPORT,
+                bindings::SINK_EXPORT,
+                if exports.is_empty() {
+                    "none".to_string()
+                } else {
+                    exports.join(", ")
+                }
+            )));
+        };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            invalid(format!(
+                "it imports something the host does not provide: {e}"
+            ))
+        })?;
+        let pre = match world {
+            World::Transform => {
+                Pre::Transform(TransformPre::new(instance_pre).map_err(|e| invalid(e.to_string()))?)
+            }
+            World::Sink => {
+                Pre::Sink(SinkPre::new(instance_pre).map_err(|e| invalid(e.to_string()))?)
+            }
+        };
+        let origins = grant
+            .http
+            .iter()
+            .map(|o| Origin::parse(o))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(format!("bad http grant: {e}")))?;
+        Ok(Plugin {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            sha256,
+            world,
+            imports,
+            pre,
+            limits: Limits {
+                origins: Arc::new(origins),
+                memory_bytes: grant.memory_mib as usize * 1024 * 1024,
+                timeout: Duration::from_millis(grant.timeout_ms),
+                kv_quota_bytes: KV_QUOTA_BYTES,
+            },
+        })
+    }
+
+    fn compile_cached(
+        &self,
+        bytes: &[u8],
+        sha256: &str,
+        cache_dir: Option<&Path>,
+    ) -> wasmtime::Result<Component> {
+        let Some(dir) = cache_dir else {
+            return Component::new(&self.engine, bytes);
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let file = dir.join(format!("{sha256}-{:016x}.cwasm", h.finish()));
+        if file.exists() {
+            // SAFETY: the cache holds only code this host compiled itself, in
+            // the operator's data directory, named by the source digest and the
+            // engine's compatibility hash; wasmtime re-checks the header.
+            #[expect(unsafe_code, reason = "loading our own compiled-code cache")]
+            match unsafe { Component::deserialize_file(&self.engine, &file) } {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), "ignoring unusable compiled-code cache entry: {e}")
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes)?;
+        if let Ok(code) = component.serialize() {
+            let tmp = file.with_extension("tmp");
+            let written = std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(&tmp, code))
+                .and_then(|()| std::fs::rename(&tmp, &file));
+            if let Err(e) = written {
+                tracing::debug!("could not cache compiled plugin code: {e}");
+            }
+        }
+        Ok(component)
+    }
+}
+
+fn base_config() -> wasmtime::Config {
+    let mut config = wasmtime::Config::new();
+    config.epoch_interruption(true);
+    config.max_wasm_stack(512 * 1024);
+    config.async_stack_size(2 * 1024 * 1024);
+    config
+}
+
+fn build_engine(max_instances: u32, max_memory_mib: u32) -> Result<Engine, String> {
+    let mut pool = PoolingAllocationConfig::default();
+    let instances = max_instances.max(8);
+    pool.total_component_instances(instances);
+    pool.total_core_instances(instances * 8);
+    pool.max_core_instances_per_component(16);
+    pool.total_memories(instances * 2);
+    pool.max_memories_per_component(4);
+    pool.total_tables(instances * 8);
+    pool.max_tables_per_component(16);
+    pool.total_stacks(instances);
+    pool.max_memory_size(max_memory_mib as usize * 1024 * 1024);
+    let mut config = base_config();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(|e| e.to_string())
+}

@@ -1,0 +1,28 @@
+//! The durable store: one sled directory.
+//!
+//! The hot path keeps every state of an event in one tree (`events`), keyed by
+//! prefix, and writes through a group-commit thread that applies up to
+//! [`MAX_GROUP`] writes as one batch and flushes once for all of them. An event
+//! is acknowledged only after that flush.
+//!
+//! Keys in the `events` tree:
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `e` | event id | [`EventRecord`] |
+//! | `q` | due ms, event id | next attempt number (ready work) |
+//! | `d` | event id | empty (dead-letter index) |
+//! | `t` | finish ms, event id | empty (history retention index) |
+//! | `k` | pipeline, 0, idempotency key | first event id, accept ms (dedup) |
+//!
+//! Plugin key-value state lives in the `kv` tree.
+
+mod committer;
+mod keys;
+mod record;
+mod store;
+
+pub use committer::{Committed, MAX_GROUP, Write};
+pub use keys::*;
+pub use record::*;
+pub use store::{Store, StoreError};

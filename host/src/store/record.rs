@@ -1,0 +1,262 @@
+//! What the store keeps about an event: the event itself, its state and every
+//! attempt.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Time-ordered unique event id (UUID v7).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EventId([u8; 16]);
+
+impl EventId {
+    /// A new id; ids made later sort after earlier ones.
+    pub fn new() -> Self {
+        EventId(*uuid::Uuid::now_v7().as_bytes())
+    }
+    /// The 16 raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+    /// From 16 raw bytes.
+    pub fn from_slice(b: &[u8]) -> Option<Self> {
+        Some(EventId(b.try_into().ok()?))
+    }
+}
+
+impl Default for EventId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        uuid::Uuid::from_bytes(self.0).hyphenated().fmt(f)
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for EventId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        uuid::Uuid::parse_str(s)
+            .map(|u| EventId(*u.as_bytes()))
+            .map_err(|_| format!("{s:?} is not an event id (a UUID such as 0190c9d2-…)"))
+    }
+}
+
+/// Where an event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventState {
+    /// Waiting for its next attempt.
+    Queued,
+    /// The sink took it.
+    Delivered,
+    /// A step dropped it on purpose.
+    Filtered,
+    /// In the dead-letter queue.
+    DeadLettered,
+}
+
+impl EventState {
+    /// Lower-case name for the API and the CLI.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventState::Queued => "queued",
+            EventState::Delivered => "delivered",
+            EventState::Filtered => "filtered",
+            EventState::DeadLettered => "dead-lettered",
+        }
+    }
+}
+
+/// The kind of a failure, as the WIT error variant gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// Retry with backoff.
+    Transient,
+    /// Retry after the given delay.
+    RateLimited,
+    /// Dead-letter at once.
+    InvalidInput,
+    /// Dead-letter at once.
+    Fatal,
+}
+
+impl ErrorKind {
+    /// Whether the engine may retry.
+    pub fn retryable(&self) -> bool {
+        matches!(self, ErrorKind::Transient | ErrorKind::RateLimited)
+    }
+    /// Lower-case name, as in the WIT.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ErrorKind::Transient => "transient",
+            ErrorKind::RateLimited => "rate-limited",
+            ErrorKind::InvalidInput => "invalid-input",
+            ErrorKind::Fatal => "fatal",
+        }
+    }
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttemptOutcome {
+    /// Delivered, with the sink's receipt.
+    Delivered {
+        /// The sink's receipt.
+        receipt: String,
+    },
+    /// A step dropped the event.
+    Filtered {
+        /// The step that dropped it.
+        step: String,
+    },
+    /// A step or the sink failed.
+    Failed {
+        /// `step N (plugin)` or `sink (plugin)`.
+        step: String,
+        /// Kind of failure.
+        kind: ErrorKind,
+        /// What went wrong.
+        message: String,
+        /// When the next attempt is due, if one is.
+        retry_at_ms: Option<u64>,
+    },
+}
+
+/// One attempt at an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1 for the first attempt.
+    pub number: u32,
+    /// Start, ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// Duration in microseconds.
+    pub duration_us: u64,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+}
+
+/// Everything the store keeps about an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Event id.
+    pub id: EventId,
+    /// Pipeline it belongs to.
+    pub pipeline: String,
+    /// Idempotency key.
+    pub key: String,
+    /// Correlation id.
+    pub correlation_id: String,
+    /// MIME type of the payload.
+    pub content_type: String,
+    /// Metadata carried with the event.
+    pub headers: Vec<(String, String)>,
+    /// The body as accepted.
+    pub payload: Vec<u8>,
+    /// Accept time, ms since the Unix epoch.
+    pub received_at_ms: u64,
+    /// Current state.
+    pub state: EventState,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<Attempt>,
+    /// When the event was replayed from the dead-letter queue.
+    pub replays_at_ms: Vec<u64>,
+    /// Attempts made before the latest replay; retry limits count from here.
+    pub round_base: u32,
+}
+
+/// Version byte in front of every encoded record.
+const RECORD_VERSION: u8 = 1;
+
+impl EventRecord {
+    /// Encode for the store.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![RECORD_VERSION];
+        // Serialising plain data into a Vec cannot fail.
+        out.extend(postcard::to_stdvec(self).unwrap_or_default());
+        out
+    }
+
+    /// Decode from the store.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        match bytes.split_first() {
+            Some((&RECORD_VERSION, rest)) => {
+                postcard::from_bytes(rest).map_err(|e| format!("corrupt event record: {e}"))
+            }
+            Some((v, _)) => Err(format!(
+                "event record version {v} is not known to this weft; upgrade weft"
+            )),
+            None => Err("empty event record".into()),
+        }
+    }
+
+    /// The last failure, if the last attempt failed.
+    pub fn last_error(&self) -> Option<(&str, ErrorKind, &str)> {
+        match self.attempts.last().map(|a| &a.outcome) {
+            Some(AttemptOutcome::Failed {
+                step,
+                kind,
+                message,
+                ..
+            }) => Some((step, *kind, message)),
+            _ => None,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_reject_unknown_versions() {
+        let r = EventRecord {
+            id: EventId::new(),
+            pipeline: "p".into(),
+            key: "k".into(),
+            correlation_id: "c".into(),
+            content_type: "application/json".into(),
+            headers: vec![],
+            payload: b"{}".to_vec(),
+            received_at_ms: 1,
+            state: EventState::Queued,
+            attempts: vec![Attempt {
+                number: 1,
+                started_at_ms: 2,
+                duration_us: 3,
+                outcome: AttemptOutcome::Failed {
+                    step: "sink (x)".into(),
+                    kind: ErrorKind::Transient,
+                    message: "m".into(),
+                    retry_at_ms: Some(4),
+                },
+            }],
+            replays_at_ms: vec![],
+            round_base: 0,
+        };
+        let bytes = r.encode();
+        assert_eq!(EventRecord::decode(&bytes).unwrap(), r);
+        let mut bad = bytes.clone();
+        bad[0] = 9;
+        assert!(EventRecord::decode(&bad).unwrap_err().contains("version 9"));
+        let id = r.id.to_string();
+        assert_eq!(id.parse::<EventId>().unwrap(), r.id);
+        assert!("nope".parse::<EventId>().is_err());
+    }
+}

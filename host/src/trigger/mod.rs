@@ -1,0 +1,3 @@
+//! Triggers: how events enter the host.
+
+pub mod webhook;

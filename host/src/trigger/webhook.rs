@@ -1,0 +1,148 @@
+//! The webhook trigger: `POST /hooks/{pipeline}` with a JSON body, answered
+//! `202` only once the event is durable.
+
+use crate::engine::{AcceptError, Accepted, Engine, Incoming};
+use crate::http_util::{Body, error, json};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming as HyperBody;
+use hyper::{Request, Response, StatusCode, header};
+
+/// Whether a content type is JSON (`application/json`, `application/*+json`,
+/// with or without parameters).
+pub fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn header_str(req: &Request<HyperBody>, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// The correlation id a sender supplied: `X-Correlation-Id`, or the trace id
+/// of a W3C `traceparent`.
+fn correlation(req: &Request<HyperBody>) -> Option<String> {
+    header_str(req, "x-correlation-id").or_else(|| {
+        header_str(req, "traceparent").and_then(|tp| tp.split('-').nth(1).map(str::to_string))
+    })
+}
+
+/// Handle one webhook delivery.
+pub async fn handle(
+    engine: &Engine,
+    pipeline: &str,
+    max_body: usize,
+    req: Request<HyperBody>,
+) -> Response<Body> {
+    if engine.stats(pipeline).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown pipeline {pipeline:?}; configured pipelines: {}",
+                engine.pipeline_names().join(", ")
+            ),
+        );
+    }
+    let content_type = header_str(&req, "content-type").unwrap_or_default();
+    if !is_json(&content_type) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "content type {:?} is not accepted; send the body as application/json",
+                content_type
+            ),
+        );
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body as u64) {
+        return too_large(max_body);
+    }
+    let idempotency_header = header_str(&req, "idempotency-key");
+    let correlation_id = correlation(&req);
+    let body = match Limited::new(req.into_body(), max_body).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return too_large(max_body);
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("could not read the request body: {e}"),
+            );
+        }
+    };
+    let incoming = Incoming {
+        body: body.to_vec(),
+        content_type: "application/json".to_string(),
+        idempotency_header,
+        correlation_id,
+        headers: Vec::new(),
+    };
+    match engine.accept(pipeline, incoming).await {
+        Ok(Accepted::New {
+            id,
+            key,
+            correlation_id,
+        }) => json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "id": id.to_string(), "key": key, "correlation_id": correlation_id }),
+        ),
+        Ok(Accepted::Duplicate { id, key }) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "id": id.to_string(), "key": key, "duplicate": true }),
+        ),
+        Err(e @ AcceptError::UnknownPipeline { .. }) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ AcceptError::InvalidJson(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ AcceptError::MissingKey(_)) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
+        Err(AcceptError::Store(e)) => {
+            tracing::error!(pipeline, "could not store a webhook event: {e}");
+            let mut resp = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the event could not be stored and was not accepted; retry later",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            resp
+        }
+    }
+}
+
+fn too_large(max: usize) -> Response<Body> {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the body is larger than the {max}-byte limit (server.max_body_bytes)"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("Application/JSON; charset=utf-8"));
+        assert!(is_json("application/cloudevents+json"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json("application/x-www-form-urlencoded"));
+        assert!(!is_json(""));
+    }
+}

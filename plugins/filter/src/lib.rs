@@ -1,0 +1,72 @@
+//! filter: keep or drop events by predicates on JSON pointers.
+//!
+//! A dropped event is not an error: the step returns no events and the host
+//! records the event as filtered, with the reason in the debug log.
+
+pub mod predicate;
+
+use weft_sdk::{Error, Event, PluginInfo, Result, Transform, log};
+
+/// The plugin: one compiled keep/drop rule.
+pub struct Filter {
+    rule: predicate::Rule,
+}
+
+impl Transform for Filter {
+    type Config = predicate::Config;
+
+    fn describe() -> PluginInfo {
+        PluginInfo::new("filter", env!("CARGO_PKG_VERSION"))
+            .config_schema(include_str!("../schema.json"))
+    }
+
+    fn new(config: predicate::Config) -> Result<Self> {
+        let rule = config
+            .compile()
+            .map_err(|e| Error::fatal(format!("invalid config for plugin filter: {e}")))?;
+        Ok(Filter { rule })
+    }
+
+    fn transform(&mut self, event: Event) -> Result<Vec<Event>> {
+        let doc = event.json()?;
+        match self.rule.verdict(&doc) {
+            Ok(()) => Ok(vec![event]),
+            Err(reason) => {
+                log::write(
+                    log::Level::Debug,
+                    "event filtered out",
+                    &[("reason", &reason)],
+                );
+                Ok(Vec::new())
+            }
+        }
+    }
+}
+
+weft_sdk::export_transform!(Filter);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keeps_or_drops_whole_events() {
+        let mut f =
+            Filter::new(serde_json::from_value(json!({"require": ["/email"]})).unwrap()).unwrap();
+        assert_eq!(
+            f.transform(Event::from_json("a", &json!({"email": "x"})))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            f.transform(Event::from_json("b", &json!({"name": "x"})))
+                .unwrap()
+                .is_empty()
+        );
+        let mut bad = Event::from_json("c", &json!({}));
+        bad.payload = b"{".to_vec();
+        assert!(matches!(f.transform(bad), Err(Error::InvalidInput(_))));
+    }
+}

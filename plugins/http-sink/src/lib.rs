@@ -1,0 +1,130 @@
+//! http-sink: deliver each event as JSON over HTTP.
+//!
+//! Sends the event's idempotency key as `Idempotency-Key` and its correlation
+//! id as `X-Correlation-Id`, so a receiver can drop duplicates that retries
+//! cause. 2xx is delivered; 408, 429, 5xx and network errors are retried (429
+//! and 503 honour `Retry-After`); other statuses are permanent failures.
+
+pub mod outcome;
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use weft_sdk::{Error, Event, PluginInfo, Receipt, Result, Sink, http};
+
+/// The `config` table of an http-sink.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where to send events (`http://` or `https://`).
+    pub url: String,
+    /// `POST` (default) or `PUT`.
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Extra headers sent with every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Header that carries the idempotency key.
+    #[serde(default = "default_idempotency_header")]
+    pub idempotency_header: String,
+    /// Header that carries the correlation id.
+    #[serde(default = "default_correlation_header")]
+    pub correlation_header: String,
+    /// Time to wait for the response, in milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+fn default_method() -> String {
+    "POST".into()
+}
+fn default_idempotency_header() -> String {
+    "Idempotency-Key".into()
+}
+fn default_correlation_header() -> String {
+    "X-Correlation-Id".into()
+}
+
+/// The plugin.
+pub struct HttpSink {
+    config: Config,
+    method: http::Method,
+}
+
+impl Sink for HttpSink {
+    type Config = Config;
+
+    fn describe() -> PluginInfo {
+        PluginInfo::new("http-sink", env!("CARGO_PKG_VERSION"))
+            .config_schema(include_str!("../schema.json"))
+    }
+
+    fn new(config: Config) -> Result<Self> {
+        let method = match config.method.to_ascii_uppercase().as_str() {
+            "POST" => http::Method::Post,
+            "PUT" => http::Method::Put,
+            other => {
+                return Err(Error::fatal(format!(
+                    "invalid config for plugin http-sink: method {other:?} is not supported; use \"POST\" or \"PUT\""
+                )));
+            }
+        };
+        if !(config.url.starts_with("http://") || config.url.starts_with("https://")) {
+            return Err(Error::fatal(format!(
+                "invalid config for plugin http-sink: url {:?} must start with http:// or https://",
+                config.url
+            )));
+        }
+        Ok(HttpSink { config, method })
+    }
+
+    fn deliver(&mut self, event: &Event) -> Result<Receipt> {
+        let c = &self.config;
+        let content_type = if event.content_type.is_empty() {
+            "application/json"
+        } else {
+            &event.content_type
+        };
+        let mut req = http::Request::new(self.method, &c.url)
+            .header("content-type", content_type)
+            .header(&c.idempotency_header, &event.key)
+            .header(&c.correlation_header, &event.correlation_id)
+            .body(event.payload.clone())
+            .max_response_bytes(1024 * 1024);
+        for (k, v) in &c.headers {
+            req = req.header(k, v);
+        }
+        if let Some(ms) = c.timeout_ms {
+            req = req.timeout_ms(ms);
+        }
+        let resp = req.send()?;
+        outcome::classify(
+            resp.status,
+            resp.header("retry-after"),
+            &resp.body,
+            std::time::SystemTime::now(),
+        )
+    }
+}
+
+weft_sdk::export_sink!(HttpSink);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn config_is_checked() {
+        let cfg = |v| serde_json::from_value::<Config>(v).unwrap();
+        assert!(HttpSink::new(cfg(json!({"url": "http://127.0.0.1:1/x"}))).is_ok());
+        let err = HttpSink::new(cfg(json!({"url": "http://h", "method": "GET"})))
+            .err()
+            .unwrap();
+        assert!(err.message().contains("method \"GET\" is not supported"));
+        let err = HttpSink::new(cfg(json!({"url": "ftp://h"}))).err().unwrap();
+        assert!(err.message().contains("must start with http://"));
+        assert!(
+            serde_json::from_value::<Config>(json!({"url": "http://h", "verb": "PUT"})).is_err()
+        );
+    }
+}
