@@ -168,6 +168,7 @@ impl RunningHost {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+        self.engine.stop(Duration::from_secs(10)).await;
         let store = self.engine.store().clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
     }

@@ -1,1 +1,186 @@
-//! tests
+//! Test kit for weft: the wasm plugins built for the tests, a recording HTTP
+//! receiver, config files for a host under test, and small helpers. The
+//! end-to-end tests in `tests/`, the benchmarks in `benches/` and the
+//! quickstart all use it.
+
+pub mod receiver;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Paths of the plugins built for `wasm32-wasip2` by this crate's build script.
+pub mod plugins {
+    include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
+}
+
+pub use receiver::{Behavior, Delivery, Receiver};
+
+/// Copy every built plugin into `dir` under its plugin name (`json-map.wasm`, …).
+pub fn install_plugins(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (name, path) in plugins::ALL {
+        std::fs::copy(path, dir.join(format!("{name}.wasm")))?;
+    }
+    Ok(())
+}
+
+/// A pipeline for a host under test.
+#[derive(Debug, Clone)]
+pub struct PipelineSpec {
+    /// Name.
+    pub name: String,
+    /// Sink URL.
+    pub sink_url: String,
+    /// `retry = { … }` inline table body.
+    pub retry: String,
+    /// Extra lines inside the `[[pipeline]]` table.
+    pub extra: String,
+    /// Steps as TOML inline tables.
+    pub steps: Vec<String>,
+}
+
+impl PipelineSpec {
+    /// The quickstart's lead pipeline: json-map, filter, http-sink to `sink_url`.
+    pub fn leads(name: &str, sink_url: &str) -> Self {
+        PipelineSpec {
+            name: name.to_string(),
+            sink_url: sink_url.to_string(),
+            retry: "max_attempts = 5, initial_ms = 20, max_ms = 200".into(),
+            extra: String::new(),
+            steps: vec![
+                r#"{ plugin = "json-map", config = { lowercase = ["/email"], title_case = ["/name"], date = [{ field = "/created", from = "%m/%d/%Y", to = "%Y-%m-%d" }], cents_to_decimal = ["/amount_cents"] } }"#.into(),
+                r#"{ plugin = "filter", config = { require = ["/email"] } }"#.into(),
+            ],
+        }
+    }
+
+    /// Replace the retry table body.
+    pub fn retry(mut self, retry: &str) -> Self {
+        self.retry = retry.to_string();
+        self
+    }
+
+    /// Add a line (e.g. `concurrency = 4`) to the pipeline table.
+    pub fn with(mut self, line: &str) -> Self {
+        self.extra.push_str(line);
+        self.extra.push('\n');
+        self
+    }
+}
+
+/// A `weft.toml` for a host under test, with the plugins installed beside it.
+pub struct HostSetup {
+    /// Temporary directory holding config, plugins and data.
+    pub dir: tempfile::TempDir,
+    /// The config file.
+    pub config_path: PathBuf,
+}
+
+impl HostSetup {
+    /// Write config and plugins for `pipelines`, listening on `listen`.
+    pub fn new(listen: SocketAddr, pipelines: &[PipelineSpec]) -> std::io::Result<HostSetup> {
+        Self::with_extra(listen, pipelines, "")
+    }
+
+    /// Like [`HostSetup::new`], with extra top-level TOML (such as grants).
+    pub fn with_extra(
+        listen: SocketAddr,
+        pipelines: &[PipelineSpec],
+        extra: &str,
+    ) -> std::io::Result<HostSetup> {
+        let dir = tempfile::tempdir()?;
+        install_plugins(&dir.path().join("plugins.d"))?;
+        let mut origins: Vec<String> = pipelines.iter().map(|p| origin_of(&p.sink_url)).collect();
+        origins.sort();
+        origins.dedup();
+        let mut toml = format!(
+            "[server]\nlisten = \"{listen}\"\ndata_dir = \"./weft-data\"\n\n[plugins]\ndir = \"./plugins.d\"\n\n[grants.http-sink]\nhttp = [{}]\n\n{extra}\n",
+            origins
+                .iter()
+                .map(|o| format!("{o:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for p in pipelines {
+            toml.push_str(&format!(
+                "[[pipeline]]\nname = \"{}\"\nidempotency_key = \"/id\"\nsteps = [\n  {}\n]\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{}\" }} }}\nretry = {{ {} }}\n{}\n",
+                p.name,
+                p.steps.join(",\n  "),
+                p.sink_url,
+                p.retry,
+                p.extra
+            ));
+        }
+        let config_path = dir.path().join("weft.toml");
+        std::fs::write(&config_path, toml)?;
+        Ok(HostSetup { dir, config_path })
+    }
+
+    /// The data directory the config names.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("weft-data")
+    }
+
+    /// Parse the config as the host would.
+    pub fn config(&self) -> weft_host::config::Config {
+        weft_host::config::Config::load(&self.config_path).expect("test config is valid")
+    }
+}
+
+/// `scheme://host:port` of a URL.
+pub fn origin_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{authority}")
+}
+
+/// A free port on 127.0.0.1 (bound and released; fine for tests that then
+/// bind it at once).
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+    l.local_addr().expect("local addr")
+}
+
+/// A sample lead with the given id; `n` varies the content.
+pub fn lead(id: &str, n: usize) -> serde_json::Value {
+    serde_json::json!({
+        "id": id,
+        "email": format!("Person.{n}@Example.COM"),
+        "name": format!("pERSON number{n}"),
+        "created": "03/11/2026",
+        "amount_cents": 1000 + n as i64,
+    })
+}
+
+/// Poll `check` every 20 ms until it holds or `timeout` passes.
+pub async fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// POST a JSON body to `url`, returning status and parsed body.
+pub async fn post_json(url: &str, body: &[u8], content_type: &str) -> (u16, serde_json::Value) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let req = hyper::Request::post(url)
+        .header("content-type", content_type)
+        .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
+            body,
+        )))
+        .expect("request");
+    let resp = client.request(req).await.expect("the host answers");
+    let status = resp.status().as_u16();
+    use http_body_util::BodyExt;
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, value)
+}

@@ -61,6 +61,8 @@ pub(super) struct Inner {
     pub dedup_window_ms: u64,
     pub keep_history_ms: u64,
     runtime: tokio::runtime::Handle,
+    pub stop: tokio::sync::watch::Sender<bool>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     receivers: Mutex<Vec<(Arc<Pipeline>, mpsc::UnboundedReceiver<Job>)>>,
 }
 
@@ -163,6 +165,8 @@ impl Engine {
                 dedup_window_ms: config.server.dedup_window_hours * 3_600_000,
                 keep_history_ms: config.server.keep_history_hours * 3_600_000,
                 runtime: tokio::runtime::Handle::current(),
+                stop: tokio::sync::watch::channel(false).0,
+                tasks: Mutex::new(Vec::new()),
                 receivers: Mutex::new(receivers),
             }),
         };
@@ -179,8 +183,13 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
+        let mut tasks = Vec::new();
         for (pipeline, rx) in receivers {
-            tokio::spawn(super::run::dispatch(self.clone(), pipeline, rx));
+            tasks.push(tokio::spawn(super::run::dispatch(
+                self.clone(),
+                pipeline,
+                rx,
+            )));
         }
         let queued = self
             .inner
@@ -206,8 +215,27 @@ impl Engine {
                     "queued event belongs to a pipeline that is no longer configured; it stays in the store");
             }
         }
-        tokio::spawn(super::janitor::run(self.clone()));
+        tasks.push(tokio::spawn(super::janitor::run(self.clone())));
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(tasks);
         Ok(recovered)
+    }
+
+    /// Stop taking jobs, wait (up to `grace`) for attempts in progress to
+    /// finish, and end the engine's tasks. Unfinished work stays queued in
+    /// the store for the next start.
+    pub async fn stop(&self, grace: std::time::Duration) {
+        let _ = self.inner.stop.send(true);
+        let tasks =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for mut task in tasks {
+            if tokio::time::timeout(grace, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
     }
 
     /// Send a job to its pipeline now, or when it is due.

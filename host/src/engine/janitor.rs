@@ -12,8 +12,15 @@ const SWEEP_BATCH: usize = 1000;
 
 pub(super) async fn run(engine: Engine) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
+    let mut stop = engine.inner.stop.subscribe();
     loop {
-        tick.tick().await;
+        let stopping = tokio::select! {
+            _ = tick.tick() => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        if stopping {
+            break;
+        }
         sweep(&engine).await;
     }
 }

@@ -33,7 +33,12 @@ pub(super) async fn dispatch(
 ) {
     let permits = Arc::new(Semaphore::new(pipeline.config.concurrency));
     let running: Arc<Mutex<HashSet<EventId>>> = Arc::default();
-    while let Some(job) = rx.recv().await {
+    let mut stop = engine.inner.stop.subscribe();
+    loop {
+        let job = tokio::select! {
+            job = rx.recv() => match job { Some(job) => job, None => break },
+            _ = stop.wait_for(|s| *s) => break,
+        };
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
@@ -56,6 +61,10 @@ pub(super) async fn dispatch(
             drop(permit);
         });
     }
+    // Let attempts in progress write their outcome before the engine stops.
+    let _ = permits
+        .acquire_many(pipeline.config.concurrency as u32)
+        .await;
 }
 
 /// How one attempt ended, before it is written down.
