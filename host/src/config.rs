@@ -290,13 +290,12 @@ impl Config {
             if !names.insert(p.name.as_str()) {
                 return Err(format!("{at}: another pipeline already has this name"));
             }
-            if let Some(k) = &p.idempotency_key {
-                if !k.starts_with('/') {
+            if let Some(k) = &p.idempotency_key
+                && !k.starts_with('/') {
                     return Err(format!(
                         "{at}: idempotency_key {k:?} is not a JSON pointer; write it like \"/id\""
                     ));
                 }
-            }
             for (j, s) in p.steps.iter().chain([&p.sink]).enumerate() {
                 if s.plugin.is_empty() {
                     return Err(format!("{at}: step {} has an empty plugin name", j + 1));

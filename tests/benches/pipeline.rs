@@ -1,1 +1,266 @@
-fn main() {}
+//! Benchmark: the lead pipeline end to end against a bare hyper relay, and
+//! one json-map call in the sandbox against the same mapping code compiled
+//! natively. Prints figures and ratios from the same run; it asserts nothing
+//! about time.
+//!
+//! `cargo xtask bench` (or `cargo bench -p weft-tests --bench pipeline`).
+//! Environment: `WEFT_BENCH_EVENTS` (default 20000), `WEFT_BENCH_SENDERS` (64).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weft_host::host::RunningHost;
+use weft_tests::{Behavior, HostSetup, PipelineSpec, Receiver, lead};
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1024)
+        .build_http()
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Results of one load run.
+struct Load {
+    sent: usize,
+    ok: usize,
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+impl Load {
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+}
+
+/// POST `events` lead bodies to `url` from `senders` concurrent keep-alive clients.
+async fn load(url: &str, events: usize, senders: usize, prefix: &str) -> Load {
+    let bodies: Arc<Vec<Bytes>> = Arc::new(
+        (0..events)
+            .map(|n| Bytes::from(lead(&format!("{prefix}{n}"), n).to_string()))
+            .collect(),
+    );
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..senders {
+        let (bodies, next, url, client) = (bodies.clone(), next.clone(), url.to_string(), client());
+        tasks.spawn(async move {
+            let mut lat = Vec::new();
+            let mut ok = 0;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= bodies.len() {
+                    break;
+                }
+                let req = hyper::Request::post(&url)
+                    .header("content-type", "application/json")
+                    .body(Full::new(bodies[i].clone()))
+                    .expect("request");
+                let t = Instant::now();
+                if let Ok(resp) = client.request(req).await {
+                    let status = resp.status();
+                    let _ = resp.into_body().collect().await;
+                    if status.is_success() {
+                        ok += 1;
+                    }
+                }
+                lat.push(t.elapsed().as_micros() as u64);
+            }
+            (ok, lat)
+        });
+    }
+    let mut latencies_us = Vec::with_capacity(events);
+    let mut ok = 0;
+    for (n, lat) in tasks.join_all().await {
+        ok += n;
+        latencies_us.extend(lat);
+    }
+    latencies_us.sort_unstable();
+    Load {
+        sent: events,
+        ok,
+        elapsed: start.elapsed(),
+        latencies_us,
+    }
+}
+
+/// A bare relay: receive, forward to the receiver, reply 202. No store, no wasm.
+async fn start_relay(target: String) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+    let addr = listener.local_addr().expect("relay addr");
+    let client = client();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let _ = stream.set_nodelay(true);
+            let (client, target) = (client.clone(), target.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (client, target) = (client.clone(), target.clone());
+                    async move {
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let fwd = hyper::Request::post(&target)
+                            .header("content-type", "application/json")
+                            .body(Full::new(body))
+                            .expect("request");
+                        let status = match client.request(fwd).await {
+                            Ok(r) => {
+                                let s = r.status();
+                                let _ = r.into_body().collect().await;
+                                if s.is_success() { 202 } else { 502 }
+                            }
+                            Err(_) => 502,
+                        };
+                        let mut resp = hyper::Response::new(Full::new(Bytes::from_static(b"{}")));
+                        *resp.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    addr
+}
+
+fn print_load(name: &str, l: &Load, delivered_per_s: f64) {
+    println!(
+        "{name:<34} {:>8.0} ev/s delivered  {:>8.0} req/s accepted  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} of {} ok)",
+        delivered_per_s,
+        l.ok as f64 / l.elapsed.as_secs_f64(),
+        l.percentile_ms(0.50),
+        l.percentile_ms(0.99),
+        l.ok,
+        l.sent
+    );
+}
+
+async fn end_to_end(events: usize, senders: usize) {
+    println!("== end to end: {events} events, {senders} concurrent senders, 127.0.0.1 ==");
+    // Baseline first: a bare relay to its own receiver.
+    let relay_receiver = Receiver::start(Behavior::Accept).await;
+    let relay = start_relay(relay_receiver.url("/leads")).await;
+    let relay_load = load(&format!("http://{relay}/hooks/leads"), events, senders, "R").await;
+    let relay_rate = relay_receiver.effect_count() as f64 / relay_load.elapsed.as_secs_f64();
+    print_load("bare hyper relay (no store, no wasm)", &relay_load, relay_rate);
+
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let setup = HostSetup::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        &[PipelineSpec::leads("leads", &receiver.url("/leads")).with("concurrency = 64")],
+    )
+    .expect("setup");
+    let host = RunningHost::start(setup.config()).await.expect("host starts");
+    let start = Instant::now();
+    let weft_load = load(&format!("http://{}/hooks/leads", host.addr), events, senders, "W").await;
+    while receiver.effect_count() < weft_load.ok && start.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let delivered_elapsed = start.elapsed();
+    let weft_rate = receiver.effect_count() as f64 / delivered_elapsed.as_secs_f64();
+    print_load("weft: webhook→json-map→filter→sink", &weft_load, weft_rate);
+    let dupes = receiver.effects().values().filter(|n| **n > 1).count();
+    println!(
+        "weft durable accept + delivery: {:.0} ev/s = {:.1}% of the bare relay; duplicates at the receiver: {dupes}",
+        weft_rate,
+        100.0 * weft_rate / relay_rate
+    );
+    host.shutdown().await;
+}
+
+async fn sandbox_vs_native(calls: usize) {
+    use weft_host::sandbox::{CallContext, Sandbox};
+    println!("\n== one json-map call: sandbox (fresh instance per call) vs native, {calls} calls ==");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(weft_host::store::Store::open(&dir.path().join("data")).expect("store"));
+    let sandbox = Sandbox::new(store, 16, 64).expect("sandbox");
+    let plugin = sandbox
+        .load(
+            std::path::Path::new(weft_tests::plugins::JSON_MAP),
+            "json-map",
+            &weft_host::config::Grant::default(),
+            None,
+        )
+        .expect("json-map loads");
+    let config = serde_json::json!({
+        "lowercase": ["/email"], "title_case": ["/name"],
+        "date": [{"field": "/created", "from": "%m/%d/%Y", "to": "%Y-%m-%d"}],
+        "cents_to_decimal": ["/amount_cents"]
+    });
+    let config_text = config.to_string();
+    let payload = lead("B1", 1).to_string().into_bytes();
+    let event = weft_host::sandbox::bindings::WitEvent {
+        id: "e".into(),
+        key: "B1".into(),
+        source: "bench".into(),
+        content_type: "application/json".into(),
+        headers: vec![],
+        payload: payload.clone(),
+        attempt: 1,
+        correlation_id: "c".into(),
+        received_at_ms: 0,
+    };
+    let ctx = || CallContext {
+        pipeline: "bench".into(),
+        plugin: "json-map".into(),
+        event_id: "e".into(),
+        correlation_id: "c".into(),
+    };
+    for _ in 0..200 {
+        sandbox.transform(&plugin, &config_text, ctx(), &event).await.expect("warm-up");
+    }
+    let t = Instant::now();
+    for _ in 0..calls {
+        let out = sandbox.transform(&plugin, &config_text, ctx(), &event).await.expect("call");
+        std::hint::black_box(out);
+    }
+    let wasm_us = t.elapsed().as_secs_f64() * 1e6 / calls as f64;
+
+    // The same work natively: parse the config, parse the payload, map, serialise.
+    let t = Instant::now();
+    for _ in 0..calls {
+        let mapping: json_map::mapping::Config = serde_json::from_str(&config_text).expect("config");
+        mapping.validate().expect("valid");
+        let mut doc: serde_json::Value = serde_json::from_slice(std::hint::black_box(&payload)).expect("json");
+        mapping.apply(&mut doc).expect("apply");
+        std::hint::black_box(serde_json::to_vec(&doc).expect("serialise"));
+    }
+    let native_us = t.elapsed().as_secs_f64() * 1e6 / calls as f64;
+    println!("native json-map (config + parse + map + serialise): {native_us:>8.2} µs/call");
+    println!("sandboxed json-map (instantiate + configure + call): {wasm_us:>8.2} µs/call");
+    println!(
+        "sandbox / native: {:.2}x; sandbox overhead per fresh-instance call: {:.2} µs",
+        wasm_us / native_us,
+        wasm_us - native_us
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let events = env_usize("WEFT_BENCH_EVENTS", 20_000);
+    let senders = env_usize("WEFT_BENCH_SENDERS", 64);
+    runtime.block_on(async {
+        end_to_end(events, senders).await;
+        sandbox_vs_native(env_usize("WEFT_BENCH_CALLS", 20_000)).await;
+    });
+}

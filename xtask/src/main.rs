@@ -1,1 +1,224 @@
-fn main() {}
+//! Project tasks, run as `cargo xtask <task>`:
+//!
+//! - `quickstart`: build everything, run the example pipeline against a local
+//!   receiver, send sample leads, and show what arrived and what was dead-lettered.
+//! - `test`: every test of the workspace (what CI runs).
+//! - `bench`: the benchmark, printing figures and ratios.
+//! - `vendor-wit`: refresh `wit/deps` from the pinned wasmtime-wasi-http crate.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn main() -> Result<()> {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let rest: Vec<String> = std::env::args().skip(2).collect();
+    match task.as_str() {
+        "quickstart" => quickstart(),
+        "test" => test(&rest),
+        "bench" => bench(&rest),
+        "vendor-wit" => vendor_wit(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <task>\n\n\
+                 tasks:\n  \
+                 quickstart   run the example pipeline end to end and show the results\n  \
+                 test         run every test (what CI runs)\n  \
+                 bench        run the benchmark and print figures and ratios\n  \
+                 vendor-wit   refresh wit/deps from the pinned wasmtime-wasi-http"
+            );
+            if task.is_empty() { Ok(()) } else { bail!("unknown task {task:?}") }
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Install the wasm32-wasip2 target if it is missing.
+fn ensure_wasm_target() -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("running rustup (is the Rust toolchain installed with rustup?)")?;
+    if !String::from_utf8_lossy(&out.stdout).contains("wasm32-wasip2") {
+        println!("==> installing the wasm32-wasip2 target");
+        run(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))?;
+    }
+    Ok(())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    ensure_wasm_target()?;
+    let nextest = Command::new("cargo")
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    // The weft binary must exist for the tests that run it as a process.
+    run(cargo().args(["build", "--package", "weft-host", "--bin", "weft"]))?;
+    if nextest {
+        run(cargo()
+            .args(["nextest", "run", "--workspace", "--no-fail-fast", "--run-ignored", "all"])
+            .args(extra))?;
+        // nextest does not run doc tests.
+        run(cargo().args(["test", "--workspace", "--doc"]))
+    } else {
+        run(cargo()
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(extra)
+            .args(["--", "--include-ignored"]))
+    }
+}
+
+fn bench(extra: &[String]) -> Result<()> {
+    ensure_wasm_target()?;
+    run(cargo()
+        .args(["bench", "--package", "weft-tests", "--bench", "pipeline", "--"])
+        .args(extra))
+}
+
+fn vendor_wit() -> Result<()> {
+    let out = cargo()
+        .args(["metadata", "--format-version", "1"])
+        .output()
+        .context("running cargo metadata")?;
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let manifest = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "wasmtime-wasi-http")
+        .and_then(|p| p["manifest_path"].as_str())
+        .context("wasmtime-wasi-http is not in the dependency graph")?;
+    let src = Path::new(manifest).parent().context("crate dir")?.join("wit/deps");
+    let dst = root().join("wit/deps");
+    std::fs::create_dir_all(&dst)?;
+    for entry in std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "wit") {
+            let to = dst.join(path.file_name().context("file name")?);
+            std::fs::copy(&path, &to)?;
+            println!("{} -> {}", path.display(), to.display());
+        }
+    }
+    Ok(())
+}
+
+/// A child process that is stopped when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn quickstart() -> Result<()> {
+    ensure_wasm_target()?;
+    println!("==> building the weft host (the first build takes a few minutes)");
+    run(cargo().args(["build", "--package", "weft-host", "--bin", "weft"]))?;
+    let weft = target_dir().join("debug/weft");
+    let dir = target_dir().join("quickstart");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::copy(root().join("examples/weft.toml"), dir.join("weft.toml"))?;
+    weft_tests::install_plugins(&dir.join("plugins.d"))?;
+    println!("==> plugins (built for wasm32-wasip2):");
+    for (name, path) in weft_tests::plugins::ALL {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        println!("    {name:<10} {:>7} KiB  {path}", size / 1024);
+    }
+
+    let runtime = tokio::runtime::Runtime::new()?;
+    let receiver = runtime
+        .block_on(weft_tests::Receiver::start_on(
+            "127.0.0.1:9090".parse()?,
+            weft_tests::Behavior::Accept,
+        ));
+    println!("==> receiver listening on http://127.0.0.1:9090");
+
+    println!("==> starting: weft run --config {}", dir.join("weft.toml").display());
+    let log = std::fs::File::create(dir.join("weft.log"))?;
+    let child = Command::new(&weft)
+        .args(["run", "--config"])
+        .arg(dir.join("weft.toml"))
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", weft.display()))?;
+    let _host = Guard(child);
+    let start = Instant::now();
+    while std::net::TcpStream::connect("127.0.0.1:8080").is_err() {
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!(
+                "weft did not start listening on 127.0.0.1:8080; see {}",
+                dir.join("weft.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("==> weft is serving on http://127.0.0.1:8080 (log: {})", dir.join("weft.log").display());
+
+    let leads = root().join("examples/leads.ndjson");
+    println!("==> weft send leads examples/leads.ndjson --ndjson");
+    let _ = Command::new(&weft)
+        .args(["send", "leads", "--ndjson", "--config"])
+        .arg(dir.join("weft.toml"))
+        .arg(&leads)
+        .status();
+
+    let start = Instant::now();
+    while receiver.effect_count() < 3 && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    println!("\n==> the receiver got {} lead(s):", receiver.delivered().len());
+    for d in receiver.delivered() {
+        println!("    Idempotency-Key: {}  body: {}", d.key, d.body);
+    }
+    println!("\n==> weft dlq list");
+    let _ = Command::new(&weft)
+        .args(["dlq", "list", "--config"])
+        .arg(dir.join("weft.toml"))
+        .status();
+    println!(
+        "\nThe duplicate of lead-1001 was answered 200 and not stored again; lead-1004 has no\n\
+         email and was filtered out; lead-1005's date does not match %m/%d/%Y, so json-map\n\
+         refused it as invalid input and it went to the dead-letter queue.\n\n\
+         To run it yourself:  cd {} && {} run",
+        dir.display(),
+        weft.display()
+    );
+    if receiver.effect_count() != 3 {
+        bail!("expected 3 leads at the receiver, got {}", receiver.effect_count());
+    }
+    Ok(())
+}

@@ -176,11 +176,10 @@ impl KvAccess {
         let result = self.tree.transaction(|tx| {
             use sled::transaction::ConflictableTransactionError::Abort;
             let old = tx.get(&vkey)?;
-            if let Some(want) = expected {
-                if old.as_deref() != want {
+            if let Some(want) = expected
+                && old.as_deref() != want {
                     return Ok(false);
                 }
-            }
             let used = tx
                 .get(&ukey)?
                 .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))

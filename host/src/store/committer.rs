@@ -101,11 +101,10 @@ fn commit_group(db: &sled::Db, tree: &sled::Tree, group: Vec<Write>) {
     for (mut w, outcome) in group.into_iter().zip(outcomes) {
         match &result {
             Ok(()) => {
-                if outcome == Committed::Written {
-                    if let Some(after) = w.after.take() {
+                if outcome == Committed::Written
+                    && let Some(after) = w.after.take() {
                         after();
                     }
-                }
                 if let Some(reply) = w.reply.take() {
                     let _ = reply.send(Ok(outcome));
                 }

@@ -20,9 +20,9 @@
 mod committer;
 mod keys;
 mod record;
-mod store;
+mod handle;
 
 pub use committer::{Committed, MAX_GROUP, Write};
 pub use keys::*;
 pub use record::*;
-pub use store::{Store, StoreError};
+pub use handle::{Store, StoreError};

@@ -109,11 +109,10 @@ impl Store {
             },
             Err(_) => Some(write),
         };
-        if let Some(mut w) = unsent {
-            if let Some(reply) = w.reply.take() {
+        if let Some(mut w) = unsent
+            && let Some(reply) = w.reply.take() {
                 let _ = reply.send(Err(StoreError::Closed));
             }
-        }
         rx
     }
 
@@ -152,13 +151,12 @@ impl Store {
             let Some(id) = EventId::from_slice(&k[1..]) else {
                 continue;
             };
-            if let Some(rec) = self.event(&id)? {
-                if rec.state == EventState::DeadLettered
+            if let Some(rec) = self.event(&id)?
+                && rec.state == EventState::DeadLettered
                     && pipeline.is_none_or(|p| p == rec.pipeline)
                 {
                     out.push(rec);
                 }
-            }
         }
         Ok(out)
     }
