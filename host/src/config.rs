@@ -244,12 +244,18 @@ impl Config {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
-        if self.server.data_dir.is_relative() {
-            self.server.data_dir = base.join(&self.server.data_dir);
-        }
-        if self.plugins.dir.is_relative() {
-            self.plugins.dir = base.join(&self.plugins.dir);
-        }
+        let resolve = |p: &Path| -> PathBuf {
+            if p.is_absolute() {
+                return p.to_path_buf();
+            }
+            let rest: PathBuf = p
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect();
+            base.join(rest)
+        };
+        self.server.data_dir = resolve(&self.server.data_dir);
+        self.plugins.dir = resolve(&self.plugins.dir);
     }
 
     /// Check everything that can be checked without I/O.
@@ -291,11 +297,12 @@ impl Config {
                 return Err(format!("{at}: another pipeline already has this name"));
             }
             if let Some(k) = &p.idempotency_key
-                && !k.starts_with('/') {
-                    return Err(format!(
-                        "{at}: idempotency_key {k:?} is not a JSON pointer; write it like \"/id\""
-                    ));
-                }
+                && !k.starts_with('/')
+            {
+                return Err(format!(
+                    "{at}: idempotency_key {k:?} is not a JSON pointer; write it like \"/id\""
+                ));
+            }
             for (j, s) in p.steps.iter().chain([&p.sink]).enumerate() {
                 if s.plugin.is_empty() {
                     return Err(format!("{at}: step {} has an empty plugin name", j + 1));
@@ -420,7 +427,7 @@ retry = { max_attempts = 5, initial_ms = 100, max_ms = 10000 }
         let path = dir.path().join("weft.toml");
         std::fs::write(&path, EXAMPLE).unwrap();
         let c = Config::load(&path).unwrap();
-        assert_eq!(c.server.data_dir, dir.path().join("./weft-data"));
+        assert_eq!(c.server.data_dir, dir.path().join("weft-data"));
         std::fs::write(&path, "[server]\nlisten = 5\n").unwrap();
         let err = Config::load(&path).unwrap_err().to_string();
         assert!(err.starts_with(&path.display().to_string()), "{err}");

@@ -31,10 +31,15 @@ pub struct RunningHost {
     /// The engine.
     pub engine: Engine,
     /// Plugins loaded, by name.
-    pub plugins: BTreeMap<String, Arc<Plugin>>,
+    pub plugins: Plugins,
     stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
 }
+
+/// Plugins by name.
+pub type Plugins = BTreeMap<String, Arc<Plugin>>;
+/// Why a plugin file failed to load, by plugin name.
+pub type LoadFailures = BTreeMap<String, String>;
 
 /// Load every `*.wasm` in the plugin directory. Plugins that fail to load are
 /// returned as errors next to the ones that loaded.
@@ -42,7 +47,7 @@ pub async fn load_plugins(
     config: &Config,
     sandbox: &Arc<Sandbox>,
     cache_dir: Option<&Path>,
-) -> Result<(BTreeMap<String, Arc<Plugin>>, Vec<String>), StartError> {
+) -> Result<(Plugins, LoadFailures), StartError> {
     let dir = &config.plugins.dir;
     let entries = std::fs::read_dir(dir).map_err(|e| {
         StartError(format!(
@@ -73,15 +78,19 @@ pub async fn load_plugins(
         }));
     }
     let mut plugins = BTreeMap::new();
-    let mut errors = Vec::new();
+    let mut errors = BTreeMap::new();
     for t in tasks {
         match t.await {
             Ok((name, Ok(p))) => {
                 tracing::info!(plugin = %name, world = %p.world, sha256 = %p.sha256, "plugin loaded");
                 plugins.insert(name, Arc::new(p));
             }
-            Ok((_, Err(e))) => errors.push(e.to_string()),
-            Err(e) => errors.push(format!("plugin loader failed: {e}")),
+            Ok((name, Err(e))) => {
+                errors.insert(name, e.to_string());
+            }
+            Err(e) => {
+                errors.insert(String::new(), format!("plugin loader failed: {e}"));
+            }
         }
     }
     Ok((plugins, errors))
@@ -111,19 +120,12 @@ impl RunningHost {
         );
         let cache = data_dir.join("compiled");
         let (plugins, load_errors) = load_plugins(&config, &sandbox, Some(&cache)).await?;
-        for e in &load_errors {
+        for e in load_errors.values() {
             tracing::warn!("{e}");
         }
-        let engine = match Engine::build(&config, store.clone(), sandbox, &plugins).await {
-            Ok(engine) => engine,
-            Err(e) => {
-                let mut message = e.to_string();
-                for le in &load_errors {
-                    message.push_str(&format!("\n  note: {le}"));
-                }
-                return Err(StartError(message));
-            }
-        };
+        let engine = Engine::build(&config, store.clone(), sandbox, &plugins, &load_errors)
+            .await
+            .map_err(|e| StartError(e.to_string()))?;
         let recovered = engine.start().map_err(|e| StartError(e.to_string()))?;
         if recovered > 0 {
             tracing::info!(

@@ -242,10 +242,10 @@ async fn check(path: &Path) -> Result<()> {
     let store = std::sync::Arc::new(Store::open(&dir)?);
     let sandbox = std::sync::Arc::new(weft_host::sandbox::Sandbox::new(store.clone(), 16, 4096)?);
     let (plugins, errors) = weft_host::host::load_plugins(&config, &sandbox, None).await?;
-    for e in &errors {
-        println!("warning: {e}");
+    for e in errors.values() {
+        eprintln!("warning: {e}");
     }
-    weft_host::engine::Engine::build(&config, store, sandbox, &plugins).await?;
+    weft_host::engine::Engine::build(&config, store, sandbox, &plugins, &errors).await?;
     let _ = std::fs::remove_dir_all(&dir);
     println!(
         "{}: ok ({} pipelines, {} plugins)",

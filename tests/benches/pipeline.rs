@@ -28,7 +28,10 @@ fn client() -> HttpClient {
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Results of one load run.
@@ -103,19 +106,28 @@ async fn load(url: &str, events: usize, senders: usize, prefix: &str) -> Load {
 
 /// A bare relay: receive, forward to the receiver, reply 202. No store, no wasm.
 async fn start_relay(target: String) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind relay");
     let addr = listener.local_addr().expect("relay addr");
     let client = client();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let (client, target) = (client.clone(), target.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let (client, target) = (client.clone(), target.clone());
                     async move {
-                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
                         let fwd = hyper::Request::post(&target)
                             .header("content-type", "application/json")
                             .body(Full::new(body))
@@ -133,7 +145,9 @@ async fn start_relay(target: String) -> SocketAddr {
                         Ok::<_, std::convert::Infallible>(resp)
                     }
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
@@ -159,7 +173,11 @@ async fn end_to_end(events: usize, senders: usize) {
     let relay = start_relay(relay_receiver.url("/leads")).await;
     let relay_load = load(&format!("http://{relay}/hooks/leads"), events, senders, "R").await;
     let relay_rate = relay_receiver.effect_count() as f64 / relay_load.elapsed.as_secs_f64();
-    print_load("bare hyper relay (no store, no wasm)", &relay_load, relay_rate);
+    print_load(
+        "bare hyper relay (no store, no wasm)",
+        &relay_load,
+        relay_rate,
+    );
 
     let receiver = Receiver::start(Behavior::Accept).await;
     let setup = HostSetup::new(
@@ -167,9 +185,17 @@ async fn end_to_end(events: usize, senders: usize) {
         &[PipelineSpec::leads("leads", &receiver.url("/leads")).with("concurrency = 64")],
     )
     .expect("setup");
-    let host = RunningHost::start(setup.config()).await.expect("host starts");
+    let host = RunningHost::start(setup.config())
+        .await
+        .expect("host starts");
     let start = Instant::now();
-    let weft_load = load(&format!("http://{}/hooks/leads", host.addr), events, senders, "W").await;
+    let weft_load = load(
+        &format!("http://{}/hooks/leads", host.addr),
+        events,
+        senders,
+        "W",
+    )
+    .await;
     while receiver.effect_count() < weft_load.ok && start.elapsed() < Duration::from_secs(600) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -187,7 +213,9 @@ async fn end_to_end(events: usize, senders: usize) {
 
 async fn sandbox_vs_native(calls: usize) {
     use weft_host::sandbox::{CallContext, Sandbox};
-    println!("\n== one json-map call: sandbox (fresh instance per call) vs native, {calls} calls ==");
+    println!(
+        "\n== one json-map call: sandbox (fresh instance per call) vs native, {calls} calls =="
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(weft_host::store::Store::open(&dir.path().join("data")).expect("store"));
     let sandbox = Sandbox::new(store, 16, 64).expect("sandbox");
@@ -224,11 +252,17 @@ async fn sandbox_vs_native(calls: usize) {
         correlation_id: "c".into(),
     };
     for _ in 0..200 {
-        sandbox.transform(&plugin, &config_text, ctx(), &event).await.expect("warm-up");
+        sandbox
+            .transform(&plugin, &config_text, ctx(), &event)
+            .await
+            .expect("warm-up");
     }
     let t = Instant::now();
     for _ in 0..calls {
-        let out = sandbox.transform(&plugin, &config_text, ctx(), &event).await.expect("call");
+        let out = sandbox
+            .transform(&plugin, &config_text, ctx(), &event)
+            .await
+            .expect("call");
         std::hint::black_box(out);
     }
     let wasm_us = t.elapsed().as_secs_f64() * 1e6 / calls as f64;
@@ -236,9 +270,11 @@ async fn sandbox_vs_native(calls: usize) {
     // The same work natively: parse the config, parse the payload, map, serialise.
     let t = Instant::now();
     for _ in 0..calls {
-        let mapping: json_map::mapping::Config = serde_json::from_str(&config_text).expect("config");
+        let mapping: json_map::mapping::Config =
+            serde_json::from_str(&config_text).expect("config");
         mapping.validate().expect("valid");
-        let mut doc: serde_json::Value = serde_json::from_slice(std::hint::black_box(&payload)).expect("json");
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(std::hint::black_box(&payload)).expect("json");
         mapping.apply(&mut doc).expect("apply");
         std::hint::black_box(serde_json::to_vec(&doc).expect("serialise"));
     }

@@ -28,7 +28,11 @@ fn main() -> Result<()> {
                  bench        run the benchmark and print figures and ratios\n  \
                  vendor-wit   refresh wit/deps from the pinned wasmtime-wasi-http"
             );
-            if task.is_empty() { Ok(()) } else { bail!("unknown task {task:?}") }
+            if task.is_empty() {
+                Ok(())
+            } else {
+                bail!("unknown task {task:?}")
+            }
         }
     }
 }
@@ -85,7 +89,14 @@ fn test(extra: &[String]) -> Result<()> {
     run(cargo().args(["build", "--package", "weft-host", "--bin", "weft"]))?;
     if nextest {
         run(cargo()
-            .args(["nextest", "run", "--workspace", "--no-fail-fast", "--run-ignored", "all"])
+            .args([
+                "nextest",
+                "run",
+                "--workspace",
+                "--no-fail-fast",
+                "--run-ignored",
+                "all",
+            ])
             .args(extra))?;
         // nextest does not run doc tests.
         run(cargo().args(["test", "--workspace", "--doc"]))
@@ -100,7 +111,14 @@ fn test(extra: &[String]) -> Result<()> {
 fn bench(extra: &[String]) -> Result<()> {
     ensure_wasm_target()?;
     run(cargo()
-        .args(["bench", "--package", "weft-tests", "--bench", "pipeline", "--"])
+        .args([
+            "bench",
+            "--package",
+            "weft-tests",
+            "--bench",
+            "pipeline",
+            "--",
+        ])
         .args(extra))
 }
 
@@ -117,7 +135,10 @@ fn vendor_wit() -> Result<()> {
         .find(|p| p["name"] == "wasmtime-wasi-http")
         .and_then(|p| p["manifest_path"].as_str())
         .context("wasmtime-wasi-http is not in the dependency graph")?;
-    let src = Path::new(manifest).parent().context("crate dir")?.join("wit/deps");
+    let src = Path::new(manifest)
+        .parent()
+        .context("crate dir")?
+        .join("wit/deps");
     let dst = root().join("wit/deps");
     std::fs::create_dir_all(&dst)?;
     for entry in std::fs::read_dir(&src).with_context(|| format!("reading {}", src.display()))? {
@@ -158,14 +179,16 @@ fn quickstart() -> Result<()> {
     }
 
     let runtime = tokio::runtime::Runtime::new()?;
-    let receiver = runtime
-        .block_on(weft_tests::Receiver::start_on(
-            "127.0.0.1:9090".parse()?,
-            weft_tests::Behavior::Accept,
-        ));
+    let receiver = runtime.block_on(weft_tests::Receiver::start_on(
+        "127.0.0.1:9090".parse()?,
+        weft_tests::Behavior::Accept,
+    ));
     println!("==> receiver listening on http://127.0.0.1:9090");
 
-    println!("==> starting: weft run --config {}", dir.join("weft.toml").display());
+    println!(
+        "==> starting: weft run --config {}",
+        dir.join("weft.toml").display()
+    );
     let log = std::fs::File::create(dir.join("weft.log"))?;
     let child = Command::new(&weft)
         .args(["run", "--config"])
@@ -185,7 +208,10 @@ fn quickstart() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    println!("==> weft is serving on http://127.0.0.1:8080 (log: {})", dir.join("weft.log").display());
+    println!(
+        "==> weft is serving on http://127.0.0.1:8080 (log: {})",
+        dir.join("weft.log").display()
+    );
 
     let leads = root().join("examples/leads.ndjson");
     println!("==> weft send leads examples/leads.ndjson --ndjson");
@@ -200,7 +226,10 @@ fn quickstart() -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(500));
-    println!("\n==> the receiver got {} lead(s):", receiver.delivered().len());
+    println!(
+        "\n==> the receiver got {} lead(s):",
+        receiver.delivered().len()
+    );
     for d in receiver.delivered() {
         println!("    Idempotency-Key: {}  body: {}", d.key, d.body);
     }
@@ -218,7 +247,10 @@ fn quickstart() -> Result<()> {
         weft.display()
     );
     if receiver.effect_count() != 3 {
-        bail!("expected 3 leads at the receiver, got {}", receiver.effect_count());
+        bail!(
+            "expected 3 leads at the receiver, got {}",
+            receiver.effect_count()
+        );
     }
     Ok(())
 }

@@ -80,6 +80,7 @@ impl Engine {
         store: Arc<Store>,
         sandbox: Arc<Sandbox>,
         plugins: &BTreeMap<String, Arc<Plugin>>,
+        load_failures: &BTreeMap<String, String>,
     ) -> Result<Engine, BuildError> {
         let mut pipelines = HashMap::new();
         let mut receivers = Vec::new();
@@ -91,6 +92,12 @@ impl Engine {
                     Some(i) => format!("step {} ({})", i + 1, s.plugin),
                     None => format!("sink ({})", s.plugin),
                 };
+                if let Some(why) = load_failures.get(&s.plugin) {
+                    return Err(BuildError(format!(
+                        "pipeline {:?}, {label}: plugin {:?} failed to load: {why}",
+                        p.name, s.plugin
+                    )));
+                }
                 let plugin = plugins.get(&s.plugin).cloned().ok_or_else(|| {
                     let wanted = config.plugins.dir.join(format!("{}.wasm", s.plugin));
                     let alt = config

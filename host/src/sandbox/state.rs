@@ -177,9 +177,10 @@ impl KvAccess {
             use sled::transaction::ConflictableTransactionError::Abort;
             let old = tx.get(&vkey)?;
             if let Some(want) = expected
-                && old.as_deref() != want {
-                    return Ok(false);
-                }
+                && old.as_deref() != want
+            {
+                return Ok(false);
+            }
             let used = tx
                 .get(&ukey)?
                 .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))

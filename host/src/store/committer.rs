@@ -102,9 +102,10 @@ fn commit_group(db: &sled::Db, tree: &sled::Tree, group: Vec<Write>) {
         match &result {
             Ok(()) => {
                 if outcome == Committed::Written
-                    && let Some(after) = w.after.take() {
-                        after();
-                    }
+                    && let Some(after) = w.after.take()
+                {
+                    after();
+                }
                 if let Some(reply) = w.reply.take() {
                     let _ = reply.send(Ok(outcome));
                 }

@@ -110,9 +110,10 @@ impl Store {
             Err(_) => Some(write),
         };
         if let Some(mut w) = unsent
-            && let Some(reply) = w.reply.take() {
-                let _ = reply.send(Err(StoreError::Closed));
-            }
+            && let Some(reply) = w.reply.take()
+        {
+            let _ = reply.send(Err(StoreError::Closed));
+        }
         rx
     }
 
@@ -153,10 +154,10 @@ impl Store {
             };
             if let Some(rec) = self.event(&id)?
                 && rec.state == EventState::DeadLettered
-                    && pipeline.is_none_or(|p| p == rec.pipeline)
-                {
-                    out.push(rec);
-                }
+                && pipeline.is_none_or(|p| p == rec.pipeline)
+            {
+                out.push(rec);
+            }
         }
         Ok(out)
     }

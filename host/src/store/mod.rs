@@ -18,11 +18,11 @@
 //! Plugin key-value state lives in the `kv` tree.
 
 mod committer;
+mod handle;
 mod keys;
 mod record;
-mod handle;
 
 pub use committer::{Committed, MAX_GROUP, Write};
+pub use handle::{Store, StoreError};
 pub use keys::*;
 pub use record::*;
-pub use handle::{Store, StoreError};

@@ -1,0 +1,259 @@
+//! The real `weft` binary: start-up errors, the CLI against a running host
+//! and offline, and a SIGKILL in the middle of a stream of webhooks.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use weft_tests::{
+    Behavior, HostSetup, PipelineSpec, Receiver, free_addr, lead, post_json, wait_until,
+};
+
+const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A `weft run` process, killed when dropped.
+struct Weft {
+    child: Child,
+}
+
+impl Weft {
+    fn start(config: &Path, listen: std::net::SocketAddr) -> Weft {
+        let log = std::fs::File::create(config.with_extension("log")).unwrap();
+        let child = Command::new(WEFT)
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("weft starts");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(listen).is_err() {
+            assert!(
+                start.elapsed() < WAIT,
+                "weft did not start listening on {listen}"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Weft { child }
+    }
+
+    fn sigkill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn sigterm(mut self) {
+        Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "weft exits cleanly on SIGTERM: {status}");
+    }
+}
+
+impl Drop for Weft {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn weft(args: &[&str], config: &Path) -> Output {
+    Command::new(WEFT)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("weft runs")
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_errors_name_the_key_and_the_missing_plugin() {
+    let setup = HostSetup::new(
+        free_addr(),
+        &[PipelineSpec::leads("leads", "http://127.0.0.1:9/x")],
+    )
+    .unwrap();
+    let good = std::fs::read_to_string(&setup.config_path).unwrap();
+
+    std::fs::write(&setup.config_path, good.replace("listen", "lisen")).unwrap();
+    let out = weft(&["check"], &setup.config_path);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("weft.toml"), "{err}");
+    assert!(err.contains("unknown field `lisen`"), "{err}");
+
+    std::fs::write(&setup.config_path, &good).unwrap();
+    std::fs::remove_file(setup.dir.path().join("plugins.d/filter.wasm")).unwrap();
+    let out = weft(&["run"], &setup.config_path);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("plugin \"filter\" not found: looked for"),
+        "{err}"
+    );
+    assert!(err.contains("plugins.d/filter.wasm"), "{err}");
+
+    std::fs::write(setup.dir.path().join("plugins.d/filter.wasm"), b"not wasm").unwrap();
+    let out = weft(&["check"], &setup.config_path);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("plugin \"filter\" failed to load")
+            && err.contains("filter.wasm is not usable: not a valid WebAssembly component"),
+        "{err}"
+    );
+
+    weft_tests::install_plugins(&setup.dir.path().join("plugins.d")).unwrap();
+    std::fs::write(
+        &setup.config_path,
+        good.replace("lowercase = [\"/email\"]", "lowercase = [\"email\"]"),
+    )
+    .unwrap();
+    let out = weft(&["check"], &setup.config_path);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("step 1 (json-map): the plugin rejected its config")
+            && err.contains("lowercase: \"email\" is not a JSON pointer"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_dlq_list_and_replay_through_the_cli() {
+    let receiver = Receiver::start(Behavior::Always(400)).await;
+    let listen = free_addr();
+    let setup = HostSetup::new(
+        listen,
+        &[PipelineSpec::leads("leads", &receiver.url("/leads"))],
+    )
+    .unwrap();
+    let host = Weft::start(&setup.config_path, listen);
+    let file = setup.dir.path().join("lead.json");
+    std::fs::write(&file, lead("C1", 1).to_string()).unwrap();
+    let out = weft(
+        &["send", "leads", file.to_str().unwrap()],
+        &setup.config_path,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("202 "),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let mut listed = serde_json::Value::Null;
+    assert!(
+        wait_until(WAIT, || {
+            let out = weft(&["dlq", "list", "--json"], &setup.config_path);
+            listed = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            listed.as_array().is_some_and(|a| a.len() == 1)
+        })
+        .await
+    );
+    assert_eq!(listed[0]["key"], "C1");
+    assert_eq!(listed[0]["error"], "HTTP 400");
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    let table = text(&weft(&["dlq", "list"], &setup.config_path).stdout);
+    assert!(
+        table.contains(&id) && table.contains("fatal: HTTP 400"),
+        "{table}"
+    );
+
+    receiver.set_behavior(Behavior::Accept);
+    let out = weft(&["dlq", "replay", &id], &setup.config_path);
+    assert!(
+        text(&out.stdout).contains("requeued"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(wait_until(WAIT, || receiver.effect_count() == 1).await);
+    let out = weft(&["runs", "show", &id], &setup.config_path);
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["state"], "delivered");
+    assert_eq!(shown["history"].as_array().unwrap().len(), 2);
+
+    // With the host stopped, the CLI reads the store directly.
+    host.sigterm();
+    let out = weft(&["dlq", "list"], &setup.config_path);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("the dead-letter queue is empty"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_mid_stream_loses_no_accepted_event() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let listen = free_addr();
+    let setup = HostSetup::new(
+        listen,
+        &[PipelineSpec::leads("leads", &receiver.url("/leads"))],
+    )
+    .unwrap();
+    let host = Weft::start(&setup.config_path, listen);
+    let url = format!("http://{listen}/hooks/leads");
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let mut senders = tokio::task::JoinSet::new();
+    for s in 0..4 {
+        let (url, accepted) = (url.clone(), accepted.clone());
+        senders.spawn(async move {
+            for i in 0..400 {
+                let key = format!("K{s}-{i}");
+                let body = lead(&key, i).to_string();
+                let client = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .build_http::<http_body_util::Full<bytes::Bytes>>();
+                let req = hyper::Request::post(&url)
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    .unwrap();
+                match client.request(req).await {
+                    Ok(resp) if resp.status().is_success() => {
+                        accepted.lock().unwrap().insert(key);
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+    assert!(wait_until(WAIT, || accepted.lock().unwrap().len() >= 300).await);
+    host.sigkill();
+    senders.join_all().await;
+    let accepted = accepted.lock().unwrap().clone();
+
+    let host = Weft::start(&setup.config_path, listen);
+    let all_there = wait_until(WAIT, || {
+        let effects = receiver.effects();
+        accepted.iter().all(|k| effects.contains_key(k))
+    })
+    .await;
+    let effects = receiver.effects();
+    let lost: Vec<_> = accepted
+        .iter()
+        .filter(|k| !effects.contains_key(*k))
+        .collect();
+    let redelivered = effects.values().filter(|n| **n > 1).count();
+    println!(
+        "accepted {} before SIGKILL; lost {}; redelivered {redelivered}",
+        accepted.len(),
+        lost.len()
+    );
+    assert!(all_there, "lost accepted events: {lost:?}");
+    // The store opens cleanly after the kill and serves the API.
+    let (status, _) = post_json(
+        &format!("http://{listen}/hooks/leads"),
+        lead("after", 1).to_string().as_bytes(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 202);
+    host.sigterm();
+}
