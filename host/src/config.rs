@@ -23,6 +23,85 @@ pub struct Config {
     /// The pipelines, in `[[pipeline]]` tables.
     #[serde(default, rename = "pipeline")]
     pub pipelines: Vec<PipelineConfig>,
+    /// Limits per upstream origin, shared by every plugin and pipeline that
+    /// calls it: `[upstreams."https://api.example.com"]`.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+}
+
+/// `[upstreams."ORIGIN"]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Requests per second to this origin, from all plugins together.
+    pub rate_limit: RateLimitConfig,
+}
+
+/// `rate_limit = { per_second = 50, burst = 10 }`: a token bucket (GCRA).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained rate.
+    pub per_second: u32,
+    /// How many calls may go at once after a quiet period (default: `per_second`).
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// `breaker = { … }`: the circuit breaker of a pipeline's sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Open when at least this share of sink calls in the window failed (default 0.5).
+    #[serde(default = "default_failure_ratio")]
+    pub failure_ratio: f64,
+    /// ... and the window holds at least this many calls (default 20).
+    #[serde(default = "default_min_calls")]
+    pub min_calls: u32,
+    /// Length of the rolling window, in ms (default 30000).
+    #[serde(default = "default_window_ms")]
+    pub window_ms: u64,
+    /// How long it stays open before letting probes through, in ms (default 5000).
+    #[serde(default = "default_open_ms")]
+    pub open_ms: u64,
+    /// Calls let through while half-open; all must succeed to close (default 1).
+    #[serde(default = "default_probes")]
+    pub probes: u32,
+    /// `false` turns the breaker off.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_failure_ratio() -> f64 {
+    0.5
+}
+fn default_min_calls() -> u32 {
+    20
+}
+fn default_window_ms() -> u64 {
+    30_000
+}
+fn default_open_ms() -> u64 {
+    5_000
+}
+fn default_probes() -> u32 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failure_ratio: default_failure_ratio(),
+            min_calls: default_min_calls(),
+            window_ms: default_window_ms(),
+            open_ms: default_open_ms(),
+            probes: default_probes(),
+            enabled: true,
+        }
+    }
 }
 
 /// `[server]`
@@ -124,6 +203,23 @@ pub struct PipelineConfig {
     /// How many events of this pipeline are processed at once (default 32).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// JSON pointer to an ordering key: events with the same key are
+    /// delivered one at a time, in acceptance order.
+    #[serde(default)]
+    pub order_by: Option<String>,
+    /// Most events waiting in the queue before webhooks get 429 (default 50000).
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
+    /// Calls per second to this pipeline's sink.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Circuit breaker of the sink (on by default).
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+fn default_max_queue() -> usize {
+    50_000
 }
 
 fn default_concurrency() -> usize {
@@ -139,6 +235,9 @@ pub struct StepConfig {
     /// The plugin's own configuration, handed to it as JSON.
     #[serde(default = "empty_object")]
     pub config: serde_json::Value,
+    /// Retry policy for failures of this step, instead of the pipeline's.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -164,6 +263,10 @@ pub struct RetryConfig {
     /// `full` (default): a random delay between 0 and the computed one; `none`.
     #[serde(default)]
     pub jitter: Jitter,
+    /// Stop retrying once this long has passed since the event was accepted
+    /// (or replayed), in ms.
+    #[serde(default)]
+    pub max_elapsed_ms: Option<u64>,
 }
 
 /// Jitter mode.
@@ -198,6 +301,7 @@ impl Default for RetryConfig {
             max_ms: default_max_ms(),
             multiplier: default_multiplier(),
             jitter: Jitter::Full,
+            max_elapsed_ms: None,
         }
     }
 }
@@ -314,22 +418,44 @@ impl Config {
                     ));
                 }
             }
-            let r = &p.retry;
-            if r.max_attempts == 0 {
-                return Err(format!("{at}: retry.max_attempts must be at least 1"));
+            check_retry(&at, "retry", &p.retry)?;
+            for (j, s) in p.steps.iter().enumerate() {
+                if let Some(r) = &s.retry {
+                    check_retry(&at, &format!("steps[{j}].retry"), r)?;
+                }
             }
-            if r.initial_ms > r.max_ms {
+            if let Some(r) = &p.sink.retry {
+                check_retry(&at, "sink.retry", r)?;
+            }
+            if let Some(k) = &p.order_by
+                && !k.starts_with('/')
+            {
                 return Err(format!(
-                    "{at}: retry.initial_ms ({}) is larger than retry.max_ms ({})",
-                    r.initial_ms, r.max_ms
+                    "{at}: order_by {k:?} is not a JSON pointer; write it like \"/customer_id\""
                 ));
             }
-            if !(r.multiplier >= 1.0 && r.multiplier.is_finite()) {
-                return Err(format!("{at}: retry.multiplier must be a number >= 1.0"));
+            if p.max_queue == 0 {
+                return Err(format!("{at}: max_queue must be at least 1"));
+            }
+            if let Some(rl) = &p.rate_limit {
+                check_rate(&format!("{at}: rate_limit"), rl)?;
+            }
+            let b = &p.breaker;
+            if !(b.failure_ratio > 0.0 && b.failure_ratio <= 1.0) {
+                return Err(format!("{at}: breaker.failure_ratio must be in (0, 1]"));
+            }
+            if b.min_calls == 0 || b.probes == 0 || b.window_ms == 0 || b.open_ms == 0 {
+                return Err(format!(
+                    "{at}: breaker.min_calls, probes, window_ms and open_ms must be at least 1"
+                ));
             }
             if p.concurrency == 0 || p.concurrency > 1024 {
                 return Err(format!("{at}: concurrency must be between 1 and 1024"));
             }
+        }
+        for (origin, u) in &self.upstreams {
+            Origin::parse(origin).map_err(|e| format!("upstreams: {e}"))?;
+            check_rate(&format!("upstreams.{origin:?}.rate_limit"), &u.rate_limit)?;
         }
         Ok(())
     }
@@ -344,6 +470,29 @@ impl Config {
     pub fn pipeline(&self, name: &str) -> Option<&PipelineConfig> {
         self.pipelines.iter().find(|p| p.name == name)
     }
+}
+
+fn check_retry(at: &str, key: &str, r: &RetryConfig) -> Result<(), String> {
+    if r.max_attempts == 0 {
+        return Err(format!("{at}: {key}.max_attempts must be at least 1"));
+    }
+    if r.initial_ms > r.max_ms {
+        return Err(format!(
+            "{at}: {key}.initial_ms ({}) is larger than {key}.max_ms ({})",
+            r.initial_ms, r.max_ms
+        ));
+    }
+    if !(r.multiplier >= 1.0 && r.multiplier.is_finite()) {
+        return Err(format!("{at}: {key}.multiplier must be a number >= 1.0"));
+    }
+    Ok(())
+}
+
+fn check_rate(at: &str, r: &RateLimitConfig) -> Result<(), String> {
+    if r.per_second == 0 || r.burst == Some(0) {
+        return Err(format!("{at}: per_second and burst must be at least 1"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -116,7 +116,10 @@ impl RunningHost {
             .unwrap_or(crate::config::DEFAULT_MEMORY_MIB);
         let sandbox = Arc::new(
             Sandbox::new(store.clone(), instances.min(10_000) as u32, max_memory)
-                .map_err(|e| StartError(e.to_string()))?,
+                .map_err(|e| StartError(e.to_string()))?
+                .with_upstreams(Arc::new(crate::limit::UpstreamLimits::new(
+                    &config.upstreams,
+                ))),
         );
         let cache = data_dir.join("compiled");
         let (plugins, load_errors) = load_plugins(&config, &sandbox, Some(&cache)).await?;

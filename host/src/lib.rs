@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod host;
 mod http_util;
+pub mod limit;
 pub mod origin;
 pub mod sandbox;
 pub mod store;

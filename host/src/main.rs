@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use weft_host::client::{ClientError, HostClient};
 use weft_host::config::Config;
-use weft_host::engine::{DeadLetterView, dead_letter_views, replay};
+use weft_host::engine::{DeadLetterView, Selection, dead_letter_views, purge, replay};
 use weft_host::host::RunningHost;
 use weft_host::store::{EventId, Store};
 
@@ -31,9 +31,12 @@ enum Command {
     Check(ConfigArg),
     /// Send a JSON file to a pipeline of a running host, as a webhook would.
     Send(SendArgs),
-    /// Inspect and replay the dead-letter queue.
+    /// Inspect, replay and purge the dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Pause, resume and inspect pipelines.
+    #[command(subcommand)]
+    Pipeline(PipelineCommand),
     /// Show the history of events.
     #[command(subcommand)]
     Runs(RunsCommand),
@@ -94,6 +97,21 @@ struct SendArgs {
     host: HostArg,
 }
 
+#[derive(Debug, Args)]
+struct SelectArgs {
+    /// Event ids.
+    ids: Vec<String>,
+    /// Every dead letter (narrowed by --pipeline and --since).
+    #[arg(long, conflicts_with = "ids")]
+    all: bool,
+    /// Only this pipeline.
+    #[arg(long)]
+    pipeline: Option<String>,
+    /// Only those dead-lettered since a time (2026-11-22T10:00:00Z) or a duration ago (2h).
+    #[arg(long)]
+    since: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum DlqCommand {
     /// List dead letters with their last error.
@@ -101,23 +119,61 @@ enum DlqCommand {
         /// Only this pipeline.
         #[arg(long)]
         pipeline: Option<String>,
+        /// Only those dead-lettered since a time or a duration ago (2h).
+        #[arg(long)]
+        since: Option<String>,
         /// Print JSON (with every attempt and the payload).
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         host: HostArg,
     },
+    /// Show one dead letter: every attempt, the error and the payload.
+    Show {
+        /// Event id.
+        id: String,
+        #[command(flatten)]
+        host: HostArg,
+    },
     /// Put dead letters back in their pipeline with the same idempotency key.
     Replay {
-        /// Event ids to replay.
-        #[arg(required_unless_present = "all")]
-        ids: Vec<String>,
-        /// Replay every dead letter (of --pipeline, when given).
-        #[arg(long, conflicts_with = "ids")]
-        all: bool,
-        /// With --all: only this pipeline.
-        #[arg(long, requires = "all")]
-        pipeline: Option<String>,
+        #[command(flatten)]
+        select: SelectArgs,
+        #[command(flatten)]
+        host: HostArg,
+    },
+    /// Delete dead letters for good.
+    Purge {
+        #[command(flatten)]
+        select: SelectArgs,
+        #[command(flatten)]
+        host: HostArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PipelineCommand {
+    /// Stop delivering (events are still accepted); survives a restart.
+    Pause {
+        /// Pipeline name.
+        name: String,
+        #[command(flatten)]
+        host: HostArg,
+    },
+    /// Deliver again.
+    Resume {
+        /// Pipeline name.
+        name: String,
+        #[command(flatten)]
+        host: HostArg,
+    },
+    /// Counters, queue depth, breaker state and pause state of the pipelines.
+    Status {
+        /// Only this pipeline.
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         host: HostArg,
     },
@@ -183,15 +239,22 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Send(args) => send(args).await,
         Command::Dlq(DlqCommand::List {
             pipeline,
+            since,
             json,
             host,
-        }) => dlq_list(&host, pipeline, json).await,
-        Command::Dlq(DlqCommand::Replay {
-            ids,
-            all,
-            pipeline,
-            host,
-        }) => dlq_replay(&host, ids, all, pipeline).await,
+        }) => dlq_list(&host, pipeline, since, json).await,
+        Command::Dlq(DlqCommand::Show { id, host }) => runs_show(&host, &id).await,
+        Command::Dlq(DlqCommand::Replay { select, host }) => dlq_act(&host, "replay", select).await,
+        Command::Dlq(DlqCommand::Purge { select, host }) => dlq_act(&host, "purge", select).await,
+        Command::Pipeline(PipelineCommand::Pause { name, host }) => {
+            pipeline_set(&host, &name, true).await
+        }
+        Command::Pipeline(PipelineCommand::Resume { name, host }) => {
+            pipeline_set(&host, &name, false).await
+        }
+        Command::Pipeline(PipelineCommand::Status { name, json, host }) => {
+            pipeline_status(&host, name, json).await
+        }
         Command::Runs(RunsCommand::Show { id, host }) => runs_show(&host, &id).await,
     }
 }
@@ -335,11 +398,27 @@ fn offline_store(config: Option<Config>) -> Result<Store> {
     Ok(store)
 }
 
-async fn dlq_list(host: &HostArg, pipeline: Option<String>, as_json: bool) -> Result<()> {
+async fn dlq_list(
+    host: &HostArg,
+    pipeline: Option<String>,
+    since: Option<String>,
+    as_json: bool,
+) -> Result<()> {
     let (client, config) = client(host)?;
-    let path = match &pipeline {
-        Some(p) => format!("/api/v1/dlq?pipeline={p}"),
-        None => "/api/v1/dlq".to_string(),
+    let mut query = Vec::new();
+    if let Some(p) = &pipeline {
+        query.push(format!("pipeline={p}"));
+    }
+    if let Some(s) = &since {
+        query.push(format!(
+            "since={}",
+            s.replace(':', "%3A").replace('+', "%2B")
+        ));
+    }
+    let path = if query.is_empty() {
+        "/api/v1/dlq".to_string()
+    } else {
+        format!("/api/v1/dlq?{}", query.join("&"))
     };
     let list: Vec<DeadLetterView> = match client.call(hyper::Method::GET, &path, None, &[]).await {
         Ok(reply) if reply.status == 200 => {
@@ -353,7 +432,8 @@ async fn dlq_list(host: &HostArg, pipeline: Option<String>, as_json: bool) -> Re
         Ok(reply) => bail!("the host answered {}: {}", reply.status, reply.body),
         Err(ClientError::NotRunning(_)) => {
             let store = offline_store(config)?;
-            dead_letter_views(&store, pipeline.as_deref())?
+            dead_letter_views(&store, pipeline.as_deref(), since.as_deref())
+                .map_err(anyhow::Error::msg)?
         }
         Err(e) => return Err(e.into()),
     };
@@ -403,60 +483,182 @@ fn view_from_json(v: serde_json::Value) -> DeadLetterView {
     }
 }
 
-async fn dlq_replay(
-    host: &HostArg,
-    ids: Vec<String>,
-    all: bool,
-    pipeline: Option<String>,
-) -> Result<()> {
+async fn dlq_act(host: &HostArg, action: &str, select: SelectArgs) -> Result<()> {
     let (client, config) = client(host)?;
-    let body = serde_json::json!({ "ids": ids, "all": all, "pipeline": pipeline });
+    let selection = Selection {
+        ids: select.ids,
+        all: select.all,
+        pipeline: select.pipeline,
+        since: select.since,
+    };
+    let body = serde_json::json!({
+        "ids": selection.ids, "all": selection.all,
+        "pipeline": selection.pipeline, "since": selection.since,
+    });
     let outcomes = match client
         .call(
             hyper::Method::POST,
-            "/api/v1/dlq/replay",
+            &format!("/api/v1/dlq/{action}"),
             Some(body.to_string().into_bytes()),
             &[],
         )
         .await
     {
-        Ok(reply) if reply.status == 200 => reply.body["replayed"]
+        Ok(reply) if reply.status == 200 => reply.body["results"]
             .as_array()
             .cloned()
             .unwrap_or_default(),
-        Ok(reply) => bail!("the host answered {}: {}", reply.status, reply.body),
+        Ok(reply) => bail!(
+            "the host answered {}: {}",
+            reply.status,
+            reply.body["error"]
+        ),
         Err(ClientError::NotRunning(_)) => {
             let store = offline_store(config)?;
-            let ids: Vec<EventId> = if all {
-                store
-                    .dead_letters(pipeline.as_deref())?
-                    .iter()
-                    .map(|r| r.id)
-                    .collect()
+            let ids: Vec<EventId> = selection
+                .resolve(&store)
+                .map_err(anyhow::Error::msg)?
+                .iter()
+                .map(|r| r.id)
+                .collect();
+            let out = if action == "replay" {
+                println!(
+                    "no host is running: the events are requeued in the store and will be delivered when `weft run` starts"
+                );
+                replay(&store, None, &ids).await?
             } else {
-                ids.iter()
-                    .map(|s| s.parse::<EventId>().map_err(|e| anyhow::anyhow!(e)))
-                    .collect::<Result<_>>()?
+                purge(&store, &ids).await?
             };
-            let out = replay(&store, None, &ids).await?;
-            println!(
-                "no host is running: the events were requeued in the store and will be delivered when `weft run` starts"
-            );
             out.iter()
                 .map(|o| serde_json::to_value(o).unwrap_or_default())
                 .collect()
         }
         Err(e) => return Err(e.into()),
     };
-    let mut not_done = 0;
+    let done_word = if action == "replay" {
+        "requeued"
+    } else {
+        "purged"
+    };
+    let mut skipped = 0;
     for o in &outcomes {
         let result = o["result"].as_str().unwrap_or("?");
-        if result != "requeued" {
-            not_done += 1;
+        if result != done_word {
+            skipped += 1;
         }
         println!("{}  {result}", o["id"].as_str().unwrap_or("?"));
     }
-    println!("{} replayed, {not_done} skipped", outcomes.len() - not_done);
+    println!(
+        "{} {done_word}, {skipped} skipped",
+        outcomes.len() - skipped
+    );
+    Ok(())
+}
+
+async fn pipeline_set(host: &HostArg, name: &str, pause: bool) -> Result<()> {
+    let (client, config) = client(host)?;
+    let action = if pause { "pause" } else { "resume" };
+    match client
+        .call(
+            hyper::Method::POST,
+            &format!("/api/v1/pipelines/{name}/{action}"),
+            None,
+            &[],
+        )
+        .await
+    {
+        Ok(reply) if reply.status == 200 => {
+            println!(
+                "pipeline {name}: {}",
+                if pause { "paused" } else { "resumed" }
+            );
+            Ok(())
+        }
+        Ok(reply) => bail!(
+            "the host answered {}: {}",
+            reply.status,
+            reply.body["error"]
+        ),
+        Err(ClientError::NotRunning(_)) => {
+            let config = config.context("no host is running and no config file was found")?;
+            if config.pipeline(name).is_none() {
+                bail!("unknown pipeline {name:?}");
+            }
+            let store = Store::open(&config.server.data_dir)?;
+            let mut w = weft_host::store::Write::default();
+            if pause {
+                w.put(weft_host::store::paused_key(name), Vec::new());
+            } else {
+                w.remove(weft_host::store::paused_key(name));
+            }
+            store.commit(w).await?;
+            println!(
+                "pipeline {name}: {} (no host is running; it takes effect when `weft run` starts)",
+                if pause { "paused" } else { "resumed" }
+            );
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn pipeline_status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<()> {
+    let (client, _) = client(host)?;
+    let reply = client
+        .call(hyper::Method::GET, "/api/v1/pipelines", None, &[])
+        .await
+        .map_err(not_running_hint)?;
+    if reply.status != 200 {
+        bail!(
+            "the host answered {}: {}",
+            reply.status,
+            reply.body["error"]
+        );
+    }
+    let list: Vec<serde_json::Value> = reply.body["pipelines"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| name.as_deref().is_none_or(|n| p["name"] == n))
+        .collect();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!(
+        "{:<14} {:<7} {:<9} {:>7} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9}",
+        "PIPELINE",
+        "STATE",
+        "BREAKER",
+        "QUEUED",
+        "ACCEPTED",
+        "DELIVERED",
+        "FILTERED",
+        "RETRIED",
+        "DEAD",
+        "IN FLIGHT"
+    );
+    for p in &list {
+        let n = |k: &str| p[k].as_u64().unwrap_or(0);
+        println!(
+            "{:<14} {:<7} {:<9} {:>7} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9}",
+            p["name"].as_str().unwrap_or("?"),
+            if p["paused"] == true {
+                "paused"
+            } else {
+                "running"
+            },
+            p["breaker"].as_str().unwrap_or("?"),
+            n("queued"),
+            n("accepted"),
+            n("delivered"),
+            n("filtered"),
+            n("retried"),
+            n("dead_lettered"),
+            n("in_flight")
+        );
+    }
     Ok(())
 }
 

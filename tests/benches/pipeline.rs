@@ -172,7 +172,7 @@ async fn end_to_end(events: usize, senders: usize) {
     let relay_receiver = Receiver::start(Behavior::Accept).await;
     let relay = start_relay(relay_receiver.url("/leads")).await;
     let relay_load = load(&format!("http://{relay}/hooks/leads"), events, senders, "R").await;
-    let relay_rate = relay_receiver.effect_count() as f64 / relay_load.elapsed.as_secs_f64();
+    let relay_rate = relay_receiver.requests().len() as f64 / relay_load.elapsed.as_secs_f64();
     print_load(
         "bare hyper relay (no store, no wasm)",
         &relay_load,
@@ -295,8 +295,13 @@ fn main() {
         .expect("runtime");
     let events = env_usize("WEFT_BENCH_EVENTS", 20_000);
     let senders = env_usize("WEFT_BENCH_SENDERS", 64);
+    let only = std::env::var("WEFT_BENCH_ONLY").unwrap_or_default();
     runtime.block_on(async {
-        end_to_end(events, senders).await;
-        sandbox_vs_native(env_usize("WEFT_BENCH_CALLS", 20_000)).await;
+        if only.is_empty() || only == "pipeline" {
+            end_to_end(events, senders).await;
+        }
+        if only.is_empty() || only == "sandbox" {
+            sandbox_vs_native(env_usize("WEFT_BENCH_CALLS", 20_000)).await;
+        }
     });
 }

@@ -99,7 +99,8 @@ async fn transient_failures_are_retried_until_delivered() {
     .await;
     let setup = HostSetup::new(
         any_port(),
-        &[PipelineSpec::leads("leads", &receiver.url("/leads"))],
+        &[PipelineSpec::leads("leads", &receiver.url("/leads"))
+            .with("breaker = { enabled = false }")],
     )
     .unwrap();
     let host = start(&setup).await;
@@ -148,7 +149,7 @@ async fn permanent_refusals_are_dead_lettered_and_replay_delivers_them() {
         "dead-lettered at once"
     );
     assert_eq!(receiver.requests().len(), 1, "a 400 is not retried");
-    let dead = weft_host::engine::dead_letter_views(&store, None).unwrap();
+    let dead = weft_host::engine::dead_letter_views(&store, None, None).unwrap();
     assert_eq!(dead[0].id, id.to_string());
     assert_eq!(dead[0].error_kind, "fatal");
     assert_eq!(dead[0].error, "HTTP 400");
@@ -168,7 +169,7 @@ async fn permanent_refusals_are_dead_lettered_and_replay_delivers_them() {
     let url = format!("http://{}/api/v1/dlq/replay", host.addr);
     let (status, body) = post_json(&url, br#"{"all": true}"#, "application/json").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["replayed"].as_array().unwrap().len(), 2);
+    assert_eq!(body["results"].as_array().unwrap().len(), 2);
     assert!(wait_until(WAIT, || receiver.effect_count() == 2).await);
     assert!(wait_until(WAIT, || store.count(DEAD) == 0).await);
     let rec = store.event(&id).unwrap().unwrap();
@@ -187,7 +188,7 @@ async fn permanent_refusals_are_dead_lettered_and_replay_delivers_them() {
         "application/json",
     )
     .await;
-    assert_eq!(body["replayed"][0]["result"], "not-dead-lettered");
+    assert_eq!(body["results"][0]["result"], "not-dead-lettered");
     host.shutdown().await;
 }
 
@@ -295,7 +296,8 @@ async fn a_restart_delivers_every_event_accepted_before_it() {
     let setup = HostSetup::new(
         any_port(),
         &[PipelineSpec::leads("leads", &receiver.url("/leads"))
-            .retry("max_attempts = 50, initial_ms = 50, max_ms = 200")],
+            .retry("max_attempts = 50, initial_ms = 50, max_ms = 200")
+            .with("breaker = { enabled = false }")],
     )
     .unwrap();
     let host = start(&setup).await;

@@ -63,6 +63,14 @@ pub enum AcceptError {
     /// The idempotency key could not be found.
     #[error("{0}")]
     MissingKey(String),
+    /// The pipeline is full or its sink is failing; the sender should retry later.
+    #[error("{reason}")]
+    Backpressure {
+        /// Seconds to wait.
+        retry_after_s: u64,
+        /// Why.
+        reason: String,
+    },
     /// The store could not take the write; the sender should retry.
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -88,32 +96,49 @@ impl Engine {
             })?
             .clone();
         let id = EventId::new();
-        let key = match &p.config.idempotency_key {
-            Some(pointer) => {
-                let doc: serde_json::Value = serde_json::from_slice(&incoming.body)
-                    .map_err(|e| AcceptError::InvalidJson(e.to_string()))?;
-                match doc.pointer(pointer) {
-                    Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
-                    Some(serde_json::Value::Number(n)) => n.to_string(),
-                    _ => match &incoming.idempotency_header {
-                        Some(h) => h.clone(),
-                        None => {
-                            return Err(AcceptError::MissingKey(format!(
-                                "the idempotency key {pointer} (a non-empty string or a number) is missing from the body, and no Idempotency-Key header was sent"
-                            )));
-                        }
-                    },
-                }
-            }
-            None => {
+        let doc: Option<serde_json::Value> =
+            if p.config.idempotency_key.is_some() || p.config.order_by.is_some() {
+                Some(
+                    serde_json::from_slice(&incoming.body)
+                        .map_err(|e| AcceptError::InvalidJson(e.to_string()))?,
+                )
+            } else {
                 serde_json::from_slice::<serde::de::IgnoredAny>(&incoming.body)
                     .map_err(|e| AcceptError::InvalidJson(e.to_string()))?;
-                incoming
-                    .idempotency_header
-                    .clone()
-                    .unwrap_or_else(|| id.to_string())
-            }
+                None
+            };
+        let order_key = match (&p.config.order_by, &doc) {
+            (Some(pointer), Some(doc)) => Some(match doc.pointer(pointer) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            }),
+            _ => None,
         };
+        let key = match (&p.config.idempotency_key, &doc) {
+            (Some(pointer), Some(doc)) => match doc.pointer(pointer) {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+                Some(serde_json::Value::Number(n)) => n.to_string(),
+                _ => match &incoming.idempotency_header {
+                    Some(h) => h.clone(),
+                    None => {
+                        return Err(AcceptError::MissingKey(format!(
+                            "the idempotency key {pointer} (a non-empty string or a number) is missing from the body, and no Idempotency-Key header was sent"
+                        )));
+                    }
+                },
+            },
+            _ => incoming
+                .idempotency_header
+                .clone()
+                .unwrap_or_else(|| id.to_string()),
+        };
+        if let Err((retry_after_s, reason)) = self.admission(pipeline) {
+            return Err(AcceptError::Backpressure {
+                retry_after_s,
+                reason,
+            });
+        }
         if key.len() > MAX_KEY_LEN {
             return Err(AcceptError::MissingKey(format!(
                 "the idempotency key is {} bytes long; the limit is {MAX_KEY_LEN}",
@@ -138,6 +163,7 @@ impl Engine {
             attempts: Vec::new(),
             replays_at_ms: Vec::new(),
             round_base: 0,
+            order_key: order_key.clone(),
         });
         let mut write = Write::default();
         write.put(event_key(&id), record.encode());
@@ -150,9 +176,10 @@ impl Engine {
             id,
             attempt: 1,
             due_ms: now,
+            order_key,
             record: Some(record),
         };
-        write.after = Some(Box::new(move || engine.schedule(job)));
+        write.after = Some(Box::new(move || engine.requeued(job)));
         match self.inner.store.commit(write).await? {
             Committed::Written => {
                 p.stats.accepted.fetch_add(1, Ordering::Relaxed);

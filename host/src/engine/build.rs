@@ -1,13 +1,16 @@
 //! Building the engine: pipelines resolved against loaded plugins, configs
 //! checked by the plugins themselves, and work recovered from the store.
 
+use super::breaker::{Breaker, BreakerState};
+use super::order::KeyGate;
 use super::retry::RetryPolicy;
 use super::run::Job;
 use crate::config::{Config, PipelineConfig};
+use crate::limit::Limiter;
 use crate::sandbox::{Plugin, Sandbox, World};
-use crate::store::{Store, now_ms};
+use crate::store::{PAUSED, Store, Write, now_ms, paused_key};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -22,6 +25,8 @@ pub(super) struct Step {
     pub config_json: String,
     /// `step 1 (json-map)` or `sink (http-sink)`, for errors and history.
     pub label: String,
+    /// Retry policy for this step's failures, when it overrides the pipeline's.
+    pub retry: Option<RetryPolicy>,
 }
 
 /// Counters of one pipeline since start-up.
@@ -52,6 +57,14 @@ pub(super) struct Pipeline {
     pub retry: RetryPolicy,
     pub ready: mpsc::UnboundedSender<Job>,
     pub stats: PipelineStats,
+    pub breaker: Breaker,
+    pub limiter: Option<Limiter>,
+    pub gate: Option<KeyGate>,
+    pub paused: AtomicBool,
+    /// Jobs that arrived while paused.
+    pub parked: Mutex<Vec<Job>>,
+    /// Events accepted and not yet finished.
+    pub queued: AtomicI64,
 }
 
 pub(super) struct Inner {
@@ -60,7 +73,7 @@ pub(super) struct Inner {
     pub pipelines: HashMap<String, Arc<Pipeline>>,
     pub dedup_window_ms: u64,
     pub keep_history_ms: u64,
-    runtime: tokio::runtime::Handle,
+    pub runtime: tokio::runtime::Handle,
     pub stop: tokio::sync::watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     receivers: Mutex<Vec<(Arc<Pipeline>, mpsc::UnboundedReceiver<Job>)>>,
@@ -131,6 +144,7 @@ impl Engine {
                     plugin,
                     config_json: s.config.to_string(),
                     label,
+                    retry: s.retry.clone().map(RetryPolicy::new),
                 })
             };
             let steps = p
@@ -160,6 +174,12 @@ impl Engine {
                 retry: RetryPolicy::new(p.retry.clone()),
                 ready,
                 stats: PipelineStats::default(),
+                breaker: Breaker::new(p.breaker.clone()),
+                limiter: p.rate_limit.as_ref().map(Limiter::new),
+                gate: p.order_by.as_ref().map(|_| KeyGate::default()),
+                paused: AtomicBool::new(store.events_tree_has(&paused_key(&p.name))),
+                parked: Mutex::new(Vec::new()),
+                queued: AtomicI64::new(0),
             });
             receivers.push((pipeline.clone(), rx));
             pipelines.insert(p.name.clone(), pipeline);
@@ -198,22 +218,30 @@ impl Engine {
                 rx,
             )));
         }
-        let queued = self
+        let mut queued = self
             .inner
             .store
             .queue()
             .map_err(|e| BuildError(e.to_string()))?;
+        // Event ids are time-ordered: this is acceptance order, which ordered
+        // pipelines must keep.
+        queued.sort_by_key(|(_, id, _)| *id);
         let mut recovered = 0;
         for (due, id, attempt) in queued {
             let Ok(Some(rec)) = self.inner.store.event(&id) else {
                 continue;
             };
-            if self.inner.pipelines.contains_key(&rec.pipeline) {
+            if let Some(p) = self.inner.pipelines.get(&rec.pipeline) {
+                p.queued.fetch_add(1, Ordering::Relaxed);
+                if let (Some(gate), Some(key)) = (&p.gate, &rec.order_key) {
+                    gate.enter(key, id);
+                }
                 self.schedule(Job {
                     pipeline: rec.pipeline.clone(),
                     id,
                     attempt,
                     due_ms: due,
+                    order_key: rec.order_key.clone(),
                     record: None,
                 });
                 recovered += 1;
@@ -262,6 +290,35 @@ impl Engine {
         }
     }
 
+    /// An event entered (or re-entered) its pipeline's queue: count it, give
+    /// it its place in its key's lane, and schedule it.
+    pub(super) fn requeued(&self, job: Job) {
+        if let Some(p) = self.inner.pipelines.get(&job.pipeline) {
+            p.queued.fetch_add(1, Ordering::Relaxed);
+            if let (Some(gate), Some(key)) = (&p.gate, &job.order_key) {
+                gate.enter(key, job.id);
+            }
+        }
+        self.schedule(job);
+    }
+
+    /// An event left its pipeline for good: release the next one of its key.
+    pub(super) fn finished(
+        &self,
+        pipeline: &str,
+        order_key: Option<&str>,
+        id: crate::store::EventId,
+    ) {
+        let Some(p) = self.inner.pipelines.get(pipeline) else {
+            return;
+        };
+        if let (Some(gate), Some(key)) = (&p.gate, order_key)
+            && let Some(next) = gate.leave(key, id)
+        {
+            self.schedule(next);
+        }
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<Store> {
         &self.inner.store
@@ -282,9 +339,16 @@ impl Engine {
     /// A snapshot of one pipeline's counters as JSON.
     pub fn stats_json(&self, pipeline: &str) -> Option<serde_json::Value> {
         let s = self.stats(pipeline)?;
+        let p = self.inner.pipelines.get(pipeline)?;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let breaker = p.breaker.state();
         Some(serde_json::json!({
             "name": pipeline,
+            "paused": p.paused.load(Ordering::Relaxed),
+            "queued": p.queued.load(Ordering::Relaxed).max(0),
+            "breaker": breaker.as_str(),
+            "rate_limit_waits": p.limiter.as_ref().map_or(0, |l| l.waits()),
+            "order_keys_active": p.gate.as_ref().map_or(0, |g| g.keys()),
             "accepted": get(&s.accepted),
             "duplicates": get(&s.duplicates),
             "delivered": get(&s.delivered),
@@ -294,4 +358,90 @@ impl Engine {
             "in_flight": get(&s.in_flight),
         }))
     }
+
+    /// Pause delivery (accepting goes on); the state survives a restart.
+    pub async fn pause(&self, pipeline: &str) -> Result<(), BuildError> {
+        let p = self.pipeline(pipeline)?;
+        let mut w = Write::default();
+        w.put(paused_key(pipeline), Vec::new());
+        self.inner
+            .store
+            .commit(w)
+            .await
+            .map_err(|e| BuildError(e.to_string()))?;
+        p.paused.store(true, Ordering::SeqCst);
+        tracing::warn!(
+            pipeline,
+            "pipeline paused: events are accepted but not delivered"
+        );
+        Ok(())
+    }
+
+    /// Resume delivery of a paused pipeline.
+    pub async fn resume(&self, pipeline: &str) -> Result<(), BuildError> {
+        let p = self.pipeline(pipeline)?;
+        let mut w = Write::default();
+        w.remove(paused_key(pipeline));
+        self.inner
+            .store
+            .commit(w)
+            .await
+            .map_err(|e| BuildError(e.to_string()))?;
+        p.paused.store(false, Ordering::SeqCst);
+        let parked = std::mem::take(&mut *p.parked.lock().unwrap_or_else(|e| e.into_inner()));
+        tracing::info!(pipeline, released = parked.len(), "pipeline resumed");
+        for job in parked {
+            self.schedule(job);
+        }
+        Ok(())
+    }
+
+    fn pipeline(&self, name: &str) -> Result<&Arc<Pipeline>, BuildError> {
+        self.inner.pipelines.get(name).ok_or_else(|| {
+            BuildError(format!(
+                "unknown pipeline {name:?}; configured pipelines: {}",
+                self.pipeline_names().join(", ")
+            ))
+        })
+    }
+
+    /// Whether a pipeline takes new events now; `Err` carries the seconds a
+    /// sender should wait and why.
+    pub fn admission(&self, pipeline: &str) -> Result<(), (u64, String)> {
+        let Some(p) = self.inner.pipelines.get(pipeline) else {
+            return Ok(());
+        };
+        let queued = p.queued.load(Ordering::Relaxed).max(0) as usize;
+        if queued >= p.config.max_queue {
+            return Err((
+                1,
+                format!(
+                    "pipeline {pipeline:?} has {queued} events waiting (max_queue = {}); retry later",
+                    p.config.max_queue
+                ),
+            ));
+        }
+        if let BreakerState::Open(until) = p.breaker.state() {
+            let secs = until
+                .saturating_duration_since(tokio::time::Instant::now())
+                .as_secs()
+                .max(1);
+            return Err((
+                secs,
+                format!(
+                    "the sink of pipeline {pipeline:?} is failing and its circuit breaker is open; retry later"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Names of paused pipelines recorded in the store.
+pub fn paused_pipelines(store: &Store) -> Vec<String> {
+    store
+        .keys(PAUSED, usize::MAX)
+        .into_iter()
+        .map(|k| String::from_utf8_lossy(&k[1..]).into_owned())
+        .collect()
 }

@@ -7,7 +7,7 @@ use crate::store::{
     AttemptOutcome, EventId, EventRecord, EventState, Store, StoreError, Write, dead_key,
     event_key, now_ms, queue_key,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// A dead letter as the API and the CLI show it.
@@ -86,16 +86,118 @@ impl From<&EventRecord> for DeadLetterView {
     }
 }
 
-/// Dead letters, oldest first, optionally of one pipeline.
+/// Which dead letters a command is about.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selection {
+    /// These event ids.
+    #[serde(default)]
+    pub ids: Vec<String>,
+    /// Every dead letter (narrowed by `pipeline` and `since`).
+    #[serde(default)]
+    pub all: bool,
+    /// Only this pipeline.
+    #[serde(default)]
+    pub pipeline: Option<String>,
+    /// Only those dead-lettered since: an RFC 3339 time or a duration ago (`2h`, `30m`).
+    #[serde(default)]
+    pub since: Option<String>,
+}
+
+/// When an event was dead-lettered: the start of its last attempt.
+fn dead_at_ms(r: &EventRecord) -> u64 {
+    r.attempts
+        .last()
+        .map_or(r.received_at_ms, |a| a.started_at_ms)
+}
+
+/// Parse `since`: RFC 3339, or a duration before now.
+pub fn parse_since(since: &str) -> Result<u64, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(since) {
+        return Ok(t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0));
+    }
+    humantime::parse_duration(since)
+        .map(|d| now_ms().saturating_sub(d.as_millis() as u64))
+        .map_err(|_| {
+            format!(
+                "since {since:?} is neither a time (2026-11-22T10:00:00Z) nor a duration (2h, 30m)"
+            )
+        })
+}
+
+impl Selection {
+    /// The dead letters selected, oldest first.
+    pub fn resolve(&self, store: &Store) -> Result<Vec<EventRecord>, String> {
+        let since = self.since.as_deref().map(parse_since).transpose()?;
+        let keep = |r: &EventRecord| {
+            self.pipeline.as_deref().is_none_or(|p| p == r.pipeline)
+                && since.is_none_or(|s| dead_at_ms(r) >= s)
+        };
+        if !self.ids.is_empty() {
+            let mut out = Vec::new();
+            for id in &self.ids {
+                let id: EventId = id.parse()?;
+                match store.event(&id).map_err(|e| e.to_string())? {
+                    Some(r) if keep(&r) => out.push(r),
+                    Some(_) => {}
+                    None => return Err(format!("no event {id}")),
+                }
+            }
+            return Ok(out);
+        }
+        if !self.all && self.pipeline.is_none() && since.is_none() {
+            return Err("name the event ids, or select with all, pipeline or since".into());
+        }
+        Ok(store
+            .dead_letters(None)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(keep)
+            .collect())
+    }
+}
+
+/// Dead letters, oldest first, optionally of one pipeline and since a time.
 pub fn dead_letter_views(
     store: &Store,
     pipeline: Option<&str>,
-) -> Result<Vec<DeadLetterView>, StoreError> {
+    since: Option<&str>,
+) -> Result<Vec<DeadLetterView>, String> {
+    let since = since.map(parse_since).transpose()?;
     Ok(store
-        .dead_letters(pipeline)?
+        .dead_letters(pipeline)
+        .map_err(|e| e.to_string())?
         .iter()
+        .filter(|r| since.is_none_or(|s| dead_at_ms(r) >= s))
         .map(DeadLetterView::from)
         .collect())
+}
+
+/// Delete dead letters for good (their record and index entry).
+pub async fn purge(store: &Store, ids: &[EventId]) -> Result<Vec<ReplayOutcome>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let result = match store.event(id)? {
+            None => "not-found",
+            Some(r) if r.state != EventState::DeadLettered => "not-dead-lettered",
+            Some(_) => {
+                let mut write = Write::default();
+                write.remove(dead_key(id));
+                write.remove(event_key(id));
+                store.commit(write).await?;
+                tracing::info!(event = %id, "purged from the dead-letter queue");
+                "purged"
+            }
+        };
+        out.push(ReplayOutcome {
+            id: id.to_string(),
+            result: result.to_string(),
+        });
+    }
+    Ok(out)
 }
 
 /// What happened to one replay request.
@@ -103,7 +205,7 @@ pub fn dead_letter_views(
 pub struct ReplayOutcome {
     /// Event id.
     pub id: String,
-    /// `requeued`, `not-found` or `not-dead-lettered`.
+    /// `requeued`, `purged`, `not-found` or `not-dead-lettered`.
     pub result: String,
 }
 
@@ -125,6 +227,7 @@ pub async fn replay(
                 r.replays_at_ms.push(now);
                 r.round_base = r.attempts.len() as u32;
                 let attempt = r.round_base + 1;
+                let order_key = r.order_key.clone();
                 let mut write = Write::default();
                 write.remove(dead_key(id));
                 write.put(queue_key(now, id), attempt.to_be_bytes().to_vec());
@@ -136,9 +239,10 @@ pub async fn replay(
                         id: *id,
                         attempt,
                         due_ms: now,
+                        order_key,
                         record: Some(Arc::new(r)),
                     };
-                    write.after = Some(Box::new(move || engine.schedule(job)));
+                    write.after = Some(Box::new(move || engine.requeued(job)));
                 }
                 store.commit(write).await?;
                 tracing::info!(event = %id, "replayed from the dead-letter queue");

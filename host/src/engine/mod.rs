@@ -7,13 +7,18 @@
 //! a receiver can make the effect exactly-once.
 
 mod accept;
+mod breaker;
 mod build;
 mod dlq;
 mod janitor;
+mod order;
 mod retry;
 mod run;
 
 pub use accept::{AcceptError, Accepted, Incoming};
-pub use build::{BuildError, Engine, PipelineStats};
-pub use dlq::{DeadLetterView, ReplayOutcome, dead_letter_views, replay};
+pub use breaker::BreakerState;
+pub use build::{BuildError, Engine, PipelineStats, paused_pipelines};
+pub use dlq::{
+    DeadLetterView, ReplayOutcome, Selection, dead_letter_views, parse_since, purge, replay,
+};
 pub use retry::RetryPolicy;

@@ -24,6 +24,11 @@ impl RetryPolicy {
         self.config.max_attempts
     }
 
+    /// Give up once this long has passed since the round began, if set.
+    pub fn max_elapsed_ms(&self) -> Option<u64> {
+        self.config.max_elapsed_ms
+    }
+
     /// Whether attempt number `attempt` (1-based, counted from the latest
     /// replay) may be followed by another.
     pub fn may_retry(&self, attempt: u32) -> bool {
@@ -64,6 +69,7 @@ mod tests {
             max_ms: 1000,
             multiplier: 2.0,
             jitter,
+            max_elapsed_ms: None,
         })
     }
 

@@ -1,5 +1,7 @@
-//! Running events: the per-pipeline dispatcher and one attempt at an event.
+//! Running events: the per-pipeline dispatcher (pause, ordering, breaker,
+//! concurrency) and one attempt at an event.
 
+use super::breaker::{Admission, BreakerState};
 use super::build::{Engine, Pipeline, Step};
 use crate::sandbox::bindings::WitEvent;
 use crate::sandbox::{CallContext, CallError};
@@ -21,6 +23,8 @@ pub struct Job {
     pub(super) id: EventId,
     pub(super) attempt: u32,
     pub(super) due_ms: u64,
+    /// Ordering key, for pipelines with `order_by`.
+    pub(super) order_key: Option<String>,
     /// The record, when the caller already has it (saves a read).
     pub(super) record: Option<Arc<EventRecord>>,
 }
@@ -35,9 +39,36 @@ pub(super) async fn dispatch(
     let running: Arc<Mutex<HashSet<EventId>>> = Arc::default();
     let mut stop = engine.inner.stop.subscribe();
     loop {
-        let job = tokio::select! {
+        let mut job = tokio::select! {
             job = rx.recv() => match job { Some(job) => job, None => break },
             _ = stop.wait_for(|s| *s) => break,
+        };
+        if pipeline.paused.load(Ordering::SeqCst) {
+            pipeline
+                .parked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(job);
+            continue;
+        }
+        if let (Some(gate), Some(key)) = (&pipeline.gate, job.order_key.clone()) {
+            match gate.admit(&key, job) {
+                Some(j) => job = j,
+                None => continue,
+            }
+        }
+        let probe = match pipeline.breaker.admit() {
+            Admission::Go => false,
+            Admission::Probe => true,
+            Admission::Wait(d) => {
+                // Not an attempt: the event keeps its queue entry and its count.
+                let ready = pipeline.ready.clone();
+                engine.inner.runtime.spawn(async move {
+                    tokio::time::sleep(d).await;
+                    let _ = ready.send(job);
+                });
+                continue;
+            }
         };
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
@@ -47,13 +78,16 @@ pub(super) async fn dispatch(
             .map(|mut r| r.insert(job.id))
             .unwrap_or(false)
         {
+            if probe {
+                pipeline.breaker.cancel_probe();
+            }
             continue;
         }
         let (engine, pipeline, running) = (engine.clone(), pipeline.clone(), running.clone());
         tokio::spawn(async move {
             let id = job.id;
             pipeline.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-            attempt(&engine, &pipeline, job).await;
+            attempt(&engine, &pipeline, job, probe).await;
             pipeline.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             if let Ok(mut r) = running.lock() {
                 r.remove(&id);
@@ -71,10 +105,11 @@ pub(super) async fn dispatch(
 enum Outcome {
     Delivered(String),
     Filtered(String),
-    Failed(String, CallError),
+    /// Failed in a step (index) or the sink (`None`).
+    Failed(Option<usize>, CallError),
 }
 
-async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job) {
+async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, probe: bool) {
     let store = &engine.inner.store;
     let record = match job.record.take() {
         Some(r) => r,
@@ -85,10 +120,16 @@ async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job) {
                 let mut w = Write::default();
                 w.remove(queue_key(job.due_ms, &job.id));
                 store.submit(w);
+                if probe {
+                    pipeline.breaker.cancel_probe();
+                }
                 return;
             }
             Err(e) => {
                 tracing::error!(event = %job.id, "cannot read queued event: {e}; retrying in 1 s");
+                if probe {
+                    pipeline.breaker.cancel_probe();
+                }
                 engine.schedule(Job {
                     due_ms: now_ms() + 1000,
                     record: None,
@@ -100,6 +141,9 @@ async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job) {
     };
     if record.state != EventState::Queued || record.attempts.len() as u32 + 1 != job.attempt {
         // A stale timer or an entry already handled: nothing to do.
+        if probe {
+            pipeline.breaker.cancel_probe();
+        }
         return;
     }
     let span = tracing::info_span!("event", pipeline = %pipeline.name, event = %record.id,
@@ -111,6 +155,26 @@ async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job) {
         .await;
     let duration_us = clock.elapsed().as_micros() as u64;
     let _enter = span.enter();
+    let sink_result = match &outcome {
+        Outcome::Delivered(_) => Some(true),
+        Outcome::Failed(None, e) => Some(!e.kind.retryable()),
+        _ => None,
+    };
+    match sink_result {
+        Some(ok) => {
+            if let Some(state) = pipeline.breaker.record(ok, probe) {
+                match state {
+                    BreakerState::Open(_) => tracing::warn!(
+                        "circuit breaker of the sink opened: events wait in the queue without using attempts"
+                    ),
+                    BreakerState::Closed => tracing::info!("circuit breaker of the sink closed"),
+                    BreakerState::HalfOpen => {}
+                }
+            }
+        }
+        None if probe => pipeline.breaker.cancel_probe(),
+        None => {}
+    }
     record_outcome(
         engine,
         pipeline,
@@ -149,7 +213,7 @@ async fn run_steps(
         correlation_id: record.correlation_id.clone(),
         received_at_ms: record.received_at_ms,
     }];
-    for step in &pipeline.steps {
+    for (i, step) in pipeline.steps.iter().enumerate() {
         let mut next = Vec::with_capacity(events.len());
         for event in &events {
             match sandbox
@@ -162,7 +226,7 @@ async fn run_steps(
                 .await
             {
                 Ok(out) => next.extend(out),
-                Err(e) => return Outcome::Failed(step.label.clone(), e),
+                Err(e) => return Outcome::Failed(Some(i), e),
             }
         }
         if next.is_empty() {
@@ -173,6 +237,9 @@ async fn run_steps(
     let sink = &pipeline.sink;
     let mut receipts = Vec::with_capacity(events.len());
     for event in &events {
+        if let Some(limiter) = &pipeline.limiter {
+            limiter.acquire().await;
+        }
         match sandbox
             .deliver(
                 &sink.plugin,
@@ -183,10 +250,34 @@ async fn run_steps(
             .await
         {
             Ok(receipt) => receipts.push(receipt),
-            Err(e) => return Outcome::Failed(sink.label.clone(), e),
+            Err(e) => return Outcome::Failed(None, e),
         }
     }
     Outcome::Delivered(receipts.join("; "))
+}
+
+/// Whether to try again, and when.
+fn next_attempt(
+    pipeline: &Pipeline,
+    step: &Step,
+    record: &EventRecord,
+    attempt: u32,
+    error: &CallError,
+    now: u64,
+) -> Option<u64> {
+    if !error.kind.retryable() {
+        return None;
+    }
+    let policy = step.retry.as_ref().unwrap_or(&pipeline.retry);
+    let round_attempt = attempt.saturating_sub(record.round_base);
+    if !policy.may_retry(round_attempt) {
+        return None;
+    }
+    let due = now + policy.delay_ms(round_attempt, error.retry_after_ms, &mut rand::rng());
+    match policy.max_elapsed_ms() {
+        Some(limit) if due.saturating_sub(record.round_started_ms()) > limit => None,
+        _ => Some(due),
+    }
 }
 
 fn record_outcome(
@@ -218,38 +309,32 @@ fn record_outcome(
             write.put(done_key(now, &job.id), Vec::new());
             AttemptOutcome::Filtered { step }
         }
-        Outcome::Failed(step, error) => {
+        Outcome::Failed(at, error) => {
+            let step = at.map_or(&pipeline.sink, |i| &pipeline.steps[i]);
             let round_attempt = job.attempt.saturating_sub(record.round_base);
-            let retry = error.kind.retryable() && pipeline.retry.may_retry(round_attempt);
-            let retry_at_ms = retry.then(|| {
-                let delay =
-                    pipeline
-                        .retry
-                        .delay_ms(round_attempt, error.retry_after_ms, &mut rand::rng());
-                now + delay
-            });
+            let retry_at_ms = next_attempt(pipeline, step, record, job.attempt, &error, now);
             if let Some(due) = retry_at_ms {
-                tracing::warn!(step = %step, kind = error.kind.as_str(), retry_in_ms = due - now,
-                    "attempt {} of {} failed: {}", round_attempt, pipeline.retry.max_attempts(), error.message);
+                tracing::warn!(step = %step.label, kind = error.kind.as_str(), retry_in_ms = due - now,
+                    "attempt {round_attempt} failed: {}", error.message);
                 pipeline.stats.retried.fetch_add(1, Ordering::Relaxed);
                 write.put(
                     queue_key(due, &job.id),
                     (job.attempt + 1).to_be_bytes().to_vec(),
                 );
             } else {
-                let why = if error.kind.retryable() {
-                    format!("after {round_attempt} attempts")
-                } else {
+                let why = if !error.kind.retryable() {
                     format!("{} errors are not retried", error.kind.as_str())
+                } else {
+                    format!("gave up after {round_attempt} attempts")
                 };
-                tracing::error!(step = %step, kind = error.kind.as_str(),
+                tracing::error!(step = %step.label, kind = error.kind.as_str(),
                     "dead-lettered ({why}): {}", error.message);
                 pipeline.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 next.state = EventState::DeadLettered;
                 write.put(dead_key(&job.id), Vec::new());
             }
             AttemptOutcome::Failed {
-                step,
+                step: step.label.clone(),
                 kind: error.kind,
                 message: error.message,
                 retry_at_ms,
@@ -270,16 +355,24 @@ fn record_outcome(
         outcome: attempt_outcome,
     });
     write.put(event_key(&job.id), next.encode());
+    let engine2 = engine.clone();
     if let Some(due) = retry_at {
-        let engine2 = engine.clone();
         let job2 = Job {
             pipeline: job.pipeline.clone(),
             id: job.id,
             attempt: job.attempt + 1,
             due_ms: due,
+            order_key: job.order_key.clone(),
             record: Some(Arc::new(next)),
         };
         write.after = Some(Box::new(move || engine2.schedule(job2)));
+    } else {
+        // Finished: the next event of the same key may go.
+        pipeline.queued.fetch_sub(1, Ordering::Relaxed);
+        let (id, key, name) = (job.id, job.order_key.clone(), job.pipeline.clone());
+        write.after = Some(Box::new(move || {
+            engine2.finished(&name, key.as_deref(), id)
+        }));
     }
     store.submit(write);
 }

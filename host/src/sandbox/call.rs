@@ -102,6 +102,7 @@ impl Sandbox {
                 client: self.client.clone(),
                 timeout: limits.timeout,
                 on_denied,
+                upstreams: self.upstreams.clone(),
             },
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_bytes)

@@ -1,6 +1,7 @@
 //! Outbound HTTP for plugins: every request is checked against the plugin's
 //! grant before it leaves, and plain-HTTP requests share a connection pool.
 
+use crate::limit::{UpstreamLimits, parse_retry_after};
 use crate::origin::Origin;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
@@ -49,6 +50,7 @@ pub struct EgressHooks {
     pub(super) client: HttpClient,
     pub(super) timeout: Duration,
     pub(super) on_denied: DenialHook,
+    pub(super) upstreams: Arc<UpstreamLimits>,
 }
 
 type Sent = wasmtime_wasi_http::Result<(
@@ -73,7 +75,36 @@ impl WasiHttpHooks for EgressHooks {
             .and_then(|o| o.first_byte_timeout)
             .map_or(self.timeout, |t| t.min(self.timeout));
         let client = self.client.clone();
+        let limiter = self.upstreams.for_uri(&uri);
         Box::new(async move {
+            if let Some(l) = &limiter {
+                l.acquire().await;
+            }
+            let result = send(client, request, uri.clone(), first_byte).await;
+            if let (Some(l), Ok((resp, _))) = (&limiter, &result)
+                && matches!(resp.status().as_u16(), 429 | 503)
+                && let Some(wait) = resp
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after)
+            {
+                tracing::warn!(url = %uri, "upstream asked to slow down for {wait:?}");
+                l.cool_down(wait);
+            }
+            result
+        })
+    }
+}
+
+async fn send(
+    client: HttpClient,
+    request: http::Request<WasiBody>,
+    uri: http::Uri,
+    first_byte: Duration,
+) -> Sent {
+    {
+        {
             if uri.scheme_str() == Some("https") {
                 let options = RequestOptions {
                     connect_timeout: Some(CONNECT_TIMEOUT),
@@ -99,6 +130,6 @@ impl WasiHttpHooks for EgressHooks {
                 resp,
                 Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
             ))
-        })
+        }
     }
 }

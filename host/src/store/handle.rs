@@ -162,6 +162,11 @@ impl Store {
         Ok(out)
     }
 
+    /// Whether a key exists in the `events` tree.
+    pub fn events_tree_has(&self, key: &[u8]) -> bool {
+        self.events.contains_key(key).unwrap_or(false)
+    }
+
     /// Number of keys with this prefix in the `events` tree.
     pub fn count(&self, prefix: u8) -> usize {
         self.events.scan_prefix([prefix]).count()

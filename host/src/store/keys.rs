@@ -12,6 +12,16 @@ pub const DEAD: u8 = b'd';
 pub const DONE: u8 = b't';
 /// Prefix of the ingress dedup records.
 pub const DEDUP: u8 = b'k';
+/// Prefix of paused-pipeline markers.
+pub const PAUSED: u8 = b'p';
+
+/// `p` + pipeline
+pub fn paused_key(pipeline: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + pipeline.len());
+    k.push(PAUSED);
+    k.extend_from_slice(pipeline.as_bytes());
+    k
+}
 
 /// `e` + id
 pub fn event_key(id: &EventId) -> Vec<u8> {

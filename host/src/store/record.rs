@@ -171,6 +171,8 @@ pub struct EventRecord {
     pub replays_at_ms: Vec<u64>,
     /// Attempts made before the latest replay; retry limits count from here.
     pub round_base: u32,
+    /// Ordering key, for pipelines with `order_by`.
+    pub order_key: Option<String>,
 }
 
 /// Version byte in front of every encoded record.
@@ -196,6 +198,14 @@ impl EventRecord {
             )),
             None => Err("empty event record".into()),
         }
+    }
+
+    /// When the current round of attempts began: the latest replay, or the accept.
+    pub fn round_started_ms(&self) -> u64 {
+        self.replays_at_ms
+            .last()
+            .copied()
+            .unwrap_or(self.received_at_ms)
     }
 
     /// The last failure, if the last attempt failed.
@@ -249,6 +259,7 @@ mod tests {
             }],
             replays_at_ms: vec![],
             round_base: 0,
+            order_key: None,
         };
         let bytes = r.encode();
         assert_eq!(EventRecord::decode(&bytes).unwrap(), r);

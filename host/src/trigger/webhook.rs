@@ -112,6 +112,16 @@ pub async fn handle(
         Err(e @ AcceptError::MissingKey(_)) => {
             error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
         }
+        Err(AcceptError::Backpressure {
+            retry_after_s,
+            reason,
+        }) => {
+            let mut resp = error(StatusCode::TOO_MANY_REQUESTS, reason);
+            if let Ok(v) = header::HeaderValue::from_str(&retry_after_s.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            resp
+        }
         Err(AcceptError::Store(e)) => {
             tracing::error!(pipeline, "could not store a webhook event: {e}");
             let mut resp = error(

@@ -1,0 +1,170 @@
+//! Rate limits: a GCRA limiter per pipeline sink and per upstream origin,
+//! and a cool-down when an upstream answers 429 with `Retry-After`.
+
+use crate::config::{RateLimitConfig, UpstreamConfig};
+use crate::origin::Origin;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// Longest cool-down an upstream can ask for (one hour).
+pub const MAX_COOL_DOWN: Duration = Duration::from_secs(3600);
+
+/// One rate limit with an optional cool-down.
+pub struct Limiter {
+    bucket: DefaultDirectRateLimiter,
+    cool_down_until: Mutex<Option<Instant>>,
+    waits: AtomicU64,
+}
+
+impl Limiter {
+    /// A limiter allowing `per_second` calls with bursts of `burst`.
+    pub fn new(config: &RateLimitConfig) -> Self {
+        let rate = NonZeroU32::new(config.per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = config.burst.and_then(NonZeroU32::new).unwrap_or(rate);
+        Limiter {
+            bucket: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+            cool_down_until: Mutex::new(None),
+            waits: AtomicU64::new(0),
+        }
+    }
+
+    /// Wait until a call may go.
+    pub async fn acquire(&self) {
+        let until = *self
+            .cool_down_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(until) = until
+            && until > Instant::now()
+        {
+            self.waits.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep_until(until).await;
+        }
+        if self.bucket.check().is_err() {
+            self.waits.fetch_add(1, Ordering::Relaxed);
+            self.bucket.until_ready().await;
+        }
+    }
+
+    /// Hold every call back for `d` (capped at [`MAX_COOL_DOWN`]).
+    pub fn cool_down(&self, d: Duration) {
+        let until = Instant::now() + d.min(MAX_COOL_DOWN);
+        let mut slot = self
+            .cool_down_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if slot.is_none_or(|current| current < until) {
+            *slot = Some(until);
+        }
+    }
+
+    /// How many calls had to wait.
+    pub fn waits(&self) -> u64 {
+        self.waits.load(Ordering::Relaxed)
+    }
+}
+
+/// Limiters per upstream origin.
+#[derive(Default)]
+pub struct UpstreamLimits {
+    by_origin: Vec<(Origin, String, Arc<Limiter>)>,
+}
+
+impl UpstreamLimits {
+    /// From `[upstreams]`; origins were validated with the config.
+    pub fn new(config: &BTreeMap<String, UpstreamConfig>) -> Self {
+        UpstreamLimits {
+            by_origin: config
+                .iter()
+                .filter_map(|(o, u)| {
+                    Some((
+                        Origin::parse(o).ok()?,
+                        o.clone(),
+                        Arc::new(Limiter::new(&u.rate_limit)),
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    /// The limiter for a request URI, if its origin has one.
+    pub fn for_uri(&self, uri: &http::Uri) -> Option<Arc<Limiter>> {
+        self.by_origin
+            .iter()
+            .find(|(o, _, _)| o.allows_uri(uri))
+            .map(|(_, _, l)| l.clone())
+    }
+
+    /// (origin, waits) for every limited origin.
+    pub fn waits(&self) -> Vec<(String, u64)> {
+        self.by_origin
+            .iter()
+            .map(|(_, o, l)| (o.clone(), l.waits()))
+            .collect()
+    }
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn cool_down_holds_calls_back() {
+        let l = Limiter::new(&RateLimitConfig {
+            per_second: 1000,
+            burst: Some(1000),
+        });
+        l.cool_down(Duration::from_secs(5));
+        let t = Instant::now();
+        l.acquire().await;
+        assert!(t.elapsed() >= Duration::from_secs(5));
+        assert_eq!(l.waits(), 1);
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("later"), None);
+    }
+
+    #[tokio::test]
+    async fn the_bucket_limits_the_rate() {
+        let l = Limiter::new(&RateLimitConfig {
+            per_second: 50,
+            burst: Some(1),
+        });
+        let t = std::time::Instant::now();
+        for _ in 0..11 {
+            l.acquire().await;
+        }
+        // 10 intervals of 20 ms after the first call.
+        assert!(
+            t.elapsed() >= Duration::from_millis(180),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+}
