@@ -38,6 +38,8 @@ pub struct PipelineSpec {
     pub extra: String,
     /// Steps as TOML inline tables.
     pub steps: Vec<String>,
+    /// Extra keys of the http-sink config (e.g. `timeout_ms = 300`).
+    pub sink_extra: String,
 }
 
 impl PipelineSpec {
@@ -52,7 +54,14 @@ impl PipelineSpec {
                 r#"{ plugin = "json-map", config = { lowercase = ["/email"], title_case = ["/name"], date = [{ field = "/created", from = "%m/%d/%Y", to = "%Y-%m-%d" }], cents_to_decimal = ["/amount_cents"] } }"#.into(),
                 r#"{ plugin = "filter", config = { require = ["/email"] } }"#.into(),
             ],
+            sink_extra: String::new(),
         }
+    }
+
+    /// Add keys to the http-sink config.
+    pub fn sink_config(mut self, extra: &str) -> Self {
+        self.sink_extra = format!(", {extra}");
+        self
     }
 
     /// Replace the retry table body.
@@ -104,10 +113,11 @@ impl HostSetup {
         );
         for p in pipelines {
             toml.push_str(&format!(
-                "[[pipeline]]\nname = \"{}\"\nidempotency_key = \"/id\"\nsteps = [\n  {}\n]\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{}\" }} }}\nretry = {{ {} }}\n{}\n",
+                "[[pipeline]]\nname = \"{}\"\nidempotency_key = \"/id\"\nsteps = [\n  {}\n]\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{}\"{} }} }}\nretry = {{ {} }}\n{}\n",
                 p.name,
                 p.steps.join(",\n  "),
                 p.sink_url,
+                p.sink_extra,
                 p.retry,
                 p.extra
             ));

@@ -11,22 +11,52 @@ use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+
+/// One way to fail a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer this status.
+    Status(u16),
+    /// Answer 429 with `Retry-After: secs`.
+    RetryAfter(u64),
+    /// Wait this long, then answer 200 (a sink timeout shorter than this fails).
+    Slow(Duration),
+    /// Close the connection without answering, without taking effect.
+    Reset,
+    /// Take effect, then close the connection without answering.
+    CommitThenDrop,
+}
 
 /// How the receiver answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Behavior {
     /// 200 for everything.
     Accept,
-    /// Answer `status` to the first `failures` requests of each key, then 200.
+    /// Fail the first `failures` requests of each key with `status`, then 200.
     FailFirst {
         /// Failures per key.
         failures: usize,
         /// Status of a failure.
         status: u16,
     },
+    /// Fail the first `failures` requests of each key with `fault`, then 200.
+    FaultFirst {
+        /// Failures per key.
+        failures: usize,
+        /// How they fail.
+        fault: Fault,
+    },
     /// Always this status.
     Always(u16),
+    /// This status for keys starting with `prefix`, 200 for the others.
+    FailKeys {
+        /// Key prefix.
+        prefix: String,
+        /// Status.
+        status: u16,
+    },
 }
 
 /// One request the receiver took.
@@ -40,8 +70,10 @@ pub struct Delivery {
     pub correlation_id: String,
     /// The JSON body.
     pub body: serde_json::Value,
-    /// Status it answered.
+    /// Status it answered (0: the connection was dropped).
     pub status: u16,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -85,7 +117,7 @@ impl Receiver {
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let state = state.clone();
-                        async move { Ok::<_, std::convert::Infallible>(answer(&state, req).await) }
+                        async move { answer(&state, req).await }
                     });
                     let _ = http1::Builder::new()
                         .keep_alive(true)
@@ -122,7 +154,17 @@ impl Receiver {
             .collect()
     }
 
-    /// Keys that took effect, with how many 2xx answers each got.
+    /// Requests of one key, in arrival order.
+    pub fn requests_for(&self, key: &str) -> Vec<Delivery> {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|d| d.key == key)
+            .cloned()
+            .collect()
+    }
+
+    /// Keys that took effect, with how many times each did.
     pub fn effects(&self) -> HashMap<String, usize> {
         self.lock().effects_by_key.clone()
     }
@@ -143,10 +185,23 @@ impl Drop for Receiver {
     }
 }
 
+/// The connection is dropped instead of answered.
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped on purpose")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
 async fn answer(
     state: &Mutex<State>,
     req: Request<hyper::body::Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Result<Response<Full<Bytes>>, Dropped> {
+    let arrived = Instant::now();
     let path = req.uri().path().to_string();
     let header = |name: &str| {
         req.headers()
@@ -164,29 +219,61 @@ async fn answer(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
-    let attempts = {
-        let n = s.attempts_by_key.entry(key.clone()).or_default();
-        *n += 1;
-        *n
+    let (fault, status) = {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        let attempts = {
+            let n = s.attempts_by_key.entry(key.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let fault = match s.behavior.clone().unwrap_or(Behavior::Accept) {
+            Behavior::Accept => None,
+            Behavior::FailFirst { failures, status } if attempts <= failures => {
+                Some(Fault::Status(status))
+            }
+            Behavior::FaultFirst { failures, fault } if attempts <= failures => Some(fault),
+            Behavior::FailFirst { .. } | Behavior::FaultFirst { .. } => None,
+            Behavior::Always(status) if (200..300).contains(&status) => None,
+            Behavior::Always(status) => Some(Fault::Status(status)),
+            Behavior::FailKeys { prefix, status } if key.starts_with(&prefix) => {
+                Some(Fault::Status(status))
+            }
+            Behavior::FailKeys { .. } => None,
+        };
+        let status = match &fault {
+            None | Some(Fault::Slow(_)) => 200,
+            Some(Fault::Status(s)) => *s,
+            Some(Fault::RetryAfter(_)) => 429,
+            Some(Fault::Reset) | Some(Fault::CommitThenDrop) => 0,
+        };
+        let commits = status == 200 || fault == Some(Fault::CommitThenDrop);
+        if commits {
+            *s.effects_by_key.entry(key.clone()).or_default() += 1;
+        }
+        let record = Delivery {
+            path,
+            key,
+            correlation_id,
+            body,
+            status,
+            at: arrived,
+        };
+        s.requests.push(record);
+        (fault, status)
     };
-    let status = match s.behavior.clone().unwrap_or(Behavior::Accept) {
-        Behavior::Accept => 200,
-        Behavior::FailFirst { failures, status } if attempts <= failures => status,
-        Behavior::FailFirst { .. } => 200,
-        Behavior::Always(status) => status,
-    };
-    if (200..300).contains(&status) {
-        *s.effects_by_key.entry(key.clone()).or_default() += 1;
+    match fault {
+        // Slow: it took effect, but the answer comes late.
+        Some(Fault::Slow(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Reset) | Some(Fault::CommitThenDrop) => return Err(Dropped),
+        _ => {}
     }
-    s.requests.push(Delivery {
-        path,
-        key,
-        correlation_id,
-        body,
-        status,
-    });
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    resp
+    if let Some(Fault::RetryAfter(secs)) = fault {
+        resp.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from(secs),
+        );
+    }
+    Ok(resp)
 }

@@ -1,0 +1,463 @@
+//! The reliability engine against a local flaky receiver: the fault matrix,
+//! backoff and Retry-After, the circuit breaker, ordering by key, dedup at
+//! ingress, backpressure, and pause/resume across a restart.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use weft_host::host::RunningHost;
+use weft_host::store::{EVENT, EventId, EventState};
+use weft_tests::receiver::Fault;
+use weft_tests::{Behavior, HostSetup, PipelineSpec, Receiver, lead, post_json, wait_until};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn any_port() -> std::net::SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+async fn send(
+    host: &RunningHost,
+    pipeline: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let url = format!("http://{}/hooks/{pipeline}", host.addr);
+    post_json(&url, body.to_string().as_bytes(), "application/json").await
+}
+
+async fn get(host: &RunningHost, path: &str) -> serde_json::Value {
+    let client = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
+    client
+        .call(hyper::Method::GET, path, None, &[])
+        .await
+        .unwrap()
+        .body
+}
+
+async fn post(host: &RunningHost, path: &str) -> serde_json::Value {
+    let client = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
+    client
+        .call(hyper::Method::POST, path, None, &[])
+        .await
+        .unwrap()
+        .body
+}
+
+/// Gaps between consecutive requests of one key, in ms.
+fn gaps_ms(receiver: &Receiver, key: &str) -> Vec<u128> {
+    let r = receiver.requests_for(key);
+    r.windows(2)
+        .map(|w| (w[1].at - w[0].at).as_millis())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fault_matrix_loses_nothing_and_redelivers_with_the_same_key() {
+    let faults = [
+        ("status500", Fault::Status(500)),
+        ("reset", Fault::Reset),
+        ("commit_then_drop", Fault::CommitThenDrop),
+        ("slow", Fault::Slow(Duration::from_millis(800))),
+        ("retry_after", Fault::RetryAfter(1)),
+    ];
+    for (name, fault) in faults {
+        let receiver = Receiver::start(Behavior::FaultFirst {
+            failures: 2,
+            fault: fault.clone(),
+        })
+        .await;
+        let setup = HostSetup::new(
+            any_port(),
+            &[PipelineSpec::leads("p", &receiver.url("/p"))
+                .retry("max_attempts = 6, initial_ms = 20, max_ms = 100")
+                .sink_config("timeout_ms = 300")
+                .with("breaker = { enabled = false }")],
+        )
+        .unwrap();
+        let host = RunningHost::start(setup.config()).await.unwrap();
+        let keys: Vec<String> = (0..10).map(|n| format!("{name}-{n}")).collect();
+        for (n, key) in keys.iter().enumerate() {
+            assert_eq!(send(&host, "p", &lead(key, n)).await.0, 202);
+        }
+        let store = host.engine.store().clone();
+        let settled = wait_until(WAIT, || {
+            keys.iter().all(|k| receiver.requests_for(k).len() >= 3)
+                && store.count(weft_host::store::QUEUE) == 0
+        })
+        .await;
+        assert!(
+            settled,
+            "{name}: every event reached its third attempt and left the queue"
+        );
+        let effects = receiver.effects();
+        for key in &keys {
+            let requests = receiver.requests_for(key);
+            assert_eq!(
+                requests.len(),
+                3,
+                "{name}: two failures then one success for {key}"
+            );
+            assert!(
+                requests.iter().all(|r| r.key == *key),
+                "every retry carries the same Idempotency-Key"
+            );
+            let took_effect = effects.get(key).copied().unwrap_or(0);
+            match fault {
+                // These committed on a failed attempt too: the key lets the receiver drop the repeat.
+                Fault::CommitThenDrop | Fault::Slow(_) => assert_eq!(took_effect, 3, "{name}"),
+                _ => assert_eq!(took_effect, 1, "{name}"),
+            }
+        }
+        if fault == Fault::RetryAfter(1) {
+            for key in &keys {
+                assert!(
+                    gaps_ms(&receiver, key).iter().all(|g| *g >= 950),
+                    "{name}: Retry-After: 1 is honoured: {:?}",
+                    gaps_ms(&receiver, key)
+                );
+            }
+        }
+        println!(
+            "{name}: 10 events, {} requests, all delivered",
+            receiver.requests().len()
+        );
+        host.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backoff_grows_exponentially_and_jitter_spreads_it() {
+    let receiver = Receiver::start(Behavior::FailFirst {
+        failures: 4,
+        status: 503,
+    })
+    .await;
+    let setup = HostSetup::new(
+        any_port(),
+        &[
+            PipelineSpec::leads("exact", &receiver.url("/exact"))
+                .retry("max_attempts = 6, initial_ms = 100, max_ms = 10000, multiplier = 2.0, jitter = \"none\"")
+                .with("breaker = { enabled = false }"),
+            PipelineSpec::leads("jitter", &receiver.url("/jitter"))
+                .retry("max_attempts = 6, initial_ms = 100, max_ms = 10000, multiplier = 2.0, jitter = \"full\"")
+                .with("breaker = { enabled = false }"),
+        ],
+    )
+    .unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    send(&host, "exact", &lead("exact-1", 1)).await;
+    for n in 0..8 {
+        send(&host, "jitter", &lead(&format!("jitter-{n}"), n)).await;
+    }
+    assert!(wait_until(WAIT, || receiver.effect_count() == 9).await);
+    let exact = gaps_ms(&receiver, "exact-1");
+    assert_eq!(exact.len(), 4);
+    for (gap, want) in exact.iter().zip([100u128, 200, 400, 800]) {
+        assert!(
+            *gap >= want && *gap < want + 400,
+            "gaps {exact:?} follow 100, 200, 400, 800 ms"
+        );
+    }
+    let mut all = Vec::new();
+    for n in 0..8 {
+        let g = gaps_ms(&receiver, &format!("jitter-{n}"));
+        for (gap, cap) in g.iter().zip([100u128, 200, 400, 800]) {
+            assert!(
+                *gap <= cap + 300,
+                "jittered gap {gap} stays under its cap {cap}"
+            );
+        }
+        all.extend(g);
+    }
+    let distinct: HashSet<u128> = all.iter().map(|g| g / 10).collect();
+    assert!(
+        distinct.len() > 8,
+        "full jitter spreads the delays: {all:?}"
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_breaker_opens_holds_events_without_burning_attempts_and_closes_on_recovery() {
+    let receiver = Receiver::start(Behavior::FailKeys {
+        prefix: "flaky".into(),
+        status: 500,
+    })
+    .await;
+    let setup = HostSetup::new(
+        any_port(),
+        &[
+            PipelineSpec::leads("flaky", &receiver.url("/flaky"))
+                .retry("max_attempts = 100, initial_ms = 10, max_ms = 50")
+                .with("breaker = { failure_ratio = 0.5, min_calls = 5, window_ms = 10000, open_ms = 1500, probes = 1 }"),
+            PipelineSpec::leads("healthy", &receiver.url("/healthy")),
+        ],
+    )
+    .unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    // Queue five events while paused, so all are accepted before the first failure.
+    post(&host, "/api/v1/pipelines/flaky/pause").await;
+    for n in 0..5 {
+        assert_eq!(
+            send(&host, "flaky", &lead(&format!("flaky-{n}"), n))
+                .await
+                .0,
+            202
+        );
+    }
+    post(&host, "/api/v1/pipelines/flaky/resume").await;
+    assert!(
+        wait_until(WAIT, || get_sync_breaker(&host) == "open").await,
+        "the breaker opens"
+    );
+    // While open: webhooks are pushed back, and the queued events are not attempted.
+    let (status, body) = send(&host, "flaky", &lead("flaky-late", 9)).await;
+    assert_eq!(status, 429, "{body}");
+    let before = receiver.requests().len();
+    // The healthy pipeline keeps delivering meanwhile.
+    for n in 0..20 {
+        assert_eq!(
+            send(&host, "healthy", &lead(&format!("ok-{n}"), n)).await.0,
+            202
+        );
+    }
+    assert!(
+        wait_until(WAIT, || (0..20)
+            .all(|n| receiver.effects().contains_key(&format!("ok-{n}"))))
+        .await
+    );
+    let during = receiver
+        .requests()
+        .iter()
+        .filter(|r| r.key.starts_with("flaky"))
+        .count();
+    assert!(
+        during <= before,
+        "no flaky attempts while the breaker is open"
+    );
+    let status = get(&host, "/api/v1/pipelines/flaky").await;
+    assert_eq!(status["breaker"], "open");
+    // Half-open after open_ms: one probe, which fails, opens it again.
+    assert!(
+        wait_until(WAIT, || receiver
+            .requests()
+            .iter()
+            .filter(|r| r.key.starts_with("flaky"))
+            .count()
+            > during)
+        .await,
+        "a probe goes through"
+    );
+    // Recovery: the next probe succeeds, the breaker closes, everything is delivered.
+    receiver.set_behavior(Behavior::Accept);
+    assert!(
+        wait_until(WAIT, || (0..5)
+            .all(|n| receiver.effects().contains_key(&format!("flaky-{n}"))))
+        .await
+    );
+    assert!(wait_until(WAIT, || get_sync_breaker(&host) == "closed").await);
+    assert_eq!(
+        host.engine.store().count(weft_host::store::DEAD),
+        0,
+        "an open breaker does not dead-letter"
+    );
+    host.shutdown().await;
+}
+
+fn get_sync_breaker(host: &RunningHost) -> String {
+    host.engine.stats_json("flaky").unwrap()["breaker"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ordering_by_key_holds_under_concurrency_and_retries() {
+    let receiver = Receiver::start(Behavior::FailFirst {
+        failures: 1,
+        status: 503,
+    })
+    .await;
+    let setup = HostSetup::new(
+        any_port(),
+        &[PipelineSpec::leads("ordered", &receiver.url("/o"))
+            .retry("max_attempts = 50, initial_ms = 5, max_ms = 40")
+            .with("order_by = \"/customer\"\nconcurrency = 8\nbreaker = { enabled = false }")],
+    )
+    .unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let url = format!("http://{}/hooks/ordered", host.addr);
+    let mut senders = tokio::task::JoinSet::new();
+    for c in 0..6 {
+        let url = url.clone();
+        senders.spawn(async move {
+            for seq in 0..15 {
+                let mut body = lead(&format!("c{c}-{seq}"), seq);
+                body["customer"] = format!("c{c}").into();
+                body["seq"] = seq.into();
+                let (status, _) =
+                    post_json(&url, body.to_string().as_bytes(), "application/json").await;
+                assert_eq!(status, 202);
+            }
+        });
+    }
+    senders.join_all().await;
+    assert!(
+        wait_until(WAIT, || receiver.effect_count() == 90).await,
+        "got {}",
+        receiver.effect_count()
+    );
+    let mut seen: HashMap<String, Vec<u64>> = HashMap::new();
+    for d in receiver.delivered() {
+        seen.entry(d.body["customer"].as_str().unwrap().to_string())
+            .or_default()
+            .push(d.body["seq"].as_u64().unwrap());
+    }
+    for (customer, seqs) in &seen {
+        assert_eq!(
+            seqs,
+            &(0..15).collect::<Vec<u64>>(),
+            "{customer} delivered in acceptance order"
+        );
+    }
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_key_does_not_block_other_keys() {
+    let receiver = Receiver::start(Behavior::FailKeys {
+        prefix: "stuck".into(),
+        status: 503,
+    })
+    .await;
+    let setup = HostSetup::new(
+        any_port(),
+        &[PipelineSpec::leads("ordered", &receiver.url("/o"))
+            .retry("max_attempts = 1000, initial_ms = 20, max_ms = 50")
+            .with("order_by = \"/customer\"\nbreaker = { enabled = false }")],
+    )
+    .unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    for seq in 0..3 {
+        let mut body = lead(&format!("stuck-{seq}"), seq);
+        body["customer"] = "s".into();
+        send(&host, "ordered", &body).await;
+    }
+    for seq in 0..10 {
+        let mut body = lead(&format!("free-{seq}"), seq);
+        body["customer"] = format!("f{}", seq % 3).into();
+        send(&host, "ordered", &body).await;
+    }
+    assert!(wait_until(WAIT, || receiver.effect_count() == 10).await);
+    assert!(
+        receiver.requests_for("stuck-0").len() >= 2,
+        "the stuck head keeps retrying"
+    );
+    assert!(
+        receiver.requests_for("stuck-1").is_empty(),
+        "later events of the stuck key wait their turn"
+    );
+    receiver.set_behavior(Behavior::Accept);
+    assert!(wait_until(WAIT, || receiver.effect_count() == 13).await);
+    let order: Vec<String> = receiver
+        .delivered()
+        .into_iter()
+        .filter(|d| d.key.starts_with("stuck"))
+        .map(|d| d.key)
+        .collect();
+    assert_eq!(order, ["stuck-0", "stuck-1", "stuck-2"]);
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_key_sent_ten_times_at_once_is_stored_once() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let setup = HostSetup::new(
+        any_port(),
+        &[PipelineSpec::leads("leads", &receiver.url("/l"))],
+    )
+    .unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let url = format!("http://{}/hooks/leads", host.addr);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let url = url.clone();
+        tasks.spawn(async move {
+            post_json(
+                &url,
+                lead("same", 1).to_string().as_bytes(),
+                "application/json",
+            )
+            .await
+        });
+    }
+    let answers = tasks.join_all().await;
+    let created: Vec<_> = answers.iter().filter(|(s, _)| *s == 202).collect();
+    let dupes: Vec<_> = answers
+        .iter()
+        .filter(|(s, b)| *s == 200 && b["duplicate"] == true)
+        .collect();
+    assert_eq!(created.len(), 1);
+    assert_eq!(dupes.len(), 9);
+    let id = &created[0].1["id"];
+    assert!(
+        dupes.iter().all(|(_, b)| b["id"] == *id),
+        "duplicates point at the first event"
+    );
+    assert_eq!(host.engine.store().count(EVENT), 1);
+    assert!(wait_until(WAIT, || receiver.effect_count() == 1).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(receiver.requests().len(), 1);
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_and_pause_resume_across_a_restart() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let setup = HostSetup::new(
+        any_port(),
+        &[PipelineSpec::leads("leads", &receiver.url("/l")).with("max_queue = 5")],
+    )
+    .unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let paused = post(&host, "/api/v1/pipelines/leads/pause").await;
+    assert_eq!(paused["paused"], true);
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let (status, body) = send(&host, "leads", &lead(&format!("B{n}"), n)).await;
+        assert_eq!(status, 202, "accepting goes on while paused");
+        ids.push(body["id"].as_str().unwrap().parse::<EventId>().unwrap());
+    }
+    let (status, body) = send(&host, "leads", &lead("B5", 5)).await;
+    assert_eq!(status, 429, "the queue is at max_queue: {body}");
+    assert!(body["error"].as_str().unwrap().contains("max_queue = 5"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        receiver.requests().is_empty(),
+        "nothing is delivered while paused"
+    );
+
+    // The pause survives a restart.
+    host.shutdown().await;
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    assert_eq!(host.engine.stats_json("leads").unwrap()["paused"], true);
+    assert_eq!(host.engine.stats_json("leads").unwrap()["queued"], 5);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.requests().is_empty());
+
+    let resumed = post(&host, "/api/v1/pipelines/leads/resume").await;
+    assert_eq!(resumed["paused"], false);
+    assert!(wait_until(WAIT, || receiver.effect_count() == 5).await);
+    let store = host.engine.store().clone();
+    assert!(
+        wait_until(WAIT, || ids.iter().all(|id| store
+            .event(id)
+            .unwrap()
+            .unwrap()
+            .state
+            == EventState::Delivered))
+        .await
+    );
+    let (status, _) = send(&host, "leads", &lead("B5", 5)).await;
+    assert_eq!(status, 202, "intake recovers once the queue drains");
+    host.shutdown().await;
+}
