@@ -1,0 +1,152 @@
+//! Soak test of the store under the engine's real write pattern (accept with
+//! dedup, attempt, retry, dead-letter, finish) at the largest group-commit
+//! batch the engine uses: progress must never stall and the books must balance.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use weft_host::store::*;
+
+fn record(id: EventId, attempts: usize) -> EventRecord {
+    EventRecord {
+        id,
+        pipeline: "soak".into(),
+        key: id.to_string(),
+        correlation_id: id.to_string(),
+        content_type: "application/json".into(),
+        headers: vec![],
+        payload: vec![b'x'; 300],
+        received_at_ms: now_ms(),
+        state: EventState::Queued,
+        attempts: (0..attempts)
+            .map(|n| Attempt {
+                number: n as u32 + 1,
+                started_at_ms: now_ms(),
+                duration_us: 10,
+                outcome: AttemptOutcome::Failed {
+                    step: "sink (x)".into(),
+                    kind: ErrorKind::Transient,
+                    message: "HTTP 503".into(),
+                    retry_at_ms: None,
+                },
+            })
+            .collect(),
+        replays_at_ms: vec![],
+        round_base: 0,
+        order_key: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_keeps_moving_under_the_engine_write_pattern() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let duration = Duration::from_secs(
+        std::env::var("WEFT_SOAK_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(8),
+    );
+    let done = Arc::new(AtomicU64::new(0));
+    let dead = Arc::new(AtomicU64::new(0));
+    let dupes = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let mut workers = tokio::task::JoinSet::new();
+    // More writers than MAX_GROUP, so groups fill to the largest batch.
+    for w in 0..(MAX_GROUP * 2) {
+        let (store, done, dead, dupes) = (store.clone(), done.clone(), dead.clone(), dupes.clone());
+        workers.spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let id = EventId::new();
+                // Accept, with a dedup record; every 10th key repeats an earlier one.
+                let key = if n.is_multiple_of(10) {
+                    format!("w{w}-{}", n - 1)
+                } else {
+                    format!("w{w}-{n}")
+                };
+                let accepted_at = now_ms();
+                let mut accept = Write::default();
+                accept.put(event_key(&id), record(id, 0).encode());
+                accept.put(queue_key(accepted_at, &id), 1u32.to_be_bytes().to_vec());
+                accept.dedup = Some((dedup_key("soak", &key), id, 3_600_000));
+                match store.commit(accept).await.unwrap() {
+                    Committed::Duplicate(_) => {
+                        dupes.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Committed::Written => {}
+                }
+                // A failed attempt: move the queue entry, rewrite the record.
+                let due = now_ms() + 1;
+                let mut retry = Write::default();
+                retry.remove(queue_key(accepted_at, &id));
+                retry.put(queue_key(due, &id), 2u32.to_be_bytes().to_vec());
+                retry.put(event_key(&id), record(id, 1).encode());
+                store.commit(retry).await.unwrap();
+                // Then delivered, or (every 7th) dead-lettered.
+                let mut last = Write::default();
+                last.remove(queue_key(due, &id));
+                let mut rec = record(id, 2);
+                if n.is_multiple_of(7) {
+                    rec.state = EventState::DeadLettered;
+                    last.put(dead_key(&id), Vec::new());
+                    dead.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    rec.state = EventState::Delivered;
+                    last.put(done_key(now_ms(), &id), Vec::new());
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                last.put(event_key(&id), rec.encode());
+                store.commit(last).await.unwrap();
+            }
+        });
+    }
+    // Watch progress every 250 ms: it must never stall for 5 s.
+    let mut last = 0;
+    let mut last_change = Instant::now();
+    let mut longest_stall = Duration::ZERO;
+    while !workers.is_empty() {
+        tokio::select! {
+            r = workers.join_next() => { r.unwrap().unwrap(); }
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        let now = done.load(Ordering::Relaxed) + dead.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+        }
+        longest_stall = longest_stall.max(last_change.elapsed());
+        assert!(
+            last_change.elapsed() < Duration::from_secs(5),
+            "the store stalled for 5 s"
+        );
+    }
+    let finished = done.load(Ordering::Relaxed) + dead.load(Ordering::Relaxed);
+    println!(
+        "soak {duration:?}: {finished} events through accept→retry→finish ({:.0}/s), {} duplicates refused, {} dead-lettered; longest stall {longest_stall:?}",
+        finished as f64 / duration.as_secs_f64(),
+        dupes.load(Ordering::Relaxed),
+        dead.load(Ordering::Relaxed),
+    );
+    assert!(finished > 0);
+    assert_eq!(
+        store.count(QUEUE),
+        0,
+        "every queue entry was moved or removed"
+    );
+    assert_eq!(
+        store.count(EVENT) as u64,
+        finished,
+        "one record per accepted event"
+    );
+    assert_eq!(store.count(DEAD) as u64, dead.load(Ordering::Relaxed));
+    assert_eq!(store.count(DONE) as u64, done.load(Ordering::Relaxed));
+    assert_eq!(
+        store.count(DEDUP) as u64,
+        finished,
+        "one dedup record per accepted key"
+    );
+    store.close();
+}
