@@ -212,13 +212,27 @@ async fn end_to_end(events: usize, senders: usize) {
 }
 
 /// Run the lead pipeline under load; returns delivered events/s.
-async fn weft_run(name: &str, mut spec: PipelineSpec, events: usize, senders: usize, prefix: &str) -> f64 {
+async fn weft_run(
+    name: &str,
+    mut spec: PipelineSpec,
+    events: usize,
+    senders: usize,
+    prefix: &str,
+) -> f64 {
     let receiver = Receiver::start(Behavior::Accept).await;
     spec.sink_url = receiver.url("/leads");
     let setup = HostSetup::new("127.0.0.1:0".parse().expect("addr"), &[spec]).expect("setup");
-    let host = RunningHost::start(setup.config()).await.expect("host starts");
+    let host = RunningHost::start(setup.config())
+        .await
+        .expect("host starts");
     let start = Instant::now();
-    let weft_load = load(&format!("http://{}/hooks/leads", host.addr), events, senders, prefix).await;
+    let weft_load = load(
+        &format!("http://{}/hooks/leads", host.addr),
+        events,
+        senders,
+        prefix,
+    )
+    .await;
     while receiver.effect_count() < weft_load.ok && start.elapsed() < Duration::from_secs(600) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -78,9 +78,17 @@ pub(super) async fn dispatch(
             .map(|mut r| r.insert(job.id))
             .unwrap_or(false)
         {
+            // The previous attempt of this event is still writing its outcome
+            // (its retry can be due at once): try again in a moment.
             if probe {
                 pipeline.breaker.cancel_probe();
             }
+            drop(permit);
+            let ready = pipeline.ready.clone();
+            engine.inner.runtime.spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                let _ = ready.send(job);
+            });
             continue;
         }
         let (engine, pipeline, running) = (engine.clone(), pipeline.clone(), running.clone());
