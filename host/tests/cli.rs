@@ -3,14 +3,14 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Output};
+use std::time::Duration;
 use weft_tests::{
     Behavior, HostSetup, PipelineSpec, Receiver, free_addr, lead, post_json, wait_until,
 };
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
-const WAIT: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(120);
 
 /// A `weft run` process, killed when dropped.
 struct Weft {
@@ -19,22 +19,7 @@ struct Weft {
 
 impl Weft {
     fn start(config: &Path, listen: std::net::SocketAddr) -> Weft {
-        let log = std::fs::File::create(config.with_extension("log")).unwrap();
-        let child = Command::new(WEFT)
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("weft starts");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(listen).is_err() {
-            assert!(
-                start.elapsed() < WAIT,
-                "weft did not start listening on {listen}"
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        let (child, _) = weft_tests::spawn_weft(WEFT, config, listen, "weft.log");
         Weft { child }
     }
 

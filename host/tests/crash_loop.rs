@@ -8,32 +8,16 @@
 use rand::Rng;
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use weft_tests::{Behavior, HostSetup, PipelineSpec, Receiver, free_addr, lead, wait_until};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
 fn start(config: &Path, listen: std::net::SocketAddr, round: usize) -> (Child, Duration) {
-    let log = std::fs::File::create(config.with_file_name(format!("weft-{round}.log"))).unwrap();
-    let t = Instant::now();
-    let child = Command::new(WEFT)
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("weft starts");
-    while std::net::TcpStream::connect(listen).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "round {round}: weft did not come back after a SIGKILL (see weft-{round}.log)"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    (child, t.elapsed())
+    weft_tests::spawn_weft(WEFT, config, listen, &format!("weft-{round}.log"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

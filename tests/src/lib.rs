@@ -177,6 +177,49 @@ pub async fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> b
     }
 }
 
+/// `127.0.0.1:0`: let the host pick a free port.
+pub fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// POST a JSON event to `pipeline` of an in-process host.
+pub async fn send_event(
+    host: &weft_host::host::RunningHost,
+    pipeline: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let url = format!("http://{}/hooks/{pipeline}", host.addr);
+    post_json(&url, body.to_string().as_bytes(), "application/json").await
+}
+
+/// Start `weft run --config CONFIG` from `binary`, wait until it listens on
+/// `listen`, and return the child and how long it took. Its log goes to
+/// `log_name` beside the config.
+pub fn spawn_weft(
+    binary: &str,
+    config: &Path,
+    listen: SocketAddr,
+    log_name: &str,
+) -> (std::process::Child, Duration) {
+    let log = std::fs::File::create(config.with_file_name(log_name)).expect("log file");
+    let started = Instant::now();
+    let child = std::process::Command::new(binary)
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("weft starts");
+    while std::net::TcpStream::connect(listen).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "weft did not start listening on {listen}; see {log_name} beside the config"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (child, started.elapsed())
+}
+
 /// POST a JSON body to `url`, returning status and parsed body.
 pub async fn post_json(url: &str, body: &[u8], content_type: &str) -> (u16, serde_json::Value) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())

@@ -6,27 +6,16 @@ use std::time::Duration;
 use weft_host::config::Config;
 use weft_host::host::RunningHost;
 use weft_host::store::{DEAD, DEDUP, EVENT, EventId, EventState, QUEUE};
-use weft_tests::{Behavior, HostSetup, PipelineSpec, Receiver, lead, post_json, wait_until};
+use weft_tests::{
+    Behavior, HostSetup, PipelineSpec, Receiver, any_port, lead, post_json, send_event, wait_until,
+};
 
-const WAIT: Duration = Duration::from_secs(60);
-
-fn any_port() -> std::net::SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
+const WAIT: Duration = Duration::from_secs(120);
 
 async fn start(setup: &HostSetup) -> RunningHost {
     RunningHost::start(setup.config())
         .await
         .expect("host starts")
-}
-
-async fn send(
-    host: &RunningHost,
-    pipeline: &str,
-    body: &serde_json::Value,
-) -> (u16, serde_json::Value) {
-    let url = format!("http://{}/hooks/{pipeline}", host.addr);
-    post_json(&url, body.to_string().as_bytes(), "application/json").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -106,7 +95,7 @@ async fn transient_failures_are_retried_until_delivered() {
     let host = start(&setup).await;
     let mut ids = Vec::new();
     for n in 0..20 {
-        let (status, body) = send(&host, "leads", &lead(&format!("R{n}"), n)).await;
+        let (status, body) = send_event(&host, "leads", &lead(&format!("R{n}"), n)).await;
         assert_eq!(status, 202);
         ids.push(body["id"].as_str().unwrap().parse::<EventId>().unwrap());
     }
@@ -140,7 +129,7 @@ async fn permanent_refusals_are_dead_lettered_and_replay_delivers_them() {
     )
     .unwrap();
     let host = start(&setup).await;
-    let (status, body) = send(&host, "leads", &lead("D1", 1)).await;
+    let (status, body) = send_event(&host, "leads", &lead("D1", 1)).await;
     assert_eq!(status, 202);
     let id: EventId = body["id"].as_str().unwrap().parse().unwrap();
     let store = host.engine.store().clone();
@@ -157,7 +146,7 @@ async fn permanent_refusals_are_dead_lettered_and_replay_delivers_them() {
 
     // Exhausted retries also end in the DLQ, with every attempt recorded.
     receiver.set_behavior(Behavior::Always(500));
-    let (_, body) = send(&host, "flaky", &lead("D2", 2)).await;
+    let (_, body) = send_event(&host, "flaky", &lead("D2", 2)).await;
     let flaky: EventId = body["id"].as_str().unwrap().parse().unwrap();
     assert!(wait_until(WAIT, || store.count(DEAD) == 2).await);
     let rec = store.event(&flaky).unwrap().unwrap();
@@ -272,7 +261,7 @@ async fn filtered_events_are_recorded_and_not_delivered() {
     )
     .unwrap();
     let host = start(&setup).await;
-    let (status, body) = send(
+    let (status, body) = send_event(
         &host,
         "leads",
         &serde_json::json!({"id": "F1", "name": "no email"}),
@@ -303,7 +292,7 @@ async fn a_restart_delivers_every_event_accepted_before_it() {
     let host = start(&setup).await;
     let mut accepted = Vec::new();
     for n in 0..200 {
-        let (status, _) = send(&host, "leads", &lead(&format!("S{n}"), n)).await;
+        let (status, _) = send_event(&host, "leads", &lead(&format!("S{n}"), n)).await;
         assert_eq!(status, 202);
         accepted.push(format!("S{n}"));
     }

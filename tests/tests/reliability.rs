@@ -7,22 +7,11 @@ use std::time::Duration;
 use weft_host::host::RunningHost;
 use weft_host::store::{EVENT, EventId, EventState};
 use weft_tests::receiver::Fault;
-use weft_tests::{Behavior, HostSetup, PipelineSpec, Receiver, lead, post_json, wait_until};
+use weft_tests::{
+    Behavior, HostSetup, PipelineSpec, Receiver, any_port, lead, post_json, send_event, wait_until,
+};
 
-const WAIT: Duration = Duration::from_secs(60);
-
-fn any_port() -> std::net::SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-async fn send(
-    host: &RunningHost,
-    pipeline: &str,
-    body: &serde_json::Value,
-) -> (u16, serde_json::Value) {
-    let url = format!("http://{}/hooks/{pipeline}", host.addr);
-    post_json(&url, body.to_string().as_bytes(), "application/json").await
-}
+const WAIT: Duration = Duration::from_secs(120);
 
 async fn get(host: &RunningHost, path: &str) -> serde_json::Value {
     let client = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
@@ -76,7 +65,7 @@ async fn fault_matrix_loses_nothing_and_redelivers_with_the_same_key() {
         let host = RunningHost::start(setup.config()).await.unwrap();
         let keys: Vec<String> = (0..10).map(|n| format!("{name}-{n}")).collect();
         for (n, key) in keys.iter().enumerate() {
-            assert_eq!(send(&host, "p", &lead(key, n)).await.0, 202);
+            assert_eq!(send_event(&host, "p", &lead(key, n)).await.0, 202);
         }
         let store = host.engine.store().clone();
         let settled = wait_until(WAIT, || {
@@ -144,9 +133,9 @@ async fn backoff_grows_exponentially_and_jitter_spreads_it() {
     )
     .unwrap();
     let host = RunningHost::start(setup.config()).await.unwrap();
-    send(&host, "exact", &lead("exact-1", 1)).await;
+    send_event(&host, "exact", &lead("exact-1", 1)).await;
     for n in 0..8 {
-        send(&host, "jitter", &lead(&format!("jitter-{n}"), n)).await;
+        send_event(&host, "jitter", &lead(&format!("jitter-{n}"), n)).await;
     }
     assert!(wait_until(WAIT, || receiver.effect_count() == 9).await);
     let exact = gaps_ms(&receiver, "exact-1");
@@ -204,7 +193,7 @@ async fn the_breaker_opens_holds_events_without_burning_attempts_and_closes_on_r
     post(&host, "/api/v1/pipelines/flaky/pause").await;
     for n in 0..5 {
         assert_eq!(
-            send(&host, "flaky", &lead(&format!("flaky-{n}"), n))
+            send_event(&host, "flaky", &lead(&format!("flaky-{n}"), n))
                 .await
                 .0,
             202
@@ -216,13 +205,15 @@ async fn the_breaker_opens_holds_events_without_burning_attempts_and_closes_on_r
         "the breaker opens"
     );
     // While open: webhooks are pushed back, and the queued events are not attempted.
-    let (status, body) = send(&host, "flaky", &lead("flaky-late", 9)).await;
+    let (status, body) = send_event(&host, "flaky", &lead("flaky-late", 9)).await;
     assert_eq!(status, 429, "{body}");
     let before = receiver.requests().len();
     // The healthy pipeline keeps delivering meanwhile.
     for n in 0..20 {
         assert_eq!(
-            send(&host, "healthy", &lead(&format!("ok-{n}"), n)).await.0,
+            send_event(&host, "healthy", &lead(&format!("ok-{n}"), n))
+                .await
+                .0,
             202
         );
     }
@@ -346,12 +337,12 @@ async fn a_failing_key_does_not_block_other_keys() {
     for seq in 0..3 {
         let mut body = lead(&format!("stuck-{seq}"), seq);
         body["customer"] = "s".into();
-        send(&host, "ordered", &body).await;
+        send_event(&host, "ordered", &body).await;
     }
     for seq in 0..10 {
         let mut body = lead(&format!("free-{seq}"), seq);
         body["customer"] = format!("f{}", seq % 3).into();
-        send(&host, "ordered", &body).await;
+        send_event(&host, "ordered", &body).await;
     }
     assert!(wait_until(WAIT, || receiver.effect_count() == 10).await);
     assert!(
@@ -429,11 +420,11 @@ async fn backpressure_and_pause_resume_across_a_restart() {
     assert_eq!(paused["paused"], true);
     let mut ids = Vec::new();
     for n in 0..5 {
-        let (status, body) = send(&host, "leads", &lead(&format!("B{n}"), n)).await;
+        let (status, body) = send_event(&host, "leads", &lead(&format!("B{n}"), n)).await;
         assert_eq!(status, 202, "accepting goes on while paused");
         ids.push(body["id"].as_str().unwrap().parse::<EventId>().unwrap());
     }
-    let (status, body) = send(&host, "leads", &lead("B5", 5)).await;
+    let (status, body) = send_event(&host, "leads", &lead("B5", 5)).await;
     assert_eq!(status, 429, "the queue is at max_queue: {body}");
     assert!(body["error"].as_str().unwrap().contains("max_queue = 5"));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -463,7 +454,7 @@ async fn backpressure_and_pause_resume_across_a_restart() {
             == EventState::Delivered))
         .await
     );
-    let (status, _) = send(&host, "leads", &lead("B5", 5)).await;
+    let (status, _) = send_event(&host, "leads", &lead("B5", 5)).await;
     assert_eq!(status, 202, "intake recovers once the queue drains");
     host.shutdown().await;
 }
@@ -485,8 +476,8 @@ async fn an_upstream_limit_is_shared_by_pipelines_and_slows_down_on_429() {
     host.engine.pause("a").await.unwrap();
     host.engine.pause("b").await.unwrap();
     for n in 0..10 {
-        send(&host, "a", &lead(&format!("a-{n}"), n)).await;
-        send(&host, "b", &lead(&format!("b-{n}"), n)).await;
+        send_event(&host, "a", &lead(&format!("a-{n}"), n)).await;
+        send_event(&host, "b", &lead(&format!("b-{n}"), n)).await;
     }
     host.engine.resume("a").await.unwrap();
     host.engine.resume("b").await.unwrap();
@@ -504,11 +495,11 @@ async fn an_upstream_limit_is_shared_by_pipelines_and_slows_down_on_429() {
         failures: 1,
         fault: Fault::RetryAfter(2),
     });
-    send(&host, "a", &lead("slow-a", 1)).await;
+    send_event(&host, "a", &lead("slow-a", 1)).await;
     assert!(wait_until(WAIT, || !receiver.requests_for("slow-a").is_empty()).await);
     let refused_at = receiver.requests_for("slow-a")[0].at;
     receiver.set_behavior(Behavior::Accept);
-    send(&host, "b", &lead("slow-b", 2)).await;
+    send_event(&host, "b", &lead("slow-b", 2)).await;
     assert!(
         wait_until(WAIT, || receiver.effects().contains_key("slow-a")
             && receiver.effects().contains_key("slow-b"))
