@@ -161,8 +161,13 @@ async fn permanent_refusals_are_dead_lettered_and_replay_delivers_them() {
     assert_eq!(body["results"].as_array().unwrap().len(), 2);
     assert!(wait_until(WAIT, || receiver.effect_count() == 2).await);
     assert!(wait_until(WAIT, || store.count(DEAD) == 0).await);
+    assert!(
+        wait_until(WAIT, || store.event(&id).unwrap().unwrap().state
+            == EventState::Delivered)
+        .await,
+        "the replayed event is recorded as delivered"
+    );
     let rec = store.event(&id).unwrap().unwrap();
-    assert_eq!(rec.state, EventState::Delivered);
     assert_eq!(rec.replays_at_ms.len(), 1);
     let keys: HashSet<String> = receiver.delivered().into_iter().map(|d| d.key).collect();
     assert_eq!(
@@ -285,7 +290,8 @@ async fn a_restart_delivers_every_event_accepted_before_it() {
     let setup = HostSetup::new(
         any_port(),
         &[PipelineSpec::leads("leads", &receiver.url("/leads"))
-            .retry("max_attempts = 50, initial_ms = 50, max_ms = 200")
+            // Enough attempts that none runs out on a slow machine.
+            .retry("max_attempts = 100000, initial_ms = 50, max_ms = 200")
             .with("breaker = { enabled = false }")],
     )
     .unwrap();
@@ -300,6 +306,7 @@ async fn a_restart_delivers_every_event_accepted_before_it() {
         wait_until(WAIT, || receiver.requests().len() >= 200).await,
         "attempts are under way"
     );
+    assert_eq!(host.engine.store().count(weft_host::store::DEAD), 0);
     host.shutdown().await;
     assert_eq!(receiver.effect_count(), 0);
 
