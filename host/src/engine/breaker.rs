@@ -40,9 +40,20 @@ pub enum Admission {
     Wait(Duration),
 }
 
+/// Calls counted over one tenth of the window.
+struct Bucket {
+    start: Instant,
+    ok: u32,
+    failed: u32,
+}
+
+/// Buckets per window: the window slides in steps of a tenth of its length,
+/// and memory stays constant whatever the call rate.
+const BUCKETS: u32 = 10;
+
 struct Inner {
     state: BreakerState,
-    window: VecDeque<(Instant, bool)>,
+    window: VecDeque<Bucket>,
     probes_out: u32,
     probes_ok: u32,
 }
@@ -132,17 +143,31 @@ impl Breaker {
                 }
             }
             BreakerState::Closed => {
-                inner.window.push_back((now, success));
                 let horizon = Duration::from_millis(self.config.window_ms);
+                let step = horizon / BUCKETS;
                 while inner
                     .window
                     .front()
-                    .is_some_and(|(t, _)| now - *t > horizon)
+                    .is_some_and(|b| now - b.start > horizon)
                 {
                     inner.window.pop_front();
                 }
-                let total = inner.window.len() as u32;
-                let failed = inner.window.iter().filter(|(_, ok)| !ok).count() as u32;
+                if inner.window.back().is_none_or(|b| now - b.start >= step) {
+                    inner.window.push_back(Bucket {
+                        start: now,
+                        ok: 0,
+                        failed: 0,
+                    });
+                }
+                if let Some(b) = inner.window.back_mut() {
+                    if success {
+                        b.ok += 1;
+                    } else {
+                        b.failed += 1;
+                    }
+                }
+                let failed: u32 = inner.window.iter().map(|b| b.failed).sum();
+                let total: u32 = failed + inner.window.iter().map(|b| b.ok).sum::<u32>();
                 if total >= self.config.min_calls
                     && f64::from(failed) / f64::from(total) >= self.config.failure_ratio
                 {
