@@ -40,6 +40,22 @@ enum Command {
     /// Show the history of events.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Look inside plugin files.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Print a plugin file's digest, world, what it says about itself, and
+    /// every interface it imports (its requested capabilities) and exports.
+    Inspect {
+        /// The `.wasm` file.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -256,6 +272,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             pipeline_status(&host, name, json).await
         }
         Command::Runs(RunsCommand::Show { id, host }) => runs_show(&host, &id).await,
+        Command::Plugin(PluginCommand::Inspect { file, json }) => plugin_inspect(&file, json).await,
     }
 }
 
@@ -316,6 +333,95 @@ async fn check(path: &Path) -> Result<()> {
         config.pipelines.len(),
         plugins.len()
     );
+    Ok(())
+}
+
+/// Capability interfaces a plugin may import, and what each one allows.
+fn capability(interface: &str) -> &'static str {
+    let name = interface.split('@').next().unwrap_or(interface);
+    match name {
+        "weft:plugin/log" => "structured logs into the host log",
+        "weft:plugin/kv" => "durable key-value state of its own (quota-limited)",
+        "wasi:http/outgoing-handler" => "outbound HTTP, only to the origins of its grant",
+        "wasi:http/types" => "HTTP request and response types",
+        "wasi:filesystem/preopens" | "wasi:filesystem/types" => {
+            "file system interface (no directories are ever opened for plugins)"
+        }
+        "wasi:sockets/tcp" | "wasi:sockets/udp" | "wasi:sockets/ip-name-lookup" => {
+            "sockets interface (every socket and lookup is refused)"
+        }
+        "wasi:cli/environment" => "environment interface (empty for plugins)",
+        "wasi:cli/stdout" | "wasi:cli/stderr" => {
+            "output stream, sent to the host log, capped per call"
+        }
+        "wasi:clocks/wall-clock" | "wasi:clocks/monotonic-clock" => "clocks",
+        "wasi:random/random" | "wasi:random/insecure" | "wasi:random/insecure-seed" => {
+            "random numbers"
+        }
+        "weft:plugin/types" => "shared types (no functions)",
+        "wasi:io/poll" | "wasi:io/streams" | "wasi:io/error" => {
+            "streams and polling (HTTP bodies, stdio)"
+        }
+        "wasi:cli/stdin" => "input stream (always empty)",
+        "wasi:cli/exit" => "exit (ends only the plugin's own call)",
+        n if n.starts_with("wasi:cli/terminal-") => "terminal queries (never a terminal)",
+        _ => "not provided by weft: the plugin would be refused at load",
+    }
+}
+
+async fn plugin_inspect(file: &Path, as_json: bool) -> Result<()> {
+    let dir = tempfile_dir()?;
+    let store = std::sync::Arc::new(Store::open(&dir)?);
+    let sandbox = weft_host::sandbox::Sandbox::new(store, 4, 64)?;
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let plugin = sandbox.load(file, &name, &weft_host::config::Grant::default(), None)?;
+    let (described_name, version, schema) = sandbox
+        .describe(&plugin)
+        .await
+        .map_err(|e| anyhow::anyhow!("the plugin's describe() failed: {}", e.message))?;
+    drop(sandbox);
+    let _ = std::fs::remove_dir_all(&dir);
+    let schema: serde_json::Value =
+        serde_json::from_str(&schema).unwrap_or(serde_json::Value::String(schema));
+    let imports: Vec<serde_json::Value> = plugin
+        .imports
+        .iter()
+        .map(|i| serde_json::json!({ "interface": i, "allows": capability(i) }))
+        .collect();
+    let report = serde_json::json!({
+        "file": file.display().to_string(),
+        "sha256": plugin.sha256,
+        "size_bytes": plugin.size,
+        "world": plugin.world.to_string(),
+        "name": described_name,
+        "version": version,
+        "imports": imports,
+        "exports": plugin.exports,
+        "config_schema": schema,
+    });
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("file      {}", file.display());
+    println!("sha256    {}", plugin.sha256);
+    println!("size      {} bytes", plugin.size);
+    println!("world     {}", plugin.world);
+    println!("plugin    {described_name} {version}");
+    println!(
+        "imports   ({}; what the host lets each do)",
+        plugin.imports.len()
+    );
+    for i in &plugin.imports {
+        println!("  {i:<42} {}", capability(i));
+    }
+    println!("exports");
+    for e in &plugin.exports {
+        println!("  {e}");
+    }
     Ok(())
 }
 

@@ -242,3 +242,65 @@ async fn sigkill_mid_stream_loses_no_accepted_event() {
     assert_eq!(status, 202);
     host.sigterm();
 }
+
+#[test]
+fn plugin_inspect_shows_the_world_and_the_requested_capabilities() {
+    let out = Command::new(WEFT)
+        .args([
+            "plugin",
+            "inspect",
+            "--json",
+            weft_tests::plugins::HTTP_SINK,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["world"], "weft:plugin/sink@0.1.0");
+    assert_eq!(report["name"], "http-sink");
+    assert_eq!(report["sha256"].as_str().unwrap().len(), 64);
+    let imports: Vec<&str> = report["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["interface"].as_str().unwrap())
+        .collect();
+    assert!(
+        imports
+            .iter()
+            .any(|i| i.starts_with("wasi:http/outgoing-handler@"))
+    );
+    assert!(
+        !imports
+            .iter()
+            .any(|i| i.starts_with("wasi:filesystem") || i.starts_with("wasi:sockets"))
+    );
+    assert_eq!(report["config_schema"]["required"][0], "url");
+
+    let out = Command::new(WEFT)
+        .args(["plugin", "inspect", "--json", weft_tests::plugins::JSON_MAP])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["world"], "weft:plugin/transform@0.1.0");
+    let text_imports = report["imports"].to_string();
+    assert!(
+        !text_imports.contains("wasi:http/outgoing-handler"),
+        "a transform asks for no HTTP"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.wasm");
+    std::fs::write(&bogus, b"\0asm\x01\0\0\0").unwrap();
+    let out = Command::new(WEFT)
+        .args(["plugin", "inspect"])
+        .arg(&bogus)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("core WebAssembly module, not a component"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -177,6 +177,38 @@ impl Sandbox {
         finish(plugin, &mut store, result)
     }
 
+    /// Ask a plugin for its name, version and config schema.
+    pub async fn describe(&self, plugin: &Plugin) -> Result<(String, String, String), CallError> {
+        let ctx = CallContext {
+            pipeline: "-".into(),
+            plugin: plugin.name.as_str().into(),
+            event_id: "-".into(),
+            correlation_id: "-".into(),
+        };
+        let mut store = self.new_store(plugin, Arc::new(ctx));
+        let run = async {
+            let info = match &plugin.pre {
+                Pre::Transform(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance
+                        .weft_plugin_transformer()
+                        .call_describe(&mut store)
+                        .await?
+                }
+                Pre::Sink(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance
+                        .weft_plugin_deliverer()
+                        .call_describe(&mut store)
+                        .await?
+                }
+            };
+            Ok(Ok((info.name, info.version, info.config_schema)))
+        };
+        let result = tokio::time::timeout(plugin.limits.timeout, run).await;
+        finish(plugin, &mut store, result)
+    }
+
     /// Instantiate and configure once, to check a step's config at start-up.
     pub async fn check_config(
         &self,

@@ -52,6 +52,10 @@ pub struct Plugin {
     pub world: World,
     /// Interfaces it imports, e.g. `wasi:http/outgoing-handler@0.2.12`.
     pub imports: Vec<String>,
+    /// Interfaces it exports.
+    pub exports: Vec<String>,
+    /// File size in bytes.
+    pub size: u64,
     pub(super) pre: Pre,
     pub(super) limits: Limits,
 }

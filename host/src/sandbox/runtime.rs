@@ -208,6 +208,8 @@ impl Sandbox {
             sha256,
             world,
             imports,
+            exports,
+            size: bytes.len() as u64,
             pre,
             limits: Limits {
                 origins: Arc::new(origins),
