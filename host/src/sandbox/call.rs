@@ -177,6 +177,41 @@ impl Sandbox {
         finish(plugin, &mut store, result)
     }
 
+    /// Configure one instance and run `calls` transforms on it; returns the
+    /// mean time per transform. For benchmarks: it measures the plugin's own
+    /// code without the cost of a fresh instance.
+    pub async fn time_warm_transform(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        ctx: CallContext,
+        event: &WitEvent,
+        calls: u32,
+    ) -> Result<std::time::Duration, CallError> {
+        let Pre::Transform(pre) = &plugin.pre else {
+            return Err(wrong_world(plugin, "a transform step"));
+        };
+        let mut store = self.new_store(plugin, Arc::new(ctx));
+        // A long deadline: this runs many calls on one instance.
+        store.set_epoch_deadline(u64::MAX / 2);
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let api = instance.weft_plugin_transformer();
+            if let Err(e) = api.call_configure(&mut store, config).await? {
+                return Ok(Err(e));
+            }
+            let started = std::time::Instant::now();
+            for _ in 0..calls {
+                if let Err(e) = api.call_transform(&mut store, event).await? {
+                    return Ok(Err(e));
+                }
+            }
+            Ok(Ok(started.elapsed() / calls.max(1)))
+        };
+        let result = run.await;
+        finish(plugin, &mut store, Ok(result))
+    }
+
     /// Ask a plugin for its name, version and config schema.
     pub async fn describe(&self, plugin: &Plugin) -> Result<(String, String, String), CallError> {
         let ctx = CallContext {
