@@ -240,6 +240,16 @@ async fn route(engine: &Engine, state: &ServerState, req: Request<Incoming>) -> 
             StatusCode::METHOD_NOT_ALLOWED,
             "webhooks take POST with a JSON body",
         ),
+        (&Method::GET, "/metrics") => {
+            let mut resp = Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                crate::metrics::render(engine),
+            )));
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            resp
+        }
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
         (&Method::GET, "/readyz") => json(
             StatusCode::OK,

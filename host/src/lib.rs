@@ -10,6 +10,7 @@ pub mod engine;
 pub mod host;
 mod http_util;
 pub mod limit;
+pub mod metrics;
 pub mod origin;
 pub mod sandbox;
 pub mod store;

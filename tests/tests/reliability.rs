@@ -204,6 +204,22 @@ async fn the_breaker_opens_holds_events_without_burning_attempts_and_closes_on_r
         wait_until(WAIT, || get_sync_breaker(&host) == "open").await,
         "the breaker opens"
     );
+    let status = get(&host, "/api/v1/pipelines/flaky").await;
+    assert_eq!(status["breaker"], "open");
+    let metrics = get(&host, "/metrics").await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains("# TYPE weft_breaker_state gauge"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weft_breaker_state{pipeline=\"flaky\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weft_breaker_state{pipeline=\"healthy\"} 0"),
+        "{metrics}"
+    );
     // While open: webhooks are pushed back, and the queued events are not attempted.
     let (status, body) = send_event(&host, "flaky", &lead("flaky-late", 9)).await;
     assert_eq!(status, 429, "{body}");
@@ -231,8 +247,6 @@ async fn the_breaker_opens_holds_events_without_burning_attempts_and_closes_on_r
         during <= before,
         "no flaky attempts while the breaker is open"
     );
-    let status = get(&host, "/api/v1/pipelines/flaky").await;
-    assert_eq!(status["breaker"], "open");
     // Half-open after open_ms: one probe, which fails, opens it again.
     assert!(
         wait_until(WAIT, || receiver
