@@ -68,6 +68,8 @@ pub struct Delivery {
     pub key: String,
     /// `X-Correlation-Id` header.
     pub correlation_id: String,
+    /// `traceparent` header.
+    pub traceparent: String,
     /// The JSON body.
     pub body: serde_json::Value,
     /// Status it answered (0: the connection was dropped).
@@ -212,6 +214,7 @@ async fn answer(
     };
     let key = header("idempotency-key");
     let correlation_id = header("x-correlation-id");
+    let traceparent = header("traceparent");
     let body = req
         .into_body()
         .collect()
@@ -254,6 +257,7 @@ async fn answer(
             path,
             key,
             correlation_id,
+            traceparent,
             body,
             status,
             at: arrived,

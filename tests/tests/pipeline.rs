@@ -75,6 +75,13 @@ async fn a_thousand_concurrent_events_are_delivered_once_each_and_normalised() {
             format!("{}.{:02}", cents / 100, cents % 100)
         );
         assert!(!d.correlation_id.is_empty());
+        let trace_id = d.correlation_id.replace('-', "");
+        assert!(
+            d.traceparent.starts_with(&format!("00-{trace_id}-")),
+            "the correlation id travels as the trace id: {} / {}",
+            d.traceparent,
+            d.correlation_id
+        );
     }
     host.shutdown().await;
 }

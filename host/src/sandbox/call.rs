@@ -85,6 +85,7 @@ impl Sandbox {
         namespace.extend_from_slice(ctx.plugin.as_bytes());
         namespace.push(0);
         let denial_ctx = ctx.clone();
+        let ctx_for_trace = ctx.correlation_id.clone();
         let on_denied: DenialHook = Arc::new(move |url: &str| {
             tracing::warn!(
                 pipeline = %denial_ctx.pipeline, plugin = %denial_ctx.plugin,
@@ -103,6 +104,7 @@ impl Sandbox {
                 timeout: limits.timeout,
                 on_denied,
                 upstreams: self.upstreams.clone(),
+                traceparent: super::egress::traceparent_for(&ctx_for_trace),
             },
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_bytes)

@@ -51,6 +51,23 @@ pub struct EgressHooks {
     pub(super) timeout: Duration,
     pub(super) on_denied: DenialHook,
     pub(super) upstreams: Arc<UpstreamLimits>,
+    /// W3C trace context sent with every request that has none, so the
+    /// event's correlation id reaches the receiver.
+    pub(super) traceparent: Option<http::HeaderValue>,
+}
+
+/// A `traceparent` whose trace id is the correlation id (a UUID, or a hash of
+/// any other id) and whose parent id is random.
+pub fn traceparent_for(correlation_id: &str) -> Option<http::HeaderValue> {
+    use sha2::Digest;
+    let hex: String = correlation_id.chars().filter(|c| *c != '-').collect();
+    let trace_id = if hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        hex.to_ascii_lowercase()
+    } else {
+        hex::encode(&sha2::Sha256::digest(correlation_id.as_bytes())[..16])
+    };
+    let parent: u64 = rand::random::<u64>() | 1;
+    http::HeaderValue::from_str(&format!("00-{trace_id}-{parent:016x}-01")).ok()
 }
 
 type Sent = wasmtime_wasi_http::Result<(
@@ -61,7 +78,7 @@ type Sent = wasmtime_wasi_http::Result<(
 impl WasiHttpHooks for EgressHooks {
     fn send_request(
         &mut self,
-        request: http::Request<WasiBody>,
+        mut request: http::Request<WasiBody>,
         options: Option<RequestOptions>,
         fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = Sent> + Send> {
@@ -74,6 +91,11 @@ impl WasiHttpHooks for EgressHooks {
         let first_byte = options
             .and_then(|o| o.first_byte_timeout)
             .map_or(self.timeout, |t| t.min(self.timeout));
+        if let Some(tp) = &self.traceparent
+            && !request.headers().contains_key("traceparent")
+        {
+            request.headers_mut().insert("traceparent", tp.clone());
+        }
         let client = self.client.clone();
         let limiter = self.upstreams.for_uri(&uri);
         Box::new(async move {
@@ -131,5 +153,36 @@ async fn send(
                 Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::traceparent_for;
+
+    #[test]
+    fn traceparent_carries_the_correlation_id() {
+        let tp = traceparent_for("01a201ad-6049-7356-95e3-826335776746").unwrap();
+        let tp = tp.to_str().unwrap();
+        assert!(
+            tp.starts_with("00-01a201ad6049735695e3826335776746-"),
+            "{tp}"
+        );
+        assert_eq!(tp.len(), 55);
+        assert!(tp.ends_with("-01"));
+        let other = traceparent_for("order-42").unwrap();
+        let parts: Vec<&str> = other.to_str().unwrap().split('-').collect();
+        assert_eq!(parts[1].len(), 32, "other ids are hashed into a trace id");
+        assert_eq!(
+            parts[1],
+            traceparent_for("order-42")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .split('-')
+                .nth(1)
+                .unwrap(),
+            "the same id gives the same trace id"
+        );
     }
 }
