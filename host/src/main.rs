@@ -318,15 +318,19 @@ async fn shutdown_signal() {
 
 async fn check(path: &Path) -> Result<()> {
     let config = load_config(path)?;
-    let dir = tempfile_dir()?;
-    let store = std::sync::Arc::new(Store::open(&dir)?);
-    let sandbox = std::sync::Arc::new(weft_host::sandbox::Sandbox::new(store.clone(), 16, 4096)?);
-    let (plugins, errors) = weft_host::host::load_plugins(&config, &sandbox, None).await?;
+    let scratch = Scratch::new(4096)?;
+    let (plugins, errors) = weft_host::host::load_plugins(&config, &scratch.sandbox, None).await?;
     for e in errors.values() {
         eprintln!("warning: {e}");
     }
-    weft_host::engine::Engine::build(&config, store, sandbox, &plugins, &errors).await?;
-    let _ = std::fs::remove_dir_all(&dir);
+    weft_host::engine::Engine::build(
+        &config,
+        scratch.store.clone(),
+        scratch.sandbox.clone(),
+        &plugins,
+        &errors,
+    )
+    .await?;
     println!(
         "{}: ok ({} pipelines, {} plugins)",
         path.display(),
@@ -370,9 +374,8 @@ fn capability(interface: &str) -> &'static str {
 }
 
 async fn plugin_inspect(file: &Path, as_json: bool) -> Result<()> {
-    let dir = tempfile_dir()?;
-    let store = std::sync::Arc::new(Store::open(&dir)?);
-    let sandbox = weft_host::sandbox::Sandbox::new(store, 4, 64)?;
+    let scratch = Scratch::new(64)?;
+    let sandbox = &scratch.sandbox;
     let name = file
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -382,8 +385,6 @@ async fn plugin_inspect(file: &Path, as_json: bool) -> Result<()> {
         .describe(&plugin)
         .await
         .map_err(|e| anyhow::anyhow!("the plugin's describe() failed: {}", e.message))?;
-    drop(sandbox);
-    let _ = std::fs::remove_dir_all(&dir);
     let schema: serde_json::Value =
         serde_json::from_str(&schema).unwrap_or(serde_json::Value::String(schema));
     let imports: Vec<serde_json::Value> = plugin
@@ -425,10 +426,29 @@ async fn plugin_inspect(file: &Path, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn tempfile_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("weft-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
+/// A sandbox over a throw-away store, for commands that load plugins
+/// without running a host. Fields drop in order: the directory goes last.
+struct Scratch {
+    sandbox: std::sync::Arc<weft_host::sandbox::Sandbox>,
+    store: std::sync::Arc<Store>,
+    _dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new(max_memory_mib: u32) -> Result<Scratch> {
+        let dir = tempfile::tempdir().context("creating a scratch directory")?;
+        let store = std::sync::Arc::new(Store::open(dir.path())?);
+        let sandbox = std::sync::Arc::new(weft_host::sandbox::Sandbox::new(
+            store.clone(),
+            16,
+            max_memory_mib,
+        )?);
+        Ok(Scratch {
+            sandbox,
+            store,
+            _dir: dir,
+        })
+    }
 }
 
 fn client(host: &HostArg) -> Result<(HostClient, Option<Config>)> {
@@ -529,11 +549,7 @@ async fn dlq_list(
     let list: Vec<DeadLetterView> = match client.call(hyper::Method::GET, &path, None, &[]).await {
         Ok(reply) if reply.status == 200 => {
             serde_json::from_value(reply.body["dead_letters"].clone())
-                .map_err(|e| anyhow::anyhow!("unexpected answer from the host: {e}"))
-                .map(|v: Vec<serde_json::Value>| v)?
-                .into_iter()
-                .map(view_from_json)
-                .collect()
+                .map_err(|e| anyhow::anyhow!("unexpected answer from the host: {e}"))?
         }
         Ok(reply) => bail!("the host answered {}: {}", reply.status, reply.body),
         Err(ClientError::NotRunning(_)) => {
@@ -570,23 +586,6 @@ async fn dlq_list(
         list.len()
     );
     Ok(())
-}
-
-fn view_from_json(v: serde_json::Value) -> DeadLetterView {
-    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-    DeadLetterView {
-        id: s("id"),
-        pipeline: s("pipeline"),
-        key: s("key"),
-        correlation_id: s("correlation_id"),
-        received_at: s("received_at"),
-        attempts: v["attempts"].as_u64().unwrap_or(0) as usize,
-        failed_step: s("failed_step"),
-        error_kind: s("error_kind"),
-        error: s("error"),
-        history: v["history"].as_array().cloned().unwrap_or_default(),
-        payload: s("payload"),
-    }
 }
 
 async fn dlq_act(host: &HostArg, action: &str, select: SelectArgs) -> Result<()> {
@@ -691,13 +690,9 @@ async fn pipeline_set(host: &HostArg, name: &str, pause: bool) -> Result<()> {
                 bail!("unknown pipeline {name:?}");
             }
             let store = Store::open(&config.server.data_dir)?;
-            let mut w = weft_host::store::Write::default();
-            if pause {
-                w.put(weft_host::store::paused_key(name), Vec::new());
-            } else {
-                w.remove(weft_host::store::paused_key(name));
-            }
-            store.commit(w).await?;
+            store
+                .commit(weft_host::engine::paused_write(name, pause))
+                .await?;
             println!(
                 "pipeline {name}: {} (no host is running; it takes effect when `weft run` starts)",
                 if pause { "paused" } else { "resumed" }

@@ -54,6 +54,13 @@ fn weft(args: &[&str], config: &Path) -> Output {
         .expect("weft runs")
 }
 
+/// Run `weft ARGS --config CONFIG`, expect it to fail, and return its stderr.
+fn fails(args: &[&str], config: &Path) -> String {
+    let out = weft(args, config);
+    assert!(!out.status.success(), "weft {args:?} should fail");
+    text(&out.stderr)
+}
+
 fn text(o: &[u8]) -> String {
     String::from_utf8_lossy(o).into_owned()
 }
@@ -68,17 +75,13 @@ async fn config_errors_name_the_key_and_the_missing_plugin() {
     let good = std::fs::read_to_string(&setup.config_path).unwrap();
 
     std::fs::write(&setup.config_path, good.replace("listen", "lisen")).unwrap();
-    let out = weft(&["check"], &setup.config_path);
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = fails(&["check"], &setup.config_path);
     assert!(err.contains("weft.toml"), "{err}");
     assert!(err.contains("unknown field `lisen`"), "{err}");
 
     std::fs::write(&setup.config_path, &good).unwrap();
     std::fs::remove_file(setup.dir.path().join("plugins.d/filter.wasm")).unwrap();
-    let out = weft(&["run"], &setup.config_path);
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = fails(&["run"], &setup.config_path);
     assert!(
         err.contains("plugin \"filter\" not found: looked for"),
         "{err}"
@@ -86,9 +89,7 @@ async fn config_errors_name_the_key_and_the_missing_plugin() {
     assert!(err.contains("plugins.d/filter.wasm"), "{err}");
 
     std::fs::write(setup.dir.path().join("plugins.d/filter.wasm"), b"not wasm").unwrap();
-    let out = weft(&["check"], &setup.config_path);
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = fails(&["check"], &setup.config_path);
     assert!(
         err.contains("plugin \"filter\" failed to load")
             && err.contains("filter.wasm is not usable: not a valid WebAssembly component"),
@@ -101,9 +102,7 @@ async fn config_errors_name_the_key_and_the_missing_plugin() {
         good.replace("lowercase = [\"/email\"]", "lowercase = [\"email\"]"),
     )
     .unwrap();
-    let out = weft(&["check"], &setup.config_path);
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+    let err = fails(&["check"], &setup.config_path);
     assert!(
         err.contains("step 1 (json-map): the plugin rejected its config")
             && err.contains("lowercase: \"email\" is not a JSON pointer"),
@@ -115,11 +114,7 @@ async fn config_errors_name_the_key_and_the_missing_plugin() {
 async fn send_dlq_list_and_replay_through_the_cli() {
     let receiver = Receiver::start(Behavior::Always(400)).await;
     let listen = free_addr();
-    let setup = HostSetup::new(
-        listen,
-        &[PipelineSpec::leads("leads", &receiver.url("/leads"))],
-    )
-    .unwrap();
+    let setup = HostSetup::leads(listen, &receiver.url("/leads")).unwrap();
     let host = Weft::start(&setup.config_path, listen);
     let file = setup.dir.path().join("lead.json");
     std::fs::write(&file, lead("C1", 1).to_string()).unwrap();
@@ -176,11 +171,7 @@ async fn send_dlq_list_and_replay_through_the_cli() {
 async fn sigkill_mid_stream_loses_no_accepted_event() {
     let receiver = Receiver::start(Behavior::Accept).await;
     let listen = free_addr();
-    let setup = HostSetup::new(
-        listen,
-        &[PipelineSpec::leads("leads", &receiver.url("/leads"))],
-    )
-    .unwrap();
+    let setup = HostSetup::leads(listen, &receiver.url("/leads")).unwrap();
     let host = Weft::start(&setup.config_path, listen);
     let url = format!("http://{listen}/hooks/leads");
     let accepted = std::sync::Arc::new(std::sync::Mutex::new(HashSet::new()));
@@ -188,13 +179,12 @@ async fn sigkill_mid_stream_loses_no_accepted_event() {
     for s in 0..4 {
         let (url, accepted) = (url.clone(), accepted.clone());
         senders.spawn(async move {
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http::<http_body_util::Full<bytes::Bytes>>();
             for i in 0..400 {
                 let key = format!("K{s}-{i}");
                 let body = lead(&key, i).to_string();
-                let client = hyper_util::client::legacy::Client::builder(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .build_http::<http_body_util::Full<bytes::Bytes>>();
                 let req = hyper::Request::post(&url)
                     .header("content-type", "application/json")
                     .body(http_body_util::Full::new(bytes::Bytes::from(body)))

@@ -12,7 +12,7 @@ use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use weft_tests::{Behavior, HostSetup, PipelineSpec, Receiver, free_addr, lead, wait_until};
+use weft_tests::{Behavior, HostSetup, Receiver, free_addr, lead, wait_until};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
@@ -29,11 +29,7 @@ async fn sigkill_crash_loop_loses_nothing() {
         .unwrap_or(20);
     let receiver = Receiver::start(Behavior::Accept).await;
     let listen = free_addr();
-    let setup = HostSetup::new(
-        listen,
-        &[PipelineSpec::leads("leads", &receiver.url("/leads"))],
-    )
-    .unwrap();
+    let setup = HostSetup::leads(listen, &receiver.url("/leads")).unwrap();
     let accepted: Arc<Mutex<HashSet<String>>> = Arc::default();
     let next_key = Arc::new(AtomicUsize::new(0));
     let url = format!("http://{listen}/hooks/leads");

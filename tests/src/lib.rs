@@ -92,6 +92,11 @@ impl HostSetup {
         Self::with_extra(listen, pipelines, "")
     }
 
+    /// One quickstart lead pipeline named `leads` delivering to `sink_url`.
+    pub fn leads(listen: SocketAddr, sink_url: &str) -> std::io::Result<HostSetup> {
+        Self::new(listen, &[PipelineSpec::leads("leads", sink_url)])
+    }
+
     /// Like [`HostSetup::new`], with extra top-level TOML (such as grants).
     pub fn with_extra(
         listen: SocketAddr,

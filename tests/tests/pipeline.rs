@@ -21,11 +21,7 @@ async fn start(setup: &HostSetup) -> RunningHost {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_concurrent_events_are_delivered_once_each_and_normalised() {
     let receiver = Receiver::start(Behavior::Accept).await;
-    let setup = HostSetup::new(
-        any_port(),
-        &[PipelineSpec::leads("leads", &receiver.url("/leads"))],
-    )
-    .unwrap();
+    let setup = HostSetup::leads(any_port(), &receiver.url("/leads")).unwrap();
     let host = start(&setup).await;
     let url = format!("http://{}/hooks/leads", host.addr);
     let mut senders = tokio::task::JoinSet::new();
@@ -267,11 +263,7 @@ async fn rejected_requests_get_their_status_and_store_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filtered_events_are_recorded_and_not_delivered() {
     let receiver = Receiver::start(Behavior::Accept).await;
-    let setup = HostSetup::new(
-        any_port(),
-        &[PipelineSpec::leads("leads", &receiver.url("/leads"))],
-    )
-    .unwrap();
+    let setup = HostSetup::leads(any_port(), &receiver.url("/leads")).unwrap();
     let host = start(&setup).await;
     let (status, body) = send_event(
         &host,

@@ -382,11 +382,7 @@ async fn a_failing_key_does_not_block_other_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_key_sent_ten_times_at_once_is_stored_once() {
     let receiver = Receiver::start(Behavior::Accept).await;
-    let setup = HostSetup::new(
-        any_port(),
-        &[PipelineSpec::leads("leads", &receiver.url("/l"))],
-    )
-    .unwrap();
+    let setup = HostSetup::leads(any_port(), &receiver.url("/l")).unwrap();
     let host = RunningHost::start(setup.config()).await.unwrap();
     let url = format!("http://{}/hooks/leads", host.addr);
     let mut tasks = tokio::task::JoinSet::new();

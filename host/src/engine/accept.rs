@@ -95,6 +95,13 @@ impl Engine {
                 known: self.pipeline_names().join(", "),
             })?
             .clone();
+        // Refuse before parsing anything when the pipeline cannot take more.
+        if let Err((retry_after_s, reason)) = self.admission(pipeline) {
+            return Err(AcceptError::Backpressure {
+                retry_after_s,
+                reason,
+            });
+        }
         let id = EventId::new();
         let doc: Option<serde_json::Value> =
             if p.config.idempotency_key.is_some() || p.config.order_by.is_some() {
@@ -133,12 +140,6 @@ impl Engine {
                 .clone()
                 .unwrap_or_else(|| id.to_string()),
         };
-        if let Err((retry_after_s, reason)) = self.admission(pipeline) {
-            return Err(AcceptError::Backpressure {
-                retry_after_s,
-                reason,
-            });
-        }
         if key.len() > MAX_KEY_LEN {
             return Err(AcceptError::MissingKey(format!(
                 "the idempotency key is {} bytes long; the limit is {MAX_KEY_LEN}",

@@ -8,7 +8,7 @@ use super::run::Job;
 use crate::config::{Config, PipelineConfig};
 use crate::limit::Limiter;
 use crate::sandbox::{Plugin, Sandbox, World};
-use crate::store::{PAUSED, Store, Write, now_ms, paused_key};
+use crate::store::{Store, Write, now_ms, paused_key};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,6 +46,37 @@ pub struct PipelineStats {
     pub dead_lettered: AtomicU64,
     /// Attempts running now.
     pub in_flight: AtomicU64,
+}
+
+/// A pipeline's state and counters at one moment.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PipelineStatus {
+    /// Pipeline name.
+    pub name: String,
+    /// Delivery paused.
+    pub paused: bool,
+    /// Events accepted and not yet finished.
+    pub queued: u64,
+    /// `closed`, `half-open` or `open`.
+    pub breaker: &'static str,
+    /// Sink calls that waited for the rate limit.
+    pub rate_limit_waits: u64,
+    /// Ordering keys with events waiting or running.
+    pub order_keys_active: usize,
+    /// Events accepted since start.
+    pub accepted: u64,
+    /// Duplicates answered without storing.
+    pub duplicates: u64,
+    /// Events delivered.
+    pub delivered: u64,
+    /// Events filtered out.
+    pub filtered: u64,
+    /// Attempts that failed and were scheduled again.
+    pub retried: u64,
+    /// Events dead-lettered.
+    pub dead_lettered: u64,
+    /// Attempts running now.
+    pub in_flight: u64,
 }
 
 /// One pipeline at run time.
@@ -231,12 +262,8 @@ impl Engine {
             let Ok(Some(rec)) = self.inner.store.event(&id) else {
                 continue;
             };
-            if let Some(p) = self.inner.pipelines.get(&rec.pipeline) {
-                p.queued.fetch_add(1, Ordering::Relaxed);
-                if let (Some(gate), Some(key)) = (&p.gate, &rec.order_key) {
-                    gate.enter(key, id);
-                }
-                self.schedule(Job {
+            if self.inner.pipelines.contains_key(&rec.pipeline) {
+                self.requeued(Job {
                     pipeline: rec.pipeline.clone(),
                     id,
                     attempt,
@@ -275,16 +302,22 @@ impl Engine {
 
     /// Send a job to its pipeline now, or when it is due.
     pub(super) fn schedule(&self, job: Job) {
+        let wait = job.due_ms.saturating_sub(now_ms());
+        self.send_later(job, std::time::Duration::from_millis(wait));
+    }
+
+    /// Hand a job to its pipeline's dispatcher after `wait` (at once when zero).
+    /// The job keeps its due time, which names its queue entry.
+    pub(super) fn send_later(&self, job: Job, wait: std::time::Duration) {
         let Some(p) = self.inner.pipelines.get(&job.pipeline) else {
             return;
         };
-        let wait = job.due_ms.saturating_sub(now_ms());
-        if wait == 0 {
+        if wait.is_zero() {
             let _ = p.ready.send(job);
         } else {
             let ready = p.ready.clone();
             self.inner.runtime.spawn(async move {
-                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                tokio::time::sleep(wait).await;
                 let _ = ready.send(job);
             });
         }
@@ -336,58 +369,59 @@ impl Engine {
         self.inner.pipelines.get(pipeline).map(|p| &p.stats)
     }
 
-    /// A snapshot of one pipeline's counters as JSON.
-    pub fn stats_json(&self, pipeline: &str) -> Option<serde_json::Value> {
-        let s = self.stats(pipeline)?;
+    /// A snapshot of one pipeline's state and counters.
+    pub fn status(&self, pipeline: &str) -> Option<PipelineStatus> {
         let p = self.inner.pipelines.get(pipeline)?;
+        let s = &p.stats;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let breaker = p.breaker.state();
-        Some(serde_json::json!({
-            "name": pipeline,
-            "paused": p.paused.load(Ordering::Relaxed),
-            "queued": p.queued.load(Ordering::Relaxed).max(0),
-            "breaker": breaker.as_str(),
-            "rate_limit_waits": p.limiter.as_ref().map_or(0, |l| l.waits()),
-            "order_keys_active": p.gate.as_ref().map_or(0, |g| g.keys()),
-            "accepted": get(&s.accepted),
-            "duplicates": get(&s.duplicates),
-            "delivered": get(&s.delivered),
-            "filtered": get(&s.filtered),
-            "retried": get(&s.retried),
-            "dead_lettered": get(&s.dead_lettered),
-            "in_flight": get(&s.in_flight),
-        }))
+        Some(PipelineStatus {
+            name: pipeline.to_string(),
+            paused: p.paused.load(Ordering::Relaxed),
+            queued: p.queued.load(Ordering::Relaxed).max(0) as u64,
+            breaker: p.breaker.state().as_str(),
+            rate_limit_waits: p.limiter.as_ref().map_or(0, |l| l.waits()),
+            order_keys_active: p.gate.as_ref().map_or(0, |g| g.keys()),
+            accepted: get(&s.accepted),
+            duplicates: get(&s.duplicates),
+            delivered: get(&s.delivered),
+            filtered: get(&s.filtered),
+            retried: get(&s.retried),
+            dead_lettered: get(&s.dead_lettered),
+            in_flight: get(&s.in_flight),
+        })
+    }
+
+    /// [`Engine::status`] as JSON, for the API.
+    pub fn stats_json(&self, pipeline: &str) -> Option<serde_json::Value> {
+        self.status(pipeline)
+            .and_then(|s| serde_json::to_value(s).ok())
     }
 
     /// Pause delivery (accepting goes on); the state survives a restart.
     pub async fn pause(&self, pipeline: &str) -> Result<(), BuildError> {
-        let p = self.pipeline(pipeline)?;
-        let mut w = Write::default();
-        w.put(paused_key(pipeline), Vec::new());
-        self.inner
-            .store
-            .commit(w)
-            .await
-            .map_err(|e| BuildError(e.to_string()))?;
-        p.paused.store(true, Ordering::SeqCst);
-        tracing::warn!(
-            pipeline,
-            "pipeline paused: events are accepted but not delivered"
-        );
-        Ok(())
+        self.set_paused(pipeline, true).await
     }
 
     /// Resume delivery of a paused pipeline.
     pub async fn resume(&self, pipeline: &str) -> Result<(), BuildError> {
+        self.set_paused(pipeline, false).await
+    }
+
+    async fn set_paused(&self, pipeline: &str, paused: bool) -> Result<(), BuildError> {
         let p = self.pipeline(pipeline)?;
-        let mut w = Write::default();
-        w.remove(paused_key(pipeline));
         self.inner
             .store
-            .commit(w)
+            .commit(paused_write(pipeline, paused))
             .await
             .map_err(|e| BuildError(e.to_string()))?;
-        p.paused.store(false, Ordering::SeqCst);
+        p.paused.store(paused, Ordering::SeqCst);
+        if paused {
+            tracing::warn!(
+                pipeline,
+                "pipeline paused: events are accepted but not delivered"
+            );
+            return Ok(());
+        }
         let parked = std::mem::take(&mut *p.parked.lock().unwrap_or_else(|e| e.into_inner()));
         tracing::info!(pipeline, released = parked.len(), "pipeline resumed");
         for job in parked {
@@ -437,11 +471,14 @@ impl Engine {
     }
 }
 
-/// Names of paused pipelines recorded in the store.
-pub fn paused_pipelines(store: &Store) -> Vec<String> {
-    store
-        .keys(PAUSED, usize::MAX)
-        .into_iter()
-        .map(|k| String::from_utf8_lossy(&k[1..]).into_owned())
-        .collect()
+/// The store write that records (or clears) a pipeline's pause; the host and
+/// the offline CLI both use it.
+pub fn paused_write(pipeline: &str, paused: bool) -> Write {
+    let mut w = Write::default();
+    if paused {
+        w.put(paused_key(pipeline), Vec::new());
+    } else {
+        w.remove(paused_key(pipeline));
+    }
+    w
 }

@@ -62,11 +62,7 @@ pub(super) async fn dispatch(
             Admission::Probe => true,
             Admission::Wait(d) => {
                 // Not an attempt: the event keeps its queue entry and its count.
-                let ready = pipeline.ready.clone();
-                engine.inner.runtime.spawn(async move {
-                    tokio::time::sleep(d).await;
-                    let _ = ready.send(job);
-                });
+                engine.send_later(job, d);
                 continue;
             }
         };
@@ -84,11 +80,7 @@ pub(super) async fn dispatch(
                 pipeline.breaker.cancel_probe();
             }
             drop(permit);
-            let ready = pipeline.ready.clone();
-            engine.inner.runtime.spawn(async move {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                let _ = ready.send(job);
-            });
+            engine.send_later(job, std::time::Duration::from_millis(5));
             continue;
         }
         let (engine, pipeline, running) = (engine.clone(), pipeline.clone(), running.clone());
@@ -302,6 +294,7 @@ fn record_outcome(
     let mut write = Write::default();
     write.remove(queue_key(job.due_ms, &job.id));
     let now = now_ms();
+    let mut retry_at = None;
     let attempt_outcome = match outcome {
         Outcome::Delivered(receipt) => {
             tracing::debug!(receipt = %receipt, duration_us, "delivered");
@@ -321,6 +314,7 @@ fn record_outcome(
             let step = at.map_or(&pipeline.sink, |i| &pipeline.steps[i]);
             let round_attempt = job.attempt.saturating_sub(record.round_base);
             let retry_at_ms = next_attempt(pipeline, step, record, job.attempt, &error, now);
+            retry_at = retry_at_ms;
             if let Some(due) = retry_at_ms {
                 tracing::warn!(step = %step.label, kind = error.kind.as_str(), retry_in_ms = due - now,
                     "attempt {round_attempt} failed: {}", error.message);
@@ -348,13 +342,6 @@ fn record_outcome(
                 retry_at_ms,
             }
         }
-    };
-    let retry_at = match &attempt_outcome {
-        AttemptOutcome::Failed {
-            retry_at_ms: Some(at),
-            ..
-        } => Some(*at),
-        _ => None,
     };
     next.attempts.push(Attempt {
         number: job.attempt,

@@ -102,7 +102,7 @@ impl WasiHttpHooks for EgressHooks {
             if let Some(l) = &limiter {
                 l.acquire().await;
             }
-            let result = send(client, request, uri.clone(), first_byte).await;
+            let result = send(client, request, first_byte).await;
             if let (Some(l), Ok((resp, _))) = (&limiter, &result)
                 && matches!(resp.status().as_u16(), 429 | 503)
                 && let Some(wait) = resp
@@ -119,41 +119,31 @@ impl WasiHttpHooks for EgressHooks {
     }
 }
 
-async fn send(
-    client: HttpClient,
-    request: http::Request<WasiBody>,
-    uri: http::Uri,
-    first_byte: Duration,
-) -> Sent {
-    {
-        {
-            if uri.scheme_str() == Some("https") {
-                let options = RequestOptions {
-                    connect_timeout: Some(CONNECT_TIMEOUT),
-                    first_byte_timeout: Some(first_byte),
-                    between_bytes_timeout: Some(first_byte),
-                };
-                let (resp, io) =
-                    wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-                return Ok((
-                    resp.map(BodyExt::boxed_unsync),
-                    Box::new(io) as Box<dyn Future<Output = _> + Send>,
-                ));
-            }
-            let resp = match tokio::time::timeout(first_byte, client.client.request(request)).await
-            {
-                Err(_) => return Err(HttpError::ConnectionReadTimeout),
-                Ok(Err(e)) if e.is_connect() => return Err(HttpError::ConnectionRefused),
-                Ok(Err(e)) => return Err(HttpError::InternalError(Some(format!("{e:#}")))),
-                Ok(Ok(resp)) => resp,
-            };
-            let resp = resp.map(|body| body.map_err(HttpError::from).boxed_unsync());
-            Ok((
-                resp,
-                Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
-            ))
-        }
+/// Send one request: https through wasmtime's sender, http through the pool.
+async fn send(client: HttpClient, request: http::Request<WasiBody>, first_byte: Duration) -> Sent {
+    if request.uri().scheme_str() == Some("https") {
+        let options = RequestOptions {
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            first_byte_timeout: Some(first_byte),
+            between_bytes_timeout: Some(first_byte),
+        };
+        let (resp, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+        return Ok((
+            resp.map(BodyExt::boxed_unsync),
+            Box::new(io) as Box<dyn Future<Output = _> + Send>,
+        ));
     }
+    let resp = match tokio::time::timeout(first_byte, client.client.request(request)).await {
+        Err(_) => return Err(HttpError::ConnectionReadTimeout),
+        Ok(Err(e)) if e.is_connect() => return Err(HttpError::ConnectionRefused),
+        Ok(Err(e)) => return Err(HttpError::InternalError(Some(format!("{e:#}")))),
+        Ok(Ok(resp)) => resp,
+    };
+    let resp = resp.map(|body| body.map_err(HttpError::from).boxed_unsync());
+    Ok((
+        resp,
+        Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+    ))
 }
 
 #[cfg(test)]
