@@ -10,12 +10,13 @@ const PLUGINS: &[(&str, &str)] = &[
     ("json-map", "JSON_MAP"),
     ("filter", "FILTER"),
     ("http-sink", "HTTP_SINK"),
+    ("weft-hostile", "HOSTILE"),
 ];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = manifest.parent().expect("workspace root").to_path_buf();
-    for dir in ["plugins", "sdk", "wit"] {
+    for dir in ["plugins", "sdk", "wit", "tests/hostile"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     println!(
@@ -69,9 +70,10 @@ fn main() {
         ));
     }
     consts.push_str(&format!(
-        "/// Every plugin: (plugin name, path).\npub const ALL: &[(&str, &str)] = &[{}];\n",
+        "/// Every shipped plugin: (plugin name, path).\npub const ALL: &[(&str, &str)] = &[{}];\n",
         PLUGINS
             .iter()
+            .filter(|(k, _)| *k != "weft-hostile")
             .map(|(k, n)| format!("({k:?}, {n})"))
             .collect::<Vec<_>>()
             .join(", ")

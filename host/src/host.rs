@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::http_util::{Body, error, json};
-use crate::sandbox::{Plugin, Sandbox};
+use crate::sandbox::{Plugin, Sandbox, SandboxOptions};
 use crate::store::Store;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -99,6 +99,17 @@ pub async fn load_plugins(
 impl RunningHost {
     /// Start a host from a validated config.
     pub async fn start(config: Config) -> Result<RunningHost, StartError> {
+        Self::start_with_guards(config, true).await
+    }
+
+    /// Start a host; with `guards` false plugins run without memory caps,
+    /// time limits or egress checks. Only the benchmark does that, to measure
+    /// what the guards cost; the CLI has no way to ask for it.
+    #[doc(hidden)]
+    pub async fn start_with_guards(
+        config: Config,
+        guards: bool,
+    ) -> Result<RunningHost, StartError> {
         let data_dir = config.server.data_dir.clone();
         let store = Arc::new(Store::open(&data_dir).map_err(|e| StartError(e.to_string()))?);
         let instances: usize = config
@@ -114,12 +125,20 @@ impl RunningHost {
             .chain([crate::config::DEFAULT_MEMORY_MIB])
             .max()
             .unwrap_or(crate::config::DEFAULT_MEMORY_MIB);
+        let secrets = crate::secrets::Secrets::load(&config).map_err(StartError)?;
+        let mut options = SandboxOptions::new(instances.min(10_000) as u32, max_memory);
+        options.fuel = config.grants.values().any(|g| g.fuel.is_some());
+        if !guards {
+            tracing::warn!("plugins run without memory caps, time limits or egress checks");
+            options.guards = false;
+        }
         let sandbox = Arc::new(
-            Sandbox::new(store.clone(), instances.min(10_000) as u32, max_memory)
+            Sandbox::with_options(store.clone(), options)
                 .map_err(|e| StartError(e.to_string()))?
                 .with_upstreams(Arc::new(crate::limit::UpstreamLimits::new(
                     &config.upstreams,
-                ))),
+                )))
+                .with_secrets(Arc::new(secrets)),
         );
         let cache = data_dir.join("compiled");
         let (plugins, load_errors) = load_plugins(&config, &sandbox, Some(&cache)).await?;

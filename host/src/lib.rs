@@ -4,6 +4,7 @@
 //! Data flows one way: trigger → store (accepted) → engine → sandbox → sink.
 
 pub mod api;
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod engine;
@@ -12,6 +13,8 @@ mod http_util;
 pub mod limit;
 pub mod metrics;
 pub mod origin;
+pub mod redact;
 pub mod sandbox;
+pub mod secrets;
 pub mod store;
 pub mod trigger;

@@ -43,6 +43,39 @@ enum Command {
     /// Look inside plugin files.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// For every plugin in the config's plugin directory: digest, world,
+    /// requested capabilities, the grant, what it may do, and every mismatch.
+    /// Exits with status 1 when the host would refuse a plugin.
+    Audit {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show and verify the hash-chained audit log (capability denials).
+    #[command(subcommand, name = "audit-log")]
+    AuditLog(AuditLogCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditLogCommand {
+    /// Print the records (stop the host first: the store is locked while it runs).
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Start at this index.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the hash chain; names the first bad record and exits with 1.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,7 +270,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(weft_host::redact::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder
@@ -273,6 +306,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Runs(RunsCommand::Show { id, host }) => runs_show(&host, &id).await,
         Command::Plugin(PluginCommand::Inspect { file, json }) => plugin_inspect(&file, json).await,
+        Command::Audit { config, json } => audit(&config.config, json).await,
+        Command::AuditLog(AuditLogCommand::Show { config, from, json }) => {
+            audit_log_show(&config.config, from, json)
+        }
+        Command::AuditLog(AuditLogCommand::Verify { config }) => audit_log_verify(&config.config),
     }
 }
 
@@ -340,90 +378,102 @@ async fn check(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Capability interfaces a plugin may import, and what each one allows.
-fn capability(interface: &str) -> &'static str {
-    let name = interface.split('@').next().unwrap_or(interface);
-    match name {
-        "weft:plugin/log" => "structured logs into the host log",
-        "weft:plugin/kv" => "durable key-value state of its own (quota-limited)",
-        "wasi:http/outgoing-handler" => "outbound HTTP, only to the origins of its grant",
-        "wasi:http/types" => "HTTP request and response types",
-        "wasi:filesystem/preopens" | "wasi:filesystem/types" => {
-            "file system interface (no directories are ever opened for plugins)"
-        }
-        "wasi:sockets/tcp" | "wasi:sockets/udp" | "wasi:sockets/ip-name-lookup" => {
-            "sockets interface (every socket and lookup is refused)"
-        }
-        "wasi:cli/environment" => "environment interface (empty for plugins)",
-        "wasi:cli/stdout" | "wasi:cli/stderr" => {
-            "output stream, sent to the host log, capped per call"
-        }
-        "wasi:clocks/wall-clock" | "wasi:clocks/monotonic-clock" => "clocks",
-        "wasi:random/random" | "wasi:random/insecure" | "wasi:random/insecure-seed" => {
-            "random numbers"
-        }
-        "weft:plugin/types" => "shared types (no functions)",
-        "wasi:io/poll" | "wasi:io/streams" | "wasi:io/error" => {
-            "streams and polling (HTTP bodies, stdio)"
-        }
-        "wasi:cli/stdin" => "input stream (always empty)",
-        "wasi:cli/exit" => "exit (ends only the plugin's own call)",
-        n if n.starts_with("wasi:cli/terminal-") => "terminal queries (never a terminal)",
-        _ => "not provided by weft: the plugin would be refused at load",
-    }
-}
-
 async fn plugin_inspect(file: &Path, as_json: bool) -> Result<()> {
     let scratch = Scratch::new(64)?;
-    let sandbox = &scratch.sandbox;
-    let name = file
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let plugin = sandbox.load(file, &name, &weft_host::config::Grant::default(), None)?;
-    let (described_name, version, schema) = sandbox
-        .describe(&plugin)
-        .await
-        .map_err(|e| anyhow::anyhow!("the plugin's describe() failed: {}", e.message))?;
-    let schema: serde_json::Value =
-        serde_json::from_str(&schema).unwrap_or(serde_json::Value::String(schema));
-    let imports: Vec<serde_json::Value> = plugin
-        .imports
-        .iter()
-        .map(|i| serde_json::json!({ "interface": i, "allows": capability(i) }))
-        .collect();
-    let report = serde_json::json!({
-        "file": file.display().to_string(),
-        "sha256": plugin.sha256,
-        "size_bytes": plugin.size,
-        "world": plugin.world.to_string(),
-        "name": described_name,
-        "version": version,
-        "imports": imports,
-        "exports": plugin.exports,
-        "config_schema": schema,
-    });
+    let report =
+        weft_host::audit::inspect(&scratch.sandbox, file, file.display().to_string(), None).await;
+    if report.refused() && report.sha256.is_none() {
+        bail!("{}", report.status.trim_start_matches("refused: "));
+    }
     if as_json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
-    }
-    println!("file      {}", file.display());
-    println!("sha256    {}", plugin.sha256);
-    println!("size      {} bytes", plugin.size);
-    println!("world     {}", plugin.world);
-    println!("plugin    {described_name} {version}");
-    println!(
-        "imports   ({}; what the host lets each do)",
-        plugin.imports.len()
-    );
-    for i in &plugin.imports {
-        println!("  {i:<42} {}", capability(i));
-    }
-    println!("exports");
-    for e in &plugin.exports {
-        println!("  {e}");
+    } else {
+        print!("{}", weft_host::audit::render(&report));
     }
     Ok(())
+}
+
+async fn audit(path: &Path, as_json: bool) -> Result<()> {
+    let config = load_config(path)?;
+    let max_memory = config
+        .grants
+        .values()
+        .map(|g| g.memory_mib)
+        .max()
+        .unwrap_or(64)
+        .max(64);
+    let scratch = Scratch::new(max_memory)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let base = if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    };
+    let reports = weft_host::audit::audit(&scratch.sandbox, &config, base)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for (i, r) in reports.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            print!("{}", weft_host::audit::render(r));
+        }
+    }
+    let refused: Vec<&str> = reports
+        .iter()
+        .filter(|r| r.refused())
+        .map(|r| r.name.as_str())
+        .collect();
+    if !refused.is_empty() {
+        bail!("the host would not load: {}", refused.join(", "));
+    }
+    Ok(())
+}
+
+fn audit_store(path: &Path) -> Result<Store> {
+    let config = load_config(path)?;
+    Ok(Store::open(&config.server.data_dir)?)
+}
+
+fn audit_log_show(path: &Path, from: u64, as_json: bool) -> Result<()> {
+    let store = audit_store(path)?;
+    for r in store.audit().records(from)? {
+        if as_json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            let at = humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.at_ms),
+            );
+            println!(
+                "{:>6}  {at}  {:<6} {:<16} {:<12} {:<10} {}",
+                r.index,
+                r.kind,
+                r.actor,
+                if r.pipeline.is_empty() {
+                    "-"
+                } else {
+                    &r.pipeline
+                },
+                r.action,
+                r.detail
+            );
+        }
+    }
+    Ok(())
+}
+
+fn audit_log_verify(path: &Path) -> Result<()> {
+    let store = audit_store(path)?;
+    match store.audit().verify() {
+        Ok(n) => {
+            println!("audit log intact: {n} records, hash chain verified");
+            Ok(())
+        }
+        Err(b) => bail!("audit log broken at record {}: {}", b.index, b.reason),
+    }
 }
 
 /// A sandbox over a throw-away store, for commands that load plugins

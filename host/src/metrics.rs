@@ -99,6 +99,17 @@ pub fn render(engine: &Engine) -> String {
             let _ = writeln!(out, "{name}{{pipeline=\"{}\"}} {}", label(&p.name), read(p));
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP weft_capability_denials_total Plugin calls refused because they went outside the plugin's grant.\n# TYPE weft_capability_denials_total counter"
+    );
+    for ((plugin, capability), n) in engine.sandbox().denial_counts() {
+        let _ = writeln!(
+            out,
+            "weft_capability_denials_total{{plugin=\"{}\",capability=\"{capability}\"}} {n}",
+            label(&plugin)
+        );
+    }
     out
 }
 

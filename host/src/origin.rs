@@ -102,6 +102,11 @@ fn path_within(prefix: &str, path: &str) -> bool {
     if prefix.is_empty() || prefix == "/" {
         return true;
     }
+    // A dot segment could climb out of the prefix once the server normalises it.
+    let lower = path.to_ascii_lowercase();
+    if lower.split('/').any(|seg| matches!(seg, "." | "..")) || lower.contains("%2e") {
+        return false;
+    }
     let Some(rest) = path.strip_prefix(prefix) else {
         return false;
     };

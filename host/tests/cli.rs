@@ -247,7 +247,24 @@ fn plugin_inspect_shows_the_world_and_the_requested_capabilities() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["world"], "weft:plugin/sink@0.1.0");
-    assert_eq!(report["name"], "http-sink");
+    assert_eq!(report["name"], "http_sink", "the name is the file stem");
+    assert_eq!(report["describes_itself_as"], "http-sink 0.1.0");
+    assert_eq!(
+        report["status"],
+        "loads only with a grant for each capability it requests"
+    );
+    let needs: Vec<&str> = report["mismatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap())
+        .collect();
+    assert!(
+        needs
+            .iter()
+            .any(|s| s.starts_with("wasi:http/outgoing-handler")),
+        "{needs:?}"
+    );
     assert_eq!(report["sha256"].as_str().unwrap().len(), 64);
     let imports: Vec<&str> = report["imports"]
         .as_array()

@@ -32,7 +32,12 @@ pub struct Request {
     body: Vec<u8>,
     timeout_ms: Option<u64>,
     max_response_bytes: usize,
+    credentials: Vec<(String, crate::credentials::Placement)>,
+    max_redirects: u32,
 }
+
+/// Redirects followed by default.
+pub const DEFAULT_MAX_REDIRECTS: u32 = 5;
 
 /// A response with its whole body read.
 #[derive(Debug, Clone)]
@@ -105,6 +110,8 @@ impl Request {
             body: Vec::new(),
             timeout_ms: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            credentials: Vec::new(),
+            max_redirects: DEFAULT_MAX_REDIRECTS,
         }
     }
     /// A GET request.
@@ -145,6 +152,20 @@ impl Request {
         self
     }
 
+    /// Have the host attach credential `name` (from the plugin's grant) as
+    /// the request leaves; the secret never enters the plugin. It is not sent
+    /// again if a redirect leads to another origin.
+    pub fn credential(mut self, name: &str, placement: crate::credentials::Placement) -> Self {
+        self.credentials.push((name.to_string(), placement));
+        self
+    }
+    /// Follow at most `n` redirects (default 5; 0 returns 3xx responses as
+    /// they are). Each hop is checked against the plugin's grant by the host.
+    pub fn max_redirects(mut self, n: u32) -> Self {
+        self.max_redirects = n;
+        self
+    }
+
     /// The method.
     pub fn method(&self) -> Method {
         self.method
@@ -154,19 +175,74 @@ impl Request {
         &self.url
     }
 
-    /// Send the request and read the whole response.
+    /// Send the request and read the whole response, following redirects.
     pub fn send(mut self) -> Result<Response, HttpError> {
-        let target = Target::parse(&self.url)?;
-        if !self.body.is_empty()
-            || matches!(self.method, Method::Post | Method::Put | Method::Patch)
-        {
-            self.headers.retain(|(k, _)| k != "content-length");
-            let len = self.body.len().to_string();
-            self.headers
-                .push(("content-length".into(), len.into_bytes()));
+        let mut target = Target::parse(&self.url)?;
+        let origin = (target.https, target.authority.clone());
+        let mut tokens = Vec::new();
+        for (name, placement) in &self.credentials {
+            let (header, token) = crate::credentials::attach(name, placement)
+                .map_err(|e| HttpError::Denied(e.to_string()))?;
+            tokens.push((header.to_ascii_lowercase(), token.into_bytes()));
         }
-        transport::send(self, target)
+        let mut hops = 0;
+        loop {
+            if !self.body.is_empty()
+                || matches!(self.method, Method::Post | Method::Put | Method::Patch)
+            {
+                self.headers.retain(|(k, _)| k != "content-length");
+                let len = self.body.len().to_string();
+                self.headers
+                    .push(("content-length".into(), len.into_bytes()));
+            }
+            let mut req = self.clone();
+            if (target.https, &target.authority) == (origin.0, &origin.1) {
+                req.headers.extend(tokens.iter().cloned());
+            }
+            let resp = transport::send(req, target)?;
+            let location = match resp.status {
+                301 | 302 | 303 | 307 | 308 if hops < self.max_redirects => {
+                    resp.header("location").map(str::to_string)
+                }
+                _ => None,
+            };
+            let Some(location) = location else {
+                return Ok(resp);
+            };
+            hops += 1;
+            self.url = resolve_location(&self.url, &location);
+            target = Target::parse(&self.url)?;
+            let keeps_body = matches!(resp.status, 307 | 308) || self.method == Method::Get;
+            if !keeps_body {
+                self.method = Method::Get;
+                self.body.clear();
+                self.headers
+                    .retain(|(k, _)| k != "content-length" && k != "content-type");
+            }
+        }
     }
+}
+
+/// The absolute URL a `Location` header points to, from the URL that answered.
+fn resolve_location(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.to_string();
+    }
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[scheme_end..]
+        .find(['/', '?'])
+        .map_or(base.len(), |i| scheme_end + i);
+    let root = &base[..path_start];
+    if let Some(rest) = location.strip_prefix("//") {
+        return format!("{}{rest}", &base[..scheme_end]);
+    }
+    if location.starts_with('/') {
+        return format!("{root}{location}");
+    }
+    let path = &base[path_start..];
+    let path = path.split('?').next().unwrap_or("");
+    let dir = path.rfind('/').map_or("/", |i| &path[..=i]);
+    format!("{root}{dir}{location}")
 }
 
 /// The parts of an absolute URL that `wasi:http` wants separately.
@@ -363,6 +439,16 @@ mod tests {
             Target::parse("http://user@host/"),
             Err(HttpError::InvalidRequest(_))
         ));
+    }
+
+    #[test]
+    fn redirect_locations_resolve_against_the_answering_url() {
+        let base = "http://h:1/a/b?x=1";
+        assert_eq!(resolve_location(base, "https://o/p"), "https://o/p");
+        assert_eq!(resolve_location(base, "/root"), "http://h:1/root");
+        assert_eq!(resolve_location(base, "c"), "http://h:1/a/c");
+        assert_eq!(resolve_location(base, "//o:2/z"), "http://o:2/z");
+        assert_eq!(resolve_location("http://h", "z"), "http://h/z");
     }
 
     #[test]

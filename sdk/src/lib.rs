@@ -85,6 +85,7 @@ extern crate self as weft_sdk;
 
 #[doc(hidden)]
 pub mod bindings;
+pub mod credentials;
 mod error;
 mod event;
 pub mod http;

@@ -57,6 +57,11 @@ pub enum Behavior {
         /// Status.
         status: u16,
     },
+    /// `302 Found` to this URL.
+    Redirect(String),
+    /// This status, with every request header echoed in the body (a careless
+    /// upstream that reflects credentials into its error pages).
+    EchoHeaders(u16),
 }
 
 /// One request the receiver took.
@@ -72,6 +77,10 @@ pub struct Delivery {
     pub traceparent: String,
     /// The JSON body.
     pub body: serde_json::Value,
+    /// The raw body.
+    pub raw_body: Bytes,
+    /// Every header, names in lower case.
+    pub headers: Vec<(String, String)>,
     /// Status it answered (0: the connection was dropped).
     pub status: u16,
     /// When it arrived.
@@ -92,6 +101,16 @@ pub struct Receiver {
     pub addr: SocketAddr,
     state: Arc<Mutex<State>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl Delivery {
+    /// The first header with this (lower-case) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl Receiver {
@@ -215,13 +234,25 @@ async fn answer(
     let key = header("idempotency-key");
     let correlation_id = header("x-correlation-id");
     let traceparent = header("traceparent");
-    let body = req
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let raw_body = req
         .into_body()
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    let body = serde_json::from_slice(&raw_body).unwrap_or(serde_json::Value::Null);
+    let mut reply_body = Bytes::new();
+    let mut location = None;
     let (fault, status) = {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
         let attempts = {
@@ -242,6 +273,17 @@ async fn answer(
                 Some(Fault::Status(status))
             }
             Behavior::FailKeys { .. } => None,
+            Behavior::Redirect(to) => {
+                location = Some(to);
+                Some(Fault::Status(302))
+            }
+            Behavior::EchoHeaders(status) => {
+                let mut sorted = headers.clone();
+                sorted.sort_by_key(|(k, _)| k != "authorization");
+                let text: Vec<String> = sorted.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                reply_body = Bytes::from(format!("refused; you sent:\n{}", text.join("\n")));
+                Some(Fault::Status(status))
+            }
         };
         let status = match &fault {
             None | Some(Fault::Slow(_)) => 200,
@@ -259,6 +301,8 @@ async fn answer(
             correlation_id,
             traceparent,
             body,
+            raw_body,
+            headers,
             status,
             at: arrived,
         };
@@ -271,8 +315,13 @@ async fn answer(
         Some(Fault::Reset) | Some(Fault::CommitThenDrop) => return Err(Dropped),
         _ => {}
     }
-    let mut resp = Response::new(Full::new(Bytes::new()));
+    let mut resp = Response::new(Full::new(reply_body));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(to) = location
+        && let Ok(v) = hyper::header::HeaderValue::from_str(&to)
+    {
+        resp.headers_mut().insert(hyper::header::LOCATION, v);
+    }
     if let Some(Fault::RetryAfter(secs)) = fault {
         resp.headers_mut().insert(
             hyper::header::RETRY_AFTER,

@@ -352,6 +352,11 @@ impl Engine {
         }
     }
 
+    /// The plugin sandbox.
+    pub fn sandbox(&self) -> &Arc<Sandbox> {
+        &self.inner.sandbox
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<Store> {
         &self.inner.store

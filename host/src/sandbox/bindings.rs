@@ -6,7 +6,7 @@ pub mod transform {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "weft:plugin/transform",
-        imports: { default: async },
+        imports: { default: async, "weft:plugin/log.write": async | trappable },
         exports: { default: async },
     });
 }

@@ -3,10 +3,11 @@
 
 use super::bindings::transform::weft::plugin::types as wit;
 use super::bindings::{WitError, WitEvent};
-use super::egress::{DenialHook, EgressHooks};
+use super::deny::Denier;
+use super::egress::EgressHooks;
 use super::plugin::{Plugin, Pre};
 use super::runtime::{EPOCH_TICK, Sandbox};
-use super::state::{HostState, KvAccess, LOG_BUDGET};
+use super::state::{HostState, KvAccess};
 use crate::store::ErrorKind;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -69,8 +70,10 @@ pub type TransformOutput = Vec<WitEvent>;
 
 impl Sandbox {
     fn new_store(&self, plugin: &Plugin, ctx: Arc<CallContext>) -> wasmtime::Store<HostState> {
-        let stdout = MemoryOutputPipe::new(LOG_BUDGET);
-        let stderr = MemoryOutputPipe::new(LOG_BUDGET);
+        let limits = &plugin.limits;
+        let guards = self.options.guards;
+        let stdout = MemoryOutputPipe::new(limits.log_bytes);
+        let stderr = MemoryOutputPipe::new(limits.log_bytes);
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -79,21 +82,24 @@ impl Sandbox {
             .allow_ip_name_lookup(false)
             .socket_addr_check(|_, _| Box::pin(async { false }))
             .build();
-        let mut namespace = Vec::with_capacity(ctx.pipeline.len() + ctx.plugin.len() + 2);
-        namespace.extend_from_slice(ctx.pipeline.as_bytes());
-        namespace.push(0);
-        namespace.extend_from_slice(ctx.plugin.as_bytes());
-        namespace.push(0);
-        let denial_ctx = ctx.clone();
-        let ctx_for_trace = ctx.correlation_id.clone();
-        let on_denied: DenialHook = Arc::new(move |url: &str| {
-            tracing::warn!(
-                pipeline = %denial_ctx.pipeline, plugin = %denial_ctx.plugin,
-                event = %denial_ctx.event_id, correlation_id = %denial_ctx.correlation_id,
-                url, "outbound request denied: the destination is not in the plugin's http grant"
-            );
+        let kv = limits.kv_quota_bytes.map(|quota_bytes| {
+            let mut namespace = Vec::with_capacity(ctx.pipeline.len() + ctx.plugin.len() + 2);
+            namespace.extend_from_slice(ctx.pipeline.as_bytes());
+            namespace.push(0);
+            namespace.extend_from_slice(ctx.plugin.as_bytes());
+            namespace.push(0);
+            KvAccess {
+                tree: self.store.kv_tree().clone(),
+                db: self.store.db().clone(),
+                namespace,
+                quota_bytes,
+            }
         });
-        let limits = &plugin.limits;
+        let memory = if guards {
+            limits.memory_bytes
+        } else {
+            usize::MAX
+        };
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
@@ -102,30 +108,40 @@ impl Sandbox {
                 origins: limits.origins.clone(),
                 client: self.client.clone(),
                 timeout: limits.timeout,
-                on_denied,
+                denier: Denier {
+                    ctx: ctx.clone(),
+                    denials: self.denials.clone(),
+                },
                 upstreams: self.upstreams.clone(),
-                traceparent: super::egress::traceparent_for(&ctx_for_trace),
+                traceparent: super::egress::traceparent_for(&ctx.correlation_id),
+                guarded: guards,
+                secrets: self.secrets.clone(),
+                attachments: Default::default(),
+                response_cap: limits.response_bytes,
             },
             limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
+                .memory_size(memory)
                 .trap_on_grow_failure(true)
                 .build(),
             ctx,
-            kv: KvAccess {
-                tree: self.store.kv_tree().clone(),
-                db: self.store.db().clone(),
-                namespace,
-                quota_bytes: limits.kv_quota_bytes,
-            },
-            log_left: LOG_BUDGET,
+            grant: limits.grant.clone(),
+            kv,
+            log_left: limits.log_bytes,
+            log_budget: limits.log_bytes,
             stdout,
             stderr,
+            last_stderr: None,
         };
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        if guards {
+            let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
+            store.set_epoch_deadline(ticks);
+            store.epoch_deadline_trap();
+        }
+        if self.options.fuel {
+            let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+        }
         store
     }
 
@@ -150,7 +166,20 @@ impl Sandbox {
             api.call_transform(&mut store, event).await
         };
         let result = tokio::time::timeout(plugin.limits.timeout, run).await;
-        finish(plugin, &mut store, result)
+        let events = finish(plugin, &mut store, result)?;
+        let size: usize = events
+            .iter()
+            .map(|e| {
+                e.payload.len()
+                    + e.key.len()
+                    + e.headers
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        check_output(plugin, size)?;
+        Ok(events)
     }
 
     /// Deliver one event through a sink.
@@ -176,7 +205,9 @@ impl Sandbox {
                 .map(|r| r.map(|receipt| receipt.detail))
         };
         let result = tokio::time::timeout(plugin.limits.timeout, run).await;
-        finish(plugin, &mut store, result)
+        let receipt = finish(plugin, &mut store, result)?;
+        check_output(plugin, receipt.len())?;
+        Ok(crate::redact::mask(&receipt).into_owned())
     }
 
     /// Configure one instance and run `calls` transforms on it; returns the
@@ -300,8 +331,11 @@ fn finish<T>(
     store: &mut wasmtime::Store<HostState>,
     result: Timed<T>,
 ) -> Result<T, CallError> {
-    store.data_mut().drain_stdio();
+    let stdio = store.data_mut().drain_stdio();
     let timeout_ms = plugin.limits.timeout.as_millis();
+    if let Err(over) = stdio {
+        return Err(CallError::new(ErrorKind::Fatal, over.0));
+    }
     match result {
         Err(_) => Err(CallError::new(
             ErrorKind::Transient,
@@ -311,14 +345,55 @@ fn finish<T>(
             ),
         )),
         Ok(Ok(Ok(value))) => Ok(value),
-        Ok(Ok(Err(e))) => Err(e.into()),
-        Ok(Err(trap)) => Err(classify_trap(plugin, trap)),
+        Ok(Ok(Err(e))) => {
+            let mut e = CallError::from(e);
+            e.message = bounded_message(&e.message);
+            Err(e)
+        }
+        Ok(Err(trap)) => Err(classify_trap(
+            plugin,
+            trap,
+            store.data().last_stderr.as_deref(),
+        )),
     }
 }
 
-fn classify_trap(plugin: &Plugin, e: wasmtime::Error) -> CallError {
+/// Longest error message kept from a plugin, in bytes.
+pub const MAX_ERROR_MESSAGE: usize = 4096;
+
+/// A plugin's error message, masked and cut to [`MAX_ERROR_MESSAGE`].
+fn bounded_message(m: &str) -> String {
+    let mut m = crate::redact::mask(m).into_owned();
+    if m.len() > MAX_ERROR_MESSAGE {
+        let mut cut = MAX_ERROR_MESSAGE;
+        while !m.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        m.truncate(cut);
+        m.push_str(" …(cut)");
+    }
+    m
+}
+
+fn check_output(plugin: &Plugin, size: usize) -> Result<(), CallError> {
+    if size > plugin.limits.output_bytes {
+        let message = format!(
+            "plugin {} returned {size} bytes, over its output cap of {} KiB; the output was dropped",
+            plugin.name,
+            plugin.limits.output_bytes / 1024
+        );
+        tracing::warn!(plugin = %plugin.name, "{message}");
+        return Err(CallError::new(ErrorKind::Fatal, message));
+    }
+    Ok(())
+}
+
+fn classify_trap(plugin: &Plugin, e: wasmtime::Error, last_stderr: Option<&str>) -> CallError {
     let name = &plugin.name;
     let text = format!("{e:#}");
+    if let Some(over) = e.downcast_ref::<super::state::LimitExceeded>() {
+        return CallError::new(ErrorKind::Fatal, over.0.clone());
+    }
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => CallError::new(
             ErrorKind::Transient,
@@ -327,9 +402,24 @@ fn classify_trap(plugin: &Plugin, e: wasmtime::Error) -> CallError {
                 plugin.limits.timeout.as_millis()
             ),
         ),
+        Some(Trap::OutOfFuel) => CallError::new(
+            ErrorKind::Fatal,
+            format!(
+                "plugin {name} used up its fuel budget of {} and was stopped",
+                plugin.limits.fuel.unwrap_or(0)
+            ),
+        ),
         Some(Trap::StackOverflow) => CallError::new(
             ErrorKind::Fatal,
             format!("plugin {name} overflowed its stack and was stopped"),
+        ),
+        // A Rust plugin keeps its stack in linear memory: deep recursion runs
+        // off the bottom of it.
+        Some(Trap::MemoryOutOfBounds) => CallError::new(
+            ErrorKind::Fatal,
+            format!(
+                "plugin {name} accessed memory out of bounds (usually a stack overflow from deep recursion) and was stopped"
+            ),
         ),
         _ if text.contains("growing memory") => CallError::new(
             ErrorKind::Fatal,
@@ -338,6 +428,15 @@ fn classify_trap(plugin: &Plugin, e: wasmtime::Error) -> CallError {
                 plugin.limits.memory_bytes / (1024 * 1024)
             ),
         ),
-        _ => CallError::new(ErrorKind::Fatal, format!("plugin {name} crashed: {text}")),
+        _ => {
+            let cause = e.root_cause().to_string();
+            let said = last_stderr
+                .map(|l| format!("; it said: {}", bounded_message(l)))
+                .unwrap_or_default();
+            CallError::new(
+                ErrorKind::Fatal,
+                format!("plugin {name} crashed ({}){said}", bounded_message(&cause)),
+            )
+        }
     }
 }

@@ -1,37 +1,73 @@
-//! Outbound HTTP for plugins: every request is checked against the plugin's
-//! grant before it leaves, and plain-HTTP requests share a connection pool.
+//! Outbound HTTP for plugins. Every request is checked against the plugin's
+//! grant before it leaves, host names are resolved to public addresses only
+//! (see [`super::net`]), credentials are put on at the last moment, and
+//! responses are capped in size and time.
 
+use super::bindings::sink::weft::plugin::credentials::Placement;
+use super::deny::Denier;
+use super::net::{GuardedResolver, find_prohibited};
 use crate::limit::{UpstreamLimits, parse_retry_after};
 use crate::origin::Origin;
-use http_body_util::BodyExt;
+use crate::secrets::Secrets;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 /// Connect timeout for plugin requests.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The header a plugin puts on a request to have a credential attached.
+pub const CREDENTIAL_HEADER: &str = "weft-credential";
+/// Largest request body the host buffers to sign it (16 MiB).
+pub const MAX_SIGNED_BODY: usize = 16 * 1024 * 1024;
 
-/// A pooled client shared by every plugin call.
+/// Pooled clients shared by every plugin call.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, WasiBody>,
+    guarded: Client<HttpConnector<GuardedResolver>, WasiBody>,
+    open: Client<HttpConnector, WasiBody>,
+    tls: tokio_rustls::TlsConnector,
+}
+
+fn connector<R: Clone>(resolver: R) -> HttpConnector<R> {
+    let mut c = HttpConnector::new_with_resolver(resolver);
+    c.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    c.set_nodelay(true);
+    c.enforce_http(true);
+    c
 }
 
 impl HttpClient {
-    /// A client with keep-alive pooling.
+    /// Clients with keep-alive pooling.
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        HttpClient { client }
+        let pooled = || {
+            let mut b = Client::builder(TokioExecutor::new());
+            b.pool_idle_timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(256);
+            b
+        };
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .unwrap_or_else(|_| {
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        });
+        HttpClient {
+            guarded: pooled().build(connector(GuardedResolver)),
+            open: pooled().build(HttpConnector::new()),
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+        }
     }
 }
 
@@ -41,19 +77,22 @@ impl Default for HttpClient {
     }
 }
 
-/// Called when a plugin tries to reach a place outside its grant.
-pub type DenialHook = Arc<dyn Fn(&str) + Send + Sync>;
-
 /// The `wasi:http` hooks of one call.
 pub struct EgressHooks {
     pub(super) origins: Arc<Vec<Origin>>,
     pub(super) client: HttpClient,
     pub(super) timeout: Duration,
-    pub(super) on_denied: DenialHook,
+    pub(super) denier: Denier,
     pub(super) upstreams: Arc<UpstreamLimits>,
     /// W3C trace context sent with every request that has none, so the
     /// event's correlation id reaches the receiver.
     pub(super) traceparent: Option<http::HeaderValue>,
+    /// Off only in benchmarks that measure what the checks cost.
+    pub(super) guarded: bool,
+    pub(super) secrets: Arc<Secrets>,
+    /// Credential tokens handed out in this call: token → (name, placement).
+    pub(super) attachments: HashMap<String, (String, Placement)>,
+    pub(super) response_cap: usize,
 }
 
 /// A `traceparent` whose trace id is the correlation id (a UUID, or a hash of
@@ -75,6 +114,108 @@ type Sent = wasmtime_wasi_http::Result<(
     Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
 )>;
 
+fn refuse(message: String) -> Box<dyn Future<Output = Sent> + Send> {
+    Box::new(async move { Err(HttpError::InternalError(Some(message))) })
+}
+
+/// A URL without its query, for messages (queries may hold tokens).
+fn shown(uri: &http::Uri) -> String {
+    format!(
+        "{}://{}{}",
+        uri.scheme_str().unwrap_or("?"),
+        uri.authority().map_or("?", |a| a.as_str()),
+        uri.path()
+    )
+}
+
+fn sensitive(value: &str) -> Option<http::HeaderValue> {
+    let mut v = http::HeaderValue::from_str(value).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+impl EgressHooks {
+    /// Swap the credential tokens on `request` for the credentials; returns
+    /// the HMAC signatures still to compute over the body: (header, secret).
+    fn attach_credentials(
+        &self,
+        request: &mut http::Request<WasiBody>,
+    ) -> Result<Vec<(http::HeaderName, String)>, String> {
+        let tokens: Vec<String> = request
+            .headers()
+            .get_all(CREDENTIAL_HEADER)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        request.headers_mut().remove(CREDENTIAL_HEADER);
+        let mut signing = Vec::new();
+        for token in tokens {
+            let Some((name, how)) = self.attachments.get(token.trim()) else {
+                return Err(self.denier.deny(
+                    "credential",
+                    "the request carries a credential token the host did not hand out in this call",
+                ));
+            };
+            let Some(secret) = self.secrets.get(name) else {
+                return Err(format!("credential {name} is not loaded on this host"));
+            };
+            let bad = || format!("credential {name} cannot be sent as a header value");
+            match how {
+                Placement::Bearer => {
+                    let v = sensitive(&format!("Bearer {secret}")).ok_or_else(bad)?;
+                    request.headers_mut().insert(http::header::AUTHORIZATION, v);
+                }
+                Placement::Basic(user) => {
+                    use base64::Engine as _;
+                    let encoded = base64::engine::general_purpose::STANDARD
+                        .encode(format!("{user}:{secret}"));
+                    crate::redact::register(&encoded);
+                    let v = sensitive(&format!("Basic {encoded}")).ok_or_else(bad)?;
+                    request.headers_mut().insert(http::header::AUTHORIZATION, v);
+                }
+                Placement::Header(h) => {
+                    let name = http::HeaderName::try_from(h.as_str()).map_err(|_| bad())?;
+                    request
+                        .headers_mut()
+                        .insert(name, sensitive(secret).ok_or_else(bad)?);
+                }
+                Placement::HmacSha256(h) => {
+                    let name = http::HeaderName::try_from(h.as_str()).map_err(|_| bad())?;
+                    signing.push((name, secret.to_string()));
+                }
+            }
+        }
+        Ok(signing)
+    }
+}
+
+/// Buffer the body and add an HMAC-SHA256 signature header for each secret.
+async fn sign(
+    request: http::Request<WasiBody>,
+    signing: Vec<(http::HeaderName, String)>,
+) -> Result<http::Request<WasiBody>, HttpError> {
+    use hmac::Mac;
+    let (mut parts, body) = request.into_parts();
+    let body = Limited::new(body, MAX_SIGNED_BODY)
+        .collect()
+        .await
+        .map_err(|_| HttpError::HttpRequestBodySize(Some(MAX_SIGNED_BODY as u64)))?
+        .to_bytes();
+    for (header, secret) in signing {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+            .map_err(|e| HttpError::InternalError(Some(e.to_string())))?;
+        mac.update(&body);
+        let sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        if let Ok(v) = http::HeaderValue::from_str(&sig) {
+            parts.headers.insert(header, v);
+        }
+    }
+    let body = Full::new(body)
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    Ok(http::Request::from_parts(parts, body))
+}
+
 impl WasiHttpHooks for EgressHooks {
     fn send_request(
         &mut self,
@@ -84,10 +225,25 @@ impl WasiHttpHooks for EgressHooks {
     ) -> Box<dyn Future<Output = Sent> + Send> {
         drop(fut);
         let uri = request.uri().clone();
-        if !self.origins.iter().any(|o| o.allows_uri(&uri)) {
-            (self.on_denied)(&uri.to_string());
-            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        if self.guarded && !self.origins.iter().any(|o| o.allows_uri(&uri)) {
+            let granted: Vec<String> = self.origins.iter().map(|o| o.to_string()).collect();
+            return refuse(self.denier.deny(
+                "http",
+                &format!(
+                    "{} is outside the plugin's http grant ({})",
+                    shown(&uri),
+                    if granted.is_empty() {
+                        "none".to_string()
+                    } else {
+                        granted.join(", ")
+                    }
+                ),
+            ));
         }
+        let signing = match self.attach_credentials(&mut request) {
+            Ok(s) => s,
+            Err(message) => return refuse(message),
+        };
         let first_byte = options
             .and_then(|o| o.first_byte_timeout)
             .map_or(self.timeout, |t| t.min(self.timeout));
@@ -98,12 +254,27 @@ impl WasiHttpHooks for EgressHooks {
         }
         let client = self.client.clone();
         let limiter = self.upstreams.for_uri(&uri);
+        let (denier, guarded, cap) = (self.denier.clone(), self.guarded, self.response_cap);
+        let connect = CONNECT_TIMEOUT.min(self.timeout);
         Box::new(async move {
+            let request = if signing.is_empty() {
+                request
+            } else {
+                sign(request, signing).await?
+            };
             if let Some(l) = &limiter {
                 l.acquire().await;
             }
-            let result = send(client, request, first_byte).await;
-            if let (Some(l), Ok((resp, _))) = (&limiter, &result)
+            let result = match send(&client, request, first_byte, connect, guarded).await {
+                Err(Failure::Prohibited(detail)) => {
+                    return Err(HttpError::InternalError(Some(
+                        denier.deny("connect", &detail),
+                    )));
+                }
+                Err(Failure::Http(e)) => Err(e),
+                Ok(resp) => Ok(resp),
+            };
+            if let (Some(l), Ok(resp)) = (&limiter, &result)
                 && matches!(resp.status().as_u16(), 429 | 503)
                 && let Some(wait) = resp
                     .headers()
@@ -111,39 +282,139 @@ impl WasiHttpHooks for EgressHooks {
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_retry_after)
             {
-                tracing::warn!(url = %uri, "upstream asked to slow down for {wait:?}");
+                tracing::warn!(url = %shown(&uri), "upstream asked to slow down for {wait:?}");
                 l.cool_down(wait);
             }
-            result
+            let resp = result?.map(move |body| {
+                Limited::new(body, cap)
+                    .map_err(move |e| match e.downcast::<HttpError>() {
+                        Ok(inner) => *inner,
+                        Err(_) => HttpError::HttpResponseBodySize(Some(cap as u64)),
+                    })
+                    .boxed_unsync()
+            });
+            Ok((
+                resp,
+                Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+            ))
         })
     }
 }
 
-/// Send one request: https through wasmtime's sender, http through the pool.
-async fn send(client: HttpClient, request: http::Request<WasiBody>, first_byte: Duration) -> Sent {
-    if request.uri().scheme_str() == Some("https") {
-        let options = RequestOptions {
-            connect_timeout: Some(CONNECT_TIMEOUT),
-            first_byte_timeout: Some(first_byte),
-            between_bytes_timeout: Some(first_byte),
-        };
-        let (resp, io) = wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
-        return Ok((
-            resp.map(BodyExt::boxed_unsync),
-            Box::new(io) as Box<dyn Future<Output = _> + Send>,
-        ));
+enum Failure {
+    /// The name resolved only to addresses the plugin may not reach.
+    Prohibited(String),
+    Http(HttpError),
+}
+
+impl From<HttpError> for Failure {
+    fn from(e: HttpError) -> Self {
+        Failure::Http(e)
     }
-    let resp = match tokio::time::timeout(first_byte, client.client.request(request)).await {
-        Err(_) => return Err(HttpError::ConnectionReadTimeout),
-        Ok(Err(e)) if e.is_connect() => return Err(HttpError::ConnectionRefused),
-        Ok(Err(e)) => return Err(HttpError::InternalError(Some(format!("{e:#}")))),
+}
+
+type Response = http::Response<WasiBody>;
+
+/// Send one request over the pooled plain-HTTP client or a checked TLS
+/// connection.
+async fn send(
+    client: &HttpClient,
+    request: http::Request<WasiBody>,
+    first_byte: Duration,
+    connect: Duration,
+    guarded: bool,
+) -> Result<Response, Failure> {
+    if request.uri().scheme_str() == Some("https") {
+        return send_tls(client, request, first_byte, connect, guarded).await;
+    }
+    let sent = if guarded {
+        tokio::time::timeout(first_byte, client.guarded.request(request)).await
+    } else {
+        tokio::time::timeout(first_byte, client.open.request(request)).await
+    };
+    let resp = match sent {
+        Err(_) => return Err(HttpError::ConnectionReadTimeout.into()),
+        Ok(Err(e)) => {
+            if let Some(p) = find_prohibited(&e) {
+                return Err(Failure::Prohibited(p.to_string()));
+            }
+            if e.is_connect() {
+                return Err(HttpError::ConnectionRefused.into());
+            }
+            return Err(HttpError::InternalError(Some(format!("{e:#}"))).into());
+        }
         Ok(Ok(resp)) => resp,
     };
-    let resp = resp.map(|body| body.map_err(HttpError::from).boxed_unsync());
-    Ok((
-        resp,
-        Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
-    ))
+    Ok(resp.map(|body| body.map_err(HttpError::from).boxed_unsync()))
+}
+
+async fn send_tls(
+    client: &HttpClient,
+    mut request: http::Request<WasiBody>,
+    first_byte: Duration,
+    connect: Duration,
+    guarded: bool,
+) -> Result<Response, Failure> {
+    let uri = request.uri().clone();
+    let host = uri
+        .host()
+        .ok_or(HttpError::HttpRequestUriInvalid)?
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let addrs = if guarded {
+        match super::net::resolve(&host, port).await {
+            Ok(a) => a,
+            Err(e) => {
+                if let Some(p) = find_prohibited(&e) {
+                    return Err(Failure::Prohibited(p.to_string()));
+                }
+                return Err(HttpError::DestinationNotFound.into());
+            }
+        }
+    } else {
+        tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|_| HttpError::DestinationNotFound)?
+            .collect()
+    };
+    let tcp = match tokio::time::timeout(connect, tokio::net::TcpStream::connect(&addrs[..])).await
+    {
+        Err(_) => return Err(HttpError::ConnectionTimeout.into()),
+        Ok(Err(_)) => return Err(HttpError::ConnectionRefused.into()),
+        Ok(Ok(s)) => s,
+    };
+    let _ = tcp.set_nodelay(true);
+    let server_name = rustls::pki_types::ServerName::try_from(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    )
+    .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+    let tls = tokio::time::timeout(connect, client.tls.connect(server_name, tcp))
+        .await
+        .map_err(|_| HttpError::ConnectionTimeout)?
+        .map_err(|_| HttpError::TlsCertificateError)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(HttpError::from)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    if !request.headers().contains_key(http::header::HOST)
+        && let Some(a) = uri.authority()
+        && let Ok(v) = http::HeaderValue::from_str(a.as_str())
+    {
+        request.headers_mut().insert(http::header::HOST, v);
+    }
+    *request.uri_mut() = http::Uri::builder()
+        .path_and_query(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .build()
+        .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+    let resp = tokio::time::timeout(first_byte, sender.send_request(request))
+        .await
+        .map_err(|_| HttpError::ConnectionReadTimeout)?
+        .map_err(HttpError::from)?;
+    Ok(resp.map(|body| body.map_err(HttpError::from).boxed_unsync()))
 }
 
 #[cfg(test)]

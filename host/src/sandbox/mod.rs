@@ -4,15 +4,20 @@
 //! Every plugin is compiled once and pre-linked (`InstancePre`); every call
 //! gets a fresh store from the pooling allocator with a memory cap and an
 //! epoch deadline, no filesystem, no environment, no sockets, and outbound
-//! HTTP only to the origins its grant lists.
+//! HTTP only to the origins its grant lists. Secrets stay in the host: a
+//! plugin gets an opaque token that the host swaps for the credential as the
+//! request leaves. Every denial is logged, counted and audited.
 
 pub mod bindings;
 mod call;
+pub mod caps;
+mod deny;
 mod egress;
+pub mod net;
 mod plugin;
 mod runtime;
 mod state;
 
 pub use call::{CallContext, CallError, TransformOutput};
 pub use plugin::{Plugin, World};
-pub use runtime::{Sandbox, SandboxError};
+pub use runtime::{Sandbox, SandboxError, SandboxOptions};

@@ -2,6 +2,7 @@
 
 use super::bindings::{sink::SinkPre, transform::TransformPre};
 use super::state::HostState;
+use crate::config::Grant;
 use crate::origin::Origin;
 use std::fmt;
 use std::path::PathBuf;
@@ -37,7 +38,13 @@ pub(super) struct Limits {
     pub origins: Arc<Vec<Origin>>,
     pub memory_bytes: usize,
     pub timeout: Duration,
-    pub kv_quota_bytes: u64,
+    /// `None`: no kv grant.
+    pub kv_quota_bytes: Option<u64>,
+    pub fuel: Option<u64>,
+    pub output_bytes: usize,
+    pub log_bytes: usize,
+    pub response_bytes: usize,
+    pub grant: Arc<Grant>,
 }
 
 /// A plugin ready to instantiate.
@@ -56,8 +63,18 @@ pub struct Plugin {
     pub exports: Vec<String>,
     /// File size in bytes.
     pub size: u64,
+    /// Differences between its imports and its grant that do not stop it
+    /// loading (granted but not used).
+    pub mismatches: Vec<super::caps::Mismatch>,
     pub(super) pre: Pre,
     pub(super) limits: Limits,
+}
+
+impl Plugin {
+    /// The grant the plugin was loaded with.
+    pub fn grant(&self) -> &Grant {
+        &self.limits.grant
+    }
 }
 
 impl fmt::Debug for Plugin {

@@ -20,8 +20,31 @@ use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 /// How often the epoch advances; per-call deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// KV quota of a plugin, in bytes (1 MiB).
-pub const KV_QUOTA_BYTES: u64 = 1024 * 1024;
+/// How the engine is built.
+#[derive(Debug, Clone, Copy)]
+pub struct SandboxOptions {
+    /// Live instances the pool has room for.
+    pub max_instances: u32,
+    /// Largest memory cap of any plugin, in MiB.
+    pub max_memory_mib: u32,
+    /// Count fuel (needed when any grant sets `fuel`; costs some speed).
+    pub fuel: bool,
+    /// Enforce the memory cap, the time limit and the egress checks. Only
+    /// benchmarks turn this off, to measure what the guards cost.
+    pub guards: bool,
+}
+
+impl SandboxOptions {
+    /// Guards on, no fuel.
+    pub fn new(max_instances: u32, max_memory_mib: u32) -> Self {
+        SandboxOptions {
+            max_instances,
+            max_memory_mib,
+            fuel: false,
+            guards: true,
+        }
+    }
+}
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +68,14 @@ pub enum SandboxError {
         /// Why, and what to do.
         reason: String,
     },
+    /// A valid plugin that its grant does not allow to load.
+    #[error("plugin {path} is refused: {reason}")]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// Why, and what to do.
+        reason: String,
+    },
 }
 
 /// Stops the epoch ticker thread when dropped.
@@ -63,6 +94,9 @@ pub struct Sandbox {
     pub(super) client: HttpClient,
     pub(super) store: Arc<Store>,
     pub(super) upstreams: Arc<crate::limit::UpstreamLimits>,
+    pub(super) secrets: Arc<crate::secrets::Secrets>,
+    pub(super) denials: Arc<super::deny::Denials>,
+    pub(super) options: SandboxOptions,
     _ticker: EpochTicker,
 }
 
@@ -74,10 +108,15 @@ impl Sandbox {
         max_instances: u32,
         max_memory_mib: u32,
     ) -> Result<Self, SandboxError> {
-        let engine = build_engine(max_instances, max_memory_mib)
+        Self::with_options(store, SandboxOptions::new(max_instances, max_memory_mib))
+    }
+
+    /// Build the engine as `options` say.
+    pub fn with_options(store: Arc<Store>, options: SandboxOptions) -> Result<Self, SandboxError> {
+        let engine = build_engine(&options)
             .or_else(|e| {
                 tracing::warn!("pooling allocator unavailable ({e}); using on-demand allocation");
-                let mut config = base_config();
+                let mut config = base_config(&options);
                 config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
                 Engine::new(&config).map_err(|e| e.to_string())
             })
@@ -92,6 +131,11 @@ impl Sandbox {
         )
         .map_err(engine_err)?;
         bindings::transform::weft::plugin::kv::add_to_linker::<_, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(engine_err)?;
+        bindings::sink::weft::plugin::credentials::add_to_linker::<_, HasSelf<HostState>>(
             &mut linker,
             |s| s,
         )
@@ -111,8 +155,11 @@ impl Sandbox {
             engine,
             linker,
             client: HttpClient::new(),
+            denials: Arc::new(super::deny::Denials::new(store.clone())),
             store,
             upstreams: Arc::default(),
+            secrets: Arc::default(),
+            options,
             _ticker: EpochTicker(stop),
         })
     }
@@ -121,6 +168,17 @@ impl Sandbox {
     pub fn with_upstreams(mut self, upstreams: Arc<crate::limit::UpstreamLimits>) -> Self {
         self.upstreams = upstreams;
         self
+    }
+
+    /// Attach these credentials for plugins whose grant names them.
+    pub fn with_secrets(mut self, secrets: Arc<crate::secrets::Secrets>) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
+    /// Capability denials so far, by (plugin, capability).
+    pub fn denial_counts(&self) -> std::collections::BTreeMap<(String, &'static str), u64> {
+        self.denials.counts()
     }
 
     /// The per-origin rate limits.
@@ -137,6 +195,29 @@ impl Sandbox {
         grant: &Grant,
         cache_dir: Option<&Path>,
     ) -> Result<Plugin, SandboxError> {
+        self.load_inner(path, name, grant, cache_dir, true)
+    }
+
+    /// Load a plugin for inspection: like [`Sandbox::load`], but a sha256
+    /// pin or an import the grant does not cover is not an error (the
+    /// plugin's `mismatches` list them). Never run events through it.
+    pub fn load_for_audit(
+        &self,
+        path: &Path,
+        name: &str,
+        grant: &Grant,
+    ) -> Result<Plugin, SandboxError> {
+        self.load_inner(path, name, grant, None, false)
+    }
+
+    fn load_inner(
+        &self,
+        path: &Path,
+        name: &str,
+        grant: &Grant,
+        cache_dir: Option<&Path>,
+        enforce: bool,
+    ) -> Result<Plugin, SandboxError> {
         let bytes = std::fs::read(path).map_err(|e| SandboxError::Read {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -146,6 +227,18 @@ impl Sandbox {
             path: path.to_path_buf(),
             reason,
         };
+        let refused = |reason: String| SandboxError::Refused {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if enforce
+            && let Some(pin) = &grant.sha256
+            && !pin.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(refused(format!(
+                "its sha256 is {sha256} but grants.{name}.sha256 pins {pin}; if this file is the version you meant to deploy, update the pin"
+            )));
+        }
         if bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[4..8] == [1, 0, 0, 0] {
             return Err(invalid(
                 "it is a core WebAssembly module, not a component; build it with `cargo build --target wasm32-wasip2`".into(),
@@ -183,6 +276,23 @@ impl Sandbox {
                 }
             )));
         };
+        let mismatches = super::caps::compare(name, &imports, grant);
+        let missing: Vec<&str> = mismatches
+            .iter()
+            .filter(|m| m.kind == "requested-not-granted")
+            .map(|m| m.message.as_str())
+            .collect();
+        if enforce && !missing.is_empty() {
+            return Err(refused(missing.join("; ")));
+        }
+        if let Some(unknown) = imports
+            .iter()
+            .find(|i| super::caps::classify(i).0 == super::caps::Capability::Unknown)
+        {
+            return Err(invalid(format!(
+                "it imports {unknown}, which weft does not provide; build it against weft-sdk for this host's weft:plugin version (0.1.0) and WASI 0.2"
+            )));
+        }
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             invalid(format!(
                 "it imports something the host does not provide: {e}"
@@ -210,12 +320,18 @@ impl Sandbox {
             imports,
             exports,
             size: bytes.len() as u64,
+            mismatches,
             pre,
             limits: Limits {
                 origins: Arc::new(origins),
                 memory_bytes: grant.memory_mib as usize * 1024 * 1024,
                 timeout: Duration::from_millis(grant.timeout_ms),
-                kv_quota_bytes: KV_QUOTA_BYTES,
+                kv_quota_bytes: grant.kv.map(|k| k.quota_kib * 1024),
+                fuel: grant.fuel,
+                output_bytes: grant.output_kib as usize * 1024,
+                log_bytes: grant.log_kib as usize * 1024,
+                response_bytes: grant.response_kib as usize * 1024,
+                grant: Arc::new(grant.clone()),
             },
         })
     }
@@ -258,17 +374,18 @@ impl Sandbox {
     }
 }
 
-fn base_config() -> wasmtime::Config {
+fn base_config(options: &SandboxOptions) -> wasmtime::Config {
     let mut config = wasmtime::Config::new();
-    config.epoch_interruption(true);
+    config.epoch_interruption(options.guards);
+    config.consume_fuel(options.fuel);
     config.max_wasm_stack(512 * 1024);
     config.async_stack_size(2 * 1024 * 1024);
     config
 }
 
-fn build_engine(max_instances: u32, max_memory_mib: u32) -> Result<Engine, String> {
+fn build_engine(options: &SandboxOptions) -> Result<Engine, String> {
     let mut pool = PoolingAllocationConfig::default();
-    let instances = max_instances.max(8);
+    let instances = options.max_instances.max(8);
     pool.total_component_instances(instances);
     pool.total_core_instances(instances * 8);
     pool.max_core_instances_per_component(16);
@@ -277,7 +394,7 @@ fn build_engine(max_instances: u32, max_memory_mib: u32) -> Result<Engine, Strin
     pool.total_tables(instances * 8);
     pool.max_tables_per_component(16);
     pool.total_stacks(instances);
-    pool.max_memory_size(max_memory_mib as usize * 1024 * 1024);
+    pool.max_memory_size(options.max_memory_mib as usize * 1024 * 1024);
     // Reset a slot by rewriting only the pages a call dirtied (found with
     // PAGEMAP_SCAN where the kernel has it) and keep them resident: a fresh
     // instance then costs no page faults and no TLB shootdowns.
@@ -285,7 +402,7 @@ fn build_engine(max_instances: u32, max_memory_mib: u32) -> Result<Engine, Strin
     pool.linear_memory_keep_resident(4 * 1024 * 1024);
     pool.table_keep_resident(64 * 1024);
     pool.decommit_batch_size(32);
-    let mut config = base_config();
+    let mut config = base_config(options);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(|e| e.to_string())
 }

@@ -1,8 +1,10 @@
 //! Per-call store data and the host side of the `log` and `kv` interfaces.
 
+use super::bindings::sink::weft::plugin::credentials;
 use super::bindings::transform::weft::plugin::{kv, log};
 use super::call::CallContext;
-use super::egress::EgressHooks;
+use super::egress::{CREDENTIAL_HEADER, EgressHooks};
+use crate::config::Grant;
 use std::sync::Arc;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
@@ -10,9 +12,6 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-/// Bytes of log output (the `log` interface plus stdout and stderr) a plugin
-/// may write per call; later lines are dropped with one notice.
-pub const LOG_BUDGET: usize = 64 * 1024;
 /// Longest kv key, in bytes.
 pub const MAX_KV_KEY: usize = 512;
 
@@ -24,10 +23,15 @@ pub struct HostState {
     pub(super) hooks: EgressHooks,
     pub(super) limits: StoreLimits,
     pub(super) ctx: Arc<CallContext>,
-    pub(super) kv: KvAccess,
+    pub(super) grant: Arc<Grant>,
+    /// `None` when the grant has no kv.
+    pub(super) kv: Option<KvAccess>,
     pub(super) log_left: usize,
+    pub(super) log_budget: usize,
     pub(super) stdout: MemoryOutputPipe,
     pub(super) stderr: MemoryOutputPipe,
+    /// The last line the plugin wrote to stderr (a panic message, usually).
+    pub(super) last_stderr: Option<String>,
 }
 
 /// A plugin's view of the kv tree: its own namespace and quota.
@@ -59,21 +63,22 @@ impl WasiHttpView for HostState {
 }
 
 impl HostState {
-    /// Log a line on the plugin's behalf, within its budget.
-    pub(super) fn plugin_log(&mut self, level: tracing::Level, message: &str, fields: &str) {
+    /// Log a line on the plugin's behalf, within its budget. Passing the
+    /// budget is an error: the call is stopped.
+    pub(super) fn plugin_log(
+        &mut self,
+        level: tracing::Level,
+        message: &str,
+        fields: &str,
+    ) -> Result<(), LimitExceeded> {
         let cost = message.len() + fields.len();
-        if self.log_left == 0 {
-            return;
-        }
         if cost > self.log_left {
             self.log_left = 0;
-            let c = &self.ctx;
-            tracing::warn!(
-                pipeline = %c.pipeline, plugin = %c.plugin, event = %c.event_id,
-                correlation_id = %c.correlation_id,
-                "plugin log output over {LOG_BUDGET} bytes in one call; further lines dropped"
-            );
-            return;
+            return Err(LimitExceeded(format!(
+                "plugin {} wrote more than its log cap of {} KiB in one call and was stopped",
+                self.ctx.plugin,
+                self.log_budget / 1024
+            )));
         }
         self.log_left -= cost;
         let c = &self.ctx;
@@ -93,10 +98,12 @@ impl HostState {
             tracing::Level::WARN => emit!(tracing::Level::WARN),
             _ => emit!(tracing::Level::ERROR),
         }
+        Ok(())
     }
 
-    /// Send what the plugin printed to stdout and stderr to the log.
-    pub(super) fn drain_stdio(&mut self) {
+    /// Send what the plugin printed to stdout and stderr to the log. An
+    /// error names the stream that passed the log cap.
+    pub(super) fn drain_stdio(&mut self) -> Result<(), LimitExceeded> {
         for (stream, pipe) in [
             ("stdout", self.stdout.clone()),
             ("stderr", self.stderr.clone()),
@@ -106,15 +113,48 @@ impl HostState {
                 continue;
             }
             let text = String::from_utf8_lossy(&bytes);
+            if stream == "stderr" {
+                self.last_stderr = text
+                    .lines()
+                    .rfind(|l| !l.trim().is_empty() && !l.starts_with("note: run with"))
+                    .map(|l| l.chars().take(512).collect());
+            }
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                self.plugin_log(tracing::Level::INFO, line, stream);
+                if self.plugin_log(tracing::Level::INFO, line, stream).is_err() {
+                    break;
+                }
+            }
+            if bytes.len() >= self.log_budget || self.log_left == 0 {
+                return Err(LimitExceeded(format!(
+                    "plugin {} wrote more than its log cap of {} KiB to {stream} in one call and was stopped",
+                    self.ctx.plugin,
+                    self.log_budget / 1024
+                )));
             }
         }
+        Ok(())
     }
 }
 
+/// A plugin passed one of its limits; the call is stopped with this message.
+#[derive(Debug, Clone)]
+pub struct LimitExceeded(pub String);
+
+impl std::fmt::Display for LimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LimitExceeded {}
+
 impl log::Host for HostState {
-    async fn write(&mut self, level: log::Level, message: String, fields: Vec<(String, String)>) {
+    async fn write(
+        &mut self,
+        level: log::Level,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) -> wasmtime::Result<()> {
         let level = match level {
             log::Level::Trace => tracing::Level::TRACE,
             log::Level::Debug => tracing::Level::DEBUG,
@@ -127,7 +167,8 @@ impl log::Host for HostState {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(" ");
-        self.plugin_log(level, &message, &fields);
+        self.plugin_log(level, &message, &fields)
+            .map_err(wasmtime::Error::new)
     }
 }
 
@@ -154,6 +195,28 @@ fn check_key(key: &str) -> Result<(), kv::KvError> {
         )));
     }
     Ok(())
+}
+
+impl HostState {
+    /// The plugin's kv namespace, after checking the key; a key with a NUL
+    /// byte (the namespace separator) is a denial.
+    fn kv_for(&self, key: Option<&str>) -> Result<&KvAccess, kv::KvError> {
+        let Some(kv) = &self.kv else {
+            let m = self.hooks.denier.deny("kv", "the plugin has no kv grant");
+            return Err(kv::KvError::Invalid(m));
+        };
+        if let Some(key) = key {
+            if key.contains('\0') {
+                let m = self.hooks.denier.deny(
+                    "kv",
+                    &format!("kv key {key:?} holds a NUL byte, which would reach outside the plugin's own namespace"),
+                );
+                return Err(kv::KvError::Invalid(m));
+            }
+            check_key(key)?;
+        }
+        Ok(kv)
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> kv::KvError {
@@ -214,22 +277,23 @@ impl KvAccess {
 
 impl kv::Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, kv::KvError> {
-        check_key(&key)?;
-        self.kv
-            .tree
-            .get(value_key(&self.kv.namespace, &key))
+        let kv = self.kv_for(Some(&key))?;
+        kv.tree
+            .get(value_key(&kv.namespace, &key))
             .map(|v| v.map(|v| v.to_vec()))
             .map_err(unavailable)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), kv::KvError> {
-        self.kv.swap(&key, None, Some(&value))?;
-        self.kv.flush().await
+        let kv = self.kv_for(Some(&key))?;
+        kv.swap(&key, None, Some(&value))?;
+        kv.flush().await
     }
 
     async fn delete(&mut self, key: String) -> Result<(), kv::KvError> {
-        self.kv.swap(&key, None, None)?;
-        self.kv.flush().await
+        let kv = self.kv_for(Some(&key))?;
+        kv.swap(&key, None, None)?;
+        kv.flush().await
     }
 
     async fn cas(
@@ -238,20 +302,26 @@ impl kv::Host for HostState {
         expected: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> Result<bool, kv::KvError> {
-        let swapped = self
-            .kv
-            .swap(&key, Some(expected.as_deref()), new.as_deref())?;
+        let kv = self.kv_for(Some(&key))?;
+        let swapped = kv.swap(&key, Some(expected.as_deref()), new.as_deref())?;
         if swapped {
-            self.kv.flush().await?;
+            kv.flush().await?;
         }
         Ok(swapped)
     }
 
     async fn list_keys(&mut self, prefix: String, limit: u32) -> Result<Vec<String>, kv::KvError> {
-        let start = value_key(&self.kv.namespace, &prefix);
-        let skip = self.kv.namespace.len() + 1;
+        let kv = self.kv_for(None)?;
+        if prefix.contains('\0') {
+            return Err(kv::KvError::Invalid(self.hooks.denier.deny(
+                "kv",
+                &format!("kv prefix {prefix:?} holds a NUL byte, which would reach outside the plugin's own namespace"),
+            )));
+        }
+        let start = value_key(&kv.namespace, &prefix);
+        let skip = kv.namespace.len() + 1;
         let mut out = Vec::new();
-        for item in self.kv.tree.scan_prefix(&start).keys().take(limit as usize) {
+        for item in kv.tree.scan_prefix(&start).keys().take(limit as usize) {
             let k = item.map_err(unavailable)?;
             out.push(String::from_utf8_lossy(&k[skip..]).into_owned());
         }
@@ -260,3 +330,83 @@ impl kv::Host for HostState {
 }
 
 impl super::bindings::transform::weft::plugin::types::Host for HostState {}
+
+/// Headers a credential may not be placed in.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    CREDENTIAL_HEADER,
+];
+
+fn check_header(h: &str) -> Result<(), credentials::CredentialError> {
+    let lower = h.to_ascii_lowercase();
+    if http::HeaderName::try_from(h).is_err() || RESERVED_HEADERS.contains(&lower.as_str()) {
+        return Err(credentials::CredentialError::Invalid(format!(
+            "{h:?} cannot carry a credential; use an ordinary header name such as \"x-api-key\""
+        )));
+    }
+    Ok(())
+}
+
+impl credentials::Host for HostState {
+    async fn attach(
+        &mut self,
+        name: String,
+        how: credentials::Placement,
+    ) -> Result<(String, String), credentials::CredentialError> {
+        if !self.grant.may_attach(&name) {
+            let granted = self.grant.credential_names().join(", ");
+            return Err(credentials::CredentialError::NotGranted(
+                self.hooks.denier.deny(
+                    "credential",
+                    &format!(
+                        "credential {name:?} is not in the plugin's grant (granted: {})",
+                        if granted.is_empty() { "none" } else { &granted }
+                    ),
+                ),
+            ));
+        }
+        match &how {
+            credentials::Placement::Header(h) | credentials::Placement::HmacSha256(h) => {
+                check_header(h)?
+            }
+            credentials::Placement::Basic(user) if user.contains(':') => {
+                return Err(credentials::CredentialError::Invalid(
+                    "a basic-auth user name cannot hold ':'".into(),
+                ));
+            }
+            _ => {}
+        }
+        if self.hooks.secrets.get(&name).is_none() {
+            return Err(credentials::CredentialError::Invalid(format!(
+                "credential {name} is not loaded on this host"
+            )));
+        }
+        let token = format!("{:032x}", rand::random::<u128>());
+        self.hooks.attachments.insert(token.clone(), (name, how));
+        Ok((CREDENTIAL_HEADER.to_string(), token))
+    }
+
+    async fn reveal(&mut self, name: String) -> Result<String, credentials::CredentialError> {
+        if !self.grant.reveal.contains(&name) {
+            return Err(credentials::CredentialError::NotGranted(
+                self.hooks.denier.deny(
+                    "reveal",
+                    &format!(
+                        "the raw value of credential {name:?} is not in the plugin's reveal grant"
+                    ),
+                ),
+            ));
+        }
+        self.hooks
+            .secrets
+            .get(&name)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                credentials::CredentialError::Invalid(format!(
+                    "credential {name} is not loaded on this host"
+                ))
+            })
+    }
+}

@@ -35,6 +35,7 @@ pub struct Store {
     db: sled::Db,
     events: sled::Tree,
     kv: sled::Tree,
+    audit: super::audit::AuditLog,
     dir: PathBuf,
     tx: Mutex<Option<mpsc::Sender<Write>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
@@ -66,6 +67,7 @@ impl Store {
             .open_tree("events")
             .map_err(|e| open_err(e.to_string()))?;
         let kv = db.open_tree("kv").map_err(|e| open_err(e.to_string()))?;
+        let audit = super::audit::AuditLog::open(&db).map_err(open_err)?;
         let (tx, rx) = mpsc::channel();
         let (cdb, ctree) = (db.clone(), events.clone());
         let committer = std::thread::Builder::new()
@@ -76,6 +78,7 @@ impl Store {
             db,
             events,
             kv,
+            audit,
             dir: dir.to_path_buf(),
             tx: Mutex::new(Some(tx)),
             committer: Mutex::new(Some(committer)),
@@ -90,6 +93,11 @@ impl Store {
     /// The plugin key-value tree.
     pub fn kv_tree(&self) -> &sled::Tree {
         &self.kv
+    }
+
+    /// The hash-chained audit log.
+    pub fn audit(&self) -> &super::audit::AuditLog {
+        &self.audit
     }
 
     /// The sled database (for flushing kv writes).

@@ -15,13 +15,16 @@
 //! | `t` | finish ms, event id | empty (history retention index) |
 //! | `k` | pipeline, 0, idempotency key | first event id, accept ms (dedup) |
 //!
-//! Plugin key-value state lives in the `kv` tree.
+//! Plugin key-value state lives in the `kv` tree; the hash-chained audit log
+//! in the `audit` tree, with its head in `meta`.
 
+pub mod audit;
 mod committer;
 mod handle;
 mod keys;
 mod record;
 
+pub use audit::{AuditEntry, AuditLog, AuditRecord};
 pub use committer::{Committed, MAX_GROUP, Write};
 pub use handle::{Store, StoreError};
 pub use keys::*;

@@ -9,6 +9,7 @@ pub mod outcome;
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use weft_sdk::credentials::Placement;
 use weft_sdk::{Error, Event, PluginInfo, Receipt, Result, Sink, http};
 
 /// The `config` table of an http-sink.
@@ -32,6 +33,57 @@ pub struct Config {
     /// Time to wait for the response, in milliseconds.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Credentials the host attaches to every request (each must be in the
+    /// plugin's grant); the secret never enters the plugin.
+    #[serde(default)]
+    pub auth: Vec<Auth>,
+}
+
+/// `{ credential = "CRM_TOKEN", scheme = "bearer" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// Credential name from the grant.
+    pub credential: String,
+    /// `bearer` (default), `basic` (needs `user`), `header` or `hmac-sha256` (need `header`).
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+    /// User name for `basic`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Header name for `header` and `hmac-sha256`.
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+fn default_scheme() -> String {
+    "bearer".into()
+}
+
+impl Auth {
+    fn placement(&self) -> Result<Placement> {
+        let need = |what: &Option<String>, key: &str| {
+            what.clone().ok_or_else(|| {
+                Error::fatal(format!(
+                    "invalid config for plugin http-sink: auth scheme {:?} needs `{key}`",
+                    self.scheme
+                ))
+            })
+        };
+        Ok(match self.scheme.as_str() {
+            "bearer" => Placement::Bearer,
+            "basic" => Placement::Basic {
+                user: need(&self.user, "user")?,
+            },
+            "header" => Placement::Header(need(&self.header, "header")?),
+            "hmac-sha256" => Placement::HmacSha256(need(&self.header, "header")?),
+            other => {
+                return Err(Error::fatal(format!(
+                    "invalid config for plugin http-sink: auth scheme {other:?} is not one of bearer, basic, header, hmac-sha256"
+                )));
+            }
+        })
+    }
 }
 
 fn default_method() -> String {
@@ -48,6 +100,7 @@ fn default_correlation_header() -> String {
 pub struct HttpSink {
     config: Config,
     method: http::Method,
+    auth: Vec<(String, Placement)>,
 }
 
 impl Sink for HttpSink {
@@ -74,7 +127,16 @@ impl Sink for HttpSink {
                 config.url
             )));
         }
-        Ok(HttpSink { config, method })
+        let auth = config
+            .auth
+            .iter()
+            .map(|a| Ok((a.credential.clone(), a.placement()?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(HttpSink {
+            config,
+            method,
+            auth,
+        })
     }
 
     fn deliver(&mut self, event: &Event) -> Result<Receipt> {
@@ -95,6 +157,9 @@ impl Sink for HttpSink {
         }
         if let Some(ms) = c.timeout_ms {
             req = req.timeout_ms(ms);
+        }
+        for (name, placement) in &self.auth {
+            req = req.credential(name, placement.clone());
         }
         let resp = req.send()?;
         outcome::classify(
@@ -126,5 +191,19 @@ mod tests {
         assert!(
             serde_json::from_value::<Config>(json!({"url": "http://h", "verb": "PUT"})).is_err()
         );
+        let err = HttpSink::new(cfg(
+            json!({"url": "http://h", "auth": [{"credential": "T", "scheme": "basic"}]}),
+        ))
+        .err()
+        .unwrap();
+        assert!(err.message().contains("needs `user`"), "{}", err.message());
+        let ok = HttpSink::new(cfg(json!({"url": "http://h", "auth": [
+            {"credential": "T"},
+            {"credential": "S", "scheme": "hmac-sha256", "header": "x-signature"}
+        ]})))
+        .ok()
+        .unwrap();
+        assert_eq!(ok.auth[0].1, Placement::Bearer);
+        assert_eq!(ok.auth[1].1, Placement::HmacSha256("x-signature".into()));
     }
 }

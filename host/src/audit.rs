@@ -1,0 +1,308 @@
+//! `weft audit` and `weft plugin inspect`: what each plugin file is, what it
+//! asks for, what its grant gives it, and every difference between the two.
+
+use crate::config::{Config, Grant};
+use crate::sandbox::Sandbox;
+use crate::sandbox::caps::{self, Capability, Mismatch};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// One imported interface.
+#[derive(Debug, Clone, Serialize)]
+pub struct Import {
+    /// e.g. `wasi:http/outgoing-handler@0.2.12`
+    pub interface: String,
+    /// `http`, `kv`, `credentials`, `never`, `baseline` or `unknown`.
+    pub capability: &'static str,
+    /// What the host lets the plugin do with it.
+    pub allows: &'static str,
+}
+
+/// The report on one plugin file.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginReport {
+    /// Plugin name (the file stem).
+    pub name: String,
+    /// The file, as found.
+    pub file: String,
+    /// Hex sha256 of the file.
+    pub sha256: Option<String>,
+    /// Size in bytes.
+    pub size_bytes: Option<u64>,
+    /// World and version, e.g. `weft:plugin/sink@0.1.0`.
+    pub world: Option<String>,
+    /// What the plugin says about itself: `name version`.
+    pub describes_itself_as: Option<String>,
+    /// The JSON Schema of its config, as it describes it.
+    pub config_schema: Option<serde_json::Value>,
+    /// Every import.
+    pub imports: Vec<Import>,
+    /// Every export.
+    pub exports: Vec<String>,
+    /// The grant (absent for `plugin inspect`).
+    pub grant: Option<Grant>,
+    /// What the plugin may do, one line per permission.
+    pub effective: Vec<String>,
+    /// Differences between imports and grant, and pin or secret problems.
+    pub mismatches: Vec<Mismatch>,
+    /// `loads`, or why the host refuses it.
+    pub status: String,
+}
+
+impl PluginReport {
+    /// Whether the host would refuse this plugin.
+    pub fn refused(&self) -> bool {
+        self.status != "loads"
+    }
+}
+
+fn capability_name(c: Capability) -> &'static str {
+    match c {
+        Capability::Http => "http",
+        Capability::Kv => "kv",
+        Capability::Credentials => "credentials",
+        Capability::Never => "never",
+        Capability::Baseline => "baseline",
+        Capability::Unknown => "unknown",
+    }
+}
+
+/// Inspect one file against `grant` (`None`: no config, as `plugin inspect`).
+pub async fn inspect(
+    sandbox: &Sandbox,
+    file: &Path,
+    shown: String,
+    grant: Option<&Grant>,
+) -> PluginReport {
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let default = Grant::default();
+    let g = grant.unwrap_or(&default);
+    let mut report = PluginReport {
+        name: name.clone(),
+        file: shown,
+        sha256: None,
+        size_bytes: None,
+        world: None,
+        describes_itself_as: None,
+        config_schema: None,
+        imports: Vec::new(),
+        exports: Vec::new(),
+        grant: grant.cloned(),
+        effective: Vec::new(),
+        mismatches: Vec::new(),
+        status: "loads".into(),
+    };
+    let plugin = match sandbox.load_for_audit(file, &name, g) {
+        Ok(p) => p,
+        Err(e) => {
+            report.status = format!("refused: {e}");
+            return report;
+        }
+    };
+    report.sha256 = Some(plugin.sha256.clone());
+    report.size_bytes = Some(plugin.size);
+    report.world = Some(plugin.world.to_string());
+    report.imports = plugin
+        .imports
+        .iter()
+        .map(|i| {
+            let (cap, allows) = caps::classify(i);
+            Import {
+                interface: i.clone(),
+                capability: capability_name(cap),
+                allows,
+            }
+        })
+        .collect();
+    report.exports = plugin.exports.clone();
+    match sandbox.describe(&plugin).await {
+        Ok((n, v, schema)) => {
+            report.describes_itself_as = Some(format!("{n} {v}"));
+            report.config_schema =
+                Some(serde_json::from_str(&schema).unwrap_or(serde_json::Value::String(schema)));
+        }
+        Err(e) => report.describes_itself_as = Some(format!("(describe() failed: {})", e.message)),
+    }
+    let Some(grant) = grant else {
+        report.effective = caps::effective(&plugin.imports, &default);
+        report.mismatches = caps::compare(&name, &plugin.imports, &default)
+            .into_iter()
+            .filter(|m| m.kind == "requested-not-granted")
+            .map(|mut m| {
+                m.kind = "needs-grant";
+                m
+            })
+            .collect();
+        if !report.mismatches.is_empty() {
+            report.status = "loads only with a grant for each capability it requests".into();
+        }
+        return report;
+    };
+    report.effective = caps::effective(&plugin.imports, grant);
+    report.mismatches = caps::compare(&name, &plugin.imports, grant);
+    if let Some(pin) = &grant.sha256
+        && !pin.eq_ignore_ascii_case(&plugin.sha256)
+    {
+        report.mismatches.insert(
+            0,
+            Mismatch {
+                kind: "sha256-mismatch",
+                subject: "sha256".into(),
+                message: format!("grants.{name}.sha256 pins {pin}, but the file's sha256 differs"),
+            },
+        );
+    }
+    for c in grant.credential_names() {
+        if std::env::var(crate::secrets::env_var(c)).is_err() {
+            report.mismatches.push(Mismatch {
+                kind: "credential-not-in-env",
+                subject: c.to_string(),
+                message: format!(
+                    "{} is not set in this environment (it may come from server.secrets_file)",
+                    crate::secrets::env_var(c)
+                ),
+            });
+        }
+    }
+    let refusing: Vec<&str> = report
+        .mismatches
+        .iter()
+        .filter(|m| matches!(m.kind, "requested-not-granted" | "sha256-mismatch"))
+        .map(|m| m.message.as_str())
+        .collect();
+    if !refusing.is_empty() {
+        report.status = format!("refused: {}", refusing.join("; "));
+    }
+    report
+}
+
+/// Reports on every plugin file in the config's plugin directory, plus one
+/// for each grant that names no file.
+pub async fn audit(
+    sandbox: &Sandbox,
+    config: &Config,
+    base: &Path,
+) -> Result<Vec<PluginReport>, String> {
+    let dir = &config.plugins.dir;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read the plugin directory {} ({e})", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .collect();
+    files.sort();
+    let mut reports = Vec::new();
+    for file in &files {
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let grant = config.grant(&name);
+        let shown = file
+            .strip_prefix(base)
+            .unwrap_or(file)
+            .display()
+            .to_string();
+        reports.push(inspect(sandbox, file, shown, Some(&grant)).await);
+    }
+    for (name, grant) in &config.grants {
+        if !reports.iter().any(|r| &r.name == name) {
+            reports.push(PluginReport {
+                name: name.clone(),
+                file: format!(
+                    "(no {name}.wasm in {})",
+                    dir.strip_prefix(base).unwrap_or(dir).display()
+                ),
+                sha256: None,
+                size_bytes: None,
+                world: None,
+                describes_itself_as: None,
+                config_schema: None,
+                imports: Vec::new(),
+                exports: Vec::new(),
+                grant: Some(grant.clone()),
+                effective: Vec::new(),
+                mismatches: vec![Mismatch {
+                    kind: "grant-without-plugin",
+                    subject: name.clone(),
+                    message: format!(
+                        "grants.{name} names no plugin file; remove it or add the file"
+                    ),
+                }],
+                status: "missing".into(),
+            });
+        }
+    }
+    Ok(reports)
+}
+
+fn grant_line(g: &Grant) -> String {
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    format!(
+        "http: {}; credentials: {}; reveal: {}; kv: {}; memory {} MiB; timeout {} ms; fuel {}; sha256 pin: {}",
+        list(&g.http),
+        list(&g.credentials),
+        list(&g.reveal),
+        g.kv.map_or("none".to_string(), |k| format!("{} KiB", k.quota_kib)),
+        g.memory_mib,
+        g.timeout_ms,
+        g.fuel.map_or("none".to_string(), |f| f.to_string()),
+        if g.sha256.is_some() { "yes" } else { "no" },
+    )
+}
+
+/// The text form of a report.
+pub fn render(r: &PluginReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "plugin      {}", r.name);
+    let _ = writeln!(out, "file        {}", r.file);
+    if let Some(s) = &r.sha256 {
+        let _ = writeln!(out, "sha256      {s}");
+    }
+    if let Some(w) = &r.world {
+        let _ = writeln!(out, "world       {w}");
+    }
+    if let Some(d) = &r.describes_itself_as {
+        let _ = writeln!(out, "describes   {d}");
+    }
+    let (caps, base): (Vec<&Import>, Vec<&Import>) =
+        r.imports.iter().partition(|i| i.capability != "baseline");
+    if !r.imports.is_empty() {
+        let _ = writeln!(out, "requests");
+        if caps.is_empty() {
+            let _ = writeln!(out, "  (no capability interfaces)");
+        }
+        for i in caps {
+            let _ = writeln!(out, "  {:<38} {}", i.interface, i.allows);
+        }
+        let _ = writeln!(
+            out,
+            "  + {} baseline interfaces (logs, clocks, random, stdio, streams)",
+            base.len()
+        );
+    }
+    if let Some(g) = &r.grant {
+        let _ = writeln!(out, "grant       {}", grant_line(g));
+    }
+    if !r.effective.is_empty() {
+        let _ = writeln!(out, "may");
+        for e in &r.effective {
+            let _ = writeln!(out, "  {e}");
+        }
+    }
+    for m in &r.mismatches {
+        let _ = writeln!(out, "mismatch    {}: {}", m.kind, m.message);
+    }
+    let _ = writeln!(out, "status      {}", r.status);
+    out
+}

@@ -1,0 +1,72 @@
+//! Capability denials: each one is a log line, a metric and an entry in the
+//! audit log.
+
+use super::call::CallContext;
+use crate::store::{AuditEntry, Store};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Counts and records denials for one host.
+pub struct Denials {
+    store: Arc<Store>,
+    counts: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl Denials {
+    /// Record into this store's audit log.
+    pub fn new(store: Arc<Store>) -> Self {
+        Denials {
+            store,
+            counts: Mutex::default(),
+        }
+    }
+
+    /// Record that the plugin of `ctx` tried `action` outside its grant, and
+    /// return the message the plugin gets.
+    pub fn record(&self, ctx: &CallContext, action: &'static str, detail: &str) -> String {
+        let detail = crate::redact::mask(detail).into_owned();
+        tracing::warn!(
+            pipeline = %ctx.pipeline, plugin = %ctx.plugin, event = %ctx.event_id,
+            correlation_id = %ctx.correlation_id, capability = action,
+            "capability denied: {detail}"
+        );
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((ctx.plugin.to_string(), action))
+            .or_default() += 1;
+        if let Err(e) = self.store.audit().append(AuditEntry {
+            kind: "denial",
+            actor: ctx.plugin.to_string(),
+            pipeline: ctx.pipeline.to_string(),
+            action: action.to_string(),
+            detail: detail.clone(),
+        }) {
+            tracing::error!("could not write a denial to the audit log: {e}");
+        }
+        format!("denied: {detail}")
+    }
+
+    /// Denials so far, by (plugin, capability).
+    pub fn counts(&self) -> BTreeMap<(String, &'static str), u64> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The denial recorder bound to one call.
+#[derive(Clone)]
+pub struct Denier {
+    pub(super) ctx: Arc<CallContext>,
+    pub(super) denials: Arc<Denials>,
+}
+
+impl Denier {
+    /// Record a denial of `action`; returns the message for the plugin.
+    pub fn deny(&self, action: &'static str, detail: &str) -> String {
+        self.denials.record(&self.ctx, action, detail)
+    }
+}
