@@ -53,7 +53,7 @@ pub struct PluginReport {
 impl PluginReport {
     /// Whether the host would refuse this plugin.
     pub fn refused(&self) -> bool {
-        self.status != "loads"
+        self.status.starts_with("refused")
     }
 }
 
@@ -73,13 +73,17 @@ pub async fn inspect(
     sandbox: &Sandbox,
     file: &Path,
     shown: String,
-    grant: Option<&Grant>,
+    grant: Option<(&Grant, &Secrets)>,
 ) -> PluginReport {
     let name = file
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let default = Grant::default();
+    let (grant, available) = match grant {
+        Some((g, a)) => (Some(g), Some(a)),
+        None => (None, None),
+    };
     let g = grant.unwrap_or(&default);
     let mut report = PluginReport {
         name: name.clone(),
@@ -157,15 +161,21 @@ pub async fn inspect(
         );
     }
     for c in grant.credential_names() {
-        if std::env::var(crate::secrets::env_var(c)).is_err() {
-            report.mismatches.push(Mismatch {
-                kind: "credential-not-in-env",
+        match available {
+            Some(Ok(names)) if names.contains(c) => {}
+            Some(Err(e)) => report.mismatches.push(Mismatch {
+                kind: "credential-unavailable",
+                subject: c.to_string(),
+                message: e.clone(),
+            }),
+            _ => report.mismatches.push(Mismatch {
+                kind: "credential-unavailable",
                 subject: c.to_string(),
                 message: format!(
-                    "{} is not set in this environment (it may come from server.secrets_file)",
+                    "credential {c} is set neither in {} nor in server.secrets_file, so the host will not start",
                     crate::secrets::env_var(c)
                 ),
-            });
+            }),
         }
     }
     let refusing: Vec<&str> = report
@@ -180,6 +190,9 @@ pub async fn inspect(
     report
 }
 
+/// Which credentials are available, or why the secrets file is unusable.
+type Secrets = Result<std::collections::BTreeSet<String>, String>;
+
 /// Reports on every plugin file in the config's plugin directory, plus one
 /// for each grant that names no file.
 pub async fn audit(
@@ -187,6 +200,7 @@ pub async fn audit(
     config: &Config,
     base: &Path,
 ) -> Result<Vec<PluginReport>, String> {
+    let available = crate::secrets::Secrets::available(config);
     let dir = &config.plugins.dir;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("cannot read the plugin directory {} ({e})", dir.display()))?
@@ -207,7 +221,7 @@ pub async fn audit(
             .unwrap_or(file)
             .display()
             .to_string();
-        reports.push(inspect(sandbox, file, shown, Some(&grant)).await);
+        reports.push(inspect(sandbox, file, shown, Some((&grant, &available))).await);
     }
     for (name, grant) in &config.grants {
         if !reports.iter().any(|r| &r.name == name) {

@@ -356,6 +356,7 @@ async fn shutdown_signal() {
 
 async fn check(path: &Path) -> Result<()> {
     let config = load_config(path)?;
+    weft_host::secrets::Secrets::load(&config).map_err(anyhow::Error::msg)?;
     let scratch = Scratch::new(4096)?;
     let (plugins, errors) = weft_host::host::load_plugins(&config, &scratch.sandbox, None).await?;
     for e in errors.values() {

@@ -85,6 +85,23 @@ impl Secrets {
         }
     }
 
+    /// Names of the credentials available to a host started with `config`
+    /// (from the environment or the secrets file), without keeping values.
+    pub fn available(config: &Config) -> Result<std::collections::BTreeSet<String>, String> {
+        let mut names: std::collections::BTreeSet<String> = match &config.server.secrets_file {
+            Some(path) => read_file(path)?.into_keys().collect(),
+            None => Default::default(),
+        };
+        for g in config.grants.values() {
+            for c in g.credential_names() {
+                if std::env::var(env_var(c)).is_ok_and(|v| !v.is_empty()) {
+                    names.insert(c.to_string());
+                }
+            }
+        }
+        Ok(names)
+    }
+
     /// The value of credential `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::time::Duration;
 use weft_tests::{
     Behavior, HostSetup, PipelineSpec, Receiver, free_addr, lead, post_json, wait_until,
@@ -13,35 +13,11 @@ const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 const WAIT: Duration = Duration::from_secs(120);
 
 /// A `weft run` process, killed when dropped.
-struct Weft {
-    child: Child,
-}
+struct Weft;
 
 impl Weft {
-    fn start(config: &Path, listen: std::net::SocketAddr) -> Weft {
-        let (child, _) = weft_tests::spawn_weft(WEFT, config, listen, "weft.log");
-        Weft { child }
-    }
-
-    fn sigkill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn sigterm(mut self) {
-        Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "weft exits cleanly on SIGTERM: {status}");
-    }
-}
-
-impl Drop for Weft {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn start(config: &Path, listen: std::net::SocketAddr) -> weft_tests::WeftProcess {
+        weft_tests::WeftProcess::start(WEFT, config, listen, "weft.log", &[])
     }
 }
 

@@ -206,11 +206,23 @@ pub fn spawn_weft(
     listen: SocketAddr,
     log_name: &str,
 ) -> (std::process::Child, Duration) {
+    spawn_weft_with(binary, config, listen, log_name, &[])
+}
+
+/// [`spawn_weft`] with extra arguments to `weft run` (e.g. `--log-format json`).
+pub fn spawn_weft_with(
+    binary: &str,
+    config: &Path,
+    listen: SocketAddr,
+    log_name: &str,
+    extra: &[&str],
+) -> (std::process::Child, Duration) {
     let log = std::fs::File::create(config.with_file_name(log_name)).expect("log file");
     let started = Instant::now();
     let child = std::process::Command::new(binary)
         .args(["run", "--config"])
         .arg(config)
+        .args(extra)
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
@@ -223,6 +235,49 @@ pub fn spawn_weft(
         std::thread::sleep(Duration::from_millis(10));
     }
     (child, started.elapsed())
+}
+
+/// A `weft run` process, killed when dropped.
+pub struct WeftProcess {
+    child: std::process::Child,
+}
+
+impl WeftProcess {
+    /// Start `binary run --config CONFIG EXTRA…`, logging to `log_name`
+    /// beside the config, and wait until it listens.
+    pub fn start(
+        binary: &str,
+        config: &Path,
+        listen: SocketAddr,
+        log_name: &str,
+        extra: &[&str],
+    ) -> WeftProcess {
+        let (child, _) = spawn_weft_with(binary, config, listen, log_name, extra);
+        WeftProcess { child }
+    }
+
+    /// Kill it with SIGKILL.
+    pub fn sigkill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+
+    /// Stop it with SIGTERM and check it exits cleanly.
+    pub fn sigterm(mut self) {
+        std::process::Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "weft exits cleanly on SIGTERM: {status}");
+    }
+}
+
+impl Drop for WeftProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// POST a JSON body to `url`, returning status and parsed body.

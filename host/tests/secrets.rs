@@ -1,0 +1,200 @@
+//! Credentials end to end, with the real binary: the host attaches bearer,
+//! basic and HMAC credentials that never enter the plugin, and a secret
+//! canary value appears in no log line (JSON or text), no API answer, no
+//! dead letter and no file of the data directory, even when an upstream
+//! echoes it back and a plugin granted the raw value tries to leak it.
+
+use hmac::Mac;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use weft_tests::{Behavior, Receiver, WeftProcess, free_addr, lead, post_json, wait_until};
+
+const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+const WAIT: Duration = Duration::from_secs(120);
+const CANARY: &str = "canary-5f0c2b9a7e41d3";
+const SIGNING_KEY: &str = "signing-key-83c1e0aa";
+
+fn files_containing(dir: &Path, needle: &[u8], out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files_containing(&path, needle, out);
+        } else if let Ok(bytes) = std::fs::read(&path)
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            out.push(path.display().to_string());
+        }
+    }
+}
+
+async fn send(listen: std::net::SocketAddr, pipeline: &str, id: &str) {
+    let url = format!("http://{listen}/hooks/{pipeline}");
+    let (status, body) =
+        post_json(&url, lead(id, 1).to_string().as_bytes(), "application/json").await;
+    assert_eq!(status, 202, "{pipeline}: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_attached_by_the_host_and_masked_everywhere() {
+    let ok = Receiver::start(Behavior::Accept).await;
+    let leaky = Receiver::start(Behavior::EchoHeaders(422)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins.d");
+    weft_tests::install_plugins(&plugins).unwrap();
+    std::fs::copy(weft_tests::plugins::HOSTILE, plugins.join("leaker.wasm")).unwrap();
+    let secrets = dir.path().join("secrets.toml");
+    std::fs::write(
+        &secrets,
+        format!("CRM_TOKEN = \"{CANARY}\"\nSIGNING_KEY = \"{SIGNING_KEY}\"\n"),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let listen = free_addr();
+    let sink = |name: &str, url: String, auth: &str| {
+        format!(
+            "[[pipeline]]\nname = \"{name}\"\nidempotency_key = \"/id\"\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{url}\", auth = [{auth}] }} }}\nretry = {{ max_attempts = 1 }}\n\n"
+        )
+    };
+    let mut config = format!(
+        "[server]\nlisten = \"{listen}\"\ndata_dir = \"./data\"\nsecrets_file = \"secrets.toml\"\n\n[plugins]\ndir = \"./plugins.d\"\n\n\
+         [grants.http-sink]\nhttp = [\"http://{}\", \"http://{}\"]\ncredentials = [\"CRM_TOKEN\", \"SIGNING_KEY\"]\n\n\
+         [grants.leaker]\nhttp = [\"http://{}\"]\nreveal = [\"CRM_TOKEN\"]\nkv = {{ quota_kib = 16 }}\n\n",
+        ok.addr, leaky.addr, ok.addr
+    );
+    config.push_str(&sink(
+        "signed",
+        ok.url("/signed"),
+        r#"{ credential = "CRM_TOKEN" }, { credential = "SIGNING_KEY", scheme = "hmac-sha256", header = "x-signature" }"#,
+    ));
+    config.push_str(&sink(
+        "basic",
+        ok.url("/basic"),
+        r#"{ credential = "CRM_TOKEN", scheme = "basic", user = "svc" }"#,
+    ));
+    config.push_str(&sink(
+        "leaky",
+        leaky.url("/x"),
+        r#"{ credential = "CRM_TOKEN" }"#,
+    ));
+    config.push_str(
+        "[[pipeline]]\nname = \"leak\"\nsink = { plugin = \"leaker\", config = { attack = \"leak\", credential = \"CRM_TOKEN\" } }\nretry = { max_attempts = 1 }\n",
+    );
+    assert!(!config.contains(CANARY), "the secret is not in weft.toml");
+    let config_path = dir.path().join("weft.toml");
+    std::fs::write(&config_path, &config).unwrap();
+
+    let mut dead_letters = 0;
+    for (round, format) in ["json", "text"].into_iter().enumerate() {
+        let log = format!("weft-{format}.log");
+        let host = WeftProcess::start(WEFT, &config_path, listen, &log, &["--log-format", format]);
+        for p in ["signed", "basic", "leaky", "leak"] {
+            send(listen, p, &format!("{p}-{round}")).await;
+        }
+        dead_letters += 2;
+        let client = weft_host::client::HostClient::new(&format!("http://{listen}"), None);
+        let mut answers = String::new();
+        assert!(
+            wait_until(WAIT, || ok.delivered().len() == 2 * (round + 1)).await,
+            "signed and basic delivered"
+        );
+        for _ in 0..600 {
+            let dlq = client
+                .call(hyper::Method::GET, "/api/v1/dlq", None, &[])
+                .await
+                .unwrap();
+            if dlq.body["dead_letters"].as_array().map(Vec::len) == Some(dead_letters) {
+                answers = dlq.body.to_string();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!answers.is_empty(), "both failures dead-lettered");
+        assert!(
+            answers.contains("[redacted]"),
+            "the echoed token and the leak are masked: {answers}"
+        );
+        let event = client
+            .call(
+                hyper::Method::GET,
+                &format!("/api/v1/events/{}", answers_id(&answers)),
+                None,
+                &[],
+            )
+            .await
+            .unwrap();
+        answers.push_str(&event.body.to_string());
+        assert!(
+            !answers.contains(CANARY),
+            "an API answer holds the secret: {answers}"
+        );
+        host.sigterm();
+    }
+
+    // What the receivers saw: the host attached each credential.
+    let signed = ok
+        .delivered()
+        .into_iter()
+        .find(|d| d.path == "/signed")
+        .unwrap();
+    assert_eq!(
+        signed.header("authorization"),
+        Some(format!("Bearer {CANARY}").as_str())
+    );
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SIGNING_KEY.as_bytes()).unwrap();
+    mac.update(&signed.raw_body);
+    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(signed.header("x-signature"), Some(expected.as_str()));
+    let basic = ok
+        .delivered()
+        .into_iter()
+        .find(|d| d.path == "/basic")
+        .unwrap();
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("svc:{CANARY}"));
+    assert_eq!(
+        basic.header("authorization"),
+        Some(format!("Basic {encoded}").as_str())
+    );
+    assert!(
+        ok.requests()
+            .iter()
+            .all(|d| d.header("weft-credential").is_none()),
+        "the placeholder never leaves the host"
+    );
+
+    // No log line, dead letter or stored byte holds the secret.
+    for format in ["json", "text"] {
+        let log = std::fs::read_to_string(dir.path().join(format!("weft-{format}.log"))).unwrap();
+        assert!(
+            log.contains("[redacted]"),
+            "the leak attempt is logged, masked ({format})"
+        );
+        for secret in [CANARY, encoded.as_str(), SIGNING_KEY] {
+            assert!(!log.contains(secret), "the {format} log holds a secret");
+        }
+    }
+    let dlq = Command::new(WEFT)
+        .args(["dlq", "list", "--json", "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(dlq.status.success());
+    let dlq = String::from_utf8_lossy(&dlq.stdout);
+    assert!(dlq.contains("leaking [redacted] in an error"), "{dlq}");
+    assert!(!dlq.contains(CANARY));
+    let mut found = Vec::new();
+    for secret in [CANARY, encoded.as_str(), SIGNING_KEY] {
+        files_containing(&dir.path().join("data"), secret.as_bytes(), &mut found);
+    }
+    assert!(found.is_empty(), "secret bytes stored in {found:?}");
+}
+
+/// The id of the first dead letter in a `/api/v1/dlq` answer.
+fn answers_id(answers: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(answers).unwrap();
+    v["dead_letters"][0]["id"].as_str().unwrap().to_string()
+}
