@@ -4,7 +4,8 @@
 //! about time.
 //!
 //! `cargo xtask bench` (or `cargo bench -p weft-tests --bench pipeline`).
-//! Environment: `WEFT_BENCH_EVENTS` (default 20000), `WEFT_BENCH_SENDERS` (64).
+//! Environment: `WEFT_BENCH_EVENTS` (default 20000), `WEFT_BENCH_SENDERS` (64),
+//! `WEFT_BENCH_ONLY` (`pipeline`, `guards` or `sandbox`).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -160,7 +161,7 @@ async fn start_relay(target: String) -> SocketAddr {
 
 fn print_load(name: &str, l: &Load, delivered_per_s: f64) {
     println!(
-        "{name:<34} {:>8.0} ev/s delivered  {:>8.0} req/s accepted  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} of {} ok)",
+        "{name:<48} {:>8.0} ev/s delivered  {:>8.0} req/s accepted  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} of {} ok)",
         delivered_per_s,
         l.ok as f64 / l.elapsed.as_secs_f64(),
         l.percentile_ms(0.50),
@@ -211,18 +212,84 @@ async fn end_to_end(events: usize, senders: usize) {
     );
 }
 
+/// The sandbox's guards (memory cap, epoch deadline, egress checks) against
+/// the same pipeline without them, and fuel metering on top. Runs alternate
+/// and the best of each is kept, so a noisy neighbour hurts both sides alike.
+async fn guards(events: usize, senders: usize) {
+    println!("== plugin guards: {events} events, {senders} concurrent senders ==");
+    let spec =
+        || PipelineSpec::leads("leads", "").with("concurrency = 64\nbreaker = { enabled = false }");
+    let fuel = "fuel = 1000000000\n[grants.json-map]\nfuel = 1000000000\n[grants.filter]\nfuel = 1000000000\n";
+    let (mut on, mut off, mut fueled) = (0f64, 0f64, 0f64);
+    for round in 0..2 {
+        let r = weft_run_with(
+            "guards on (memory cap, deadline, egress checks)",
+            spec(),
+            events,
+            senders,
+            &format!("N{round}"),
+            true,
+            "",
+        )
+        .await;
+        on = on.max(r);
+        let r = weft_run_with(
+            "guards off",
+            spec(),
+            events,
+            senders,
+            &format!("F{round}"),
+            false,
+            "",
+        )
+        .await;
+        off = off.max(r);
+        let r = weft_run_with(
+            "guards on + fuel metering",
+            spec(),
+            events,
+            senders,
+            &format!("U{round}"),
+            true,
+            fuel,
+        )
+        .await;
+        fueled = fueled.max(r);
+    }
+    println!(
+        "guards on: {on:.0} ev/s = {:.1}% of guards off ({off:.0} ev/s); with fuel as well: {fueled:.0} ev/s = {:.1}% of guards off",
+        100.0 * on / off,
+        100.0 * fueled / off
+    );
+}
+
 /// Run the lead pipeline under load; returns delivered events/s.
 async fn weft_run(
+    name: &str,
+    spec: PipelineSpec,
+    events: usize,
+    senders: usize,
+    prefix: &str,
+) -> f64 {
+    weft_run_with(name, spec, events, senders, prefix, true, "").await
+}
+
+/// [`weft_run`] with the guards on or off and extra TOML after the
+/// http-sink grant (its first lines still belong to that grant).
+async fn weft_run_with(
     name: &str,
     mut spec: PipelineSpec,
     events: usize,
     senders: usize,
     prefix: &str,
+    guards: bool,
+    extra: &str,
 ) -> f64 {
     let receiver = Receiver::start(Behavior::Accept).await;
     spec.sink_url = receiver.url("/leads");
-    let setup = HostSetup::new("127.0.0.1:0".parse().expect("addr"), &[spec]).expect("setup");
-    let host = RunningHost::start(setup.config())
+    let setup =
+        HostSetup::with_extra("127.0.0.1:0".parse().expect("addr"), &[spec], extra).expect("setup");
+    let host = RunningHost::start_with_guards(setup.config(), guards)
         .await
         .expect("host starts");
     let start = Instant::now();
@@ -358,6 +425,9 @@ fn main() {
     runtime.block_on(async {
         if only.is_empty() || only == "pipeline" {
             end_to_end(events, senders).await;
+        }
+        if only.is_empty() || only == "guards" {
+            guards(events, senders).await;
         }
         if only.is_empty() || only == "sandbox" {
             sandbox_vs_native(env_usize("WEFT_BENCH_CALLS", 20_000)).await;
