@@ -307,7 +307,7 @@ mod transport {
             | ErrorCode::ConnectionWriteTimeout
             | ErrorCode::DnsTimeout
             | ErrorCode::HttpResponseTimeout => HttpError::Timeout(text),
-            ErrorCode::HttpResponseBodySize(_) => HttpError::TooLarge(0),
+            ErrorCode::HttpResponseBodySize(n) => HttpError::TooLarge(n.map_or(0, |n| n as usize)),
             ErrorCode::InternalError(Some(m)) if m.starts_with("denied") => HttpError::Denied(m),
             _ => HttpError::Network(text),
         }
@@ -383,6 +383,9 @@ mod transport {
                     }
                     Err(StreamError::Closed) => break,
                     Err(StreamError::LastOperationFailed(e)) => {
+                        if let Some(code) = t::http_error_code(&e) {
+                            return Err(classify(code));
+                        }
                         return Err(HttpError::Network(format!(
                             "reading response body: {}",
                             e.to_debug_string()

@@ -59,6 +59,8 @@ pub enum Behavior {
     },
     /// `302 Found` to this URL.
     Redirect(String),
+    /// 200 with a body of this many bytes.
+    Body(usize),
     /// This status, with every request header echoed in the body (a careless
     /// upstream that reflects credentials into its error pages).
     EchoHeaders(u16),
@@ -273,6 +275,10 @@ async fn answer(
                 Some(Fault::Status(status))
             }
             Behavior::FailKeys { .. } => None,
+            Behavior::Body(n) => {
+                reply_body = Bytes::from(vec![b'x'; n]);
+                None
+            }
             Behavior::Redirect(to) => {
                 location = Some(to);
                 Some(Fault::Status(302))

@@ -97,6 +97,7 @@ async fn hostile_plugins_are_contained_and_the_canary_loses_nothing() {
     let canary = Receiver::start(Behavior::Accept).await;
     let forbidden = Receiver::start(Behavior::Accept).await;
     let granted = Receiver::start(Behavior::Redirect(forbidden.url("/stolen"))).await;
+    let big = Receiver::start(Behavior::Body(1 << 20)).await;
     let gport = granted.addr.port();
     let fport = forbidden.addr.port();
     let json = |v: serde_json::Value| v.to_string();
@@ -193,6 +194,14 @@ async fn hostile_plugins_are_contained_and_the_canary_loses_nothing() {
     );
     fuel.grant = "fuel = 5000000\ntimeout_ms = 20000\n".into();
     attacks.push(fuel);
+    let mut huge = attack(
+        "big-response",
+        http(big.url("/big")),
+        "response body size exceeds limit: 65536 bytes",
+        None,
+    );
+    huge.grant = format!("http = [\"{}\"]\nresponse_kib = 64\n", big.url(""));
+    attacks.push(huge);
     let connect_name = loopback_name().await;
     if let Some(name) = &connect_name {
         let mut a = attack(
@@ -202,6 +211,14 @@ async fn hostile_plugins_are_contained_and_the_canary_loses_nothing() {
             Some("connect"),
         );
         a.grant = format!("http = [\"http://{name}:{fport}\"]\n");
+        attacks.push(a);
+        let mut a = attack(
+            "connect-tls",
+            http(format!("https://{name}:{fport}/x")),
+            "resolves only to addresses plugins may not reach",
+            Some("connect"),
+        );
+        a.grant = format!("http = [\"https://{name}:{fport}\"]\n");
         attacks.push(a);
     } else {
         eprintln!(
