@@ -27,6 +27,56 @@ pub struct Config {
     /// calls it: `[upstreams."https://api.example.com"]`.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Who may use the admin API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer tokens of the admin API, each with a role. With none (and no
+    /// `server.admin_token_env` variable set) the API is open to anyone who
+    /// reaches the listener.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// `[[admin.tokens]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it: named in the audit log.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// Credential holding the token value (`WEFT_SECRET_<NAME>` or the
+    /// secrets file), never the value itself.
+    pub secret: String,
+}
+
+/// An admin API role; each includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read everything.
+    Viewer,
+    /// Also pause, resume and replay.
+    Operator,
+    /// Also purge.
+    Admin,
+}
+
+impl Role {
+    /// `viewer`, `operator` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
 }
 
 /// `[upstreams."ORIGIN"]`
@@ -346,6 +396,10 @@ pub struct PipelineConfig {
     /// Circuit breaker of the sink (on by default).
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// JSON pointers of payload fields never shown: masked in logs, errors,
+    /// dead-letter views and API answers (the sink still gets them).
+    #[serde(default)]
+    pub redact: Vec<String>,
 }
 
 fn default_max_queue() -> usize {
@@ -554,6 +608,11 @@ impl Config {
                     "{at}: order_by {k:?} is not a JSON pointer; write it like \"/customer_id\""
                 ));
             }
+            if let Some(r) = p.redact.iter().find(|r| !r.starts_with('/')) {
+                return Err(format!(
+                    "{at}: redact entry {r:?} is not a JSON pointer; write it like \"/email\""
+                ));
+            }
             if p.max_queue == 0 {
                 return Err(format!("{at}: max_queue must be at least 1"));
             }
@@ -571,6 +630,20 @@ impl Config {
             }
             if p.concurrency == 0 || p.concurrency > 1024 {
                 return Err(format!("{at}: concurrency must be between 1 and 1024"));
+            }
+        }
+        let mut token_names = HashSet::new();
+        for (i, t) in self.admin.tokens.iter().enumerate() {
+            if t.name.is_empty() || !token_names.insert(t.name.as_str()) {
+                return Err(format!(
+                    "admin.tokens[{i}]: name must be non-empty and unique"
+                ));
+            }
+            if !crate::secrets::valid_name(&t.secret) {
+                return Err(format!(
+                    "admin.tokens[{i}] ({:?}): secret {:?} is not a credential name; write the NAME whose value is in WEFT_SECRET_NAME or the secrets file",
+                    t.name, t.secret
+                ));
             }
         }
         for (origin, u) in &self.upstreams {

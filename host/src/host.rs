@@ -125,7 +125,7 @@ impl RunningHost {
             .chain([crate::config::DEFAULT_MEMORY_MIB])
             .max()
             .unwrap_or(crate::config::DEFAULT_MEMORY_MIB);
-        let secrets = crate::secrets::Secrets::load(&config).map_err(StartError)?;
+        let secrets = Arc::new(crate::secrets::Secrets::load(&config).map_err(StartError)?);
         let mut options = SandboxOptions::new(instances.min(10_000) as u32, max_memory);
         options.fuel = config.grants.values().any(|g| g.fuel.is_some());
         if !guards {
@@ -138,7 +138,7 @@ impl RunningHost {
                 .with_upstreams(Arc::new(crate::limit::UpstreamLimits::new(
                     &config.upstreams,
                 )))
-                .with_secrets(Arc::new(secrets)),
+                .with_secrets(secrets.clone()),
         );
         let cache = data_dir.join("compiled");
         let (plugins, load_errors) = load_plugins(&config, &sandbox, Some(&cache)).await?;
@@ -164,16 +164,14 @@ impl RunningHost {
         let addr = listener
             .local_addr()
             .map_err(|e| StartError(e.to_string()))?;
-        let token = std::env::var(&config.server.admin_token_env)
-            .ok()
-            .filter(|t| !t.is_empty());
+        let api = crate::api::ApiState::new(&config, &secrets, plugins.clone());
         let (stop, stopped) = watch::channel(false);
         let server = tokio::spawn(serve(
             listener,
             engine.clone(),
             Arc::new(ServerState {
                 max_body: config.server.max_body_bytes,
-                token,
+                api,
             }),
             stopped,
         ));
@@ -205,7 +203,7 @@ impl RunningHost {
 
 struct ServerState {
     max_body: usize,
-    token: Option<String>,
+    api: crate::api::ApiState,
 }
 
 async fn serve(
@@ -275,7 +273,7 @@ async fn route(engine: &Engine, state: &ServerState, req: Request<Incoming>) -> 
             &serde_json::json!({ "status": "ready", "pipelines": engine.pipeline_names() }),
         ),
         (_, p) if p == "/api/v1" || p.starts_with("/api/v1/") => {
-            crate::api::handle(engine, state.token.as_deref(), req).await
+            crate::api::handle(engine, &state.api, req).await
         }
         _ => error(
             StatusCode::NOT_FOUND,

@@ -7,9 +7,11 @@ use hyper::{Response, StatusCode, header};
 /// The body type of every response.
 pub type Body = Full<Bytes>;
 
-/// A JSON response.
+/// A JSON response; secret values in it are masked.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(value.to_string())));
+    let text = value.to_string();
+    let text = crate::redact::mask(&text).into_owned();
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod client;
 pub mod config;
 pub mod engine;
+pub mod histogram;
 pub mod host;
 mod http_util;
 pub mod limit;

@@ -604,8 +604,9 @@ async fn dlq_list(
         }
         Ok(reply) => bail!("the host answered {}: {}", reply.status, reply.body),
         Err(ClientError::NotRunning(_)) => {
+            let redaction = redaction_of(&config);
             let store = offline_store(config)?;
-            dead_letter_views(&store, pipeline.as_deref(), since.as_deref())
+            dead_letter_views(&store, pipeline.as_deref(), since.as_deref(), &redaction)
                 .map_err(anyhow::Error::msg)?
         }
         Err(e) => return Err(e.into()),
@@ -685,6 +686,12 @@ async fn dlq_act(host: &HostArg, action: &str, select: SelectArgs) -> Result<()>
             } else {
                 purge(&store, &ids).await?
             };
+            audit_local(
+                &store,
+                &format!("dlq-{action}"),
+                "",
+                format!("{} event(s)", ids.len()),
+            );
             out.iter()
                 .map(|o| serde_json::to_value(o).unwrap_or_default())
                 .collect()
@@ -744,6 +751,7 @@ async fn pipeline_set(host: &HostArg, name: &str, pause: bool) -> Result<()> {
             store
                 .commit(weft_host::engine::paused_write(name, pause))
                 .await?;
+            audit_local(&store, action, name, "done".into());
             println!(
                 "pipeline {name}: {} (no host is running; it takes effect when `weft run` starts)",
                 if pause { "paused" } else { "resumed" }
@@ -751,6 +759,29 @@ async fn pipeline_set(host: &HostArg, name: &str, pause: bool) -> Result<()> {
             Ok(())
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// The fields the config's pipelines hide (none without a config).
+fn redaction_of(config: &Option<Config>) -> weft_host::redact::FieldRedaction {
+    config
+        .as_ref()
+        .map(weft_host::redact::FieldRedaction::from_config)
+        .unwrap_or_default()
+}
+
+/// Record a change made on the store directly (no host running) in the
+/// audit log, under the local user's name.
+fn audit_local(store: &Store, action: &str, pipeline: &str, detail: String) {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    if let Err(e) = store.audit().append(weft_host::store::AuditEntry {
+        kind: "admin",
+        actor: format!("local:{user}"),
+        pipeline: pipeline.to_string(),
+        action: action.to_string(),
+        detail,
+    }) {
+        eprintln!("warning: could not write the audit log: {e}");
     }
 }
 
@@ -829,13 +860,12 @@ async fn runs_show(host: &HostArg, id: &str) -> Result<()> {
         Ok(reply) if reply.status == 200 => reply.body,
         Ok(reply) => bail!("the host answered {}: {}", reply.status, reply.body),
         Err(ClientError::NotRunning(_)) => {
+            let redaction = redaction_of(&config);
             let store = offline_store(config)?;
             let record = store
                 .event(&id)?
                 .with_context(|| format!("no event {id}"))?;
-            let mut v = serde_json::to_value(DeadLetterView::from(&record))?;
-            v["state"] = record.state.as_str().into();
-            v
+            weft_host::api::event_view(&redaction.record(&record))
         }
         Err(e) => return Err(e.into()),
     };

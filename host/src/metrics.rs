@@ -3,6 +3,7 @@
 
 use crate::engine::{Engine, PipelineStatus};
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 
 /// A metric family: name, type, help, and how to read it off a pipeline's status.
 type Family = (
@@ -50,6 +51,36 @@ const FAMILIES: &[Family] = &[
         |s| s.dead_lettered,
     ),
     (
+        "weft_events_received_total",
+        "counter",
+        "Webhook requests for the pipeline, accepted or not.",
+        |s| s.received,
+    ),
+    (
+        "weft_events_recovered_total",
+        "counter",
+        "Unfinished events found in the store at start-up and queued again.",
+        |s| s.recovered,
+    ),
+    (
+        "weft_events_replayed_total",
+        "counter",
+        "Dead letters replayed into the pipeline.",
+        |s| s.replayed,
+    ),
+    (
+        "weft_attempts_total",
+        "counter",
+        "Attempts started (each runs the steps and the sink once).",
+        |s| s.attempts,
+    ),
+    (
+        "weft_queue_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest event accepted and not yet finished (0 when none).",
+        |s| s.oldest_age_ms / 1000,
+    ),
+    (
         "weft_events_in_flight",
         "gauge",
         "Attempts running now.",
@@ -85,6 +116,10 @@ const FAMILIES: &[Family] = &[
     ),
 ];
 
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
 /// Render every metric.
 pub fn render(engine: &Engine) -> String {
     let pipelines: Vec<PipelineStatus> = engine
@@ -94,14 +129,157 @@ pub fn render(engine: &Engine) -> String {
         .collect();
     let mut out = String::new();
     for (name, kind, help, read) in FAMILIES {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        header(&mut out, name, kind, help);
         for p in &pipelines {
             let _ = writeln!(out, "{name}{{pipeline=\"{}\"}} {}", label(&p.name), read(p));
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP weft_capability_denials_total Plugin calls refused because they went outside the plugin's grant.\n# TYPE weft_capability_denials_total counter"
+    header(
+        &mut out,
+        "weft_events_unaccounted",
+        "gauge",
+        "Reconciliation: accepted + recovered + replayed - (delivered + dead-lettered + filtered + queued); anything but 0 is an event lost or counted twice.",
+    );
+    for p in &pipelines {
+        let _ = writeln!(
+            out,
+            "weft_events_unaccounted{{pipeline=\"{}\"}} {}",
+            label(&p.name),
+            p.unaccounted
+        );
+    }
+    header(
+        &mut out,
+        "weft_events_rejected_total",
+        "counter",
+        "Webhook requests refused, by reason; nothing was stored for them.",
+    );
+    for p in &pipelines {
+        for (reason, n) in &p.rejected {
+            let _ = writeln!(
+                out,
+                "weft_events_rejected_total{{pipeline=\"{}\",reason=\"{reason}\"}} {n}",
+                label(&p.name)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "weft_dlq_depth",
+        "gauge",
+        "Events in the dead-letter queue.",
+    );
+    let mut depth: std::collections::BTreeMap<String, u64> =
+        pipelines.iter().map(|p| (p.name.clone(), 0)).collect();
+    if let Ok(dead) = engine.store().dead_letters(None) {
+        for r in dead {
+            *depth.entry(r.pipeline).or_default() += 1;
+        }
+    }
+    for (p, n) in &depth {
+        let _ = writeln!(out, "weft_dlq_depth{{pipeline=\"{}\"}} {n}", label(p));
+    }
+    header(
+        &mut out,
+        "weft_event_latency_seconds",
+        "histogram",
+        "From accept to delivery, for delivered events (retries included).",
+    );
+    for p in &pipelines {
+        if let Some((latency, _)) = engine.latencies(&p.name) {
+            latency.render(
+                &mut out,
+                "weft_event_latency_seconds",
+                &format!("pipeline=\"{}\"", label(&p.name)),
+            );
+        }
+    }
+    header(
+        &mut out,
+        "weft_step_duration_seconds",
+        "histogram",
+        "One call of a step or the sink, by pipeline and step.",
+    );
+    for p in &pipelines {
+        if let Some((_, steps)) = engine.latencies(&p.name) {
+            for (step, h) in steps {
+                h.render(
+                    &mut out,
+                    "weft_step_duration_seconds",
+                    &format!("pipeline=\"{}\",step=\"{}\"", label(&p.name), label(step)),
+                );
+            }
+        }
+    }
+    let plugins = engine.plugins();
+    header(
+        &mut out,
+        "weft_plugin_call_duration_seconds",
+        "histogram",
+        "Wall time of one plugin call (instantiate, configure, run).",
+    );
+    for (name, plugin) in &plugins {
+        plugin.stats.duration.render(
+            &mut out,
+            "weft_plugin_call_duration_seconds",
+            &format!("plugin=\"{}\"", label(name)),
+        );
+    }
+    type PluginFamily = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&crate::sandbox::PluginStats) -> u64,
+    );
+    const PLUGIN_FAMILIES: &[PluginFamily] = &[
+        ("weft_plugin_calls_total", "counter", "Plugin calls.", |s| {
+            s.calls.load(Ordering::Relaxed)
+        }),
+        (
+            "weft_plugin_call_failures_total",
+            "counter",
+            "Plugin calls that failed (error, trap or broken limit).",
+            |s| s.failures.load(Ordering::Relaxed),
+        ),
+        (
+            "weft_plugin_fuel_consumed_total",
+            "counter",
+            "Fuel the plugin's calls used (0 unless a grant sets fuel).",
+            |s| s.fuel.load(Ordering::Relaxed),
+        ),
+        (
+            "weft_plugin_memory_peak_bytes",
+            "gauge",
+            "The largest linear memory one call of the plugin asked for.",
+            |s| s.memory_peak.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, kind, help, read) in PLUGIN_FAMILIES {
+        header(&mut out, name, kind, help);
+        for (plugin, p) in &plugins {
+            let _ = writeln!(
+                out,
+                "{name}{{plugin=\"{}\"}} {}",
+                label(plugin),
+                read(&p.stats)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "weft_store_flush_seconds",
+        "histogram",
+        "One group commit: the batch write and the flush to disk.",
+    );
+    engine
+        .store()
+        .flush_latency()
+        .render(&mut out, "weft_store_flush_seconds", "");
+    header(
+        &mut out,
+        "weft_capability_denials_total",
+        "counter",
+        "Plugin calls refused because they went outside the plugin's grant.",
     );
     for ((plugin, capability), n) in engine.sandbox().denial_counts() {
         let _ = writeln!(

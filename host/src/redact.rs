@@ -53,6 +53,109 @@ pub fn active() -> bool {
     !VALUES.read().unwrap_or_else(|e| e.into_inner()).is_empty()
 }
 
+/// Fields of event payloads that must not be shown: JSON pointers per
+/// pipeline (`redact = ["/email", "/card/number"]`). Payloads keep them (the
+/// sink needs them); views replace them, and their values are masked in
+/// error messages and plugin log lines of the event.
+#[derive(Debug, Clone, Default)]
+pub struct FieldRedaction {
+    by_pipeline: std::collections::HashMap<String, Vec<String>>,
+}
+
+/// Shortest field value masked in text: shorter ones would mask ordinary words.
+pub const MIN_FIELD_LEN: usize = 4;
+
+impl FieldRedaction {
+    /// The `redact` lists of every pipeline in `config`.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        FieldRedaction {
+            by_pipeline: config
+                .pipelines
+                .iter()
+                .filter(|p| !p.redact.is_empty())
+                .map(|p| (p.name.clone(), p.redact.clone()))
+                .collect(),
+        }
+    }
+
+    /// The pointers of one pipeline.
+    pub fn pointers(&self, pipeline: &str) -> &[String] {
+        self.by_pipeline.get(pipeline).map_or(&[], Vec::as_slice)
+    }
+
+    /// A record fit to show: redacted fields replaced in the payload, their
+    /// values masked in every attempt's message.
+    pub fn record(&self, r: &crate::store::EventRecord) -> crate::store::EventRecord {
+        let pointers = self.pointers(&r.pipeline);
+        let mut r = r.clone();
+        if pointers.is_empty() {
+            return r;
+        }
+        let values = field_values(&r.payload, pointers);
+        if let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&r.payload) {
+            for p in pointers {
+                if let Some(v) = doc.pointer_mut(p) {
+                    *v = serde_json::Value::String(MASK.into());
+                }
+            }
+            r.payload = doc.to_string().into_bytes();
+        }
+        for a in &mut r.attempts {
+            if let crate::store::AttemptOutcome::Failed { message, .. } = &mut a.outcome {
+                *message = mask_values(message, &values);
+            }
+        }
+        r
+    }
+}
+
+/// The values at `pointers` in a JSON payload (strings and numbers, the
+/// leaves of objects and arrays), long enough to mask safely.
+pub fn field_values(payload: &[u8], pointers: &[String]) -> Vec<String> {
+    fn leaves(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s.clone()),
+            serde_json::Value::Number(n) => out.push(n.to_string()),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| leaves(v, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|v| leaves(v, out)),
+            _ => {}
+        }
+    }
+    if pointers.is_empty() {
+        return Vec::new();
+    }
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for p in pointers {
+        if let Some(v) = doc.pointer(p) {
+            leaves(v, &mut out);
+        }
+    }
+    out.retain(|v| v.len() >= MIN_FIELD_LEN);
+    out.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    out.dedup();
+    out
+}
+
+/// `text` with each of `values` (and its JSON-escaped form) replaced by [`MASK`].
+pub fn mask_values(text: &str, values: &[String]) -> String {
+    let mut out = text.to_string();
+    for v in values {
+        if out.contains(v.as_str()) {
+            out = out.replace(v.as_str(), MASK);
+        }
+        if let Ok(json) = serde_json::to_string(v) {
+            let inner = &json[1..json.len() - 1];
+            if inner != v && out.contains(inner) {
+                out = out.replace(inner, MASK);
+            }
+        }
+    }
+    out
+}
+
 /// A writer that masks secrets in what passes through it. The log formatter
 /// writes each line with one call, so a secret is never split across writes.
 pub struct MaskingWriter<W>(pub W);
@@ -80,6 +183,17 @@ pub fn stderr() -> MaskingWriter<io::Stderr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacted_fields_are_hidden_in_views_and_messages() {
+        let payload = br#"{"email":"ada@example.com","card":{"number":"4111111111111111"},"n":7,"name":"Ada"}"#;
+        let values = field_values(payload, &["/email".into(), "/card".into(), "/n".into()]);
+        assert_eq!(values, ["4111111111111111", "ada@example.com"]);
+        assert_eq!(
+            mask_values("bad email \"ada@example.com\" in 4111111111111111", &values),
+            format!("bad email \"{MASK}\" in {MASK}")
+        );
+    }
 
     #[test]
     fn registered_values_are_masked_in_text_and_writers() {

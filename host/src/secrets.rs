@@ -51,6 +51,13 @@ impl Secrets {
                     .into_iter()
                     .map(move |c| (c, plugin.as_str()))
             })
+            .chain(
+                config
+                    .admin
+                    .tokens
+                    .iter()
+                    .map(|t| (t.secret.as_str(), "the admin API")),
+            )
             .collect();
         wanted.sort_unstable();
         let mut values = BTreeMap::new();
@@ -65,7 +72,7 @@ impl Secrets {
                 .or_else(|| file.get(name).cloned());
             match value {
                 None => problems.push(format!(
-                    "credential {name} (granted to {plugin}) is not set: export {} or add {name} to server.secrets_file",
+                    "credential {name} (used by {plugin}) is not set: export {} or add {name} to server.secrets_file",
                     env_var(name)
                 )),
                 Some(v) if v.len() < MIN_SECRET_LEN => problems.push(format!(

@@ -287,3 +287,39 @@ fn plugin_inspect_shows_the_world_and_the_requested_capabilities() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn audit_log_verify_names_the_first_bad_record() {
+    let setup = HostSetup::leads(free_addr(), "http://127.0.0.1:9/x").unwrap();
+    {
+        let store = weft_host::store::Store::open(&setup.data_dir()).unwrap();
+        for i in 0..4 {
+            store
+                .audit()
+                .append(weft_host::store::AuditEntry {
+                    kind: "admin",
+                    actor: format!("user-{i}"),
+                    pipeline: "leads".into(),
+                    action: "pause".into(),
+                    detail: "done".into(),
+                })
+                .unwrap();
+        }
+    }
+    let out = weft(&["audit-log", "verify"], &setup.config_path);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("4 records"),
+        "{}",
+        text(&out.stdout)
+    );
+    let shown = text(&weft(&["audit-log", "show"], &setup.config_path).stdout);
+    assert_eq!(shown.lines().count(), 4, "{shown}");
+    assert!(shown.contains("user-3"), "{shown}");
+    {
+        let store = weft_host::store::Store::open(&setup.data_dir()).unwrap();
+        store.audit().tree().remove(1u64.to_be_bytes()).unwrap();
+    }
+    let err = fails(&["audit-log", "verify"], &setup.config_path);
+    assert!(err.contains("broken at record 1"), "{err}");
+}

@@ -352,6 +352,7 @@ async fn sandbox_vs_native(calls: usize) {
         plugin: "json-map".into(),
         event_id: "e".into(),
         correlation_id: "c".into(),
+        ..Default::default()
     };
     for _ in 0..200 {
         sandbox

@@ -297,3 +297,171 @@ pub async fn post_json(url: &str, body: &[u8], content_type: &str) -> (u16, serd
     let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     (status, value)
 }
+
+/// One sample of the Prometheus text format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Metric name (with `_bucket`, `_sum`, `_count` for histograms).
+    pub name: String,
+    /// Labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Value.
+    pub value: f64,
+}
+
+/// Parse the Prometheus text exposition format strictly: every sample must
+/// belong to a family declared by `# TYPE`, names and labels must be valid,
+/// label values correctly escaped, values numbers, and each histogram's
+/// buckets cumulative up to a `+Inf` bucket equal to its `_count`.
+pub fn parse_metrics(text: &str) -> Result<Vec<Sample>, String> {
+    use std::collections::{BTreeMap, HashMap};
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut samples = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let at = |m: &str| format!("line {}: {m}: {line:?}", i + 1);
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some("TYPE"), Some(name), Some(kind)) => {
+                    if !valid_name(name)
+                        || !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind)
+                    {
+                        return Err(at("bad TYPE"));
+                    }
+                    if types.insert(name.to_string(), kind.to_string()).is_some() {
+                        return Err(at("family declared twice"));
+                    }
+                }
+                (Some("HELP"), Some(name), _) if valid_name(name) => {}
+                _ => return Err(at("bad comment")),
+            }
+            continue;
+        }
+        let (name_labels, value) = line.rsplit_once(' ').ok_or_else(|| at("no value"))?;
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().map_err(|_| at("value is not a number"))?,
+        };
+        let (name, labels) = match name_labels.split_once('{') {
+            None => (name_labels, BTreeMap::new()),
+            Some((name, rest)) => {
+                let body = rest
+                    .strip_suffix('}')
+                    .ok_or_else(|| at("unclosed labels"))?;
+                let mut labels = BTreeMap::new();
+                let mut chars = body.chars().peekable();
+                while chars.peek().is_some() {
+                    let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+                    if !valid_name(&key) || chars.next() != Some('"') {
+                        return Err(at("bad label"));
+                    }
+                    let mut val = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('\\') => match chars.next() {
+                                Some('n') => val.push('\n'),
+                                Some(c @ ('\\' | '"')) => val.push(c),
+                                _ => return Err(at("bad escape")),
+                            },
+                            Some('"') => break,
+                            Some(c) => val.push(c),
+                            None => return Err(at("unterminated label value")),
+                        }
+                    }
+                    labels.insert(key, val);
+                    match chars.next() {
+                        Some(',') | None => {}
+                        _ => return Err(at("expected , between labels")),
+                    }
+                }
+                (name, labels)
+            }
+        };
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(*f).map(String::as_str) == Some("histogram"))
+            })
+            .unwrap_or(name);
+        if !types.contains_key(family) {
+            return Err(at("sample of an undeclared family"));
+        }
+        samples.push(Sample {
+            name: name.to_string(),
+            labels,
+            value,
+        });
+    }
+    // Histograms: cumulative buckets ending in +Inf == _count.
+    for (family, kind) in &types {
+        if kind != "histogram" {
+            continue;
+        }
+        let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for s in samples
+            .iter()
+            .filter(|s| s.name == format!("{family}_bucket"))
+        {
+            let le = s
+                .labels
+                .get("le")
+                .ok_or(format!("{family}: bucket without le"))?;
+            let le: f64 = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().map_err(|_| format!("{family}: bad le {le}"))?
+            };
+            let mut rest = s.labels.clone();
+            rest.remove("le");
+            series
+                .entry(format!("{rest:?}"))
+                .or_default()
+                .push((le, s.value));
+        }
+        for (labels, buckets) in series {
+            if buckets
+                .windows(2)
+                .any(|w| w[1].0 <= w[0].0 || w[1].1 < w[0].1)
+            {
+                return Err(format!("{family}{labels}: buckets not cumulative"));
+            }
+            let inf = buckets.last().filter(|b| b.0.is_infinite()).map(|b| b.1);
+            let count = samples
+                .iter()
+                .find(|s| {
+                    s.name == format!("{family}_count") && format!("{:?}", s.labels) == labels
+                })
+                .map(|s| s.value);
+            if inf.is_none() || inf != count {
+                return Err(format!(
+                    "{family}{labels}: +Inf bucket {inf:?} != count {count:?}"
+                ));
+            }
+        }
+    }
+    Ok(samples)
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+pub fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+}

@@ -390,6 +390,7 @@ async fn hostile_plugins_are_contained_and_the_canary_loses_nothing() {
         plugin: format!("hostile-{p}").into(),
         event_id: "direct".into(),
         correlation_id: "direct".into(),
+        ..Default::default()
     };
     let started = Instant::now();
     let err = sandbox

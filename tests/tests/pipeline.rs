@@ -141,7 +141,8 @@ async fn permanent_refusals_are_dead_lettered_and_replay_delivers_them() {
         "dead-lettered at once"
     );
     assert_eq!(receiver.requests().len(), 1, "a 400 is not retried");
-    let dead = weft_host::engine::dead_letter_views(&store, None, None).unwrap();
+    let dead =
+        weft_host::engine::dead_letter_views(&store, None, None, &Default::default()).unwrap();
     assert_eq!(dead[0].id, id.to_string());
     assert_eq!(dead[0].error_kind, "fatal");
     assert_eq!(dead[0].error, "HTTP 400");

@@ -1,9 +1,13 @@
 //! The admin API under `/api/v1`: pipelines (status, pause, resume), dead
-//! letters (list, replay, purge) and event history. When the admin token
-//! variable is set, every call needs `Authorization: Bearer <token>`.
+//! letters (list, replay, purge), event history and plugins. With tokens
+//! configured every call needs `Authorization: Bearer <token>` of a role
+//! that allows it (viewer reads, operator also pauses, resumes and replays,
+//! admin also purges); every mutating call is written to the audit log.
 
+use crate::config::{Config, Role};
 use crate::engine::{DeadLetterView, Engine, Selection, dead_letter_views, purge, replay};
 use crate::http_util::{Body, constant_time_eq, error, json};
+use crate::store::AuditEntry;
 use crate::store::{AttemptOutcome, EventId};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -16,31 +20,162 @@ fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
     })
 }
 
-/// Route one `/api/v1` request.
-pub async fn handle(
-    engine: &Engine,
-    token: Option<&str>,
-    req: Request<Incoming>,
-) -> Response<Body> {
-    if let Some(token) = token {
+/// Who may call the API, and what it shows about plugins.
+pub struct ApiState {
+    /// (name, role, token value)
+    tokens: Vec<(String, Role, String)>,
+    plugins: crate::host::Plugins,
+}
+
+/// An authenticated caller.
+struct Caller {
+    name: String,
+    role: Role,
+}
+
+impl ApiState {
+    /// Tokens from `[admin]` (values from `secrets`) and the legacy
+    /// `server.admin_token_env` variable (an admin token named `admin-token`).
+    pub fn new(
+        config: &Config,
+        secrets: &crate::secrets::Secrets,
+        plugins: crate::host::Plugins,
+    ) -> ApiState {
+        let mut tokens: Vec<(String, Role, String)> = config
+            .admin
+            .tokens
+            .iter()
+            .filter_map(|t| Some((t.name.clone(), t.role, secrets.get(&t.secret)?.to_string())))
+            .collect();
+        if let Ok(t) = std::env::var(&config.server.admin_token_env)
+            && !t.is_empty()
+        {
+            crate::redact::register(&t);
+            tokens.push(("admin-token".into(), Role::Admin, t));
+        }
+        if tokens.is_empty() {
+            tracing::warn!(
+                "the admin API has no tokens: anyone who reaches {} may pause, replay and purge; add [[admin.tokens]]",
+                config.server.listen
+            );
+        }
+        ApiState { tokens, plugins }
+    }
+
+    /// The caller, or `None` for a missing or wrong token.
+    fn authenticate(&self, req: &Request<Incoming>) -> Option<Caller> {
+        if self.tokens.is_empty() {
+            return Some(Caller {
+                name: "anonymous".into(),
+                role: Role::Admin,
+            });
+        }
         let given = req
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong bearer token; send Authorization: Bearer <token>",
-            );
+        // Compare with every token, so timing says nothing about which matched.
+        let mut found = None;
+        for (name, role, value) in &self.tokens {
+            if constant_time_eq(given.as_bytes(), value.as_bytes()) {
+                found = Some(Caller {
+                    name: name.clone(),
+                    role: *role,
+                });
+            }
         }
+        found
     }
+}
+
+/// The role a call needs.
+fn required_role(method: &Method, segments: &[&str]) -> Role {
+    match (method, segments) {
+        (&Method::GET, _) => Role::Viewer,
+        (_, ["dlq", "purge"]) => Role::Admin,
+        _ => Role::Operator,
+    }
+}
+
+/// Append a mutating call to the audit log and flush it.
+async fn audit(engine: &Engine, caller: &str, action: &str, pipeline: &str, detail: String) {
+    let store = engine.store();
+    if let Err(e) = store.audit().append(AuditEntry {
+        kind: "admin",
+        actor: caller.to_string(),
+        pipeline: pipeline.to_string(),
+        action: action.to_string(),
+        detail,
+    }) {
+        tracing::error!("could not write an admin call to the audit log: {e}");
+    }
+    let _ = store.db().flush_async().await;
+}
+
+/// Route one `/api/v1` request.
+pub async fn handle(engine: &Engine, state: &ApiState, req: Request<Incoming>) -> Response<Body> {
+    let Some(caller) = state.authenticate(&req) else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token; send Authorization: Bearer <token>",
+        );
+    };
     let path = req.uri().path().trim_end_matches('/').to_string();
     let rest = path.strip_prefix("/api/v1").unwrap_or("");
     let method = req.method().clone();
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let need = required_role(&method, &segments);
+    if caller.role < need {
+        if method != Method::GET {
+            audit(
+                engine,
+                &caller.name,
+                "refused",
+                "",
+                format!("{method} {path}: needs the {} role", need.as_str()),
+            )
+            .await;
+        }
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{method} {path} needs the {} role; token {:?} has {}",
+                need.as_str(),
+                caller.name,
+                caller.role.as_str()
+            ),
+        );
+    }
     match (method, segments.as_slice()) {
+        (Method::GET, ["plugins"]) => {
+            let denials = engine.sandbox().denial_counts();
+            let list: Vec<serde_json::Value> = state
+                .plugins
+                .values()
+                .map(|p| {
+                    let denied: std::collections::BTreeMap<&str, u64> = denials
+                        .iter()
+                        .filter(|((name, _), _)| *name == p.name)
+                        .map(|((_, cap), n)| (*cap, *n))
+                        .collect();
+                    use std::sync::atomic::Ordering::Relaxed;
+                    serde_json::json!({
+                        "name": p.name,
+                        "sha256": p.sha256,
+                        "world": p.world.to_string(),
+                        "imports": p.imports,
+                        "grant": p.grant(),
+                        "mismatches": p.mismatches,
+                        "calls": p.stats.calls.load(Relaxed),
+                        "failures": p.stats.failures.load(Relaxed),
+                        "denials": denied,
+                    })
+                })
+                .collect();
+            json(StatusCode::OK, &serde_json::json!({ "plugins": list }))
+        }
         (Method::GET, ["pipelines"]) => {
             let list: Vec<_> = engine
                 .pipeline_names()
@@ -59,6 +194,11 @@ pub async fn handle(
             } else {
                 engine.resume(name).await
             };
+            let detail = match &result {
+                Ok(()) => "done".to_string(),
+                Err(e) => format!("failed: {e}"),
+            };
+            audit(engine, &caller.name, action, name, detail).await;
             match result {
                 Ok(()) => json(StatusCode::OK, &engine.stats_json(name).unwrap_or_default()),
                 Err(e) => error(StatusCode::NOT_FOUND, e.to_string()),
@@ -67,7 +207,12 @@ pub async fn handle(
         (Method::GET, ["dlq"]) => {
             let pipeline = query_param(&req, "pipeline");
             let since = query_param(&req, "since");
-            match dead_letter_views(engine.store(), pipeline.as_deref(), since.as_deref()) {
+            match dead_letter_views(
+                engine.store(),
+                pipeline.as_deref(),
+                since.as_deref(),
+                engine.redaction(),
+            ) {
                 Ok(list) => json(StatusCode::OK, &serde_json::json!({ "dead_letters": list })),
                 Err(e) => error(StatusCode::BAD_REQUEST, e),
             }
@@ -98,6 +243,18 @@ pub async fn handle(
             } else {
                 purge(engine.store(), &ids).await
             };
+            let shown: Vec<String> = ids.iter().take(20).map(ToString::to_string).collect();
+            let detail = format!(
+                "{} event(s){}: {}{}",
+                ids.len(),
+                match &result {
+                    Ok(_) => String::new(),
+                    Err(e) => format!(" (failed: {e})"),
+                },
+                shown.join(", "),
+                if ids.len() > 20 { ", …" } else { "" }
+            );
+            audit(engine, &caller.name, &format!("dlq-{action}"), "", detail).await;
             match result {
                 Ok(outcomes) => json(StatusCode::OK, &serde_json::json!({ "results": outcomes })),
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -109,7 +266,7 @@ pub async fn handle(
                 Err(e) => return error(StatusCode::BAD_REQUEST, e),
             };
             match engine.store().event(&id) {
-                Ok(Some(r)) => json(StatusCode::OK, &event_view(&r)),
+                Ok(Some(r)) => json(StatusCode::OK, &event_view(&engine.redaction().record(&r))),
                 Ok(None) => error(
                     StatusCode::NOT_FOUND,
                     format!("no event {id}; it may have passed the history window"),

@@ -180,7 +180,9 @@ impl Engine {
             order_key,
             record: Some(record),
         };
-        write.after = Some(Box::new(move || engine.requeued(job)));
+        write.after = Some(Box::new(move || {
+            engine.requeued(job, super::build::Entry::Accepted)
+        }));
         match self.inner.store.commit(write).await? {
             Committed::Written => {
                 p.stats.accepted.fetch_add(1, Ordering::Relaxed);

@@ -6,6 +6,7 @@ use super::order::KeyGate;
 use super::retry::RetryPolicy;
 use super::run::Job;
 use crate::config::{Config, PipelineConfig};
+use crate::histogram::Histogram;
 use crate::limit::Limiter;
 use crate::sandbox::{Plugin, Sandbox, World};
 use crate::store::{Store, Write, now_ms, paused_key};
@@ -29,11 +30,77 @@ pub(super) struct Step {
     pub retry: Option<RetryPolicy>,
 }
 
+/// Why a webhook was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not `application/json` (415).
+    UnsupportedMediaType,
+    /// Over `max_body_bytes` (413).
+    TooLarge,
+    /// The body could not be read (400).
+    UnreadableBody,
+    /// Not valid JSON (400).
+    InvalidJson,
+    /// No idempotency key where one is required (422).
+    MissingKey,
+    /// Queue full, breaker open (429).
+    Backpressure,
+    /// The store failed (503).
+    StoreError,
+}
+
+impl Rejection {
+    /// Every reason, in label order.
+    pub const ALL: [Rejection; 7] = [
+        Rejection::UnsupportedMediaType,
+        Rejection::TooLarge,
+        Rejection::UnreadableBody,
+        Rejection::InvalidJson,
+        Rejection::MissingKey,
+        Rejection::Backpressure,
+        Rejection::StoreError,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::UnsupportedMediaType => "unsupported_media_type",
+            Rejection::TooLarge => "too_large",
+            Rejection::UnreadableBody => "unreadable_body",
+            Rejection::InvalidJson => "invalid_json",
+            Rejection::MissingKey => "missing_key",
+            Rejection::Backpressure => "backpressure",
+            Rejection::StoreError => "store_error",
+        }
+    }
+}
+
+/// How an event entered its pipeline's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Entry {
+    /// Accepted from a trigger.
+    Accepted,
+    /// Found unfinished in the store at start-up.
+    Recovered,
+    /// Replayed from the dead-letter queue.
+    Replayed,
+}
+
 /// Counters of one pipeline since start-up.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
+    /// Webhook requests for this pipeline.
+    pub received: AtomicU64,
+    /// Requests refused, by [`Rejection::ALL`] index.
+    pub rejected: [AtomicU64; 7],
     /// Events accepted.
     pub accepted: AtomicU64,
+    /// Unfinished events found in the store at start-up.
+    pub recovered: AtomicU64,
+    /// Dead letters replayed.
+    pub replayed: AtomicU64,
+    /// Attempts started.
+    pub attempts: AtomicU64,
     /// Duplicates answered without storing.
     pub duplicates: AtomicU64,
     /// Events delivered.
@@ -46,6 +113,14 @@ pub struct PipelineStats {
     pub dead_lettered: AtomicU64,
     /// Attempts running now.
     pub in_flight: AtomicU64,
+}
+
+impl PipelineStats {
+    /// Count a refused webhook.
+    pub fn reject(&self, why: Rejection) {
+        let i = Rejection::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.rejected[i].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A pipeline's state and counters at one moment.
@@ -77,6 +152,22 @@ pub struct PipelineStatus {
     pub dead_lettered: u64,
     /// Attempts running now.
     pub in_flight: u64,
+    /// Webhook requests received.
+    pub received: u64,
+    /// Requests refused, by reason.
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Unfinished events found in the store at start-up.
+    pub recovered: u64,
+    /// Dead letters replayed.
+    pub replayed: u64,
+    /// Attempts started.
+    pub attempts: u64,
+    /// Age of the oldest unfinished event, in ms (0 when none).
+    pub oldest_age_ms: u64,
+    /// Reconciliation: `accepted + recovered + replayed - (delivered +
+    /// dead_lettered + filtered + queued)`. Anything but 0 is an event that
+    /// went missing (or was counted twice), visible at once.
+    pub unaccounted: i64,
 }
 
 /// One pipeline at run time.
@@ -96,6 +187,23 @@ pub(super) struct Pipeline {
     pub parked: Mutex<Vec<Job>>,
     /// Events accepted and not yet finished.
     pub queued: AtomicI64,
+    /// Ids of the unfinished events (time-ordered: the first is the oldest).
+    pub open: Mutex<std::collections::BTreeSet<crate::store::EventId>>,
+    /// Accept to delivery, for delivered events.
+    pub latency: Histogram,
+    /// One call of each step, then the sink (last).
+    pub step_latency: Vec<Histogram>,
+}
+
+impl Pipeline {
+    /// An event left the pipeline for good.
+    pub(super) fn close(&self, id: &crate::store::EventId) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
 }
 
 pub(super) struct Inner {
@@ -106,6 +214,7 @@ pub(super) struct Inner {
     pub keep_history_ms: u64,
     pub runtime: tokio::runtime::Handle,
     pub stop: tokio::sync::watch::Sender<bool>,
+    pub redaction: crate::redact::FieldRedaction,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     receivers: Mutex<Vec<(Arc<Pipeline>, mpsc::UnboundedReceiver<Job>)>>,
 }
@@ -211,6 +320,9 @@ impl Engine {
                 paused: AtomicBool::new(store.events_tree_has(&paused_key(&p.name))),
                 parked: Mutex::new(Vec::new()),
                 queued: AtomicI64::new(0),
+                open: Mutex::default(),
+                latency: Histogram::default(),
+                step_latency: (0..=p.steps.len()).map(|_| Histogram::default()).collect(),
             });
             receivers.push((pipeline.clone(), rx));
             pipelines.insert(p.name.clone(), pipeline);
@@ -223,6 +335,7 @@ impl Engine {
                 dedup_window_ms: config.server.dedup_window_hours * 3_600_000,
                 keep_history_ms: config.server.keep_history_hours * 3_600_000,
                 runtime: tokio::runtime::Handle::current(),
+                redaction: crate::redact::FieldRedaction::from_config(config),
                 stop: tokio::sync::watch::channel(false).0,
                 tasks: Mutex::new(Vec::new()),
                 receivers: Mutex::new(receivers),
@@ -263,14 +376,17 @@ impl Engine {
                 continue;
             };
             if self.inner.pipelines.contains_key(&rec.pipeline) {
-                self.requeued(Job {
-                    pipeline: rec.pipeline.clone(),
-                    id,
-                    attempt,
-                    due_ms: due,
-                    order_key: rec.order_key.clone(),
-                    record: None,
-                });
+                self.requeued(
+                    Job {
+                        pipeline: rec.pipeline.clone(),
+                        id,
+                        attempt,
+                        due_ms: due,
+                        order_key: rec.order_key.clone(),
+                        record: None,
+                    },
+                    Entry::Recovered,
+                );
                 recovered += 1;
             } else {
                 tracing::warn!(event = %id, pipeline = %rec.pipeline,
@@ -325,9 +441,22 @@ impl Engine {
 
     /// An event entered (or re-entered) its pipeline's queue: count it, give
     /// it its place in its key's lane, and schedule it.
-    pub(super) fn requeued(&self, job: Job) {
+    pub(super) fn requeued(&self, job: Job, entry: Entry) {
         if let Some(p) = self.inner.pipelines.get(&job.pipeline) {
             p.queued.fetch_add(1, Ordering::Relaxed);
+            p.open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(job.id);
+            match entry {
+                Entry::Accepted => {}
+                Entry::Recovered => {
+                    p.stats.recovered.fetch_add(1, Ordering::Relaxed);
+                }
+                Entry::Replayed => {
+                    p.stats.replayed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             if let (Some(gate), Some(key)) = (&p.gate, &job.order_key) {
                 gate.enter(key, job.id);
             }
@@ -350,6 +479,11 @@ impl Engine {
         {
             self.schedule(next);
         }
+    }
+
+    /// The payload fields each pipeline hides.
+    pub fn redaction(&self) -> &crate::redact::FieldRedaction {
+        &self.inner.redaction
     }
 
     /// The plugin sandbox.
@@ -379,6 +513,15 @@ impl Engine {
         let p = self.inner.pipelines.get(pipeline)?;
         let s = &p.stats;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let queued = p.queued.load(Ordering::Relaxed);
+        let oldest_age_ms = p
+            .open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .first()
+            .map_or(0, |id| now_ms().saturating_sub(id.created_ms()));
+        let entered = get(&s.accepted) + get(&s.recovered) + get(&s.replayed);
+        let left = get(&s.delivered) + get(&s.dead_lettered) + get(&s.filtered);
         Some(PipelineStatus {
             name: pipeline.to_string(),
             paused: p.paused.load(Ordering::Relaxed),
@@ -393,7 +536,42 @@ impl Engine {
             retried: get(&s.retried),
             dead_lettered: get(&s.dead_lettered),
             in_flight: get(&s.in_flight),
+            received: get(&s.received),
+            rejected: Rejection::ALL
+                .iter()
+                .zip(&s.rejected)
+                .map(|(r, n)| (r.as_str(), get(n)))
+                .collect(),
+            recovered: get(&s.recovered),
+            replayed: get(&s.replayed),
+            attempts: get(&s.attempts),
+            oldest_age_ms,
+            unaccounted: entered as i64 - left as i64 - queued,
         })
+    }
+
+    /// The latency histograms of a pipeline: accept to delivery, and each
+    /// step's calls by step label (`step 1 (json-map)`, …, `sink (http-sink)`).
+    pub fn latencies(&self, pipeline: &str) -> Option<(&Histogram, Vec<(&str, &Histogram)>)> {
+        let p = self.inner.pipelines.get(pipeline)?;
+        let steps = p
+            .steps
+            .iter()
+            .chain([&p.sink])
+            .map(|s| s.label.as_str())
+            .zip(&p.step_latency)
+            .collect();
+        Some((&p.latency, steps))
+    }
+
+    /// Every plugin some pipeline uses, once each, by name.
+    pub fn plugins(&self) -> BTreeMap<String, Arc<Plugin>> {
+        self.inner
+            .pipelines
+            .values()
+            .flat_map(|p| p.steps.iter().chain([&p.sink]))
+            .map(|s| (s.plugin.name.clone(), s.plugin.clone()))
+            .collect()
     }
 
     /// [`Engine::status`] as JSON, for the API.

@@ -165,6 +165,7 @@ pub fn dead_letter_views(
     store: &Store,
     pipeline: Option<&str>,
     since: Option<&str>,
+    redaction: &crate::redact::FieldRedaction,
 ) -> Result<Vec<DeadLetterView>, String> {
     let since = since.map(parse_since).transpose()?;
     Ok(store
@@ -172,7 +173,7 @@ pub fn dead_letter_views(
         .map_err(|e| e.to_string())?
         .iter()
         .filter(|r| since.is_none_or(|s| dead_at_ms(r) >= s))
-        .map(DeadLetterView::from)
+        .map(|r| DeadLetterView::from(&redaction.record(r)))
         .collect())
 }
 
@@ -242,7 +243,9 @@ pub async fn replay(
                         order_key,
                         record: Some(Arc::new(r)),
                     };
-                    write.after = Some(Box::new(move || engine.requeued(job)));
+                    write.after = Some(Box::new(move || {
+                        engine.requeued(job, super::build::Entry::Replayed)
+                    }));
                 }
                 store.commit(write).await?;
                 tracing::info!(event = %id, "replayed from the dead-letter queue");

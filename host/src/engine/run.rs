@@ -87,6 +87,7 @@ pub(super) async fn dispatch(
         tokio::spawn(async move {
             let id = job.id;
             pipeline.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            pipeline.stats.attempts.fetch_add(1, Ordering::Relaxed);
             attempt(&engine, &pipeline, job, probe).await;
             pipeline.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             if let Ok(mut r) = running.lock() {
@@ -107,6 +108,24 @@ enum Outcome {
     Filtered(String),
     /// Failed in a step (index) or the sink (`None`).
     Failed(Option<usize>, CallError),
+}
+
+impl Outcome {
+    /// The outcome with the event's redacted field values masked in its
+    /// receipt or error message, before either is logged or stored.
+    fn masked(self, values: &[String]) -> Outcome {
+        if values.is_empty() {
+            return self;
+        }
+        match self {
+            Outcome::Delivered(r) => Outcome::Delivered(crate::redact::mask_values(&r, values)),
+            Outcome::Failed(at, mut e) => {
+                e.message = crate::redact::mask_values(&e.message, values);
+                Outcome::Failed(at, e)
+            }
+            other => other,
+        }
+    }
 }
 
 async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, probe: bool) {
@@ -150,9 +169,12 @@ async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, probe: bool
         correlation_id = %record.correlation_id, attempt = job.attempt);
     let started_at_ms = now_ms();
     let clock = Instant::now();
-    let outcome = run_steps(engine, pipeline, &record, job.attempt)
+    let redact: Arc<[String]> =
+        crate::redact::field_values(&record.payload, &pipeline.config.redact).into();
+    let outcome = run_steps(engine, pipeline, &record, job.attempt, &redact)
         .instrument(span.clone())
         .await;
+    let outcome = outcome.masked(&redact);
     let duration_us = clock.elapsed().as_micros() as u64;
     let _enter = span.enter();
     let sink_result = match &outcome {
@@ -186,12 +208,18 @@ async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, probe: bool
     );
 }
 
-fn context(pipeline: &Pipeline, step: &Step, record: &EventRecord) -> CallContext {
+fn context(
+    pipeline: &Pipeline,
+    step: &Step,
+    record: &EventRecord,
+    redact: &Arc<[String]>,
+) -> CallContext {
     CallContext {
         pipeline: pipeline.name.clone(),
         plugin: step.plugin.name.as_str().into(),
         event_id: record.id.to_string(),
         correlation_id: record.correlation_id.clone(),
+        redact: redact.clone(),
     }
 }
 
@@ -200,6 +228,7 @@ async fn run_steps(
     pipeline: &Pipeline,
     record: &EventRecord,
     attempt: u32,
+    redact: &Arc<[String]>,
 ) -> Outcome {
     let sandbox = &engine.inner.sandbox;
     let mut events = vec![WitEvent {
@@ -216,15 +245,18 @@ async fn run_steps(
     for (i, step) in pipeline.steps.iter().enumerate() {
         let mut next = Vec::with_capacity(events.len());
         for event in &events {
-            match sandbox
+            let started = std::time::Instant::now();
+            let result = sandbox
                 .transform(
                     &step.plugin,
                     &step.config_json,
-                    context(pipeline, step, record),
+                    context(pipeline, step, record, redact),
                     event,
                 )
-                .await
-            {
+                .instrument(tracing::info_span!("step", step = %step.label))
+                .await;
+            pipeline.step_latency[i].observe(started.elapsed());
+            match result {
                 Ok(out) => next.extend(out),
                 Err(e) => return Outcome::Failed(Some(i), e),
             }
@@ -240,15 +272,20 @@ async fn run_steps(
         if let Some(limiter) = &pipeline.limiter {
             limiter.acquire().await;
         }
-        match sandbox
+        let started = std::time::Instant::now();
+        let result = sandbox
             .deliver(
                 &sink.plugin,
                 &sink.config_json,
-                context(pipeline, sink, record),
+                context(pipeline, sink, record, redact),
                 event,
             )
-            .await
-        {
+            .instrument(tracing::info_span!("step", step = %sink.label))
+            .await;
+        if let Some(h) = pipeline.step_latency.last() {
+            h.observe(started.elapsed());
+        }
+        match result {
             Ok(receipt) => receipts.push(receipt),
             Err(e) => return Outcome::Failed(None, e),
         }
@@ -299,6 +336,9 @@ fn record_outcome(
         Outcome::Delivered(receipt) => {
             tracing::debug!(receipt = %receipt, duration_us, "delivered");
             pipeline.stats.delivered.fetch_add(1, Ordering::Relaxed);
+            pipeline.latency.observe(std::time::Duration::from_millis(
+                now.saturating_sub(record.received_at_ms),
+            ));
             next.state = EventState::Delivered;
             write.put(done_key(now, &job.id), Vec::new());
             AttemptOutcome::Delivered { receipt }
@@ -363,7 +403,7 @@ fn record_outcome(
         write.after = Some(Box::new(move || engine2.schedule(job2)));
     } else {
         // Finished: the next event of the same key may go.
-        pipeline.queued.fetch_sub(1, Ordering::Relaxed);
+        pipeline.close(&job.id);
         let (id, key, name) = (job.id, job.order_key.clone(), job.pipeline.clone());
         write.after = Some(Box::new(move || {
             engine2.finished(&name, key.as_deref(), id)

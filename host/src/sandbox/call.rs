@@ -10,6 +10,7 @@ use super::runtime::{EPOCH_TICK, Sandbox};
 use super::state::{HostState, KvAccess};
 use crate::store::ErrorKind;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimitsBuilder, Trap};
 use wasmtime_wasi::WasiCtx;
@@ -17,7 +18,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi_http::WasiHttpCtx;
 
 /// Who is calling: used in every log line the plugin causes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct CallContext {
     /// Pipeline name.
     pub pipeline: Arc<str>,
@@ -27,6 +28,8 @@ pub struct CallContext {
     pub event_id: String,
     /// Correlation id.
     pub correlation_id: String,
+    /// Values of the event's redacted fields: masked in the plugin's log lines.
+    pub redact: Arc<[String]>,
 }
 
 /// A failed call, classified for the engine.
@@ -119,10 +122,13 @@ impl Sandbox {
                 attachments: Default::default(),
                 response_cap: limits.response_bytes,
             },
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: super::state::Limiter {
+                inner: StoreLimitsBuilder::new()
+                    .memory_size(memory)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                peak: 0,
+            },
             ctx,
             grant: limits.grant.clone(),
             kv,
@@ -131,6 +137,7 @@ impl Sandbox {
             stdout,
             stderr,
             last_stderr: None,
+            started: std::time::Instant::now(),
         };
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -252,6 +259,7 @@ impl Sandbox {
             plugin: plugin.name.as_str().into(),
             event_id: "-".into(),
             correlation_id: "-".into(),
+            ..Default::default()
         };
         let mut store = self.new_store(plugin, Arc::new(ctx));
         let run = async {
@@ -289,6 +297,7 @@ impl Sandbox {
             plugin: plugin.name.as_str().into(),
             event_id: "-".into(),
             correlation_id: "-".into(),
+            ..Default::default()
         };
         let mut store = self.new_store(plugin, Arc::new(ctx));
         let run = async {
@@ -327,6 +336,29 @@ fn wrong_world(plugin: &Plugin, role: &str) -> CallError {
 type Timed<T> = Result<wasmtime::Result<Result<T, WitError>>, tokio::time::error::Elapsed>;
 
 fn finish<T>(
+    plugin: &Plugin,
+    store: &mut wasmtime::Store<HostState>,
+    result: Timed<T>,
+) -> Result<T, CallError> {
+    let outcome = finish_inner(plugin, store, result);
+    let stats = &plugin.stats;
+    stats.calls.fetch_add(1, Relaxed);
+    if outcome.is_err() {
+        stats.failures.fetch_add(1, Relaxed);
+    }
+    stats.duration.observe(store.data().started.elapsed());
+    stats
+        .memory_peak
+        .fetch_max(store.data().limits.peak as u64, Relaxed);
+    if let (Some(budget), Ok(left)) = (plugin.limits.fuel, store.get_fuel()) {
+        stats.fuel.fetch_add(budget.saturating_sub(left), Relaxed);
+    } else if let Ok(left) = store.get_fuel() {
+        stats.fuel.fetch_add(u64::MAX - left, Relaxed);
+    }
+    outcome
+}
+
+fn finish_inner<T>(
     plugin: &Plugin,
     store: &mut wasmtime::Store<HostState>,
     result: Timed<T>,

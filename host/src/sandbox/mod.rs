@@ -19,5 +19,5 @@ mod runtime;
 mod state;
 
 pub use call::{CallContext, CallError, TransformOutput};
-pub use plugin::{Plugin, World};
+pub use plugin::{Plugin, PluginStats, World};
 pub use runtime::{Sandbox, SandboxError, SandboxOptions};

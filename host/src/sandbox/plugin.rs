@@ -7,6 +7,7 @@ use crate::origin::Origin;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 /// Which world a plugin implements.
@@ -47,6 +48,21 @@ pub(super) struct Limits {
     pub grant: Arc<Grant>,
 }
 
+/// What a plugin's calls cost, since start-up.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    /// Calls made.
+    pub calls: AtomicU64,
+    /// Calls that failed (an error, a trap or a broken limit).
+    pub failures: AtomicU64,
+    /// Wall time per call.
+    pub duration: crate::histogram::Histogram,
+    /// Fuel used by all calls (only when fuel is metered).
+    pub fuel: AtomicU64,
+    /// The largest linear memory any call asked for, in bytes.
+    pub memory_peak: AtomicU64,
+}
+
 /// A plugin ready to instantiate.
 pub struct Plugin {
     /// Name (the file stem).
@@ -68,6 +84,8 @@ pub struct Plugin {
     pub mismatches: Vec<super::caps::Mismatch>,
     pub(super) pre: Pre,
     pub(super) limits: Limits,
+    /// Call counts, durations, fuel and memory.
+    pub stats: PluginStats,
 }
 
 impl Plugin {

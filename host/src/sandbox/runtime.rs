@@ -333,6 +333,7 @@ impl Sandbox {
                 response_bytes: grant.response_kib as usize * 1024,
                 grant: Arc::new(grant.clone()),
             },
+            stats: Default::default(),
         })
     }
 

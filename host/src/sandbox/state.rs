@@ -21,7 +21,7 @@ pub struct HostState {
     pub(super) table: ResourceTable,
     pub(super) http: WasiHttpCtx,
     pub(super) hooks: EgressHooks,
-    pub(super) limits: StoreLimits,
+    pub(super) limits: Limiter,
     pub(super) ctx: Arc<CallContext>,
     pub(super) grant: Arc<Grant>,
     /// `None` when the grant has no kv.
@@ -32,6 +32,59 @@ pub struct HostState {
     pub(super) stderr: MemoryOutputPipe,
     /// The last line the plugin wrote to stderr (a panic message, usually).
     pub(super) last_stderr: Option<String>,
+    /// When the call began.
+    pub(super) started: std::time::Instant,
+}
+
+/// The store's resource limiter: wasmtime's [`StoreLimits`], remembering
+/// the largest memory the plugin asked for.
+pub struct Limiter {
+    pub(super) inner: StoreLimits,
+    pub(super) peak: usize,
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.peak = self.peak.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
 }
 
 /// A plugin's view of the kv tree: its own namespace and quota.
@@ -82,6 +135,14 @@ impl HostState {
         }
         self.log_left -= cost;
         let c = &self.ctx;
+        let (message, fields) = if c.redact.is_empty() {
+            (message.to_string(), fields.to_string())
+        } else {
+            (
+                crate::redact::mask_values(message, &c.redact),
+                crate::redact::mask_values(fields, &c.redact),
+            )
+        };
         macro_rules! emit {
             ($lvl:expr) => {
                 tracing::event!(

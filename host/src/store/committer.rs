@@ -50,7 +50,12 @@ pub enum Committed {
 }
 
 /// Run the commit loop until every sender is gone.
-pub(super) fn run(db: sled::Db, tree: sled::Tree, rx: mpsc::Receiver<Write>) {
+pub(super) fn run(
+    db: sled::Db,
+    tree: sled::Tree,
+    rx: mpsc::Receiver<Write>,
+    flushes: std::sync::Arc<crate::histogram::Histogram>,
+) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -59,7 +64,9 @@ pub(super) fn run(db: sled::Db, tree: sled::Tree, rx: mpsc::Receiver<Write>) {
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         commit_group(&db, &tree, group);
+        flushes.observe(started.elapsed());
     }
 }
 

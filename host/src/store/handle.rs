@@ -36,6 +36,7 @@ pub struct Store {
     events: sled::Tree,
     kv: sled::Tree,
     audit: super::audit::AuditLog,
+    flushes: std::sync::Arc<crate::histogram::Histogram>,
     dir: PathBuf,
     tx: Mutex<Option<mpsc::Sender<Write>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
@@ -70,15 +71,18 @@ impl Store {
         let audit = super::audit::AuditLog::open(&db).map_err(open_err)?;
         let (tx, rx) = mpsc::channel();
         let (cdb, ctree) = (db.clone(), events.clone());
+        let flushes = std::sync::Arc::new(crate::histogram::Histogram::default());
+        let cflushes = flushes.clone();
         let committer = std::thread::Builder::new()
             .name("weft-commit".into())
-            .spawn(move || committer::run(cdb, ctree, rx))
+            .spawn(move || committer::run(cdb, ctree, rx, cflushes))
             .map_err(|e| open_err(e.to_string()))?;
         Ok(Store {
             db,
             events,
             kv,
             audit,
+            flushes,
             dir: dir.to_path_buf(),
             tx: Mutex::new(Some(tx)),
             committer: Mutex::new(Some(committer)),
@@ -93,6 +97,11 @@ impl Store {
     /// The plugin key-value tree.
     pub fn kv_tree(&self) -> &sled::Tree {
         &self.kv
+    }
+
+    /// Time of each group commit (batch write and flush).
+    pub fn flush_latency(&self) -> &crate::histogram::Histogram {
+        &self.flushes
     }
 
     /// The hash-chained audit log.

@@ -22,6 +22,12 @@ impl EventId {
     pub fn from_slice(b: &[u8]) -> Option<Self> {
         Some(EventId(b.try_into().ok()?))
     }
+    /// When the id was made, in ms since the Unix epoch (its first 48 bits).
+    pub fn created_ms(&self) -> u64 {
+        let mut ms = [0u8; 8];
+        ms[2..].copy_from_slice(&self.0[..6]);
+        u64::from_be_bytes(ms)
+    }
 }
 
 impl Default for EventId {

@@ -1,11 +1,12 @@
 //! The webhook trigger: `POST /hooks/{pipeline}` with a JSON body, answered
 //! `202` only once the event is durable.
 
-use crate::engine::{AcceptError, Accepted, Engine, Incoming};
+use crate::engine::{AcceptError, Accepted, Engine, Incoming, Rejection};
 use crate::http_util::{Body, error, json};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming as HyperBody;
 use hyper::{Request, Response, StatusCode, header};
+use std::sync::atomic::Ordering;
 
 /// Whether a content type is JSON (`application/json`, `application/*+json`,
 /// with or without parameters).
@@ -43,7 +44,7 @@ pub async fn handle(
     max_body: usize,
     req: Request<HyperBody>,
 ) -> Response<Body> {
-    if engine.stats(pipeline).is_none() {
+    let Some(stats) = engine.stats(pipeline) else {
         return error(
             StatusCode::NOT_FOUND,
             format!(
@@ -51,14 +52,22 @@ pub async fn handle(
                 engine.pipeline_names().join(", ")
             ),
         );
-    }
+    };
+    stats.received.fetch_add(1, Ordering::Relaxed);
+    let refuse = |why: Rejection, resp: Response<Body>| {
+        stats.reject(why);
+        resp
+    };
     let content_type = header_str(&req, "content-type").unwrap_or_default();
     if !is_json(&content_type) {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "content type {:?} is not accepted; send the body as application/json",
-                content_type
+        return refuse(
+            Rejection::UnsupportedMediaType,
+            error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "content type {:?} is not accepted; send the body as application/json",
+                    content_type
+                ),
             ),
         );
     }
@@ -68,7 +77,7 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max_body as u64) {
-        return too_large(max_body);
+        return refuse(Rejection::TooLarge, too_large(max_body));
     }
     let idempotency_header = header_str(&req, "idempotency-key");
     let correlation_id = correlation(&req);
@@ -78,12 +87,15 @@ pub async fn handle(
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return too_large(max_body);
+            return refuse(Rejection::TooLarge, too_large(max_body));
         }
         Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("could not read the request body: {e}"),
+            return refuse(
+                Rejection::UnreadableBody,
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read the request body: {e}"),
+                ),
             );
         }
     };
@@ -108,14 +120,19 @@ pub async fn handle(
             &serde_json::json!({ "id": id.to_string(), "key": key, "duplicate": true }),
         ),
         Err(e @ AcceptError::UnknownPipeline { .. }) => error(StatusCode::NOT_FOUND, e.to_string()),
-        Err(e @ AcceptError::InvalidJson(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e @ AcceptError::MissingKey(_)) => {
-            error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-        }
+        Err(e @ AcceptError::InvalidJson(_)) => refuse(
+            Rejection::InvalidJson,
+            error(StatusCode::BAD_REQUEST, e.to_string()),
+        ),
+        Err(e @ AcceptError::MissingKey(_)) => refuse(
+            Rejection::MissingKey,
+            error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        ),
         Err(AcceptError::Backpressure {
             retry_after_s,
             reason,
         }) => {
+            stats.reject(Rejection::Backpressure);
             let mut resp = error(StatusCode::TOO_MANY_REQUESTS, reason);
             if let Ok(v) = header::HeaderValue::from_str(&retry_after_s.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
@@ -123,6 +140,7 @@ pub async fn handle(
             resp
         }
         Err(AcceptError::Store(e)) => {
+            stats.reject(Rejection::StoreError);
             tracing::error!(pipeline, "could not store a webhook event: {e}");
             let mut resp = error(
                 StatusCode::SERVICE_UNAVAILABLE,

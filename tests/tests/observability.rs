@@ -1,0 +1,397 @@
+//! Observability: /metrics parses as the Prometheus text format and moves as
+//! a scripted run (accept, retry, filter, dead letter, replay, rejections)
+//! says it must; the reconciliation identity holds; every admin endpoint
+//! against every role; and the audit log records admin calls and catches
+//! tampering.
+
+use std::time::Duration;
+use weft_host::host::RunningHost;
+use weft_tests::{
+    Behavior, HostSetup, PipelineSpec, Receiver, any_port, lead, metric, parse_metrics, post_json,
+    send_event, wait_until,
+};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+async fn scrape(host: &RunningHost) -> Vec<weft_tests::Sample> {
+    let client = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
+    let reply = client
+        .call(hyper::Method::GET, "/metrics", None, &[])
+        .await
+        .unwrap();
+    let text = reply.body.as_str().unwrap_or_default().to_string();
+    parse_metrics(&text).unwrap_or_else(|e| panic!("/metrics does not parse: {e}\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_follow_a_scripted_run_and_reconcile() {
+    let receiver = Receiver::start(Behavior::FailFirst {
+        failures: 1,
+        status: 500,
+    })
+    .await;
+    let setup = HostSetup::new(
+        any_port(),
+        &[PipelineSpec::leads("p", &receiver.url("/p"))
+            .retry("max_attempts = 5, initial_ms = 10, max_ms = 50")
+            .with("breaker = { enabled = false }")],
+    )
+    .unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let before = scrape(&host).await;
+    assert_eq!(
+        metric(&before, "weft_events_accepted_total", &[("pipeline", "p")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&before, "weft_events_unaccounted", &[("pipeline", "p")]),
+        Some(0.0)
+    );
+
+    // Two good leads (each refused once, then delivered), one without an
+    // email (filtered), one with a bad date (dead-lettered).
+    for (id, body) in [
+        ("ok-1", lead("ok-1", 1)),
+        ("ok-2", lead("ok-2", 2)),
+        (
+            "no-email",
+            serde_json::json!({ "id": "no-email", "created": "01/02/2026" }),
+        ),
+        (
+            "bad-date",
+            serde_json::json!({ "id": "bad-date", "email": "x@y.example", "created": "2026-05-11" }),
+        ),
+    ] {
+        let (status, _) = send_event(&host, "p", &body).await;
+        assert_eq!(status, 202, "{id}");
+    }
+    // Two rejections, for two reasons.
+    let url = format!("http://{}/hooks/p", host.addr);
+    assert_eq!(
+        post_json(&url, b"{not json", "application/json").await.0,
+        400
+    );
+    assert_eq!(post_json(&url, b"{}", "text/plain").await.0, 415);
+
+    let status = || host.engine.status("p").unwrap();
+    assert!(
+        wait_until(WAIT, || {
+            let s = status();
+            s.delivered == 2 && s.filtered == 1 && s.dead_lettered == 1 && s.queued == 0
+        })
+        .await,
+        "{:?}",
+        status()
+    );
+    let m = scrape(&host).await;
+    let p = [("pipeline", "p")];
+    let get = |name: &str| metric(&m, name, &p).unwrap_or_else(|| panic!("no {name}"));
+    assert_eq!(get("weft_events_received_total"), 6.0);
+    assert_eq!(get("weft_events_accepted_total"), 4.0);
+    assert_eq!(get("weft_events_delivered_total"), 2.0);
+    assert_eq!(get("weft_events_filtered_total"), 1.0);
+    assert_eq!(get("weft_events_dead_lettered_total"), 1.0);
+    assert_eq!(get("weft_attempts_retried_total"), 2.0);
+    assert_eq!(
+        get("weft_attempts_total"),
+        6.0,
+        "4 first attempts and 2 retries"
+    );
+    assert_eq!(get("weft_dlq_depth"), 1.0);
+    assert_eq!(get("weft_queue_depth"), 0.0);
+    assert_eq!(get("weft_events_unaccounted"), 0.0);
+    assert_eq!(get("weft_event_latency_seconds_count"), 2.0);
+    assert_eq!(
+        metric(
+            &m,
+            "weft_events_rejected_total",
+            &[("pipeline", "p"), ("reason", "invalid_json")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "weft_events_rejected_total",
+            &[("pipeline", "p"), ("reason", "unsupported_media_type")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "weft_step_duration_seconds_count",
+            &[("pipeline", "p"), ("step", "sink (http-sink)")]
+        ),
+        Some(4.0),
+        "the sink ran for the two good leads, twice each"
+    );
+    assert_eq!(
+        metric(&m, "weft_plugin_calls_total", &[("plugin", "http-sink")]),
+        Some(5.0),
+        "four deliveries and the config check at start"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "weft_plugin_call_failures_total",
+            &[("plugin", "http-sink")]
+        ),
+        Some(2.0)
+    );
+    assert!(
+        metric(
+            &m,
+            "weft_plugin_memory_peak_bytes",
+            &[("plugin", "json-map")]
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert!(metric(&m, "weft_store_flush_seconds_count", &[]).unwrap() >= 4.0);
+
+    // Replay the dead letter: it fails again, and the books still balance.
+    let client = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
+    let reply = client
+        .call(
+            hyper::Method::POST,
+            "/api/v1/dlq/replay",
+            Some(br#"{"all": true}"#.to_vec()),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(wait_until(WAIT, || status().dead_lettered == 2 && status().queued == 0).await);
+    let m = scrape(&host).await;
+    let get = |name: &str| metric(&m, name, &p).unwrap();
+    assert_eq!(get("weft_events_replayed_total"), 1.0);
+    assert_eq!(get("weft_events_dead_lettered_total"), 2.0);
+    assert_eq!(get("weft_dlq_depth"), 1.0);
+    assert_eq!(get("weft_events_unaccounted"), 0.0);
+    let s = status();
+    assert_eq!(
+        s.accepted + s.recovered + s.replayed,
+        s.delivered + s.dead_lettered + s.filtered + s.queued,
+        "reconciliation: {s:?}"
+    );
+    host.shutdown().await;
+
+    // After a restart with work left over, recovered events balance too.
+    receiver.set_behavior(Behavior::Always(503));
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    send_event(&host, "p", &lead("late", 9)).await;
+    host.shutdown().await;
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let s = host.engine.status("p").unwrap();
+    assert_eq!(s.recovered, 1, "{s:?}");
+    assert_eq!(s.unaccounted, 0, "{s:?}");
+    assert!(s.oldest_age_ms < 600_000, "{s:?}");
+    host.shutdown().await;
+}
+
+const ROLES: [(&str, &str); 3] = [
+    ("viewer", "VIEWER_TOKEN"),
+    ("operator", "OPERATOR_TOKEN"),
+    ("admin", "ADMIN_TOKEN"),
+];
+
+fn token_value(role: &str) -> String {
+    format!("{role}-token-9d3f0a1b7c")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_endpoint_checks_the_role_of_every_token() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let mut extra = String::new();
+    for (role, secret) in ROLES {
+        extra.push_str(&format!(
+            "[[admin.tokens]]\nname = \"{role}-bot\"\nrole = \"{role}\"\nsecret = \"{secret}\"\n"
+        ));
+    }
+    let setup = HostSetup::with_extra(
+        any_port(),
+        &[PipelineSpec::leads("p", &receiver.url("/p"))],
+        &extra,
+    )
+    .unwrap();
+    // [[admin.tokens]] after [grants.http-sink] is a table of its own; the
+    // values come from the secrets file.
+    let secrets = setup.dir.path().join("secrets.toml");
+    let lines: String = ROLES
+        .iter()
+        .map(|(role, secret)| format!("{secret} = \"{}\"\n", token_value(role)))
+        .collect();
+    std::fs::write(&secrets, lines).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let text = std::fs::read_to_string(&setup.config_path).unwrap();
+    std::fs::write(
+        &setup.config_path,
+        text.replace(
+            "data_dir = \"./weft-data\"\n",
+            "data_dir = \"./weft-data\"\nsecrets_file = \"secrets.toml\"\n",
+        ),
+    )
+    .unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let (_, accepted) = send_event(&host, "p", &lead("e-1", 1)).await;
+    let id = accepted["id"].as_str().unwrap().to_string();
+
+    let endpoints: Vec<(hyper::Method, String, Option<&str>, &str)> = vec![
+        (
+            hyper::Method::GET,
+            "/api/v1/pipelines".into(),
+            None,
+            "viewer",
+        ),
+        (
+            hyper::Method::GET,
+            "/api/v1/pipelines/p".into(),
+            None,
+            "viewer",
+        ),
+        (hyper::Method::GET, "/api/v1/dlq".into(), None, "viewer"),
+        (
+            hyper::Method::GET,
+            format!("/api/v1/events/{id}"),
+            None,
+            "viewer",
+        ),
+        (hyper::Method::GET, "/api/v1/plugins".into(), None, "viewer"),
+        (
+            hyper::Method::POST,
+            "/api/v1/pipelines/p/pause".into(),
+            None,
+            "operator",
+        ),
+        (
+            hyper::Method::POST,
+            "/api/v1/pipelines/p/resume".into(),
+            None,
+            "operator",
+        ),
+        (
+            hyper::Method::POST,
+            "/api/v1/dlq/replay".into(),
+            Some(r#"{"all": true, "pipeline": "p"}"#),
+            "operator",
+        ),
+        (
+            hyper::Method::POST,
+            "/api/v1/dlq/purge".into(),
+            Some(r#"{"all": true, "pipeline": "p"}"#),
+            "admin",
+        ),
+    ];
+    let rank = |r: &str| {
+        ["viewer", "operator", "admin"]
+            .iter()
+            .position(|x| *x == r)
+            .unwrap()
+    };
+    let base = format!("http://{}", host.addr);
+    for (method, path, body, needs) in &endpoints {
+        for token in [None, Some("wrong-token-value".to_string())] {
+            let client = weft_host::client::HostClient::new(&base, token.clone());
+            let reply = client
+                .call(
+                    method.clone(),
+                    path,
+                    body.map(|b| b.as_bytes().to_vec()),
+                    &[],
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                reply.status, 401,
+                "{method} {path} with {token:?}: {}",
+                reply.body
+            );
+        }
+        for (role, _) in ROLES {
+            let client = weft_host::client::HostClient::new(&base, Some(token_value(role)));
+            let reply = client
+                .call(
+                    method.clone(),
+                    path,
+                    body.map(|b| b.as_bytes().to_vec()),
+                    &[],
+                )
+                .await
+                .unwrap();
+            let expected = if rank(role) >= rank(needs) { 200 } else { 403 };
+            assert_eq!(
+                reply.status, expected,
+                "{method} {path} as {role}: {}",
+                reply.body
+            );
+            let text = reply.body.to_string();
+            for (r, _) in ROLES {
+                assert!(
+                    !text.contains(&token_value(r)),
+                    "a token leaked into an answer"
+                );
+            }
+        }
+    }
+    let plugins = weft_host::client::HostClient::new(&base, Some(token_value("viewer")))
+        .call(hyper::Method::GET, "/api/v1/plugins", None, &[])
+        .await
+        .unwrap();
+    let sink = plugins.body["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "http-sink")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        sink["grant"]["http"][0],
+        weft_tests::origin_of(&receiver.url("/p"))
+    );
+    assert_eq!(sink["world"], "weft:plugin/sink@0.1.0");
+    host.shutdown().await;
+
+    // Every mutating call is in the audit log under the token's name,
+    // refusals included, and the chain verifies.
+    let store = weft_host::store::Store::open(&setup.data_dir()).unwrap();
+    let records = store.audit().records(0).unwrap();
+    let admin: Vec<(String, String)> = records
+        .iter()
+        .filter(|r| r.kind == "admin")
+        .map(|r| (r.actor.clone(), r.action.clone()))
+        .collect();
+    for expected in [
+        ("operator-bot", "pause"),
+        ("admin-bot", "resume"),
+        ("operator-bot", "dlq-replay"),
+        ("admin-bot", "dlq-purge"),
+        ("viewer-bot", "refused"),
+        ("operator-bot", "refused"),
+    ] {
+        assert!(
+            admin
+                .iter()
+                .any(|(a, b)| (a.as_str(), b.as_str()) == expected),
+            "{expected:?} not in {admin:?}"
+        );
+    }
+    assert_eq!(store.audit().verify(), Ok(records.len() as u64));
+    // Change one record behind the log's back: verification names it.
+    let tree = store.audit().tree();
+    let (index, key, value) = tree
+        .iter()
+        .filter_map(Result::ok)
+        .enumerate()
+        .find(|(_, (_, v))| String::from_utf8_lossy(v).contains("operator-bot"))
+        .map(|(i, (k, v))| (i as u64, k, v))
+        .unwrap();
+    let forged = String::from_utf8(value.to_vec())
+        .unwrap()
+        .replace("operator-bot", "nobody");
+    tree.insert(key, forged.as_bytes()).unwrap();
+    assert_eq!(store.audit().verify().unwrap_err().index, index);
+}
