@@ -810,11 +810,12 @@ async fn pipeline_status(host: &HostArg, name: Option<String>, as_json: bool) ->
         return Ok(());
     }
     println!(
-        "{:<14} {:<7} {:<9} {:>7} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9}",
+        "{:<14} {:<7} {:<9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9}  RECONCILED",
         "PIPELINE",
         "STATE",
         "BREAKER",
         "QUEUED",
+        "OLDEST",
         "ACCEPTED",
         "DELIVERED",
         "FILTERED",
@@ -822,11 +823,21 @@ async fn pipeline_status(host: &HostArg, name: Option<String>, as_json: bool) ->
         "DEAD",
         "IN FLIGHT"
     );
+    let mut unbalanced = Vec::new();
     for p in &list {
         let n = |k: &str| p[k].as_u64().unwrap_or(0);
+        let unaccounted = p["unaccounted"].as_i64().unwrap_or(0);
+        let oldest = match n("oldest_age_ms") {
+            0 => "-".to_string(),
+            ms => humantime::format_duration(
+                std::time::Duration::from_secs(ms / 1000).max(std::time::Duration::from_secs(1)),
+            )
+            .to_string(),
+        };
+        let name = p["name"].as_str().unwrap_or("?");
         println!(
-            "{:<14} {:<7} {:<9} {:>7} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9}",
-            p["name"].as_str().unwrap_or("?"),
+            "{:<14} {:<7} {:<9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9}  {}",
+            name,
             if p["paused"] == true {
                 "paused"
             } else {
@@ -834,12 +845,30 @@ async fn pipeline_status(host: &HostArg, name: Option<String>, as_json: bool) ->
             },
             p["breaker"].as_str().unwrap_or("?"),
             n("queued"),
-            n("accepted"),
+            oldest,
+            n("accepted") + n("recovered") + n("replayed"),
             n("delivered"),
             n("filtered"),
             n("retried"),
             n("dead_lettered"),
-            n("in_flight")
+            n("in_flight"),
+            if unaccounted == 0 {
+                "yes".to_string()
+            } else {
+                format!("NO ({unaccounted} unaccounted)")
+            }
+        );
+        if unaccounted != 0 {
+            unbalanced.push(name.to_string());
+        }
+    }
+    println!(
+        "ACCEPTED counts events accepted, recovered at start and replayed since start; it equals DELIVERED + FILTERED + DEAD + QUEUED when nothing was lost."
+    );
+    if !unbalanced.is_empty() {
+        bail!(
+            "events unaccounted for in {}; see the log for events that went missing",
+            unbalanced.join(", ")
         );
     }
     Ok(())

@@ -2,7 +2,9 @@
 //! basic and HMAC credentials that never enter the plugin, and a secret
 //! canary value appears in no log line (JSON or text), no API answer, no
 //! dead letter and no file of the data directory, even when an upstream
-//! echoes it back and a plugin granted the raw value tries to leak it.
+//! echoes it back and a plugin granted the raw value tries to leak it; and
+//! a pipeline's redacted payload fields stay out of logs, answers and dead
+//! letters even when a plugin echoes the payload.
 
 use hmac::Mac;
 use std::path::Path;
@@ -14,6 +16,8 @@ const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 const WAIT: Duration = Duration::from_secs(120);
 const CANARY: &str = "canary-5f0c2b9a7e41d3";
 const SIGNING_KEY: &str = "signing-key-83c1e0aa";
+const PRIVATE_EMAIL: &str = "ada.private@example.com";
+const PRIVATE_CARD: &str = "4111111111111111";
 
 fn files_containing(dir: &Path, needle: &[u8], out: &mut Vec<String>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -81,7 +85,10 @@ async fn credentials_are_attached_by_the_host_and_masked_everywhere() {
         r#"{ credential = "CRM_TOKEN" }"#,
     ));
     config.push_str(
-        "[[pipeline]]\nname = \"leak\"\nsink = { plugin = \"leaker\", config = { attack = \"leak\", credential = \"CRM_TOKEN\" } }\nretry = { max_attempts = 1 }\n",
+        "[[pipeline]]\nname = \"leak\"\nsink = { plugin = \"leaker\", config = { attack = \"leak\", credential = \"CRM_TOKEN\" } }\nretry = { max_attempts = 1 }\n\n",
+    );
+    config.push_str(
+        "[[pipeline]]\nname = \"echo\"\nredact = [\"/email\", \"/card/number\"]\nsink = { plugin = \"leaker\", config = { attack = \"echo\" } }\nretry = { max_attempts = 1 }\n",
     );
     assert!(!config.contains(CANARY), "the secret is not in weft.toml");
     let config_path = dir.path().join("weft.toml");
@@ -94,7 +101,19 @@ async fn credentials_are_attached_by_the_host_and_masked_everywhere() {
         for p in ["signed", "basic", "leaky", "leak"] {
             send(listen, p, &format!("{p}-{round}")).await;
         }
-        dead_letters += 2;
+        let private = serde_json::json!({
+            "id": format!("echo-{round}"),
+            "email": PRIVATE_EMAIL,
+            "card": { "number": PRIVATE_CARD },
+        });
+        let (status, _) = post_json(
+            &format!("http://{listen}/hooks/echo"),
+            private.to_string().as_bytes(),
+            "application/json",
+        )
+        .await;
+        assert_eq!(status, 202);
+        dead_letters += 3;
         let client = weft_host::client::HostClient::new(&format!("http://{listen}"), None);
         let mut answers = String::new();
         assert!(
@@ -131,6 +150,13 @@ async fn credentials_are_attached_by_the_host_and_masked_everywhere() {
             !answers.contains(CANARY),
             "an API answer holds the secret: {answers}"
         );
+        for private in [PRIVATE_EMAIL, PRIVATE_CARD] {
+            assert!(
+                !answers.contains(private),
+                "an API answer holds a redacted field: {answers}"
+            );
+        }
+        assert!(answers.contains("cannot deliver"), "{answers}");
         host.sigterm();
     }
 
@@ -173,9 +199,19 @@ async fn credentials_are_attached_by_the_host_and_masked_everywhere() {
             log.contains("[redacted]"),
             "the leak attempt is logged, masked ({format})"
         );
-        for secret in [CANARY, encoded.as_str(), SIGNING_KEY] {
-            assert!(!log.contains(secret), "the {format} log holds a secret");
+        for secret in [
+            CANARY,
+            encoded.as_str(),
+            SIGNING_KEY,
+            PRIVATE_EMAIL,
+            PRIVATE_CARD,
+        ] {
+            assert!(!log.contains(secret), "the {format} log holds {secret}");
         }
+        assert!(
+            log.contains("payload: "),
+            "the plugin's echo is logged, masked ({format})"
+        );
     }
     let dlq = Command::new(WEFT)
         .args(["dlq", "list", "--json", "--config"])
@@ -186,6 +222,10 @@ async fn credentials_are_attached_by_the_host_and_masked_everywhere() {
     let dlq = String::from_utf8_lossy(&dlq.stdout);
     assert!(dlq.contains("leaking [redacted] in an error"), "{dlq}");
     assert!(!dlq.contains(CANARY));
+    assert!(
+        !dlq.contains(PRIVATE_EMAIL) && !dlq.contains(PRIVATE_CARD),
+        "{dlq}"
+    );
     let mut found = Vec::new();
     for secret in [CANARY, encoded.as_str(), SIGNING_KEY] {
         files_containing(&dir.path().join("data"), secret.as_bytes(), &mut found);

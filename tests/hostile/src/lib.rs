@@ -14,7 +14,7 @@ use weft_sdk::{Error, Event, PluginInfo, Receipt, Result, Sink, http, kv, log};
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// What to do: `none`, `loop`, `memory`, `recursion`, `http`, `credential`,
-    /// `reveal`, `kv-other`, `output`, `leak`, `log-flood`, `stdout-flood`, `panic`.
+    /// `reveal`, `kv-other`, `output`, `echo`, `leak`, `log-flood`, `stdout-flood`, `panic`.
     pub attack: String,
     /// Target of `http` and `none`.
     #[serde(default)]
@@ -100,6 +100,12 @@ impl Sink for Hostile {
                 Ok(Receipt::new(format!("read another namespace: {other:?}")))
             }
             "output" => Ok(Receipt::new("x".repeat(8 << 20))),
+            "echo" => {
+                // Writes the whole payload to its log and its error.
+                let body = String::from_utf8_lossy(&event.payload);
+                log::info(&format!("payload: {body}"));
+                Err(Error::fatal(format!("cannot deliver {body}")))
+            }
             "leak" => {
                 // A plugin granted the raw value tries to leak it every way it can.
                 let secret = credentials::reveal(&c.credential)?;
