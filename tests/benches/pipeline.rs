@@ -5,7 +5,7 @@
 //!
 //! `cargo xtask bench` (or `cargo bench -p weft-tests --bench pipeline`).
 //! Environment: `WEFT_BENCH_EVENTS` (default 20000), `WEFT_BENCH_SENDERS` (64),
-//! `WEFT_BENCH_ONLY` (`pipeline`, `guards` or `sandbox`).
+//! `WEFT_BENCH_ONLY` (`pipeline`, `guards`, `observability` or `sandbox`).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -16,6 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use weft_host::host::RunningHost;
 use weft_tests::{Behavior, HostSetup, PipelineSpec, Receiver, lead};
@@ -263,6 +264,58 @@ async fn guards(events: usize, senders: usize) {
     );
 }
 
+/// Whether runs scrape `/metrics` every second while under load.
+static SCRAPE: AtomicBool = AtomicBool::new(false);
+
+/// Spans and JSON logs at `info` (written to a sink, as a log shipper would
+/// read them) plus a `/metrics` scrape every second, against the same
+/// pipeline with logging off and nobody scraping. Best of alternating runs.
+async fn observability(
+    events: usize,
+    senders: usize,
+    logs: &tracing_subscriber::reload::Handle<
+        tracing_subscriber::filter::LevelFilter,
+        tracing_subscriber::Registry,
+    >,
+) {
+    use tracing_subscriber::filter::LevelFilter;
+    println!("== observability: {events} events, {senders} concurrent senders ==");
+    let spec =
+        || PipelineSpec::leads("leads", "").with("concurrency = 64\nbreaker = { enabled = false }");
+    let (mut on, mut off) = (0f64, 0f64);
+    for round in 0..2 {
+        let _ = logs.reload(LevelFilter::OFF);
+        SCRAPE.store(false, Ordering::Relaxed);
+        let r = weft_run(
+            "logs off, no scraping",
+            spec(),
+            events,
+            senders,
+            &format!("O{round}"),
+        )
+        .await;
+        off = off.max(r);
+        let _ = logs.reload(LevelFilter::INFO);
+        SCRAPE.store(true, Ordering::Relaxed);
+        let r = weft_run(
+            "spans + JSON logs at info + /metrics every 1 s",
+            spec(),
+            events,
+            senders,
+            &format!("I{round}"),
+        )
+        .await;
+        on = on.max(r);
+    }
+    let _ = logs.reload(LevelFilter::OFF);
+    SCRAPE.store(false, Ordering::Relaxed);
+    println!(
+        "observability on: {on:.0} ev/s = {:.1}% of off ({off:.0} ev/s); cost {:.1}%",
+        100.0 * on / off,
+        100.0 * (1.0 - on / off)
+    );
+}
+
 /// Run the lead pipeline under load; returns delivered events/s.
 async fn weft_run(
     name: &str,
@@ -292,6 +345,21 @@ async fn weft_run_with(
     let host = RunningHost::start_with_guards(setup.config(), guards)
         .await
         .expect("host starts");
+    let scraper = SCRAPE.load(Ordering::Relaxed).then(|| {
+        let url = format!("http://{}/metrics", host.addr);
+        tokio::spawn(async move {
+            let client = client();
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let req = hyper::Request::get(&url)
+                    .body(Full::new(Bytes::new()))
+                    .expect("request");
+                if let Ok(resp) = client.request(req).await {
+                    let _ = resp.into_body().collect().await;
+                }
+            }
+        })
+    });
     let start = Instant::now();
     let weft_load = load(
         &format!("http://{}/hooks/leads", host.addr),
@@ -304,6 +372,9 @@ async fn weft_run_with(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let rate = receiver.effect_count() as f64 / start.elapsed().as_secs_f64();
+    if let Some(s) = scraper {
+        s.abort();
+    }
     print_load(name, &weft_load, rate);
     let dupes = receiver.effects().values().filter(|n| **n > 1).count();
     if dupes > 0 {
@@ -416,6 +487,20 @@ async fn sandbox_vs_native(calls: usize) {
 }
 
 fn main() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let (filter, logs) =
+        tracing_subscriber::reload::Layer::new(tracing_subscriber::filter::LevelFilter::OFF);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_writer(std::io::sink),
+        )
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -429,6 +514,9 @@ fn main() {
         }
         if only.is_empty() || only == "guards" {
             guards(events, senders).await;
+        }
+        if only.is_empty() || only == "observability" {
+            observability(events, senders, &logs).await;
         }
         if only.is_empty() || only == "sandbox" {
             sandbox_vs_native(env_usize("WEFT_BENCH_CALLS", 20_000)).await;

@@ -23,6 +23,30 @@ async fn scrape(host: &RunningHost) -> Vec<weft_tests::Sample> {
     parse_metrics(&text).unwrap_or_else(|e| panic!("/metrics does not parse: {e}\n{text}"))
 }
 
+/// Every `weft_*` family the shipped Grafana dashboard queries.
+fn dashboard_families() -> Vec<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/grafana/weft-dashboard.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut names = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for token in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if token.starts_with("weft_") {
+                    names.push(token.trim_end_matches("_bucket").to_string());
+                }
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_follow_a_scripted_run_and_reconcile() {
     let receiver = Receiver::start(Behavior::FailFirst {
@@ -39,6 +63,21 @@ async fn metrics_follow_a_scripted_run_and_reconcile() {
     .unwrap();
     let host = RunningHost::start(setup.config()).await.unwrap();
     let before = scrape(&host).await;
+    let client = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
+    let text = client
+        .call(hyper::Method::GET, "/metrics", None, &[])
+        .await
+        .unwrap()
+        .body;
+    let text = text.as_str().unwrap_or_default();
+    let families = dashboard_families();
+    assert!(families.len() >= 15, "{families:?}");
+    for family in families {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "the Grafana dashboard queries {family}, which /metrics does not have"
+        );
+    }
     assert_eq!(
         metric(&before, "weft_events_accepted_total", &[("pipeline", "p")]),
         Some(0.0)

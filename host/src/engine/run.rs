@@ -253,7 +253,7 @@ async fn run_steps(
                     context(pipeline, step, record, redact),
                     event,
                 )
-                .instrument(tracing::info_span!("step", step = %step.label))
+                .instrument(tracing::debug_span!("step", step = %step.label))
                 .await;
             pipeline.step_latency[i].observe(started.elapsed());
             match result {
@@ -280,7 +280,7 @@ async fn run_steps(
                 context(pipeline, sink, record, redact),
                 event,
             )
-            .instrument(tracing::info_span!("step", step = %sink.label))
+            .instrument(tracing::debug_span!("step", step = %sink.label))
             .await;
         if let Some(h) = pipeline.step_latency.last() {
             h.observe(started.elapsed());
