@@ -168,6 +168,10 @@ pub struct ServerConfig {
     /// How long delivered and filtered events stay in the run history, in hours (default 24).
     #[serde(default = "default_keep_hours")]
     pub keep_history_hours: u64,
+    /// Most finished events kept in the run history, oldest dropped first
+    /// (default: no limit besides `keep_history_hours`).
+    #[serde(default)]
+    pub keep_history_events: Option<usize>,
     /// How long an idempotency key is remembered at ingress, in hours (default 24).
     #[serde(default = "default_keep_hours")]
     pub dedup_window_hours: u64,

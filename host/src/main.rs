@@ -230,7 +230,28 @@ enum PipelineCommand {
 
 #[derive(Debug, Subcommand)]
 enum RunsCommand {
-    /// Show one event: state, every attempt, and the payload.
+    /// List events, newest first: state, attempts, time spent, last outcome.
+    List {
+        /// Only this pipeline.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Only this state: queued, delivered, filtered, dead-lettered.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only events accepted since (RFC 3339, or an age such as `2h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        host: HostArg,
+    },
+    /// Show one event: state, every attempt with each step's time, fuel and
+    /// memory, and the payload.
     Show {
         /// Event id.
         id: String,
@@ -305,6 +326,14 @@ async fn dispatch(cli: Cli) -> Result<()> {
             pipeline_status(&host, name, json).await
         }
         Command::Runs(RunsCommand::Show { id, host }) => runs_show(&host, &id).await,
+        Command::Runs(RunsCommand::List {
+            pipeline,
+            state,
+            since,
+            limit,
+            json,
+            host,
+        }) => runs_list(&host, pipeline, state, since, limit, json).await,
         Command::Plugin(PluginCommand::Inspect { file, json }) => plugin_inspect(&file, json).await,
         Command::Audit { config, json } => audit(&config.config, json).await,
         Command::AuditLog(AuditLogCommand::Show { config, from, json }) => {
@@ -869,6 +898,70 @@ async fn pipeline_status(host: &HostArg, name: Option<String>, as_json: bool) ->
         bail!(
             "events unaccounted for in {}; see the log for events that went missing",
             unbalanced.join(", ")
+        );
+    }
+    Ok(())
+}
+
+async fn runs_list(
+    host: &HostArg,
+    pipeline: Option<String>,
+    state: Option<String>,
+    since: Option<String>,
+    limit: usize,
+    as_json: bool,
+) -> Result<()> {
+    let (client, config) = client(host)?;
+    let mut query = vec![format!("limit={limit}")];
+    for (k, v) in [
+        ("pipeline", &pipeline),
+        ("state", &state),
+        ("since", &since),
+    ] {
+        if let Some(v) = v {
+            query.push(format!("{k}={v}"));
+        }
+    }
+    let path = format!("/api/v1/events?{}", query.join("&"));
+    let list: Vec<weft_host::engine::RunSummary> = match client
+        .call(hyper::Method::GET, &path, None, &[])
+        .await
+    {
+        Ok(reply) if reply.status == 200 => serde_json::from_value(reply.body["events"].clone())
+            .map_err(|e| anyhow::anyhow!("unexpected answer from the host: {e}"))?,
+        Ok(reply) => bail!(
+            "the host answered {}: {}",
+            reply.status,
+            reply.body["error"]
+        ),
+        Err(ClientError::NotRunning(_)) => {
+            let redaction = redaction_of(&config);
+            let store = offline_store(config)?;
+            weft_host::engine::run_history(
+                &store,
+                pipeline.as_deref(),
+                state.as_deref(),
+                since.as_deref(),
+                limit,
+                &redaction,
+            )
+            .map_err(anyhow::Error::msg)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!(
+        "{:<36}  {:<12} {:<13} {:<24} {:>8} {:>9}  LAST",
+        "ID", "PIPELINE", "STATE", "RECEIVED", "ATTEMPTS", "BUSY MS"
+    );
+    for r in &list {
+        let last: String = r.last.chars().take(60).collect();
+        println!(
+            "{:<36}  {:<12} {:<13} {:<24} {:>8} {:>9.1}  {last}",
+            r.id, r.pipeline, r.state, r.received_at, r.attempts, r.busy_ms
         );
     }
     Ok(())

@@ -29,6 +29,19 @@ fn record(id: EventId, attempts: usize) -> EventRecord {
                     message: "HTTP 503".into(),
                     retry_at_ms: None,
                 },
+                // As the engine writes them: one run per plugin call.
+                steps: ["step 1 (json-map)", "step 2 (filter)", "sink (x)"]
+                    .iter()
+                    .map(|step| weft_host::store::StepRun {
+                        step: step.to_string(),
+                        offset_us: 5,
+                        duration_us: 20,
+                        outcome: "ok".into(),
+                        events_out: 1,
+                        fuel: 0,
+                        memory_bytes: 1 << 20,
+                    })
+                    .collect(),
             })
             .collect(),
         replays_at_ms: vec![],

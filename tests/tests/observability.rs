@@ -434,3 +434,107 @@ async fn every_endpoint_checks_the_role_of_every_token() {
     tree.insert(key, forged.as_bytes()).unwrap();
     assert_eq!(store.audit().verify().unwrap_err().index, index);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_history_has_every_step_and_keeps_the_newest_events() {
+    let receiver = Receiver::start(Behavior::FailFirst {
+        failures: 1,
+        status: 503,
+    })
+    .await;
+    let setup = HostSetup::new(
+        any_port(),
+        &[PipelineSpec::leads("p", &receiver.url("/p"))
+            .retry("max_attempts = 5, initial_ms = 10, max_ms = 50")
+            .with("breaker = { enabled = false }")],
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&setup.config_path).unwrap();
+    std::fs::write(
+        &setup.config_path,
+        text.replace(
+            "data_dir = \"./weft-data\"\n",
+            "data_dir = \"./weft-data\"\nkeep_history_events = 3\n",
+        ),
+    )
+    .unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let (status, body) = send_event(&host, "p", &lead(&format!("h-{i}"), i)).await;
+        assert_eq!(status, 202);
+        ids.push(body["id"].as_str().unwrap().to_string());
+        // Distinct finish times, in order.
+        assert!(
+            wait_until(WAIT, || host.engine.status("p").unwrap().delivered
+                == i as u64 + 1)
+            .await
+        );
+    }
+    let client = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
+    let one = client
+        .call(
+            hyper::Method::GET,
+            &format!("/api/v1/events/{}", ids[0]),
+            None,
+            &[],
+        )
+        .await
+        .unwrap()
+        .body;
+    let history = one["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "a refusal, then the delivery: {one}");
+    let steps: Vec<&str> = history[1]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["step 1 (json-map)", "step 2 (filter)", "sink (http-sink)"]
+    );
+    assert_eq!(history[0]["steps"][2]["outcome"], "transient", "{one}");
+    for s in history[1]["steps"].as_array().unwrap() {
+        assert_eq!(s["outcome"], "ok");
+        assert!(s["memory_bytes"].as_u64().unwrap() > 0, "{s}");
+        assert!(s["duration_ms"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    let listed = client
+        .call(
+            hyper::Method::GET,
+            "/api/v1/events?pipeline=p&state=delivered&limit=4",
+            None,
+            &[],
+        )
+        .await
+        .unwrap()
+        .body;
+    let listed: Vec<&str> = listed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    let newest: Vec<&str> = ids.iter().rev().take(4).map(String::as_str).collect();
+    assert_eq!(listed, newest, "newest first, limited");
+    let bad = client
+        .call(hyper::Method::GET, "/api/v1/events?state=lost", None, &[])
+        .await
+        .unwrap();
+    assert_eq!(bad.status, 400);
+
+    // Retention by count keeps the three newest finished events.
+    host.engine.sweep_history().await;
+    let kept: Vec<String> = host
+        .engine
+        .store()
+        .recent_events(|_| true, 100)
+        .unwrap()
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    let newest: Vec<String> = ids.iter().rev().take(3).cloned().collect();
+    assert_eq!(kept, newest);
+    host.shutdown().await;
+}

@@ -260,6 +260,23 @@ pub async fn handle(engine: &Engine, state: &ApiState, req: Request<Incoming>) -
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             }
         }
+        (Method::GET, ["events"]) => {
+            let limit = query_param(&req, "limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(50usize)
+                .min(10_000);
+            match crate::engine::run_history(
+                engine.store(),
+                query_param(&req, "pipeline").as_deref(),
+                query_param(&req, "state").as_deref(),
+                query_param(&req, "since").as_deref(),
+                limit,
+                engine.redaction(),
+            ) {
+                Ok(list) => json(StatusCode::OK, &serde_json::json!({ "events": list })),
+                Err(e) => error(StatusCode::BAD_REQUEST, e),
+            }
+        }
         (Method::GET, ["events", id]) => {
             let id: EventId = match id.parse() {
                 Ok(id) => id,

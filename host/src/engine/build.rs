@@ -212,6 +212,7 @@ pub(super) struct Inner {
     pub pipelines: HashMap<String, Arc<Pipeline>>,
     pub dedup_window_ms: u64,
     pub keep_history_ms: u64,
+    pub keep_history_events: Option<usize>,
     pub runtime: tokio::runtime::Handle,
     pub stop: tokio::sync::watch::Sender<bool>,
     pub redaction: crate::redact::FieldRedaction,
@@ -334,6 +335,7 @@ impl Engine {
                 pipelines,
                 dedup_window_ms: config.server.dedup_window_hours * 3_600_000,
                 keep_history_ms: config.server.keep_history_hours * 3_600_000,
+                keep_history_events: config.server.keep_history_events,
                 runtime: tokio::runtime::Handle::current(),
                 redaction: crate::redact::FieldRedaction::from_config(config),
                 stop: tokio::sync::watch::channel(false).0,
@@ -479,6 +481,11 @@ impl Engine {
         {
             self.schedule(next);
         }
+    }
+
+    /// Run the retention sweep now (it also runs every minute).
+    pub async fn sweep_history(&self) {
+        super::janitor::sweep(self).await;
     }
 
     /// The payload fields each pipeline hides.

@@ -72,18 +72,113 @@ impl From<&EventRecord> for DeadLetterView {
                             ..
                         } => (kind.as_str(), format!("{step}: {message}")),
                     };
+                    let steps: Vec<serde_json::Value> = a
+                        .steps
+                        .iter()
+                        .map(|st| {
+                            serde_json::json!({
+                                "step": st.step,
+                                "offset_ms": st.offset_us as f64 / 1000.0,
+                                "duration_ms": st.duration_us as f64 / 1000.0,
+                                "outcome": st.outcome,
+                                "events_out": st.events_out,
+                                "fuel": st.fuel,
+                                "memory_bytes": st.memory_bytes,
+                            })
+                        })
+                        .collect();
                     serde_json::json!({
                         "attempt": a.number,
                         "at": rfc3339(a.started_at_ms),
                         "duration_ms": a.duration_us as f64 / 1000.0,
                         "outcome": outcome,
                         "detail": detail,
+                        "steps": steps,
                     })
                 })
                 .collect(),
             payload: String::from_utf8_lossy(&r.payload).into_owned(),
         }
     }
+}
+
+/// One line of the run history.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Event id.
+    pub id: String,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Idempotency key.
+    pub key: String,
+    /// `queued`, `delivered`, `filtered` or `dead-lettered`.
+    pub state: String,
+    /// Accept time (RFC 3339).
+    pub received_at: String,
+    /// Attempts made.
+    pub attempts: usize,
+    /// Time of all attempts together, in ms.
+    pub busy_ms: f64,
+    /// The last attempt's receipt, filter step or error.
+    pub last: String,
+}
+
+/// The run history, newest first: events of `pipeline` (all when `None`) in
+/// `state`, accepted since `since` (RFC 3339 or `2h`), at most `limit`.
+pub fn run_history(
+    store: &Store,
+    pipeline: Option<&str>,
+    state: Option<&str>,
+    since: Option<&str>,
+    limit: usize,
+    redaction: &crate::redact::FieldRedaction,
+) -> Result<Vec<RunSummary>, String> {
+    let since = since.map(parse_since).transpose()?;
+    if let Some(s) = state
+        && !["queued", "delivered", "filtered", "dead-lettered"].contains(&s)
+    {
+        return Err(format!(
+            "unknown state {s:?}; use queued, delivered, filtered or dead-lettered"
+        ));
+    }
+    let records = store
+        .recent_events(
+            |r| {
+                pipeline.is_none_or(|p| p == r.pipeline)
+                    && state.is_none_or(|s| s == r.state.as_str())
+                    && since.is_none_or(|t| r.received_at_ms >= t)
+            },
+            limit,
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(records
+        .iter()
+        .map(|r| {
+            let r = redaction.record(r);
+            RunSummary {
+                id: r.id.to_string(),
+                pipeline: r.pipeline.clone(),
+                key: r.key.clone(),
+                state: r.state.as_str().to_string(),
+                received_at: rfc3339(r.received_at_ms),
+                attempts: r.attempts.len(),
+                busy_ms: r.attempts.iter().map(|a| a.duration_us).sum::<u64>() as f64 / 1000.0,
+                last: match r.attempts.last().map(|a| &a.outcome) {
+                    None => "-".into(),
+                    Some(AttemptOutcome::Delivered { receipt }) => receipt.clone(),
+                    Some(AttemptOutcome::Filtered { step }) => format!("filtered by {step}"),
+                    Some(AttemptOutcome::Failed {
+                        step,
+                        kind,
+                        message,
+                        ..
+                    }) => {
+                        format!("{} in {step}: {message}", kind.as_str())
+                    }
+                },
+            }
+        })
+        .collect())
 }
 
 /// Which dead letters a command is about.

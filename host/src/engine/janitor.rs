@@ -25,17 +25,28 @@ pub(super) async fn run(engine: Engine) {
     }
 }
 
-async fn sweep(engine: &Engine) {
+pub(super) async fn sweep(engine: &Engine) {
     let store = &engine.inner.store;
     let now = now_ms();
     let history_cutoff = now.saturating_sub(engine.inner.keep_history_ms);
+    // Over the count limit, the oldest finished events go first, whatever their age.
+    let mut over = engine
+        .inner
+        .keep_history_events
+        .map_or(0, |keep| store.count(DONE).saturating_sub(keep));
     loop {
         let keys = store.keys(DONE, SWEEP_BATCH);
         let expired: Vec<_> = keys
             .into_iter()
             .filter(|k| {
-                k.len() == 25
-                    && u64::from_be_bytes(k[1..9].try_into().unwrap_or([0xff; 8])) < history_cutoff
+                if k.len() != 25 {
+                    return false;
+                }
+                if over > 0 {
+                    over -= 1;
+                    return true;
+                }
+                u64::from_be_bytes(k[1..9].try_into().unwrap_or([0xff; 8])) < history_cutoff
             })
             .collect();
         if expired.is_empty() {

@@ -4,9 +4,9 @@
 use super::breaker::{Admission, BreakerState};
 use super::build::{Engine, Pipeline, Step};
 use crate::sandbox::bindings::WitEvent;
-use crate::sandbox::{CallContext, CallError};
+use crate::sandbox::{CallContext, CallCost, CallError};
 use crate::store::{
-    Attempt, AttemptOutcome, EventId, EventRecord, EventState, Write, dead_key, done_key,
+    Attempt, AttemptOutcome, EventId, EventRecord, EventState, StepRun, Write, dead_key, done_key,
     event_key, now_ms, queue_key,
 };
 use std::collections::HashSet;
@@ -171,7 +171,8 @@ async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, probe: bool
     let clock = Instant::now();
     let redact: Arc<[String]> =
         crate::redact::field_values(&record.payload, &pipeline.config.redact).into();
-    let outcome = run_steps(engine, pipeline, &record, job.attempt, &redact)
+    let mut runs = Vec::with_capacity(pipeline.steps.len() + 1);
+    let outcome = run_steps(engine, pipeline, &record, job.attempt, &redact, &mut runs)
         .instrument(span.clone())
         .await;
     let outcome = outcome.masked(&redact);
@@ -203,9 +204,19 @@ async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, probe: bool
         &record,
         &job,
         outcome,
-        started_at_ms,
-        duration_us,
+        Ran {
+            started_at_ms,
+            duration_us,
+            steps: runs,
+        },
     );
+}
+
+/// When an attempt ran, how long, and each plugin call in it.
+struct Ran {
+    started_at_ms: u64,
+    duration_us: u64,
+    steps: Vec<StepRun>,
 }
 
 fn context(
@@ -229,8 +240,22 @@ async fn run_steps(
     record: &EventRecord,
     attempt: u32,
     redact: &Arc<[String]>,
+    runs: &mut Vec<StepRun>,
 ) -> Outcome {
     let sandbox = &engine.inner.sandbox;
+    let began = Instant::now();
+    let mut note =
+        |step: &Step, offset: std::time::Duration, cost: CallCost, outcome: &str, out: usize| {
+            runs.push(StepRun {
+                step: step.label.clone(),
+                offset_us: offset.as_micros() as u64,
+                duration_us: cost.duration_us,
+                outcome: outcome.to_string(),
+                events_out: out as u32,
+                fuel: cost.fuel,
+                memory_bytes: cost.memory_bytes,
+            });
+        };
     let mut events = vec![WitEvent {
         id: record.id.to_string(),
         key: record.key.clone(),
@@ -245,9 +270,10 @@ async fn run_steps(
     for (i, step) in pipeline.steps.iter().enumerate() {
         let mut next = Vec::with_capacity(events.len());
         for event in &events {
-            let started = std::time::Instant::now();
-            let result = sandbox
-                .transform(
+            let started = Instant::now();
+            let offset = started - began;
+            let (result, cost) = sandbox
+                .transform_costed(
                     &step.plugin,
                     &step.config_json,
                     context(pipeline, step, record, redact),
@@ -257,8 +283,15 @@ async fn run_steps(
                 .await;
             pipeline.step_latency[i].observe(started.elapsed());
             match result {
-                Ok(out) => next.extend(out),
-                Err(e) => return Outcome::Failed(Some(i), e),
+                Ok(out) => {
+                    let what = if out.is_empty() { "filtered" } else { "ok" };
+                    note(step, offset, cost, what, out.len());
+                    next.extend(out)
+                }
+                Err(e) => {
+                    note(step, offset, cost, e.kind.as_str(), 0);
+                    return Outcome::Failed(Some(i), e);
+                }
             }
         }
         if next.is_empty() {
@@ -272,9 +305,10 @@ async fn run_steps(
         if let Some(limiter) = &pipeline.limiter {
             limiter.acquire().await;
         }
-        let started = std::time::Instant::now();
-        let result = sandbox
-            .deliver(
+        let started = Instant::now();
+        let offset = started - began;
+        let (result, cost) = sandbox
+            .deliver_costed(
                 &sink.plugin,
                 &sink.config_json,
                 context(pipeline, sink, record, redact),
@@ -286,8 +320,14 @@ async fn run_steps(
             h.observe(started.elapsed());
         }
         match result {
-            Ok(receipt) => receipts.push(receipt),
-            Err(e) => return Outcome::Failed(None, e),
+            Ok(receipt) => {
+                note(sink, offset, cost, "ok", 1);
+                receipts.push(receipt)
+            }
+            Err(e) => {
+                note(sink, offset, cost, e.kind.as_str(), 0);
+                return Outcome::Failed(None, e);
+            }
         }
     }
     Outcome::Delivered(receipts.join("; "))
@@ -323,9 +363,13 @@ fn record_outcome(
     record: &EventRecord,
     job: &Job,
     outcome: Outcome,
-    started_at_ms: u64,
-    duration_us: u64,
+    ran: Ran,
 ) {
+    let Ran {
+        started_at_ms,
+        duration_us,
+        steps,
+    } = ran;
     let store = &engine.inner.store;
     let mut next = record.clone();
     let mut write = Write::default();
@@ -388,6 +432,7 @@ fn record_outcome(
         started_at_ms,
         duration_us,
         outcome: attempt_outcome,
+        steps,
     });
     write.put(event_key(&job.id), next.encode());
     let engine2 = engine.clone();

@@ -71,6 +71,17 @@ impl From<WitError> for CallError {
 /// What a transform returned.
 pub type TransformOutput = Vec<WitEvent>;
 
+/// What one call cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallCost {
+    /// Wall time, in microseconds.
+    pub duration_us: u64,
+    /// Fuel used (0 when fuel is not metered).
+    pub fuel: u64,
+    /// Largest linear memory the call asked for, in bytes.
+    pub memory_bytes: u64,
+}
+
 impl Sandbox {
     fn new_store(&self, plugin: &Plugin, ctx: Arc<CallContext>) -> wasmtime::Store<HostState> {
         let limits = &plugin.limits;
@@ -138,6 +149,7 @@ impl Sandbox {
             stderr,
             last_stderr: None,
             started: std::time::Instant::now(),
+            cost: CallCost::default(),
         };
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -160,8 +172,22 @@ impl Sandbox {
         ctx: CallContext,
         event: &WitEvent,
     ) -> Result<TransformOutput, CallError> {
+        self.transform_costed(plugin, config, ctx, event).await.0
+    }
+
+    /// [`Sandbox::transform`], with what the call cost.
+    pub async fn transform_costed(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        ctx: CallContext,
+        event: &WitEvent,
+    ) -> (Result<TransformOutput, CallError>, CallCost) {
         let Pre::Transform(pre) = &plugin.pre else {
-            return Err(wrong_world(plugin, "a transform step"));
+            return (
+                Err(wrong_world(plugin, "a transform step")),
+                CallCost::default(),
+            );
         };
         let mut store = self.new_store(plugin, Arc::new(ctx));
         let run = async {
@@ -173,20 +199,21 @@ impl Sandbox {
             api.call_transform(&mut store, event).await
         };
         let result = tokio::time::timeout(plugin.limits.timeout, run).await;
-        let events = finish(plugin, &mut store, result)?;
-        let size: usize = events
-            .iter()
-            .map(|e| {
-                e.payload.len()
-                    + e.key.len()
-                    + e.headers
-                        .iter()
-                        .map(|(k, v)| k.len() + v.len())
-                        .sum::<usize>()
-            })
-            .sum();
-        check_output(plugin, size)?;
-        Ok(events)
+        let result = finish(plugin, &mut store, result).and_then(|events| {
+            let size: usize = events
+                .iter()
+                .map(|e| {
+                    e.payload.len()
+                        + e.key.len()
+                        + e.headers
+                            .iter()
+                            .map(|(k, v)| k.len() + v.len())
+                            .sum::<usize>()
+                })
+                .sum();
+            check_output(plugin, size).map(|()| events)
+        });
+        (result, store.data().cost)
     }
 
     /// Deliver one event through a sink.
@@ -197,8 +224,19 @@ impl Sandbox {
         ctx: CallContext,
         event: &WitEvent,
     ) -> Result<String, CallError> {
+        self.deliver_costed(plugin, config, ctx, event).await.0
+    }
+
+    /// [`Sandbox::deliver`], with what the call cost.
+    pub async fn deliver_costed(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        ctx: CallContext,
+        event: &WitEvent,
+    ) -> (Result<String, CallError>, CallCost) {
         let Pre::Sink(pre) = &plugin.pre else {
-            return Err(wrong_world(plugin, "a sink"));
+            return (Err(wrong_world(plugin, "a sink")), CallCost::default());
         };
         let mut store = self.new_store(plugin, Arc::new(ctx));
         let run = async {
@@ -212,9 +250,11 @@ impl Sandbox {
                 .map(|r| r.map(|receipt| receipt.detail))
         };
         let result = tokio::time::timeout(plugin.limits.timeout, run).await;
-        let receipt = finish(plugin, &mut store, result)?;
-        check_output(plugin, receipt.len())?;
-        Ok(crate::redact::mask(&receipt).into_owned())
+        let result = finish(plugin, &mut store, result).and_then(|receipt| {
+            check_output(plugin, receipt.len())?;
+            Ok(crate::redact::mask(&receipt).into_owned())
+        });
+        (result, store.data().cost)
     }
 
     /// Configure one instance and run `calls` transforms on it; returns the
@@ -346,15 +386,20 @@ fn finish<T>(
     if outcome.is_err() {
         stats.failures.fetch_add(1, Relaxed);
     }
-    stats.duration.observe(store.data().started.elapsed());
-    stats
-        .memory_peak
-        .fetch_max(store.data().limits.peak as u64, Relaxed);
-    if let (Some(budget), Ok(left)) = (plugin.limits.fuel, store.get_fuel()) {
-        stats.fuel.fetch_add(budget.saturating_sub(left), Relaxed);
-    } else if let Ok(left) = store.get_fuel() {
-        stats.fuel.fetch_add(u64::MAX - left, Relaxed);
-    }
+    let elapsed = store.data().started.elapsed();
+    stats.duration.observe(elapsed);
+    let memory = store.data().limits.peak as u64;
+    stats.memory_peak.fetch_max(memory, Relaxed);
+    let fuel = match store.get_fuel() {
+        Ok(left) => plugin.limits.fuel.unwrap_or(u64::MAX).saturating_sub(left),
+        Err(_) => 0,
+    };
+    stats.fuel.fetch_add(fuel, Relaxed);
+    store.data_mut().cost = CallCost {
+        duration_us: elapsed.as_micros() as u64,
+        fuel,
+        memory_bytes: memory,
+    };
     outcome
 }
 

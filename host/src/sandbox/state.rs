@@ -34,6 +34,8 @@ pub struct HostState {
     pub(super) last_stderr: Option<String>,
     /// When the call began.
     pub(super) started: std::time::Instant,
+    /// What the call cost, once it is over.
+    pub(super) cost: super::call::CallCost,
 }
 
 /// The store's resource limiter: wasmtime's [`StoreLimits`], remembering

@@ -179,6 +179,26 @@ impl Store {
         Ok(out)
     }
 
+    /// Event records, newest first, that `keep` accepts, at most `limit`.
+    pub fn recent_events(
+        &self,
+        mut keep: impl FnMut(&EventRecord) -> bool,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.events.scan_prefix([EVENT]).rev() {
+            let (_, v) = item.map_err(|e| StoreError::Read(e.to_string()))?;
+            let r = EventRecord::decode(&v).map_err(StoreError::Read)?;
+            if keep(&r) {
+                out.push(r);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether a key exists in the `events` tree.
     pub fn events_tree_has(&self, key: &[u8]) -> bool {
         self.events.contains_key(key).unwrap_or(false)

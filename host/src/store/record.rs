@@ -148,6 +148,27 @@ pub struct Attempt {
     pub duration_us: u64,
     /// How it ended.
     pub outcome: AttemptOutcome,
+    /// Every plugin call of the attempt, in order.
+    pub steps: Vec<StepRun>,
+}
+
+/// One plugin call within an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRun {
+    /// `step 1 (json-map)` or `sink (http-sink)`.
+    pub step: String,
+    /// Offset from the attempt's start, in microseconds.
+    pub offset_us: u64,
+    /// Duration in microseconds.
+    pub duration_us: u64,
+    /// `ok`, `filtered` or the error kind.
+    pub outcome: String,
+    /// Events it returned (transforms) or delivered (the sink: 1).
+    pub events_out: u32,
+    /// Fuel used (0 when fuel is not metered).
+    pub fuel: u64,
+    /// Largest linear memory the call asked for, in bytes.
+    pub memory_bytes: u64,
 }
 
 /// Everything the store keeps about an event.
@@ -181,8 +202,72 @@ pub struct EventRecord {
     pub order_key: Option<String>,
 }
 
-/// Version byte in front of every encoded record.
-const RECORD_VERSION: u8 = 1;
+/// Version byte in front of every encoded record. Version 1 had no
+/// per-step runs; it is still read.
+const RECORD_VERSION: u8 = 2;
+
+/// Records as version 1 wrote them.
+pub(super) mod v1 {
+    use super::{AttemptOutcome, EventId, EventState};
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub struct Attempt {
+        pub number: u32,
+        pub started_at_ms: u64,
+        pub duration_us: u64,
+        pub outcome: AttemptOutcome,
+    }
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub struct EventRecord {
+        pub id: EventId,
+        pub pipeline: String,
+        pub key: String,
+        pub correlation_id: String,
+        pub content_type: String,
+        pub headers: Vec<(String, String)>,
+        pub payload: Vec<u8>,
+        pub received_at_ms: u64,
+        pub state: EventState,
+        pub attempts: Vec<Attempt>,
+        pub replays_at_ms: Vec<u64>,
+        pub round_base: u32,
+        pub order_key: Option<String>,
+    }
+
+    impl From<EventRecord> for super::EventRecord {
+        fn from(r: EventRecord) -> Self {
+            super::EventRecord {
+                id: r.id,
+                pipeline: r.pipeline,
+                key: r.key,
+                correlation_id: r.correlation_id,
+                content_type: r.content_type,
+                headers: r.headers,
+                payload: r.payload,
+                received_at_ms: r.received_at_ms,
+                state: r.state,
+                attempts: r
+                    .attempts
+                    .into_iter()
+                    .map(|a| super::Attempt {
+                        number: a.number,
+                        started_at_ms: a.started_at_ms,
+                        duration_us: a.duration_us,
+                        outcome: a.outcome,
+                        steps: Vec::new(),
+                    })
+                    .collect(),
+                replays_at_ms: r.replays_at_ms,
+                round_base: r.round_base,
+                order_key: r.order_key,
+            }
+        }
+    }
+}
 
 impl EventRecord {
     /// Encode for the store.
@@ -199,6 +284,9 @@ impl EventRecord {
             Some((&RECORD_VERSION, rest)) => {
                 postcard::from_bytes(rest).map_err(|e| format!("corrupt event record: {e}"))
             }
+            Some((1, rest)) => postcard::from_bytes::<v1::EventRecord>(rest)
+                .map(Into::into)
+                .map_err(|e| format!("corrupt event record: {e}")),
             Some((v, _)) => Err(format!(
                 "event record version {v} is not known to this weft; upgrade weft"
             )),
@@ -262,6 +350,15 @@ mod tests {
                     message: "m".into(),
                     retry_at_ms: Some(4),
                 },
+                steps: vec![StepRun {
+                    step: "sink (x)".into(),
+                    offset_us: 5,
+                    duration_us: 6,
+                    outcome: "transient".into(),
+                    events_out: 0,
+                    fuel: 7,
+                    memory_bytes: 8,
+                }],
             }],
             replays_at_ms: vec![],
             round_base: 0,
@@ -275,5 +372,38 @@ mod tests {
         let id = r.id.to_string();
         assert_eq!(id.parse::<EventId>().unwrap(), r.id);
         assert!("nope".parse::<EventId>().is_err());
+        assert!(r.id.created_ms().abs_diff(now_ms()) < 60_000);
+    }
+
+    #[test]
+    fn version_1_records_still_read_without_step_runs() {
+        let old = v1::EventRecord {
+            id: EventId::new(),
+            pipeline: "p".into(),
+            key: "k".into(),
+            correlation_id: "c".into(),
+            content_type: "application/json".into(),
+            headers: vec![],
+            payload: b"{}".to_vec(),
+            received_at_ms: 1,
+            state: EventState::Delivered,
+            attempts: vec![v1::Attempt {
+                number: 1,
+                started_at_ms: 2,
+                duration_us: 3,
+                outcome: AttemptOutcome::Delivered {
+                    receipt: "HTTP 200".into(),
+                },
+            }],
+            replays_at_ms: vec![],
+            round_base: 0,
+            order_key: None,
+        };
+        let mut bytes = vec![1];
+        bytes.extend(postcard::to_stdvec(&old).unwrap());
+        let r = EventRecord::decode(&bytes).unwrap();
+        assert_eq!(r.attempts[0].duration_us, 3);
+        assert!(r.attempts[0].steps.is_empty());
+        assert_eq!(r.encode()[0], 2, "written back as version 2");
     }
 }
