@@ -404,6 +404,52 @@ pub struct PipelineConfig {
     /// dead-letter views and API answers (the sink still gets them).
     #[serde(default)]
     pub redact: Vec<String>,
+    /// JSON Schema (2020-12) file that webhook payloads must satisfy;
+    /// others get `422` with every violation and are not stored.
+    #[serde(default)]
+    pub contract: Option<PathBuf>,
+    /// How events enter: `trigger = { webhook = { verify = "github", secret = "GH_SECRET" } }`.
+    #[serde(default)]
+    pub trigger: TriggerConfig,
+}
+
+/// `trigger = { … }`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerConfig {
+    /// Webhooks at `POST /hooks/{name}` (always on; this adds verification).
+    #[serde(default)]
+    pub webhook: Option<WebhookTrigger>,
+}
+
+/// `webhook = { verify = "…", secret = "NAME", tolerance_s = 300, header = "…" }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookTrigger {
+    /// Signature scheme: `standard-webhooks`, `github`, `stripe`, `slack`, `hmac-sha256`.
+    pub verify: crate::trigger::verify::Preset,
+    /// Credential holding the signing secret.
+    pub secret: String,
+    /// The secret being rotated out: deliveries signed with it still pass.
+    #[serde(default)]
+    pub previous_secret: Option<String>,
+    /// Largest age of a signed timestamp, in seconds (default 300).
+    #[serde(default = "default_tolerance_s")]
+    pub tolerance_s: u64,
+    /// Header of the `hmac-sha256` scheme (default `x-signature`).
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+fn default_tolerance_s() -> u64 {
+    300
+}
+
+impl WebhookTrigger {
+    /// The credential names it needs.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.secret.as_str()).chain(self.previous_secret.as_deref())
+    }
 }
 
 fn default_max_queue() -> usize {
@@ -426,6 +472,10 @@ pub struct StepConfig {
     /// Retry policy for failures of this step, instead of the pipeline's.
     #[serde(default)]
     pub retry: Option<RetryConfig>,
+    /// JSON Schema (2020-12) file every event this step returns must
+    /// satisfy; a violation is `invalid-input` (dead-lettered).
+    #[serde(default)]
+    pub contract: Option<PathBuf>,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -549,6 +599,12 @@ impl Config {
         self.server.data_dir = resolve(&self.server.data_dir);
         self.plugins.dir = resolve(&self.plugins.dir);
         self.server.secrets_file = self.server.secrets_file.as_deref().map(resolve);
+        for p in &mut self.pipelines {
+            p.contract = p.contract.as_deref().map(resolve);
+            for s in p.steps.iter_mut().chain([&mut p.sink]) {
+                s.contract = s.contract.as_deref().map(resolve);
+            }
+        }
     }
 
     /// Check everything that can be checked without I/O.
@@ -616,6 +672,20 @@ impl Config {
                 return Err(format!(
                     "{at}: redact entry {r:?} is not a JSON pointer; write it like \"/email\""
                 ));
+            }
+            if let Some(w) = &p.trigger.webhook {
+                for s in w.secret_names() {
+                    if !crate::secrets::valid_name(s) {
+                        return Err(format!(
+                            "{at}: trigger.webhook secret {s:?} is not a credential name; write the NAME whose value is in WEFT_SECRET_NAME or the secrets file"
+                        ));
+                    }
+                }
+                if w.header.is_some() && w.verify != crate::trigger::verify::Preset::HmacSha256 {
+                    return Err(format!(
+                        "{at}: trigger.webhook.header applies only to verify = \"hmac-sha256\""
+                    ));
+                }
             }
             if p.max_queue == 0 {
                 return Err(format!("{at}: max_queue must be at least 1"));

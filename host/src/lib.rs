@@ -7,6 +7,7 @@ pub mod api;
 pub mod audit;
 pub mod client;
 pub mod config;
+pub mod contract;
 pub mod engine;
 pub mod histogram;
 pub mod host;

@@ -58,6 +58,13 @@ impl Secrets {
                     .iter()
                     .map(|t| (t.secret.as_str(), "the admin API")),
             )
+            .chain(config.pipelines.iter().flat_map(|p| {
+                p.trigger
+                    .webhook
+                    .iter()
+                    .flat_map(|w| w.secret_names())
+                    .map(|s| (s, "webhook verification"))
+            }))
             .collect();
         wanted.sort_unstable();
         let mut values = BTreeMap::new();

@@ -15,6 +15,40 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
+/// The webhook verifier a pipeline's config asks for, with its keys.
+fn verifier_of(
+    p: &PipelineConfig,
+    secrets: &crate::secrets::Secrets,
+) -> Result<Option<crate::trigger::verify::Verifier>, BuildError> {
+    let Some(w) = &p.trigger.webhook else {
+        return Ok(None);
+    };
+    let mut keys = Vec::new();
+    for name in w.secret_names() {
+        let value = secrets.get(name).ok_or_else(|| {
+            BuildError(format!(
+                "pipeline {:?}: the webhook secret {name} is not loaded; export {}",
+                p.name,
+                crate::secrets::env_var(name)
+            ))
+        })?;
+        keys.push(
+            crate::trigger::verify::key_bytes(w.verify, value)
+                .map_err(|e| BuildError(format!("pipeline {:?}: secret {name}: {e}", p.name)))?,
+        );
+    }
+    Ok(Some(crate::trigger::verify::Verifier {
+        preset: w.verify,
+        keys,
+        tolerance_s: w.tolerance_s,
+        header: w
+            .header
+            .clone()
+            .unwrap_or_else(|| "x-signature".into())
+            .to_ascii_lowercase(),
+    }))
+}
+
 /// Why the engine could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -28,6 +62,8 @@ pub(super) struct Step {
     pub label: String,
     /// Retry policy for this step's failures, when it overrides the pipeline's.
     pub retry: Option<RetryPolicy>,
+    /// What the step's output must look like.
+    pub contract: Option<crate::contract::Contract>,
 }
 
 /// Why a webhook was refused.
@@ -47,11 +83,15 @@ pub enum Rejection {
     Backpressure,
     /// The store failed (503).
     StoreError,
+    /// The webhook signature did not verify (401).
+    Signature,
+    /// The payload breaks the pipeline's contract (422).
+    Contract,
 }
 
 impl Rejection {
     /// Every reason, in label order.
-    pub const ALL: [Rejection; 7] = [
+    pub const ALL: [Rejection; 9] = [
         Rejection::UnsupportedMediaType,
         Rejection::TooLarge,
         Rejection::UnreadableBody,
@@ -59,6 +99,8 @@ impl Rejection {
         Rejection::MissingKey,
         Rejection::Backpressure,
         Rejection::StoreError,
+        Rejection::Signature,
+        Rejection::Contract,
     ];
 
     /// The metric label.
@@ -71,6 +113,8 @@ impl Rejection {
             Rejection::MissingKey => "missing_key",
             Rejection::Backpressure => "backpressure",
             Rejection::StoreError => "store_error",
+            Rejection::Signature => "signature",
+            Rejection::Contract => "contract",
         }
     }
 }
@@ -92,7 +136,7 @@ pub struct PipelineStats {
     /// Webhook requests for this pipeline.
     pub received: AtomicU64,
     /// Requests refused, by [`Rejection::ALL`] index.
-    pub rejected: [AtomicU64; 7],
+    pub rejected: [AtomicU64; 9],
     /// Events accepted.
     pub accepted: AtomicU64,
     /// Unfinished events found in the store at start-up.
@@ -193,6 +237,10 @@ pub(super) struct Pipeline {
     pub latency: Histogram,
     /// One call of each step, then the sink (last).
     pub step_latency: Vec<Histogram>,
+    /// Signature check of the pipeline's webhooks.
+    pub verifier: Option<crate::trigger::verify::Verifier>,
+    /// What webhook payloads must look like.
+    pub contract: Option<crate::contract::Contract>,
 }
 
 impl Pipeline {
@@ -281,11 +329,18 @@ impl Engine {
                         p.name, s.plugin, plugin.world
                     )));
                 }
+                let contract = s
+                    .contract
+                    .as_deref()
+                    .map(crate::contract::Contract::load)
+                    .transpose()
+                    .map_err(|e| BuildError(format!("pipeline {:?}, {label}: {e}", p.name)))?;
                 Ok(Step {
                     plugin,
                     config_json: s.config.to_string(),
                     label,
                     retry: s.retry.clone().map(RetryPolicy::new),
+                    contract,
                 })
             };
             let steps = p
@@ -324,6 +379,13 @@ impl Engine {
                 open: Mutex::default(),
                 latency: Histogram::default(),
                 step_latency: (0..=p.steps.len()).map(|_| Histogram::default()).collect(),
+                verifier: verifier_of(p, sandbox.secrets())?,
+                contract: p
+                    .contract
+                    .as_deref()
+                    .map(crate::contract::Contract::load)
+                    .transpose()
+                    .map_err(|e| BuildError(format!("pipeline {:?}: {e}", p.name)))?,
             });
             receivers.push((pipeline.clone(), rx));
             pipelines.insert(p.name.clone(), pipeline);
@@ -481,6 +543,16 @@ impl Engine {
         {
             self.schedule(next);
         }
+    }
+
+    /// The contract of a pipeline's webhook payloads, if it has one.
+    pub fn contract(&self, pipeline: &str) -> Option<&crate::contract::Contract> {
+        self.inner.pipelines.get(pipeline)?.contract.as_ref()
+    }
+
+    /// The signature check of a pipeline's webhooks, if it has one.
+    pub fn verifier(&self, pipeline: &str) -> Option<&crate::trigger::verify::Verifier> {
+        self.inner.pipelines.get(pipeline)?.verifier.as_ref()
     }
 
     /// Run the retention sweep now (it also runs every minute).

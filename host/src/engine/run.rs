@@ -282,6 +282,10 @@ async fn run_steps(
                 .instrument(tracing::debug_span!("step", step = %step.label))
                 .await;
             pipeline.step_latency[i].observe(started.elapsed());
+            let result = result.and_then(|out| match &step.contract {
+                Some(c) => check_output(c, step, out),
+                None => Ok(out),
+            });
             match result {
                 Ok(out) => {
                     let what = if out.is_empty() { "filtered" } else { "ok" };
@@ -331,6 +335,32 @@ async fn run_steps(
         }
     }
     Outcome::Delivered(receipts.join("; "))
+}
+
+/// A step's output against its contract: every event must conform, or the
+/// attempt fails as `invalid-input` naming each violation.
+fn check_output(
+    contract: &crate::contract::Contract,
+    step: &Step,
+    out: Vec<WitEvent>,
+) -> Result<Vec<WitEvent>, CallError> {
+    for (i, e) in out.iter().enumerate() {
+        let violations = contract.check_bytes(&e.payload);
+        if !violations.is_empty() {
+            return Err(CallError {
+                kind: crate::store::ErrorKind::InvalidInput,
+                message: format!(
+                    "output {} of {} breaks the contract {}: {}",
+                    i + 1,
+                    step.label,
+                    contract.file,
+                    crate::contract::summary(&violations)
+                ),
+                retry_after_ms: None,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Whether to try again, and when.

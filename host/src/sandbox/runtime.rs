@@ -176,6 +176,11 @@ impl Sandbox {
         self
     }
 
+    /// The credentials the host holds.
+    pub fn secrets(&self) -> &Arc<crate::secrets::Secrets> {
+        &self.secrets
+    }
+
     /// Capability denials so far, by (plugin, capability).
     pub fn denial_counts(&self) -> std::collections::BTreeMap<(String, &'static str), u64> {
         self.denials.counts()

@@ -1,3 +1,4 @@
 //! Triggers: how events enter the host.
 
+pub mod verify;
 pub mod webhook;

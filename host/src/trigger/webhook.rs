@@ -79,7 +79,9 @@ pub async fn handle(
     if declared.is_some_and(|n| n > max_body as u64) {
         return refuse(Rejection::TooLarge, too_large(max_body));
     }
-    let idempotency_header = header_str(&req, "idempotency-key");
+    let mut idempotency_header = header_str(&req, "idempotency-key");
+    let verifier = engine.verifier(pipeline);
+    let signed_headers = verifier.map(|_| req.headers().clone());
     let correlation_id = correlation(&req);
     let body = match Limited::new(req.into_body(), max_body).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -99,6 +101,46 @@ pub async fn handle(
             );
         }
     };
+    if let (Some(v), Some(headers)) = (verifier, &signed_headers) {
+        let now_s = crate::store::now_ms() / 1000;
+        match v.verify(headers, &body, now_s) {
+            Ok(Some(delivery_id)) => idempotency_header = Some(delivery_id),
+            Ok(None) => {}
+            Err(reason) => {
+                tracing::warn!(
+                    pipeline,
+                    scheme = v.preset.as_str(),
+                    "webhook refused: {reason}"
+                );
+                return refuse(
+                    Rejection::Signature,
+                    error(
+                        StatusCode::UNAUTHORIZED,
+                        format!("{} signature check failed: {reason}", v.preset.as_str()),
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(contract) = engine.contract(pipeline) {
+        let violations = contract.check_bytes(&body);
+        if !violations.is_empty() {
+            return refuse(
+                Rejection::Contract,
+                json(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &serde_json::json!({
+                        "error": format!(
+                            "the payload breaks the contract {}: {}",
+                            contract.file,
+                            crate::contract::summary(&violations)
+                        ),
+                        "violations": violations,
+                    }),
+                ),
+            );
+        }
+    }
     let incoming = Incoming {
         body: body.to_vec(),
         content_type: "application/json".to_string(),

@@ -1,0 +1,296 @@
+//! Triggers at the edge: signed webhooks (verified, replays without effect,
+//! every refusal a 401 that stores nothing) and data contracts (422 with
+//! every violation at the webhook; invalid-input for a step's output).
+
+use hmac::Mac;
+use std::time::Duration;
+use weft_host::host::RunningHost;
+use weft_host::store::EVENT;
+use weft_tests::{Behavior, HostSetup, PipelineSpec, Receiver, any_port, lead, wait_until};
+
+const WAIT: Duration = Duration::from_secs(120);
+const GH_SECRET: &str = "gh-webhook-secret-5e1f";
+const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+async fn post(url: &str, body: &[u8], headers: &[(&str, String)]) -> (u16, serde_json::Value) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut req = hyper::Request::post(url).header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let resp = client
+        .request(
+            req.body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
+                body,
+            )))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    use http_body_util::BodyExt;
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
+/// Request headers of a test delivery.
+type Headers = Vec<(&'static str, String)>;
+
+fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    for p in parts {
+        m.update(p);
+    }
+    hex::encode(m.finalize().into_bytes())
+}
+
+fn setup_with(receiver: &Receiver, pipelines: &str, files: &[(&str, &str)]) -> HostSetup {
+    let specs = [PipelineSpec::leads("plain", &receiver.url("/plain"))];
+    let setup = HostSetup::with_extra(any_port(), &specs, pipelines).unwrap();
+    for (name, text) in files {
+        std::fs::write(setup.dir.path().join(name), text).unwrap();
+    }
+    let secrets = setup.dir.path().join("secrets.toml");
+    std::fs::write(
+        &secrets,
+        format!("GH_SECRET = \"{GH_SECRET}\"\nSW_SECRET = \"{SW_SECRET}\"\n"),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let text = std::fs::read_to_string(&setup.config_path).unwrap();
+    std::fs::write(
+        &setup.config_path,
+        text.replace(
+            "data_dir = \"./weft-data\"\n",
+            "data_dir = \"./weft-data\"\nsecrets_file = \"secrets.toml\"\n",
+        ),
+    )
+    .unwrap();
+    setup
+}
+
+fn stored(host: &RunningHost) -> usize {
+    host.engine.store().count(EVENT)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signed_webhooks_are_verified_and_replays_take_no_effect() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let sink = receiver.url("/signed");
+    let pipelines = format!(
+        "[[pipeline]]\nname = \"github\"\ntrigger = {{ webhook = {{ verify = \"github\", secret = \"GH_SECRET\" }} }}\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{sink}\" }} }}\n\n\
+         [[pipeline]]\nname = \"standard\"\ntrigger = {{ webhook = {{ verify = \"standard-webhooks\", secret = \"SW_SECRET\", tolerance_s = 60 }} }}\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{sink}\" }} }}\n"
+    );
+    let setup = setup_with(&receiver, &pipelines, &[]);
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let base = format!("http://{}/hooks", host.addr);
+
+    let body = br#"{"action":"opened","number":7}"#;
+    let sig = format!("sha256={}", hmac_hex(GH_SECRET.as_bytes(), &[body]));
+    let good = vec![
+        ("x-hub-signature-256", sig.clone()),
+        ("x-github-delivery", "delivery-0001".to_string()),
+    ];
+    let (status, answer) = post(&format!("{base}/github"), body, &good).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(
+        answer["key"], "delivery-0001",
+        "the delivery id is the dedup key"
+    );
+    let (status, answer) = post(&format!("{base}/github"), body, &good).await;
+    assert_eq!(
+        (status, answer["duplicate"].clone()),
+        (200, true.into()),
+        "a replay takes no effect"
+    );
+    let before = stored(&host);
+    let mut tampered = body.to_vec();
+    tampered[12] ^= 1;
+    let refusals: Vec<(Vec<u8>, Headers, &str)> = vec![
+        (tampered, good.clone(), "no signature matches"),
+        (
+            body.to_vec(),
+            vec![("x-github-delivery", "d-2".into())],
+            "x-hub-signature-256 header is missing",
+        ),
+        (
+            body.to_vec(),
+            vec![("x-hub-signature-256", "md5=abc".into())],
+            "must start with sha256=",
+        ),
+        (
+            body.to_vec(),
+            vec![(
+                "x-hub-signature-256",
+                format!("sha256={}", hmac_hex(b"wrong-secret", &[body])),
+            )],
+            "no signature matches",
+        ),
+    ];
+    for (body, headers, reason) in refusals {
+        let (status, answer) = post(&format!("{base}/github"), &body, &headers).await;
+        assert_eq!(status, 401, "{answer}");
+        let text = answer["error"].as_str().unwrap();
+        assert!(text.contains(reason), "{text}");
+        assert!(
+            !text.contains(&sig[7..]),
+            "the expected signature leaked: {text}"
+        );
+    }
+    assert_eq!(stored(&host), before, "refusals store nothing");
+
+    // Standard Webhooks, signed now; then a delivery from outside the tolerance.
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(SW_SECRET.trim_start_matches("whsec_"))
+        .unwrap();
+    let now = weft_host::store::now_ms() / 1000;
+    let sign = |id: &str, ts: u64, body: &[u8]| {
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        m.update(format!("{id}.{ts}.").as_bytes());
+        m.update(body);
+        format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes())
+        )
+    };
+    let body = br#"{"type":"invoice.paid","id":"inv_1"}"#;
+    let headers = |id: &str, ts: u64| {
+        vec![
+            ("webhook-id", id.to_string()),
+            ("webhook-timestamp", ts.to_string()),
+            ("webhook-signature", sign(id, ts, body)),
+        ]
+    };
+    let (status, answer) = post(&format!("{base}/standard"), body, &headers("msg_1", now)).await;
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) = post(&format!("{base}/standard"), body, &headers("msg_1", now)).await;
+    assert_eq!(status, 200, "replayed: {answer}");
+    for ts in [now - 61, now + 61] {
+        let (status, answer) = post(&format!("{base}/standard"), body, &headers("msg_2", ts)).await;
+        assert_eq!(status, 401, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("tolerance"),
+            "{answer}"
+        );
+    }
+    assert!(
+        wait_until(WAIT, || receiver.effect_count() == 2).await,
+        "two deliveries, once each"
+    );
+    let status = host.engine.status("github").unwrap();
+    assert_eq!(status.rejected["signature"], 4);
+    host.shutdown().await;
+}
+
+const LEAD_SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "required": ["id", "email"],
+  "properties": {
+    "id": { "type": "string", "minLength": 1 },
+    "email": { "type": "string", "format": "email" },
+    "amount_cents": { "type": "integer", "minimum": 0 }
+  }
+}"#;
+
+const MAPPED_SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "required": ["amount_cents"],
+  "properties": { "amount_cents": { "type": "integer" } }
+}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn contracts_refuse_bad_payloads_at_the_edge_and_bad_output_in_a_step() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let sink = receiver.url("/c");
+    let json_map = r#"{ plugin = "json-map", config = { cents_to_decimal = ["/amount_cents"] }, contract = "mapped.json" }"#;
+    let pipelines = format!(
+        "[[pipeline]]\nname = \"checked\"\nidempotency_key = \"/id\"\ncontract = \"lead.json\"\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{sink}\" }} }}\n\n\
+         [[pipeline]]\nname = \"mapped\"\nidempotency_key = \"/id\"\nsteps = [{json_map}]\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{sink}\" }} }}\n"
+    );
+    let setup = setup_with(
+        &receiver,
+        &pipelines,
+        &[("lead.json", LEAD_SCHEMA), ("mapped.json", MAPPED_SCHEMA)],
+    );
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let base = format!("http://{}/hooks", host.addr);
+    let before = stored(&host);
+    let bad = serde_json::json!({ "email": "not an email", "amount_cents": -3 });
+    let (status, answer) = post(&format!("{base}/checked"), bad.to_string().as_bytes(), &[]).await;
+    assert_eq!(status, 422, "{answer}");
+    let pointers: Vec<&str> = answer["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["pointer"].as_str().unwrap())
+        .collect();
+    assert!(
+        pointers.contains(&"/email")
+            && pointers.contains(&"/amount_cents")
+            && pointers.contains(&""),
+        "{answer}"
+    );
+    assert!(
+        answer["error"].as_str().unwrap().contains("lead.json"),
+        "{answer}"
+    );
+    assert_eq!(stored(&host), before, "a refused payload is not stored");
+    let (status, _) = post(
+        &format!("{base}/checked"),
+        lead("good-1", 1).to_string().as_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 202);
+
+    // json-map turns amount_cents into a decimal string: the step's contract says integer.
+    let (status, answer) = post(
+        &format!("{base}/mapped"),
+        lead("m-1", 1).to_string().as_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let store = host.engine.store().clone();
+    assert!(
+        wait_until(WAIT, || !store
+            .dead_letters(Some("mapped"))
+            .unwrap()
+            .is_empty())
+        .await
+    );
+    let dead = &store.dead_letters(Some("mapped")).unwrap()[0];
+    let (step, kind, message) = dead.last_error().unwrap();
+    assert_eq!(step, "step 1 (json-map)");
+    assert_eq!(kind.as_str(), "invalid-input");
+    assert!(
+        message.contains("mapped.json") && message.contains("/amount_cents"),
+        "{message}"
+    );
+    assert!(wait_until(WAIT, || receiver.effect_count() == 1).await);
+    assert_eq!(
+        host.engine.status("checked").unwrap().rejected["contract"],
+        1
+    );
+    drop(store);
+    host.shutdown().await;
+
+    // A contract that is not a schema stops the start, naming the file.
+    std::fs::write(setup.dir.path().join("lead.json"), r#"{"type": 12}"#).unwrap();
+    let err = RunningHost::start(setup.config())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("lead.json") && err.contains("not a valid JSON Schema"),
+        "{err}"
+    );
+}
