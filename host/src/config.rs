@@ -420,6 +420,34 @@ pub struct TriggerConfig {
     /// Webhooks at `POST /hooks/{name}` (always on; this adds verification).
     #[serde(default)]
     pub webhook: Option<WebhookTrigger>,
+    /// A tick event on a cron schedule.
+    #[serde(default)]
+    pub schedule: Option<ScheduleTrigger>,
+}
+
+/// `schedule = { cron = "0 */5 * * * *", tz = "UTC", on_missed = "skip" }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleTrigger {
+    /// Six or seven fields, seconds first.
+    pub cron: String,
+    /// `UTC` (default) or a fixed offset such as `+02:00`.
+    #[serde(default = "default_tz")]
+    pub tz: String,
+    /// `skip` (default) or `once`: what happens to ticks missed while down.
+    #[serde(default)]
+    pub on_missed: crate::trigger::schedule::OnMissed,
+}
+
+fn default_tz() -> String {
+    "UTC".into()
+}
+
+impl ScheduleTrigger {
+    /// The parsed schedule.
+    pub fn schedule(&self) -> Result<crate::trigger::schedule::Schedule, String> {
+        crate::trigger::schedule::Schedule::parse(&self.cron, &self.tz, self.on_missed)
+    }
 }
 
 /// `webhook = { verify = "…", secret = "NAME", tolerance_s = 300, header = "…" }`
@@ -672,6 +700,10 @@ impl Config {
                 return Err(format!(
                     "{at}: redact entry {r:?} is not a JSON pointer; write it like \"/email\""
                 ));
+            }
+            if let Some(s) = &p.trigger.schedule {
+                s.schedule()
+                    .map_err(|e| format!("{at}: trigger.schedule: {e}"))?;
             }
             if let Some(w) = &p.trigger.webhook {
                 for s in w.secret_names() {

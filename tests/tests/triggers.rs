@@ -294,3 +294,91 @@ async fn contracts_refuse_bad_payloads_at_the_edge_and_bad_output_in_a_step() {
         "{err}"
     );
 }
+
+/// The schedule's durable last fire time (the host must be stopped).
+fn last_fire(setup: &HostSetup) -> u64 {
+    let store = weft_host::store::Store::open(&setup.data_dir()).unwrap();
+    store
+        .schedule_last("ticks")
+        .expect("a last fire time is recorded")
+}
+
+fn ticks(receiver: &Receiver) -> Vec<(u64, bool)> {
+    receiver
+        .delivered()
+        .iter()
+        .map(|d| {
+            (
+                d.body["scheduled_at_ms"].as_u64().unwrap(),
+                d.body["missed"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schedules_fire_on_time_and_restarts_neither_double_fire_nor_lose_a_tick() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let sink = receiver.url("/ticks");
+    let pipelines = format!(
+        "[[pipeline]]\nname = \"ticks\"\ntrigger = {{ schedule = {{ cron = \"* * * * * *\", on_missed = \"once\" }} }}\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{sink}\" }} }}\n"
+    );
+    let setup = setup_with(&receiver, &pipelines, &[]);
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    assert!(wait_until(WAIT, || receiver.delivered().len() >= 2).await);
+    host.shutdown().await;
+    let first = ticks(&receiver);
+    assert!(
+        first.iter().all(|(at, missed)| at % 1000 == 0 && !missed),
+        "on the second, none missed: {first:?}"
+    );
+    let down_since = last_fire(&setup);
+    assert_eq!(
+        down_since,
+        first.iter().map(|(at, _)| *at).max().unwrap(),
+        "the durable last fire is the last tick delivered"
+    );
+
+    // Down for 2.5 s under `once`: one catch-up tick for the latest missed second.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let restarted = weft_host::store::now_ms();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let seen = first.len();
+    assert!(wait_until(WAIT, || receiver.delivered().len() >= seen + 2).await);
+    host.shutdown().await;
+    let all = ticks(&receiver);
+    let missed: Vec<u64> = all.iter().filter(|(_, m)| *m).map(|(at, _)| *at).collect();
+    assert_eq!(missed.len(), 1, "exactly one catch-up tick: {all:?}");
+    assert!(
+        missed[0] >= down_since + 2000 && missed[0] <= restarted,
+        "the latest missed tick: {missed:?}, down since {down_since}, back at {restarted}"
+    );
+    let mut times: Vec<u64> = all.iter().map(|(at, _)| *at).collect();
+    times.sort_unstable();
+    let n = times.len();
+    times.dedup();
+    assert_eq!(times.len(), n, "no tick fired twice: {all:?}");
+
+    // The same downtime under `skip`: nothing from the gap.
+    std::fs::write(
+        &setup.config_path,
+        std::fs::read_to_string(&setup.config_path)
+            .unwrap()
+            .replace("on_missed = \"once\"", "on_missed = \"skip\""),
+    )
+    .unwrap();
+    let down_since = last_fire(&setup);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let restarted = weft_host::store::now_ms();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let seen = receiver.delivered().len();
+    assert!(wait_until(WAIT, || receiver.delivered().len() >= seen + 2).await);
+    host.shutdown().await;
+    let later: Vec<(u64, bool)> = ticks(&receiver)[seen..].to_vec();
+    assert!(
+        later
+            .iter()
+            .all(|(at, missed)| !missed && *at > restarted),
+        "skip: no tick from the gap after {down_since}: {later:?} (back at {restarted})"
+    );
+}

@@ -458,6 +458,16 @@ impl Engine {
             }
         }
         tasks.push(tokio::spawn(super::janitor::run(self.clone())));
+        for p in self.inner.pipelines.values() {
+            if let Some(trigger) = &p.config.trigger.schedule {
+                let schedule = trigger.schedule().map_err(BuildError)?;
+                tasks.push(tokio::spawn(crate::trigger::schedule::run(
+                    self.clone(),
+                    p.name.to_string(),
+                    schedule,
+                )));
+            }
+        }
         self.inner
             .tasks
             .lock()
@@ -553,6 +563,11 @@ impl Engine {
     /// The signature check of a pipeline's webhooks, if it has one.
     pub fn verifier(&self, pipeline: &str) -> Option<&crate::trigger::verify::Verifier> {
         self.inner.pipelines.get(pipeline)?.verifier.as_ref()
+    }
+
+    /// Resolves when the engine is told to stop.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.stop.subscribe()
     }
 
     /// Run the retention sweep now (it also runs every minute).

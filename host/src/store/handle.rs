@@ -36,6 +36,7 @@ pub struct Store {
     events: sled::Tree,
     kv: sled::Tree,
     audit: super::audit::AuditLog,
+    schedules: sled::Tree,
     flushes: std::sync::Arc<crate::histogram::Histogram>,
     dir: PathBuf,
     tx: Mutex<Option<mpsc::Sender<Write>>>,
@@ -69,6 +70,9 @@ impl Store {
             .map_err(|e| open_err(e.to_string()))?;
         let kv = db.open_tree("kv").map_err(|e| open_err(e.to_string()))?;
         let audit = super::audit::AuditLog::open(&db).map_err(open_err)?;
+        let schedules = db
+            .open_tree("schedules")
+            .map_err(|e| open_err(e.to_string()))?;
         let (tx, rx) = mpsc::channel();
         let (cdb, ctree) = (db.clone(), events.clone());
         let flushes = std::sync::Arc::new(crate::histogram::Histogram::default());
@@ -82,6 +86,7 @@ impl Store {
             events,
             kv,
             audit,
+            schedules,
             flushes,
             dir: dir.to_path_buf(),
             tx: Mutex::new(Some(tx)),
@@ -102,6 +107,27 @@ impl Store {
     /// Time of each group commit (batch write and flush).
     pub fn flush_latency(&self) -> &crate::histogram::Histogram {
         &self.flushes
+    }
+
+    /// When a pipeline's schedule last fired (ms since the Unix epoch).
+    pub fn schedule_last(&self, pipeline: &str) -> Option<u64> {
+        self.schedules
+            .get(pipeline.as_bytes())
+            .ok()
+            .flatten()
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+    }
+
+    /// Record, durably, when a pipeline's schedule fired.
+    pub async fn set_schedule_last(&self, pipeline: &str, at_ms: u64) -> Result<(), StoreError> {
+        self.schedules
+            .insert(pipeline.as_bytes(), &at_ms.to_be_bytes())
+            .map_err(|e| StoreError::Write(e.to_string()))?;
+        self.db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Write(e.to_string()))
     }
 
     /// The hash-chained audit log.

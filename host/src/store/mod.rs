@@ -16,7 +16,8 @@
 //! | `k` | pipeline, 0, idempotency key | first event id, accept ms (dedup) |
 //!
 //! Plugin key-value state lives in the `kv` tree; the hash-chained audit log
-//! in the `audit` tree, with its head in `meta`.
+//! in the `audit` tree, with its head in `meta`; each schedule's last fire
+//! time in `schedules`.
 
 pub mod audit;
 mod committer;

@@ -1,4 +1,5 @@
 //! Triggers: how events enter the host.
 
+pub mod schedule;
 pub mod verify;
 pub mod webhook;
