@@ -10,6 +10,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("json-map", "JSON_MAP"),
     ("filter", "FILTER"),
     ("http-sink", "HTTP_SINK"),
+    ("http-poll", "HTTP_POLL"),
     ("weft-hostile", "HOSTILE"),
 ];
 
@@ -70,10 +71,10 @@ fn main() {
         ));
     }
     consts.push_str(&format!(
-        "/// Every shipped plugin: (plugin name, path).\npub const ALL: &[(&str, &str)] = &[{}];\n",
+        "/// The plugins of the lead pipeline (the quickstart): (plugin name, path).\npub const ALL: &[(&str, &str)] = &[{}];\n",
         PLUGINS
             .iter()
-            .filter(|(k, _)| *k != "weft-hostile")
+            .filter(|(k, _)| !["weft-hostile", "http-poll"].contains(k))
             .map(|(k, n)| format!("({k:?}, {n})"))
             .collect::<Vec<_>>()
             .join(", ")

@@ -423,6 +423,33 @@ pub struct TriggerConfig {
     /// A tick event on a cron schedule.
     #[serde(default)]
     pub schedule: Option<ScheduleTrigger>,
+    /// A source plugin polled for new items.
+    #[serde(default)]
+    pub poll: Option<PollTrigger>,
+}
+
+/// `poll = { plugin = "http-poll", config = { … }, every_ms = 30000 }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollTrigger {
+    /// A plugin of the `source` world.
+    pub plugin: String,
+    /// Its configuration, handed to it as JSON.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+    /// Pause between polls that found nothing more, in ms (default 60000).
+    #[serde(default = "default_every_ms")]
+    pub every_ms: u64,
+    /// Longest back-off after failed polls, in ms (default 300000).
+    #[serde(default = "default_poll_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+fn default_every_ms() -> u64 {
+    60_000
+}
+fn default_poll_backoff_ms() -> u64 {
+    300_000
 }
 
 /// `schedule = { cron = "0 */5 * * * *", tz = "UTC", on_missed = "skip" }`
@@ -700,6 +727,16 @@ impl Config {
                 return Err(format!(
                     "{at}: redact entry {r:?} is not a JSON pointer; write it like \"/email\""
                 ));
+            }
+            if let Some(poll) = &p.trigger.poll {
+                if poll.every_ms == 0 || poll.max_backoff_ms == 0 {
+                    return Err(format!(
+                        "{at}: trigger.poll.every_ms and max_backoff_ms must be at least 1"
+                    ));
+                }
+                if !poll.config.is_object() {
+                    return Err(format!("{at}: trigger.poll.config must be a table"));
+                }
             }
             if let Some(s) = &p.trigger.schedule {
                 s.schedule()

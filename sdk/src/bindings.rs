@@ -38,6 +38,31 @@ pub mod sink {
     });
 }
 
+/// The `source` world; it reuses the shared bindings and the sink's credentials.
+pub mod source {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "weft:plugin/source@0.1.0",
+        runtime_path: "::weft_sdk::__private::wit_bindgen::rt",
+        pub_export_macro: true,
+        export_macro_name: "__weft_export_source_world",
+        default_bindings_module: "::weft_sdk::__private::bindings::source",
+        disable_custom_section_link_helpers: true,
+        with: {
+            "weft:plugin/types@0.1.0": crate::bindings::transform::weft::plugin::types,
+            "weft:plugin/log@0.1.0": crate::bindings::transform::weft::plugin::log,
+            "weft:plugin/kv@0.1.0": crate::bindings::transform::weft::plugin::kv,
+            "weft:plugin/credentials@0.1.0": crate::bindings::sink::weft::plugin::credentials,
+            "wasi:http/types@0.2.12": wasip2::http::types,
+            "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
+            "wasi:io/poll@0.2.12": wasip2::io::poll,
+            "wasi:io/error@0.2.12": wasip2::io::error,
+            "wasi:io/streams@0.2.12": wasip2::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
+        },
+    });
+}
+
 use crate::{Error, Event, PluginInfo};
 use transform::weft::plugin::types as wit;
 

@@ -164,6 +164,39 @@ pub trait Sink: Sized + 'static {
     fn deliver(&mut self, event: &Event) -> Result<Receipt>;
 }
 
+/// One item a source found: its idempotency key and its JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emitted {
+    /// The same key is accepted only once (e.g. `id:updated_at`).
+    pub key: String,
+    /// The event body.
+    pub payload: Vec<u8>,
+}
+
+/// What one poll found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Batch {
+    /// Items, in order.
+    pub events: Vec<Emitted>,
+    /// Where the next poll starts; `None` keeps the current cursor. The host
+    /// stores it together with the events, in one transaction.
+    pub next_cursor: Option<String>,
+    /// More is waiting (a next page): the host polls again at once.
+    pub more: bool,
+}
+
+/// A source plugin: pulls new items from a system that has no webhooks.
+pub trait Source: Sized + 'static {
+    /// The trigger's `config` table from `weft.toml`, deserialised with serde.
+    type Config: DeserializeOwned;
+    /// Name, version and config schema.
+    fn describe() -> PluginInfo;
+    /// Build the plugin from its configuration; an error here is `fatal`.
+    fn new(config: Self::Config) -> Result<Self>;
+    /// Fetch what is new since `cursor` (`None` on the very first poll).
+    fn poll(&mut self, cursor: Option<String>) -> Result<Batch>;
+}
+
 /// Parse a plugin's JSON configuration, with an error that names the plugin.
 pub fn parse_config<C: DeserializeOwned>(plugin: &str, config: &str) -> Result<C> {
     serde_json::from_str(config)
@@ -179,6 +212,9 @@ pub mod __private {
 
     pub use crate::bindings;
     pub use crate::bindings::sink::exports::weft::plugin::deliverer::Guest as SinkGuest;
+    pub use crate::bindings::source::exports::weft::plugin::poller::{
+        Batch as WitBatch, Emitted as WitEmitted, Guest as SourceGuest,
+    };
     pub use crate::bindings::transform::exports::weft::plugin::transformer::Guest as TransformGuest;
     pub use wit::{
         Error as WitError, Event as WitEvent, PluginInfo as WitPluginInfo, Receipt as WitReceipt,
@@ -215,6 +251,36 @@ pub mod __private {
         let config = parse_config(&T::describe().name, &config)?;
         *slot.borrow_mut() = Some(T::new(config)?);
         Ok(())
+    }
+
+    pub fn configure_source<T: Source>(
+        slot: &RefCell<Option<T>>,
+        config: String,
+    ) -> std::result::Result<(), WitError> {
+        let config = parse_config(&T::describe().name, &config)?;
+        *slot.borrow_mut() = Some(T::new(config)?);
+        Ok(())
+    }
+
+    pub fn run_source<T: Source>(
+        slot: &RefCell<Option<T>>,
+        cursor: Option<String>,
+    ) -> std::result::Result<WitBatch, WitError> {
+        let mut slot = slot.borrow_mut();
+        let plugin = slot.as_mut().ok_or_else(not_configured)?;
+        let batch = plugin.poll(cursor)?;
+        Ok(WitBatch {
+            events: batch
+                .events
+                .into_iter()
+                .map(|e| WitEmitted {
+                    key: e.key,
+                    payload: e.payload,
+                })
+                .collect(),
+            next_cursor: batch.next_cursor,
+            more: batch.more,
+        })
     }
 
     pub fn run_sink<T: Sink>(
@@ -301,5 +367,40 @@ macro_rules! export_sink {
 
         #[cfg(target_arch = "wasm32")]
         $crate::__private::bindings::sink::__weft_export_sink_world!(__WeftSinkExport);
+    };
+}
+
+/// Export a [`Source`] implementation as the plugin's `source` world.
+#[macro_export]
+macro_rules! export_source {
+    ($plugin:ty) => {
+        #[doc(hidden)]
+        pub struct __WeftSourceExport;
+
+        ::std::thread_local! {
+            static __WEFT_SOURCE: ::core::cell::RefCell<::core::option::Option<$plugin>> =
+                const { ::core::cell::RefCell::new(::core::option::Option::None) };
+        }
+
+        impl $crate::__private::SourceGuest for __WeftSourceExport {
+            fn describe() -> $crate::__private::WitPluginInfo {
+                <$plugin as $crate::Source>::describe().into()
+            }
+            fn configure(
+                config: ::std::string::String,
+            ) -> ::core::result::Result<(), $crate::__private::WitError> {
+                __WEFT_SOURCE
+                    .with(|slot| $crate::__private::configure_source::<$plugin>(slot, config))
+            }
+            fn poll(
+                cursor: ::core::option::Option<::std::string::String>,
+            ) -> ::core::result::Result<$crate::__private::WitBatch, $crate::__private::WitError>
+            {
+                __WEFT_SOURCE.with(|slot| $crate::__private::run_source::<$plugin>(slot, cursor))
+            }
+        }
+
+        #[cfg(target_arch = "wasm32")]
+        $crate::__private::bindings::source::__weft_export_source_world!(__WeftSourceExport);
     };
 }

@@ -376,9 +376,7 @@ async fn schedules_fire_on_time_and_restarts_neither_double_fire_nor_lose_a_tick
     host.shutdown().await;
     let later: Vec<(u64, bool)> = ticks(&receiver)[seen..].to_vec();
     assert!(
-        later
-            .iter()
-            .all(|(at, missed)| !missed && *at > restarted),
+        later.iter().all(|(at, missed)| !missed && *at > restarted),
         "skip: no tick from the gap after {down_since}: {later:?} (back at {restarted})"
     );
 }

@@ -80,6 +80,98 @@ pub enum AcceptError {
 pub const MAX_KEY_LEN: usize = 512;
 
 impl Engine {
+    /// Store what a source poll found and its next cursor in one atomic
+    /// write: items whose key was already taken are left out, the rest are
+    /// queued. Returns how many were new.
+    pub async fn accept_polled(
+        &self,
+        pipeline: &str,
+        items: Vec<(String, Vec<u8>)>,
+        next_cursor: Option<&str>,
+    ) -> Result<usize, AcceptError> {
+        let p = self
+            .inner
+            .pipelines
+            .get(pipeline)
+            .ok_or_else(|| AcceptError::UnknownPipeline {
+                name: pipeline.to_string(),
+                known: self.pipeline_names().join(", "),
+            })?
+            .clone();
+        if let Err((retry_after_s, reason)) = self.admission(pipeline) {
+            return Err(AcceptError::Backpressure {
+                retry_after_s,
+                reason,
+            });
+        }
+        let now = now_ms();
+        let fresh = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut write = Write::default();
+        if let Some(c) = next_cursor {
+            write.put(crate::store::cursor_key(pipeline), c.as_bytes().to_vec());
+        }
+        for (key, body) in items {
+            if key.is_empty() || key.len() > MAX_KEY_LEN {
+                tracing::warn!(
+                    pipeline,
+                    "a polled item has an empty or overlong key; skipped"
+                );
+                continue;
+            }
+            let id = EventId::new();
+            let order_key = p.config.order_by.as_ref().map(|pointer| {
+                serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|doc| doc.pointer(pointer).cloned())
+                    .map(|v| match v {
+                        serde_json::Value::String(s) => s,
+                        serde_json::Value::Null => String::new(),
+                        other => other.to_string(),
+                    })
+                    .unwrap_or_default()
+            });
+            let record = Arc::new(EventRecord {
+                id,
+                pipeline: pipeline.to_string(),
+                key: key.clone(),
+                correlation_id: id.to_string(),
+                content_type: "application/json".into(),
+                headers: vec![("x-weft-trigger".into(), "poll".into())],
+                payload: body,
+                received_at_ms: now,
+                state: EventState::Queued,
+                attempts: Vec::new(),
+                replays_at_ms: Vec::new(),
+                round_base: 0,
+                order_key: order_key.clone(),
+            });
+            let (engine, counter) = (self.clone(), fresh.clone());
+            let job = Job {
+                pipeline: pipeline.to_string(),
+                id,
+                attempt: 1,
+                due_ms: now,
+                order_key,
+                record: Some(record.clone()),
+            };
+            write.items.push(crate::store::Item {
+                dedup: (dedup_key(pipeline, &key), id, self.inner.dedup_window_ms),
+                ops: vec![
+                    (event_key(&id), Some(record.encode())),
+                    (queue_key(now, &id), Some(1u32.to_be_bytes().to_vec())),
+                ],
+                after: Some(Box::new(move || {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    engine.requeued(job, super::build::Entry::Accepted)
+                })),
+            });
+        }
+        self.inner.store.commit(write).await?;
+        let fresh = fresh.load(Ordering::Relaxed);
+        p.stats.accepted.fetch_add(fresh as u64, Ordering::Relaxed);
+        Ok(fresh)
+    }
+
     /// Accept one event for `pipeline`: on `Ok`, it is durable.
     pub async fn accept(
         &self,

@@ -241,6 +241,8 @@ pub(super) struct Pipeline {
     pub verifier: Option<crate::trigger::verify::Verifier>,
     /// What webhook payloads must look like.
     pub contract: Option<crate::contract::Contract>,
+    /// The source plugin of a poll trigger.
+    pub source: Option<Arc<Plugin>>,
 }
 
 impl Pipeline {
@@ -350,6 +352,40 @@ impl Engine {
                 .map(|(i, s)| step(Some(i), s))
                 .collect::<Result<Vec<_>, _>>()?;
             let sink = step(None, &p.sink)?;
+            let source = match &p.trigger.poll {
+                None => None,
+                Some(poll) => {
+                    let plugin = plugins.get(&poll.plugin).cloned().ok_or_else(|| {
+                        let why = load_failures
+                            .get(&poll.plugin)
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_else(|| " (no such .wasm in the plugin directory)".into());
+                        BuildError(format!(
+                            "pipeline {:?}, trigger.poll: plugin {:?} is not loaded{why}",
+                            p.name, poll.plugin
+                        ))
+                    })?;
+                    if plugin.world != World::Source {
+                        return Err(BuildError(format!(
+                            "pipeline {:?}, trigger.poll: plugin {:?} implements {} but a poll trigger needs {}",
+                            p.name,
+                            poll.plugin,
+                            plugin.world,
+                            World::Source
+                        )));
+                    }
+                    sandbox
+                        .check_config(&plugin, &poll.config.to_string(), &p.name)
+                        .await
+                        .map_err(|e| {
+                            BuildError(format!(
+                                "pipeline {:?}, trigger.poll: the plugin rejected its config: {}",
+                                p.name, e.message
+                            ))
+                        })?;
+                    Some(plugin)
+                }
+            };
             for s in steps.iter().chain([&sink]) {
                 sandbox
                     .check_config(&s.plugin, &s.config_json, &p.name)
@@ -380,6 +416,7 @@ impl Engine {
                 latency: Histogram::default(),
                 step_latency: (0..=p.steps.len()).map(|_| Histogram::default()).collect(),
                 verifier: verifier_of(p, sandbox.secrets())?,
+                source,
                 contract: p
                     .contract
                     .as_deref()
@@ -459,6 +496,16 @@ impl Engine {
         }
         tasks.push(tokio::spawn(super::janitor::run(self.clone())));
         for p in self.inner.pipelines.values() {
+            if let Some((poll, plugin)) = p.config.trigger.poll.as_ref().zip(p.source.clone()) {
+                tasks.push(tokio::spawn(crate::trigger::poll::run(
+                    self.clone(),
+                    p.name.to_string(),
+                    plugin,
+                    poll.config.to_string(),
+                    std::time::Duration::from_millis(poll.every_ms),
+                    std::time::Duration::from_millis(poll.max_backoff_ms),
+                )));
+            }
             if let Some(trigger) = &p.config.trigger.schedule {
                 let schedule = trigger.schedule().map_err(BuildError)?;
                 tasks.push(tokio::spawn(crate::trigger::schedule::run(

@@ -30,9 +30,31 @@ pub mod sink {
     });
 }
 
+/// The `source` world.
+#[allow(missing_docs, reason = "generated bindings")]
+pub mod source {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "weft:plugin/source",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "weft:plugin/types": super::transform::weft::plugin::types,
+            "weft:plugin/log": super::transform::weft::plugin::log,
+            "weft:plugin/kv": super::transform::weft::plugin::kv,
+            "weft:plugin/credentials": super::sink::weft::plugin::credentials,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        },
+    });
+}
+
 pub use transform::weft::plugin::types::{Error as WitError, Event as WitEvent};
 
 /// Interface names exported by each world, at the supported version.
 pub const TRANSFORM_EXPORT: &str = "weft:plugin/transformer@0.1.0";
 /// Interface exported by sinks.
 pub const SINK_EXPORT: &str = "weft:plugin/deliverer@0.1.0";
+/// Interface exported by sources.
+pub const SOURCE_EXPORT: &str = "weft:plugin/poller@0.1.0";

@@ -71,6 +71,18 @@ impl From<WitError> for CallError {
 /// What a transform returned.
 pub type TransformOutput = Vec<WitEvent>;
 
+/// What a poll found: (key, payload) per item, the next cursor, and
+/// whether more is waiting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollBatch {
+    /// Items, in order.
+    pub events: Vec<(String, Vec<u8>)>,
+    /// Where the next poll starts; `None` keeps the current cursor.
+    pub next_cursor: Option<String>,
+    /// Poll again at once.
+    pub more: bool,
+}
+
 /// What one call cost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CallCost {
@@ -257,6 +269,46 @@ impl Sandbox {
         (result, store.data().cost)
     }
 
+    /// Poll a source once from `cursor`.
+    pub async fn poll(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        ctx: CallContext,
+        cursor: Option<&str>,
+    ) -> Result<PollBatch, CallError> {
+        let Pre::Source(pre) = &plugin.pre else {
+            return Err(wrong_world(plugin, "a poll trigger"));
+        };
+        let mut store = self.new_store(plugin, Arc::new(ctx));
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let api = instance.weft_plugin_poller();
+            if let Err(e) = api.call_configure(&mut store, config).await? {
+                return Ok(Err(e));
+            }
+            api.call_poll(&mut store, cursor).await
+        };
+        let result = tokio::time::timeout(plugin.limits.timeout, run).await;
+        let batch = finish(plugin, &mut store, result)?;
+        let size: usize = batch
+            .events
+            .iter()
+            .map(|e| e.key.len() + e.payload.len())
+            .sum::<usize>()
+            + batch.next_cursor.as_ref().map_or(0, String::len);
+        check_output(plugin, size)?;
+        Ok(PollBatch {
+            events: batch
+                .events
+                .into_iter()
+                .map(|e| (e.key, e.payload))
+                .collect(),
+            next_cursor: batch.next_cursor,
+            more: batch.more,
+        })
+    }
+
     /// Configure one instance and run `calls` transforms on it; returns the
     /// mean time per transform. For benchmarks: it measures the plugin's own
     /// code without the cost of a fresh instance.
@@ -318,6 +370,13 @@ impl Sandbox {
                         .call_describe(&mut store)
                         .await?
                 }
+                Pre::Source(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance
+                        .weft_plugin_poller()
+                        .call_describe(&mut store)
+                        .await?
+                }
             };
             Ok(Ok((info.name, info.version, info.config_schema)))
         };
@@ -353,6 +412,13 @@ impl Sandbox {
                     let instance = pre.instantiate_async(&mut store).await?;
                     instance
                         .weft_plugin_deliverer()
+                        .call_configure(&mut store, config)
+                        .await
+                }
+                Pre::Source(pre) => {
+                    let instance = pre.instantiate_async(&mut store).await?;
+                    instance
+                        .weft_plugin_poller()
                         .call_configure(&mut store, config)
                         .await
                 }

@@ -18,6 +18,6 @@ mod plugin;
 mod runtime;
 mod state;
 
-pub use call::{CallContext, CallCost, CallError, TransformOutput};
+pub use call::{CallContext, CallCost, CallError, PollBatch, TransformOutput};
 pub use plugin::{Plugin, PluginStats, World};
 pub use runtime::{Sandbox, SandboxError, SandboxOptions};

@@ -17,6 +17,8 @@ pub enum World {
     Transform,
     /// `weft:plugin/sink@0.1.0`
     Sink,
+    /// `weft:plugin/source@0.1.0`
+    Source,
 }
 
 impl fmt::Display for World {
@@ -24,6 +26,7 @@ impl fmt::Display for World {
         f.write_str(match self {
             World::Transform => "weft:plugin/transform@0.1.0",
             World::Sink => "weft:plugin/sink@0.1.0",
+            World::Source => "weft:plugin/source@0.1.0",
         })
     }
 }
@@ -31,6 +34,7 @@ impl fmt::Display for World {
 pub(super) enum Pre {
     Transform(TransformPre<HostState>),
     Sink(SinkPre<HostState>),
+    Source(super::bindings::source::SourcePre<HostState>),
 }
 
 /// Limits and permissions a plugin runs with.

@@ -265,6 +265,8 @@ impl Sandbox {
             World::Transform
         } else if exports.iter().any(|e| e == bindings::SINK_EXPORT) {
             World::Sink
+        } else if exports.iter().any(|e| e == bindings::SOURCE_EXPORT) {
+            World::Source
         } else if let Some(other) = exports.iter().find(|e| e.starts_with("weft:plugin/")) {
             return Err(invalid(format!(
                 "it exports {other}, a weft:plugin version this host does not support (it supports 0.1.0); rebuild it against a matching weft-sdk"
@@ -307,6 +309,10 @@ impl Sandbox {
             World::Transform => {
                 Pre::Transform(TransformPre::new(instance_pre).map_err(|e| invalid(e.to_string()))?)
             }
+            World::Source => Pre::Source(
+                bindings::source::SourcePre::new(instance_pre)
+                    .map_err(|e| invalid(e.to_string()))?,
+            ),
             World::Sink => {
                 Pre::Sink(SinkPre::new(instance_pre).map_err(|e| invalid(e.to_string()))?)
             }

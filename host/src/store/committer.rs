@@ -24,7 +24,20 @@ pub struct Write {
     pub dedup: Option<(Vec<u8>, EventId, u64)>,
     /// Run after the write is durable (not run for a duplicate).
     pub after: Option<AfterCommit>,
+    /// Parts with their own dedup key, written in the same batch as the rest:
+    /// a part whose key was taken is left out, the others and `ops` land.
+    pub items: Vec<Item>,
     pub(super) reply: Option<oneshot::Sender<Result<Committed, StoreError>>>,
+}
+
+/// A part of a [`Write`] with its own dedup key (one polled event).
+pub struct Item {
+    /// `(key, id to record, window in ms)`.
+    pub dedup: (Vec<u8>, EventId, u64),
+    /// Its operations.
+    pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Run once durable, if the item was new.
+    pub after: Option<AfterCommit>,
 }
 
 impl Write {
@@ -74,25 +87,46 @@ fn commit_group(db: &sled::Db, tree: &sled::Tree, group: Vec<Write>) {
     let mut batch = sled::Batch::default();
     let mut taken: HashMap<Vec<u8>, EventId> = HashMap::new();
     let mut outcomes = Vec::with_capacity(group.len());
+    let mut new_items: Vec<Vec<bool>> = Vec::with_capacity(group.len());
     let now = now_ms();
+    let earlier =
+        |taken: &HashMap<Vec<u8>, EventId>, key: &Vec<u8>, window: u64| match taken.get(key) {
+            Some(first) => Some(*first),
+            None => match tree.get(key) {
+                Ok(Some(v)) => parse_dedup_value(&v)
+                    .filter(|(_, at)| now.saturating_sub(*at) < window)
+                    .map(|(first, _)| first),
+                _ => None,
+            },
+        };
     for w in &group {
         if let Some((key, id, window)) = &w.dedup {
-            let earlier = match taken.get(key) {
-                Some(first) => Some(*first),
-                None => match tree.get(key) {
-                    Ok(Some(v)) => parse_dedup_value(&v)
-                        .filter(|(_, at)| now.saturating_sub(*at) < *window)
-                        .map(|(first, _)| first),
-                    _ => None,
-                },
-            };
-            if let Some(first) = earlier {
+            if let Some(first) = earlier(&taken, key, *window) {
                 outcomes.push(Committed::Duplicate(first));
+                new_items.push(Vec::new());
                 continue;
             }
             taken.insert(key.clone(), *id);
             batch.insert(key.clone(), dedup_value(id, now));
         }
+        let mut fresh = Vec::with_capacity(w.items.len());
+        for item in &w.items {
+            let (key, id, window) = &item.dedup;
+            if earlier(&taken, key, *window).is_some() {
+                fresh.push(false);
+                continue;
+            }
+            taken.insert(key.clone(), *id);
+            batch.insert(key.clone(), dedup_value(id, now));
+            for (k, v) in &item.ops {
+                match v {
+                    Some(v) => batch.insert(k.clone(), v.clone()),
+                    None => batch.remove(k.clone()),
+                }
+            }
+            fresh.push(true);
+        }
+        new_items.push(fresh);
         for (k, v) in &w.ops {
             match v {
                 Some(v) => batch.insert(k.clone(), v.clone()),
@@ -105,9 +139,14 @@ fn commit_group(db: &sled::Db, tree: &sled::Tree, group: Vec<Write>) {
         .apply_batch(batch)
         .and_then(|()| db.flush().map(|_| ()))
         .map_err(|e| StoreError::Write(e.to_string()));
-    for (mut w, outcome) in group.into_iter().zip(outcomes) {
+    for ((mut w, outcome), fresh) in group.into_iter().zip(outcomes).zip(new_items) {
         match &result {
             Ok(()) => {
+                for (item, new) in w.items.iter_mut().zip(fresh) {
+                    if new && let Some(after) = item.after.take() {
+                        after();
+                    }
+                }
                 if outcome == Committed::Written
                     && let Some(after) = w.after.take()
                 {

@@ -109,6 +109,15 @@ impl Store {
         &self.flushes
     }
 
+    /// Where a pipeline's source polls next (committed with its events).
+    pub fn cursor(&self, pipeline: &str) -> Option<String> {
+        self.events
+            .get(cursor_key(pipeline))
+            .ok()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
     /// When a pipeline's schedule last fired (ms since the Unix epoch).
     pub fn schedule_last(&self, pipeline: &str) -> Option<u64> {
         self.schedules

@@ -14,6 +14,16 @@ pub const DONE: u8 = b't';
 pub const DEDUP: u8 = b'k';
 /// Prefix of paused-pipeline markers.
 pub const PAUSED: u8 = b'p';
+/// Prefix of source cursors.
+pub const CURSOR: u8 = b'c';
+
+/// `c` + pipeline: where a pipeline's source polls next.
+pub fn cursor_key(pipeline: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + pipeline.len());
+    k.push(CURSOR);
+    k.extend_from_slice(pipeline.as_bytes());
+    k
+}
 
 /// `p` + pipeline
 pub fn paused_key(pipeline: &str) -> Vec<u8> {

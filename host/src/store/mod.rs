@@ -14,6 +14,7 @@
 //! | `d` | event id | empty (dead-letter index) |
 //! | `t` | finish ms, event id | empty (history retention index) |
 //! | `k` | pipeline, 0, idempotency key | first event id, accept ms (dedup) |
+//! | `c` | pipeline | the source's cursor, written with the events it found |
 //!
 //! Plugin key-value state lives in the `kv` tree; the hash-chained audit log
 //! in the `audit` tree, with its head in `meta`; each schedule's last fire
@@ -26,7 +27,7 @@ mod keys;
 mod record;
 
 pub use audit::{AuditEntry, AuditLog, AuditRecord};
-pub use committer::{Committed, MAX_GROUP, Write};
+pub use committer::{Committed, Item, MAX_GROUP, Write};
 pub use handle::{Store, StoreError};
 pub use keys::*;
 pub use record::*;

@@ -1,0 +1,118 @@
+//! The poll trigger: a source plugin asked for what is new since its
+//! cursor. The items it finds and its next cursor are committed in one
+//! write, with a dedup key per item, so a crash between poll and commit
+//! polls again from the old cursor and nothing is accepted twice.
+
+use crate::engine::Engine;
+use crate::sandbox::{CallContext, Plugin};
+use crate::store::ErrorKind;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How one poll went, for the loop's pacing.
+enum Next {
+    /// Poll again at once (a next page).
+    Now,
+    /// Wait the regular interval.
+    Later,
+    /// Back off this long.
+    Backoff(Duration),
+}
+
+/// Poll one pipeline's source until the engine stops.
+pub async fn run(
+    engine: Engine,
+    pipeline: String,
+    plugin: Arc<Plugin>,
+    config: String,
+    every: Duration,
+    max_backoff: Duration,
+) {
+    let mut stop = engine.stopping();
+    let mut failures: u32 = 0;
+    loop {
+        let next = poll_once(
+            &engine,
+            &pipeline,
+            &plugin,
+            &config,
+            &mut failures,
+            max_backoff,
+        )
+        .await;
+        let wait = match next {
+            Next::Now => Duration::ZERO,
+            Next::Later => every,
+            Next::Backoff(d) => d,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+async fn poll_once(
+    engine: &Engine,
+    pipeline: &str,
+    plugin: &Plugin,
+    config: &str,
+    failures: &mut u32,
+    max_backoff: Duration,
+) -> Next {
+    let cursor = engine.store().cursor(pipeline);
+    let ctx = CallContext {
+        pipeline: pipeline.into(),
+        plugin: plugin.name.as_str().into(),
+        event_id: "-".into(),
+        correlation_id: "-".into(),
+        ..Default::default()
+    };
+    let backoff = |failures: u32, asked: Option<u64>| {
+        let exp = 1000u64.saturating_mul(1 << failures.min(16));
+        let ceiling = exp.min(max_backoff.as_millis() as u64);
+        let jittered = rand::random_range(ceiling / 2..=ceiling.max(1));
+        Duration::from_millis(asked.map_or(jittered, |a| a.max(jittered.min(a))))
+    };
+    match engine
+        .sandbox()
+        .poll(plugin, config, ctx, cursor.as_deref())
+        .await
+    {
+        Ok(batch) => {
+            let found = batch.events.len();
+            match engine
+                .accept_polled(pipeline, batch.events, batch.next_cursor.as_deref())
+                .await
+            {
+                Ok(new) => {
+                    *failures = 0;
+                    if found > 0 {
+                        tracing::info!(pipeline, found, new, more = batch.more, "polled");
+                    }
+                    if batch.more { Next::Now } else { Next::Later }
+                }
+                Err(e) => {
+                    // Nothing was committed: the next poll starts from the old cursor.
+                    *failures += 1;
+                    tracing::warn!(pipeline, "could not store what the poll found: {e}");
+                    Next::Backoff(backoff(*failures, None))
+                }
+            }
+        }
+        Err(e) => {
+            *failures += 1;
+            let wait = backoff(*failures, e.retry_after_ms);
+            let level_fatal = matches!(e.kind, ErrorKind::Fatal | ErrorKind::InvalidInput);
+            if level_fatal {
+                tracing::error!(pipeline, plugin = %plugin.name, kind = e.kind.as_str(), retry_in_ms = wait.as_millis() as u64, "poll failed: {}", e.message);
+            } else {
+                tracing::warn!(pipeline, plugin = %plugin.name, kind = e.kind.as_str(), retry_in_ms = wait.as_millis() as u64, "poll failed: {}", e.message);
+            }
+            Next::Backoff(wait)
+        }
+    }
+}
