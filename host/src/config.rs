@@ -420,7 +420,7 @@ pub struct TriggerConfig {
     /// Webhooks at `POST /hooks/{name}` (always on; this adds verification).
     #[serde(default)]
     pub webhook: Option<WebhookTrigger>,
-    /// A tick event on a cron schedule.
+    /// A tick event on a cron schedule (with `poll`: poll on the ticks instead).
     #[serde(default)]
     pub schedule: Option<ScheduleTrigger>,
     /// A source plugin polled for new items.

@@ -380,3 +380,34 @@ async fn schedules_fire_on_time_and_restarts_neither_double_fire_nor_lose_a_tick
         "skip: no tick from the gap after {down_since}: {later:?} (back at {restarted})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_source_with_a_schedule_polls_on_its_ticks() {
+    let api = weft_tests::paged_api::PagedApi::start(7).await;
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let sink = receiver.url("/contacts");
+    let pipelines = format!(
+        "[grants.http-poll]\nhttp = [\"http://{}\"]\n\n[[pipeline]]\nname = \"contacts\"\ntrigger = {{ schedule = {{ cron = \"* * * * * *\", on_missed = \"once\" }}, poll = {{ plugin = \"http-poll\", config = {{ url = \"{}\" }} }} }}\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{sink}\" }} }}\n",
+        api.addr,
+        api.url()
+    );
+    let setup = setup_with(&receiver, &pipelines, &[]);
+    std::fs::copy(
+        weft_tests::plugins::HTTP_POLL,
+        setup.dir.path().join("plugins.d/http-poll.wasm"),
+    )
+    .unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    assert!(wait_until(WAIT, || receiver.effect_count() == 7).await);
+    let first = api.requests();
+    api.touch(1);
+    // every_ms is left at its default of a minute: only the ticks poll again.
+    assert!(
+        wait_until(WAIT, || api.requests() >= first + 2
+            && receiver.effect_count() == 8)
+        .await,
+        "polled {} times",
+        api.requests()
+    );
+    host.shutdown().await;
+}

@@ -497,14 +497,24 @@ impl Engine {
         tasks.push(tokio::spawn(super::janitor::run(self.clone())));
         for p in self.inner.pipelines.values() {
             if let Some((poll, plugin)) = p.config.trigger.poll.as_ref().zip(p.source.clone()) {
+                // With a schedule too, the source is polled on its ticks.
+                let pace = match &p.config.trigger.schedule {
+                    Some(s) => crate::trigger::poll::Pace::Schedule(Box::new(
+                        s.schedule().map_err(BuildError)?,
+                    )),
+                    None => crate::trigger::poll::Pace::Every(std::time::Duration::from_millis(
+                        poll.every_ms,
+                    )),
+                };
                 tasks.push(tokio::spawn(crate::trigger::poll::run(
                     self.clone(),
                     p.name.to_string(),
                     plugin,
                     poll.config.to_string(),
-                    std::time::Duration::from_millis(poll.every_ms),
+                    pace,
                     std::time::Duration::from_millis(poll.max_backoff_ms),
                 )));
+                continue;
             }
             if let Some(trigger) = &p.config.trigger.schedule {
                 let schedule = trigger.schedule().map_err(BuildError)?;

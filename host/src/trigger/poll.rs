@@ -19,17 +19,45 @@ enum Next {
     Backoff(Duration),
 }
 
+/// When to poll: every so often, or on a schedule's ticks.
+pub enum Pace {
+    /// A fixed pause between polls that found nothing more.
+    Every(Duration),
+    /// At each tick of a schedule (`on_missed = "once"` polls at start-up).
+    Schedule(Box<super::schedule::Schedule>),
+}
+
+impl Pace {
+    fn wait(&self) -> Duration {
+        match self {
+            Pace::Every(d) => *d,
+            Pace::Schedule(s) => {
+                let now = crate::store::now_ms();
+                Duration::from_millis(s.next_after(now).map_or(u64::MAX / 4, |t| t - now))
+            }
+        }
+    }
+}
+
 /// Poll one pipeline's source until the engine stops.
 pub async fn run(
     engine: Engine,
     pipeline: String,
     plugin: Arc<Plugin>,
     config: String,
-    every: Duration,
+    pace: Pace,
     max_backoff: Duration,
 ) {
     let mut stop = engine.stopping();
     let mut failures: u32 = 0;
+    if let Pace::Schedule(s) = &pace
+        && s.on_missed == super::schedule::OnMissed::Skip
+    {
+        tokio::select! {
+            _ = tokio::time::sleep(pace.wait()) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
     loop {
         let next = poll_once(
             &engine,
@@ -42,7 +70,7 @@ pub async fn run(
         .await;
         let wait = match next {
             Next::Now => Duration::ZERO,
-            Next::Later => every,
+            Next::Later => pace.wait(),
             Next::Backoff(d) => d,
         };
         tokio::select! {
