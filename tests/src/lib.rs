@@ -133,6 +133,34 @@ impl HostSetup {
         Ok(HostSetup { dir, config_path })
     }
 
+    /// Write `NAME = "value"` secrets to `secrets.toml` (mode 0600) beside
+    /// the config and point `server.secrets_file` at it.
+    pub fn with_secrets(self, secrets: &[(&str, &str)]) -> std::io::Result<HostSetup> {
+        let file = self.dir.path().join("secrets.toml");
+        let lines: String = secrets
+            .iter()
+            .map(|(name, value)| format!("{name} = {value:?}\n"))
+            .collect();
+        std::fs::write(&file, lines)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        }
+        self.server_line("secrets_file = \"secrets.toml\"")
+    }
+
+    /// Add a line (e.g. `keep_history_events = 3`) to the `[server]` table.
+    pub fn server_line(self, line: &str) -> std::io::Result<HostSetup> {
+        let text = std::fs::read_to_string(&self.config_path)?;
+        let anchor = "data_dir = \"./weft-data\"\n";
+        std::fs::write(
+            &self.config_path,
+            text.replacen(anchor, &format!("{anchor}{line}\n"), 1),
+        )?;
+        Ok(self)
+    }
+
     /// The data directory the config names.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("weft-data")

@@ -267,21 +267,9 @@ async fn hostile_plugins_are_contained_and_the_canary_loses_nothing() {
         )
         .unwrap();
     }
-    let secrets = setup.dir.path().join("secrets.toml");
-    std::fs::write(&secrets, format!("GRANTED_TOKEN = \"{GRANTED_SECRET}\"\n")).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    let text = std::fs::read_to_string(&setup.config_path).unwrap();
-    std::fs::write(
-        &setup.config_path,
-        text.replace(
-            "data_dir = \"./weft-data\"\n",
-            "data_dir = \"./weft-data\"\nsecrets_file = \"secrets.toml\"\n",
-        ),
-    )
-    .unwrap();
+    let setup = setup
+        .with_secrets(&[("GRANTED_TOKEN", GRANTED_SECRET)])
+        .unwrap();
 
     let host = RunningHost::start(setup.config())
         .await

@@ -256,25 +256,12 @@ async fn every_endpoint_checks_the_role_of_every_token() {
     .unwrap();
     // [[admin.tokens]] after [grants.http-sink] is a table of its own; the
     // values come from the secrets file.
-    let secrets = setup.dir.path().join("secrets.toml");
-    let lines: String = ROLES
+    let values: Vec<(&str, String)> = ROLES
         .iter()
-        .map(|(role, secret)| format!("{secret} = \"{}\"\n", token_value(role)))
+        .map(|(role, secret)| (*secret, token_value(role)))
         .collect();
-    std::fs::write(&secrets, lines).unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    let text = std::fs::read_to_string(&setup.config_path).unwrap();
-    std::fs::write(
-        &setup.config_path,
-        text.replace(
-            "data_dir = \"./weft-data\"\n",
-            "data_dir = \"./weft-data\"\nsecrets_file = \"secrets.toml\"\n",
-        ),
-    )
-    .unwrap();
+    let pairs: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let setup = setup.with_secrets(&pairs).unwrap();
     let host = RunningHost::start(setup.config()).await.unwrap();
     let (_, accepted) = send_event(&host, "p", &lead("e-1", 1)).await;
     let id = accepted["id"].as_str().unwrap().to_string();
@@ -449,15 +436,7 @@ async fn run_history_has_every_step_and_keeps_the_newest_events() {
             .with("breaker = { enabled = false }")],
     )
     .unwrap();
-    let text = std::fs::read_to_string(&setup.config_path).unwrap();
-    std::fs::write(
-        &setup.config_path,
-        text.replace(
-            "data_dir = \"./weft-data\"\n",
-            "data_dir = \"./weft-data\"\nkeep_history_events = 3\n",
-        ),
-    )
-    .unwrap();
+    let setup = setup.server_line("keep_history_events = 3").unwrap();
     let host = RunningHost::start(setup.config()).await.unwrap();
     let mut ids = Vec::new();
     for i in 0..6 {

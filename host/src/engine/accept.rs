@@ -80,15 +80,8 @@ pub enum AcceptError {
 pub const MAX_KEY_LEN: usize = 512;
 
 impl Engine {
-    /// Store what a source poll found and its next cursor in one atomic
-    /// write: items whose key was already taken are left out, the rest are
-    /// queued. Returns how many were new.
-    pub async fn accept_polled(
-        &self,
-        pipeline: &str,
-        items: Vec<(String, Vec<u8>)>,
-        next_cursor: Option<&str>,
-    ) -> Result<usize, AcceptError> {
+    /// The pipeline, if it exists and takes new events now.
+    fn admit(&self, pipeline: &str) -> Result<Arc<super::build::Pipeline>, AcceptError> {
         let p = self
             .inner
             .pipelines
@@ -104,6 +97,19 @@ impl Engine {
                 reason,
             });
         }
+        Ok(p)
+    }
+
+    /// Store what a source poll found and its next cursor in one atomic
+    /// write: items whose key was already taken are left out, the rest are
+    /// queued. Returns how many were new.
+    pub async fn accept_polled(
+        &self,
+        pipeline: &str,
+        items: Vec<(String, Vec<u8>)>,
+        next_cursor: Option<&str>,
+    ) -> Result<usize, AcceptError> {
+        let p = self.admit(pipeline)?;
         let now = now_ms();
         let fresh = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut write = Write::default();
@@ -178,22 +184,8 @@ impl Engine {
         pipeline: &str,
         incoming: Incoming,
     ) -> Result<Accepted, AcceptError> {
-        let p = self
-            .inner
-            .pipelines
-            .get(pipeline)
-            .ok_or_else(|| AcceptError::UnknownPipeline {
-                name: pipeline.to_string(),
-                known: self.pipeline_names().join(", "),
-            })?
-            .clone();
         // Refuse before parsing anything when the pipeline cannot take more.
-        if let Err((retry_after_s, reason)) = self.admission(pipeline) {
-            return Err(AcceptError::Backpressure {
-                retry_after_s,
-                reason,
-            });
-        }
+        let p = self.admit(pipeline)?;
         let id = EventId::new();
         let doc: Option<serde_json::Value> =
             if p.config.idempotency_key.is_some() || p.config.order_by.is_some() {

@@ -43,6 +43,19 @@ pub struct CallError {
     pub retry_after_ms: Option<u64>,
 }
 
+impl CallContext {
+    /// A call made for no event (a config check, a describe, a poll).
+    pub fn background(pipeline: &str, plugin: &str) -> Self {
+        CallContext {
+            pipeline: pipeline.into(),
+            plugin: plugin.into(),
+            event_id: "-".into(),
+            correlation_id: "-".into(),
+            ..Default::default()
+        }
+    }
+}
+
 impl CallError {
     fn new(kind: ErrorKind, message: String) -> Self {
         CallError {
@@ -346,13 +359,7 @@ impl Sandbox {
 
     /// Ask a plugin for its name, version and config schema.
     pub async fn describe(&self, plugin: &Plugin) -> Result<(String, String, String), CallError> {
-        let ctx = CallContext {
-            pipeline: "-".into(),
-            plugin: plugin.name.as_str().into(),
-            event_id: "-".into(),
-            correlation_id: "-".into(),
-            ..Default::default()
-        };
+        let ctx = CallContext::background("-", &plugin.name);
         let mut store = self.new_store(plugin, Arc::new(ctx));
         let run = async {
             let info = match &plugin.pre {
@@ -391,13 +398,7 @@ impl Sandbox {
         config: &str,
         pipeline: &str,
     ) -> Result<(), CallError> {
-        let ctx = CallContext {
-            pipeline: pipeline.into(),
-            plugin: plugin.name.as_str().into(),
-            event_id: "-".into(),
-            correlation_id: "-".into(),
-            ..Default::default()
-        };
+        let ctx = CallContext::background(pipeline, &plugin.name);
         let mut store = self.new_store(plugin, Arc::new(ctx));
         let run = async {
             match &plugin.pre {

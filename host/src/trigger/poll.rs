@@ -92,13 +92,7 @@ async fn poll_once(
     max_backoff: Duration,
 ) -> Next {
     let cursor = engine.store().cursor(pipeline);
-    let ctx = CallContext {
-        pipeline: pipeline.into(),
-        plugin: plugin.name.as_str().into(),
-        event_id: "-".into(),
-        correlation_id: "-".into(),
-        ..Default::default()
-    };
+    let ctx = CallContext::background(pipeline, &plugin.name);
     let backoff = |failures: u32, asked: Option<u64>| {
         let exp = 1000u64.saturating_mul(1 << failures.min(16));
         let ceiling = exp.min(max_backoff.as_millis() as u64);
