@@ -344,6 +344,17 @@ async fn hostile_plugins_are_contained_and_the_canary_loses_nothing() {
             a.denial
         );
     }
+    // Broken limits are audited as well; a panic is the plugin's own failure.
+    for a in attacks
+        .iter()
+        .filter(|a| a.denial.is_none() && a.name != "panic")
+    {
+        let plugin = format!("hostile-{}", a.name);
+        assert!(
+            audit.iter().any(|r| r.kind == "limit" && r.actor == plugin),
+            "no broken limit of {plugin} in the audit log"
+        );
+    }
     assert!(audit.iter().all(|r| !r.detail.contains(GRANTED_SECRET)));
     assert_eq!(store.audit().verify(), Ok(audit.len() as u64));
     let client = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);

@@ -236,7 +236,7 @@ impl Sandbox {
                             .sum::<usize>()
                 })
                 .sum();
-            check_output(plugin, size).map(|()| events)
+            check_output(plugin, &store, size).map(|()| events)
         });
         (result, store.data().cost)
     }
@@ -276,7 +276,7 @@ impl Sandbox {
         };
         let result = tokio::time::timeout(plugin.limits.timeout, run).await;
         let result = finish(plugin, &mut store, result).and_then(|receipt| {
-            check_output(plugin, receipt.len())?;
+            check_output(plugin, &store, receipt.len())?;
             Ok(crate::redact::mask(&receipt).into_owned())
         });
         (result, store.data().cost)
@@ -310,7 +310,7 @@ impl Sandbox {
             .map(|e| e.key.len() + e.payload.len())
             .sum::<usize>()
             + batch.next_cursor.as_ref().map_or(0, String::len);
-        check_output(plugin, size)?;
+        check_output(plugin, &store, size)?;
         Ok(PollBatch {
             events: batch
                 .events
@@ -477,28 +477,34 @@ fn finish_inner<T>(
 ) -> Result<T, CallError> {
     let stdio = store.data_mut().drain_stdio();
     let timeout_ms = plugin.limits.timeout.as_millis();
+    let broke = |store: &wasmtime::Store<HostState>, e: CallError| {
+        store.data().hooks.denier.limit(&e.message);
+        Err(e)
+    };
     if let Err(over) = stdio {
-        return Err(CallError::new(ErrorKind::Fatal, over.0));
+        return broke(store, CallError::new(ErrorKind::Fatal, over.0));
     }
     match result {
-        Err(_) => Err(CallError::new(
-            ErrorKind::Transient,
-            format!(
-                "plugin {} did not finish within its {timeout_ms} ms time limit",
-                plugin.name
+        Err(_) => broke(
+            store,
+            CallError::new(
+                ErrorKind::Transient,
+                format!(
+                    "plugin {} did not finish within its {timeout_ms} ms time limit",
+                    plugin.name
+                ),
             ),
-        )),
+        ),
         Ok(Ok(Ok(value))) => Ok(value),
         Ok(Ok(Err(e))) => {
             let mut e = CallError::from(e);
             e.message = bounded_message(&e.message);
             Err(e)
         }
-        Ok(Err(trap)) => Err(classify_trap(
-            plugin,
-            trap,
-            store.data().last_stderr.as_deref(),
-        )),
+        Ok(Err(trap)) => {
+            let (e, limit) = classify_trap(plugin, trap, store.data().last_stderr.as_deref());
+            if limit { broke(store, e) } else { Err(e) }
+        }
     }
 }
 
@@ -519,7 +525,11 @@ fn bounded_message(m: &str) -> String {
     m
 }
 
-fn check_output(plugin: &Plugin, size: usize) -> Result<(), CallError> {
+fn check_output(
+    plugin: &Plugin,
+    store: &wasmtime::Store<HostState>,
+    size: usize,
+) -> Result<(), CallError> {
     if size > plugin.limits.output_bytes {
         let message = format!(
             "plugin {} returned {size} bytes, over its output cap of {} KiB; the output was dropped",
@@ -527,59 +537,69 @@ fn check_output(plugin: &Plugin, size: usize) -> Result<(), CallError> {
             plugin.limits.output_bytes / 1024
         );
         tracing::warn!(plugin = %plugin.name, "{message}");
+        store.data().hooks.denier.limit(&message);
         return Err(CallError::new(ErrorKind::Fatal, message));
     }
     Ok(())
 }
 
-fn classify_trap(plugin: &Plugin, e: wasmtime::Error, last_stderr: Option<&str>) -> CallError {
+/// The error of a trapped call, and whether it broke one of the plugin's limits.
+fn classify_trap(
+    plugin: &Plugin,
+    e: wasmtime::Error,
+    last_stderr: Option<&str>,
+) -> (CallError, bool) {
     let name = &plugin.name;
     let text = format!("{e:#}");
     if let Some(over) = e.downcast_ref::<super::state::LimitExceeded>() {
-        return CallError::new(ErrorKind::Fatal, over.0.clone());
+        return (CallError::new(ErrorKind::Fatal, over.0.clone()), true);
     }
+    let limit = |e: CallError| (e, true);
     match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => CallError::new(
+        Some(Trap::Interrupt) => limit(CallError::new(
             ErrorKind::Transient,
             format!(
                 "plugin {name} ran past its {} ms time limit and was stopped",
                 plugin.limits.timeout.as_millis()
             ),
-        ),
-        Some(Trap::OutOfFuel) => CallError::new(
+        )),
+        Some(Trap::OutOfFuel) => limit(CallError::new(
             ErrorKind::Fatal,
             format!(
                 "plugin {name} used up its fuel budget of {} and was stopped",
                 plugin.limits.fuel.unwrap_or(0)
             ),
-        ),
-        Some(Trap::StackOverflow) => CallError::new(
+        )),
+        Some(Trap::StackOverflow) => limit(CallError::new(
             ErrorKind::Fatal,
             format!("plugin {name} overflowed its stack and was stopped"),
-        ),
+        )),
         // A Rust plugin keeps its stack in linear memory: deep recursion runs
         // off the bottom of it.
-        Some(Trap::MemoryOutOfBounds) => CallError::new(
+        Some(Trap::MemoryOutOfBounds) => limit(CallError::new(
             ErrorKind::Fatal,
             format!(
                 "plugin {name} accessed memory out of bounds (usually a stack overflow from deep recursion) and was stopped"
             ),
-        ),
-        _ if text.contains("growing memory") => CallError::new(
+        )),
+        _ if text.contains("growing memory") => limit(CallError::new(
             ErrorKind::Fatal,
             format!(
                 "plugin {name} tried to use more than its memory cap of {} MiB and was stopped",
                 plugin.limits.memory_bytes / (1024 * 1024)
             ),
-        ),
+        )),
         _ => {
             let cause = e.root_cause().to_string();
             let said = last_stderr
                 .map(|l| format!("; it said: {}", bounded_message(l)))
                 .unwrap_or_default();
-            CallError::new(
-                ErrorKind::Fatal,
-                format!("plugin {name} crashed ({}){said}", bounded_message(&cause)),
+            (
+                CallError::new(
+                    ErrorKind::Fatal,
+                    format!("plugin {name} crashed ({}){said}", bounded_message(&cause)),
+                ),
+                false,
             )
         }
     }

@@ -48,6 +48,21 @@ impl Denials {
         format!("denied: {detail}")
     }
 
+    /// Record that the plugin of `ctx` broke one of its limits (time, memory,
+    /// stack, fuel, output, logs, response size): the call was stopped.
+    pub fn limit(&self, ctx: &CallContext, detail: &str) {
+        let detail = crate::redact::mask(detail).into_owned();
+        if let Err(e) = self.store.audit().append(AuditEntry {
+            kind: "limit",
+            actor: ctx.plugin.to_string(),
+            pipeline: ctx.pipeline.to_string(),
+            action: "limit".to_string(),
+            detail,
+        }) {
+            tracing::error!("could not write a broken limit to the audit log: {e}");
+        }
+    }
+
     /// Denials so far, by (plugin, capability).
     pub fn counts(&self) -> BTreeMap<(String, &'static str), u64> {
         self.counts
@@ -68,5 +83,10 @@ impl Denier {
     /// Record a denial of `action`; returns the message for the plugin.
     pub fn deny(&self, action: &'static str, detail: &str) -> String {
         self.denials.record(&self.ctx, action, detail)
+    }
+
+    /// Record a broken limit.
+    pub fn limit(&self, detail: &str) {
+        self.denials.limit(&self.ctx, detail)
     }
 }

@@ -285,11 +285,17 @@ impl WasiHttpHooks for EgressHooks {
                 tracing::warn!(url = %shown(&uri), "upstream asked to slow down for {wait:?}");
                 l.cool_down(wait);
             }
+            let shown_uri = shown(&uri);
             let resp = result?.map(move |body| {
                 Limited::new(body, cap)
                     .map_err(move |e| match e.downcast::<HttpError>() {
                         Ok(inner) => *inner,
-                        Err(_) => HttpError::HttpResponseBodySize(Some(cap as u64)),
+                        Err(_) => {
+                            denier.limit(&format!(
+                                "the response from {shown_uri} passed the {cap}-byte response cap and was cut off"
+                            ));
+                            HttpError::HttpResponseBodySize(Some(cap as u64))
+                        }
                     })
                     .boxed_unsync()
             });
