@@ -79,7 +79,43 @@ pub enum AcceptError {
 /// Longest idempotency key, in bytes.
 pub const MAX_KEY_LEN: usize = 512;
 
+/// The ordering key at `pointer`: strings as they are, other values as JSON,
+/// a missing or null value as empty.
+fn order_key_of(doc: &serde_json::Value, pointer: &str) -> String {
+    match doc.pointer(pointer) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Store operations that keep a record.
+type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
 impl Engine {
+    /// A new event: the operations that store it and put it in the queue,
+    /// and what to run once they are durable (queue its first attempt).
+    fn queue_new(&self, record: EventRecord) -> (Ops, impl FnOnce() + Send + 'static) {
+        let record = Arc::new(record);
+        let (id, now) = (record.id, record.received_at_ms);
+        let ops = vec![
+            (event_key(&id), Some(record.encode())),
+            (queue_key(now, &id), Some(1u32.to_be_bytes().to_vec())),
+        ];
+        let job = Job {
+            pipeline: record.pipeline.clone(),
+            id,
+            attempt: 1,
+            due_ms: now,
+            order_key: record.order_key.clone(),
+            record: Some(record),
+        };
+        let engine = self.clone();
+        (ops, move || {
+            engine.requeued(job, super::build::Entry::Accepted)
+        })
+    }
+
     /// The pipeline, if it exists and takes new events now.
     fn admit(&self, pipeline: &str) -> Result<Arc<super::build::Pipeline>, AcceptError> {
         let p = self
@@ -127,16 +163,10 @@ impl Engine {
             let id = EventId::new();
             let order_key = p.config.order_by.as_ref().map(|pointer| {
                 serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|doc| doc.pointer(pointer).cloned())
-                    .map(|v| match v {
-                        serde_json::Value::String(s) => s,
-                        serde_json::Value::Null => String::new(),
-                        other => other.to_string(),
-                    })
+                    .map(|doc| order_key_of(&doc, pointer))
                     .unwrap_or_default()
             });
-            let record = Arc::new(EventRecord {
+            let (ops, queue) = self.queue_new(EventRecord {
                 id,
                 pipeline: pipeline.to_string(),
                 key: key.clone(),
@@ -149,26 +179,15 @@ impl Engine {
                 attempts: Vec::new(),
                 replays_at_ms: Vec::new(),
                 round_base: 0,
-                order_key: order_key.clone(),
-            });
-            let (engine, counter) = (self.clone(), fresh.clone());
-            let job = Job {
-                pipeline: pipeline.to_string(),
-                id,
-                attempt: 1,
-                due_ms: now,
                 order_key,
-                record: Some(record.clone()),
-            };
+            });
+            let counter = fresh.clone();
             write.items.push(crate::store::Item {
                 dedup: (dedup_key(pipeline, &key), id, self.inner.dedup_window_ms),
-                ops: vec![
-                    (event_key(&id), Some(record.encode())),
-                    (queue_key(now, &id), Some(1u32.to_be_bytes().to_vec())),
-                ],
+                ops,
                 after: Some(Box::new(move || {
                     counter.fetch_add(1, Ordering::Relaxed);
-                    engine.requeued(job, super::build::Entry::Accepted)
+                    queue();
                 })),
             });
         }
@@ -199,11 +218,7 @@ impl Engine {
                 None
             };
         let order_key = match (&p.config.order_by, &doc) {
-            (Some(pointer), Some(doc)) => Some(match doc.pointer(pointer) {
-                Some(serde_json::Value::String(s)) => s.clone(),
-                Some(serde_json::Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
-            }),
+            (Some(pointer), Some(doc)) => Some(order_key_of(doc, pointer)),
             _ => None,
         };
         let key = match (&p.config.idempotency_key, &doc) {
@@ -235,7 +250,7 @@ impl Engine {
             .filter(|c| !c.is_empty() && c.len() <= 128)
             .unwrap_or_else(|| id.to_string());
         let now = now_ms();
-        let record = Arc::new(EventRecord {
+        let (ops, queue) = self.queue_new(EventRecord {
             id,
             pipeline: pipeline.to_string(),
             key: key.clone(),
@@ -248,25 +263,13 @@ impl Engine {
             attempts: Vec::new(),
             replays_at_ms: Vec::new(),
             round_base: 0,
-            order_key: order_key.clone(),
+            order_key,
         });
         let mut write = Write::default();
-        write.put(event_key(&id), record.encode());
-        write.put(queue_key(now, &id), 1u32.to_be_bytes().to_vec());
+        write.ops = ops;
         write.dedup = Some((dedup_key(pipeline, &key), id, self.inner.dedup_window_ms));
         // Runs on the commit thread once durable, even if the sender has gone.
-        let engine = self.clone();
-        let job = Job {
-            pipeline: pipeline.to_string(),
-            id,
-            attempt: 1,
-            due_ms: now,
-            order_key,
-            record: Some(record),
-        };
-        write.after = Some(Box::new(move || {
-            engine.requeued(job, super::build::Entry::Accepted)
-        }));
+        write.after = Some(Box::new(queue));
         match self.inner.store.commit(write).await? {
             Committed::Written => {
                 p.stats.accepted.fetch_add(1, Ordering::Relaxed);

@@ -11,7 +11,7 @@ use crate::limit::Limiter;
 use crate::sandbox::{Plugin, Sandbox, World};
 use crate::store::{Store, Write, now_ms, paused_key};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -229,9 +229,8 @@ pub(super) struct Pipeline {
     pub paused: AtomicBool,
     /// Jobs that arrived while paused.
     pub parked: Mutex<Vec<Job>>,
-    /// Events accepted and not yet finished.
-    pub queued: AtomicI64,
-    /// Ids of the unfinished events (time-ordered: the first is the oldest).
+    /// Ids of the events accepted and not yet finished (time-ordered: the
+    /// first is the oldest); their number is the queue depth.
     pub open: Mutex<std::collections::BTreeSet<crate::store::EventId>>,
     /// Accept to delivery, for delivered events.
     pub latency: Histogram,
@@ -248,11 +247,16 @@ pub(super) struct Pipeline {
 impl Pipeline {
     /// An event left the pipeline for good.
     pub(super) fn close(&self, id: &crate::store::EventId) {
-        self.queued.fetch_sub(1, Ordering::Relaxed);
         self.open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+    }
+
+    /// Events accepted and not yet finished, and the oldest one's id.
+    fn open_events(&self) -> (usize, Option<crate::store::EventId>) {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        (open.len(), open.first().copied())
     }
 }
 
@@ -411,7 +415,6 @@ impl Engine {
                 gate: p.order_by.as_ref().map(|_| KeyGate::default()),
                 paused: AtomicBool::new(store.events_tree_has(&paused_key(&p.name))),
                 parked: Mutex::new(Vec::new()),
-                queued: AtomicI64::new(0),
                 open: Mutex::default(),
                 latency: Histogram::default(),
                 step_latency: (0..=p.steps.len()).map(|_| Histogram::default()).collect(),
@@ -574,7 +577,6 @@ impl Engine {
     /// it its place in its key's lane, and schedule it.
     pub(super) fn requeued(&self, job: Job, entry: Entry) {
         if let Some(p) = self.inner.pipelines.get(&job.pipeline) {
-            p.queued.fetch_add(1, Ordering::Relaxed);
             p.open
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -664,19 +666,14 @@ impl Engine {
         let p = self.inner.pipelines.get(pipeline)?;
         let s = &p.stats;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let queued = p.queued.load(Ordering::Relaxed);
-        let oldest_age_ms = p
-            .open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .first()
-            .map_or(0, |id| now_ms().saturating_sub(id.created_ms()));
+        let (queued, oldest) = p.open_events();
+        let oldest_age_ms = oldest.map_or(0, |id| now_ms().saturating_sub(id.created_ms()));
         let entered = get(&s.accepted) + get(&s.recovered) + get(&s.replayed);
         let left = get(&s.delivered) + get(&s.dead_lettered) + get(&s.filtered);
         Some(PipelineStatus {
             name: pipeline.to_string(),
             paused: p.paused.load(Ordering::Relaxed),
-            queued: p.queued.load(Ordering::Relaxed).max(0) as u64,
+            queued: queued as u64,
             breaker: p.breaker.state().as_str(),
             rate_limit_waits: p.limiter.as_ref().map_or(0, |l| l.waits()),
             order_keys_active: p.gate.as_ref().map_or(0, |g| g.keys()),
@@ -697,7 +694,7 @@ impl Engine {
             replayed: get(&s.replayed),
             attempts: get(&s.attempts),
             oldest_age_ms,
-            unaccounted: entered as i64 - left as i64 - queued,
+            unaccounted: entered as i64 - left as i64 - queued as i64,
         })
     }
 
@@ -779,7 +776,7 @@ impl Engine {
         let Some(p) = self.inner.pipelines.get(pipeline) else {
             return Ok(());
         };
-        let queued = p.queued.load(Ordering::Relaxed).max(0) as usize;
+        let (queued, _) = p.open_events();
         if queued >= p.config.max_queue {
             return Err((
                 1,
