@@ -36,36 +36,14 @@ impl fmt::Debug for Secrets {
 }
 
 impl Secrets {
-    /// Load every credential a grant names. Fails, naming each missing or
+    /// Load every credential the config uses. Fails, naming each missing or
     /// unusable one, so a host never starts with a grant it cannot honour.
     pub fn load(config: &Config) -> Result<Secrets, String> {
         let file = match &config.server.secrets_file {
             Some(path) => read_file(path)?,
             None => BTreeMap::new(),
         };
-        let mut wanted: Vec<(&str, &str)> = config
-            .grants
-            .iter()
-            .flat_map(|(plugin, g)| {
-                g.credential_names()
-                    .into_iter()
-                    .map(move |c| (c, plugin.as_str()))
-            })
-            .chain(
-                config
-                    .admin
-                    .tokens
-                    .iter()
-                    .map(|t| (t.secret.as_str(), "the admin API")),
-            )
-            .chain(config.pipelines.iter().flat_map(|p| {
-                p.trigger
-                    .webhook
-                    .iter()
-                    .flat_map(|w| w.secret_names())
-                    .map(|s| (s, "webhook verification"))
-            }))
-            .collect();
+        let mut wanted = wanted(config);
         wanted.sort_unstable();
         let mut values = BTreeMap::new();
         let mut problems = Vec::new();
@@ -106,11 +84,9 @@ impl Secrets {
             Some(path) => read_file(path)?.into_keys().collect(),
             None => Default::default(),
         };
-        for g in config.grants.values() {
-            for c in g.credential_names() {
-                if std::env::var(env_var(c)).is_ok_and(|v| !v.is_empty()) {
-                    names.insert(c.to_string());
-                }
+        for (c, _) in wanted(config) {
+            if std::env::var(env_var(c)).is_ok_and(|v| !v.is_empty()) {
+                names.insert(c.to_string());
             }
         }
         Ok(names)
@@ -125,6 +101,34 @@ impl Secrets {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.values.keys().map(String::as_str)
     }
+}
+
+/// Every credential the config uses, with what uses it: grants, admin
+/// tokens and webhook verification.
+fn wanted(config: &Config) -> Vec<(&str, &str)> {
+    config
+        .grants
+        .iter()
+        .flat_map(|(plugin, g)| {
+            g.credential_names()
+                .into_iter()
+                .map(move |c| (c, plugin.as_str()))
+        })
+        .chain(
+            config
+                .admin
+                .tokens
+                .iter()
+                .map(|t| (t.secret.as_str(), "the admin API")),
+        )
+        .chain(config.pipelines.iter().flat_map(|p| {
+            p.trigger
+                .webhook
+                .iter()
+                .flat_map(|w| w.secret_names())
+                .map(|s| (s, "webhook verification"))
+        }))
+        .collect()
 }
 
 fn read_file(path: &Path) -> Result<BTreeMap<String, String>, String> {

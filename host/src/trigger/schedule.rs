@@ -75,22 +75,16 @@ impl Schedule {
             .map(|t| t.timestamp_millis() as u64)
     }
 
-    /// The latest tick in `(after, upto]`, if any.
+    /// The latest tick in `(after, upto]`, if any: one step back from
+    /// `upto`, however long the gap.
     fn latest_in(&self, after: u64, upto: u64) -> Option<u64> {
-        let mut latest = None;
-        let mut t = after;
-        // Walk forward; bounded so a long downtime with a per-second cron
-        // does not spin for long.
-        for _ in 0..1_000_000 {
-            match self.next_after(t) {
-                Some(n) if n <= upto => {
-                    latest = Some(n);
-                    t = n;
-                }
-                _ => break,
-            }
-        }
-        latest
+        let end =
+            chrono::DateTime::from_timestamp_millis(upto as i64 + 1)?.with_timezone(&self.offset);
+        self.cron
+            .after(&end)
+            .next_back()
+            .map(|t| t.timestamp_millis() as u64)
+            .filter(|t| *t > after)
     }
 
     /// What to do at start-up, given the last fire time and now: the tick to
