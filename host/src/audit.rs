@@ -51,6 +51,25 @@ pub struct PluginReport {
 }
 
 impl PluginReport {
+    /// A report with nothing read from a file yet.
+    fn bare(name: String, file: String, grant: Option<Grant>, status: &str) -> Self {
+        PluginReport {
+            name,
+            file,
+            sha256: None,
+            size_bytes: None,
+            world: None,
+            describes_itself_as: None,
+            config_schema: None,
+            imports: Vec::new(),
+            exports: Vec::new(),
+            grant,
+            effective: Vec::new(),
+            mismatches: Vec::new(),
+            status: status.into(),
+        }
+    }
+
     /// Whether the host would refuse this plugin.
     pub fn refused(&self) -> bool {
         self.status.starts_with("refused")
@@ -85,21 +104,7 @@ pub async fn inspect(
         None => (None, None),
     };
     let g = grant.unwrap_or(&default);
-    let mut report = PluginReport {
-        name: name.clone(),
-        file: shown,
-        sha256: None,
-        size_bytes: None,
-        world: None,
-        describes_itself_as: None,
-        config_schema: None,
-        imports: Vec::new(),
-        exports: Vec::new(),
-        grant: grant.cloned(),
-        effective: Vec::new(),
-        mismatches: Vec::new(),
-        status: "loads".into(),
-    };
+    let mut report = PluginReport::bare(name.clone(), shown, grant.cloned(), "loads");
     let plugin = match sandbox.load_for_audit(file, &name, g) {
         Ok(p) => p,
         Err(e) => {
@@ -225,30 +230,17 @@ pub async fn audit(
     }
     for (name, grant) in &config.grants {
         if !reports.iter().any(|r| &r.name == name) {
-            reports.push(PluginReport {
-                name: name.clone(),
-                file: format!(
-                    "(no {name}.wasm in {})",
-                    dir.strip_prefix(base).unwrap_or(dir).display()
-                ),
-                sha256: None,
-                size_bytes: None,
-                world: None,
-                describes_itself_as: None,
-                config_schema: None,
-                imports: Vec::new(),
-                exports: Vec::new(),
-                grant: Some(grant.clone()),
-                effective: Vec::new(),
-                mismatches: vec![Mismatch {
-                    kind: "grant-without-plugin",
-                    subject: name.clone(),
-                    message: format!(
-                        "grants.{name} names no plugin file; remove it or add the file"
-                    ),
-                }],
-                status: "missing".into(),
+            let file = format!(
+                "(no {name}.wasm in {})",
+                dir.strip_prefix(base).unwrap_or(dir).display()
+            );
+            let mut report = PluginReport::bare(name.clone(), file, Some(grant.clone()), "missing");
+            report.mismatches.push(Mismatch {
+                kind: "grant-without-plugin",
+                subject: name.clone(),
+                message: format!("grants.{name} names no plugin file; remove it or add the file"),
             });
+            reports.push(report);
         }
     }
     Ok(reports)

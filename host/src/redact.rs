@@ -26,6 +26,14 @@ pub fn register(value: &str) {
             forms.push(inner);
         }
     }
+    // Most calls repeat a known value (basic auth on every request): check
+    // under the read lock before taking the write lock.
+    if forms
+        .iter()
+        .all(|f| VALUES.read().unwrap_or_else(|e| e.into_inner()).contains(f))
+    {
+        return;
+    }
     let mut values = VALUES.write().unwrap_or_else(|e| e.into_inner());
     for f in forms {
         if !values.contains(&f) {
@@ -85,12 +93,15 @@ impl FieldRedaction {
 
     /// A record fit to show: redacted fields replaced in the payload, their
     /// values masked in every attempt's message.
-    pub fn record(&self, r: &crate::store::EventRecord) -> crate::store::EventRecord {
+    pub fn record<'a>(
+        &self,
+        r: &'a crate::store::EventRecord,
+    ) -> Cow<'a, crate::store::EventRecord> {
         let pointers = self.pointers(&r.pipeline);
-        let mut r = r.clone();
         if pointers.is_empty() {
-            return r;
+            return Cow::Borrowed(r);
         }
+        let mut r = r.clone();
         let values = field_values(&r.payload, pointers);
         if let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&r.payload) {
             for p in pointers {
@@ -102,10 +113,10 @@ impl FieldRedaction {
         }
         for a in &mut r.attempts {
             if let crate::store::AttemptOutcome::Failed { message, .. } = &mut a.outcome {
-                *message = mask_values(message, &values);
+                *message = mask_values(message, &values).into_owned();
             }
         }
-        r
+        Cow::Owned(r)
     }
 }
 
@@ -140,16 +151,16 @@ pub fn field_values(payload: &[u8], pointers: &[String]) -> Vec<String> {
 }
 
 /// `text` with each of `values` (and its JSON-escaped form) replaced by [`MASK`].
-pub fn mask_values(text: &str, values: &[String]) -> String {
-    let mut out = text.to_string();
+pub fn mask_values<'a>(text: &'a str, values: &[String]) -> Cow<'a, str> {
+    let mut out = Cow::Borrowed(text);
     for v in values {
         if out.contains(v.as_str()) {
-            out = out.replace(v.as_str(), MASK);
+            out = Cow::Owned(out.replace(v.as_str(), MASK));
         }
         if let Ok(json) = serde_json::to_string(v) {
             let inner = &json[1..json.len() - 1];
             if inner != v && out.contains(inner) {
-                out = out.replace(inner, MASK);
+                out = Cow::Owned(out.replace(inner, MASK));
             }
         }
     }

@@ -268,7 +268,7 @@ pub fn dead_letter_views(
         .map_err(|e| e.to_string())?
         .iter()
         .filter(|r| since.is_none_or(|s| dead_at_ms(r) >= s))
-        .map(|r| DeadLetterView::from(&redaction.record(r)))
+        .map(|r| DeadLetterView::from(redaction.record(r).as_ref()))
         .collect())
 }
 

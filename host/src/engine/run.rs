@@ -118,9 +118,11 @@ impl Outcome {
             return self;
         }
         match self {
-            Outcome::Delivered(r) => Outcome::Delivered(crate::redact::mask_values(&r, values)),
+            Outcome::Delivered(r) => {
+                Outcome::Delivered(crate::redact::mask_values(&r, values).into_owned())
+            }
             Outcome::Failed(at, mut e) => {
-                e.message = crate::redact::mask_values(&e.message, values);
+                e.message = crate::redact::mask_values(&e.message, values).into_owned();
                 Outcome::Failed(at, e)
             }
             other => other,

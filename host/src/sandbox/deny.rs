@@ -36,31 +36,27 @@ impl Denials {
             .unwrap_or_else(|e| e.into_inner())
             .entry((ctx.plugin.to_string(), action))
             .or_default() += 1;
+        self.audit(ctx, "denial", action, &detail);
+        format!("denied: {detail}")
+    }
+
+    fn audit(&self, ctx: &CallContext, kind: &'static str, action: &str, detail: &str) {
         if let Err(e) = self.store.audit().append(AuditEntry {
-            kind: "denial",
+            kind,
             actor: ctx.plugin.to_string(),
             pipeline: ctx.pipeline.to_string(),
             action: action.to_string(),
-            detail: detail.clone(),
+            detail: detail.to_string(),
         }) {
-            tracing::error!("could not write a denial to the audit log: {e}");
+            tracing::error!("could not write a {kind} to the audit log: {e}");
         }
-        format!("denied: {detail}")
     }
 
     /// Record that the plugin of `ctx` broke one of its limits (time, memory,
     /// stack, fuel, output, logs, response size): the call was stopped.
     pub fn limit(&self, ctx: &CallContext, detail: &str) {
-        let detail = crate::redact::mask(detail).into_owned();
-        if let Err(e) = self.store.audit().append(AuditEntry {
-            kind: "limit",
-            actor: ctx.plugin.to_string(),
-            pipeline: ctx.pipeline.to_string(),
-            action: "limit".to_string(),
-            detail,
-        }) {
-            tracing::error!("could not write a broken limit to the audit log: {e}");
-        }
+        // The audit log masks secrets itself.
+        self.audit(ctx, "limit", "limit", detail);
     }
 
     /// Denials so far, by (plugin, capability).

@@ -137,20 +137,14 @@ impl HostState {
         }
         self.log_left -= cost;
         let c = &self.ctx;
-        let (message, fields) = if c.redact.is_empty() {
-            (message.to_string(), fields.to_string())
-        } else {
-            (
-                crate::redact::mask_values(message, &c.redact),
-                crate::redact::mask_values(fields, &c.redact),
-            )
-        };
+        let message = crate::redact::mask_values(message, &c.redact);
+        let fields = crate::redact::mask_values(fields, &c.redact);
         macro_rules! emit {
             ($lvl:expr) => {
                 tracing::event!(
                     target: "weft::plugin", $lvl,
                     pipeline = %c.pipeline, plugin = %c.plugin, event = %c.event_id,
-                    correlation_id = %c.correlation_id, fields = fields, "{message}"
+                    correlation_id = %c.correlation_id, fields = &*fields, "{message}"
                 )
             };
         }
