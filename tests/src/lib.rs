@@ -311,10 +311,23 @@ impl Drop for WeftProcess {
 
 /// POST a JSON body to `url`, returning status and parsed body.
 pub async fn post_json(url: &str, body: &[u8], content_type: &str) -> (u16, serde_json::Value) {
+    post_with_headers(url, body, content_type, &[]).await
+}
+
+/// [`post_json`] with extra request headers (signatures and the like).
+pub async fn post_with_headers(
+    url: &str,
+    body: &[u8],
+    content_type: &str,
+    headers: &[(&str, String)],
+) -> (u16, serde_json::Value) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let req = hyper::Request::post(url)
-        .header("content-type", content_type)
+    let mut req = hyper::Request::post(url).header("content-type", content_type);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let req = req
         .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
             body,
         )))

@@ -47,11 +47,12 @@ fn dashboard_families() -> Vec<String> {
     names
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn metrics_follow_a_scripted_run_and_reconcile() {
+/// Pipeline `p` (the lead pipeline, quick retries, no breaker) to a
+/// receiver that refuses each key once with `status`.
+async fn refusing_once(status: u16) -> (Receiver, HostSetup) {
     let receiver = Receiver::start(Behavior::FailFirst {
         failures: 1,
-        status: 500,
+        status,
     })
     .await;
     let setup = HostSetup::new(
@@ -61,6 +62,12 @@ async fn metrics_follow_a_scripted_run_and_reconcile() {
             .with("breaker = { enabled = false }")],
     )
     .unwrap();
+    (receiver, setup)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_follow_a_scripted_run_and_reconcile() {
+    let (receiver, setup) = refusing_once(500).await;
     let host = RunningHost::start(setup.config()).await.unwrap();
     let before = scrape(&host).await;
     let client = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
@@ -424,18 +431,7 @@ async fn every_endpoint_checks_the_role_of_every_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn run_history_has_every_step_and_keeps_the_newest_events() {
-    let receiver = Receiver::start(Behavior::FailFirst {
-        failures: 1,
-        status: 503,
-    })
-    .await;
-    let setup = HostSetup::new(
-        any_port(),
-        &[PipelineSpec::leads("p", &receiver.url("/p"))
-            .retry("max_attempts = 5, initial_ms = 10, max_ms = 50")
-            .with("breaker = { enabled = false }")],
-    )
-    .unwrap();
+    let (_receiver, setup) = refusing_once(503).await;
     let setup = setup.server_line("keep_history_events = 3").unwrap();
     let host = RunningHost::start(setup.config()).await.unwrap();
     let mut ids = Vec::new();

@@ -13,25 +13,7 @@ const GH_SECRET: &str = "gh-webhook-secret-5e1f";
 const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 async fn post(url: &str, body: &[u8], headers: &[(&str, String)]) -> (u16, serde_json::Value) {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let mut req = hyper::Request::post(url).header("content-type", "application/json");
-    for (k, v) in headers {
-        req = req.header(*k, v);
-    }
-    let resp = client
-        .request(
-            req.body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
-                body,
-            )))
-            .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    use http_body_util::BodyExt;
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or_default())
+    weft_tests::post_with_headers(url, body, "application/json", headers).await
 }
 
 /// Request headers of a test delivery.
