@@ -13,6 +13,7 @@ pub mod histogram;
 pub mod host;
 mod http_util;
 pub mod limit;
+pub mod logging;
 pub mod metrics;
 pub mod origin;
 pub mod redact;

@@ -287,22 +287,10 @@ fn main() -> std::process::ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal: a log file or a log shipper gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(weft_host::redact::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init(),
-    }
+    weft_host::logging::init(match format {
+        LogFormat::Text => weft_host::logging::LogFormat::Text,
+        LogFormat::Json => weft_host::logging::LogFormat::Json,
+    });
 }
 
 async fn dispatch(cli: Cli) -> Result<()> {
@@ -388,8 +376,8 @@ async fn shutdown_signal() {
 
 async fn check(path: &Path) -> Result<()> {
     let config = load_config(path)?;
-    weft_host::secrets::Secrets::load(&config).map_err(anyhow::Error::msg)?;
-    let scratch = Scratch::new(4096)?;
+    let secrets = weft_host::secrets::Secrets::load(&config).map_err(anyhow::Error::msg)?;
+    let scratch = Scratch::new(4096, Some(secrets))?;
     let (plugins, errors) = weft_host::host::load_plugins(&config, &scratch.sandbox, None).await?;
     for e in errors.values() {
         eprintln!("warning: {e}");
@@ -412,7 +400,7 @@ async fn check(path: &Path) -> Result<()> {
 }
 
 async fn plugin_inspect(file: &Path, as_json: bool) -> Result<()> {
-    let scratch = Scratch::new(64)?;
+    let scratch = Scratch::new(64, None)?;
     let report =
         weft_host::audit::inspect(&scratch.sandbox, file, file.display().to_string(), None).await;
     if report.refused() && report.sha256.is_none() {
@@ -435,7 +423,7 @@ async fn audit(path: &Path, as_json: bool) -> Result<()> {
         .max()
         .unwrap_or(64)
         .max(64);
-    let scratch = Scratch::new(max_memory)?;
+    let scratch = Scratch::new(max_memory, None)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let base = if base.as_os_str().is_empty() {
         Path::new(".")
@@ -518,14 +506,16 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(max_memory_mib: u32) -> Result<Scratch> {
+    /// With `secrets`, webhook verifiers and credentials are built from
+    /// them as the host would.
+    fn new(max_memory_mib: u32, secrets: Option<weft_host::secrets::Secrets>) -> Result<Scratch> {
         let dir = tempfile::tempdir().context("creating a scratch directory")?;
         let store = std::sync::Arc::new(Store::open(dir.path())?);
-        let sandbox = std::sync::Arc::new(weft_host::sandbox::Sandbox::new(
-            store.clone(),
-            16,
-            max_memory_mib,
-        )?);
+        let mut sandbox = weft_host::sandbox::Sandbox::new(store.clone(), 16, max_memory_mib)?;
+        if let Some(secrets) = secrets {
+            sandbox = sandbox.with_secrets(std::sync::Arc::new(secrets));
+        }
+        let sandbox = std::sync::Arc::new(sandbox);
         Ok(Scratch {
             sandbox,
             store,

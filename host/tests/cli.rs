@@ -323,3 +323,86 @@ fn audit_log_verify_names_the_first_bad_record() {
     let err = fails(&["audit-log", "verify"], &setup.config_path);
     assert!(err.contains("broken at record 1"), "{err}");
 }
+
+/// `weft check` loads the secrets a verified webhook needs; plugin log fields
+/// are fields of the JSON log line; a delivered event shows no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_sees_webhook_secrets_plugin_fields_are_logged_and_delivered_events_show_no_error() {
+    let listen = free_addr();
+    let extra = "[grants.logger]\nhttp = [\"http://127.0.0.1:1\"]\nkv = { quota_kib = 64 }\n\n[[pipeline]]\nname = \"signed\"\ntrigger = { webhook = { verify = \"github\", secret = \"GH_HOOK\" } }\nsink = { plugin = \"logger\", config = { attack = \"log-fields\" } }\n\n\
+                 [[pipeline]]\nname = \"logged\"\nsink = { plugin = \"logger\", config = { attack = \"log-fields\" } }\n";
+    let setup = HostSetup::with_extra(listen, &[], extra).unwrap();
+    std::fs::copy(
+        weft_tests::plugins::HOSTILE,
+        setup.dir.path().join("plugins.d/logger.wasm"),
+    )
+    .unwrap();
+
+    let without = fails(&["check"], &setup.config_path);
+    assert!(without.contains("WEFT_SECRET_GH_HOOK"), "{without}");
+    let out = Command::new(WEFT)
+        .args(["check", "--config"])
+        .arg(&setup.config_path)
+        .env("WEFT_SECRET_GH_HOOK", "a-webhook-secret-of-some-length")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("ok (2 pipelines"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let host = weft_tests::WeftProcess::start_with_env(
+        WEFT,
+        &setup.config_path,
+        listen,
+        "weft.log",
+        &["--log-format", "json"],
+        &[("WEFT_SECRET_GH_HOOK", "a-webhook-secret-of-some-length")],
+    );
+    let url = format!("http://{listen}/hooks/logged");
+    let (status, answer) = post_json(&url, b"{\"id\": \"L1\"}", "application/json").await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["id"].as_str().unwrap().to_string();
+    let log_path = setup.dir.path().join("weft.log");
+    let mut line = serde_json::Value::Null;
+    assert!(
+        wait_until(WAIT, || {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            line = log
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["message"] == "shipping order")
+                .unwrap_or_default();
+            !line.is_null()
+        })
+        .await
+    );
+    assert_eq!(line["order_id"], "42", "{line}");
+    assert_eq!(line["stage"], "ready to ship", "{line}");
+    assert_eq!(line["plugin"], "logger", "the host's field stays: {line}");
+    assert_eq!(line["plugin.plugin"], "spoofed", "{line}");
+    assert!(
+        line.get("fields").is_none() && line.get("plugin_fields").is_none(),
+        "{line}"
+    );
+
+    let mut shown = serde_json::Value::Null;
+    assert!(
+        wait_until(WAIT, || {
+            let out = weft(&["runs", "show", &id], &setup.config_path);
+            shown = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            shown["state"] == "delivered"
+        })
+        .await
+    );
+    assert_eq!(shown["receipt"], "logged", "{shown}");
+    for key in ["error", "error_kind", "failed_step"] {
+        assert!(
+            shown.get(key).is_none(),
+            "a delivered event shows {key}: {shown}"
+        );
+    }
+    host.sigterm();
+}

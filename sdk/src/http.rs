@@ -346,15 +346,25 @@ mod transport {
         });
         let body = out.body().map_err(|()| bad("body"))?;
         let pending = outgoing_handler::handle(out, options).map_err(classify)?;
-        {
+        let written = (|| {
             let stream = body.write().map_err(|()| bad("body stream"))?;
             for chunk in req.body.chunks(4096) {
                 stream
                     .blocking_write_and_flush(chunk)
                     .map_err(|e| HttpError::Network(format!("writing request body: {e:?}")))?;
             }
+            drop(stream);
+            t::OutgoingBody::finish(body, None).map_err(classify)
+        })();
+        if let Err(e) = written {
+            // A host that refused the request (outside the grant, a
+            // prohibited address) stops reading the body: its answer says why.
+            pending.subscribe().block();
+            return Err(match pending.get() {
+                Some(Ok(Err(code))) => classify(code),
+                _ => e,
+            });
         }
-        t::OutgoingBody::finish(body, None).map_err(classify)?;
         pending.subscribe().block();
         let resp = match pending.get() {
             Some(Ok(Ok(resp))) => resp,

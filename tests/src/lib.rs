@@ -246,12 +246,25 @@ pub fn spawn_weft_with(
     log_name: &str,
     extra: &[&str],
 ) -> (std::process::Child, Duration) {
+    spawn_weft_env(binary, config, listen, log_name, extra, &[])
+}
+
+/// [`spawn_weft_with`] with extra environment variables (secrets).
+pub fn spawn_weft_env(
+    binary: &str,
+    config: &Path,
+    listen: SocketAddr,
+    log_name: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, Duration) {
     let log = std::fs::File::create(config.with_file_name(log_name)).expect("log file");
     let started = Instant::now();
     let child = std::process::Command::new(binary)
         .args(["run", "--config"])
         .arg(config)
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
@@ -281,7 +294,19 @@ impl WeftProcess {
         log_name: &str,
         extra: &[&str],
     ) -> WeftProcess {
-        let (child, _) = spawn_weft_with(binary, config, listen, log_name, extra);
+        Self::start_with_env(binary, config, listen, log_name, extra, &[])
+    }
+
+    /// [`WeftProcess::start`] with extra environment variables (secrets).
+    pub fn start_with_env(
+        binary: &str,
+        config: &Path,
+        listen: SocketAddr,
+        log_name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> WeftProcess {
+        let (child, _) = spawn_weft_env(binary, config, listen, log_name, extra, env);
         WeftProcess { child }
     }
 

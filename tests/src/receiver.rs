@@ -61,6 +61,8 @@ pub enum Behavior {
     Redirect(String),
     /// 200 with a body of this many bytes.
     Body(usize),
+    /// 200 for everything, each answer held back this long.
+    Slow(Duration),
     /// This status, with every request header echoed in the body (a careless
     /// upstream that reflects credentials into its error pages).
     EchoHeaders(u16),
@@ -95,6 +97,8 @@ struct State {
     requests: Vec<Delivery>,
     attempts_by_key: HashMap<String, usize>,
     effects_by_key: HashMap<String, usize>,
+    in_flight: usize,
+    peak_in_flight: usize,
 }
 
 /// The receiver; stops when dropped.
@@ -197,6 +201,11 @@ impl Receiver {
         self.lock().effects_by_key.len()
     }
 
+    /// Most requests it was answering at the same moment.
+    pub fn peak_in_flight(&self) -> usize {
+        self.lock().peak_in_flight
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -220,10 +229,29 @@ impl std::fmt::Display for Dropped {
 
 impl std::error::Error for Dropped {}
 
+/// Counts a request as in flight until dropped.
+struct InFlight<'a>(&'a Mutex<State>);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a Mutex<State>) -> Self {
+        let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+        s.in_flight += 1;
+        s.peak_in_flight = s.peak_in_flight.max(s.in_flight);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).in_flight -= 1;
+    }
+}
+
 async fn answer(
     state: &Mutex<State>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Dropped> {
+    let _in_flight = InFlight::enter(state);
     let arrived = Instant::now();
     let path = req.uri().path().to_string();
     let header = |name: &str| {
@@ -264,6 +292,7 @@ async fn answer(
         };
         let fault = match s.behavior.clone().unwrap_or(Behavior::Accept) {
             Behavior::Accept => None,
+            Behavior::Slow(d) => Some(Fault::Slow(d)),
             Behavior::FailFirst { failures, status } if attempts <= failures => {
                 Some(Fault::Status(status))
             }

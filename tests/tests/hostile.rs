@@ -421,3 +421,73 @@ async fn hostile_plugins_are_contained_and_the_canary_loses_nothing() {
     );
     host.shutdown().await;
 }
+
+/// A refused request that carries a body is a denial: the plugin and the
+/// event's history say so, and it is not retried as a network fault. Both
+/// refusals are tried: the grant check before the request leaves, and the
+/// address check at connect time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_request_with_a_body_is_a_denial_and_is_not_retried() {
+    let forbidden = Receiver::start(Behavior::Accept).await;
+    let fport = forbidden.addr.port();
+    let mut cases = vec![(
+        "post-grant",
+        format!("http://127.0.0.1:{fport}/x"),
+        "http = [\"http://127.0.0.1:1\"]".to_string(),
+        "outside the plugin's http grant",
+    )];
+    if let Some(name) = loopback_name().await {
+        cases.push((
+            "post-connect",
+            format!("http://{name}:{fport}/x"),
+            format!("http = [\"http://{name}:{fport}\"]"),
+            "resolves only to addresses plugins may not reach",
+        ));
+    }
+    let mut extra = String::new();
+    for (name, url, grant, _) in &cases {
+        extra.push_str(&format!(
+            "[grants.hostile-{name}]\n{grant}\nkv = {{ quota_kib = 64 }}\n\n[[pipeline]]\nname = \"{name}\"\nsink = {{ plugin = \"hostile-{name}\", config = {{ attack = \"http-post\", url = \"{url}\" }} }}\nretry = {{ max_attempts = 4, initial_ms = 10, max_ms = 20 }}\nbreaker = {{ enabled = false }}\n\n"
+        ));
+    }
+    let setup = HostSetup::with_extra(any_port(), &[], &extra).unwrap();
+    for (name, ..) in &cases {
+        std::fs::copy(
+            weft_tests::plugins::HOSTILE,
+            setup
+                .dir
+                .path()
+                .join(format!("plugins.d/hostile-{name}.wasm")),
+        )
+        .unwrap();
+    }
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let store = host.engine.store().clone();
+    for (name, _, _, reason) in &cases {
+        let (status, _) = send_event(&host, name, &serde_json::json!({ "id": name })).await;
+        assert_eq!(status, 202);
+        assert!(
+            wait_until(WAIT, || !store.dead_letters(Some(name)).unwrap().is_empty()).await,
+            "{name} was not dead-lettered"
+        );
+        let rec = &store.dead_letters(Some(name)).unwrap()[0];
+        assert_eq!(
+            rec.attempts.len(),
+            1,
+            "{name}: a denial was retried: {rec:#?}"
+        );
+        let AttemptOutcome::Failed { kind, message, .. } = &rec.attempts[0].outcome else {
+            panic!("{name}: {rec:#?}");
+        };
+        assert_eq!(
+            *kind,
+            weft_host::store::ErrorKind::Fatal,
+            "{name}: {message}"
+        );
+        assert!(message.contains("denied"), "{name}: {message}");
+        assert!(message.contains(reason), "{name}: {message}");
+        assert!(!message.contains("StreamError"), "{name}: {message}");
+    }
+    assert!(forbidden.requests().is_empty());
+    host.shutdown().await;
+}

@@ -513,3 +513,54 @@ async fn run_history_has_every_step_and_keeps_the_newest_events() {
     assert_eq!(kept, newest);
     host.shutdown().await;
 }
+
+/// A sender that hangs up after its event was written (a load generator
+/// stopping, a client timing out) still leaves an accepted event: it is
+/// counted where the write became durable, so the books balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_whose_sender_hung_up_are_counted_as_accepted() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let setup = HostSetup::leads(any_port(), &receiver.url("/leads")).unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    const N: usize = 20;
+    // Keep the commit thread busy for a moment, so that every accept below
+    // is still waiting for its flush when its caller goes away.
+    let mut stall = weft_host::store::Write::default();
+    stall.after = Some(Box::new(|| std::thread::sleep(Duration::from_millis(500))));
+    drop(host.engine.store().submit(stall));
+    for n in 0..N {
+        let body = lead(&format!("gone-{n}"), n).to_string().into_bytes();
+        let incoming = weft_host::engine::Incoming {
+            body,
+            content_type: "application/json".into(),
+            ..Default::default()
+        };
+        // Polled once: the write is handed to the store, then the caller is
+        // gone before the flush answers, as a request whose client hung up.
+        let gone =
+            tokio::time::timeout(Duration::ZERO, host.engine.accept("leads", incoming)).await;
+        assert!(
+            gone.is_err(),
+            "the accept finished on its first poll: {gone:?}"
+        );
+    }
+    assert!(
+        wait_until(WAIT, || receiver.effect_count() == N).await,
+        "delivered {} of {N}",
+        receiver.effect_count()
+    );
+    let status = host.engine.status("leads").unwrap();
+    assert_eq!(status.accepted, N as u64, "{status:?}");
+    assert_eq!(status.delivered, N as u64, "{status:?}");
+    assert_eq!(status.unaccounted, 0, "{status:?}");
+    let samples = scrape(&host).await;
+    assert_eq!(
+        metric(
+            &samples,
+            "weft_events_unaccounted",
+            &[("pipeline", "leads")]
+        ),
+        Some(0.0)
+    );
+    host.shutdown().await;
+}

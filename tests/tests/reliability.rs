@@ -523,3 +523,188 @@ async fn an_upstream_limit_is_shared_by_pipelines_and_slows_down_on_429() {
     );
     host.shutdown().await;
 }
+
+/// Top-level TOML with the lead pipeline `grant` (which grants http-sink the
+/// receiver's origin) and `pipelines` after it.
+fn with_pipelines(receiver: &Receiver, pipelines: &str) -> HostSetup {
+    HostSetup::with_extra(
+        any_port(),
+        &[PipelineSpec::leads("grant", &receiver.url("/grant"))],
+        pipelines,
+    )
+    .unwrap()
+}
+
+fn sink_to(receiver: &Receiver, extra: &str) -> String {
+    format!(
+        "sink = {{ plugin = \"http-sink\", config = {{ url = \"{}\" }}{extra} }}",
+        receiver.url("/k")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_steps_own_retry_and_max_elapsed_bound_the_attempts() {
+    let receiver = Receiver::start(Behavior::Always(500)).await;
+    let pipelines = format!(
+        "[[pipeline]]\nname = \"step-retry\"\n{}\nretry = {{ max_attempts = 9, initial_ms = 10, max_ms = 20 }}\nbreaker = {{ enabled = false }}\n\n\
+         [[pipeline]]\nname = \"elapsed\"\n{}\nretry = {{ max_attempts = 1000, initial_ms = 200, max_ms = 200, jitter = \"none\", max_elapsed_ms = 2000 }}\nbreaker = {{ enabled = false }}\n",
+        sink_to(
+            &receiver,
+            ", retry = { max_attempts = 2, initial_ms = 10, max_ms = 20 }"
+        ),
+        sink_to(&receiver, ""),
+    );
+    let setup = with_pipelines(&receiver, &pipelines);
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    for p in ["step-retry", "elapsed"] {
+        assert_eq!(send_event(&host, p, &lead(p, 1)).await.0, 202);
+    }
+    let store = host.engine.store().clone();
+    for p in ["step-retry", "elapsed"] {
+        assert!(
+            wait_until(WAIT, || !store.dead_letters(Some(p)).unwrap().is_empty()).await,
+            "{p} was not dead-lettered"
+        );
+    }
+    let step = &store.dead_letters(Some("step-retry")).unwrap()[0];
+    assert_eq!(
+        step.attempts.len(),
+        2,
+        "the sink's own retry (2 attempts) wins over the pipeline's (9)"
+    );
+    let elapsed = &store.dead_letters(Some("elapsed")).unwrap()[0];
+    let n = elapsed.attempts.len();
+    // 200 ms apart, none due past 2 s after the accept: at most 11 attempts.
+    assert!((2..=11).contains(&n), "{n} attempts within max_elapsed_ms");
+    let last = elapsed.attempts.last().unwrap().started_at_ms;
+    assert!(
+        last - elapsed.received_at_ms <= 2000,
+        "an attempt started past max_elapsed_ms"
+    );
+    drop(store);
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sink_rate_limit_spaces_calls_and_concurrency_caps_them() {
+    let limited = Receiver::start(Behavior::Accept).await;
+    let capped = Receiver::start(Behavior::Slow(Duration::from_millis(300))).await;
+    let setup = HostSetup::new(
+        any_port(),
+        &[
+            PipelineSpec::leads("limited", &limited.url("/l"))
+                .with("rate_limit = { per_second = 5, burst = 1 }"),
+            PipelineSpec::leads("capped", &capped.url("/c")).with("concurrency = 2"),
+        ],
+    )
+    .unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    const N: usize = 8;
+    for n in 0..N {
+        for p in ["limited", "capped"] {
+            assert_eq!(
+                send_event(&host, p, &lead(&format!("{p}-{n}"), n)).await.0,
+                202
+            );
+        }
+    }
+    assert!(
+        wait_until(WAIT, || limited.effect_count() == N
+            && capped.effect_count() == N)
+        .await
+    );
+    let times: Vec<_> = limited.requests().iter().map(|r| r.at).collect();
+    let span = *times.iter().max().unwrap() - *times.iter().min().unwrap();
+    // 5 per second with a burst of 1: 8 calls take at least 7 intervals of 200 ms.
+    assert!(
+        span >= Duration::from_millis(1300),
+        "8 calls at 5/s spread over {span:?}"
+    );
+    assert_eq!(
+        capped.peak_in_flight(),
+        2,
+        "concurrency = 2: never more, and both used"
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn purged_dead_letters_are_gone_and_fuel_is_in_the_run_history() {
+    let receiver = Receiver::start(Behavior::FailKeys {
+        prefix: "bad".into(),
+        status: 400,
+    })
+    .await;
+    let setup = HostSetup::with_extra(
+        any_port(),
+        &[PipelineSpec::leads("p", &receiver.url("/p"))],
+        "[grants.json-map]\nfuel = 50000000\n",
+    )
+    .unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    for key in ["bad-1", "bad-2", "good-1"] {
+        assert_eq!(send_event(&host, "p", &lead(key, 1)).await.0, 202);
+    }
+    let store = host.engine.store().clone();
+    assert!(
+        wait_until(WAIT, || store.dead_letters(Some("p")).unwrap().len() == 2
+            && receiver.effect_count() == 1)
+        .await
+    );
+    let dead = store.dead_letters(Some("p")).unwrap();
+    let (gone, kept) = (dead[0].id.to_string(), dead[1].id.to_string());
+    let client = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
+    let purge = |ids: Vec<String>| {
+        let body = serde_json::json!({ "ids": ids }).to_string().into_bytes();
+        client.call(hyper::Method::POST, "/api/v1/dlq/purge", Some(body), &[])
+    };
+    let reply = purge(vec![gone.clone()]).await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["results"][0]["result"], "purged");
+    assert!(store.event(&gone.parse().unwrap()).unwrap().is_none());
+    let left: Vec<String> = store
+        .dead_letters(Some("p"))
+        .unwrap()
+        .iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    assert_eq!(left, [kept]);
+    let shown = client
+        .call(
+            hyper::Method::GET,
+            &format!("/api/v1/events/{gone}"),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown.status, 404);
+    let again = purge(vec![gone.clone()]).await.unwrap();
+    assert_eq!(
+        again.status, 400,
+        "a purged event is unknown: {}",
+        again.body
+    );
+
+    // Fuel is metered for json-map (granted), and recorded per step.
+    let good = store
+        .recent_events(|r| r.key == "good-1", 1)
+        .unwrap()
+        .remove(0);
+    let steps = &good.attempts[0].steps;
+    assert_eq!(steps[0].step, "step 1 (json-map)");
+    assert!(steps[0].fuel > 0, "{steps:?}");
+    let view = client
+        .call(
+            hyper::Method::GET,
+            &format!("/api/v1/events/{}", good.id),
+            None,
+            &[],
+        )
+        .await
+        .unwrap()
+        .body;
+    assert_eq!(view["history"][0]["steps"][0]["fuel"], steps[0].fuel);
+    drop(store);
+    host.shutdown().await;
+}

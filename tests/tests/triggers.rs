@@ -379,3 +379,105 @@ async fn a_source_with_a_schedule_polls_on_its_ticks() {
     );
     host.shutdown().await;
 }
+
+/// The receipt of a delivered event, once it has one.
+fn receipt_of(host: &RunningHost, pipeline: &str) -> Option<String> {
+    let events = host
+        .engine
+        .store()
+        .recent_events(|r| r.pipeline == pipeline, 1)
+        .unwrap();
+    events
+        .first()?
+        .attempts
+        .iter()
+        .find_map(|a| match &a.outcome {
+            weft_host::store::AttemptOutcome::Delivered { receipt } => Some(receipt.clone()),
+            _ => None,
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plugins_see_which_trigger_brought_an_event() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let sink = |name: &str| {
+        format!(
+            "[[pipeline]]\nname = \"{name}\"\nsink = {{ plugin = \"echo\", config = {{ attack = \"echo-source\" }} }}\n"
+        )
+    };
+    let pipelines = format!(
+        "[grants.echo]\nhttp = [\"http://127.0.0.1:1\"]\nkv = {{ quota_kib = 64 }}\n\n{}trigger = {{ schedule = {{ cron = \"* * * * * *\" }} }}\n\n{}",
+        sink("ticks"),
+        sink("hooked")
+    );
+    let setup = setup_with(&receiver, &pipelines, &[]);
+    std::fs::copy(
+        weft_tests::plugins::HOSTILE,
+        setup.dir.path().join("plugins.d/echo.wasm"),
+    )
+    .unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let url = format!("http://{}/hooks/hooked", host.addr);
+    assert_eq!(post(&url, b"{\"id\": 1}", &[]).await.0, 202);
+    assert!(
+        wait_until(WAIT, || receipt_of(&host, "ticks").is_some()
+            && receipt_of(&host, "hooked").is_some())
+        .await
+    );
+    assert_eq!(receipt_of(&host, "ticks").unwrap(), "source=schedule:ticks");
+    assert_eq!(
+        receipt_of(&host, "hooked").unwrap(),
+        "source=webhook:hooked"
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sink_contract_keeps_what_breaks_it_from_the_sink() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let sink = receiver.url("/s");
+    let pipelines = format!(
+        "[[pipeline]]\nname = \"guarded\"\nidempotency_key = \"/id\"\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{sink}\" }}, contract = \"lead.json\" }}\nretry = {{ max_attempts = 3, initial_ms = 10, max_ms = 20 }}\n"
+    );
+    let setup = setup_with(&receiver, &pipelines, &[("lead.json", LEAD_SCHEMA)]);
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let url = format!("http://{}/hooks/guarded", host.addr);
+    let bad = serde_json::json!({ "id": "bad-1", "email": "not an email", "amount_cents": -3 });
+    assert_eq!(post(&url, bad.to_string().as_bytes(), &[]).await.0, 202);
+    assert_eq!(
+        post(&url, lead("good-1", 1).to_string().as_bytes(), &[])
+            .await
+            .0,
+        202
+    );
+    let store = host.engine.store().clone();
+    assert!(
+        wait_until(WAIT, || !store
+            .dead_letters(Some("guarded"))
+            .unwrap()
+            .is_empty()
+            && receiver.effect_count() == 1)
+        .await
+    );
+    let dead = &store.dead_letters(Some("guarded")).unwrap()[0];
+    assert_eq!(dead.key, "bad-1");
+    assert_eq!(
+        dead.attempts.len(),
+        1,
+        "a contract violation is not retried"
+    );
+    let (step, kind, message) = dead.last_error().unwrap();
+    assert_eq!(step, "sink (http-sink)");
+    assert_eq!(kind.as_str(), "invalid-input");
+    assert!(
+        message.contains("lead.json") && message.contains("/email"),
+        "{message}"
+    );
+    assert_eq!(
+        receiver.requests_for("bad-1").len(),
+        0,
+        "the sink never saw it"
+    );
+    drop(store);
+    host.shutdown().await;
+}

@@ -5,10 +5,10 @@
 //! admin also purges); every mutating call is written to the audit log.
 
 use crate::config::{Config, Role};
-use crate::engine::{DeadLetterView, Engine, Selection, dead_letter_views, purge, replay};
+use crate::engine::{Engine, Selection, dead_letter_views, purge, replay};
 use crate::http_util::{Body, constant_time_eq, error, json};
 use crate::store::AuditEntry;
-use crate::store::{AttemptOutcome, EventId};
+use crate::store::EventId;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -300,10 +300,5 @@ pub async fn handle(engine: &Engine, state: &ApiState, req: Request<Incoming>) -
 
 /// An event with its state, history and receipt, as JSON.
 pub fn event_view(r: &crate::store::EventRecord) -> serde_json::Value {
-    let mut view = serde_json::to_value(DeadLetterView::from(r)).unwrap_or_default();
-    view["state"] = r.state.as_str().into();
-    if let Some(AttemptOutcome::Delivered { receipt }) = r.attempts.last().map(|a| &a.outcome) {
-        view["receipt"] = receipt.clone().into();
-    }
-    view
+    serde_json::to_value(crate::engine::EventView::from(r)).unwrap_or_default()
 }

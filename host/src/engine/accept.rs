@@ -112,6 +112,12 @@ impl Engine {
         };
         let engine = self.clone();
         (ops, move || {
+            // Counted here, on the commit thread, where the write became
+            // durable: a sender that hung up meanwhile does not change that
+            // the event is accepted, queued and will be delivered.
+            if let Some(p) = engine.inner.pipelines.get(&job.pipeline) {
+                p.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            }
             engine.requeued(job, super::build::Entry::Accepted)
         })
     }
@@ -172,7 +178,7 @@ impl Engine {
                 key: key.clone(),
                 correlation_id: id.to_string(),
                 content_type: "application/json".into(),
-                headers: vec![("x-weft-trigger".into(), "poll".into())],
+                headers: vec![(crate::store::TRIGGER_HEADER.into(), "poll".into())],
                 payload: body,
                 received_at_ms: now,
                 state: EventState::Queued,
@@ -192,9 +198,7 @@ impl Engine {
             });
         }
         self.inner.store.commit(write).await?;
-        let fresh = fresh.load(Ordering::Relaxed);
-        p.stats.accepted.fetch_add(fresh as u64, Ordering::Relaxed);
-        Ok(fresh)
+        Ok(fresh.load(Ordering::Relaxed))
     }
 
     /// Accept one event for `pipeline`: on `Ok`, it is durable.
@@ -272,7 +276,6 @@ impl Engine {
         write.after = Some(Box::new(queue));
         match self.inner.store.commit(write).await? {
             Committed::Written => {
-                p.stats.accepted.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(pipeline, event = %id, correlation_id = %correlation_id, key = %key, "accepted");
                 Ok(Accepted::New {
                     id,

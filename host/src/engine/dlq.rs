@@ -58,48 +58,112 @@ impl From<&EventRecord> for DeadLetterView {
             failed_step: step.to_string(),
             error_kind: kind.as_str().to_string(),
             error: message.to_string(),
-            history: r
-                .attempts
-                .iter()
-                .map(|a| {
-                    let (outcome, detail) = match &a.outcome {
-                        AttemptOutcome::Delivered { receipt } => ("delivered", receipt.clone()),
-                        AttemptOutcome::Filtered { step } => ("filtered", step.clone()),
-                        AttemptOutcome::Failed {
-                            step,
-                            kind,
-                            message,
-                            ..
-                        } => (kind.as_str(), format!("{step}: {message}")),
-                    };
-                    let steps: Vec<serde_json::Value> = a
-                        .steps
-                        .iter()
-                        .map(|st| {
-                            serde_json::json!({
-                                "step": st.step,
-                                "offset_ms": st.offset_us as f64 / 1000.0,
-                                "duration_ms": st.duration_us as f64 / 1000.0,
-                                "outcome": st.outcome,
-                                "events_out": st.events_out,
-                                "fuel": st.fuel,
-                                "memory_bytes": st.memory_bytes,
-                            })
-                        })
-                        .collect();
-                    serde_json::json!({
-                        "attempt": a.number,
-                        "at": rfc3339(a.started_at_ms),
-                        "duration_ms": a.duration_us as f64 / 1000.0,
-                        "outcome": outcome,
-                        "detail": detail,
-                        "steps": steps,
-                    })
-                })
-                .collect(),
+            history: attempt_history(r),
             payload: String::from_utf8_lossy(&r.payload).into_owned(),
         }
     }
+}
+
+/// One event as `weft runs show` and `GET /api/v1/events/{id}` show it: its
+/// state, every attempt, and the last error only when the last attempt failed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventView {
+    /// Event id.
+    pub id: String,
+    /// Pipeline.
+    pub pipeline: String,
+    /// Idempotency key.
+    pub key: String,
+    /// Correlation id.
+    pub correlation_id: String,
+    /// `queued`, `delivered`, `filtered` or `dead-lettered`.
+    pub state: String,
+    /// Accept time (RFC 3339).
+    pub received_at: String,
+    /// Attempts made.
+    pub attempts: usize,
+    /// Step that failed in the last attempt, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
+    /// Kind of the last attempt's error, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
+    /// The last attempt's error, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The sink's receipt, once delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
+    /// Every attempt: time, duration, outcome and each step's cost.
+    pub history: Vec<serde_json::Value>,
+    /// The payload, as text when it is UTF-8.
+    pub payload: String,
+}
+
+impl From<&EventRecord> for EventView {
+    fn from(r: &EventRecord) -> Self {
+        let error = r.last_error();
+        EventView {
+            id: r.id.to_string(),
+            pipeline: r.pipeline.clone(),
+            key: r.key.clone(),
+            correlation_id: r.correlation_id.clone(),
+            state: r.state.as_str().to_string(),
+            received_at: rfc3339(r.received_at_ms),
+            attempts: r.attempts.len(),
+            failed_step: error.map(|(step, _, _)| step.to_string()),
+            error_kind: error.map(|(_, kind, _)| kind.as_str().to_string()),
+            error: error.map(|(_, _, message)| message.to_string()),
+            receipt: match r.attempts.last().map(|a| &a.outcome) {
+                Some(AttemptOutcome::Delivered { receipt }) => Some(receipt.clone()),
+                _ => None,
+            },
+            history: attempt_history(r),
+            payload: String::from_utf8_lossy(&r.payload).into_owned(),
+        }
+    }
+}
+
+/// Every attempt of an event: time, duration, outcome and each plugin call.
+fn attempt_history(r: &EventRecord) -> Vec<serde_json::Value> {
+    r.attempts
+        .iter()
+        .map(|a| {
+            let (outcome, detail) = match &a.outcome {
+                AttemptOutcome::Delivered { receipt } => ("delivered", receipt.clone()),
+                AttemptOutcome::Filtered { step } => ("filtered", step.clone()),
+                AttemptOutcome::Failed {
+                    step,
+                    kind,
+                    message,
+                    ..
+                } => (kind.as_str(), format!("{step}: {message}")),
+            };
+            let steps: Vec<serde_json::Value> = a
+                .steps
+                .iter()
+                .map(|st| {
+                    serde_json::json!({
+                        "step": st.step,
+                        "offset_ms": st.offset_us as f64 / 1000.0,
+                        "duration_ms": st.duration_us as f64 / 1000.0,
+                        "outcome": st.outcome,
+                        "events_out": st.events_out,
+                        "fuel": st.fuel,
+                        "memory_bytes": st.memory_bytes,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "attempt": a.number,
+                "at": rfc3339(a.started_at_ms),
+                "duration_ms": a.duration_us as f64 / 1000.0,
+                "outcome": outcome,
+                "detail": detail,
+                "steps": steps,
+            })
+        })
+        .collect()
 }
 
 /// One line of the run history.

@@ -19,7 +19,7 @@ pub use accept::{AcceptError, Accepted, Incoming};
 pub use breaker::BreakerState;
 pub use build::{BuildError, Engine, PipelineStats, PipelineStatus, Rejection, paused_write};
 pub use dlq::{
-    DeadLetterView, ReplayOutcome, RunSummary, Selection, dead_letter_views, parse_since, purge,
-    replay, run_history,
+    DeadLetterView, EventView, ReplayOutcome, RunSummary, Selection, dead_letter_views,
+    parse_since, purge, replay, run_history,
 };
 pub use retry::RetryPolicy;

@@ -261,7 +261,7 @@ async fn run_steps(
     let mut events = vec![WitEvent {
         id: record.id.to_string(),
         key: record.key.clone(),
-        source: format!("webhook:{}", pipeline.name),
+        source: record.source(),
         content_type: record.content_type.clone(),
         headers: record.headers.clone(),
         payload: record.payload.clone(),
@@ -285,7 +285,7 @@ async fn run_steps(
                 .await;
             pipeline.step_latency[i].observe(started.elapsed());
             let result = result.and_then(|out| match &step.contract {
-                Some(c) => check_output(c, step, out),
+                Some(c) => check_contract(c, step, "output", out),
                 None => Ok(out),
             });
             match result {
@@ -306,6 +306,23 @@ async fn run_steps(
         events = next;
     }
     let sink = &pipeline.sink;
+    if let Some(c) = &sink.contract {
+        // The sink's contract is what it may be handed: a violation is the
+        // event's fault, found before the sink is called.
+        match check_contract(c, sink, "input", events) {
+            Ok(checked) => events = checked,
+            Err(e) => {
+                note(
+                    sink,
+                    began.elapsed(),
+                    CallCost::default(),
+                    e.kind.as_str(),
+                    0,
+                );
+                return Outcome::Failed(None, e);
+            }
+        }
+    }
     let mut receipts = Vec::with_capacity(events.len());
     for event in &events {
         if let Some(limiter) = &pipeline.limiter {
@@ -339,11 +356,13 @@ async fn run_steps(
     Outcome::Delivered(receipts.join("; "))
 }
 
-/// A step's output against its contract: every event must conform, or the
-/// attempt fails as `invalid-input` naming each violation.
-fn check_output(
+/// Events against a step's contract (a transform's output, the sink's
+/// input): every event must conform, or the attempt fails as
+/// `invalid-input` naming each violation.
+fn check_contract(
     contract: &crate::contract::Contract,
     step: &Step,
+    what: &str,
     out: Vec<WitEvent>,
 ) -> Result<Vec<WitEvent>, CallError> {
     for (i, e) in out.iter().enumerate() {
@@ -352,7 +371,7 @@ fn check_output(
             return Err(CallError {
                 kind: crate::store::ErrorKind::InvalidInput,
                 message: format!(
-                    "output {} of {} breaks the contract {}: {}",
+                    "{what} {} of {} breaks the contract {}: {}",
                     i + 1,
                     step.label,
                     contract.file,

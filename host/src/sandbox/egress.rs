@@ -114,8 +114,27 @@ type Sent = wasmtime_wasi_http::Result<(
     Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
 )>;
 
-fn refuse(message: String) -> Box<dyn Future<Output = Sent> + Send> {
-    Box::new(async move { Err(HttpError::InternalError(Some(message))) })
+/// Most request-body bytes read and thrown away from a refused request.
+const REFUSED_BODY_DRAIN: usize = 16 * 1024 * 1024;
+
+/// Refuse a request. Its body is read and thrown away (up to a cap) first,
+/// so a plugin still writing it sees the refusal as the answer to its
+/// request, not as a broken body stream that looks like a network fault.
+fn refuse(
+    request: http::Request<WasiBody>,
+    message: String,
+) -> Box<dyn Future<Output = Sent> + Send> {
+    Box::new(async move {
+        let mut body = request.into_body();
+        let mut read = 0usize;
+        while read < REFUSED_BODY_DRAIN {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+        Err(HttpError::InternalError(Some(message)))
+    })
 }
 
 /// A URL without its query, for messages (queries may hold tokens).
@@ -227,7 +246,7 @@ impl WasiHttpHooks for EgressHooks {
         let uri = request.uri().clone();
         if self.guarded && !self.origins.iter().any(|o| o.allows_uri(&uri)) {
             let granted: Vec<String> = self.origins.iter().map(|o| o.to_string()).collect();
-            return refuse(self.denier.deny(
+            let message = self.denier.deny(
                 "http",
                 &format!(
                     "{} is outside the plugin's http grant ({})",
@@ -238,11 +257,12 @@ impl WasiHttpHooks for EgressHooks {
                         granted.join(", ")
                     }
                 ),
-            ));
+            );
+            return refuse(request, message);
         }
         let signing = match self.attach_credentials(&mut request) {
             Ok(s) => s,
-            Err(message) => return refuse(message),
+            Err(message) => return refuse(request, message),
         };
         let first_byte = options
             .and_then(|o| o.first_byte_timeout)

@@ -124,9 +124,9 @@ impl HostState {
         &mut self,
         level: tracing::Level,
         message: &str,
-        fields: &str,
+        fields: &[(String, String)],
     ) -> Result<(), LimitExceeded> {
-        let cost = message.len() + fields.len();
+        let cost = message.len() + fields.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
         if cost > self.log_left {
             self.log_left = 0;
             return Err(LimitExceeded(format!(
@@ -138,13 +138,22 @@ impl HostState {
         self.log_left -= cost;
         let c = &self.ctx;
         let message = crate::redact::mask_values(message, &c.redact);
-        let fields = crate::redact::mask_values(fields, &c.redact);
+        let masked: Vec<(String, String)> = fields
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    crate::redact::mask_values(v, &c.redact).into_owned(),
+                )
+            })
+            .collect();
+        let fields = crate::logging::encode_plugin_fields(&masked);
         macro_rules! emit {
             ($lvl:expr) => {
                 tracing::event!(
                     target: "weft::plugin", $lvl,
                     pipeline = %c.pipeline, plugin = %c.plugin, event = %c.event_id,
-                    correlation_id = %c.correlation_id, fields = &*fields, "{message}"
+                    correlation_id = %c.correlation_id, plugin_fields = %fields, "{message}"
                 )
             };
         }
@@ -176,8 +185,12 @@ impl HostState {
                     .rfind(|l| !l.trim().is_empty() && !l.starts_with("note: run with"))
                     .map(|l| l.chars().take(512).collect());
             }
+            let fields = [("stream".to_string(), stream.to_string())];
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                if self.plugin_log(tracing::Level::INFO, line, stream).is_err() {
+                if self
+                    .plugin_log(tracing::Level::INFO, line, &fields)
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -219,11 +232,6 @@ impl log::Host for HostState {
             log::Level::Warn => tracing::Level::WARN,
             log::Level::Error => tracing::Level::ERROR,
         };
-        let fields = fields
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ");
         self.plugin_log(level, &message, &fields)
             .map_err(wasmtime::Error::new)
     }

@@ -164,3 +164,43 @@ fn commit_group(db: &sled::Db, tree: &sled::Tree, group: Vec<Write>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Store, dedup_key};
+    use super::*;
+
+    fn keyed(id: EventId, window_ms: u64) -> Write {
+        Write {
+            dedup: Some((dedup_key("p", "k"), id, window_ms)),
+            ..Write::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dedup_key_is_free_again_once_its_window_has_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let first = EventId::new();
+        assert_eq!(
+            store.commit(keyed(first, 150)).await.unwrap(),
+            Committed::Written
+        );
+        assert_eq!(
+            store.commit(keyed(EventId::new(), 150)).await.unwrap(),
+            Committed::Duplicate(first),
+            "within the window the key is taken"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let later = EventId::new();
+        assert_eq!(
+            store.commit(keyed(later, 150)).await.unwrap(),
+            Committed::Written,
+            "past the window the key is free"
+        );
+        assert_eq!(
+            store.commit(keyed(EventId::new(), 150)).await.unwrap(),
+            Committed::Duplicate(later)
+        );
+    }
+}

@@ -202,6 +202,10 @@ pub struct EventRecord {
     pub order_key: Option<String>,
 }
 
+/// The record header naming the trigger that accepted an event; set by the
+/// host only (webhook requests carry no headers into the record).
+pub const TRIGGER_HEADER: &str = "x-weft-trigger";
+
 /// Version byte in front of every encoded record. Version 1 had no
 /// per-step runs; it is still read.
 const RECORD_VERSION: u8 = 2;
@@ -302,6 +306,20 @@ impl EventRecord {
             .unwrap_or(self.received_at_ms)
     }
 
+    /// The kind of trigger that accepted the event (`webhook`, `schedule`,
+    /// `poll`), from the header the host itself sets on the record.
+    pub fn trigger(&self) -> &str {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == TRIGGER_HEADER)
+            .map_or("webhook", |(_, v)| v.as_str())
+    }
+
+    /// The event's source as plugins see it: `trigger:pipeline`.
+    pub fn source(&self) -> String {
+        format!("{}:{}", self.trigger(), self.pipeline)
+    }
+
     /// The last failure, if the last attempt failed.
     pub fn last_error(&self) -> Option<(&str, ErrorKind, &str)> {
         match self.attempts.last().map(|a| &a.outcome) {
@@ -373,6 +391,12 @@ mod tests {
         assert_eq!(id.parse::<EventId>().unwrap(), r.id);
         assert!("nope".parse::<EventId>().is_err());
         assert!(r.id.created_ms().abs_diff(now_ms()) < 60_000);
+        assert_eq!(r.source(), "webhook:p");
+        let polled = EventRecord {
+            headers: vec![(TRIGGER_HEADER.into(), "poll".into())],
+            ..r.clone()
+        };
+        assert_eq!(polled.source(), "poll:p");
     }
 
     #[test]

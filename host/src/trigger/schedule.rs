@@ -123,7 +123,7 @@ async fn fire(engine: &Engine, pipeline: &str, at: u64, late: bool) {
             content_type: "application/json".into(),
             idempotency_header: Some(key.clone()),
             correlation_id: None,
-            headers: vec![("x-weft-trigger".into(), "schedule".into())],
+            headers: vec![(crate::store::TRIGGER_HEADER.into(), "schedule".into())],
         };
         match engine.accept(pipeline, incoming).await {
             Ok(_) => break,

@@ -13,8 +13,9 @@ use weft_sdk::{Error, Event, PluginInfo, Receipt, Result, Sink, http, kv, log};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// What to do: `none`, `loop`, `memory`, `recursion`, `http`, `credential`,
-    /// `reveal`, `kv-other`, `output`, `echo`, `leak`, `log-flood`, `stdout-flood`, `panic`.
+    /// What to do: `none`, `loop`, `memory`, `recursion`, `http`, `http-post`, `credential`,
+    /// `reveal`, `kv-other`, `output`, `echo`, `leak`, `log-flood`, `stdout-flood`, `panic`; or, to behave, `echo-source`
+    /// (the event's source as its receipt) and `log-fields` (a line with fields).
     pub attack: String,
     /// Target of `http` and `none`.
     #[serde(default)]
@@ -78,6 +79,17 @@ impl Sink for Hostile {
                     c.url, resp.status
                 )))
             }
+            "http-post" => {
+                // A request with a body, so the refusal meets a body still
+                // being written.
+                let resp = http::Request::post(&c.url)
+                    .json_body(vec![b'x'; 256 * 1024])
+                    .send()?;
+                Ok(Receipt::new(format!(
+                    "reached {}: HTTP {}",
+                    c.url, resp.status
+                )))
+            }
             "credential" => {
                 let resp = http::Request::get(&c.url)
                     .credential(&c.credential, Placement::Bearer)
@@ -125,6 +137,21 @@ impl Sink for Hostile {
                 }
                 Ok(Receipt::new("flooded"))
             }
+            // Not attacks: a log line with fields, and what the host told it
+            // about the event.
+            "log-fields" => {
+                log::write(
+                    log::Level::Info,
+                    "shipping order",
+                    &[
+                        ("order_id", "42"),
+                        ("stage", "ready to ship"),
+                        ("plugin", "spoofed"),
+                    ],
+                );
+                Ok(Receipt::new("logged"))
+            }
+            "echo-source" => Ok(Receipt::new(format!("source={}", event.source))),
             "panic" => panic!("hostile plugin panics on purpose"),
             other => Err(Error::fatal(format!("unknown attack {other:?}"))),
         }
