@@ -429,6 +429,7 @@ async fn sandbox_vs_native(calls: usize) {
         sandbox
             .transform(&plugin, &config_text, ctx(), &event)
             .await
+            .0
             .expect("warm-up");
     }
     let t = Instant::now();
@@ -436,6 +437,7 @@ async fn sandbox_vs_native(calls: usize) {
         let out = sandbox
             .transform(&plugin, &config_text, ctx(), &event)
             .await
+            .0
             .expect("call");
         std::hint::black_box(out);
     }

@@ -400,6 +400,7 @@ async fn hostile_plugins_are_contained_and_the_canary_loses_nothing() {
             &event,
         )
         .await
+        .0
         .unwrap_err();
     let loop_ms = started.elapsed().as_millis();
     assert!(err.message.contains("time limit"), "{err:?}");
@@ -413,6 +414,7 @@ async fn hostile_plugins_are_contained_and_the_canary_loses_nothing() {
             &event,
         )
         .await
+        .0
         .unwrap_err();
     let after = rss_kib();
     assert!(err.message.contains("memory cap"), "{err:?}");

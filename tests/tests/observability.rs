@@ -545,7 +545,9 @@ async fn events_whose_sender_hung_up_are_counted_as_accepted() {
         );
     }
     assert!(
-        wait_until(WAIT, || receiver.effect_count() == N).await,
+        wait_until(WAIT, || receiver.effect_count() == N
+            && host.engine.status("leads").unwrap().queued == 0)
+        .await,
         "delivered {} of {N}",
         receiver.effect_count()
     );

@@ -275,7 +275,7 @@ async fn run_steps(
             let started = Instant::now();
             let offset = started - began;
             let (result, cost) = sandbox
-                .transform_costed(
+                .transform(
                     &step.plugin,
                     &step.config_json,
                     context(pipeline, step, record, redact),
@@ -331,7 +331,7 @@ async fn run_steps(
         let started = Instant::now();
         let offset = started - began;
         let (result, cost) = sandbox
-            .deliver_costed(
+            .deliver(
                 &sink.plugin,
                 &sink.config_json,
                 context(pipeline, sink, record, redact),

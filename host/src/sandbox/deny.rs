@@ -1,7 +1,7 @@
 //! Capability denials: each one is a log line, a metric and an entry in the
 //! audit log.
 
-use super::call::CallContext;
+use super::types::CallContext;
 use crate::store::{AuditEntry, Store};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

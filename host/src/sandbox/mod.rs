@@ -9,15 +9,18 @@
 //! request leaves. Every denial is logged, counted and audited.
 
 pub mod bindings;
-mod call;
 pub mod caps;
 mod deny;
-mod egress;
-pub mod net;
+mod host;
+mod invoke;
+mod outcome;
 mod plugin;
 mod runtime;
 mod state;
+mod types;
 
-pub use call::{CallContext, CallCost, CallError, PollBatch, TransformOutput};
+pub use host::net;
+pub use invoke::Called;
 pub use plugin::{Plugin, PluginStats, World};
 pub use runtime::{Sandbox, SandboxError, SandboxOptions};
+pub use types::{CallContext, CallCost, CallError, PollBatch, TransformOutput};

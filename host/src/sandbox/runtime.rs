@@ -2,7 +2,7 @@
 //! of compiled code.
 
 use super::bindings::{self, sink::SinkPre, transform::TransformPre};
-use super::egress::HttpClient;
+use super::host::egress::HttpClient;
 use super::plugin::{Limits, Plugin, Pre, World};
 use super::state::HostState;
 use crate::config::Grant;

@@ -3,11 +3,11 @@
 //! (see [`super::net`]), credentials are put on at the last moment, and
 //! responses are capped in size and time.
 
-use super::bindings::sink::weft::plugin::credentials::Placement;
-use super::deny::Denier;
 use super::net::{GuardedResolver, find_prohibited};
 use crate::limit::{UpstreamLimits, parse_retry_after};
 use crate::origin::Origin;
+use crate::sandbox::bindings::sink::weft::plugin::credentials::Placement;
+use crate::sandbox::deny::Denier;
 use crate::secrets::Secrets;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
@@ -79,20 +79,20 @@ impl Default for HttpClient {
 
 /// The `wasi:http` hooks of one call.
 pub struct EgressHooks {
-    pub(super) origins: Arc<Vec<Origin>>,
-    pub(super) client: HttpClient,
-    pub(super) timeout: Duration,
-    pub(super) denier: Denier,
-    pub(super) upstreams: Arc<UpstreamLimits>,
+    pub(in crate::sandbox) origins: Arc<Vec<Origin>>,
+    pub(in crate::sandbox) client: HttpClient,
+    pub(in crate::sandbox) timeout: Duration,
+    pub(in crate::sandbox) denier: Denier,
+    pub(in crate::sandbox) upstreams: Arc<UpstreamLimits>,
     /// W3C trace context sent with every request that has none, so the
     /// event's correlation id reaches the receiver.
-    pub(super) traceparent: Option<http::HeaderValue>,
+    pub(in crate::sandbox) traceparent: Option<http::HeaderValue>,
     /// Off only in benchmarks that measure what the checks cost.
-    pub(super) guarded: bool,
-    pub(super) secrets: Arc<Secrets>,
+    pub(in crate::sandbox) guarded: bool,
+    pub(in crate::sandbox) secrets: Arc<Secrets>,
     /// Credential tokens handed out in this call: token → (name, placement).
-    pub(super) attachments: HashMap<String, (String, Placement)>,
-    pub(super) response_cap: usize,
+    pub(in crate::sandbox) attachments: HashMap<String, (String, Placement)>,
+    pub(in crate::sandbox) response_cap: usize,
 }
 
 /// A `traceparent` whose trace id is the correlation id (a UUID, or a hash of

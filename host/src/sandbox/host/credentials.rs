@@ -1,0 +1,86 @@
+//! The host side of `weft:plugin/credentials`: a plugin names a credential
+//! and gets an opaque token; the egress hook swaps it for the secret.
+
+use super::egress::CREDENTIAL_HEADER;
+use crate::sandbox::bindings::sink::weft::plugin::credentials;
+use crate::sandbox::state::HostState;
+
+/// Headers a credential may not be placed in.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    CREDENTIAL_HEADER,
+];
+
+fn check_header(h: &str) -> Result<(), credentials::CredentialError> {
+    let lower = h.to_ascii_lowercase();
+    if http::HeaderName::try_from(h).is_err() || RESERVED_HEADERS.contains(&lower.as_str()) {
+        return Err(credentials::CredentialError::Invalid(format!(
+            "{h:?} cannot carry a credential; use an ordinary header name such as \"x-api-key\""
+        )));
+    }
+    Ok(())
+}
+
+impl credentials::Host for HostState {
+    async fn attach(
+        &mut self,
+        name: String,
+        how: credentials::Placement,
+    ) -> Result<(String, String), credentials::CredentialError> {
+        if !self.grant.may_attach(&name) {
+            let granted = self.grant.credential_names().join(", ");
+            return Err(credentials::CredentialError::NotGranted(
+                self.hooks.denier.deny(
+                    "credential",
+                    &format!(
+                        "credential {name:?} is not in the plugin's grant (granted: {})",
+                        if granted.is_empty() { "none" } else { &granted }
+                    ),
+                ),
+            ));
+        }
+        match &how {
+            credentials::Placement::Header(h) | credentials::Placement::HmacSha256(h) => {
+                check_header(h)?
+            }
+            credentials::Placement::Basic(user) if user.contains(':') => {
+                return Err(credentials::CredentialError::Invalid(
+                    "a basic-auth user name cannot hold ':'".into(),
+                ));
+            }
+            _ => {}
+        }
+        if self.hooks.secrets.get(&name).is_none() {
+            return Err(credentials::CredentialError::Invalid(format!(
+                "credential {name} is not loaded on this host"
+            )));
+        }
+        let token = format!("{:032x}", rand::random::<u128>());
+        self.hooks.attachments.insert(token.clone(), (name, how));
+        Ok((CREDENTIAL_HEADER.to_string(), token))
+    }
+
+    async fn reveal(&mut self, name: String) -> Result<String, credentials::CredentialError> {
+        if !self.grant.reveal.contains(&name) {
+            return Err(credentials::CredentialError::NotGranted(
+                self.hooks.denier.deny(
+                    "reveal",
+                    &format!(
+                        "the raw value of credential {name:?} is not in the plugin's reveal grant"
+                    ),
+                ),
+            ));
+        }
+        self.hooks
+            .secrets
+            .get(&name)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                credentials::CredentialError::Invalid(format!(
+                    "credential {name} is not loaded on this host"
+                ))
+            })
+    }
+}

@@ -1,0 +1,8 @@
+//! The host side of each WIT capability interface, one file each; all of
+//! them work on the one per-call [`HostState`](super::state::HostState).
+
+pub mod credentials;
+pub mod egress;
+pub mod kv;
+pub mod log;
+pub mod net;

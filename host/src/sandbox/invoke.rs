@@ -1,0 +1,386 @@
+//! One call path for every world: a fresh store with limits, instantiate,
+//! configure, call, stop at the time limit, and a typed outcome with what
+//! the call cost.
+
+use super::bindings::transform::weft::plugin::types::PluginInfo;
+use super::bindings::{WitError, WitEvent};
+use super::deny::Denier;
+use super::host::egress::{EgressHooks, traceparent_for};
+use super::outcome::{check_output, finish};
+use super::plugin::{Plugin, Pre};
+use super::runtime::{EPOCH_TICK, Sandbox};
+use super::state::{HostState, KvAccess, Limiter};
+use super::types::{CallContext, CallCost, CallError, PollBatch, TransformOutput};
+use crate::store::ErrorKind;
+use std::sync::Arc;
+use wasmtime::StoreLimitsBuilder;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi_http::WasiHttpCtx;
+
+/// A call's result and what it cost.
+pub type Called<T> = (Result<T, CallError>, CallCost);
+
+/// What a call asks of a plugin, after it is configured.
+#[derive(Clone, Copy)]
+enum Ask<'a> {
+    /// Its name, version and config schema (not configured first).
+    Describe,
+    /// Nothing more: configuring it was the point.
+    Configure,
+    /// Transform one event.
+    Transform(&'a WitEvent),
+    /// Deliver one event.
+    Deliver(&'a WitEvent),
+    /// Poll once from a cursor.
+    Poll(Option<&'a str>),
+}
+
+/// What a plugin gave back.
+enum Reply {
+    Described(PluginInfo),
+    Configured,
+    Events(TransformOutput),
+    Receipt(String),
+    Batch(PollBatch),
+}
+
+impl Reply {
+    /// Bytes the plugin returned, against its output cap.
+    fn size(&self) -> usize {
+        match self {
+            Reply::Described(_) | Reply::Configured => 0,
+            Reply::Events(events) => events
+                .iter()
+                .map(|e| {
+                    e.payload.len()
+                        + e.key.len()
+                        + e.headers
+                            .iter()
+                            .map(|(k, v)| k.len() + v.len())
+                            .sum::<usize>()
+                })
+                .sum(),
+            Reply::Receipt(r) => r.len(),
+            Reply::Batch(b) => {
+                b.events
+                    .iter()
+                    .map(|(k, p)| k.len() + p.len())
+                    .sum::<usize>()
+                    + b.next_cursor.as_ref().map_or(0, String::len)
+            }
+        }
+    }
+}
+
+/// Instantiate, configure (unless only describing) and ask, on one world's
+/// bindings; `$world` names its exported interface accessor.
+macro_rules! ask_world {
+    ($pre:expr, $store:expr, $config:expr, $ask:expr, $api:ident, |$a:ident| $call:expr) => {{
+        let instance = $pre.instantiate_async(&mut *$store).await?;
+        let $a = instance.$api();
+        if let Ask::Describe = $ask {
+            return Ok(Ok(Reply::Described($a.call_describe(&mut *$store).await?)));
+        }
+        if let Err(e) = $a.call_configure(&mut *$store, $config).await? {
+            return Ok(Err(e));
+        }
+        if let Ask::Configure = $ask {
+            return Ok(Ok(Reply::Configured));
+        }
+        $call
+    }};
+}
+
+async fn ask(
+    pre: &Pre,
+    store: &mut wasmtime::Store<HostState>,
+    config: &str,
+    what: Ask<'_>,
+) -> wasmtime::Result<Result<Reply, WitError>> {
+    match pre {
+        Pre::Transform(pre) => {
+            ask_world!(pre, store, config, what, weft_plugin_transformer, |api| {
+                let Ask::Transform(event) = what else {
+                    return Ok(Err(unreachable_ask()));
+                };
+                Ok(api
+                    .call_transform(&mut *store, event)
+                    .await?
+                    .map(Reply::Events))
+            })
+        }
+        Pre::Sink(pre) => ask_world!(pre, store, config, what, weft_plugin_deliverer, |api| {
+            let Ask::Deliver(event) = what else {
+                return Ok(Err(unreachable_ask()));
+            };
+            Ok(api
+                .call_deliver(&mut *store, event)
+                .await?
+                .map(|r| Reply::Receipt(r.detail)))
+        }),
+        Pre::Source(pre) => ask_world!(pre, store, config, what, weft_plugin_poller, |api| {
+            let Ask::Poll(cursor) = what else {
+                return Ok(Err(unreachable_ask()));
+            };
+            Ok(api.call_poll(&mut *store, cursor).await?.map(|b| {
+                Reply::Batch(PollBatch {
+                    events: b.events.into_iter().map(|e| (e.key, e.payload)).collect(),
+                    next_cursor: b.next_cursor,
+                    more: b.more,
+                })
+            }))
+        }),
+    }
+}
+
+/// The public calls check the world first, so a mismatch never gets here.
+fn unreachable_ask() -> WitError {
+    WitError::Fatal("the host asked a plugin for a call of another world".into())
+}
+
+impl Sandbox {
+    /// The one call path: a fresh store, instantiate, configure, ask, with
+    /// the plugin's time limit, output cap and cost accounting.
+    async fn invoke(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        ctx: CallContext,
+        what: Ask<'_>,
+    ) -> Called<Reply> {
+        let mut store = self.new_store(plugin, Arc::new(ctx));
+        let result = tokio::time::timeout(
+            plugin.limits.timeout,
+            ask(&plugin.pre, &mut store, config, what),
+        )
+        .await;
+        let result = finish(plugin, &mut store, result)
+            .and_then(|reply| check_output(plugin, &store, reply.size()).map(|()| reply));
+        (result, store.data().cost)
+    }
+
+    /// Run a transform step on one event.
+    pub async fn transform(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        ctx: CallContext,
+        event: &WitEvent,
+    ) -> Called<TransformOutput> {
+        if !matches!(plugin.pre, Pre::Transform(_)) {
+            return (
+                Err(wrong_world(plugin, "a transform step")),
+                CallCost::default(),
+            );
+        }
+        match self
+            .invoke(plugin, config, ctx, Ask::Transform(event))
+            .await
+        {
+            (Ok(Reply::Events(events)), cost) => (Ok(events), cost),
+            (other, cost) => (other.and_then(unexpected), cost),
+        }
+    }
+
+    /// Deliver one event through a sink; the receipt comes back masked.
+    pub async fn deliver(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        ctx: CallContext,
+        event: &WitEvent,
+    ) -> Called<String> {
+        if !matches!(plugin.pre, Pre::Sink(_)) {
+            return (Err(wrong_world(plugin, "a sink")), CallCost::default());
+        }
+        match self.invoke(plugin, config, ctx, Ask::Deliver(event)).await {
+            (Ok(Reply::Receipt(r)), cost) => (Ok(crate::redact::mask(&r).into_owned()), cost),
+            (other, cost) => (other.and_then(unexpected), cost),
+        }
+    }
+
+    /// Poll a source once from `cursor`.
+    pub async fn poll(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        ctx: CallContext,
+        cursor: Option<&str>,
+    ) -> Result<PollBatch, CallError> {
+        if !matches!(plugin.pre, Pre::Source(_)) {
+            return Err(wrong_world(plugin, "a poll trigger"));
+        }
+        match self.invoke(plugin, config, ctx, Ask::Poll(cursor)).await.0 {
+            Ok(Reply::Batch(batch)) => Ok(batch),
+            other => other.and_then(unexpected),
+        }
+    }
+
+    /// Ask a plugin for its name, version and config schema.
+    pub async fn describe(&self, plugin: &Plugin) -> Result<(String, String, String), CallError> {
+        let ctx = CallContext::background("-", &plugin.name);
+        match self.invoke(plugin, "", ctx, Ask::Describe).await.0 {
+            Ok(Reply::Described(i)) => Ok((i.name, i.version, i.config_schema)),
+            other => other.and_then(unexpected),
+        }
+    }
+
+    /// Instantiate and configure once, to check a step's config at start-up.
+    pub async fn check_config(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        pipeline: &str,
+    ) -> Result<(), CallError> {
+        let ctx = CallContext::background(pipeline, &plugin.name);
+        self.invoke(plugin, config, ctx, Ask::Configure)
+            .await
+            .0
+            .map(|_| ())
+    }
+
+    /// Configure one instance and run `calls` transforms on it; returns the
+    /// mean time per transform. For benchmarks: it measures the plugin's own
+    /// code without the cost of a fresh instance.
+    pub async fn time_warm_transform(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        ctx: CallContext,
+        event: &WitEvent,
+        calls: u32,
+    ) -> Result<std::time::Duration, CallError> {
+        let Pre::Transform(pre) = &plugin.pre else {
+            return Err(wrong_world(plugin, "a transform step"));
+        };
+        let mut store = self.new_store(plugin, Arc::new(ctx));
+        // A long deadline: this runs many calls on one instance.
+        store.set_epoch_deadline(u64::MAX / 2);
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let api = instance.weft_plugin_transformer();
+            if let Err(e) = api.call_configure(&mut store, config).await? {
+                return Ok(Err(e));
+            }
+            let started = std::time::Instant::now();
+            for _ in 0..calls {
+                if let Err(e) = api.call_transform(&mut store, event).await? {
+                    return Ok(Err(e));
+                }
+            }
+            Ok(Ok(started.elapsed() / calls.max(1)))
+        };
+        let result = run.await;
+        finish(plugin, &mut store, Ok(result))
+    }
+}
+
+/// A reply of another kind than the call asked for.
+fn unexpected<T>(_: Reply) -> Result<T, CallError> {
+    Err(CallError::new(
+        ErrorKind::Fatal,
+        "the plugin answered a call of another world".into(),
+    ))
+}
+
+fn wrong_world(plugin: &Plugin, role: &str) -> CallError {
+    CallError::new(
+        ErrorKind::Fatal,
+        format!(
+            "plugin {} implements {} and cannot be used as {role}",
+            plugin.name, plugin.world
+        ),
+    )
+}
+
+impl Sandbox {
+    /// A fresh store for one call of `plugin`: WASI without files, sockets
+    /// or environment, the egress hooks of its grant, its memory cap, its
+    /// epoch deadline and, when metered, its fuel.
+    pub(super) fn new_store(
+        &self,
+        plugin: &Plugin,
+        ctx: Arc<CallContext>,
+    ) -> wasmtime::Store<HostState> {
+        let limits = &plugin.limits;
+        let guards = self.options.guards;
+        let stdout = MemoryOutputPipe::new(limits.log_bytes);
+        let stderr = MemoryOutputPipe::new(limits.log_bytes);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .build();
+        let kv = limits.kv_quota_bytes.map(|quota_bytes| {
+            let mut namespace = Vec::with_capacity(ctx.pipeline.len() + ctx.plugin.len() + 2);
+            namespace.extend_from_slice(ctx.pipeline.as_bytes());
+            namespace.push(0);
+            namespace.extend_from_slice(ctx.plugin.as_bytes());
+            namespace.push(0);
+            KvAccess {
+                tree: self.store.kv_tree().clone(),
+                db: self.store.db().clone(),
+                namespace,
+                quota_bytes,
+            }
+        });
+        let memory = if guards {
+            limits.memory_bytes
+        } else {
+            usize::MAX
+        };
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: EgressHooks {
+                origins: limits.origins.clone(),
+                client: self.client.clone(),
+                timeout: limits.timeout,
+                denier: Denier {
+                    ctx: ctx.clone(),
+                    denials: self.denials.clone(),
+                },
+                upstreams: self.upstreams.clone(),
+                traceparent: traceparent_for(&ctx.correlation_id),
+                guarded: guards,
+                secrets: self.secrets.clone(),
+                attachments: Default::default(),
+                response_cap: limits.response_bytes,
+            },
+            limits: Limiter {
+                inner: StoreLimitsBuilder::new()
+                    .memory_size(memory)
+                    .trap_on_grow_failure(true)
+                    .build(),
+                peak: 0,
+            },
+            ctx,
+            grant: limits.grant.clone(),
+            kv,
+            log_left: limits.log_bytes,
+            log_budget: limits.log_bytes,
+            stdout,
+            stderr,
+            last_stderr: None,
+            started: std::time::Instant::now(),
+            cost: CallCost::default(),
+        };
+        let mut store = wasmtime::Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        if guards {
+            let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
+            store.set_epoch_deadline(ticks);
+            store.epoch_deadline_trap();
+        }
+        if self.options.fuel {
+            let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+        }
+        store
+    }
+}
