@@ -5,7 +5,6 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::http_util::{Body, error, json};
 use crate::sandbox::{Plugin, Sandbox, SandboxOptions};
-use crate::store::Store;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -111,7 +110,7 @@ impl RunningHost {
         guards: bool,
     ) -> Result<RunningHost, StartError> {
         let data_dir = config.server.data_dir.clone();
-        let store = Arc::new(Store::open(&data_dir).map_err(|e| StartError(e.to_string()))?);
+        let store = crate::store::open(&data_dir).map_err(|e| StartError(e.to_string()))?;
         let instances: usize = config
             .pipelines
             .iter()

@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use weft_host::client::{ClientError, HostClient};
 use weft_host::config::Config;
 use weft_host::engine::{DeadLetterView, Selection, dead_letter_views, purge, replay};
@@ -454,9 +455,9 @@ async fn audit(path: &Path, as_json: bool) -> Result<()> {
     Ok(())
 }
 
-fn audit_store(path: &Path) -> Result<Store> {
+fn audit_store(path: &Path) -> Result<Arc<dyn Store>> {
     let config = load_config(path)?;
-    Ok(Store::open(&config.server.data_dir)?)
+    Ok(weft_host::store::open(&config.server.data_dir)?)
 }
 
 fn audit_log_show(path: &Path, from: u64, as_json: bool) -> Result<()> {
@@ -501,7 +502,7 @@ fn audit_log_verify(path: &Path) -> Result<()> {
 /// without running a host. Fields drop in order: the directory goes last.
 struct Scratch {
     sandbox: std::sync::Arc<weft_host::sandbox::Sandbox>,
-    store: std::sync::Arc<Store>,
+    store: std::sync::Arc<dyn Store>,
     _dir: tempfile::TempDir,
 }
 
@@ -510,7 +511,7 @@ impl Scratch {
     /// them as the host would.
     fn new(max_memory_mib: u32, secrets: Option<weft_host::secrets::Secrets>) -> Result<Scratch> {
         let dir = tempfile::tempdir().context("creating a scratch directory")?;
-        let store = std::sync::Arc::new(Store::open(dir.path())?);
+        let store = weft_host::store::open(dir.path())?;
         let mut sandbox = weft_host::sandbox::Sandbox::new(store.clone(), 16, max_memory_mib)?;
         if let Some(secrets) = secrets {
             sandbox = sandbox.with_secrets(std::sync::Arc::new(secrets));
@@ -590,10 +591,10 @@ fn not_running_hint(e: ClientError) -> anyhow::Error {
 }
 
 /// Open the store directly when no host is running.
-fn offline_store(config: Option<Config>) -> Result<Store> {
+fn offline_store(config: Option<Config>) -> Result<Arc<dyn Store>> {
     let config = config
         .context("no host is running and no config file was found to open its data directory")?;
-    let store = Store::open(&config.server.data_dir)?;
+    let store = weft_host::store::open(&config.server.data_dir)?;
     Ok(store)
 }
 
@@ -709,7 +710,7 @@ async fn dlq_act(host: &HostArg, action: &str, select: SelectArgs) -> Result<()>
                 purge(&store, &ids).await?
             };
             audit_local(
-                &store,
+                store.as_ref(),
                 &format!("dlq-{action}"),
                 "",
                 format!("{} event(s)", ids.len()),
@@ -769,11 +770,9 @@ async fn pipeline_set(host: &HostArg, name: &str, pause: bool) -> Result<()> {
             if config.pipeline(name).is_none() {
                 bail!("unknown pipeline {name:?}");
             }
-            let store = Store::open(&config.server.data_dir)?;
-            store
-                .commit(weft_host::engine::paused_write(name, pause))
-                .await?;
-            audit_local(&store, action, name, "done".into());
+            let store = weft_host::store::open(&config.server.data_dir)?;
+            store.set_paused(name, pause).await?;
+            audit_local(store.as_ref(), action, name, "done".into());
             println!(
                 "pipeline {name}: {} (no host is running; it takes effect when `weft run` starts)",
                 if pause { "paused" } else { "resumed" }
@@ -794,7 +793,7 @@ fn redaction_of(config: &Option<Config>) -> weft_host::redact::FieldRedaction {
 
 /// Record a change made on the store directly (no host running) in the
 /// audit log, under the local user's name.
-fn audit_local(store: &Store, action: &str, pipeline: &str, detail: String) {
+fn audit_local(store: &dyn Store, action: &str, pipeline: &str, detail: String) {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     if let Err(e) = store.audit().append(weft_host::store::AuditEntry {
         kind: "admin",

@@ -292,7 +292,7 @@ fn plugin_inspect_shows_the_world_and_the_requested_capabilities() {
 fn audit_log_verify_names_the_first_bad_record() {
     let setup = HostSetup::leads(free_addr(), "http://127.0.0.1:9/x").unwrap();
     {
-        let store = weft_host::store::Store::open(&setup.data_dir()).unwrap();
+        let store = weft_host::store::open(&setup.data_dir()).unwrap();
         for i in 0..4 {
             store
                 .audit()
@@ -317,8 +317,8 @@ fn audit_log_verify_names_the_first_bad_record() {
     assert_eq!(shown.lines().count(), 4, "{shown}");
     assert!(shown.contains("user-3"), "{shown}");
     {
-        let store = weft_host::store::Store::open(&setup.data_dir()).unwrap();
-        store.audit().tree().remove(1u64.to_be_bytes()).unwrap();
+        let store = weft_host::store::SledStore::open(&setup.data_dir()).unwrap();
+        store.audit_tree().remove(1u64.to_be_bytes()).unwrap();
     }
     let err = fails(&["audit-log", "verify"], &setup.config_path);
     assert!(err.contains("broken at record 1"), "{err}");

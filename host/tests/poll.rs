@@ -73,7 +73,7 @@ async fn polled_records_arrive_once_each_across_kill_9() {
     assert!(arrived, "latest versions never delivered: {missing:?}");
 
     // No key was accepted twice, whatever the kills interrupted.
-    let store = weft_host::store::Store::open(&dir.path().join("data")).unwrap();
+    let store = weft_host::store::open(&dir.path().join("data")).unwrap();
     let records = store.recent_events(|_| true, 1_000_000).unwrap();
     let mut keys = HashSet::new();
     for r in &records {

@@ -53,7 +53,7 @@ fn record(id: EventId, attempts: usize) -> EventRecord {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_keeps_moving_under_the_engine_write_pattern() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let store = weft_host::store::open(dir.path()).unwrap();
     let duration = Duration::from_secs(
         std::env::var("WEFT_SOAK_SECS")
             .ok()
@@ -79,40 +79,51 @@ async fn the_store_keeps_moving_under_the_engine_write_pattern() {
                 } else {
                     format!("w{w}-{n}")
                 };
-                let accepted_at = now_ms();
-                let mut accept = Write::default();
-                accept.put(event_key(&id), record(id, 0).encode());
-                accept.put(queue_key(accepted_at, &id), 1u32.to_be_bytes().to_vec());
-                accept.dedup = Some((dedup_key("soak", &key), id, 3_600_000));
-                match store.commit(accept).await.unwrap() {
+                let accepted = record(id, 0);
+                let dedup = Dedup {
+                    pipeline: "soak".into(),
+                    key,
+                    window_ms: 3_600_000,
+                };
+                match store.accept(&accepted, Some(dedup), None).await.unwrap() {
                     Committed::Duplicate(_) => {
                         dupes.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
                     Committed::Written => {}
                 }
-                // A failed attempt: move the queue entry, rewrite the record.
-                let due = now_ms() + 1;
-                let mut retry = Write::default();
-                retry.remove(queue_key(accepted_at, &id));
-                retry.put(queue_key(due, &id), 2u32.to_be_bytes().to_vec());
-                retry.put(event_key(&id), record(id, 1).encode());
-                store.commit(retry).await.unwrap();
+                // A failed attempt: the queue entry moves, the record is rewritten.
+                let first = QueueEntry {
+                    due_ms: accepted.received_at_ms,
+                    id,
+                    attempt: 1,
+                };
+                let due_ms = now_ms() + 1;
+                let retry = AfterAttempt::Retry { due_ms, attempt: 2 };
+                store
+                    .record_attempt(&record(id, 1), first, retry, None)
+                    .await
+                    .unwrap();
                 // Then delivered, or (every 7th) dead-lettered.
-                let mut last = Write::default();
-                last.remove(queue_key(due, &id));
+                let second = QueueEntry {
+                    due_ms,
+                    id,
+                    attempt: 2,
+                };
                 let mut rec = record(id, 2);
-                if n.is_multiple_of(7) {
+                let then = if n.is_multiple_of(7) {
                     rec.state = EventState::DeadLettered;
-                    last.put(dead_key(&id), Vec::new());
                     dead.fetch_add(1, Ordering::Relaxed);
+                    AfterAttempt::DeadLettered
                 } else {
                     rec.state = EventState::Delivered;
-                    last.put(done_key(now_ms(), &id), Vec::new());
                     done.fetch_add(1, Ordering::Relaxed);
-                }
-                last.put(event_key(&id), rec.encode());
-                store.commit(last).await.unwrap();
+                    AfterAttempt::Finished { at_ms: now_ms() }
+                };
+                store
+                    .record_attempt(&rec, second, then, None)
+                    .await
+                    .unwrap();
             }
         });
     }
@@ -144,21 +155,16 @@ async fn the_store_keeps_moving_under_the_engine_write_pattern() {
         dead.load(Ordering::Relaxed),
     );
     assert!(finished > 0);
+    let counts = store.counts();
+    assert_eq!(counts.queued, 0, "every queue entry was moved or removed");
     assert_eq!(
-        store.count(QUEUE),
-        0,
-        "every queue entry was moved or removed"
-    );
-    assert_eq!(
-        store.count(EVENT) as u64,
-        finished,
+        counts.events as u64, finished,
         "one record per accepted event"
     );
-    assert_eq!(store.count(DEAD) as u64, dead.load(Ordering::Relaxed));
-    assert_eq!(store.count(DONE) as u64, done.load(Ordering::Relaxed));
+    assert_eq!(counts.dead_letters as u64, dead.load(Ordering::Relaxed));
+    assert_eq!(counts.finished as u64, done.load(Ordering::Relaxed));
     assert_eq!(
-        store.count(DEDUP) as u64,
-        finished,
+        counts.dedup_keys as u64, finished,
         "one dedup record per accepted key"
     );
     store.close();

@@ -390,7 +390,7 @@ async fn sandbox_vs_native(calls: usize) {
         "\n== one json-map call: sandbox (fresh instance per call) vs native, {calls} calls =="
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(weft_host::store::Store::open(&dir.path().join("data")).expect("store"));
+    let store = weft_host::store::open(&dir.path().join("data")).expect("store");
     let sandbox = Sandbox::new(store, 16, 64).expect("sandbox");
     let plugin = sandbox
         .load(

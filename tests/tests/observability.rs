@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 use weft_host::host::RunningHost;
+use weft_host::store::Store;
 use weft_tests::{
     Behavior, HostSetup, PipelineSpec, Receiver, any_port, lead, metric, parse_metrics, post_json,
     send_event, wait_until,
@@ -390,7 +391,7 @@ async fn every_endpoint_checks_the_role_of_every_token() {
 
     // Every mutating call is in the audit log under the token's name,
     // refusals included, and the chain verifies.
-    let store = weft_host::store::Store::open(&setup.data_dir()).unwrap();
+    let store = weft_host::store::SledStore::open(&setup.data_dir()).unwrap();
     let records = store.audit().records(0).unwrap();
     let admin: Vec<(String, String)> = records
         .iter()
@@ -414,7 +415,7 @@ async fn every_endpoint_checks_the_role_of_every_token() {
     }
     assert_eq!(store.audit().verify(), Ok(records.len() as u64));
     // Change one record behind the log's back: verification names it.
-    let tree = store.audit().tree();
+    let tree = store.audit_tree();
     let (index, key, value) = tree
         .iter()
         .filter_map(Result::ok)
@@ -525,9 +526,24 @@ async fn events_whose_sender_hung_up_are_counted_as_accepted() {
     const N: usize = 20;
     // Keep the commit thread busy for a moment, so that every accept below
     // is still waiting for its flush when its caller goes away.
-    let mut stall = weft_host::store::Write::default();
-    stall.after = Some(Box::new(|| std::thread::sleep(Duration::from_millis(500))));
-    drop(host.engine.store().submit(stall));
+    let stall = weft_host::store::EventRecord {
+        id: weft_host::store::EventId::new(),
+        pipeline: "not-a-pipeline".into(),
+        key: "stall".into(),
+        correlation_id: "stall".into(),
+        content_type: "application/json".into(),
+        headers: vec![],
+        payload: b"{}".to_vec(),
+        received_at_ms: weft_host::store::now_ms(),
+        state: weft_host::store::EventState::Queued,
+        attempts: vec![],
+        replays_at_ms: vec![],
+        round_base: 0,
+        order_key: None,
+    };
+    let wait: weft_host::store::AfterCommit =
+        Box::new(|| std::thread::sleep(Duration::from_millis(500)));
+    drop(host.engine.store().accept(&stall, None, Some(wait)));
     for n in 0..N {
         let body = lead(&format!("gone-{n}"), n).to_string().into_bytes();
         let incoming = weft_host::engine::Incoming {

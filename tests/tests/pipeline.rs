@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 use weft_host::config::Config;
 use weft_host::host::RunningHost;
-use weft_host::store::{DEAD, DEDUP, EVENT, EventId, EventState, QUEUE};
+use weft_host::store::{EventId, EventState, StoreCounts};
 use weft_tests::{
     Behavior, HostSetup, PipelineSpec, Receiver, any_port, lead, post_json, send_event, wait_until,
 };
@@ -115,7 +115,7 @@ async fn transient_failures_are_retried_until_delivered() {
     );
     let record = host.engine.store().event(&ids[0]).unwrap().unwrap();
     assert_eq!(record.attempts.len(), 3, "the history keeps every attempt");
-    assert_eq!(host.engine.store().count(QUEUE), 0);
+    assert_eq!(host.engine.store().counts().queued, 0);
     host.shutdown().await;
 }
 
@@ -137,7 +137,7 @@ async fn permanent_refusals_are_dead_lettered_and_replay_delivers_them() {
     let id: EventId = body["id"].as_str().unwrap().parse().unwrap();
     let store = host.engine.store().clone();
     assert!(
-        wait_until(WAIT, || store.count(DEAD) == 1).await,
+        wait_until(WAIT, || store.counts().dead_letters == 1).await,
         "dead-lettered at once"
     );
     assert_eq!(receiver.requests().len(), 1, "a 400 is not retried");
@@ -152,7 +152,7 @@ async fn permanent_refusals_are_dead_lettered_and_replay_delivers_them() {
     receiver.set_behavior(Behavior::Always(500));
     let (_, body) = send_event(&host, "flaky", &lead("D2", 2)).await;
     let flaky: EventId = body["id"].as_str().unwrap().parse().unwrap();
-    assert!(wait_until(WAIT, || store.count(DEAD) == 2).await);
+    assert!(wait_until(WAIT, || store.counts().dead_letters == 2).await);
     let rec = store.event(&flaky).unwrap().unwrap();
     assert_eq!(rec.state, EventState::DeadLettered);
     assert_eq!(rec.attempts.len(), 3);
@@ -164,7 +164,7 @@ async fn permanent_refusals_are_dead_lettered_and_replay_delivers_them() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["results"].as_array().unwrap().len(), 2);
     assert!(wait_until(WAIT, || receiver.effect_count() == 2).await);
-    assert!(wait_until(WAIT, || store.count(DEAD) == 0).await);
+    assert!(wait_until(WAIT, || store.counts().dead_letters == 0).await);
     assert!(
         wait_until(WAIT, || store.event(&id).unwrap().unwrap().state
             == EventState::Delivered)
@@ -249,14 +249,8 @@ async fn rejected_requests_get_their_status_and_store_nothing() {
         );
     }
     let store = host.engine.store();
-    for prefix in [EVENT, QUEUE, DEDUP, DEAD] {
-        assert_eq!(
-            store.count(prefix),
-            0,
-            "nothing stored under {:?}",
-            prefix as char
-        );
-    }
+    let counts = store.counts();
+    assert_eq!(counts, StoreCounts::default(), "nothing stored: {counts:?}");
     assert!(receiver.requests().is_empty());
     host.shutdown().await;
 }
@@ -306,7 +300,7 @@ async fn a_restart_delivers_every_event_accepted_before_it() {
         wait_until(WAIT, || receiver.requests().len() >= 200).await,
         "attempts are under way"
     );
-    assert_eq!(host.engine.store().count(weft_host::store::DEAD), 0);
+    assert_eq!(host.engine.store().counts().dead_letters, 0);
     host.shutdown().await;
     assert_eq!(receiver.effect_count(), 0);
 
@@ -321,6 +315,6 @@ async fn a_restart_delivers_every_event_accepted_before_it() {
     for key in &accepted {
         assert_eq!(effects.get(key), Some(&1), "{key} delivered once");
     }
-    assert!(wait_until(WAIT, || host.engine.store().count(QUEUE) == 0).await);
+    assert!(wait_until(WAIT, || host.engine.store().counts().queued == 0).await);
     host.shutdown().await;
 }

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use weft_host::host::RunningHost;
-use weft_host::store::{EVENT, EventId, EventState};
+use weft_host::store::{EventId, EventState};
 use weft_tests::receiver::Fault;
 use weft_tests::{
     Behavior, HostSetup, PipelineSpec, Receiver, any_port, lead, post_json, send_event, wait_until,
@@ -69,8 +69,7 @@ async fn fault_matrix_loses_nothing_and_redelivers_with_the_same_key() {
         }
         let store = host.engine.store().clone();
         let settled = wait_until(WAIT, || {
-            keys.iter().all(|k| receiver.requests_for(k).len() >= 3)
-                && store.count(weft_host::store::QUEUE) == 0
+            keys.iter().all(|k| receiver.requests_for(k).len() >= 3) && store.counts().queued == 0
         })
         .await;
         assert!(
@@ -267,7 +266,7 @@ async fn the_breaker_opens_holds_events_without_burning_attempts_and_closes_on_r
     );
     assert!(wait_until(WAIT, || get_sync_breaker(&host) == "closed").await);
     assert_eq!(
-        host.engine.store().count(weft_host::store::DEAD),
+        host.engine.store().counts().dead_letters,
         0,
         "an open breaker does not dead-letter"
     );
@@ -410,7 +409,7 @@ async fn the_same_key_sent_ten_times_at_once_is_stored_once() {
         dupes.iter().all(|(_, b)| b["id"] == *id),
         "duplicates point at the first event"
     );
-    assert_eq!(host.engine.store().count(EVENT), 1);
+    assert_eq!(host.engine.store().counts().events, 1);
     assert!(wait_until(WAIT, || receiver.effect_count() == 1).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(receiver.requests().len(), 1);

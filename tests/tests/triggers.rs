@@ -5,7 +5,6 @@
 use hmac::Mac;
 use std::time::Duration;
 use weft_host::host::RunningHost;
-use weft_host::store::EVENT;
 use weft_tests::{Behavior, HostSetup, PipelineSpec, Receiver, any_port, lead, wait_until};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -39,7 +38,7 @@ fn setup_with(receiver: &Receiver, pipelines: &str, files: &[(&str, &str)]) -> H
 }
 
 fn stored(host: &RunningHost) -> usize {
-    host.engine.store().count(EVENT)
+    host.engine.store().counts().events
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -264,7 +263,7 @@ async fn contracts_refuse_bad_payloads_at_the_edge_and_bad_output_in_a_step() {
 
 /// The schedule's durable last fire time (the host must be stopped).
 fn last_fire(setup: &HostSetup) -> u64 {
-    let store = weft_host::store::Store::open(&setup.data_dir()).unwrap();
+    let store = weft_host::store::open(&setup.data_dir()).unwrap();
     store
         .schedule_last("ticks")
         .expect("a last fire time is recorded")

@@ -111,7 +111,7 @@ async fn audit(engine: &Engine, caller: &str, action: &str, pipeline: &str, deta
     }) {
         tracing::error!("could not write an admin call to the audit log: {e}");
     }
-    let _ = store.db().flush_async().await;
+    let _ = store.flush().await;
 }
 
 /// Route one `/api/v1` request.

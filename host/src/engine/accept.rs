@@ -4,8 +4,7 @@
 use super::build::Engine;
 use super::run::Job;
 use crate::store::{
-    Committed, EventId, EventRecord, EventState, StoreError, Write, dedup_key, event_key, now_ms,
-    queue_key,
+    AfterCommit, Committed, Dedup, EventId, EventRecord, EventState, Polled, StoreError, now_ms,
 };
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -89,30 +88,21 @@ fn order_key_of(doc: &serde_json::Value, pointer: &str) -> String {
     }
 }
 
-/// Store operations that keep a record.
-type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
-
 impl Engine {
-    /// A new event: the operations that store it and put it in the queue,
-    /// and what to run once they are durable (queue its first attempt).
-    fn queue_new(&self, record: EventRecord) -> (Ops, impl FnOnce() + Send + 'static) {
-        let record = Arc::new(record);
-        let (id, now) = (record.id, record.received_at_ms);
-        let ops = vec![
-            (event_key(&id), Some(record.encode())),
-            (queue_key(now, &id), Some(1u32.to_be_bytes().to_vec())),
-        ];
+    /// What to run once a new event is durable: count it and queue its
+    /// first attempt.
+    fn on_accepted(&self, record: Arc<EventRecord>) -> AfterCommit {
         let job = Job {
             pipeline: record.pipeline.clone(),
-            id,
+            id: record.id,
             attempt: 1,
-            due_ms: now,
+            due_ms: record.received_at_ms,
             order_key: record.order_key.clone(),
             record: Some(record),
         };
         let engine = self.clone();
-        (ops, move || {
-            // Counted here, on the commit thread, where the write became
+        Box::new(move || {
+            // Counted here, on the store's side, where the write became
             // durable: a sender that hung up meanwhile does not change that
             // the event is accepted, queued and will be delivered.
             if let Some(p) = engine.inner.pipelines.get(&job.pipeline) {
@@ -120,6 +110,14 @@ impl Engine {
             }
             engine.requeued(job, super::build::Entry::Accepted)
         })
+    }
+
+    fn dedup(&self, pipeline: &str, key: &str) -> Dedup {
+        Dedup {
+            pipeline: pipeline.to_string(),
+            key: key.to_string(),
+            window_ms: self.inner.dedup_window_ms,
+        }
     }
 
     /// The pipeline, if it exists and takes new events now.
@@ -154,10 +152,7 @@ impl Engine {
         let p = self.admit(pipeline)?;
         let now = now_ms();
         let fresh = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let mut write = Write::default();
-        if let Some(c) = next_cursor {
-            write.put(crate::store::cursor_key(pipeline), c.as_bytes().to_vec());
-        }
+        let mut polled = Vec::with_capacity(items.len());
         for (key, body) in items {
             if key.is_empty() || key.len() > MAX_KEY_LEN {
                 tracing::warn!(
@@ -172,7 +167,7 @@ impl Engine {
                     .map(|doc| order_key_of(&doc, pointer))
                     .unwrap_or_default()
             });
-            let (ops, queue) = self.queue_new(EventRecord {
+            let record = Arc::new(EventRecord {
                 id,
                 pipeline: pipeline.to_string(),
                 key: key.clone(),
@@ -187,17 +182,21 @@ impl Engine {
                 round_base: 0,
                 order_key,
             });
+            let queue = self.on_accepted(record.clone());
             let counter = fresh.clone();
-            write.items.push(crate::store::Item {
-                dedup: (dedup_key(pipeline, &key), id, self.inner.dedup_window_ms),
-                ops,
+            polled.push(Polled {
+                record,
+                dedup: self.dedup(pipeline, &key),
                 after: Some(Box::new(move || {
                     counter.fetch_add(1, Ordering::Relaxed);
                     queue();
                 })),
             });
         }
-        self.inner.store.commit(write).await?;
+        self.inner
+            .store
+            .accept_polled(pipeline, polled, next_cursor)
+            .await?;
         Ok(fresh.load(Ordering::Relaxed))
     }
 
@@ -253,8 +252,7 @@ impl Engine {
             .correlation_id
             .filter(|c| !c.is_empty() && c.len() <= 128)
             .unwrap_or_else(|| id.to_string());
-        let now = now_ms();
-        let (ops, queue) = self.queue_new(EventRecord {
+        let record = Arc::new(EventRecord {
             id,
             pipeline: pipeline.to_string(),
             key: key.clone(),
@@ -262,19 +260,20 @@ impl Engine {
             content_type: incoming.content_type,
             headers: incoming.headers,
             payload: incoming.body,
-            received_at_ms: now,
+            received_at_ms: now_ms(),
             state: EventState::Queued,
             attempts: Vec::new(),
             replays_at_ms: Vec::new(),
             round_base: 0,
             order_key,
         });
-        let mut write = Write::default();
-        write.ops = ops;
-        write.dedup = Some((dedup_key(pipeline, &key), id, self.inner.dedup_window_ms));
-        // Runs on the commit thread once durable, even if the sender has gone.
-        write.after = Some(Box::new(queue));
-        match self.inner.store.commit(write).await? {
+        // The callback runs once durable, even if the sender has gone.
+        let after = self.on_accepted(record.clone());
+        let ticket =
+            self.inner
+                .store
+                .accept(&record, Some(self.dedup(pipeline, &key)), Some(after));
+        match ticket.await? {
             Committed::Written => {
                 tracing::debug!(pipeline, event = %id, correlation_id = %correlation_id, key = %key, "accepted");
                 Ok(Accepted::New {

@@ -9,7 +9,7 @@ use crate::config::{Config, PipelineConfig};
 use crate::histogram::Histogram;
 use crate::limit::Limiter;
 use crate::sandbox::{Plugin, Sandbox, World};
-use crate::store::{Store, Write, now_ms, paused_key};
+use crate::store::{Store, now_ms};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -261,7 +261,7 @@ impl Pipeline {
 }
 
 pub(super) struct Inner {
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Store>,
     pub sandbox: Arc<Sandbox>,
     pub pipelines: HashMap<String, Arc<Pipeline>>,
     pub dedup_window_ms: u64,
@@ -285,7 +285,7 @@ impl Engine {
     /// configuring a real instance. Nothing runs until [`Engine::start`].
     pub async fn build(
         config: &Config,
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         sandbox: Arc<Sandbox>,
         plugins: &BTreeMap<String, Arc<Plugin>>,
         load_failures: &BTreeMap<String, String>,
@@ -413,7 +413,7 @@ impl Engine {
                 breaker: Breaker::new(p.breaker.clone()),
                 limiter: p.rate_limit.as_ref().map(Limiter::new),
                 gate: p.order_by.as_ref().map(|_| KeyGate::default()),
-                paused: AtomicBool::new(store.events_tree_has(&paused_key(&p.name))),
+                paused: AtomicBool::new(store.is_paused(&p.name)),
                 parked: Mutex::new(Vec::new()),
                 open: Mutex::default(),
                 latency: Histogram::default(),
@@ -473,9 +473,14 @@ impl Engine {
             .map_err(|e| BuildError(e.to_string()))?;
         // Event ids are time-ordered: this is acceptance order, which ordered
         // pipelines must keep.
-        queued.sort_by_key(|(_, id, _)| *id);
+        queued.sort_by_key(|e| e.id);
         let mut recovered = 0;
-        for (due, id, attempt) in queued {
+        for crate::store::QueueEntry {
+            due_ms: due,
+            id,
+            attempt,
+        } in queued
+        {
             let Ok(Some(rec)) = self.inner.store.event(&id) else {
                 continue;
             };
@@ -645,7 +650,7 @@ impl Engine {
     }
 
     /// The store.
-    pub fn store(&self) -> &Arc<Store> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
 
@@ -742,7 +747,7 @@ impl Engine {
         let p = self.pipeline(pipeline)?;
         self.inner
             .store
-            .commit(paused_write(pipeline, paused))
+            .set_paused(pipeline, paused)
             .await
             .map_err(|e| BuildError(e.to_string()))?;
         p.paused.store(paused, Ordering::SeqCst);
@@ -800,16 +805,4 @@ impl Engine {
         }
         Ok(())
     }
-}
-
-/// The store write that records (or clears) a pipeline's pause; the host and
-/// the offline CLI both use it.
-pub fn paused_write(pipeline: &str, paused: bool) -> Write {
-    let mut w = Write::default();
-    if paused {
-        w.put(paused_key(pipeline), Vec::new());
-    } else {
-        w.remove(paused_key(pipeline));
-    }
-    w
 }

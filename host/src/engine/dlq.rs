@@ -3,10 +3,7 @@
 
 use super::build::Engine;
 use super::run::Job;
-use crate::store::{
-    AttemptOutcome, EventId, EventRecord, EventState, Store, StoreError, Write, dead_key,
-    event_key, now_ms, queue_key,
-};
+use crate::store::{AttemptOutcome, EventId, EventRecord, EventState, Store, StoreError, now_ms};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -190,7 +187,7 @@ pub struct RunSummary {
 /// The run history, newest first: events of `pipeline` (all when `None`) in
 /// `state`, accepted since `since` (RFC 3339 or `2h`), at most `limit`.
 pub fn run_history(
-    store: &Store,
+    store: &Arc<dyn Store>,
     pipeline: Option<&str>,
     state: Option<&str>,
     since: Option<&str>,
@@ -289,7 +286,7 @@ pub fn parse_since(since: &str) -> Result<u64, String> {
 
 impl Selection {
     /// The dead letters selected, oldest first.
-    pub fn resolve(&self, store: &Store) -> Result<Vec<EventRecord>, String> {
+    pub fn resolve(&self, store: &Arc<dyn Store>) -> Result<Vec<EventRecord>, String> {
         let since = self.since.as_deref().map(parse_since).transpose()?;
         let keep = |r: &EventRecord| {
             self.pipeline.as_deref().is_none_or(|p| p == r.pipeline)
@@ -321,7 +318,7 @@ impl Selection {
 
 /// Dead letters, oldest first, optionally of one pipeline and since a time.
 pub fn dead_letter_views(
-    store: &Store,
+    store: &Arc<dyn Store>,
     pipeline: Option<&str>,
     since: Option<&str>,
     redaction: &crate::redact::FieldRedaction,
@@ -337,17 +334,17 @@ pub fn dead_letter_views(
 }
 
 /// Delete dead letters for good (their record and index entry).
-pub async fn purge(store: &Store, ids: &[EventId]) -> Result<Vec<ReplayOutcome>, StoreError> {
+pub async fn purge(
+    store: &Arc<dyn Store>,
+    ids: &[EventId],
+) -> Result<Vec<ReplayOutcome>, StoreError> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let result = match store.event(id)? {
             None => "not-found",
             Some(r) if r.state != EventState::DeadLettered => "not-dead-lettered",
             Some(_) => {
-                let mut write = Write::default();
-                write.remove(dead_key(id));
-                write.remove(event_key(id));
-                store.commit(write).await?;
+                store.purge(id).await?;
                 tracing::info!(event = %id, "purged from the dead-letter queue");
                 "purged"
             }
@@ -372,7 +369,7 @@ pub struct ReplayOutcome {
 /// Put dead letters back in their pipeline's queue with the same key; with
 /// an engine they are attempted at once, without one when the host starts.
 pub async fn replay(
-    store: &Store,
+    store: &Arc<dyn Store>,
     engine: Option<&Engine>,
     ids: &[EventId],
 ) -> Result<Vec<ReplayOutcome>, StoreError> {
@@ -388,11 +385,8 @@ pub async fn replay(
                 r.round_base = r.attempts.len() as u32;
                 let attempt = r.round_base + 1;
                 let order_key = r.order_key.clone();
-                let mut write = Write::default();
-                write.remove(dead_key(id));
-                write.put(queue_key(now, id), attempt.to_be_bytes().to_vec());
-                write.put(event_key(id), r.encode());
-                if let Some(engine) = engine {
+                let r = Arc::new(r);
+                let after = engine.map(|engine| {
                     let engine = engine.clone();
                     let job = Job {
                         pipeline: r.pipeline.clone(),
@@ -400,13 +394,12 @@ pub async fn replay(
                         attempt,
                         due_ms: now,
                         order_key,
-                        record: Some(Arc::new(r)),
+                        record: Some(r.clone()),
                     };
-                    write.after = Some(Box::new(move || {
-                        engine.requeued(job, super::build::Entry::Replayed)
-                    }));
-                }
-                store.commit(write).await?;
+                    Box::new(move || engine.requeued(job, super::build::Entry::Replayed))
+                        as crate::store::AfterCommit
+                });
+                store.replay(&r, now, attempt, after).await?;
                 tracing::info!(event = %id, "replayed from the dead-letter queue");
                 "requeued"
             }

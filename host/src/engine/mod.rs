@@ -17,7 +17,7 @@ mod run;
 
 pub use accept::{AcceptError, Accepted, Incoming};
 pub use breaker::BreakerState;
-pub use build::{BuildError, Engine, PipelineStats, PipelineStatus, Rejection, paused_write};
+pub use build::{BuildError, Engine, PipelineStats, PipelineStatus, Rejection};
 pub use dlq::{
     DeadLetterView, EventView, ReplayOutcome, RunSummary, Selection, dead_letter_views,
     parse_since, purge, replay, run_history,

@@ -6,8 +6,8 @@ use super::build::{Engine, Pipeline, Step};
 use crate::sandbox::bindings::WitEvent;
 use crate::sandbox::{CallContext, CallCost, CallError};
 use crate::store::{
-    Attempt, AttemptOutcome, EventId, EventRecord, EventState, StepRun, Write, dead_key, done_key,
-    event_key, now_ms, queue_key,
+    AfterAttempt, AfterCommit, Attempt, AttemptOutcome, EventId, EventRecord, EventState,
+    QueueEntry, StepRun, now_ms,
 };
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -27,6 +27,17 @@ pub struct Job {
     pub(super) order_key: Option<String>,
     /// The record, when the caller already has it (saves a read).
     pub(super) record: Option<Arc<EventRecord>>,
+}
+
+impl Job {
+    /// The queue entry this job stands for.
+    pub(super) fn entry(&self) -> QueueEntry {
+        QueueEntry {
+            due_ms: self.due_ms,
+            id: self.id,
+            attempt: self.attempt,
+        }
+    }
 }
 
 /// Feed a pipeline's jobs to at most `concurrency` concurrent attempts.
@@ -138,9 +149,7 @@ async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, probe: bool
             Ok(Some(r)) => Arc::new(r),
             Ok(None) => {
                 tracing::warn!(event = %job.id, "queued event has no record; dropping the queue entry");
-                let mut w = Write::default();
-                w.remove(queue_key(job.due_ms, &job.id));
-                store.submit(w);
+                drop(store.drop_queue_entry(job.entry()));
                 if probe {
                     pipeline.breaker.cancel_probe();
                 }
@@ -423,10 +432,8 @@ fn record_outcome(
     } = ran;
     let store = &engine.inner.store;
     let mut next = record.clone();
-    let mut write = Write::default();
-    write.remove(queue_key(job.due_ms, &job.id));
     let now = now_ms();
-    let mut retry_at = None;
+    let mut then = AfterAttempt::Finished { at_ms: now };
     let attempt_outcome = match outcome {
         Outcome::Delivered(receipt) => {
             tracing::debug!(receipt = %receipt, duration_us, "delivered");
@@ -435,29 +442,26 @@ fn record_outcome(
                 now.saturating_sub(record.received_at_ms),
             ));
             next.state = EventState::Delivered;
-            write.put(done_key(now, &job.id), Vec::new());
             AttemptOutcome::Delivered { receipt }
         }
         Outcome::Filtered(step) => {
             tracing::debug!(step = %step, "filtered out");
             pipeline.stats.filtered.fetch_add(1, Ordering::Relaxed);
             next.state = EventState::Filtered;
-            write.put(done_key(now, &job.id), Vec::new());
             AttemptOutcome::Filtered { step }
         }
         Outcome::Failed(at, error) => {
             let step = at.map_or(&pipeline.sink, |i| &pipeline.steps[i]);
             let round_attempt = job.attempt.saturating_sub(record.round_base);
             let retry_at_ms = next_attempt(pipeline, step, record, job.attempt, &error, now);
-            retry_at = retry_at_ms;
             if let Some(due) = retry_at_ms {
                 tracing::warn!(step = %step.label, kind = error.kind.as_str(), retry_in_ms = due - now,
                     "attempt {round_attempt} failed: {}", error.message);
                 pipeline.stats.retried.fetch_add(1, Ordering::Relaxed);
-                write.put(
-                    queue_key(due, &job.id),
-                    (job.attempt + 1).to_be_bytes().to_vec(),
-                );
+                then = AfterAttempt::Retry {
+                    due_ms: due,
+                    attempt: job.attempt + 1,
+                };
             } else {
                 let why = if !error.kind.retryable() {
                     format!("{} errors are not retried", error.kind.as_str())
@@ -468,7 +472,7 @@ fn record_outcome(
                     "dead-lettered ({why}): {}", error.message);
                 pipeline.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 next.state = EventState::DeadLettered;
-                write.put(dead_key(&job.id), Vec::new());
+                then = AfterAttempt::DeadLettered;
             }
             AttemptOutcome::Failed {
                 step: step.label.clone(),
@@ -485,25 +489,23 @@ fn record_outcome(
         outcome: attempt_outcome,
         steps,
     });
-    write.put(event_key(&job.id), next.encode());
+    let next = Arc::new(next);
     let engine2 = engine.clone();
-    if let Some(due) = retry_at {
+    let after: AfterCommit = if let AfterAttempt::Retry { due_ms, attempt } = then {
         let job2 = Job {
             pipeline: job.pipeline.clone(),
             id: job.id,
-            attempt: job.attempt + 1,
-            due_ms: due,
+            attempt,
+            due_ms,
             order_key: job.order_key.clone(),
-            record: Some(Arc::new(next)),
+            record: Some(next.clone()),
         };
-        write.after = Some(Box::new(move || engine2.schedule(job2)));
+        Box::new(move || engine2.schedule(job2))
     } else {
         // Finished: the next event of the same key may go.
         pipeline.close(&job.id);
         let (id, key, name) = (job.id, job.order_key.clone(), job.pipeline.clone());
-        write.after = Some(Box::new(move || {
-            engine2.finished(&name, key.as_deref(), id)
-        }));
-    }
-    store.submit(write);
+        Box::new(move || engine2.finished(&name, key.as_deref(), id))
+    };
+    drop(store.record_attempt(&next, job.entry(), then, Some(after)));
 }

@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 
 /// Counts and records denials for one host.
 pub struct Denials {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     counts: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 impl Denials {
     /// Record into this store's audit log.
-    pub fn new(store: Arc<Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>) -> Self {
         Denials {
             store,
             counts: Mutex::default(),

@@ -323,8 +323,7 @@ impl Sandbox {
             namespace.extend_from_slice(ctx.plugin.as_bytes());
             namespace.push(0);
             KvAccess {
-                tree: self.store.kv_tree().clone(),
-                db: self.store.db().clone(),
+                store: self.store.clone(),
                 namespace,
                 quota_bytes,
             }

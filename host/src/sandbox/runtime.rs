@@ -92,7 +92,7 @@ pub struct Sandbox {
     pub(super) engine: Engine,
     linker: Linker<HostState>,
     pub(super) client: HttpClient,
-    pub(super) store: Arc<Store>,
+    pub(super) store: Arc<dyn Store>,
     pub(super) upstreams: Arc<crate::limit::UpstreamLimits>,
     pub(super) secrets: Arc<crate::secrets::Secrets>,
     pub(super) denials: Arc<super::deny::Denials>,
@@ -104,7 +104,7 @@ impl Sandbox {
     /// Build the engine with room for `max_instances` live plugin instances
     /// of at most `max_memory_mib` each.
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         max_instances: u32,
         max_memory_mib: u32,
     ) -> Result<Self, SandboxError> {
@@ -112,7 +112,10 @@ impl Sandbox {
     }
 
     /// Build the engine as `options` say.
-    pub fn with_options(store: Arc<Store>, options: SandboxOptions) -> Result<Self, SandboxError> {
+    pub fn with_options(
+        store: Arc<dyn Store>,
+        options: SandboxOptions,
+    ) -> Result<Self, SandboxError> {
         let engine = build_engine(&options)
             .or_else(|e| {
                 tracing::warn!("pooling allocator unavailable ({e}); using on-demand allocation");

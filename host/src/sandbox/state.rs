@@ -34,10 +34,9 @@ pub struct HostState {
     pub(in crate::sandbox) cost: CallCost,
 }
 
-/// A plugin's view of the kv tree: its own namespace and quota.
+/// A plugin's view of the store's kv state: its own namespace and quota.
 pub struct KvAccess {
-    pub(in crate::sandbox) tree: sled::Tree,
-    pub(in crate::sandbox) db: sled::Db,
+    pub(in crate::sandbox) store: std::sync::Arc<dyn crate::store::Store>,
     /// `pipeline \0 plugin \0`
     pub(in crate::sandbox) namespace: Vec<u8>,
     pub(in crate::sandbox) quota_bytes: u64,

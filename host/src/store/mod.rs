@@ -1,33 +1,312 @@
-//! The durable store: one sled directory.
+//! The durable store: every state an event goes through, plugin state,
+//! cursors, schedules, pause markers and the audit log, behind one trait of
+//! typed transitions.
 //!
-//! The hot path keeps every state of an event in one tree (`events`), keyed by
-//! prefix, and writes through a group-commit thread that applies up to
-//! [`MAX_GROUP`] writes as one batch and flushes once for all of them. An event
-//! is acknowledged only after that flush.
+//! The engine, the triggers, the sandbox and the API speak only [`Store`];
+//! how it keeps things is the backend's business. The embedded default is
+//! [`SledStore`] (one sled directory, group commit); a distributed backend
+//! implements the same trait.
 //!
-//! Keys in the `events` tree:
-//!
-//! | prefix | key | value |
-//! |---|---|---|
-//! | `e` | event id | [`EventRecord`] |
-//! | `q` | due ms, event id | next attempt number (ready work) |
-//! | `d` | event id | empty (dead-letter index) |
-//! | `t` | finish ms, event id | empty (history retention index) |
-//! | `k` | pipeline, 0, idempotency key | first event id, accept ms (dedup) |
-//! | `c` | pipeline | the source's cursor, written with the events it found |
-//!
-//! Plugin key-value state lives in the `kv` tree; the hash-chained audit log
-//! in the `audit` tree, with its head in `meta`; each schedule's last fire
-//! time in `schedules`.
+//! Every write returns a [`Ticket`] that resolves once the write is durable.
+//! A write is queued when the method returns, so a caller that does not wait
+//! (or goes away) does not undo it; its `after` callback runs once it is
+//! durable, whoever is still waiting.
 
-pub mod audit;
-mod committer;
-mod handle;
-mod keys;
+mod audit;
+mod error;
 mod record;
+mod sled;
 
-pub use audit::{AuditEntry, AuditLog, AuditRecord};
-pub use committer::{Committed, Item, MAX_GROUP, Write};
-pub use handle::{Store, StoreError};
-pub use keys::*;
+pub use self::sled::{MAX_GROUP, SledStore};
+pub use audit::{AuditBreak, AuditEntry, AuditLog, AuditRecord, GENESIS};
+pub use error::StoreError;
 pub use record::*;
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::sync::oneshot;
+
+/// Run on the store's side once a write is durable.
+pub type AfterCommit = Box<dyn FnOnce() + Send>;
+
+/// What a durable write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// Written and flushed.
+    Written,
+    /// Skipped: the dedup key belongs to this earlier event.
+    Duplicate(EventId),
+}
+
+/// Resolves once a write is durable (or failed). Dropping it does not undo
+/// or cancel the write.
+pub struct Ticket(oneshot::Receiver<Result<Committed, StoreError>>);
+
+impl Ticket {
+    /// A ticket and the sender that settles it.
+    pub fn new() -> (Ticket, oneshot::Sender<Result<Committed, StoreError>>) {
+        let (tx, rx) = oneshot::channel();
+        (Ticket(rx), tx)
+    }
+
+    /// A ticket already settled.
+    pub fn settled(result: Result<Committed, StoreError>) -> Ticket {
+        let (ticket, tx) = Ticket::new();
+        let _ = tx.send(result);
+        ticket
+    }
+}
+
+impl Future for Ticket {
+    type Output = Result<Committed, StoreError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(StoreError::Closed)))
+    }
+}
+
+/// An idempotency key to take with a write, for `window_ms`: a write whose
+/// key was taken within the window is skipped as a duplicate.
+#[derive(Debug, Clone)]
+pub struct Dedup {
+    /// The pipeline the key belongs to.
+    pub pipeline: String,
+    /// The idempotency key.
+    pub key: String,
+    /// How long a taken key stays taken, in ms.
+    pub window_ms: u64,
+}
+
+/// One event a poll found: stored with its own dedup key.
+pub struct Polled {
+    /// The event, queued for its first attempt.
+    pub record: Arc<EventRecord>,
+    /// Its key; an item whose key was taken is left out.
+    pub dedup: Dedup,
+    /// Run once durable, if the item was new.
+    pub after: Option<AfterCommit>,
+}
+
+/// An event's place in the queue: due time, id and the attempt it is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueEntry {
+    /// When the attempt is due, in ms since the Unix epoch.
+    pub due_ms: u64,
+    /// The event.
+    pub id: EventId,
+    /// The attempt number it is for.
+    pub attempt: u32,
+}
+
+/// Where an event goes after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterAttempt {
+    /// Queued again for `attempt` at `due_ms`.
+    Retry {
+        /// When.
+        due_ms: u64,
+        /// Which attempt.
+        attempt: u32,
+    },
+    /// Delivered or filtered at `at_ms`: kept in the history until retention.
+    Finished {
+        /// When it finished.
+        at_ms: u64,
+    },
+    /// In the dead-letter queue.
+    DeadLettered,
+}
+
+/// How many of each thing the store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    /// Event records (any state).
+    pub events: usize,
+    /// Queue entries (attempts waiting).
+    pub queued: usize,
+    /// Dead letters.
+    pub dead_letters: usize,
+    /// Finished events in the history.
+    pub finished: usize,
+    /// Idempotency keys remembered.
+    pub dedup_keys: usize,
+}
+
+/// What a retention sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Finished events dropped from the history.
+    pub events: usize,
+    /// Idempotency keys forgotten.
+    pub dedup_keys: usize,
+}
+
+/// Why a plugin's kv operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    /// The write would pass the plugin's quota.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The store could not do it.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A future of a store operation.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The store as the rest of the host uses it: typed transitions of an
+/// event's life, plugin state, trigger state and the audit log.
+pub trait Store: Send + Sync + 'static {
+    /// Where it keeps its data, for messages.
+    fn location(&self) -> String;
+
+    /// Time of each group commit (write and flush).
+    fn flush_latency(&self) -> &crate::histogram::Histogram;
+
+    // ---- the event lifecycle ----
+
+    /// Store a new event and queue its first attempt, unless `dedup` says it
+    /// is a duplicate. `after` runs once durable (not for a duplicate).
+    fn accept(
+        &self,
+        record: &EventRecord,
+        dedup: Option<Dedup>,
+        after: Option<AfterCommit>,
+    ) -> Ticket;
+
+    /// Store what a poll found and the pipeline's next cursor in one write;
+    /// items whose key was taken are left out.
+    fn accept_polled(&self, pipeline: &str, items: Vec<Polled>, cursor: Option<&str>) -> Ticket;
+
+    /// Record an attempt: the event's updated record, its queue entry
+    /// removed, and where it goes next.
+    fn record_attempt(
+        &self,
+        record: &EventRecord,
+        done: QueueEntry,
+        next: AfterAttempt,
+        after: Option<AfterCommit>,
+    ) -> Ticket;
+
+    /// Drop a queue entry whose event has no record.
+    fn drop_queue_entry(&self, entry: QueueEntry) -> Ticket;
+
+    /// Put a dead letter back in the queue: `record` is its updated record
+    /// (queued, with the replay noted), due now for `attempt`.
+    fn replay(
+        &self,
+        record: &EventRecord,
+        due_ms: u64,
+        attempt: u32,
+        after: Option<AfterCommit>,
+    ) -> Ticket;
+
+    /// Delete a dead letter for good.
+    fn purge(&self, id: &EventId) -> Ticket;
+
+    /// Drop finished events that finished before `history_before_ms` (and
+    /// the oldest beyond `keep_events`), and keys taken before
+    /// `dedup_before_ms`.
+    fn sweep(
+        &self,
+        history_before_ms: u64,
+        keep_events: Option<usize>,
+        dedup_before_ms: u64,
+    ) -> StoreFuture<'_, Swept>;
+
+    // ---- reads ----
+
+    /// An event's record.
+    fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError>;
+
+    /// Every queue entry, in due order.
+    fn queue(&self) -> Result<Vec<QueueEntry>, StoreError>;
+
+    /// Dead-lettered events, oldest first, optionally of one pipeline.
+    fn dead_letters(&self, pipeline: Option<&str>) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Event records, newest first, that `keep` accepts, at most `limit`
+    /// (see [`recent_events`](#method.recent_events) for a closure).
+    fn scan_recent(
+        &self,
+        keep: &mut dyn FnMut(&EventRecord) -> bool,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// How many of each thing it holds.
+    fn counts(&self) -> StoreCounts;
+
+    // ---- pipeline and trigger state ----
+
+    /// Whether a pipeline's delivery is paused.
+    fn is_paused(&self, pipeline: &str) -> bool;
+
+    /// Record, durably, that a pipeline is paused (or not).
+    fn set_paused(&self, pipeline: &str, paused: bool) -> Ticket;
+
+    /// Where a pipeline's source polls next (committed with its events).
+    fn cursor(&self, pipeline: &str) -> Option<String>;
+
+    /// When a pipeline's schedule last fired (ms since the Unix epoch).
+    fn schedule_last(&self, pipeline: &str) -> Option<u64>;
+
+    /// Record, durably, when a pipeline's schedule fired.
+    fn set_schedule_last(&self, pipeline: &str, at_ms: u64) -> Ticket;
+
+    // ---- plugin state (namespaced by pipeline and plugin) ----
+
+    /// A plugin's value.
+    fn kv_get(&self, namespace: &[u8], key: &str) -> Result<Option<Vec<u8>>, KvError>;
+
+    /// Replace (or with `None` remove) a value if its current value is
+    /// `expected` (when given), keeping the namespace within `quota_bytes`.
+    /// Not durable until [`Store::flush`].
+    fn kv_swap(
+        &self,
+        namespace: &[u8],
+        key: &str,
+        expected: Option<Option<&[u8]>>,
+        new: Option<&[u8]>,
+        quota_bytes: u64,
+    ) -> Result<bool, KvError>;
+
+    /// A plugin's keys starting with `prefix`, at most `limit`.
+    fn kv_list(&self, namespace: &[u8], prefix: &str, limit: usize)
+    -> Result<Vec<String>, KvError>;
+
+    // ---- the rest ----
+
+    /// The hash-chained audit log.
+    fn audit(&self) -> &dyn AuditLog;
+
+    /// Make every write so far durable.
+    fn flush(&self) -> Ticket;
+
+    /// Finish queued writes and stop.
+    fn close(&self);
+
+    /// The backend, for tests that tamper with it.
+    #[doc(hidden)]
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+impl dyn Store {
+    /// Event records, newest first, that `keep` accepts, at most `limit`.
+    pub fn recent_events(
+        &self,
+        mut keep: impl FnMut(&EventRecord) -> bool,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        self.scan_recent(&mut keep, limit)
+    }
+}
+
+/// Open the embedded default store in `dir`.
+pub fn open(dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(SledStore::open(dir)?))
+}

@@ -2,7 +2,7 @@
 //! flushes once for all of them before anyone is told the write is durable.
 
 use super::keys::{dedup_value, parse_dedup_value};
-use super::{EventId, StoreError, now_ms};
+use crate::store::{AfterCommit, Committed, EventId, StoreError, now_ms};
 use std::collections::HashMap;
 use std::sync::mpsc;
 use tokio::sync::oneshot;
@@ -11,12 +11,9 @@ use tokio::sync::oneshot;
 /// sled 0.34.7; 64 keeps each flush small and still covers many events.
 pub const MAX_GROUP: usize = 64;
 
-/// Callback run on the committer thread once a write is durable.
-pub type AfterCommit = Box<dyn FnOnce() + Send>;
-
 /// One atomic write: its operations all land together or not at all.
 #[derive(Default)]
-pub struct Write {
+pub(super) struct Write {
     /// `(key, Some(value))` inserts, `(key, None)` removes.
     pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Skip the write if this dedup key was taken within the window:
@@ -31,7 +28,7 @@ pub struct Write {
 }
 
 /// A part of a [`Write`] with its own dedup key (one polled event).
-pub struct Item {
+pub(super) struct Item {
     /// `(key, id to record, window in ms)`.
     pub dedup: (Vec<u8>, EventId, u64),
     /// Its operations.
@@ -42,24 +39,15 @@ pub struct Item {
 
 impl Write {
     /// Insert `key = value`.
-    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> &mut Self {
+    pub(super) fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> &mut Self {
         self.ops.push((key, Some(value)));
         self
     }
     /// Remove `key`.
-    pub fn remove(&mut self, key: Vec<u8>) -> &mut Self {
+    pub(super) fn remove(&mut self, key: Vec<u8>) -> &mut Self {
         self.ops.push((key, None));
         self
     }
-}
-
-/// What a durable write did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Committed {
-    /// Written and flushed.
-    Written,
-    /// Skipped: the dedup key belongs to this earlier event.
-    Duplicate(EventId),
 }
 
 /// Run the commit loop until every sender is gone.
@@ -167,40 +155,54 @@ fn commit_group(db: &sled::Db, tree: &sled::Tree, group: Vec<Write>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Store, dedup_key};
-    use super::*;
+    use crate::store::{Committed, Dedup, EventId, EventRecord, EventState, SledStore, Store};
 
-    fn keyed(id: EventId, window_ms: u64) -> Write {
-        Write {
-            dedup: Some((dedup_key("p", "k"), id, window_ms)),
-            ..Write::default()
-        }
+    fn keyed(window_ms: u64) -> (EventRecord, Dedup) {
+        let id = EventId::new();
+        let record = EventRecord {
+            id,
+            pipeline: "p".into(),
+            key: "k".into(),
+            correlation_id: id.to_string(),
+            content_type: "application/json".into(),
+            headers: vec![],
+            payload: b"{}".to_vec(),
+            received_at_ms: crate::store::now_ms(),
+            state: EventState::Queued,
+            attempts: vec![],
+            replays_at_ms: vec![],
+            round_base: 0,
+            order_key: None,
+        };
+        let dedup = Dedup {
+            pipeline: "p".into(),
+            key: "k".into(),
+            window_ms,
+        };
+        (record, dedup)
+    }
+
+    async fn accept(store: &SledStore, window_ms: u64) -> (EventId, Committed) {
+        let (record, dedup) = keyed(window_ms);
+        let done = store.accept(&record, Some(dedup), None).await.unwrap();
+        (record.id, done)
     }
 
     #[tokio::test]
     async fn a_dedup_key_is_free_again_once_its_window_has_passed() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let first = EventId::new();
+        let store = SledStore::open(dir.path()).unwrap();
+        let (first, done) = accept(&store, 150).await;
+        assert_eq!(done, Committed::Written);
         assert_eq!(
-            store.commit(keyed(first, 150)).await.unwrap(),
-            Committed::Written
-        );
-        assert_eq!(
-            store.commit(keyed(EventId::new(), 150)).await.unwrap(),
+            accept(&store, 150).await.1,
             Committed::Duplicate(first),
             "within the window the key is taken"
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        let later = EventId::new();
-        assert_eq!(
-            store.commit(keyed(later, 150)).await.unwrap(),
-            Committed::Written,
-            "past the window the key is free"
-        );
-        assert_eq!(
-            store.commit(keyed(EventId::new(), 150)).await.unwrap(),
-            Committed::Duplicate(later)
-        );
+        let (later, done) = accept(&store, 150).await;
+        assert_eq!(done, Committed::Written, "past the window the key is free");
+        assert_eq!(accept(&store, 150).await.1, Committed::Duplicate(later));
+        assert_eq!(store.counts().events, 2, "duplicates store nothing");
     }
 }

@@ -1,24 +1,24 @@
-//! Key layout of the `events` tree.
+//! Key layout of the `events` tree; nothing outside the sled store sees it.
 
-use super::EventId;
+use crate::store::EventId;
 
 /// Prefix of event records.
-pub const EVENT: u8 = b'e';
+pub(super) const EVENT: u8 = b'e';
 /// Prefix of queue entries.
-pub const QUEUE: u8 = b'q';
+pub(super) const QUEUE: u8 = b'q';
 /// Prefix of the dead-letter index.
-pub const DEAD: u8 = b'd';
+pub(super) const DEAD: u8 = b'd';
 /// Prefix of the history retention index.
-pub const DONE: u8 = b't';
+pub(super) const DONE: u8 = b't';
 /// Prefix of the ingress dedup records.
-pub const DEDUP: u8 = b'k';
+pub(super) const DEDUP: u8 = b'k';
 /// Prefix of paused-pipeline markers.
-pub const PAUSED: u8 = b'p';
+pub(super) const PAUSED: u8 = b'p';
 /// Prefix of source cursors.
-pub const CURSOR: u8 = b'c';
+pub(super) const CURSOR: u8 = b'c';
 
 /// `c` + pipeline: where a pipeline's source polls next.
-pub fn cursor_key(pipeline: &str) -> Vec<u8> {
+pub(super) fn cursor_key(pipeline: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + pipeline.len());
     k.push(CURSOR);
     k.extend_from_slice(pipeline.as_bytes());
@@ -26,7 +26,7 @@ pub fn cursor_key(pipeline: &str) -> Vec<u8> {
 }
 
 /// `p` + pipeline
-pub fn paused_key(pipeline: &str) -> Vec<u8> {
+pub(super) fn paused_key(pipeline: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + pipeline.len());
     k.push(PAUSED);
     k.extend_from_slice(pipeline.as_bytes());
@@ -34,7 +34,7 @@ pub fn paused_key(pipeline: &str) -> Vec<u8> {
 }
 
 /// `e` + id
-pub fn event_key(id: &EventId) -> Vec<u8> {
+pub(super) fn event_key(id: &EventId) -> Vec<u8> {
     let mut k = Vec::with_capacity(17);
     k.push(EVENT);
     k.extend_from_slice(id.as_bytes());
@@ -42,7 +42,7 @@ pub fn event_key(id: &EventId) -> Vec<u8> {
 }
 
 /// `q` + due (big-endian ms) + id: a prefix scan yields work in due order.
-pub fn queue_key(due_ms: u64, id: &EventId) -> Vec<u8> {
+pub(super) fn queue_key(due_ms: u64, id: &EventId) -> Vec<u8> {
     let mut k = Vec::with_capacity(25);
     k.push(QUEUE);
     k.extend_from_slice(&due_ms.to_be_bytes());
@@ -51,7 +51,7 @@ pub fn queue_key(due_ms: u64, id: &EventId) -> Vec<u8> {
 }
 
 /// Split a queue key into due time and id.
-pub fn parse_queue_key(k: &[u8]) -> Option<(u64, EventId)> {
+pub(super) fn parse_queue_key(k: &[u8]) -> Option<(u64, EventId)> {
     if k.len() != 25 || k[0] != QUEUE {
         return None;
     }
@@ -60,7 +60,7 @@ pub fn parse_queue_key(k: &[u8]) -> Option<(u64, EventId)> {
 }
 
 /// `d` + id
-pub fn dead_key(id: &EventId) -> Vec<u8> {
+pub(super) fn dead_key(id: &EventId) -> Vec<u8> {
     let mut k = Vec::with_capacity(17);
     k.push(DEAD);
     k.extend_from_slice(id.as_bytes());
@@ -68,7 +68,7 @@ pub fn dead_key(id: &EventId) -> Vec<u8> {
 }
 
 /// `t` + finish ms + id
-pub fn done_key(at_ms: u64, id: &EventId) -> Vec<u8> {
+pub(super) fn done_key(at_ms: u64, id: &EventId) -> Vec<u8> {
     let mut k = Vec::with_capacity(25);
     k.push(DONE);
     k.extend_from_slice(&at_ms.to_be_bytes());
@@ -77,7 +77,7 @@ pub fn done_key(at_ms: u64, id: &EventId) -> Vec<u8> {
 }
 
 /// `k` + pipeline + 0 + idempotency key
-pub fn dedup_key(pipeline: &str, key: &str) -> Vec<u8> {
+pub(super) fn dedup_key(pipeline: &str, key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + pipeline.len() + key.len());
     k.push(DEDUP);
     k.extend_from_slice(pipeline.as_bytes());
@@ -87,7 +87,7 @@ pub fn dedup_key(pipeline: &str, key: &str) -> Vec<u8> {
 }
 
 /// Value of a dedup record: first event id + accept time.
-pub fn dedup_value(id: &EventId, at_ms: u64) -> Vec<u8> {
+pub(super) fn dedup_value(id: &EventId, at_ms: u64) -> Vec<u8> {
     let mut v = Vec::with_capacity(24);
     v.extend_from_slice(id.as_bytes());
     v.extend_from_slice(&at_ms.to_be_bytes());
@@ -95,7 +95,7 @@ pub fn dedup_value(id: &EventId, at_ms: u64) -> Vec<u8> {
 }
 
 /// Parse a dedup value.
-pub fn parse_dedup_value(v: &[u8]) -> Option<(EventId, u64)> {
+pub(super) fn parse_dedup_value(v: &[u8]) -> Option<(EventId, u64)> {
     if v.len() != 24 {
         return None;
     }

@@ -1,0 +1,419 @@
+//! The embedded default store: one sled directory.
+//!
+//! The hot path keeps every state of an event in one tree (`events`), keyed
+//! by prefix (see `keys`), and writes through a group-commit thread that
+//! applies up to [`MAX_GROUP`] writes as one batch and flushes once for all
+//! of them. Plugin state lives in the `kv` tree, the audit log in `audit`
+//! with its head in `meta`, each schedule's last fire time in `schedules`.
+
+mod audit;
+mod committer;
+mod keys;
+mod kv;
+mod sweep;
+
+pub use committer::MAX_GROUP;
+
+use self::audit::SledAuditLog;
+use self::committer::{Item, Write};
+use self::keys::*;
+use super::{
+    AfterAttempt, AfterCommit, AuditLog, Dedup, EventId, EventRecord, EventState, KvError, Polled,
+    QueueEntry, Store, StoreCounts, StoreError, StoreFuture, Swept, Ticket,
+};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, mpsc};
+use std::thread::JoinHandle;
+
+/// The sled store.
+pub struct SledStore {
+    db: sled::Db,
+    events: sled::Tree,
+    kv: sled::Tree,
+    audit: SledAuditLog,
+    schedules: sled::Tree,
+    flushes: std::sync::Arc<crate::histogram::Histogram>,
+    dir: PathBuf,
+    tx: Mutex<Option<mpsc::Sender<Write>>>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl SledStore {
+    /// Open (or create) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            dir: dir.to_path_buf(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|e| {
+                let text = e.to_string();
+                if text.contains("lock") || text.contains("WouldBlock") {
+                    open_err(format!(
+                        "{text}; is another weft process using this data directory? Stop it, or use the admin API of the running host"
+                    ))
+                } else {
+                    open_err(text)
+                }
+            })?;
+        let events = db
+            .open_tree("events")
+            .map_err(|e| open_err(e.to_string()))?;
+        let kv = db.open_tree("kv").map_err(|e| open_err(e.to_string()))?;
+        let audit = SledAuditLog::open(&db).map_err(open_err)?;
+        let schedules = db
+            .open_tree("schedules")
+            .map_err(|e| open_err(e.to_string()))?;
+        let (tx, rx) = mpsc::channel();
+        let (cdb, ctree) = (db.clone(), events.clone());
+        let flushes = std::sync::Arc::new(crate::histogram::Histogram::default());
+        let cflushes = flushes.clone();
+        let committer = std::thread::Builder::new()
+            .name("weft-commit".into())
+            .spawn(move || committer::run(cdb, ctree, rx, cflushes))
+            .map_err(|e| open_err(e.to_string()))?;
+        Ok(SledStore {
+            db,
+            events,
+            kv,
+            audit,
+            schedules,
+            flushes,
+            dir: dir.to_path_buf(),
+            tx: Mutex::new(Some(tx)),
+            committer: Mutex::new(Some(committer)),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The audit log's tree, for tests that tamper with it.
+    #[doc(hidden)]
+    pub fn audit_tree(&self) -> &sled::Tree {
+        self.audit.tree()
+    }
+
+    /// Queue a write for the next group commit and return at once.
+    fn submit(&self, mut write: Write) -> Ticket {
+        let (ticket, reply) = Ticket::new();
+        write.reply = Some(reply);
+        let unsent = match self.tx.lock() {
+            Ok(tx) => match tx.as_ref() {
+                Some(tx) => tx.send(write).err().map(|e| e.0),
+                None => Some(write),
+            },
+            Err(_) => Some(write),
+        };
+        if let Some(mut w) = unsent
+            && let Some(reply) = w.reply.take()
+        {
+            let _ = reply.send(Err(StoreError::Closed));
+        }
+        ticket
+    }
+
+    fn count(&self, prefix: u8) -> usize {
+        self.events.scan_prefix([prefix]).count()
+    }
+}
+
+fn dedup_of(d: Dedup, id: EventId) -> (Vec<u8>, EventId, u64) {
+    (dedup_key(&d.pipeline, &d.key), id, d.window_ms)
+}
+
+/// The operations that store a new event and queue its first attempt.
+fn queued_new(record: &EventRecord) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    vec![
+        (event_key(&record.id), Some(record.encode())),
+        (
+            queue_key(record.received_at_ms, &record.id),
+            Some(1u32.to_be_bytes().to_vec()),
+        ),
+    ]
+}
+
+impl Store for SledStore {
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn flush_latency(&self) -> &crate::histogram::Histogram {
+        &self.flushes
+    }
+
+    fn accept(
+        &self,
+        record: &EventRecord,
+        dedup: Option<Dedup>,
+        after: Option<AfterCommit>,
+    ) -> Ticket {
+        self.submit(Write {
+            ops: queued_new(record),
+            dedup: dedup.map(|d| dedup_of(d, record.id)),
+            after,
+            ..Write::default()
+        })
+    }
+
+    fn accept_polled(&self, pipeline: &str, items: Vec<Polled>, cursor: Option<&str>) -> Ticket {
+        let mut write = Write::default();
+        if let Some(c) = cursor {
+            write.put(cursor_key(pipeline), c.as_bytes().to_vec());
+        }
+        write.items = items
+            .into_iter()
+            .map(|p| Item {
+                ops: queued_new(&p.record),
+                dedup: dedup_of(p.dedup, p.record.id),
+                after: p.after,
+            })
+            .collect();
+        self.submit(write)
+    }
+
+    fn record_attempt(
+        &self,
+        record: &EventRecord,
+        done: QueueEntry,
+        next: AfterAttempt,
+        after: Option<AfterCommit>,
+    ) -> Ticket {
+        let mut write = Write::default();
+        write.remove(queue_key(done.due_ms, &done.id));
+        match next {
+            AfterAttempt::Retry { due_ms, attempt } => {
+                write.put(
+                    queue_key(due_ms, &record.id),
+                    attempt.to_be_bytes().to_vec(),
+                );
+            }
+            AfterAttempt::Finished { at_ms } => {
+                write.put(done_key(at_ms, &record.id), Vec::new());
+            }
+            AfterAttempt::DeadLettered => {
+                write.put(dead_key(&record.id), Vec::new());
+            }
+        }
+        write.put(event_key(&record.id), record.encode());
+        write.after = after;
+        self.submit(write)
+    }
+
+    fn drop_queue_entry(&self, entry: QueueEntry) -> Ticket {
+        let mut write = Write::default();
+        write.remove(queue_key(entry.due_ms, &entry.id));
+        self.submit(write)
+    }
+
+    fn replay(
+        &self,
+        record: &EventRecord,
+        due_ms: u64,
+        attempt: u32,
+        after: Option<AfterCommit>,
+    ) -> Ticket {
+        let mut write = Write::default();
+        write.remove(dead_key(&record.id));
+        write.put(
+            queue_key(due_ms, &record.id),
+            attempt.to_be_bytes().to_vec(),
+        );
+        write.put(event_key(&record.id), record.encode());
+        write.after = after;
+        self.submit(write)
+    }
+
+    fn purge(&self, id: &EventId) -> Ticket {
+        let mut write = Write::default();
+        write.remove(dead_key(id));
+        write.remove(event_key(id));
+        self.submit(write)
+    }
+
+    fn sweep(
+        &self,
+        history_before_ms: u64,
+        keep_events: Option<usize>,
+        dedup_before_ms: u64,
+    ) -> StoreFuture<'_, Swept> {
+        Box::pin(sweep::sweep(
+            self,
+            history_before_ms,
+            keep_events,
+            dedup_before_ms,
+        ))
+    }
+
+    fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
+        match self.events.get(event_key(id)) {
+            Ok(Some(v)) => EventRecord::decode(&v).map(Some).map_err(StoreError::Read),
+            Ok(None) => Ok(None),
+            Err(e) => Err(StoreError::Read(e.to_string())),
+        }
+    }
+
+    fn queue(&self) -> Result<Vec<QueueEntry>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.events.scan_prefix([QUEUE]) {
+            let (k, v) = item.map_err(|e| StoreError::Read(e.to_string()))?;
+            if let Some((due_ms, id)) = parse_queue_key(&k) {
+                let attempt = v.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(1);
+                out.push(QueueEntry {
+                    due_ms,
+                    id,
+                    attempt,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn dead_letters(&self, pipeline: Option<&str>) -> Result<Vec<EventRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.events.scan_prefix([DEAD]) {
+            let (k, _) = item.map_err(|e| StoreError::Read(e.to_string()))?;
+            let Some(id) = EventId::from_slice(&k[1..]) else {
+                continue;
+            };
+            if let Some(rec) = self.event(&id)?
+                && rec.state == EventState::DeadLettered
+                && pipeline.is_none_or(|p| p == rec.pipeline)
+            {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    fn scan_recent(
+        &self,
+        keep: &mut dyn FnMut(&EventRecord) -> bool,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.events.scan_prefix([EVENT]).rev() {
+            let (_, v) = item.map_err(|e| StoreError::Read(e.to_string()))?;
+            let r = EventRecord::decode(&v).map_err(StoreError::Read)?;
+            if keep(&r) {
+                out.push(r);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn counts(&self) -> StoreCounts {
+        StoreCounts {
+            events: self.count(EVENT),
+            queued: self.count(QUEUE),
+            dead_letters: self.count(DEAD),
+            finished: self.count(DONE),
+            dedup_keys: self.count(DEDUP),
+        }
+    }
+
+    fn is_paused(&self, pipeline: &str) -> bool {
+        self.events
+            .contains_key(paused_key(pipeline))
+            .unwrap_or(false)
+    }
+
+    fn set_paused(&self, pipeline: &str, paused: bool) -> Ticket {
+        let mut w = Write::default();
+        if paused {
+            w.put(paused_key(pipeline), Vec::new());
+        } else {
+            w.remove(paused_key(pipeline));
+        }
+        self.submit(w)
+    }
+
+    fn cursor(&self, pipeline: &str) -> Option<String> {
+        self.events
+            .get(cursor_key(pipeline))
+            .ok()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
+    fn schedule_last(&self, pipeline: &str) -> Option<u64> {
+        self.schedules
+            .get(pipeline.as_bytes())
+            .ok()
+            .flatten()
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+    }
+
+    fn set_schedule_last(&self, pipeline: &str, at_ms: u64) -> Ticket {
+        if let Err(e) = self
+            .schedules
+            .insert(pipeline.as_bytes(), &at_ms.to_be_bytes())
+        {
+            return Ticket::settled(Err(StoreError::Write(e.to_string())));
+        }
+        self.flush()
+    }
+
+    fn kv_get(&self, namespace: &[u8], key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        kv::get(&self.kv, namespace, key)
+    }
+
+    fn kv_swap(
+        &self,
+        namespace: &[u8],
+        key: &str,
+        expected: Option<Option<&[u8]>>,
+        new: Option<&[u8]>,
+        quota_bytes: u64,
+    ) -> Result<bool, KvError> {
+        kv::swap(&self.kv, namespace, key, expected, new, quota_bytes)
+    }
+
+    fn kv_list(
+        &self,
+        namespace: &[u8],
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, KvError> {
+        kv::list(&self.kv, namespace, prefix, limit)
+    }
+
+    fn audit(&self) -> &dyn AuditLog {
+        &self.audit
+    }
+
+    fn flush(&self) -> Ticket {
+        // An empty write through the committer flushes everything written
+        // before it, in order with the group commits.
+        self.submit(Write::default())
+    }
+
+    fn close(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        if let Some(handle) = self.committer.lock().ok().and_then(|mut h| h.take()) {
+            let _ = handle.join();
+        }
+        let _ = self.db.flush();
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
