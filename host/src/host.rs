@@ -4,7 +4,8 @@
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::http_util::{Body, error, json};
-use crate::sandbox::{Plugin, Sandbox, SandboxOptions};
+use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::trigger::Triggers;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -33,12 +34,10 @@ pub struct RunningHost {
     pub plugins: Plugins,
     stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
+    triggers: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Plugins by name.
-pub type Plugins = BTreeMap<String, Arc<Plugin>>;
-/// Why a plugin file failed to load, by plugin name.
-pub type LoadFailures = BTreeMap<String, String>;
+pub use crate::sandbox::{LoadFailures, Plugins};
 
 /// Load every `*.wasm` in the plugin directory. Plugins that fail to load are
 /// returned as errors next to the ones that loaded.
@@ -147,7 +146,13 @@ impl RunningHost {
         let engine = Engine::build(&config, store.clone(), sandbox, &plugins, &load_errors)
             .await
             .map_err(|e| StartError(e.to_string()))?;
+        let triggers = Arc::new(
+            Triggers::build(&config, &engine, &secrets, &plugins, &load_errors)
+                .await
+                .map_err(|e| StartError(e.to_string()))?,
+        );
         let recovered = engine.start().map_err(|e| StartError(e.to_string()))?;
+        let trigger_tasks = triggers.start(&engine);
         if recovered > 0 {
             tracing::info!(
                 recovered,
@@ -168,10 +173,7 @@ impl RunningHost {
         let server = tokio::spawn(serve(
             listener,
             engine.clone(),
-            Arc::new(ServerState {
-                max_body: config.server.max_body_bytes,
-                api,
-            }),
+            Arc::new(ServerState { triggers, api }),
             stopped,
         ));
         tracing::info!(%addr, pipelines = ?engine.pipeline_names(), "weft is serving");
@@ -181,6 +183,7 @@ impl RunningHost {
             plugins,
             stop,
             server,
+            triggers: trigger_tasks,
         })
     }
 
@@ -190,6 +193,16 @@ impl RunningHost {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
         self.engine.stop(Duration::from_secs(10)).await;
+        // Triggers end when the engine stops; one caught mid-accept may take
+        // a moment to hear it.
+        for mut task in self.triggers {
+            if tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
         let store = self.engine.store().clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
     }
@@ -201,7 +214,7 @@ impl RunningHost {
 }
 
 struct ServerState {
-    max_body: usize,
+    triggers: Arc<Triggers>,
     api: crate::api::ApiState,
 }
 
@@ -249,8 +262,17 @@ async fn route(engine: &Engine, state: &ServerState, req: Request<Incoming>) -> 
     let path = req.uri().path().to_string();
     match (req.method(), path.as_str()) {
         (&Method::POST, p) if p.starts_with("/hooks/") => {
-            let name = p["/hooks/".len()..].trim_end_matches('/').to_string();
-            crate::trigger::webhook::handle(engine, &name, state.max_body, req).await
+            let name = p["/hooks/".len()..].trim_end_matches('/');
+            match state.triggers.webhook(name) {
+                Some(hook) => hook.handle(engine, req).await,
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "unknown pipeline {name:?}; configured pipelines: {}",
+                        engine.pipeline_names().join(", ")
+                    ),
+                ),
+            }
         }
         (_, p) if p.starts_with("/hooks/") => error(
             StatusCode::METHOD_NOT_ALLOWED,

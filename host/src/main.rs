@@ -383,10 +383,18 @@ async fn check(path: &Path) -> Result<()> {
     for e in errors.values() {
         eprintln!("warning: {e}");
     }
-    weft_host::engine::Engine::build(
+    let engine = weft_host::engine::Engine::build(
         &config,
         scratch.store.clone(),
         scratch.sandbox.clone(),
+        &plugins,
+        &errors,
+    )
+    .await?;
+    weft_host::trigger::Triggers::build(
+        &config,
+        &engine,
+        scratch.sandbox.secrets(),
         &plugins,
         &errors,
     )
@@ -787,7 +795,7 @@ async fn pipeline_set(host: &HostArg, name: &str, pause: bool) -> Result<()> {
 fn redaction_of(config: &Option<Config>) -> weft_host::redact::FieldRedaction {
     config
         .as_ref()
-        .map(weft_host::redact::FieldRedaction::from_config)
+        .map(|c| weft_host::redact::FieldRedaction::new(c.redact_lists()))
         .unwrap_or_default()
 }
 

@@ -74,14 +74,13 @@ pub struct FieldRedaction {
 pub const MIN_FIELD_LEN: usize = 4;
 
 impl FieldRedaction {
-    /// The `redact` lists of every pipeline in `config`.
-    pub fn from_config(config: &crate::config::Config) -> Self {
+    /// The `redact` lists of the pipelines: (pipeline, pointers).
+    pub fn new<'a>(lists: impl IntoIterator<Item = (&'a str, &'a [String])>) -> Self {
         FieldRedaction {
-            by_pipeline: config
-                .pipelines
-                .iter()
-                .filter(|p| !p.redact.is_empty())
-                .map(|p| (p.name.clone(), p.redact.clone()))
+            by_pipeline: lists
+                .into_iter()
+                .filter(|(_, pointers)| !pointers.is_empty())
+                .map(|(name, pointers)| (name.to_string(), pointers.to_vec()))
                 .collect(),
         }
     }
@@ -89,34 +88,6 @@ impl FieldRedaction {
     /// The pointers of one pipeline.
     pub fn pointers(&self, pipeline: &str) -> &[String] {
         self.by_pipeline.get(pipeline).map_or(&[], Vec::as_slice)
-    }
-
-    /// A record fit to show: redacted fields replaced in the payload, their
-    /// values masked in every attempt's message.
-    pub fn record<'a>(
-        &self,
-        r: &'a crate::store::EventRecord,
-    ) -> Cow<'a, crate::store::EventRecord> {
-        let pointers = self.pointers(&r.pipeline);
-        if pointers.is_empty() {
-            return Cow::Borrowed(r);
-        }
-        let mut r = r.clone();
-        let values = field_values(&r.payload, pointers);
-        if let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&r.payload) {
-            for p in pointers {
-                if let Some(v) = doc.pointer_mut(p) {
-                    *v = serde_json::Value::String(MASK.into());
-                }
-            }
-            r.payload = doc.to_string().into_bytes();
-        }
-        for a in &mut r.attempts {
-            if let crate::store::AttemptOutcome::Failed { message, .. } = &mut a.outcome {
-                *message = mask_values(message, &values).into_owned();
-            }
-        }
-        Cow::Owned(r)
     }
 }
 

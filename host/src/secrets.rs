@@ -2,6 +2,7 @@
 //! secrets file, never from `weft.toml`, and registered for masking.
 
 use crate::config::Config;
+pub use crate::config::valid_credential_name as valid_name;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
@@ -10,12 +11,12 @@ use std::path::Path;
 /// without masking ordinary words.
 pub const MIN_SECRET_LEN: usize = 8;
 
-/// Whether `name` is a usable credential name (`MARKETING_TOKEN`).
-pub fn valid_name(name: &str) -> bool {
-    name.starts_with(|c: char| c.is_ascii_uppercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+/// Compare secret values without leaking where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The environment variable that holds credential `name`.
@@ -43,7 +44,7 @@ impl Secrets {
             Some(path) => read_file(path)?,
             None => BTreeMap::new(),
         };
-        let mut wanted = wanted(config);
+        let mut wanted = config.credential_uses();
         wanted.sort_unstable();
         let mut values = BTreeMap::new();
         let mut problems = Vec::new();
@@ -84,7 +85,7 @@ impl Secrets {
             Some(path) => read_file(path)?.into_keys().collect(),
             None => Default::default(),
         };
-        for (c, _) in wanted(config) {
+        for (c, _) in config.credential_uses() {
             if std::env::var(env_var(c)).is_ok_and(|v| !v.is_empty()) {
                 names.insert(c.to_string());
             }
@@ -101,34 +102,6 @@ impl Secrets {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.values.keys().map(String::as_str)
     }
-}
-
-/// Every credential the config uses, with what uses it: grants, admin
-/// tokens and webhook verification.
-fn wanted(config: &Config) -> Vec<(&str, &str)> {
-    config
-        .grants
-        .iter()
-        .flat_map(|(plugin, g)| {
-            g.credential_names()
-                .into_iter()
-                .map(move |c| (c, plugin.as_str()))
-        })
-        .chain(
-            config
-                .admin
-                .tokens
-                .iter()
-                .map(|t| (t.secret.as_str(), "the admin API")),
-        )
-        .chain(config.pipelines.iter().flat_map(|p| {
-            p.trigger
-                .webhook
-                .iter()
-                .flat_map(|w| w.secret_names())
-                .map(|s| (s, "webhook verification"))
-        }))
-        .collect()
 }
 
 fn read_file(path: &Path) -> Result<BTreeMap<String, String>, String> {

@@ -24,7 +24,7 @@ fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
 pub struct ApiState {
     /// (name, role, token value)
     tokens: Vec<(String, Role, String)>,
-    plugins: crate::host::Plugins,
+    plugins: crate::sandbox::Plugins,
 }
 
 /// An authenticated caller.
@@ -39,7 +39,7 @@ impl ApiState {
     pub fn new(
         config: &Config,
         secrets: &crate::secrets::Secrets,
-        plugins: crate::host::Plugins,
+        plugins: crate::sandbox::Plugins,
     ) -> ApiState {
         let mut tokens: Vec<(String, Role, String)> = config
             .admin

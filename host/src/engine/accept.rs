@@ -1,8 +1,8 @@
 //! Accepting an event: validate, give it an id and keys, and write it durably
 //! (with its dedup record) before anyone is told it was accepted.
 
-use super::build::Engine;
-use super::run::Job;
+use super::handle::Engine;
+use super::job::Job;
 use crate::store::{
     AfterCommit, Committed, Dedup, EventId, EventRecord, EventState, Polled, StoreError, now_ms,
 };
@@ -108,7 +108,7 @@ impl Engine {
             if let Some(p) = engine.inner.pipelines.get(&job.pipeline) {
                 p.stats.accepted.fetch_add(1, Ordering::Relaxed);
             }
-            engine.requeued(job, super::build::Entry::Accepted)
+            engine.requeued(job, super::pipeline::Entry::Accepted)
         })
     }
 
@@ -121,7 +121,7 @@ impl Engine {
     }
 
     /// The pipeline, if it exists and takes new events now.
-    fn admit(&self, pipeline: &str) -> Result<Arc<super::build::Pipeline>, AcceptError> {
+    fn admit(&self, pipeline: &str) -> Result<Arc<super::pipeline::Pipeline>, AcceptError> {
         let p = self
             .inner
             .pipelines

@@ -1,8 +1,8 @@
 //! The dead-letter queue: listing and replaying, with or without a running
 //! engine.
 
-use super::build::Engine;
-use super::run::Job;
+use super::handle::Engine;
+use super::job::Job;
 use crate::store::{AttemptOutcome, EventId, EventRecord, EventState, Store, StoreError, now_ms};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -396,7 +396,7 @@ pub async fn replay(
                         order_key,
                         record: Some(r.clone()),
                     };
-                    Box::new(move || engine.requeued(job, super::build::Entry::Replayed))
+                    Box::new(move || engine.requeued(job, super::pipeline::Entry::Replayed))
                         as crate::store::AfterCommit
                 });
                 store.replay(&r, now, attempt, after).await?;
@@ -410,4 +410,31 @@ pub async fn replay(
         });
     }
     Ok(out)
+}
+
+impl crate::redact::FieldRedaction {
+    /// A record fit to show: redacted fields replaced in the payload, their
+    /// values masked in every attempt's message.
+    pub fn record<'a>(&self, r: &'a EventRecord) -> std::borrow::Cow<'a, EventRecord> {
+        let pointers = self.pointers(&r.pipeline);
+        if pointers.is_empty() {
+            return std::borrow::Cow::Borrowed(r);
+        }
+        let mut r = r.clone();
+        let values = crate::redact::field_values(&r.payload, pointers);
+        if let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&r.payload) {
+            for p in pointers {
+                if let Some(v) = doc.pointer_mut(p) {
+                    *v = serde_json::Value::String(crate::redact::MASK.into());
+                }
+            }
+            r.payload = doc.to_string().into_bytes();
+        }
+        for a in &mut r.attempts {
+            if let AttemptOutcome::Failed { message, .. } = &mut a.outcome {
+                *message = crate::redact::mask_values(message, &values).into_owned();
+            }
+        }
+        std::borrow::Cow::Owned(r)
+    }
 }

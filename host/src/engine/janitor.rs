@@ -1,7 +1,7 @@
 //! Retention: drop finished events past the history window and dedup records
 //! past the dedup window.
 
-use super::build::Engine;
+use super::handle::Engine;
 use crate::store::now_ms;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 pub(super) async fn run(engine: Engine) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
-    let mut stop = engine.inner.stop.subscribe();
+    let mut stop = engine.stopping();
     loop {
         let stopping = tokio::select! {
             _ = tick.tick() => false,

@@ -4,22 +4,34 @@
 //!
 //! Delivery is at-least-once: an event leaves the queue only when its
 //! outcome is written. Every delivery carries the event's idempotency key, so
-//! a receiver can make the effect exactly-once.
+//! a receiver can make the effect exactly-once. The engine does not know how
+//! events arrive: triggers call [`Engine::accept`] and friends.
 
 mod accept;
+mod admin;
+mod attempt;
 mod breaker;
 mod build;
+mod dispatch;
 mod dlq;
+mod error;
+mod handle;
 mod janitor;
+mod job;
 mod order;
+mod pipeline;
+mod queue;
 mod retry;
-mod run;
+mod start;
+mod stats;
 
 pub use accept::{AcceptError, Accepted, Incoming};
 pub use breaker::BreakerState;
-pub use build::{BuildError, Engine, PipelineStats, PipelineStatus, Rejection};
 pub use dlq::{
     DeadLetterView, EventView, ReplayOutcome, RunSummary, Selection, dead_letter_views,
     parse_since, purge, replay, run_history,
 };
+pub use error::EngineError;
+pub use handle::Engine;
 pub use retry::RetryPolicy;
+pub use stats::{PipelineStats, PipelineStatus};

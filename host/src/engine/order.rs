@@ -1,7 +1,7 @@
 //! Ordering by key: events with the same key run one at a time, in the order
 //! they were accepted; other keys are not held up.
 
-use super::run::Job;
+use super::job::Job;
 use crate::store::EventId;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

@@ -21,6 +21,6 @@ mod types;
 
 pub use host::net;
 pub use invoke::Called;
-pub use plugin::{Plugin, PluginStats, World};
+pub use plugin::{LoadFailures, Plugin, PluginStats, Plugins, World};
 pub use runtime::{Sandbox, SandboxError, SandboxOptions};
 pub use types::{CallContext, CallCost, CallError, PollBatch, TransformOutput};

@@ -67,6 +67,11 @@ pub struct PluginStats {
     pub memory_peak: AtomicU64,
 }
 
+/// Plugins by name.
+pub type Plugins = std::collections::BTreeMap<String, Arc<Plugin>>;
+/// Why a plugin file failed to load, by plugin name.
+pub type LoadFailures = std::collections::BTreeMap<String, String>;
+
 /// A plugin ready to instantiate.
 pub struct Plugin {
     /// Name (the file stem).

@@ -1,6 +1,94 @@
-//! Triggers: how events enter the host.
+//! Triggers: how events enter the host. Each kind implements [`Trigger`]:
+//! a webhook is handed requests by the server, a schedule and a poll run a
+//! task of their own. Triggers depend on the engine; the engine does not
+//! know they exist.
 
 pub mod poll;
 pub mod schedule;
-pub mod verify;
 pub mod webhook;
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::sandbox::Plugins;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// What a trigger's [`Trigger::run`] returns: its work until the engine stops.
+pub type Running = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One way events enter one pipeline.
+pub trait Trigger: Send + Sync + 'static {
+    /// The kind, as `trigger = { KIND = … }` names it.
+    fn kind(&self) -> &'static str;
+    /// The pipeline it feeds.
+    fn pipeline(&self) -> &str;
+    /// Feed the pipeline until the engine stops.
+    fn run(self: Arc<Self>, engine: Engine) -> Running;
+}
+
+/// Why the triggers could not be built: the message names the pipeline,
+/// the key and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TriggerError(pub String);
+
+/// Every pipeline's triggers: its webhook (always there), and its schedule
+/// or poll when configured.
+pub struct Triggers {
+    webhooks: HashMap<String, Arc<webhook::Webhook>>,
+    all: Vec<Arc<dyn Trigger>>,
+}
+
+impl Triggers {
+    /// Build every pipeline's triggers: webhook verifiers from `secrets`,
+    /// contracts from their files, poll sources from the loaded plugins
+    /// (their config checked by the plugin itself).
+    pub async fn build(
+        config: &Config,
+        engine: &Engine,
+        secrets: &crate::secrets::Secrets,
+        plugins: &Plugins,
+        load_failures: &BTreeMap<String, String>,
+    ) -> Result<Triggers, TriggerError> {
+        let mut webhooks = HashMap::new();
+        let mut all: Vec<Arc<dyn Trigger>> = Vec::new();
+        for p in &config.pipelines {
+            let hook = Arc::new(webhook::Webhook::build(
+                p,
+                secrets,
+                config.server.max_body_bytes,
+            )?);
+            webhooks.insert(p.name.clone(), hook.clone());
+            all.push(hook);
+            if let Some(poll) = &p.trigger.poll {
+                let trigger =
+                    poll::PollTrigger::build(p, poll, engine, plugins, load_failures).await?;
+                all.push(Arc::new(trigger));
+            } else if let Some(s) = &p.trigger.schedule {
+                let schedule = s.schedule().map_err(|e| {
+                    TriggerError(format!("pipeline {:?}: trigger.schedule: {e}", p.name))
+                })?;
+                all.push(Arc::new(schedule::ScheduleTrigger::new(&p.name, schedule)));
+            }
+        }
+        Ok(Triggers { webhooks, all })
+    }
+
+    /// Start every trigger's work; the tasks end when the engine stops.
+    pub fn start(&self, engine: &Engine) -> Vec<tokio::task::JoinHandle<()>> {
+        self.all
+            .iter()
+            .map(|t| {
+                tracing::debug!(pipeline = t.pipeline(), kind = t.kind(), "trigger started");
+                tokio::spawn(t.clone().run(engine.clone()))
+            })
+            .collect()
+    }
+
+    /// A pipeline's webhook.
+    pub fn webhook(&self, pipeline: &str) -> Option<&webhook::Webhook> {
+        self.webhooks.get(pipeline).map(|w| w.as_ref())
+    }
+}

@@ -3,11 +3,95 @@
 //! write, with a dedup key per item, so a crash between poll and commit
 //! polls again from the old cursor and nothing is accepted twice.
 
+use super::schedule::{OnMissed, Schedule};
+use super::{Running, Trigger, TriggerError};
+use crate::config::{PipelineConfig, PollConfig};
 use crate::engine::Engine;
-use crate::sandbox::{CallContext, Plugin};
+use crate::sandbox::{CallContext, Plugin, Plugins, World};
 use crate::store::ErrorKind;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A pipeline's poll trigger: its source plugin, config and pace.
+pub struct PollTrigger {
+    pipeline: String,
+    plugin: Arc<Plugin>,
+    config: String,
+    pace: Pace,
+    max_backoff: Duration,
+}
+
+impl PollTrigger {
+    /// The poll trigger of pipeline `p`: its plugin must be a loaded source
+    /// that accepts its config.
+    pub async fn build(
+        p: &PipelineConfig,
+        poll: &PollConfig,
+        engine: &Engine,
+        plugins: &Plugins,
+        load_failures: &BTreeMap<String, String>,
+    ) -> Result<PollTrigger, TriggerError> {
+        let sandbox = engine.sandbox();
+        let plugin = plugins.get(&poll.plugin).cloned().ok_or_else(|| {
+            let why = load_failures
+                .get(&poll.plugin)
+                .map(|e| format!(": {e}"))
+                .unwrap_or_else(|| " (no such .wasm in the plugin directory)".into());
+            TriggerError(format!(
+                "pipeline {:?}, trigger.poll: plugin {:?} is not loaded{why}",
+                p.name, poll.plugin
+            ))
+        })?;
+        if plugin.world != World::Source {
+            return Err(TriggerError(format!(
+                "pipeline {:?}, trigger.poll: plugin {:?} implements {} but a poll trigger needs {}",
+                p.name,
+                poll.plugin,
+                plugin.world,
+                World::Source
+            )));
+        }
+        sandbox
+            .check_config(&plugin, &poll.config.to_string(), &p.name)
+            .await
+            .map_err(|e| {
+                TriggerError(format!(
+                    "pipeline {:?}, trigger.poll: the plugin rejected its config: {}",
+                    p.name, e.message
+                ))
+            })?;
+
+        // With a schedule too, the source is polled on its ticks.
+        let pace = match &p.trigger.schedule {
+            Some(s) => Pace::Schedule(Box::new(s.schedule().map_err(|e| {
+                TriggerError(format!("pipeline {:?}: trigger.schedule: {e}", p.name))
+            })?)),
+            None => Pace::Every(Duration::from_millis(poll.every_ms)),
+        };
+        Ok(PollTrigger {
+            pipeline: p.name.clone(),
+            plugin,
+            config: poll.config.to_string(),
+            pace,
+            max_backoff: Duration::from_millis(poll.max_backoff_ms),
+        })
+    }
+}
+
+impl Trigger for PollTrigger {
+    fn kind(&self) -> &'static str {
+        "poll"
+    }
+
+    fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    fn run(self: Arc<Self>, engine: Engine) -> Running {
+        Box::pin(async move { run(engine, &self).await })
+    }
+}
 
 /// How one poll went, for the loop's pacing.
 enum Next {
@@ -24,7 +108,7 @@ pub enum Pace {
     /// A fixed pause between polls that found nothing more.
     Every(Duration),
     /// At each tick of a schedule (`on_missed = "once"` polls at start-up).
-    Schedule(Box<super::schedule::Schedule>),
+    Schedule(Box<Schedule>),
 }
 
 impl Pace {
@@ -40,18 +124,13 @@ impl Pace {
 }
 
 /// Poll one pipeline's source until the engine stops.
-pub async fn run(
-    engine: Engine,
-    pipeline: String,
-    plugin: Arc<Plugin>,
-    config: String,
-    pace: Pace,
-    max_backoff: Duration,
-) {
+async fn run(engine: Engine, t: &PollTrigger) {
+    let (pipeline, plugin, config, pace, max_backoff) =
+        (&t.pipeline, &t.plugin, &t.config, &t.pace, t.max_backoff);
     let mut stop = engine.stopping();
     let mut failures: u32 = 0;
     if let Pace::Schedule(s) = &pace
-        && s.on_missed == super::schedule::OnMissed::Skip
+        && s.on_missed == OnMissed::Skip
     {
         tokio::select! {
             _ = tokio::time::sleep(pace.wait()) => {}
@@ -61,9 +140,9 @@ pub async fn run(
     loop {
         let next = poll_once(
             &engine,
-            &pipeline,
-            &plugin,
-            &config,
+            pipeline,
+            plugin,
+            config,
             &mut failures,
             max_backoff,
         )

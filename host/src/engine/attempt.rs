@@ -1,117 +1,20 @@
-//! Running events: the per-pipeline dispatcher (pause, ordering, breaker,
-//! concurrency) and one attempt at an event.
+//! One attempt at an event: every step, then the sink, with contracts
+//! checked between them, and the outcome written with where the event goes
+//! next (retry, finished, dead letter).
 
-use super::breaker::{Admission, BreakerState};
-use super::build::{Engine, Pipeline, Step};
+use super::breaker::BreakerState;
+use super::handle::Engine;
+use super::job::Job;
+use super::pipeline::{Pipeline, Step};
 use crate::sandbox::bindings::WitEvent;
 use crate::sandbox::{CallContext, CallCost, CallError};
 use crate::store::{
-    AfterAttempt, AfterCommit, Attempt, AttemptOutcome, EventId, EventRecord, EventState,
-    QueueEntry, StepRun, now_ms,
+    AfterAttempt, AfterCommit, Attempt, AttemptOutcome, EventRecord, EventState, StepRun, now_ms,
 };
-use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
-
-/// One attempt to run, possibly in the future.
-#[derive(Debug)]
-pub struct Job {
-    pub(super) pipeline: String,
-    pub(super) id: EventId,
-    pub(super) attempt: u32,
-    pub(super) due_ms: u64,
-    /// Ordering key, for pipelines with `order_by`.
-    pub(super) order_key: Option<String>,
-    /// The record, when the caller already has it (saves a read).
-    pub(super) record: Option<Arc<EventRecord>>,
-}
-
-impl Job {
-    /// The queue entry this job stands for.
-    pub(super) fn entry(&self) -> QueueEntry {
-        QueueEntry {
-            due_ms: self.due_ms,
-            id: self.id,
-            attempt: self.attempt,
-        }
-    }
-}
-
-/// Feed a pipeline's jobs to at most `concurrency` concurrent attempts.
-pub(super) async fn dispatch(
-    engine: Engine,
-    pipeline: Arc<Pipeline>,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-) {
-    let permits = Arc::new(Semaphore::new(pipeline.config.concurrency));
-    let running: Arc<Mutex<HashSet<EventId>>> = Arc::default();
-    let mut stop = engine.inner.stop.subscribe();
-    loop {
-        let mut job = tokio::select! {
-            job = rx.recv() => match job { Some(job) => job, None => break },
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        if pipeline.paused.load(Ordering::SeqCst) {
-            pipeline
-                .parked
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(job);
-            continue;
-        }
-        if let (Some(gate), Some(key)) = (&pipeline.gate, job.order_key.clone()) {
-            match gate.admit(&key, job) {
-                Some(j) => job = j,
-                None => continue,
-            }
-        }
-        let probe = match pipeline.breaker.admit() {
-            Admission::Go => false,
-            Admission::Probe => true,
-            Admission::Wait(d) => {
-                // Not an attempt: the event keeps its queue entry and its count.
-                engine.send_later(job, d);
-                continue;
-            }
-        };
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        if !running
-            .lock()
-            .map(|mut r| r.insert(job.id))
-            .unwrap_or(false)
-        {
-            // The previous attempt of this event is still writing its outcome
-            // (its retry can be due at once): try again in a moment.
-            if probe {
-                pipeline.breaker.cancel_probe();
-            }
-            drop(permit);
-            engine.send_later(job, std::time::Duration::from_millis(5));
-            continue;
-        }
-        let (engine, pipeline, running) = (engine.clone(), pipeline.clone(), running.clone());
-        tokio::spawn(async move {
-            let id = job.id;
-            pipeline.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-            pipeline.stats.attempts.fetch_add(1, Ordering::Relaxed);
-            attempt(&engine, &pipeline, job, probe).await;
-            pipeline.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-            if let Ok(mut r) = running.lock() {
-                r.remove(&id);
-            }
-            drop(permit);
-        });
-    }
-    // Let attempts in progress write their outcome before the engine stops.
-    let _ = permits
-        .acquire_many(pipeline.config.concurrency as u32)
-        .await;
-}
 
 /// How one attempt ended, before it is written down.
 enum Outcome {
@@ -141,7 +44,7 @@ impl Outcome {
     }
 }
 
-async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, probe: bool) {
+pub(super) async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, probe: bool) {
     let store = &engine.inner.store;
     let record = match job.record.take() {
         Some(r) => r,

@@ -3,39 +3,9 @@
 //! a timestamp tolerance against replays, and the provider's delivery id as
 //! the dedup key so a replayed delivery takes no effect.
 
+pub use crate::config::Preset;
 use hmac::Mac;
 use hyper::HeaderMap;
-use serde::Deserialize;
-
-/// Which provider's scheme a pipeline's webhooks are signed with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Preset {
-    /// `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`
-    /// over `id.timestamp.body`; secrets are `whsec_<base64>`.
-    StandardWebhooks,
-    /// `X-Hub-Signature-256: sha256=<hex>` over the body; `X-GitHub-Delivery` is the id.
-    Github,
-    /// `Stripe-Signature: t=<ts>,v1=<hex>[,v1=…]` over `t.body`.
-    Stripe,
-    /// `X-Slack-Signature: v0=<hex>` over `v0:<X-Slack-Request-Timestamp>:body`.
-    Slack,
-    /// `<header>: sha256=<hex>` (or bare hex) over the body; no timestamp.
-    HmacSha256,
-}
-
-impl Preset {
-    /// The config name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Preset::StandardWebhooks => "standard-webhooks",
-            Preset::Github => "github",
-            Preset::Stripe => "stripe",
-            Preset::Slack => "slack",
-            Preset::HmacSha256 => "hmac-sha256",
-        }
-    }
-}
 
 /// A pipeline's verifier: the preset, its keys (current first), and limits.
 #[derive(Clone)]
@@ -111,7 +81,7 @@ fn any_matches(candidates: &[Vec<u8>], expected: &[Vec<u8>]) -> bool {
     let mut ok = false;
     for c in candidates {
         for e in expected {
-            ok |= crate::http_util::constant_time_eq(c, e);
+            ok |= crate::secrets::constant_time_eq(c, e);
         }
     }
     ok

@@ -1,7 +1,15 @@
-//! The webhook trigger: `POST /hooks/{pipeline}` with a JSON body, answered
-//! `202` only once the event is durable.
+//! The webhook trigger: `POST /hooks/{pipeline}` with a JSON body, checked
+//! (size, type, signature, contract) and answered `202` only once the event
+//! is durable.
 
-use crate::engine::{AcceptError, Accepted, Engine, Incoming, Rejection};
+mod rejection;
+pub mod verify;
+
+pub use rejection::Rejection;
+
+use self::verify::Verifier;
+use crate::contract::Contract;
+use crate::engine::{AcceptError, Accepted, Engine, Incoming};
 use crate::http_util::{Body, error, json};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming as HyperBody;
@@ -37,13 +45,101 @@ fn correlation(req: &Request<HyperBody>) -> Option<String> {
     })
 }
 
-/// Handle one webhook delivery.
-pub async fn handle(
+/// A pipeline's webhook: its signature check and its contract.
+pub struct Webhook {
+    pipeline: String,
+    verifier: Option<Verifier>,
+    contract: Option<Contract>,
+    max_body: usize,
+}
+
+impl Webhook {
+    /// The webhook of pipeline `p`: its verifier's keys from `secrets`, its
+    /// contract loaded from its file.
+    pub fn build(
+        p: &crate::config::PipelineConfig,
+        secrets: &crate::secrets::Secrets,
+        max_body: usize,
+    ) -> Result<Webhook, super::TriggerError> {
+        let contract = p
+            .contract
+            .as_deref()
+            .map(Contract::load)
+            .transpose()
+            .map_err(|e| super::TriggerError(format!("pipeline {:?}: {e}", p.name)))?;
+        Ok(Webhook {
+            pipeline: p.name.clone(),
+            verifier: verifier_of(p, secrets)?,
+            contract,
+            max_body,
+        })
+    }
+
+    /// Handle one delivery.
+    pub async fn handle(&self, engine: &Engine, req: Request<HyperBody>) -> Response<Body> {
+        handle(engine, &self.pipeline, self, req).await
+    }
+}
+
+impl super::Trigger for Webhook {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn pipeline(&self) -> &str {
+        &self.pipeline
+    }
+
+    fn run(self: std::sync::Arc<Self>, engine: Engine) -> super::Running {
+        // Requests reach it through the server; it only makes its refusal
+        // reasons known, so each shows with a count from the start.
+        if let Some(stats) = engine.stats(&self.pipeline) {
+            stats.expect_rejections(&Rejection::ALL.map(Rejection::as_str));
+        }
+        Box::pin(async {})
+    }
+}
+
+/// The webhook verifier a pipeline's config asks for, with its keys.
+fn verifier_of(
+    p: &crate::config::PipelineConfig,
+    secrets: &crate::secrets::Secrets,
+) -> Result<Option<Verifier>, super::TriggerError> {
+    let Some(w) = &p.trigger.webhook else {
+        return Ok(None);
+    };
+    let mut keys = Vec::new();
+    for name in w.secret_names() {
+        let value = secrets.get(name).ok_or_else(|| {
+            super::TriggerError(format!(
+                "pipeline {:?}: the webhook secret {name} is not loaded; export {}",
+                p.name,
+                crate::secrets::env_var(name)
+            ))
+        })?;
+        keys.push(verify::key_bytes(w.verify, value).map_err(|e| {
+            super::TriggerError(format!("pipeline {:?}: secret {name}: {e}", p.name))
+        })?);
+    }
+    Ok(Some(verify::Verifier {
+        preset: w.verify,
+        keys,
+        tolerance_s: w.tolerance_s,
+        header: w
+            .header
+            .clone()
+            .unwrap_or_else(|| "x-signature".into())
+            .to_ascii_lowercase(),
+    }))
+}
+
+async fn handle(
     engine: &Engine,
     pipeline: &str,
-    max_body: usize,
+    hook: &Webhook,
     req: Request<HyperBody>,
 ) -> Response<Body> {
+    let max_body = hook.max_body;
     let Some(stats) = engine.stats(pipeline) else {
         return error(
             StatusCode::NOT_FOUND,
@@ -55,7 +151,7 @@ pub async fn handle(
     };
     stats.received.fetch_add(1, Ordering::Relaxed);
     let refuse = |why: Rejection, resp: Response<Body>| {
-        stats.reject(why);
+        stats.reject(why.as_str());
         resp
     };
     let content_type = header_str(&req, "content-type").unwrap_or_default();
@@ -80,7 +176,7 @@ pub async fn handle(
         return refuse(Rejection::TooLarge, too_large(max_body));
     }
     let mut idempotency_header = header_str(&req, "idempotency-key");
-    let verifier = engine.verifier(pipeline);
+    let verifier = hook.verifier.as_ref();
     let signed_headers = verifier.map(|_| req.headers().clone());
     let correlation_id = correlation(&req);
     let body = match Limited::new(req.into_body(), max_body).collect().await {
@@ -122,7 +218,7 @@ pub async fn handle(
             }
         }
     }
-    if let Some(contract) = engine.contract(pipeline) {
+    if let Some(contract) = &hook.contract {
         let violations = contract.check_bytes(&body);
         if !violations.is_empty() {
             return refuse(
@@ -174,7 +270,7 @@ pub async fn handle(
             retry_after_s,
             reason,
         }) => {
-            stats.reject(Rejection::Backpressure);
+            stats.reject(Rejection::Backpressure.as_str());
             let mut resp = error(StatusCode::TOO_MANY_REQUESTS, reason);
             if let Ok(v) = header::HeaderValue::from_str(&retry_after_s.to_string()) {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
@@ -182,7 +278,7 @@ pub async fn handle(
             resp
         }
         Err(AcceptError::Store(e)) => {
-            stats.reject(Rejection::StoreError);
+            stats.reject(Rejection::StoreError.as_str());
             tracing::error!(pipeline, "could not store a webhook event: {e}");
             let mut resp = error(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -1,0 +1,289 @@
+//! `weft.toml`: parsed strictly, validated without I/O, with errors that name
+//! the file, the key and the fix. One file per section; config imports
+//! nothing from the rest of the host but the origin parser.
+
+mod grant;
+mod pipeline;
+mod server;
+mod trigger;
+mod upstream;
+mod values;
+
+pub use grant::{DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_MS, Grant, KvGrant};
+pub use pipeline::{BreakerConfig, Jitter, PipelineConfig, RetryConfig, StepConfig};
+pub use server::{AdminConfig, PluginsConfig, Role, ServerConfig, TokenConfig};
+pub use trigger::{
+    OnMissed, PollConfig, Preset, Schedule, ScheduleConfig, TriggerConfig, WebhookConfig,
+};
+pub use upstream::{RateLimitConfig, UpstreamConfig};
+pub use values::valid_credential_name;
+
+use crate::origin::Origin;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener and data directory.
+    pub server: ServerConfig,
+    /// Where plugins live.
+    pub plugins: PluginsConfig,
+    /// What each plugin may do, by plugin name.
+    #[serde(default)]
+    pub grants: BTreeMap<String, Grant>,
+    /// The pipelines, in `[[pipeline]]` tables.
+    #[serde(default, rename = "pipeline")]
+    pub pipelines: Vec<PipelineConfig>,
+    /// Limits per upstream origin, shared by every plugin and pipeline that
+    /// calls it: `[upstreams."https://api.example.com"]`.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Who may use the admin API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// A configuration error, naming the file.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// The config file.
+    pub file: PathBuf,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Read, parse and validate a config file; relative paths in it are
+    /// resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            file: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(format!("cannot read the config file: {e}")))?;
+        let mut config = Config::parse(&text).map_err(err)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        Ok(config)
+    }
+
+    /// Parse and validate config text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &Path| -> PathBuf {
+            if p.is_absolute() {
+                return p.to_path_buf();
+            }
+            let rest: PathBuf = p
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect();
+            base.join(rest)
+        };
+        self.server.data_dir = resolve(&self.server.data_dir);
+        self.plugins.dir = resolve(&self.plugins.dir);
+        self.server.secrets_file = self.server.secrets_file.as_deref().map(resolve);
+        for p in &mut self.pipelines {
+            p.contract = p.contract.as_deref().map(resolve);
+            for s in p.steps.iter_mut().chain([&mut p.sink]) {
+                s.contract = s.contract.as_deref().map(resolve);
+            }
+        }
+    }
+
+    /// Check everything that can be checked without I/O.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.server.max_body_bytes == 0 {
+            return Err("server.max_body_bytes must be at least 1".into());
+        }
+        for (name, grant) in &self.grants {
+            grant.validate(name)?;
+        }
+        if self.pipelines.is_empty() {
+            return Err("no [[pipeline]] is configured; add at least one".into());
+        }
+        let mut names = HashSet::new();
+        for (i, p) in self.pipelines.iter().enumerate() {
+            let at = format!("pipeline[{i}] ({:?})", p.name);
+            if !values::valid_pipeline_name(&p.name) {
+                return Err(format!(
+                    "{at}: name must be non-empty and use only letters, digits, '-' and '_'"
+                ));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(format!("{at}: another pipeline already has this name"));
+            }
+            p.validate(&at)?;
+        }
+        let mut token_names = HashSet::new();
+        for (i, t) in self.admin.tokens.iter().enumerate() {
+            if t.name.is_empty() || !token_names.insert(t.name.as_str()) {
+                return Err(format!(
+                    "admin.tokens[{i}]: name must be non-empty and unique"
+                ));
+            }
+            if !valid_credential_name(&t.secret) {
+                return Err(format!(
+                    "admin.tokens[{i}] ({:?}): secret {:?} is not a credential name; write the NAME whose value is in WEFT_SECRET_NAME or the secrets file",
+                    t.name, t.secret
+                ));
+            }
+        }
+        for (origin, u) in &self.upstreams {
+            Origin::parse(origin).map_err(|e| format!("upstreams: {e}"))?;
+            upstream::check_rate(&format!("upstreams.{origin:?}.rate_limit"), &u.rate_limit)?;
+        }
+        Ok(())
+    }
+
+    /// The grant of a plugin; a plugin without `[grants.NAME]` gets the
+    /// defaults (no HTTP, default memory and time caps).
+    pub fn grant(&self, plugin: &str) -> Grant {
+        self.grants.get(plugin).cloned().unwrap_or_default()
+    }
+
+    /// Every credential the config uses, with what uses it: grants, admin
+    /// tokens and webhook verification.
+    pub fn credential_uses(&self) -> Vec<(&str, &str)> {
+        self.grants
+            .iter()
+            .flat_map(|(plugin, g)| {
+                g.credential_names()
+                    .into_iter()
+                    .map(move |c| (c, plugin.as_str()))
+            })
+            .chain(
+                self.admin
+                    .tokens
+                    .iter()
+                    .map(|t| (t.secret.as_str(), "the admin API")),
+            )
+            .chain(self.pipelines.iter().flat_map(|p| {
+                p.trigger
+                    .webhook
+                    .iter()
+                    .flat_map(|w| w.secret_names())
+                    .map(|s| (s, "webhook verification"))
+            }))
+            .collect()
+    }
+
+    /// Each pipeline's `redact` pointers: (pipeline, pointers).
+    pub fn redact_lists(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.pipelines
+            .iter()
+            .map(|p| (p.name.as_str(), p.redact.as_slice()))
+    }
+
+    /// The pipeline with this name.
+    pub fn pipeline(&self, name: &str) -> Option<&PipelineConfig> {
+        self.pipelines.iter().find(|p| p.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+data_dir = "./weft-data"
+
+[plugins]
+dir = "./plugins.d"
+
+[grants.http-sink]
+http = ["http://127.0.0.1:9090"]
+
+[[pipeline]]
+name = "leads"
+idempotency_key = "/id"
+steps = [
+  { plugin = "json-map", config = { lowercase = ["/email"], title_case = ["/name"], date = [{ field = "/created", from = "%m/%d/%Y", to = "%Y-%m-%d" }], cents_to_decimal = ["/amount_cents"] } },
+  { plugin = "filter", config = { require = ["/email"] } },
+]
+sink = { plugin = "http-sink", config = { url = "http://127.0.0.1:9090/leads" } }
+retry = { max_attempts = 5, initial_ms = 100, max_ms = 10000 }
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = Config::parse(EXAMPLE).unwrap();
+        let p = c.pipeline("leads").unwrap();
+        assert_eq!(p.steps.len(), 2);
+        assert_eq!(p.steps[0].config["date"][0]["from"], "%m/%d/%Y");
+        assert_eq!(p.retry.max_attempts, 5);
+        assert_eq!(p.retry.multiplier, 2.0);
+        assert_eq!(c.grant("http-sink").http, ["http://127.0.0.1:9090"]);
+        assert!(c.grant("json-map").http.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse(&EXAMPLE.replace("data_dir", "datadir")).unwrap_err();
+        assert!(err.contains("unknown field `datadir`"), "{err}");
+        let err = Config::parse(&EXAMPLE.replace("max_attempts", "attempts")).unwrap_err();
+        assert!(err.contains("unknown field `attempts`"), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_say_what_to_do() {
+        let err = Config::parse(&EXAMPLE.replace("\"/id\"", "\"id\"")).unwrap_err();
+        assert_eq!(
+            err,
+            "pipeline[0] (\"leads\"): idempotency_key \"id\" is not a JSON pointer; write it like \"/id\""
+        );
+        let err =
+            Config::parse(&EXAMPLE.replace("initial_ms = 100", "initial_ms = 100000")).unwrap_err();
+        assert!(
+            err.contains("retry.initial_ms (100000) is larger than retry.max_ms"),
+            "{err}"
+        );
+        let err =
+            Config::parse(&EXAMPLE.replace("http://127.0.0.1:9090\"]", "ftp://x\"]")).unwrap_err();
+        assert!(err.starts_with("grants.http-sink.http:"), "{err}");
+        let err =
+            Config::parse(&EXAMPLE.replace("name = \"leads\"", "name = \"le ads\"")).unwrap_err();
+        assert!(err.contains("name must be non-empty"), "{err}");
+        let twice =
+            format!("{EXAMPLE}\n[[pipeline]]\nname = \"leads\"\nsink = {{ plugin = \"x\" }}\n");
+        assert!(
+            Config::parse(&twice)
+                .unwrap_err()
+                .contains("already has this name")
+        );
+    }
+
+    #[test]
+    fn load_resolves_paths_against_the_file_and_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weft.toml");
+        std::fs::write(&path, EXAMPLE).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.server.data_dir, dir.path().join("weft-data"));
+        std::fs::write(&path, "[server]\nlisten = 5\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+    }
+}

@@ -1,0 +1,282 @@
+//! `[[pipeline]]`: steps, sink, retry, ordering, limits, breaker, redaction
+//! and contracts of one pipeline.
+
+use super::trigger::TriggerConfig;
+use super::upstream::{RateLimitConfig, check_rate};
+use super::values::empty_object;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// `[[pipeline]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Name; webhooks arrive at `POST /hooks/{name}`.
+    pub name: String,
+    /// JSON pointer to the idempotency key in the payload; without it the
+    /// `Idempotency-Key` header is used, or else the event id.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Transforms, run in order.
+    #[serde(default)]
+    pub steps: Vec<StepConfig>,
+    /// Where events end up.
+    pub sink: StepConfig,
+    /// Retry policy for transient failures.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// How many events of this pipeline are processed at once (default 32).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// JSON pointer to an ordering key: events with the same key are
+    /// delivered one at a time, in acceptance order.
+    #[serde(default)]
+    pub order_by: Option<String>,
+    /// Most events waiting in the queue before webhooks get 429 (default 50000).
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
+    /// Calls per second to this pipeline's sink.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Circuit breaker of the sink (on by default).
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// JSON pointers of payload fields never shown: masked in logs, errors,
+    /// dead-letter views and API answers (the sink still gets them).
+    #[serde(default)]
+    pub redact: Vec<String>,
+    /// JSON Schema (2020-12) file that webhook payloads must satisfy;
+    /// others get `422` with every violation and are not stored.
+    #[serde(default)]
+    pub contract: Option<PathBuf>,
+    /// How events enter: `trigger = { webhook = { verify = "github", secret = "GH_SECRET" } }`.
+    #[serde(default)]
+    pub trigger: TriggerConfig,
+}
+
+fn default_max_queue() -> usize {
+    50_000
+}
+
+fn default_concurrency() -> usize {
+    32
+}
+
+/// One plugin use: a step or a sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    /// Plugin name (the `.wasm` file stem in the plugin directory).
+    pub plugin: String,
+    /// The plugin's own configuration, handed to it as JSON.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+    /// Retry policy for failures of this step, instead of the pipeline's.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+    /// JSON Schema (2020-12) file every event this step returns must
+    /// satisfy; a violation is `invalid-input` (dead-lettered).
+    #[serde(default)]
+    pub contract: Option<PathBuf>,
+}
+
+/// `retry = { … }`: exponential backoff with jitter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included (default 5).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the second attempt, in ms (default 200).
+    #[serde(default = "default_initial_ms")]
+    pub initial_ms: u64,
+    /// Largest delay, in ms (default 60000).
+    #[serde(default = "default_max_ms")]
+    pub max_ms: u64,
+    /// Growth factor between attempts (default 2.0).
+    #[serde(default = "default_multiplier")]
+    pub multiplier: f64,
+    /// `full` (default): a random delay between 0 and the computed one; `none`.
+    #[serde(default)]
+    pub jitter: Jitter,
+    /// Stop retrying once this long has passed since the event was accepted
+    /// (or replayed), in ms.
+    #[serde(default)]
+    pub max_elapsed_ms: Option<u64>,
+}
+
+/// Jitter mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Jitter {
+    /// Uniform in `[0, delay]`.
+    #[default]
+    Full,
+    /// The computed delay exactly.
+    None,
+}
+
+fn default_max_attempts() -> u32 {
+    5
+}
+fn default_initial_ms() -> u64 {
+    200
+}
+fn default_max_ms() -> u64 {
+    60_000
+}
+fn default_multiplier() -> f64 {
+    2.0
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: default_max_attempts(),
+            initial_ms: default_initial_ms(),
+            max_ms: default_max_ms(),
+            multiplier: default_multiplier(),
+            jitter: Jitter::Full,
+            max_elapsed_ms: None,
+        }
+    }
+}
+
+/// `breaker = { … }`: the circuit breaker of a pipeline's sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Open when at least this share of sink calls in the window failed (default 0.5).
+    #[serde(default = "default_failure_ratio")]
+    pub failure_ratio: f64,
+    /// ... and the window holds at least this many calls (default 20).
+    #[serde(default = "default_min_calls")]
+    pub min_calls: u32,
+    /// Length of the rolling window, in ms (default 30000).
+    #[serde(default = "default_window_ms")]
+    pub window_ms: u64,
+    /// How long it stays open before letting probes through, in ms (default 5000).
+    #[serde(default = "default_open_ms")]
+    pub open_ms: u64,
+    /// Calls let through while half-open; all must succeed to close (default 1).
+    #[serde(default = "default_probes")]
+    pub probes: u32,
+    /// `false` turns the breaker off.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_failure_ratio() -> f64 {
+    0.5
+}
+fn default_min_calls() -> u32 {
+    20
+}
+fn default_window_ms() -> u64 {
+    30_000
+}
+fn default_open_ms() -> u64 {
+    5_000
+}
+fn default_probes() -> u32 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failure_ratio: default_failure_ratio(),
+            min_calls: default_min_calls(),
+            window_ms: default_window_ms(),
+            open_ms: default_open_ms(),
+            probes: default_probes(),
+            enabled: true,
+        }
+    }
+}
+
+pub(super) fn check_retry(at: &str, key: &str, r: &RetryConfig) -> Result<(), String> {
+    if r.max_attempts == 0 {
+        return Err(format!("{at}: {key}.max_attempts must be at least 1"));
+    }
+    if r.initial_ms > r.max_ms {
+        return Err(format!(
+            "{at}: {key}.initial_ms ({}) is larger than {key}.max_ms ({})",
+            r.initial_ms, r.max_ms
+        ));
+    }
+    if !(r.multiplier >= 1.0 && r.multiplier.is_finite()) {
+        return Err(format!("{at}: {key}.multiplier must be a number >= 1.0"));
+    }
+    Ok(())
+}
+
+impl PipelineConfig {
+    /// Check everything about this pipeline that can be checked without
+    /// I/O; `at` names it in messages.
+    pub(super) fn validate(&self, at: &str) -> Result<(), String> {
+        let p = self;
+        if let Some(k) = &p.idempotency_key
+            && !k.starts_with('/')
+        {
+            return Err(format!(
+                "{at}: idempotency_key {k:?} is not a JSON pointer; write it like \"/id\""
+            ));
+        }
+        for (j, s) in p.steps.iter().chain([&p.sink]).enumerate() {
+            if s.plugin.is_empty() {
+                return Err(format!("{at}: step {} has an empty plugin name", j + 1));
+            }
+            if !s.config.is_object() {
+                return Err(format!(
+                    "{at}: the config of plugin {} must be a table",
+                    s.plugin
+                ));
+            }
+        }
+        check_retry(at, "retry", &p.retry)?;
+        for (j, s) in p.steps.iter().enumerate() {
+            if let Some(r) = &s.retry {
+                check_retry(at, &format!("steps[{j}].retry"), r)?;
+            }
+        }
+        if let Some(r) = &p.sink.retry {
+            check_retry(at, "sink.retry", r)?;
+        }
+        if let Some(k) = &p.order_by
+            && !k.starts_with('/')
+        {
+            return Err(format!(
+                "{at}: order_by {k:?} is not a JSON pointer; write it like \"/customer_id\""
+            ));
+        }
+        if let Some(r) = p.redact.iter().find(|r| !r.starts_with('/')) {
+            return Err(format!(
+                "{at}: redact entry {r:?} is not a JSON pointer; write it like \"/email\""
+            ));
+        }
+        self.trigger.validate(at)?;
+        if p.max_queue == 0 {
+            return Err(format!("{at}: max_queue must be at least 1"));
+        }
+        if let Some(rl) = &p.rate_limit {
+            check_rate(&format!("{at}: rate_limit"), rl)?;
+        }
+        let b = &p.breaker;
+        if !(b.failure_ratio > 0.0 && b.failure_ratio <= 1.0) {
+            return Err(format!("{at}: breaker.failure_ratio must be in (0, 1]"));
+        }
+        if b.min_calls == 0 || b.probes == 0 || b.window_ms == 0 || b.open_ms == 0 {
+            return Err(format!(
+                "{at}: breaker.min_calls, probes, window_ms and open_ms must be at least 1"
+            ));
+        }
+        if p.concurrency == 0 || p.concurrency > 1024 {
+            return Err(format!("{at}: concurrency must be between 1 and 1024"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,102 @@
+//! `[server]`, `[plugins]` and `[admin]`: where weft listens and keeps its
+//! data, where plugins live, and who may use the admin API.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the HTTP listener (webhooks, health, admin API).
+    pub listen: SocketAddr,
+    /// Directory of the durable store; relative paths are relative to the config file.
+    pub data_dir: PathBuf,
+    /// Largest accepted webhook body, in bytes (default 1 MiB).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// How long delivered and filtered events stay in the run history, in hours (default 24).
+    #[serde(default = "default_keep_hours")]
+    pub keep_history_hours: u64,
+    /// Most finished events kept in the run history, oldest dropped first
+    /// (default: no limit besides `keep_history_hours`).
+    #[serde(default)]
+    pub keep_history_events: Option<usize>,
+    /// How long an idempotency key is remembered at ingress, in hours (default 24).
+    #[serde(default = "default_keep_hours")]
+    pub dedup_window_hours: u64,
+    /// Environment variable holding the admin API bearer token; when it is
+    /// set, `/api/v1` requires `Authorization: Bearer <token>`.
+    #[serde(default = "default_admin_token_env")]
+    pub admin_token_env: String,
+    /// A TOML file of `NAME = "secret"` lines, readable by its owner only
+    /// (mode 0600). `WEFT_SECRET_NAME` in the environment wins over it.
+    #[serde(default)]
+    pub secrets_file: Option<PathBuf>,
+}
+
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+fn default_keep_hours() -> u64 {
+    24
+}
+fn default_admin_token_env() -> String {
+    "WEFT_ADMIN_TOKEN".to_string()
+}
+
+/// `[plugins]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Directory of `*.wasm` plugin files; a plugin's name is its file stem.
+    pub dir: PathBuf,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer tokens of the admin API, each with a role. With none (and no
+    /// `server.admin_token_env` variable set) the API is open to anyone who
+    /// reaches the listener.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// `[[admin.tokens]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it: named in the audit log.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// Credential holding the token value (`WEFT_SECRET_<NAME>` or the
+    /// secrets file), never the value itself.
+    pub secret: String,
+}
+
+/// An admin API role; each includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read everything.
+    Viewer,
+    /// Also pause, resume and replay.
+    Operator,
+    /// Also purge.
+    Admin,
+}
+
+impl Role {
+    /// `viewer`, `operator` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! `trigger = { … }`: how events enter a pipeline, and the values of each
+//! trigger's config, parsed once: signature presets, cron schedules with
+//! their zone and missed-tick policy.
+
+use super::values::{empty_object, valid_credential_name};
+use serde::Deserialize;
+use std::str::FromStr;
+
+/// `trigger = { … }`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerConfig {
+    /// Webhooks at `POST /hooks/{name}` (always on; this adds verification).
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+    /// A tick event on a cron schedule (with `poll`: poll on the ticks instead).
+    #[serde(default)]
+    pub schedule: Option<ScheduleConfig>,
+    /// A source plugin polled for new items.
+    #[serde(default)]
+    pub poll: Option<PollConfig>,
+}
+
+/// `poll = { plugin = "http-poll", config = { … }, every_ms = 30000 }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollConfig {
+    /// A plugin of the `source` world.
+    pub plugin: String,
+    /// Its configuration, handed to it as JSON.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+    /// Pause between polls that found nothing more, in ms (default 60000).
+    #[serde(default = "default_every_ms")]
+    pub every_ms: u64,
+    /// Longest back-off after failed polls, in ms (default 300000).
+    #[serde(default = "default_poll_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+fn default_every_ms() -> u64 {
+    60_000
+}
+fn default_poll_backoff_ms() -> u64 {
+    300_000
+}
+
+/// `schedule = { cron = "0 */5 * * * *", tz = "UTC", on_missed = "skip" }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Six or seven fields, seconds first.
+    pub cron: String,
+    /// `UTC` (default) or a fixed offset such as `+02:00`.
+    #[serde(default = "default_tz")]
+    pub tz: String,
+    /// `skip` (default) or `once`: what happens to ticks missed while down.
+    #[serde(default)]
+    pub on_missed: OnMissed,
+}
+
+fn default_tz() -> String {
+    "UTC".into()
+}
+
+impl ScheduleConfig {
+    /// The parsed schedule.
+    pub fn schedule(&self) -> Result<Schedule, String> {
+        Schedule::parse(&self.cron, &self.tz, self.on_missed)
+    }
+}
+
+/// `webhook = { verify = "…", secret = "NAME", tolerance_s = 300, header = "…" }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Signature scheme: `standard-webhooks`, `github`, `stripe`, `slack`, `hmac-sha256`.
+    pub verify: Preset,
+    /// Credential holding the signing secret.
+    pub secret: String,
+    /// The secret being rotated out: deliveries signed with it still pass.
+    #[serde(default)]
+    pub previous_secret: Option<String>,
+    /// Largest age of a signed timestamp, in seconds (default 300).
+    #[serde(default = "default_tolerance_s")]
+    pub tolerance_s: u64,
+    /// Header of the `hmac-sha256` scheme (default `x-signature`).
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+fn default_tolerance_s() -> u64 {
+    300
+}
+
+impl WebhookConfig {
+    /// The credential names it needs.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.secret.as_str()).chain(self.previous_secret.as_deref())
+    }
+}
+
+/// Which provider's scheme a pipeline's webhooks are signed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`
+    /// over `id.timestamp.body`; secrets are `whsec_<base64>`.
+    StandardWebhooks,
+    /// `X-Hub-Signature-256: sha256=<hex>` over the body; `X-GitHub-Delivery` is the id.
+    Github,
+    /// `Stripe-Signature: t=<ts>,v1=<hex>[,v1=…]` over `t.body`.
+    Stripe,
+    /// `X-Slack-Signature: v0=<hex>` over `v0:<X-Slack-Request-Timestamp>:body`.
+    Slack,
+    /// `<header>: sha256=<hex>` (or bare hex) over the body; no timestamp.
+    HmacSha256,
+}
+
+impl Preset {
+    /// The config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preset::StandardWebhooks => "standard-webhooks",
+            Preset::Github => "github",
+            Preset::Stripe => "stripe",
+            Preset::Slack => "slack",
+            Preset::HmacSha256 => "hmac-sha256",
+        }
+    }
+}
+
+/// What to do about ticks missed while the host was down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnMissed {
+    /// Drop them; the next tick is the first after start-up.
+    #[default]
+    Skip,
+    /// Fire one tick, for the latest missed time, then carry on.
+    Once,
+}
+
+/// A parsed schedule.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    cron: cron::Schedule,
+    offset: chrono::FixedOffset,
+    /// The missed-tick policy.
+    pub on_missed: OnMissed,
+}
+
+/// `tz` as a fixed offset: `UTC`, `Z`, or `+HH:MM` / `-HH:MM`.
+fn parse_tz(tz: &str) -> Result<chrono::FixedOffset, String> {
+    if tz.eq_ignore_ascii_case("utc") || tz == "Z" {
+        return chrono::FixedOffset::east_opt(0).ok_or_else(|| "bad offset".to_string());
+    }
+    let bad = || {
+        format!(
+            "tz {tz:?} is not supported; use \"UTC\" or a fixed offset such as \"+02:00\" (named zones with daylight saving are not supported)"
+        )
+    };
+    let (sign, rest) = match tz.as_bytes().first() {
+        Some(b'+') => (1, &tz[1..]),
+        Some(b'-') => (-1, &tz[1..]),
+        _ => return Err(bad()),
+    };
+    let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+    let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h > 14 || m > 59 {
+        return Err(bad());
+    }
+    chrono::FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(bad)
+}
+
+impl Schedule {
+    /// Parse `cron` (seconds first: `sec min hour day month weekday [year]`) in `tz`.
+    pub fn parse(cron: &str, tz: &str, on_missed: OnMissed) -> Result<Schedule, String> {
+        let cron = cron::Schedule::from_str(cron).map_err(|e| {
+            format!(
+                "cron {cron:?} is not valid ({e}); write six fields, seconds first, e.g. \"0 */5 * * * *\""
+            )
+        })?;
+        Ok(Schedule {
+            cron,
+            offset: parse_tz(tz)?,
+            on_missed,
+        })
+    }
+
+    /// The first tick strictly after `ms` (ms since the Unix epoch).
+    pub fn next_after(&self, ms: u64) -> Option<u64> {
+        let at = chrono::DateTime::from_timestamp_millis(ms as i64)?.with_timezone(&self.offset);
+        self.cron
+            .after(&at)
+            .next()
+            .map(|t| t.timestamp_millis() as u64)
+    }
+
+    /// The latest tick in `(after, upto]`, if any: one step back from
+    /// `upto`, however long the gap.
+    fn latest_in(&self, after: u64, upto: u64) -> Option<u64> {
+        let end =
+            chrono::DateTime::from_timestamp_millis(upto as i64 + 1)?.with_timezone(&self.offset);
+        self.cron
+            .after(&end)
+            .next_back()
+            .map(|t| t.timestamp_millis() as u64)
+            .filter(|t| *t > after)
+    }
+
+    /// What to do at start-up, given the last fire time and now: the tick to
+    /// fire at once (a missed one, under `once`), and the time from which the
+    /// next regular tick is counted.
+    pub fn plan(&self, last_fire: Option<u64>, now: u64) -> (Option<u64>, u64) {
+        let Some(last) = last_fire else {
+            // First start: nothing was missed.
+            return (None, now);
+        };
+        match (self.on_missed, self.latest_in(last, now)) {
+            (OnMissed::Once, Some(missed)) => (Some(missed), missed.max(now)),
+            _ => (None, now.max(last)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: u64 = 60_000;
+    // 2023-11-14T22:13:20Z
+    const T0: u64 = 1_700_000_000_000;
+
+    fn every_5_min(on_missed: OnMissed) -> Schedule {
+        Schedule::parse("0 */5 * * * *", "UTC", on_missed).unwrap()
+    }
+
+    #[test]
+    fn ticks_follow_the_cron_in_its_zone() {
+        let s = every_5_min(OnMissed::Skip);
+        assert_eq!(s.next_after(T0), Some(T0 + 100_000), "22:15:00");
+        assert_eq!(s.next_after(T0 + 100_000), Some(T0 + 100_000 + 5 * MIN));
+        let daily = Schedule::parse("0 0 9 * * *", "+02:00", OnMissed::Skip).unwrap();
+        let next = daily.next_after(T0).unwrap();
+        assert_eq!(
+            next % (24 * 60 * MIN),
+            7 * 60 * MIN,
+            "09:00 at +02:00 is 07:00 UTC"
+        );
+        assert!(Schedule::parse("0 */5 * * *", "UTC", OnMissed::Skip).is_err());
+        let err = Schedule::parse("0 * * * * *", "Europe/Paris", OnMissed::Skip).unwrap_err();
+        assert!(err.contains("fixed offset"), "{err}");
+    }
+
+    #[test]
+    fn downtime_is_skipped_or_caught_up_once() {
+        let last = T0 + 100_000; // fired at 22:15:00
+        let back = last + 32 * MIN; // down until 22:47:00: missed 20, 25, 30, 35, 40, 45
+        let (fire, from) = every_5_min(OnMissed::Skip).plan(Some(last), back);
+        assert_eq!(
+            (fire, from),
+            (None, back),
+            "skip: nothing now, next at 22:50"
+        );
+        let (fire, from) = every_5_min(OnMissed::Once).plan(Some(last), back);
+        assert_eq!(fire, Some(last + 30 * MIN), "once: the 22:45 tick, once");
+        assert_eq!(
+            every_5_min(OnMissed::Once).next_after(from),
+            Some(last + 35 * MIN)
+        );
+        // Back before the next tick was due: nothing was missed either way.
+        let (fire, _) = every_5_min(OnMissed::Once).plan(Some(last), last + 2 * MIN);
+        assert_eq!(fire, None);
+        // A restart right after a fire does not fire it again.
+        let (fire, from) = every_5_min(OnMissed::Once).plan(Some(last), last);
+        assert_eq!(fire, None);
+        assert_eq!(
+            every_5_min(OnMissed::Once).next_after(from),
+            Some(last + 5 * MIN)
+        );
+        // First start: nothing counts as missed.
+        assert_eq!(every_5_min(OnMissed::Once).plan(None, back), (None, back));
+    }
+}
+
+impl TriggerConfig {
+    /// Check each trigger's values; `at` names the pipeline in messages.
+    pub(super) fn validate(&self, at: &str) -> Result<(), String> {
+        let p = self;
+        if let Some(poll) = &p.poll {
+            if poll.every_ms == 0 || poll.max_backoff_ms == 0 {
+                return Err(format!(
+                    "{at}: trigger.poll.every_ms and max_backoff_ms must be at least 1"
+                ));
+            }
+            if !poll.config.is_object() {
+                return Err(format!("{at}: trigger.poll.config must be a table"));
+            }
+        }
+        if let Some(s) = &p.schedule {
+            s.schedule()
+                .map_err(|e| format!("{at}: trigger.schedule: {e}"))?;
+        }
+        if let Some(w) = &p.webhook {
+            for s in w.secret_names() {
+                if !valid_credential_name(s) {
+                    return Err(format!(
+                        "{at}: trigger.webhook secret {s:?} is not a credential name; write the NAME whose value is in WEFT_SECRET_NAME or the secrets file"
+                    ));
+                }
+            }
+            if w.header.is_some() && w.verify != Preset::HmacSha256 {
+                return Err(format!(
+                    "{at}: trigger.webhook.header applies only to verify = \"hmac-sha256\""
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,114 @@
+//! What operators see and steer: a pipeline's status, pause and resume,
+//! and whether it takes new events now.
+
+use super::EngineError;
+use super::breaker::BreakerState;
+use super::handle::Engine;
+use super::stats::PipelineStatus;
+use crate::store::now_ms;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+impl Engine {
+    /// A snapshot of one pipeline's state and counters.
+    pub fn status(&self, pipeline: &str) -> Option<PipelineStatus> {
+        let p = self.inner.pipelines.get(pipeline)?;
+        let s = &p.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (queued, oldest) = p.open_events();
+        let oldest_age_ms = oldest.map_or(0, |id| now_ms().saturating_sub(id.created_ms()));
+        let entered = get(&s.accepted) + get(&s.recovered) + get(&s.replayed);
+        let left = get(&s.delivered) + get(&s.dead_lettered) + get(&s.filtered);
+        Some(PipelineStatus {
+            name: pipeline.to_string(),
+            paused: p.paused.load(Ordering::Relaxed),
+            queued: queued as u64,
+            breaker: p.breaker.state().as_str(),
+            rate_limit_waits: p.limiter.as_ref().map_or(0, |l| l.waits()),
+            order_keys_active: p.gate.as_ref().map_or(0, |g| g.keys()),
+            accepted: get(&s.accepted),
+            duplicates: get(&s.duplicates),
+            delivered: get(&s.delivered),
+            filtered: get(&s.filtered),
+            retried: get(&s.retried),
+            dead_lettered: get(&s.dead_lettered),
+            in_flight: get(&s.in_flight),
+            received: get(&s.received),
+            rejected: s.rejected.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            recovered: get(&s.recovered),
+            replayed: get(&s.replayed),
+            attempts: get(&s.attempts),
+            oldest_age_ms,
+            unaccounted: entered as i64 - left as i64 - queued as i64,
+        })
+    }
+
+    /// [`Engine::status`] as JSON, for the API.
+    pub fn stats_json(&self, pipeline: &str) -> Option<serde_json::Value> {
+        self.status(pipeline)
+            .and_then(|s| serde_json::to_value(s).ok())
+    }
+
+    /// Pause delivery (accepting goes on); the state survives a restart.
+    pub async fn pause(&self, pipeline: &str) -> Result<(), EngineError> {
+        self.set_paused(pipeline, true).await
+    }
+
+    /// Resume delivery of a paused pipeline.
+    pub async fn resume(&self, pipeline: &str) -> Result<(), EngineError> {
+        self.set_paused(pipeline, false).await
+    }
+
+    async fn set_paused(&self, pipeline: &str, paused: bool) -> Result<(), EngineError> {
+        let p = self.pipeline(pipeline)?;
+        self.inner
+            .store
+            .set_paused(pipeline, paused)
+            .await
+            .map_err(EngineError::from)?;
+        p.paused.store(paused, Ordering::SeqCst);
+        if paused {
+            tracing::warn!(
+                pipeline,
+                "pipeline paused: events are accepted but not delivered"
+            );
+            return Ok(());
+        }
+        let parked = std::mem::take(&mut *p.parked.lock().unwrap_or_else(|e| e.into_inner()));
+        tracing::info!(pipeline, released = parked.len(), "pipeline resumed");
+        for job in parked {
+            self.schedule(job);
+        }
+        Ok(())
+    }
+
+    /// Whether a pipeline takes new events now; `Err` carries the seconds a
+    /// sender should wait and why.
+    pub fn admission(&self, pipeline: &str) -> Result<(), (u64, String)> {
+        let Some(p) = self.inner.pipelines.get(pipeline) else {
+            return Ok(());
+        };
+        let (queued, _) = p.open_events();
+        if queued >= p.config.max_queue {
+            return Err((
+                1,
+                format!(
+                    "pipeline {pipeline:?} has {queued} events waiting (max_queue = {}); retry later",
+                    p.config.max_queue
+                ),
+            ));
+        }
+        if let BreakerState::Open(until) = p.breaker.state() {
+            let secs = until
+                .saturating_duration_since(tokio::time::Instant::now())
+                .as_secs()
+                .max(1);
+            return Err((
+                secs,
+                format!(
+                    "the sink of pipeline {pipeline:?} is failing and its circuit breaker is open; retry later"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,74 @@
+//! Putting jobs in front of a pipeline's dispatcher: now, later, on entry
+//! and when an event leaves for good (the next of its ordering key goes).
+
+use super::handle::Engine;
+use super::job::Job;
+use super::pipeline::Entry;
+use crate::store::now_ms;
+use std::sync::atomic::Ordering;
+
+impl Engine {
+    /// Send a job to its pipeline now, or when it is due.
+    pub(super) fn schedule(&self, job: Job) {
+        let wait = job.due_ms.saturating_sub(now_ms());
+        self.send_later(job, std::time::Duration::from_millis(wait));
+    }
+
+    /// Hand a job to its pipeline's dispatcher after `wait` (at once when zero).
+    /// The job keeps its due time, which names its queue entry.
+    pub(super) fn send_later(&self, job: Job, wait: std::time::Duration) {
+        let Some(p) = self.inner.pipelines.get(&job.pipeline) else {
+            return;
+        };
+        if wait.is_zero() {
+            let _ = p.ready.send(job);
+        } else {
+            let ready = p.ready.clone();
+            self.inner.runtime.spawn(async move {
+                tokio::time::sleep(wait).await;
+                let _ = ready.send(job);
+            });
+        }
+    }
+
+    /// An event entered (or re-entered) its pipeline's queue: count it, give
+    /// it its place in its key's lane, and schedule it.
+    pub(super) fn requeued(&self, job: Job, entry: Entry) {
+        if let Some(p) = self.inner.pipelines.get(&job.pipeline) {
+            p.open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(job.id);
+            match entry {
+                Entry::Accepted => {}
+                Entry::Recovered => {
+                    p.stats.recovered.fetch_add(1, Ordering::Relaxed);
+                }
+                Entry::Replayed => {
+                    p.stats.replayed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if let (Some(gate), Some(key)) = (&p.gate, &job.order_key) {
+                gate.enter(key, job.id);
+            }
+        }
+        self.schedule(job);
+    }
+
+    /// An event left its pipeline for good: release the next one of its key.
+    pub(super) fn finished(
+        &self,
+        pipeline: &str,
+        order_key: Option<&str>,
+        id: crate::store::EventId,
+    ) {
+        let Some(p) = self.inner.pipelines.get(pipeline) else {
+            return;
+        };
+        if let (Some(gate), Some(key)) = (&p.gate, order_key)
+            && let Some(next) = gate.leave(key, id)
+        {
+            self.schedule(next);
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! A pipeline's counters, and its state and counters at one moment.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+/// Counters of one pipeline since start-up.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Webhook requests for this pipeline.
+    pub received: AtomicU64,
+    /// Requests refused, by reason (the trigger's labels).
+    pub rejected: Mutex<BTreeMap<&'static str, u64>>,
+    /// Events accepted.
+    pub accepted: AtomicU64,
+    /// Unfinished events found in the store at start-up.
+    pub recovered: AtomicU64,
+    /// Dead letters replayed.
+    pub replayed: AtomicU64,
+    /// Attempts started.
+    pub attempts: AtomicU64,
+    /// Duplicates answered without storing.
+    pub duplicates: AtomicU64,
+    /// Events delivered.
+    pub delivered: AtomicU64,
+    /// Events filtered out.
+    pub filtered: AtomicU64,
+    /// Attempts that failed and were scheduled again.
+    pub retried: AtomicU64,
+    /// Events dead-lettered.
+    pub dead_lettered: AtomicU64,
+    /// Attempts running now.
+    pub in_flight: AtomicU64,
+}
+
+impl PipelineStats {
+    /// Count a refused request, by the reason's label.
+    pub fn reject(&self, reason: &'static str) {
+        *self
+            .rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// Make reasons known with a count of 0, so that every reason a trigger
+    /// can give shows in the status and the metrics from the start.
+    pub fn expect_rejections(&self, reasons: &[&'static str]) {
+        let mut rejected = self.rejected.lock().unwrap_or_else(|e| e.into_inner());
+        for r in reasons {
+            rejected.entry(r).or_default();
+        }
+    }
+}
+
+/// A pipeline's state and counters at one moment.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PipelineStatus {
+    /// Pipeline name.
+    pub name: String,
+    /// Delivery paused.
+    pub paused: bool,
+    /// Events accepted and not yet finished.
+    pub queued: u64,
+    /// `closed`, `half-open` or `open`.
+    pub breaker: &'static str,
+    /// Sink calls that waited for the rate limit.
+    pub rate_limit_waits: u64,
+    /// Ordering keys with events waiting or running.
+    pub order_keys_active: usize,
+    /// Events accepted since start.
+    pub accepted: u64,
+    /// Duplicates answered without storing.
+    pub duplicates: u64,
+    /// Events delivered.
+    pub delivered: u64,
+    /// Events filtered out.
+    pub filtered: u64,
+    /// Attempts that failed and were scheduled again.
+    pub retried: u64,
+    /// Events dead-lettered.
+    pub dead_lettered: u64,
+    /// Attempts running now.
+    pub in_flight: u64,
+    /// Webhook requests received.
+    pub received: u64,
+    /// Requests refused, by reason.
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Unfinished events found in the store at start-up.
+    pub recovered: u64,
+    /// Dead letters replayed.
+    pub replayed: u64,
+    /// Attempts started.
+    pub attempts: u64,
+    /// Age of the oldest unfinished event, in ms (0 when none).
+    pub oldest_age_ms: u64,
+    /// Reconciliation: `accepted + recovered + replayed - (delivered +
+    /// dead_lettered + filtered + queued)`. Anything but 0 is an event that
+    /// went missing (or was counted twice), visible at once.
+    pub unaccounted: i64,
+}
