@@ -224,6 +224,42 @@ impl Schedule {
     }
 }
 
+impl TriggerConfig {
+    /// Check each trigger's values; `at` names the pipeline in messages.
+    pub(super) fn validate(&self, at: &str) -> Result<(), String> {
+        let p = self;
+        if let Some(poll) = &p.poll {
+            if poll.every_ms == 0 || poll.max_backoff_ms == 0 {
+                return Err(format!(
+                    "{at}: trigger.poll.every_ms and max_backoff_ms must be at least 1"
+                ));
+            }
+            if !poll.config.is_object() {
+                return Err(format!("{at}: trigger.poll.config must be a table"));
+            }
+        }
+        if let Some(s) = &p.schedule {
+            s.schedule()
+                .map_err(|e| format!("{at}: trigger.schedule: {e}"))?;
+        }
+        if let Some(w) = &p.webhook {
+            for s in w.secret_names() {
+                if !valid_credential_name(s) {
+                    return Err(format!(
+                        "{at}: trigger.webhook secret {s:?} is not a credential name; write the NAME whose value is in WEFT_SECRET_NAME or the secrets file"
+                    ));
+                }
+            }
+            if w.header.is_some() && w.verify != Preset::HmacSha256 {
+                return Err(format!(
+                    "{at}: trigger.webhook.header applies only to verify = \"hmac-sha256\""
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,41 +317,5 @@ mod tests {
         );
         // First start: nothing counts as missed.
         assert_eq!(every_5_min(OnMissed::Once).plan(None, back), (None, back));
-    }
-}
-
-impl TriggerConfig {
-    /// Check each trigger's values; `at` names the pipeline in messages.
-    pub(super) fn validate(&self, at: &str) -> Result<(), String> {
-        let p = self;
-        if let Some(poll) = &p.poll {
-            if poll.every_ms == 0 || poll.max_backoff_ms == 0 {
-                return Err(format!(
-                    "{at}: trigger.poll.every_ms and max_backoff_ms must be at least 1"
-                ));
-            }
-            if !poll.config.is_object() {
-                return Err(format!("{at}: trigger.poll.config must be a table"));
-            }
-        }
-        if let Some(s) = &p.schedule {
-            s.schedule()
-                .map_err(|e| format!("{at}: trigger.schedule: {e}"))?;
-        }
-        if let Some(w) = &p.webhook {
-            for s in w.secret_names() {
-                if !valid_credential_name(s) {
-                    return Err(format!(
-                        "{at}: trigger.webhook secret {s:?} is not a credential name; write the NAME whose value is in WEFT_SECRET_NAME or the secrets file"
-                    ));
-                }
-            }
-            if w.header.is_some() && w.verify != Preset::HmacSha256 {
-                return Err(format!(
-                    "{at}: trigger.webhook.header applies only to verify = \"hmac-sha256\""
-                ));
-            }
-        }
-        Ok(())
     }
 }
