@@ -3,21 +3,15 @@
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::http_util::{Body, error, json};
 use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::server::Server;
+use crate::server::api::ApiState;
 use crate::trigger::Triggers;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// Why a host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -32,8 +26,7 @@ pub struct RunningHost {
     pub engine: Engine,
     /// Plugins loaded, by name.
     pub plugins: Plugins,
-    stop: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<()>,
+    server: Server,
     triggers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -159,29 +152,16 @@ impl RunningHost {
                 "requeued events that were accepted but not finished"
             );
         }
-        let listener = TcpListener::bind(config.server.listen).await.map_err(|e| {
-            StartError(format!(
-                "cannot listen on {} ({e}); is another process using the port? Change server.listen or pass --listen",
-                config.server.listen
-            ))
-        })?;
-        let addr = listener
-            .local_addr()
+        let api = ApiState::new(&config, &secrets, plugins.clone());
+        let server = Server::start(config.server.listen, engine.clone(), triggers, api)
+            .await
             .map_err(|e| StartError(e.to_string()))?;
-        let api = crate::api::ApiState::new(&config, &secrets, plugins.clone());
-        let (stop, stopped) = watch::channel(false);
-        let server = tokio::spawn(serve(
-            listener,
-            engine.clone(),
-            Arc::new(ServerState { triggers, api }),
-            stopped,
-        ));
+        let addr = server.addr;
         tracing::info!(%addr, pipelines = ?engine.pipeline_names(), "weft is serving");
         Ok(RunningHost {
             addr,
             engine,
             plugins,
-            stop,
             server,
             triggers: trigger_tasks,
         })
@@ -190,8 +170,7 @@ impl RunningHost {
     /// Stop accepting, let requests in progress finish (up to 5 s), and
     /// close the store.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+        self.server.shutdown(Duration::from_secs(5)).await;
         self.engine.stop(Duration::from_secs(10)).await;
         // Triggers end when the engine stops; one caught mid-accept may take
         // a moment to hear it.
@@ -209,99 +188,6 @@ impl RunningHost {
 
     /// Wait until the server task ends (it ends only on shutdown).
     pub async fn wait(&mut self) {
-        let _ = (&mut self.server).await;
-    }
-}
-
-struct ServerState {
-    triggers: Arc<Triggers>,
-    api: crate::api::ApiState,
-}
-
-async fn serve(
-    listener: TcpListener,
-    engine: Engine,
-    state: Arc<ServerState>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                let (engine, state) = (engine.clone(), state.clone());
-                let mut conn_stopped = stopped.clone();
-                connections.spawn(async move {
-                    let service = service_fn(move |req| {
-                        let (engine, state) = (engine.clone(), state.clone());
-                        async move { Ok::<_, std::convert::Infallible>(route(&engine, &state, req).await) }
-                    });
-                    let conn = http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), service);
-                    let mut conn = std::pin::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = conn_stopped.changed() => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
-                        }
-                    }
-                });
-            }
-            _ = stopped.changed() => break,
-        }
-        while connections.try_join_next().is_some() {}
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
-}
-
-async fn route(engine: &Engine, state: &ServerState, req: Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path().to_string();
-    match (req.method(), path.as_str()) {
-        (&Method::POST, p) if p.starts_with("/hooks/") => {
-            let name = p["/hooks/".len()..].trim_end_matches('/');
-            match state.triggers.webhook(name) {
-                Some(hook) => hook.handle(engine, req).await,
-                None => error(
-                    StatusCode::NOT_FOUND,
-                    format!(
-                        "unknown pipeline {name:?}; configured pipelines: {}",
-                        engine.pipeline_names().join(", ")
-                    ),
-                ),
-            }
-        }
-        (_, p) if p.starts_with("/hooks/") => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "webhooks take POST with a JSON body",
-        ),
-        (&Method::GET, "/metrics") => {
-            let mut resp = Response::new(http_body_util::Full::new(bytes::Bytes::from(
-                crate::metrics::render(engine),
-            )));
-            resp.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            resp
-        }
-        (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
-        (&Method::GET, "/readyz") => json(
-            StatusCode::OK,
-            &serde_json::json!({ "status": "ready", "pipelines": engine.pipeline_names() }),
-        ),
-        (_, p) if p == "/api/v1" || p.starts_with("/api/v1/") => {
-            crate::api::handle(engine, &state.api, req).await
-        }
-        _ => error(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no route for {} {path}; webhooks go to POST /hooks/{{pipeline}}",
-                req.method()
-            ),
-        ),
+        self.server.wait().await;
     }
 }

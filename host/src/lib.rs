@@ -3,21 +3,20 @@
 //!
 //! Data flows one way: trigger → store (accepted) → engine → sandbox → sink.
 
-pub mod api;
-pub mod audit;
 pub mod client;
 pub mod config;
 pub mod contract;
 pub mod engine;
 pub mod histogram;
 pub mod host;
-mod http_util;
+pub mod inspect;
 pub mod limit;
 pub mod logging;
-pub mod metrics;
 pub mod origin;
 pub mod redact;
+pub mod reply;
 pub mod sandbox;
 pub mod secrets;
+pub mod server;
 pub mod store;
 pub mod trigger;

@@ -411,14 +411,14 @@ async fn check(path: &Path) -> Result<()> {
 async fn plugin_inspect(file: &Path, as_json: bool) -> Result<()> {
     let scratch = Scratch::new(64, None)?;
     let report =
-        weft_host::audit::inspect(&scratch.sandbox, file, file.display().to_string(), None).await;
+        weft_host::inspect::inspect(&scratch.sandbox, file, file.display().to_string(), None).await;
     if report.refused() && report.sha256.is_none() {
         bail!("{}", report.status.trim_start_matches("refused: "));
     }
     if as_json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", weft_host::audit::render(&report));
+        print!("{}", weft_host::inspect::render(&report));
     }
     Ok(())
 }
@@ -439,7 +439,7 @@ async fn audit(path: &Path, as_json: bool) -> Result<()> {
     } else {
         base
     };
-    let reports = weft_host::audit::audit(&scratch.sandbox, &config, base)
+    let reports = weft_host::inspect::audit(&scratch.sandbox, &config, base)
         .await
         .map_err(anyhow::Error::msg)?;
     if as_json {
@@ -449,7 +449,7 @@ async fn audit(path: &Path, as_json: bool) -> Result<()> {
             if i > 0 {
                 println!();
             }
-            print!("{}", weft_host::audit::render(r));
+            print!("{}", weft_host::inspect::render(r));
         }
     }
     let refused: Vec<&str> = reports
@@ -987,7 +987,7 @@ async fn runs_show(host: &HostArg, id: &str) -> Result<()> {
             let record = store
                 .event(&id)?
                 .with_context(|| format!("no event {id}"))?;
-            weft_host::api::event_view(&redaction.record(&record))
+            weft_host::server::api::event_view(&redaction.record(&record))
         }
         Err(e) => return Err(e.into()),
     };

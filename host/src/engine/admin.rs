@@ -22,7 +22,7 @@ impl Engine {
             name: pipeline.to_string(),
             paused: p.paused.load(Ordering::Relaxed),
             queued: queued as u64,
-            breaker: p.breaker.state().as_str(),
+            breaker: p.breaker.state().as_str().to_string(),
             rate_limit_waits: p.limiter.as_ref().map_or(0, |l| l.waits()),
             order_keys_active: p.gate.as_ref().map_or(0, |g| g.keys()),
             accepted: get(&s.accepted),
@@ -33,7 +33,13 @@ impl Engine {
             dead_lettered: get(&s.dead_lettered),
             in_flight: get(&s.in_flight),
             received: get(&s.received),
-            rejected: s.rejected.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            rejected: s
+                .rejected
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
             recovered: get(&s.recovered),
             replayed: get(&s.replayed),
             attempts: get(&s.attempts),

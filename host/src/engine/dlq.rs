@@ -243,7 +243,7 @@ pub fn run_history(
 }
 
 /// Which dead letters a command is about.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Selection {
     /// These event ids.
@@ -358,7 +358,7 @@ pub async fn purge(
 }
 
 /// What happened to one replay request.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReplayOutcome {
     /// Event id.
     pub id: String,

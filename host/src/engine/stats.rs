@@ -55,7 +55,7 @@ impl PipelineStats {
 }
 
 /// A pipeline's state and counters at one moment.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PipelineStatus {
     /// Pipeline name.
     pub name: String,
@@ -64,7 +64,7 @@ pub struct PipelineStatus {
     /// Events accepted and not yet finished.
     pub queued: u64,
     /// `closed`, `half-open` or `open`.
-    pub breaker: &'static str,
+    pub breaker: String,
     /// Sink calls that waited for the rate limit.
     pub rate_limit_waits: u64,
     /// Ordering keys with events waiting or running.
@@ -86,7 +86,7 @@ pub struct PipelineStatus {
     /// Webhook requests received.
     pub received: u64,
     /// Requests refused, by reason.
-    pub rejected: BTreeMap<&'static str, u64>,
+    pub rejected: BTreeMap<String, u64>,
     /// Unfinished events found in the store at start-up.
     pub recovered: u64,
     /// Dead letters replayed.

@@ -10,7 +10,7 @@ pub use rejection::Rejection;
 use self::verify::Verifier;
 use crate::contract::Contract;
 use crate::engine::{AcceptError, Accepted, Engine, Incoming};
-use crate::http_util::{Body, error, json};
+use crate::reply::{Body, error, json};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming as HyperBody;
 use hyper::{Request, Response, StatusCode, header};

@@ -102,7 +102,7 @@ const FAMILIES: &[Family] = &[
         "weft_breaker_state",
         "gauge",
         "Circuit breaker of the sink: 0 closed, 1 half-open, 2 open.",
-        |s| match s.breaker {
+        |s| match s.breaker.as_str() {
             "open" => 2,
             "half-open" => 1,
             _ => 0,

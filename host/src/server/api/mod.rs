@@ -4,114 +4,20 @@
 //! that allows it (viewer reads, operator also pauses, resumes and replays,
 //! admin also purges); every mutating call is written to the audit log.
 
-use crate::config::{Config, Role};
+mod auth;
+
+pub use auth::ApiState;
+
+use self::auth::{audit, required_role};
 use crate::engine::{Engine, Selection, dead_letter_views, purge, replay};
-use crate::http_util::{Body, constant_time_eq, error, json};
-use crate::store::AuditEntry;
+use crate::reply::{Body, error, json};
 use crate::store::EventId;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
-    req.uri().query()?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == name).then(|| v.replace("%3A", ":").replace("%2B", "+"))
-    })
-}
-
-/// Who may call the API, and what it shows about plugins.
-pub struct ApiState {
-    /// (name, role, token value)
-    tokens: Vec<(String, Role, String)>,
-    plugins: crate::sandbox::Plugins,
-}
-
-/// An authenticated caller.
-struct Caller {
-    name: String,
-    role: Role,
-}
-
-impl ApiState {
-    /// Tokens from `[admin]` (values from `secrets`) and the legacy
-    /// `server.admin_token_env` variable (an admin token named `admin-token`).
-    pub fn new(
-        config: &Config,
-        secrets: &crate::secrets::Secrets,
-        plugins: crate::sandbox::Plugins,
-    ) -> ApiState {
-        let mut tokens: Vec<(String, Role, String)> = config
-            .admin
-            .tokens
-            .iter()
-            .filter_map(|t| Some((t.name.clone(), t.role, secrets.get(&t.secret)?.to_string())))
-            .collect();
-        if let Ok(t) = std::env::var(&config.server.admin_token_env)
-            && !t.is_empty()
-        {
-            crate::redact::register(&t);
-            tokens.push(("admin-token".into(), Role::Admin, t));
-        }
-        if tokens.is_empty() {
-            tracing::warn!(
-                "the admin API has no tokens: anyone who reaches {} may pause, replay and purge; add [[admin.tokens]]",
-                config.server.listen
-            );
-        }
-        ApiState { tokens, plugins }
-    }
-
-    /// The caller, or `None` for a missing or wrong token.
-    fn authenticate(&self, req: &Request<Incoming>) -> Option<Caller> {
-        if self.tokens.is_empty() {
-            return Some(Caller {
-                name: "anonymous".into(),
-                role: Role::Admin,
-            });
-        }
-        let given = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        // Compare with every token, so timing says nothing about which matched.
-        let mut found = None;
-        for (name, role, value) in &self.tokens {
-            if constant_time_eq(given.as_bytes(), value.as_bytes()) {
-                found = Some(Caller {
-                    name: name.clone(),
-                    role: *role,
-                });
-            }
-        }
-        found
-    }
-}
-
-/// The role a call needs.
-fn required_role(method: &Method, segments: &[&str]) -> Role {
-    match (method, segments) {
-        (&Method::GET, _) => Role::Viewer,
-        (_, ["dlq", "purge"]) => Role::Admin,
-        _ => Role::Operator,
-    }
-}
-
-/// Append a mutating call to the audit log and flush it.
-async fn audit(engine: &Engine, caller: &str, action: &str, pipeline: &str, detail: String) {
-    let store = engine.store();
-    if let Err(e) = store.audit().append(AuditEntry {
-        kind: "admin",
-        actor: caller.to_string(),
-        pipeline: pipeline.to_string(),
-        action: action.to_string(),
-        detail,
-    }) {
-        tracing::error!("could not write an admin call to the audit log: {e}");
-    }
-    let _ = store.flush().await;
+    crate::server::query::param(req.uri().query(), name)
 }
 
 /// Route one `/api/v1` request.

@@ -1,4 +1,5 @@
-//! Small helpers shared by the HTTP handlers.
+//! Replies of the HTTP handlers (the webhook trigger and the admin API):
+//! JSON, with secret values masked.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -23,12 +24,4 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 /// A JSON error: `{"error": message}`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message.into() }))
-}
-
-/// Compare secrets without leaking where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

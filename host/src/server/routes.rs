@@ -1,0 +1,60 @@
+//! Routing: webhooks to their pipeline's trigger, `/metrics`, health, and
+//! the admin API.
+
+use super::Shared;
+use crate::engine::Engine;
+use crate::reply::{Body, error, json};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+
+pub(super) async fn route(
+    engine: &Engine,
+    state: &Shared,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    match (req.method(), path.as_str()) {
+        (&Method::POST, p) if p.starts_with("/hooks/") => {
+            let name = p["/hooks/".len()..].trim_end_matches('/');
+            match state.triggers.webhook(name) {
+                Some(hook) => hook.handle(engine, req).await,
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "unknown pipeline {name:?}; configured pipelines: {}",
+                        engine.pipeline_names().join(", ")
+                    ),
+                ),
+            }
+        }
+        (_, p) if p.starts_with("/hooks/") => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "webhooks take POST with a JSON body",
+        ),
+        (&Method::GET, "/metrics") => {
+            let mut resp = Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                super::metrics::render(engine),
+            )));
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            resp
+        }
+        (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        (&Method::GET, "/readyz") => json(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "ready", "pipelines": engine.pipeline_names() }),
+        ),
+        (_, p) if p == "/api/v1" || p.starts_with("/api/v1/") => {
+            super::api::handle(engine, &state.api, req).await
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no route for {} {path}; webhooks go to POST /hooks/{{pipeline}}",
+                req.method()
+            ),
+        ),
+    }
+}
