@@ -3,7 +3,7 @@
 //!
 //! Data flows one way: trigger → store (accepted) → engine → sandbox → sink.
 
-pub mod client;
+pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod engine;
@@ -20,3 +20,5 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod trigger;
+
+pub use cli::client;

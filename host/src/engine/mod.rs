@@ -29,7 +29,7 @@ pub use accept::{AcceptError, Accepted, Incoming};
 pub use breaker::BreakerState;
 pub use dlq::{
     DeadLetterView, EventView, ReplayOutcome, RunSummary, Selection, dead_letter_views,
-    parse_since, purge, replay, run_history,
+    parse_since, purge, replay, rfc3339, run_history,
 };
 pub use error::EngineError;
 pub use handle::Engine;

@@ -1,0 +1,369 @@
+//! What the admin commands ask of a host: one trait, answered by a running
+//! host's API ([`HttpAdmin`]) or, when none runs, by the store itself
+//! ([`LocalAdmin`]); both return the views the API serialises.
+
+use super::HostArg;
+use super::client::{ClientError, HostClient};
+use crate::config::Config;
+use crate::engine::{
+    DeadLetterView, EventView, PipelineStatus, ReplayOutcome, RunSummary, Selection,
+};
+use crate::redact::FieldRedaction;
+use crate::store::{AuditEntry, EventId, Store};
+use anyhow::{Context, Result, anyhow, bail};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// A future of an admin call.
+pub type AdminFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + 'a>>;
+
+/// What to do with selected dead letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DlqAction {
+    /// Put them back in their pipeline.
+    Replay,
+    /// Delete them for good.
+    Purge,
+}
+
+impl DlqAction {
+    /// `replay` or `purge`, as the API path and the audit log name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DlqAction::Replay => "replay",
+            DlqAction::Purge => "purge",
+        }
+    }
+}
+
+/// Which events `runs list` shows.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    /// Only this pipeline.
+    pub pipeline: Option<String>,
+    /// Only this state.
+    pub state: Option<String>,
+    /// Only events accepted since (RFC 3339, or an age such as `2h`).
+    pub since: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// The admin operations of a host.
+pub trait Admin {
+    /// Whether this is the store of a stopped host rather than a running one.
+    fn is_local(&self) -> bool;
+    /// Dead letters, oldest first.
+    fn dead_letters(
+        &self,
+        pipeline: Option<String>,
+        since: Option<String>,
+    ) -> AdminFuture<'_, Vec<DeadLetterView>>;
+    /// Replay or purge the selected dead letters.
+    fn dead_letter_action(
+        &self,
+        action: DlqAction,
+        selection: Selection,
+    ) -> AdminFuture<'_, Vec<ReplayOutcome>>;
+    /// Pause or resume a pipeline.
+    fn set_paused(&self, pipeline: String, paused: bool) -> AdminFuture<'_, ()>;
+    /// Every pipeline's status.
+    fn pipelines(&self) -> AdminFuture<'_, Vec<PipelineStatus>>;
+    /// The run history, newest first.
+    fn runs(&self, query: RunQuery) -> AdminFuture<'_, Vec<RunSummary>>;
+    /// One event.
+    fn event(&self, id: EventId) -> AdminFuture<'_, EventView>;
+}
+
+/// The host named by `--url` or the config, if it answers; otherwise its
+/// store, opened on first use.
+pub async fn connect(host: &HostArg) -> Result<Box<dyn Admin>> {
+    let (client, config) = client(host)?;
+    match client.call(hyper::Method::GET, "/healthz", None, &[]).await {
+        Ok(_) => Ok(Box::new(HttpAdmin { client })),
+        Err(ClientError::NotRunning(url)) => Ok(Box::new(LocalAdmin { config, url })),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A client for the host named by `--url` or the config's `server.listen`,
+/// with the admin token from the environment; and the config, if it loaded.
+pub fn client(host: &HostArg) -> Result<(HostClient, Option<Config>)> {
+    let config = super::load_config(&host.config.config);
+    let url = match (&host.url, &config) {
+        (Some(url), _) => url.clone(),
+        (None, Ok(c)) => format!("http://{}", c.server.listen),
+        (None, Err(e)) => bail!("{e}\n(pass --url to reach a host without a config file)"),
+    };
+    let token_env = config
+        .as_ref()
+        .map(|c| c.server.admin_token_env.clone())
+        .unwrap_or_else(|_| "WEFT_ADMIN_TOKEN".into());
+    let token = std::env::var(token_env).ok().filter(|t| !t.is_empty());
+    Ok((HostClient::new(&url, token), config.ok()))
+}
+
+/// The message for a host that does not answer.
+pub fn not_running(url: &str) -> anyhow::Error {
+    anyhow!("no weft host answers at {url}; start one with `weft run`, or pass --url")
+}
+
+/// A running host, through its API.
+pub struct HttpAdmin {
+    client: HostClient,
+}
+
+impl HttpAdmin {
+    /// Call the API and take `field` of a 200 answer as `T`.
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        field: Option<&str>,
+    ) -> Result<T> {
+        let reply = self.client.call(method, path, body, &[]).await?;
+        if reply.status != 200 {
+            let said = match &reply.body["error"] {
+                serde_json::Value::Null => reply.body.clone(),
+                e => e.clone(),
+            };
+            bail!("the host answered {}: {said}", reply.status);
+        }
+        let value = match field {
+            Some(f) => reply.body[f].clone(),
+            None => reply.body,
+        };
+        serde_json::from_value(value).map_err(|e| anyhow!("unexpected answer from the host: {e}"))
+    }
+}
+
+fn with_query(path: &str, pairs: &[(&str, &Option<String>)]) -> String {
+    let pairs: Vec<(&str, &str)> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v)))
+        .collect();
+    if pairs.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", crate::server::query::encode(&pairs))
+    }
+}
+
+impl Admin for HttpAdmin {
+    fn is_local(&self) -> bool {
+        false
+    }
+
+    fn dead_letters(
+        &self,
+        pipeline: Option<String>,
+        since: Option<String>,
+    ) -> AdminFuture<'_, Vec<DeadLetterView>> {
+        Box::pin(async move {
+            let path = with_query("/api/v1/dlq", &[("pipeline", &pipeline), ("since", &since)]);
+            self.get(hyper::Method::GET, &path, None, Some("dead_letters"))
+                .await
+        })
+    }
+
+    fn dead_letter_action(
+        &self,
+        action: DlqAction,
+        selection: Selection,
+    ) -> AdminFuture<'_, Vec<ReplayOutcome>> {
+        Box::pin(async move {
+            let body = serde_json::to_vec(&selection)?;
+            let path = format!("/api/v1/dlq/{}", action.as_str());
+            self.get(hyper::Method::POST, &path, Some(body), Some("results"))
+                .await
+        })
+    }
+
+    fn set_paused(&self, pipeline: String, paused: bool) -> AdminFuture<'_, ()> {
+        Box::pin(async move {
+            let action = if paused { "pause" } else { "resume" };
+            let path = format!("/api/v1/pipelines/{pipeline}/{action}");
+            let _: serde_json::Value = self.get(hyper::Method::POST, &path, None, None).await?;
+            Ok(())
+        })
+    }
+
+    fn pipelines(&self) -> AdminFuture<'_, Vec<PipelineStatus>> {
+        Box::pin(async move {
+            self.get(
+                hyper::Method::GET,
+                "/api/v1/pipelines",
+                None,
+                Some("pipelines"),
+            )
+            .await
+        })
+    }
+
+    fn runs(&self, q: RunQuery) -> AdminFuture<'_, Vec<RunSummary>> {
+        Box::pin(async move {
+            let limit = Some(q.limit.to_string());
+            let path = with_query(
+                "/api/v1/events",
+                &[
+                    ("limit", &limit),
+                    ("pipeline", &q.pipeline),
+                    ("state", &q.state),
+                    ("since", &q.since),
+                ],
+            );
+            self.get(hyper::Method::GET, &path, None, Some("events"))
+                .await
+        })
+    }
+
+    fn event(&self, id: EventId) -> AdminFuture<'_, EventView> {
+        Box::pin(async move {
+            let path = format!("/api/v1/events/{id}");
+            self.get(hyper::Method::GET, &path, None, None).await
+        })
+    }
+}
+
+/// The store of a host that is not running, opened on first use. Changes
+/// are written to the audit log under the local user's name.
+pub struct LocalAdmin {
+    config: Option<Config>,
+    url: String,
+}
+
+impl LocalAdmin {
+    fn config(&self) -> Result<&Config> {
+        self.config
+            .as_ref()
+            .context("no host is running and no config file was found to open its data directory")
+    }
+
+    fn store(&self) -> Result<Arc<dyn Store>> {
+        Ok(crate::store::open(&self.config()?.server.data_dir)?)
+    }
+
+    fn redaction(&self) -> FieldRedaction {
+        self.config
+            .as_ref()
+            .map(|c| FieldRedaction::new(c.redact_lists()))
+            .unwrap_or_default()
+    }
+}
+
+/// Record a change made on the store directly (no host running) in the
+/// audit log, under the local user's name.
+fn audit_local(store: &dyn Store, action: &str, pipeline: &str, detail: String) {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    if let Err(e) = store.audit().append(AuditEntry {
+        kind: "admin",
+        actor: format!("local:{user}"),
+        pipeline: pipeline.to_string(),
+        action: action.to_string(),
+        detail,
+    }) {
+        eprintln!("warning: could not write the audit log: {e}");
+    }
+}
+
+impl Admin for LocalAdmin {
+    fn is_local(&self) -> bool {
+        true
+    }
+
+    fn dead_letters(
+        &self,
+        pipeline: Option<String>,
+        since: Option<String>,
+    ) -> AdminFuture<'_, Vec<DeadLetterView>> {
+        Box::pin(async move {
+            let redaction = self.redaction();
+            let store = self.store()?;
+            crate::engine::dead_letter_views(
+                &store,
+                pipeline.as_deref(),
+                since.as_deref(),
+                &redaction,
+            )
+            .map_err(anyhow::Error::msg)
+        })
+    }
+
+    fn dead_letter_action(
+        &self,
+        action: DlqAction,
+        selection: Selection,
+    ) -> AdminFuture<'_, Vec<ReplayOutcome>> {
+        Box::pin(async move {
+            let store = self.store()?;
+            let ids: Vec<EventId> = selection
+                .resolve(&store)
+                .map_err(anyhow::Error::msg)?
+                .iter()
+                .map(|r| r.id)
+                .collect();
+            let out = match action {
+                DlqAction::Replay => crate::engine::replay(&store, None, &ids).await?,
+                DlqAction::Purge => crate::engine::purge(&store, &ids).await?,
+            };
+            audit_local(
+                store.as_ref(),
+                &format!("dlq-{}", action.as_str()),
+                "",
+                format!("{} event(s)", ids.len()),
+            );
+            Ok(out)
+        })
+    }
+
+    fn set_paused(&self, pipeline: String, paused: bool) -> AdminFuture<'_, ()> {
+        Box::pin(async move {
+            let config = self
+                .config
+                .as_ref()
+                .context("no host is running and no config file was found")?;
+            if config.pipeline(&pipeline).is_none() {
+                bail!("unknown pipeline {pipeline:?}");
+            }
+            let store = self.store()?;
+            store.set_paused(&pipeline, paused).await?;
+            let action = if paused { "pause" } else { "resume" };
+            audit_local(store.as_ref(), action, &pipeline, "done".into());
+            Ok(())
+        })
+    }
+
+    fn pipelines(&self) -> AdminFuture<'_, Vec<PipelineStatus>> {
+        // Counters live in the running host.
+        Box::pin(async move { Err(not_running(&self.url)) })
+    }
+
+    fn runs(&self, q: RunQuery) -> AdminFuture<'_, Vec<RunSummary>> {
+        Box::pin(async move {
+            let redaction = self.redaction();
+            let store = self.store()?;
+            crate::engine::run_history(
+                &store,
+                q.pipeline.as_deref(),
+                q.state.as_deref(),
+                q.since.as_deref(),
+                q.limit,
+                &redaction,
+            )
+            .map_err(anyhow::Error::msg)
+        })
+    }
+
+    fn event(&self, id: EventId) -> AdminFuture<'_, EventView> {
+        Box::pin(async move {
+            let redaction = self.redaction();
+            let store = self.store()?;
+            let record = store
+                .event(&id)?
+                .with_context(|| format!("no event {id}"))?;
+            Ok(EventView::from(redaction.record(&record).as_ref()))
+        })
+    }
+}

@@ -1,0 +1,124 @@
+//! `weft audit` (every plugin against its grant) and `weft audit-log`
+//! (the hash-chained record of denials and admin calls).
+
+use super::ConfigArg;
+use super::scratch::Scratch;
+use crate::store::Store;
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, Args)]
+pub(super) struct AuditArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl AuditArgs {
+    pub(super) async fn run(self) -> Result<()> {
+        let path = &self.config.config;
+        let config = super::load_config(path)?;
+        let max_memory = config
+            .grants
+            .values()
+            .map(|g| g.memory_mib)
+            .max()
+            .unwrap_or(64)
+            .max(64);
+        let scratch = Scratch::new(max_memory, None)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let base = if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            base
+        };
+        let reports = crate::inspect::audit(&scratch.sandbox, &config, base)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&reports)?);
+        } else {
+            for (i, r) in reports.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                print!("{}", crate::inspect::render(r));
+            }
+        }
+        let refused: Vec<&str> = reports
+            .iter()
+            .filter(|r| r.refused())
+            .map(|r| r.name.as_str())
+            .collect();
+        if !refused.is_empty() {
+            bail!("the host would not load: {}", refused.join(", "));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum AuditLogCommand {
+    /// Print the records (stop the host first: the store is locked while it runs).
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Start at this index.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Print JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the hash chain; names the first bad record and exits with 1.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+fn open_store(path: &Path) -> Result<Arc<dyn Store>> {
+    let config = super::load_config(path)?;
+    Ok(crate::store::open(&config.server.data_dir)?)
+}
+
+impl AuditLogCommand {
+    pub(super) fn run(self) -> Result<()> {
+        match self {
+            AuditLogCommand::Show { config, from, json } => {
+                let store = open_store(&config.config)?;
+                for r in store.audit().records(from)? {
+                    if json {
+                        println!("{}", serde_json::to_string(&r)?);
+                        continue;
+                    }
+                    let at = crate::engine::rfc3339(r.at_ms);
+                    let pipeline = if r.pipeline.is_empty() {
+                        "-"
+                    } else {
+                        &r.pipeline
+                    };
+                    println!(
+                        "{:>6}  {at}  {:<6} {:<16} {:<12} {:<10} {}",
+                        r.index, r.kind, r.actor, pipeline, r.action, r.detail
+                    );
+                }
+                Ok(())
+            }
+            AuditLogCommand::Verify { config } => {
+                let store = open_store(&config.config)?;
+                match store.audit().verify() {
+                    Ok(n) => {
+                        println!("audit log intact: {n} records, hash chain verified");
+                        Ok(())
+                    }
+                    Err(b) => bail!("audit log broken at record {}: {}", b.index, b.reason),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! `weft check`: the config, its secrets, its plugins and its pipelines and
+//! triggers built as the host would build them, without serving.
+
+use super::scratch::Scratch;
+use anyhow::Result;
+use std::path::Path;
+
+pub(super) async fn run(path: &Path) -> Result<()> {
+    let config = super::load_config(path)?;
+    let secrets = crate::secrets::Secrets::load(&config).map_err(anyhow::Error::msg)?;
+    let scratch = Scratch::new(4096, Some(secrets))?;
+    let (plugins, errors) = crate::host::load_plugins(&config, &scratch.sandbox, None).await?;
+    for e in errors.values() {
+        eprintln!("warning: {e}");
+    }
+    let engine = crate::engine::Engine::build(
+        &config,
+        scratch.store.clone(),
+        scratch.sandbox.clone(),
+        &plugins,
+        &errors,
+    )
+    .await?;
+    let secrets = scratch.sandbox.secrets();
+    crate::trigger::Triggers::build(&config, &engine, secrets, &plugins, &errors).await?;
+    println!(
+        "{}: ok ({} pipelines, {} plugins)",
+        path.display(),
+        config.pipelines.len(),
+        plugins.len()
+    );
+    Ok(())
+}

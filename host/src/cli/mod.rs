@@ -1,0 +1,107 @@
+//! The `weft` command line: one file per command group, each a struct with
+//! `run()`. Admin commands go through [`admin::Admin`], served by a running
+//! host's API or, when none runs, by the store directly.
+
+pub mod admin;
+mod audit;
+mod check;
+pub mod client;
+mod dlq;
+mod pipeline;
+mod plugin;
+mod run;
+mod runs;
+mod scratch;
+mod send;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// weft — durable webhook pipelines with sandboxed WebAssembly plugins.
+///
+/// Events arrive at POST /hooks/{pipeline}, are stored durably, run through
+/// the pipeline's transform plugins and are delivered by its sink plugin,
+/// with retries, backoff and a dead-letter queue.
+#[derive(Debug, Parser)]
+#[command(name = "weft", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the host: load plugins, build pipelines, serve webhooks and the admin API.
+    Run(run::RunArgs),
+    /// Check a config file and the plugins it names, without serving.
+    Check(ConfigArg),
+    /// Send a JSON file to a pipeline of a running host, as a webhook would.
+    Send(send::SendArgs),
+    /// Inspect, replay and purge the dead-letter queue.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+    /// Pause, resume and inspect pipelines.
+    #[command(subcommand)]
+    Pipeline(pipeline::PipelineCommand),
+    /// Show the history of events.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
+    /// Look inside plugin files.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+    /// For every plugin in the config's plugin directory: digest, world,
+    /// requested capabilities, the grant, what it may do, and every mismatch.
+    /// Exits with status 1 when the host would refuse a plugin.
+    Audit(audit::AuditArgs),
+    /// Show and verify the hash-chained audit log (capability denials).
+    #[command(subcommand, name = "audit-log")]
+    AuditLog(audit::AuditLogCommand),
+}
+
+/// `--config FILE`
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// The config file.
+    #[arg(short, long, default_value = "weft.toml", env = "WEFT_CONFIG")]
+    config: PathBuf,
+}
+
+/// `--config FILE --url URL`: which host an admin command talks to.
+#[derive(Debug, Args)]
+pub struct HostArg {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Address of the running host (default: server.listen from the config).
+    #[arg(long)]
+    url: Option<String>,
+}
+
+impl Cli {
+    /// The log format the command asks for (only `run` has a choice).
+    pub fn log_format(&self) -> crate::logging::LogFormat {
+        match &self.command {
+            Command::Run(r) => r.log_format(),
+            _ => crate::logging::LogFormat::Text,
+        }
+    }
+
+    /// Run the command.
+    pub async fn run(self) -> Result<()> {
+        match self.command {
+            Command::Run(args) => args.run().await,
+            Command::Check(args) => check::run(&args.config).await,
+            Command::Send(args) => args.run().await,
+            Command::Dlq(c) => c.run().await,
+            Command::Pipeline(c) => c.run().await,
+            Command::Runs(c) => c.run().await,
+            Command::Plugin(c) => c.run().await,
+            Command::Audit(args) => args.run().await,
+            Command::AuditLog(c) => c.run(),
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path) -> Result<crate::config::Config> {
+    Ok(crate::config::Config::load(path)?)
+}

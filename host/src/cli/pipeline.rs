@@ -1,0 +1,129 @@
+//! `weft pipeline`: pause, resume, and the status table with its
+//! reconciliation check.
+
+use super::HostArg;
+use super::admin::connect;
+use anyhow::{Result, bail};
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub(super) enum PipelineCommand {
+    /// Stop delivering (events are still accepted); survives a restart.
+    Pause {
+        /// Pipeline name.
+        name: String,
+        #[command(flatten)]
+        host: HostArg,
+    },
+    /// Deliver again.
+    Resume {
+        /// Pipeline name.
+        name: String,
+        #[command(flatten)]
+        host: HostArg,
+    },
+    /// Counters, queue depth, breaker state and pause state of the pipelines.
+    Status {
+        /// Only this pipeline.
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        host: HostArg,
+    },
+}
+
+impl PipelineCommand {
+    pub(super) async fn run(self) -> Result<()> {
+        match self {
+            PipelineCommand::Pause { name, host } => set(&host, name, true).await,
+            PipelineCommand::Resume { name, host } => set(&host, name, false).await,
+            PipelineCommand::Status { name, json, host } => status(&host, name, json).await,
+        }
+    }
+}
+
+async fn set(host: &HostArg, name: String, pause: bool) -> Result<()> {
+    let admin = connect(host).await?;
+    admin.set_paused(name.clone(), pause).await?;
+    let done = if pause { "paused" } else { "resumed" };
+    if admin.is_local() {
+        println!(
+            "pipeline {name}: {done} (no host is running; it takes effect when `weft run` starts)"
+        );
+    } else {
+        println!("pipeline {name}: {done}");
+    }
+    Ok(())
+}
+
+async fn status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<()> {
+    let list: Vec<_> = connect(host)
+        .await?
+        .pipelines()
+        .await?
+        .into_iter()
+        .filter(|p| name.as_deref().is_none_or(|n| p.name == n))
+        .collect();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!(
+        "{:<14} {:<7} {:<9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9}  RECONCILED",
+        "PIPELINE",
+        "STATE",
+        "BREAKER",
+        "QUEUED",
+        "OLDEST",
+        "ACCEPTED",
+        "DELIVERED",
+        "FILTERED",
+        "RETRIED",
+        "DEAD",
+        "IN FLIGHT"
+    );
+    let mut unbalanced = Vec::new();
+    for p in &list {
+        let oldest = match p.oldest_age_ms {
+            0 => "-".to_string(),
+            ms => humantime::format_duration(
+                std::time::Duration::from_secs(ms / 1000).max(std::time::Duration::from_secs(1)),
+            )
+            .to_string(),
+        };
+        println!(
+            "{:<14} {:<7} {:<9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9}  {}",
+            p.name,
+            if p.paused { "paused" } else { "running" },
+            p.breaker,
+            p.queued,
+            oldest,
+            p.accepted + p.recovered + p.replayed,
+            p.delivered,
+            p.filtered,
+            p.retried,
+            p.dead_lettered,
+            p.in_flight,
+            if p.unaccounted == 0 {
+                "yes".to_string()
+            } else {
+                format!("NO ({} unaccounted)", p.unaccounted)
+            }
+        );
+        if p.unaccounted != 0 {
+            unbalanced.push(p.name.clone());
+        }
+    }
+    println!(
+        "ACCEPTED counts events accepted, recovered at start and replayed since start; it equals DELIVERED + FILTERED + DEAD + QUEUED when nothing was lost."
+    );
+    if !unbalanced.is_empty() {
+        bail!(
+            "events unaccounted for in {}; see the log for events that went missing",
+            unbalanced.join(", ")
+        );
+    }
+    Ok(())
+}
