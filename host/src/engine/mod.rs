@@ -12,10 +12,11 @@ mod admin;
 mod attempt;
 mod breaker;
 mod build;
+mod dead_letters;
 mod dispatch;
-mod dlq;
 mod error;
 mod handle;
+mod history;
 mod janitor;
 mod job;
 mod order;
@@ -27,11 +28,11 @@ mod stats;
 
 pub use accept::{AcceptError, Accepted, Incoming};
 pub use breaker::BreakerState;
-pub use dlq::{
-    DeadLetterView, EventView, ReplayOutcome, RunSummary, Selection, dead_letter_views,
-    parse_since, purge, replay, rfc3339, run_history,
+pub use dead_letters::{
+    DeadLetterView, ReplayOutcome, Selection, dead_letter_views, purge, replay,
 };
 pub use error::EngineError;
 pub use handle::Engine;
+pub use history::{EventView, RunSummary, parse_since, rfc3339, run_history};
 pub use retry::RetryPolicy;
 pub use stats::{PipelineStats, PipelineStatus};
