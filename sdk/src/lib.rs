@@ -1,15 +1,18 @@
 //! Write weft plugins in Rust.
 //!
-//! A plugin is a WebAssembly component built for `wasm32-wasip2`. Add this
-//! crate, implement [`Transform`] or [`Sink`] for a type, and call the matching
-//! export macro once. The host hands the plugin its configuration (parsed
-//! into your `Config` type with serde) once per instance, then events.
+//! A plugin is a WebAssembly component built for `wasm32-wasip2`. Every
+//! plugin implements [`Plugin`] (its config type, what it says about itself,
+//! and how it is built from its config) and one world trait: [`Transform`]
+//! (events in, events out), [`Sink`] (deliver an event) or [`Source`] (poll
+//! for new items). Then [`export!`] it, once per crate. The host hands the
+//! plugin its configuration (parsed into your `Config` type with serde) once
+//! per instance, then events.
 //!
 //! # A transform
 //!
 //! ```
 //! use serde::Deserialize;
-//! use weft_sdk::{Event, PluginInfo, Result, Transform};
+//! use weft_sdk::{Event, Plugin, PluginInfo, Result, Transform};
 //!
 //! #[derive(Deserialize)]
 //! #[serde(deny_unknown_fields)]
@@ -20,7 +23,7 @@
 //!
 //! pub struct Tagger(Config);
 //!
-//! impl Transform for Tagger {
+//! impl Plugin for Tagger {
 //!     type Config = Config;
 //!     fn describe() -> PluginInfo {
 //!         PluginInfo::new("tagger", "0.1.0")
@@ -28,6 +31,9 @@
 //!     fn new(config: Config) -> Result<Self> {
 //!         Ok(Tagger(config))
 //!     }
+//! }
+//!
+//! impl Transform for Tagger {
 //!     fn transform(&mut self, mut event: Event) -> Result<Vec<Event>> {
 //!         let mut body = event.json()?;
 //!         body["tag"] = self.0.tag.clone().into();
@@ -36,14 +42,14 @@
 //!     }
 //! }
 //!
-//! weft_sdk::export_transform!(Tagger);
+//! weft_sdk::export!(transform: Tagger);
 //! ```
 //!
 //! # A sink
 //!
 //! ```
 //! use serde::Deserialize;
-//! use weft_sdk::{http, Error, Event, PluginInfo, Receipt, Result, Sink};
+//! use weft_sdk::{http, Error, Event, Plugin, PluginInfo, Receipt, Result, Sink};
 //!
 //! #[derive(Deserialize)]
 //! pub struct Config {
@@ -52,7 +58,7 @@
 //!
 //! pub struct Poster(Config);
 //!
-//! impl Sink for Poster {
+//! impl Plugin for Poster {
 //!     type Config = Config;
 //!     fn describe() -> PluginInfo {
 //!         PluginInfo::new("poster", "0.1.0")
@@ -60,6 +66,9 @@
 //!     fn new(config: Config) -> Result<Self> {
 //!         Ok(Poster(config))
 //!     }
+//! }
+//!
+//! impl Sink for Poster {
 //!     fn deliver(&mut self, event: &Event) -> Result<Receipt> {
 //!         let resp = http::Request::post(&self.0.url)
 //!             .header("idempotency-key", &event.key)
@@ -73,7 +82,54 @@
 //!     }
 //! }
 //!
-//! weft_sdk::export_sink!(Poster);
+//! weft_sdk::export!(sink: Poster);
+//! ```
+//!
+//! # A source
+//!
+//! ```
+//! use serde::Deserialize;
+//! use weft_sdk::{http, Batch, Emitted, Plugin, PluginInfo, Result, Source};
+//!
+//! #[derive(Deserialize)]
+//! pub struct Config {
+//!     url: String,
+//! }
+//!
+//! pub struct Feed(Config);
+//!
+//! impl Plugin for Feed {
+//!     type Config = Config;
+//!     fn describe() -> PluginInfo {
+//!         PluginInfo::new("feed", "0.1.0")
+//!     }
+//!     fn new(config: Config) -> Result<Self> {
+//!         Ok(Feed(config))
+//!     }
+//! }
+//!
+//! impl Source for Feed {
+//!     fn poll(&mut self, cursor: Option<String>) -> Result<Batch> {
+//!         let since = cursor.unwrap_or_default();
+//!         let resp = http::Request::get(format!("{}?since={since}", self.0.url)).send()?;
+//!         let items: Vec<serde_json::Value> =
+//!             serde_json::from_slice(&resp.body).unwrap_or_default();
+//!         let next = items.last().and_then(|i| i["id"].as_str()).map(str::to_string);
+//!         Ok(Batch {
+//!             events: items
+//!                 .iter()
+//!                 .map(|i| Emitted {
+//!                     key: i["id"].to_string(),
+//!                     payload: i.to_string().into_bytes(),
+//!                 })
+//!                 .collect(),
+//!             next_cursor: next,
+//!             more: false,
+//!         })
+//!     }
+//! }
+//!
+//! weft_sdk::export!(source: Feed);
 //! ```
 //!
 //! Build with `cargo build --release --target wasm32-wasip2` and copy the
@@ -140,26 +196,26 @@ impl Receipt {
     }
 }
 
-/// A transform plugin: one event in, zero (filter), one (map) or many (split) out.
-pub trait Transform: Sized + 'static {
-    /// The step's `config` table from `weft.toml`, deserialised with serde.
+/// What every plugin is, whatever its world: a config type, a
+/// self-description, and a constructor from the config. The world traits
+/// ([`Transform`], [`Sink`], [`Source`]) add what it does with events.
+pub trait Plugin: Sized + 'static {
+    /// Its `config` table from `weft.toml`, deserialised with serde.
     type Config: DeserializeOwned;
     /// Name, version and config schema.
     fn describe() -> PluginInfo;
     /// Build the plugin from its configuration; an error here is `fatal`.
     fn new(config: Self::Config) -> Result<Self>;
+}
+
+/// A transform plugin: one event in, zero (filter), one (map) or many (split) out.
+pub trait Transform: Plugin {
     /// Handle one event.
     fn transform(&mut self, event: Event) -> Result<Vec<Event>>;
 }
 
 /// A sink plugin: delivers one event to an outside system.
-pub trait Sink: Sized + 'static {
-    /// The sink's `config` table from `weft.toml`, deserialised with serde.
-    type Config: DeserializeOwned;
-    /// Name, version and config schema.
-    fn describe() -> PluginInfo;
-    /// Build the plugin from its configuration; an error here is `fatal`.
-    fn new(config: Self::Config) -> Result<Self>;
+pub trait Sink: Plugin {
     /// Deliver one event.
     fn deliver(&mut self, event: &Event) -> Result<Receipt>;
 }
@@ -186,13 +242,7 @@ pub struct Batch {
 }
 
 /// A source plugin: pulls new items from a system that has no webhooks.
-pub trait Source: Sized + 'static {
-    /// The trigger's `config` table from `weft.toml`, deserialised with serde.
-    type Config: DeserializeOwned;
-    /// Name, version and config schema.
-    fn describe() -> PluginInfo;
-    /// Build the plugin from its configuration; an error here is `fatal`.
-    fn new(config: Self::Config) -> Result<Self>;
+pub trait Source: Plugin {
     /// Fetch what is new since `cursor` (`None` on the very first poll).
     fn poll(&mut self, cursor: Option<String>) -> Result<Batch>;
 }
@@ -225,50 +275,45 @@ pub mod __private {
         WitError::Fatal("the host called the plugin before `configure`".to_string())
     }
 
-    pub fn configure_transform<T: Transform>(
-        slot: &RefCell<Option<T>>,
-        config: String,
-    ) -> std::result::Result<(), WitError> {
+    /// The one plugin instance of this component.
+    pub type Slot<T> = std::thread::LocalKey<RefCell<Option<T>>>;
+
+    /// Build the plugin from the host's config text.
+    pub fn configure<T: Plugin>(slot: &'static Slot<T>, config: String) -> Result<(), WitError> {
         let config = parse_config(&T::describe().name, &config)?;
-        *slot.borrow_mut() = Some(T::new(config)?);
+        let plugin = T::new(config)?;
+        slot.with(|s| *s.borrow_mut() = Some(plugin));
         Ok(())
     }
 
-    pub fn run_transform<T: Transform>(
-        slot: &RefCell<Option<T>>,
-        event: WitEvent,
-    ) -> std::result::Result<Vec<WitEvent>, WitError> {
-        let mut slot = slot.borrow_mut();
-        let plugin = slot.as_mut().ok_or_else(not_configured)?;
-        let out = plugin.transform(event.into())?;
+    /// Run `f` on the configured plugin.
+    pub fn with_plugin<T, R>(
+        slot: &'static Slot<T>,
+        f: impl FnOnce(&mut T) -> Result<R, WitError>,
+    ) -> Result<R, WitError> {
+        slot.with(|s| {
+            let mut s = s.borrow_mut();
+            f(s.as_mut().ok_or_else(not_configured)?)
+        })
+    }
+
+    /// `transformer.transform`
+    pub fn transform<T: Transform>(p: &mut T, event: WitEvent) -> Result<Vec<WitEvent>, WitError> {
+        let out = p.transform(event.into())?;
         Ok(out.into_iter().map(Into::into).collect())
     }
 
-    pub fn configure_sink<T: Sink>(
-        slot: &RefCell<Option<T>>,
-        config: String,
-    ) -> std::result::Result<(), WitError> {
-        let config = parse_config(&T::describe().name, &config)?;
-        *slot.borrow_mut() = Some(T::new(config)?);
-        Ok(())
+    /// `deliverer.deliver`
+    pub fn deliver<T: Sink>(p: &mut T, event: WitEvent) -> Result<WitReceipt, WitError> {
+        let receipt = p.deliver(&event.into())?;
+        Ok(WitReceipt {
+            detail: receipt.detail,
+        })
     }
 
-    pub fn configure_source<T: Source>(
-        slot: &RefCell<Option<T>>,
-        config: String,
-    ) -> std::result::Result<(), WitError> {
-        let config = parse_config(&T::describe().name, &config)?;
-        *slot.borrow_mut() = Some(T::new(config)?);
-        Ok(())
-    }
-
-    pub fn run_source<T: Source>(
-        slot: &RefCell<Option<T>>,
-        cursor: Option<String>,
-    ) -> std::result::Result<WitBatch, WitError> {
-        let mut slot = slot.borrow_mut();
-        let plugin = slot.as_mut().ok_or_else(not_configured)?;
-        let batch = plugin.poll(cursor)?;
+    /// `poller.poll`
+    pub fn poll<T: Source>(p: &mut T, cursor: Option<String>) -> Result<WitBatch, WitError> {
+        let batch = p.poll(cursor)?;
         Ok(WitBatch {
             events: batch
                 .events
@@ -282,125 +327,92 @@ pub mod __private {
             more: batch.more,
         })
     }
-
-    pub fn run_sink<T: Sink>(
-        slot: &RefCell<Option<T>>,
-        event: WitEvent,
-    ) -> std::result::Result<WitReceipt, WitError> {
-        let mut slot = slot.borrow_mut();
-        let plugin = slot.as_mut().ok_or_else(not_configured)?;
-        let receipt = plugin.deliver(&event.into())?;
-        Ok(WitReceipt {
-            detail: receipt.detail,
-        })
-    }
 }
 
-/// Export a [`Transform`] implementation as the plugin's `transform` world.
+/// Export a plugin as its world, once per plugin crate:
+/// `weft_sdk::export!(transform: MyTransform)`, `export!(sink: MySink)` or
+/// `export!(source: MySource)`.
 #[macro_export]
-macro_rules! export_transform {
-    ($plugin:ty) => {
-        #[doc(hidden)]
-        pub struct __WeftTransformExport;
-
-        ::std::thread_local! {
-            static __WEFT_TRANSFORM: ::core::cell::RefCell<::core::option::Option<$plugin>> =
-                const { ::core::cell::RefCell::new(::core::option::Option::None) };
-        }
-
-        impl $crate::__private::TransformGuest for __WeftTransformExport {
-            fn describe() -> $crate::__private::WitPluginInfo {
-                <$plugin as $crate::Transform>::describe().into()
-            }
-            fn configure(
-                config: ::std::string::String,
-            ) -> ::core::result::Result<(), $crate::__private::WitError> {
-                __WEFT_TRANSFORM
-                    .with(|slot| $crate::__private::configure_transform::<$plugin>(slot, config))
-            }
+macro_rules! export {
+    (transform: $plugin:ty) => {
+        $crate::__export_world!(
+            $plugin,
+            TransformGuest,
+            transform,
+            __weft_export_transform_world,
             fn transform(
                 event: $crate::__private::WitEvent,
             ) -> ::core::result::Result<
                 ::std::vec::Vec<$crate::__private::WitEvent>,
                 $crate::__private::WitError,
             > {
-                __WEFT_TRANSFORM
-                    .with(|slot| $crate::__private::run_transform::<$plugin>(slot, event))
+                $crate::__private::with_plugin(&__WEFT_PLUGIN, |p: &mut $plugin| {
+                    $crate::__private::transform(p, event)
+                })
             }
-        }
-
-        #[cfg(target_arch = "wasm32")]
-        $crate::__private::bindings::transform::__weft_export_transform_world!(
-            __WeftTransformExport
         );
     };
-}
-
-/// Export a [`Sink`] implementation as the plugin's `sink` world.
-#[macro_export]
-macro_rules! export_sink {
-    ($plugin:ty) => {
-        #[doc(hidden)]
-        pub struct __WeftSinkExport;
-
-        ::std::thread_local! {
-            static __WEFT_SINK: ::core::cell::RefCell<::core::option::Option<$plugin>> =
-                const { ::core::cell::RefCell::new(::core::option::Option::None) };
-        }
-
-        impl $crate::__private::SinkGuest for __WeftSinkExport {
-            fn describe() -> $crate::__private::WitPluginInfo {
-                <$plugin as $crate::Sink>::describe().into()
-            }
-            fn configure(
-                config: ::std::string::String,
-            ) -> ::core::result::Result<(), $crate::__private::WitError> {
-                __WEFT_SINK.with(|slot| $crate::__private::configure_sink::<$plugin>(slot, config))
-            }
+    (sink: $plugin:ty) => {
+        $crate::__export_world!(
+            $plugin,
+            SinkGuest,
+            sink,
+            __weft_export_sink_world,
             fn deliver(
                 event: $crate::__private::WitEvent,
             ) -> ::core::result::Result<$crate::__private::WitReceipt, $crate::__private::WitError>
             {
-                __WEFT_SINK.with(|slot| $crate::__private::run_sink::<$plugin>(slot, event))
+                $crate::__private::with_plugin(&__WEFT_PLUGIN, |p: &mut $plugin| {
+                    $crate::__private::deliver(p, event)
+                })
             }
-        }
-
-        #[cfg(target_arch = "wasm32")]
-        $crate::__private::bindings::sink::__weft_export_sink_world!(__WeftSinkExport);
+        );
     };
-}
-
-/// Export a [`Source`] implementation as the plugin's `source` world.
-#[macro_export]
-macro_rules! export_source {
-    ($plugin:ty) => {
-        #[doc(hidden)]
-        pub struct __WeftSourceExport;
-
-        ::std::thread_local! {
-            static __WEFT_SOURCE: ::core::cell::RefCell<::core::option::Option<$plugin>> =
-                const { ::core::cell::RefCell::new(::core::option::Option::None) };
-        }
-
-        impl $crate::__private::SourceGuest for __WeftSourceExport {
-            fn describe() -> $crate::__private::WitPluginInfo {
-                <$plugin as $crate::Source>::describe().into()
-            }
-            fn configure(
-                config: ::std::string::String,
-            ) -> ::core::result::Result<(), $crate::__private::WitError> {
-                __WEFT_SOURCE
-                    .with(|slot| $crate::__private::configure_source::<$plugin>(slot, config))
-            }
+    (source: $plugin:ty) => {
+        $crate::__export_world!(
+            $plugin,
+            SourceGuest,
+            source,
+            __weft_export_source_world,
             fn poll(
                 cursor: ::core::option::Option<::std::string::String>,
             ) -> ::core::result::Result<$crate::__private::WitBatch, $crate::__private::WitError>
             {
-                __WEFT_SOURCE.with(|slot| $crate::__private::run_source::<$plugin>(slot, cursor))
+                $crate::__private::with_plugin(&__WEFT_PLUGIN, |p: &mut $plugin| {
+                    $crate::__private::poll(p, cursor)
+                })
             }
+        );
+    };
+}
+
+/// What every world's export shares: the plugin's slot, `describe`,
+/// `configure`, and the world's own call.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_world {
+    ($plugin:ty, $guest:ident, $world:ident, $export:ident, $($call:tt)*) => {
+        #[doc(hidden)]
+        pub struct __WeftExport;
+
+        ::std::thread_local! {
+            static __WEFT_PLUGIN: ::core::cell::RefCell<::core::option::Option<$plugin>> =
+                const { ::core::cell::RefCell::new(::core::option::Option::None) };
+        }
+
+        impl $crate::__private::$guest for __WeftExport {
+            fn describe() -> $crate::__private::WitPluginInfo {
+                <$plugin as $crate::Plugin>::describe().into()
+            }
+            fn configure(
+                config: ::std::string::String,
+            ) -> ::core::result::Result<(), $crate::__private::WitError> {
+                $crate::__private::configure::<$plugin>(&__WEFT_PLUGIN, config)
+            }
+            $($call)*
         }
 
         #[cfg(target_arch = "wasm32")]
-        $crate::__private::bindings::source::__weft_export_source_world!(__WeftSourceExport);
+        $crate::__private::bindings::$world::$export!(__WeftExport);
     };
 }

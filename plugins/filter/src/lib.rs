@@ -5,14 +5,14 @@
 
 pub mod predicate;
 
-use weft_sdk::{Error, Event, PluginInfo, Result, Transform, log};
+use weft_sdk::{Error, Event, Plugin, PluginInfo, Result, Transform, log};
 
 /// The plugin: one compiled keep/drop rule.
 pub struct Filter {
     rule: predicate::Rule,
 }
 
-impl Transform for Filter {
+impl Plugin for Filter {
     type Config = predicate::Config;
 
     fn describe() -> PluginInfo {
@@ -26,7 +26,9 @@ impl Transform for Filter {
             .map_err(|e| Error::fatal(format!("invalid config for plugin filter: {e}")))?;
         Ok(Filter { rule })
     }
+}
 
+impl Transform for Filter {
     fn transform(&mut self, event: Event) -> Result<Vec<Event>> {
         let doc = event.json()?;
         match self.rule.verdict(&doc) {
@@ -43,7 +45,7 @@ impl Transform for Filter {
     }
 }
 
-weft_sdk::export_transform!(Filter);
+weft_sdk::export!(transform: Filter);
 
 #[cfg(test)]
 mod tests {

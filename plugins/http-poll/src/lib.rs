@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use weft_sdk::credentials::Placement;
-use weft_sdk::{Batch, Emitted, Error, PluginInfo, Result, Source, http};
+use weft_sdk::{Batch, Emitted, Error, Plugin, PluginInfo, Result, Source, http};
 
 /// The trigger's `config` table.
 #[derive(Debug, Deserialize)]
@@ -196,7 +196,7 @@ impl HttpPoll {
     }
 }
 
-impl Source for HttpPoll {
+impl Plugin for HttpPoll {
     type Config = Config;
 
     fn describe() -> PluginInfo {
@@ -225,7 +225,9 @@ impl Source for HttpPoll {
         }
         Ok(HttpPoll(config))
     }
+}
 
+impl Source for HttpPoll {
     fn poll(&mut self, cursor: Option<String>) -> Result<Batch> {
         let cursor: Cursor = match cursor {
             Some(c) => serde_json::from_str(&c)
@@ -267,7 +269,7 @@ impl Source for HttpPoll {
     }
 }
 
-weft_sdk::export_source!(HttpPoll);
+weft_sdk::export!(source: HttpPoll);
 
 #[cfg(test)]
 mod tests {

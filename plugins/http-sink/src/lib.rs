@@ -10,7 +10,7 @@ pub mod outcome;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use weft_sdk::credentials::Placement;
-use weft_sdk::{Error, Event, PluginInfo, Receipt, Result, Sink, http};
+use weft_sdk::{Error, Event, Plugin, PluginInfo, Receipt, Result, Sink, http};
 
 /// The `config` table of an http-sink.
 #[derive(Debug, Deserialize)]
@@ -103,7 +103,7 @@ pub struct HttpSink {
     auth: Vec<(String, Placement)>,
 }
 
-impl Sink for HttpSink {
+impl Plugin for HttpSink {
     type Config = Config;
 
     fn describe() -> PluginInfo {
@@ -138,7 +138,9 @@ impl Sink for HttpSink {
             auth,
         })
     }
+}
 
+impl Sink for HttpSink {
     fn deliver(&mut self, event: &Event) -> Result<Receipt> {
         let c = &self.config;
         let content_type = if event.content_type.is_empty() {
@@ -171,7 +173,7 @@ impl Sink for HttpSink {
     }
 }
 
-weft_sdk::export_sink!(HttpSink);
+weft_sdk::export!(sink: HttpSink);
 
 #[cfg(test)]
 mod tests {

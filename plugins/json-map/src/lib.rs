@@ -8,14 +8,14 @@
 pub mod mapping;
 pub mod pointer;
 
-use weft_sdk::{Error, Event, PluginInfo, Result, Transform};
+use weft_sdk::{Error, Event, Plugin, PluginInfo, Result, Transform};
 
 /// The plugin: one validated mapping.
 pub struct JsonMap {
     mapping: mapping::Config,
 }
 
-impl Transform for JsonMap {
+impl Plugin for JsonMap {
     type Config = mapping::Config;
 
     fn describe() -> PluginInfo {
@@ -29,7 +29,9 @@ impl Transform for JsonMap {
             .map_err(|e| Error::fatal(format!("invalid config for plugin json-map: {e}")))?;
         Ok(JsonMap { mapping: config })
     }
+}
 
+impl Transform for JsonMap {
     fn transform(&mut self, mut event: Event) -> Result<Vec<Event>> {
         let mut doc = event.json()?;
         self.mapping.apply(&mut doc).map_err(Error::invalid_input)?;
@@ -38,7 +40,7 @@ impl Transform for JsonMap {
     }
 }
 
-weft_sdk::export_transform!(JsonMap);
+weft_sdk::export!(transform: JsonMap);
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use std::hint::black_box;
 use weft_sdk::credentials::{self, Placement};
-use weft_sdk::{Error, Event, PluginInfo, Receipt, Result, Sink, http, kv, log};
+use weft_sdk::{Error, Event, Plugin, PluginInfo, Receipt, Result, Sink, http, kv, log};
 
 /// The `config` table.
 #[derive(Debug, Deserialize)]
@@ -37,7 +37,7 @@ fn recurse(depth: u64) -> u64 {
     recurse(black_box(depth + 1)) + black_box(local[3])
 }
 
-impl Sink for Hostile {
+impl Plugin for Hostile {
     type Config = Config;
 
     fn describe() -> PluginInfo {
@@ -47,7 +47,9 @@ impl Sink for Hostile {
     fn new(config: Config) -> Result<Self> {
         Ok(Hostile(config))
     }
+}
 
+impl Sink for Hostile {
     fn deliver(&mut self, event: &Event) -> Result<Receipt> {
         let c = &self.0;
         match c.attack.as_str() {
@@ -158,4 +160,4 @@ impl Sink for Hostile {
     }
 }
 
-weft_sdk::export_sink!(Hostile);
+weft_sdk::export!(sink: Hostile);
