@@ -13,10 +13,31 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Why a host could not start.
+/// Why a host could not start; each says what to do.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StartError(pub String);
+pub enum StartError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A credential the config uses is missing or unusable.
+    #[error("{0}")]
+    Secrets(String),
+    /// The plugin directory cannot be read.
+    #[error("{0}")]
+    PluginDir(String),
+    /// The WebAssembly engine could not be set up.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    /// Pipelines and plugins do not fit together.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    /// A trigger cannot be built.
+    #[error(transparent)]
+    Trigger(#[from] crate::trigger::TriggerError),
+    /// The listener cannot be bound.
+    #[error(transparent)]
+    Bind(#[from] crate::server::BindError),
+}
 
 /// A running host.
 pub struct RunningHost {
@@ -41,7 +62,7 @@ pub async fn load_plugins(
 ) -> Result<(Plugins, LoadFailures), StartError> {
     let dir = &config.plugins.dir;
     let entries = std::fs::read_dir(dir).map_err(|e| {
-        StartError(format!(
+        StartError::PluginDir(format!(
             "cannot read the plugin directory {} ({e}); create it and put the .wasm files there, or fix plugins.dir",
             dir.display()
         ))
@@ -102,7 +123,7 @@ impl RunningHost {
         guards: bool,
     ) -> Result<RunningHost, StartError> {
         let data_dir = config.server.data_dir.clone();
-        let store = crate::store::open(&data_dir).map_err(|e| StartError(e.to_string()))?;
+        let store = crate::store::open(&data_dir)?;
         let instances: usize = config
             .pipelines
             .iter()
@@ -116,7 +137,8 @@ impl RunningHost {
             .chain([crate::config::DEFAULT_MEMORY_MIB])
             .max()
             .unwrap_or(crate::config::DEFAULT_MEMORY_MIB);
-        let secrets = Arc::new(crate::secrets::Secrets::load(&config).map_err(StartError)?);
+        let secrets =
+            Arc::new(crate::secrets::Secrets::load(&config).map_err(StartError::Secrets)?);
         let mut options = SandboxOptions::new(instances.min(10_000) as u32, max_memory);
         options.fuel = config.grants.values().any(|g| g.fuel.is_some());
         if !guards {
@@ -124,8 +146,7 @@ impl RunningHost {
             options.guards = false;
         }
         let sandbox = Arc::new(
-            Sandbox::with_options(store.clone(), options)
-                .map_err(|e| StartError(e.to_string()))?
+            Sandbox::with_options(store.clone(), options)?
                 .with_upstreams(Arc::new(crate::limit::UpstreamLimits::new(
                     &config.upstreams,
                 )))
@@ -136,15 +157,10 @@ impl RunningHost {
         for e in load_errors.values() {
             tracing::warn!("{e}");
         }
-        let engine = Engine::build(&config, store.clone(), sandbox, &plugins, &load_errors)
-            .await
-            .map_err(|e| StartError(e.to_string()))?;
-        let triggers = Arc::new(
-            Triggers::build(&config, &engine, &secrets, &plugins, &load_errors)
-                .await
-                .map_err(|e| StartError(e.to_string()))?,
-        );
-        let recovered = engine.start().map_err(|e| StartError(e.to_string()))?;
+        let engine = Engine::build(&config, store.clone(), sandbox, &plugins, &load_errors).await?;
+        let triggers =
+            Arc::new(Triggers::build(&config, &engine, &secrets, &plugins, &load_errors).await?);
+        let recovered = engine.start()?;
         let trigger_tasks = triggers.start(&engine);
         if recovered > 0 {
             tracing::info!(
@@ -153,9 +169,7 @@ impl RunningHost {
             );
         }
         let api = ApiState::new(&config, &secrets, plugins.clone());
-        let server = Server::start(config.server.listen, engine.clone(), triggers, api)
-            .await
-            .map_err(|e| StartError(e.to_string()))?;
+        let server = Server::start(config.server.listen, engine.clone(), triggers, api).await?;
         let addr = server.addr;
         tracing::info!(%addr, pipelines = ?engine.pipeline_names(), "weft is serving");
         Ok(RunningHost {

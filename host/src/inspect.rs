@@ -256,7 +256,7 @@ fn grant_line(g: &Grant) -> String {
     };
     format!(
         "http: {}; credentials: {}; reveal: {}; kv: {}; memory {} MiB; timeout {} ms; fuel {}; sha256 pin: {}",
-        list(&g.http),
+        list(&g.http.iter().map(|o| o.to_string()).collect::<Vec<_>>()),
         list(&g.credentials),
         list(&g.reveal),
         g.kv.map_or("none".to_string(), |k| format!("{} KiB", k.quota_kib)),

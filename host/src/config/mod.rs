@@ -9,7 +9,7 @@ mod trigger;
 mod upstream;
 mod values;
 
-pub use grant::{DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_MS, Grant, KvGrant};
+pub use grant::{DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_MS, Grant, KvGrant, OriginPattern};
 pub use pipeline::{BreakerConfig, Jitter, PipelineConfig, RetryConfig, StepConfig};
 pub use server::{AdminConfig, PluginsConfig, Role, ServerConfig, TokenConfig};
 pub use trigger::{

@@ -45,28 +45,51 @@ fn default_poll_backoff_ms() -> u64 {
     300_000
 }
 
-/// `schedule = { cron = "0 */5 * * * *", tz = "UTC", on_missed = "skip" }`
+/// `schedule = { cron = "0 */5 * * * *", tz = "UTC", on_missed = "skip" }`,
+/// parsed once as it is read; a bad value is reported by
+/// [`Config::validate`](super::Config::validate) with where it is.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "ScheduleToml")]
 pub struct ScheduleConfig {
     /// Six or seven fields, seconds first.
     pub cron: String,
     /// `UTC` (default) or a fixed offset such as `+02:00`.
-    #[serde(default = "default_tz")]
     pub tz: String,
     /// `skip` (default) or `once`: what happens to ticks missed while down.
-    #[serde(default)]
     pub on_missed: OnMissed,
+    parsed: Result<Schedule, String>,
+}
+
+/// `schedule = { … }` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleToml {
+    cron: String,
+    #[serde(default = "default_tz")]
+    tz: String,
+    #[serde(default)]
+    on_missed: OnMissed,
 }
 
 fn default_tz() -> String {
     "UTC".into()
 }
 
+impl From<ScheduleToml> for ScheduleConfig {
+    fn from(t: ScheduleToml) -> Self {
+        ScheduleConfig {
+            parsed: Schedule::parse(&t.cron, &t.tz, t.on_missed),
+            cron: t.cron,
+            tz: t.tz,
+            on_missed: t.on_missed,
+        }
+    }
+}
+
 impl ScheduleConfig {
-    /// The parsed schedule.
-    pub fn schedule(&self) -> Result<Schedule, String> {
-        Schedule::parse(&self.cron, &self.tz, self.on_missed)
+    /// The parsed schedule (an error only in a config that did not validate).
+    pub fn schedule(&self) -> Result<&Schedule, &str> {
+        self.parsed.as_ref().map_err(String::as_str)
     }
 }
 

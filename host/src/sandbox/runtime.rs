@@ -6,7 +6,6 @@ use super::host::egress::HttpClient;
 use super::plugin::{Limits, Plugin, Pre, World};
 use super::state::HostState;
 use crate::config::Grant;
-use crate::origin::Origin;
 use crate::store::Store;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
@@ -323,7 +322,7 @@ impl Sandbox {
         let origins = grant
             .http
             .iter()
-            .map(|o| Origin::parse(o))
+            .map(|o| o.origin().cloned())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid(format!("bad http grant: {e}")))?;
         Ok(Plugin {

@@ -67,7 +67,7 @@ impl Triggers {
                     poll::PollTrigger::build(p, poll, engine, plugins, load_failures).await?;
                 all.push(Arc::new(trigger));
             } else if let Some(s) = &p.trigger.schedule {
-                let schedule = s.schedule().map_err(|e| {
+                let schedule = s.schedule().cloned().map_err(|e| {
                     TriggerError(format!("pipeline {:?}: trigger.schedule: {e}", p.name))
                 })?;
                 all.push(Arc::new(schedule::ScheduleTrigger::new(&p.name, schedule)));
