@@ -130,6 +130,25 @@ pub fn dead_letter_views(
         .collect())
 }
 
+/// The record of a dead letter, or why `id` is not one.
+fn dead_letter(
+    store: &Arc<dyn Store>,
+    id: &EventId,
+) -> Result<Result<EventRecord, &'static str>, StoreError> {
+    Ok(match store.event(id)? {
+        None => Err("not-found"),
+        Some(r) if r.state != EventState::DeadLettered => Err("not-dead-lettered"),
+        Some(r) => Ok(r),
+    })
+}
+
+fn outcome(id: &EventId, result: &str) -> ReplayOutcome {
+    ReplayOutcome {
+        id: id.to_string(),
+        result: result.to_string(),
+    }
+}
+
 /// Delete dead letters for good (their record and index entry).
 pub async fn purge(
     store: &Arc<dyn Store>,
@@ -137,19 +156,15 @@ pub async fn purge(
 ) -> Result<Vec<ReplayOutcome>, StoreError> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let result = match store.event(id)? {
-            None => "not-found",
-            Some(r) if r.state != EventState::DeadLettered => "not-dead-lettered",
-            Some(_) => {
+        let result = match dead_letter(store, id)? {
+            Err(why) => why,
+            Ok(_) => {
                 store.purge(id).await?;
                 tracing::info!(event = %id, "purged from the dead-letter queue");
                 "purged"
             }
         };
-        out.push(ReplayOutcome {
-            id: id.to_string(),
-            result: result.to_string(),
-        });
+        out.push(outcome(id, result));
     }
     Ok(out)
 }
@@ -172,10 +187,9 @@ pub async fn replay(
 ) -> Result<Vec<ReplayOutcome>, StoreError> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let result = match store.event(id)? {
-            None => "not-found",
-            Some(r) if r.state != EventState::DeadLettered => "not-dead-lettered",
-            Some(mut r) => {
+        let result = match dead_letter(store, id)? {
+            Err(why) => why,
+            Ok(mut r) => {
                 let now = now_ms();
                 r.state = EventState::Queued;
                 r.replays_at_ms.push(now);
@@ -201,10 +215,7 @@ pub async fn replay(
                 "requeued"
             }
         };
-        out.push(ReplayOutcome {
-            id: id.to_string(),
-            result: result.to_string(),
-        });
+        out.push(outcome(id, result));
     }
     Ok(out)
 }
