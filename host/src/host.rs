@@ -169,7 +169,7 @@ impl RunningHost {
             );
         }
         let api = ApiState::new(&config, &secrets, plugins.clone());
-        let server = Server::start(config.server.listen, engine.clone(), triggers, api).await?;
+        let server = Server::start(&config.server, engine.clone(), triggers, api).await?;
         let addr = server.addr;
         tracing::info!(%addr, pipelines = ?engine.pipeline_names(), "weft is serving");
         Ok(RunningHost {

@@ -112,9 +112,7 @@ impl Config {
 
     /// Check everything that can be checked without I/O.
     pub fn validate(&self) -> Result<(), String> {
-        if self.server.max_body_bytes == 0 {
-            return Err("server.max_body_bytes must be at least 1".into());
-        }
+        self.server.validate()?;
         for (name, grant) in &self.grants {
             grant.validate(name)?;
         }

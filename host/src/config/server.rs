@@ -34,10 +34,58 @@ pub struct ServerConfig {
     /// (mode 0600). `WEFT_SECRET_NAME` in the environment wins over it.
     #[serde(default)]
     pub secrets_file: Option<PathBuf>,
+    /// Longest wait for a request's headers, and for the next request on an
+    /// idle keep-alive connection, in ms (default 10000).
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// Longest time to receive a request's body, in ms (default 30000).
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// Connections open at once (default 1024). Past it, a new connection
+    /// takes the place of the longest-idle one.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Connections open at once from one address (default 256).
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
 }
 
 fn default_max_body_bytes() -> usize {
     1024 * 1024
+}
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_body_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_connections_per_peer() -> usize {
+    256
+}
+
+impl ServerConfig {
+    /// Check the listener's limits.
+    pub(super) fn validate(&self) -> Result<(), String> {
+        if self.max_body_bytes == 0 {
+            return Err("server.max_body_bytes must be at least 1".into());
+        }
+        if self.header_timeout_ms == 0 || self.body_timeout_ms == 0 {
+            return Err("server.header_timeout_ms and body_timeout_ms must be at least 1".into());
+        }
+        if self.max_connections == 0
+            || self.max_connections_per_peer == 0
+            || self.max_connections_per_peer > self.max_connections
+        {
+            return Err(format!(
+                "server.max_connections_per_peer ({}) must be between 1 and max_connections ({})",
+                self.max_connections_per_peer, self.max_connections
+            ));
+        }
+        Ok(())
+    }
 }
 fn default_keep_hours() -> u64 {
     24

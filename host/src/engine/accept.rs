@@ -78,6 +78,47 @@ pub enum AcceptError {
 /// Longest idempotency key, in bytes.
 pub const MAX_KEY_LEN: usize = 512;
 
+/// Deepest nesting of arrays and objects an event may have.
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// What every event body must be, whatever the pipeline does with it: UTF-8
+/// text, nested no deeper than [`MAX_JSON_DEPTH`]. (That it is JSON at all
+/// is checked by parsing it after this.)
+fn check_json(body: &[u8]) -> Result<(), String> {
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(format!(
+            "the body is not UTF-8 text (invalid byte at offset {})",
+            e.valid_up_to()
+        ));
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, b) in body.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(format!(
+                        "the body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels (at offset {i})"
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The ordering key at `pointer`: strings as they are, other values as JSON,
 /// a missing or null value as empty.
 fn order_key_of(doc: &serde_json::Value, pointer: &str) -> String {
@@ -209,6 +250,7 @@ impl Engine {
         // Refuse before parsing anything when the pipeline cannot take more.
         let p = self.admit(pipeline)?;
         let id = EventId::new();
+        check_json(&incoming.body).map_err(AcceptError::InvalidJson)?;
         let doc: Option<serde_json::Value> =
             if p.config.idempotency_key.is_some() || p.config.order_by.is_some() {
                 Some(
@@ -288,5 +330,28 @@ impl Engine {
                 Ok(Accepted::Duplicate { id: first, key })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_JSON_DEPTH, check_json};
+
+    #[test]
+    fn bodies_must_be_utf8_and_not_too_deep() {
+        assert!(check_json(br#"{"a": [1, {"b": "x]]]\"{{{"}], "c": null}"#).is_ok());
+        let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        assert!(check_json(deep(MAX_JSON_DEPTH).as_bytes()).is_ok());
+        let err = check_json(deep(MAX_JSON_DEPTH + 1).as_bytes()).unwrap_err();
+        assert!(err.contains("deeper than 128"), "{err}");
+        assert!(check_json(deep(100_000).as_bytes()).is_err());
+        // Brackets inside strings do not count.
+        let quoted = format!("{{\"a\": \"{}\"}}", "[".repeat(1000));
+        assert!(check_json(quoted.as_bytes()).is_ok());
+        let err = check_json(b"{\"a\": \"\xff\xfe\"}").unwrap_err();
+        assert!(
+            err.contains("not UTF-8") && err.contains("offset 7"),
+            "{err}"
+        );
     }
 }

@@ -1,41 +1,86 @@
-//! The listener: accept connections and serve each with HTTP/1.1 until the
-//! server is told to stop, then let requests in progress finish.
+//! The listener: accept connections within the connection limits, serve
+//! each with HTTP/1.1 under a header timeout (which also closes idle
+//! keep-alive connections), back off when accepting fails, and on stop let
+//! requests in progress finish.
 
 use super::Shared;
+use super::connections::{Connections, Limits};
 use super::routes::route;
 use crate::engine::Engine;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// How the listener treats its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerLimits {
+    /// Connections, in all and per peer address.
+    pub connections: Limits,
+    /// Longest wait for a request's headers, and for the next request on
+    /// an idle keep-alive connection.
+    pub header_timeout: Duration,
+}
 
 pub(super) async fn serve(
     listener: TcpListener,
     engine: Engine,
     state: Arc<Shared>,
+    limits: ListenerLimits,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let conns = Connections::new(limits.connections);
     let mut connections = tokio::task::JoinSet::new();
+    let mut backoff = Duration::ZERO;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let (stream, peer) = match accepted {
+                    Ok(a) => {
+                        backoff = Duration::ZERO;
+                        a
+                    }
+                    Err(e) => {
+                        // Out of file descriptors, most often: wait instead of
+                        // spinning, so the connections being served can finish.
+                        backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                        tracing::warn!(open = conns.open(), retry_in_ms = backoff.as_millis() as u64,
+                            "cannot accept a connection: {e}");
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
+                };
+                let Some(admitted) = conns.admit(peer.ip()) else {
+                    tracing::debug!(%peer, "connection refused: every connection is busy");
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let (engine, state) = (engine.clone(), state.clone());
                 let mut conn_stopped = stopped.clone();
                 connections.spawn(async move {
+                    let admitted = Arc::new(admitted);
+                    let marker = admitted.clone();
                     let service = service_fn(move |req| {
                         let (engine, state) = (engine.clone(), state.clone());
-                        async move { Ok::<_, std::convert::Infallible>(route(&engine, &state, req).await) }
+                        let in_progress = marker.request();
+                        async move {
+                            let resp = route(&engine, &state, req).await;
+                            drop(in_progress);
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
                     });
                     let conn = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(limits.header_timeout)
                         .keep_alive(true)
                         .serve_connection(TokioIo::new(stream), service);
                     let mut conn = std::pin::pin!(conn);
                     tokio::select! {
                         _ = conn.as_mut() => {}
+                        _ = admitted.evicted.notified() => {}
                         _ = conn_stopped.changed() => {
                             conn.as_mut().graceful_shutdown();
                             let _ = conn.await;

@@ -2,6 +2,7 @@
 //! the admin API; routing; JSON responses; the admin API itself.
 
 pub mod api;
+mod connections;
 mod listener;
 pub mod metrics;
 pub mod query;
@@ -19,6 +20,8 @@ use tokio::sync::watch;
 pub(crate) struct Shared {
     pub(crate) triggers: Arc<Triggers>,
     pub(crate) api: api::ApiState,
+    /// Longest time to receive a request body.
+    pub(crate) body_timeout: Duration,
 }
 
 /// A running server.
@@ -44,11 +47,19 @@ pub struct BindError {
 impl Server {
     /// Bind `addr` and serve `engine`'s webhooks, health, metrics and API.
     pub async fn start(
-        addr: SocketAddr,
+        config: &crate::config::ServerConfig,
         engine: Engine,
         triggers: Arc<Triggers>,
         api: api::ApiState,
     ) -> Result<Server, BindError> {
+        let addr = config.listen;
+        let limits = listener::ListenerLimits {
+            connections: connections::Limits {
+                max: config.max_connections,
+                per_peer: config.max_connections_per_peer,
+            },
+            header_timeout: Duration::from_millis(config.header_timeout_ms),
+        };
         let bind_err = |e: std::io::Error| BindError {
             addr,
             reason: e.to_string(),
@@ -59,7 +70,12 @@ impl Server {
         let task = tokio::spawn(listener::serve(
             listener,
             engine,
-            Arc::new(Shared { triggers, api }),
+            Arc::new(Shared {
+                triggers,
+                api,
+                body_timeout: Duration::from_millis(config.body_timeout_ms),
+            }),
+            limits,
             stopped,
         ));
         Ok(Server { addr, stop, task })

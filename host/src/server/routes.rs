@@ -47,7 +47,7 @@ pub(super) async fn route(
             &serde_json::json!({ "status": "ready", "pipelines": engine.pipeline_names() }),
         ),
         (_, p) if p == "/api/v1" || p.starts_with("/api/v1/") => {
-            super::api::handle(engine, &state.api, req).await
+            super::api::handle(engine, &state.api, state.body_timeout, req).await
         }
         _ => error(
             StatusCode::NOT_FOUND,

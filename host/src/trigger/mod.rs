@@ -55,11 +55,7 @@ impl Triggers {
         let mut webhooks = HashMap::new();
         let mut all: Vec<Arc<dyn Trigger>> = Vec::new();
         for p in &config.pipelines {
-            let hook = Arc::new(webhook::Webhook::build(
-                p,
-                secrets,
-                config.server.max_body_bytes,
-            )?);
+            let hook = Arc::new(webhook::Webhook::build(p, secrets, &config.server)?);
             webhooks.insert(p.name.clone(), hook.clone());
             all.push(hook);
             if let Some(poll) = &p.trigger.poll {

@@ -21,7 +21,12 @@ fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
 }
 
 /// Route one `/api/v1` request.
-pub async fn handle(engine: &Engine, state: &ApiState, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    engine: &Engine,
+    state: &ApiState,
+    body_timeout: std::time::Duration,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let Some(caller) = state.authenticate(&req) else {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -125,9 +130,16 @@ pub async fn handle(engine: &Engine, state: &ApiState, req: Request<Incoming>) -
         }
         (Method::POST, ["dlq", action @ ("replay" | "purge")]) => {
             let action = action.to_string();
-            let body = match Limited::new(req.into_body(), 1024 * 1024).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+            let reading = Limited::new(req.into_body(), 1024 * 1024).collect();
+            let body = match tokio::time::timeout(body_timeout, reading).await {
+                Ok(Ok(b)) => b.to_bytes(),
+                Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+                Err(_) => {
+                    return error(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the body did not arrive in time (server.body_timeout_ms); send it again",
+                    );
+                }
             };
             let selection: Selection = match serde_json::from_slice(&body) {
                 Ok(r) => r,

@@ -51,6 +51,7 @@ pub struct Webhook {
     verifier: Option<Verifier>,
     contract: Option<Contract>,
     max_body: usize,
+    body_timeout: std::time::Duration,
 }
 
 impl Webhook {
@@ -59,7 +60,7 @@ impl Webhook {
     pub fn build(
         p: &crate::config::PipelineConfig,
         secrets: &crate::secrets::Secrets,
-        max_body: usize,
+        server: &crate::config::ServerConfig,
     ) -> Result<Webhook, super::TriggerError> {
         let contract = p
             .contract
@@ -71,7 +72,8 @@ impl Webhook {
             pipeline: p.name.clone(),
             verifier: verifier_of(p, secrets)?,
             contract,
-            max_body,
+            max_body: server.max_body_bytes,
+            body_timeout: std::time::Duration::from_millis(server.body_timeout_ms),
         })
     }
 
@@ -179,7 +181,20 @@ async fn handle(
     let verifier = hook.verifier.as_ref();
     let signed_headers = verifier.map(|_| req.headers().clone());
     let correlation_id = correlation(&req);
-    let body = match Limited::new(req.into_body(), max_body).collect().await {
+    let reading = Limited::new(req.into_body(), max_body).collect();
+    let Ok(read) = tokio::time::timeout(hook.body_timeout, reading).await else {
+        return refuse(
+            Rejection::BodyTimeout,
+            error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {} ms (server.body_timeout_ms); nothing was stored, send it again",
+                    hook.body_timeout.as_millis()
+                ),
+            ),
+        );
+    };
+    let body = match read {
         Ok(collected) => collected.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

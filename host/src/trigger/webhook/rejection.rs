@@ -22,11 +22,13 @@ pub enum Rejection {
     Signature,
     /// The payload breaks the pipeline's contract (422).
     Contract,
+    /// The body did not arrive within `body_timeout_ms` (408).
+    BodyTimeout,
 }
 
 impl Rejection {
     /// Every reason, in label order.
-    pub const ALL: [Rejection; 9] = [
+    pub const ALL: [Rejection; 10] = [
         Rejection::UnsupportedMediaType,
         Rejection::TooLarge,
         Rejection::UnreadableBody,
@@ -36,6 +38,7 @@ impl Rejection {
         Rejection::StoreError,
         Rejection::Signature,
         Rejection::Contract,
+        Rejection::BodyTimeout,
     ];
 
     /// The metric label.
@@ -50,6 +53,7 @@ impl Rejection {
             Rejection::StoreError => "store_error",
             Rejection::Signature => "signature",
             Rejection::Contract => "contract",
+            Rejection::BodyTimeout => "body_timeout",
         }
     }
 }
