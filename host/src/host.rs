@@ -3,13 +3,13 @@
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::sandbox::cache::CodeCache;
 use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::server::Server;
 use crate::server::api::ApiState;
 use crate::trigger::Triggers;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +58,7 @@ pub use crate::sandbox::{LoadFailures, Plugins};
 pub async fn load_plugins(
     config: &Config,
     sandbox: &Arc<Sandbox>,
-    cache_dir: Option<&Path>,
+    cache: Option<Arc<CodeCache>>,
 ) -> Result<(Plugins, LoadFailures), StartError> {
     let dir = &config.plugins.dir;
     let entries = std::fs::read_dir(dir).map_err(|e| {
@@ -81,7 +81,7 @@ pub async fn load_plugins(
             .unwrap_or_default();
         let grant = config.grant(&name);
         let sandbox = sandbox.clone();
-        let cache = cache_dir.map(Path::to_path_buf);
+        let cache = cache.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
             (
                 name.clone(),
@@ -152,8 +152,13 @@ impl RunningHost {
                 )))
                 .with_secrets(secrets.clone()),
         );
-        let cache = data_dir.join("compiled");
-        let (plugins, load_errors) = load_plugins(&config, &sandbox, Some(&cache)).await?;
+        let cache = CodeCache::in_data_dir(&data_dir).map_err(|e| {
+            StartError::PluginDir(format!(
+                "cannot make the compiled-code cache in {} ({e}); check the data directory's permissions",
+                data_dir.display()
+            ))
+        })?;
+        let (plugins, load_errors) = load_plugins(&config, &sandbox, Some(Arc::new(cache))).await?;
         for e in load_errors.values() {
             tracing::warn!("{e}");
         }

@@ -228,6 +228,7 @@ pub async fn audit(
             .to_string();
         reports.push(inspect(sandbox, file, shown, Some((&grant, &available))).await);
     }
+    check_cache(config, &mut reports);
     for (name, grant) in &config.grants {
         if !reports.iter().any(|r| &r.name == name) {
             let file = format!(
@@ -244,6 +245,38 @@ pub async fn audit(
         }
     }
     Ok(reports)
+}
+
+/// Check the host's compiled-code cache: every entry of a plugin that fails
+/// authentication is a `cache-tampered` mismatch of that plugin.
+fn check_cache(config: &Config, reports: &mut [PluginReport]) {
+    let data = &config.server.data_dir;
+    let Some(cache) =
+        crate::sandbox::cache::CodeCache::existing(&data.join("compiled"), &data.join("cache.key"))
+    else {
+        return;
+    };
+    for r in reports.iter_mut() {
+        let Some(sha) = r.sha256.clone() else {
+            continue;
+        };
+        for (file, verdict) in cache.audit(&sha) {
+            if let Err(why) = verdict {
+                r.mismatches.push(Mismatch {
+                    kind: "cache-tampered",
+                    subject: file.display().to_string(),
+                    message: format!(
+                        "compiled-code cache entry failed authentication ({why}); the host compiles the plugin again instead of running it"
+                    ),
+                });
+            }
+        }
+    }
+}
+
+/// Whether a report found the compiled-code cache changed behind the host's back.
+pub fn cache_tampered(r: &PluginReport) -> bool {
+    r.mismatches.iter().any(|m| m.kind == "cache-tampered")
 }
 
 fn grant_line(g: &Grant) -> String {

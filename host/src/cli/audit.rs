@@ -57,6 +57,18 @@ impl AuditArgs {
         if !refused.is_empty() {
             bail!("the host would not load: {}", refused.join(", "));
         }
+        let tampered: Vec<&str> = reports
+            .iter()
+            .filter(|r| crate::inspect::cache_tampered(r))
+            .map(|r| r.name.as_str())
+            .collect();
+        if !tampered.is_empty() {
+            bail!(
+                "the compiled-code cache of {} was changed behind weft's back; the host will not run that code (it compiles again), but find out who wrote to {}",
+                tampered.join(", "),
+                config.server.data_dir.join("compiled").display()
+            );
+        }
         Ok(())
     }
 }

@@ -9,6 +9,7 @@
 //! request leaves. Every denial is logged, counted and audited.
 
 pub mod bindings;
+pub mod cache;
 pub mod caps;
 mod deny;
 mod host;

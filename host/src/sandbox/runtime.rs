@@ -1,7 +1,8 @@
-//! The wasmtime engine, the linker, and plugin loading with an on-disk cache
-//! of compiled code.
+//! The wasmtime engine, the linker, and plugin loading through the
+//! authenticated cache of compiled code.
 
 use super::bindings::{self, sink::SinkPre, transform::TransformPre};
+use super::cache::{CodeCache, Rejected};
 use super::host::egress::HttpClient;
 use super::plugin::{Limits, Plugin, Pre, World};
 use super::state::HostState;
@@ -194,15 +195,15 @@ impl Sandbox {
     }
 
     /// Load one plugin file under `name` with `grant`, using (and filling)
-    /// the compiled-code cache in `cache_dir`.
+    /// the compiled-code cache.
     pub fn load(
         &self,
         path: &Path,
         name: &str,
         grant: &Grant,
-        cache_dir: Option<&Path>,
+        cache: Option<&CodeCache>,
     ) -> Result<Plugin, SandboxError> {
-        self.load_inner(path, name, grant, cache_dir, true)
+        self.load_inner(path, name, grant, cache, true)
     }
 
     /// Load a plugin for inspection: like [`Sandbox::load`], but a sha256
@@ -222,7 +223,7 @@ impl Sandbox {
         path: &Path,
         name: &str,
         grant: &Grant,
-        cache_dir: Option<&Path>,
+        cache: Option<&CodeCache>,
         enforce: bool,
     ) -> Result<Plugin, SandboxError> {
         let bytes = std::fs::read(path).map_err(|e| SandboxError::Read {
@@ -252,7 +253,7 @@ impl Sandbox {
             ));
         }
         let component = self
-            .compile_cached(&bytes, &sha256, cache_dir)
+            .compile_cached(&bytes, &sha256, name, cache)
             .map_err(|e| invalid(format!("not a valid WebAssembly component: {e}")))?;
         let ty = component.component_type();
         let exports: Vec<String> = ty
@@ -354,35 +355,43 @@ impl Sandbox {
         &self,
         bytes: &[u8],
         sha256: &str,
-        cache_dir: Option<&Path>,
+        name: &str,
+        cache: Option<&CodeCache>,
     ) -> wasmtime::Result<Component> {
-        let Some(dir) = cache_dir else {
+        let Some(cache) = cache else {
             return Component::new(&self.engine, bytes);
         };
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
-        let file = dir.join(format!("{sha256}-{:016x}.cwasm", h.finish()));
-        if file.exists() {
-            // SAFETY: the cache holds only code this host compiled itself, in
-            // the operator's data directory, named by the source digest and the
-            // engine's compatibility hash; wasmtime re-checks the header.
-            #[expect(unsafe_code, reason = "loading our own compiled-code cache")]
-            match unsafe { Component::deserialize_file(&self.engine, &file) } {
-                Ok(c) => return Ok(c),
-                Err(e) => {
-                    tracing::warn!(file = %file.display(), "ignoring unusable compiled-code cache entry: {e}")
+        let engine_hash = h.finish();
+        match cache.get(sha256, engine_hash) {
+            Ok(code) => {
+                // SAFETY: the code was compiled by this host from a .wasm with
+                // this digest, and the entry's MAC (under a key outside the
+                // cache) proves it was not changed since; wasmtime re-checks
+                // the header.
+                #[expect(unsafe_code, reason = "loading authenticated compiled code")]
+                match unsafe { Component::deserialize(&self.engine, &code) } {
+                    Ok(c) => return Ok(c),
+                    Err(e) => tracing::warn!(
+                        plugin = name,
+                        "compiled-code cache entry could not be loaded ({e}); compiling again"
+                    ),
                 }
+            }
+            Err(Rejected::Missing) => {}
+            Err(Rejected::Tampered(why)) => {
+                tracing::error!(
+                    plugin = name,
+                    "compiled-code cache entry failed authentication and was not run: {why}; compiling again from the .wasm"
+                );
             }
         }
         let component = Component::new(&self.engine, bytes)?;
-        if let Ok(code) = component.serialize() {
-            let tmp = file.with_extension("tmp");
-            let written = std::fs::create_dir_all(dir)
-                .and_then(|()| std::fs::write(&tmp, code))
-                .and_then(|()| std::fs::rename(&tmp, &file));
-            if let Err(e) = written {
-                tracing::debug!("could not cache compiled plugin code: {e}");
-            }
+        if let Ok(code) = component.serialize()
+            && let Err(e) = cache.put(sha256, engine_hash, &code)
+        {
+            tracing::warn!(plugin = name, "could not cache compiled plugin code: {e}");
         }
         Ok(component)
     }

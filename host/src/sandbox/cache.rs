@@ -1,0 +1,261 @@
+//! The compiled-code cache: native code that this host compiled, kept on
+//! disk so a restart does not compile every plugin again, and trusted only
+//! after it is authenticated.
+//!
+//! Each entry `SHA256-ENGINE.cwasm` has a sidecar `.mac`: an HMAC-SHA256,
+//! under a key kept outside the cache directory (`cache.key` beside it,
+//! mode 0600), over the wasm file's sha256, the engine's compatibility hash
+//! and the code. An entry that is missing its MAC, fails it, is a symlink or
+//! cannot be read is never deserialised: the plugin is compiled again from
+//! its `.wasm` (whose digest was checked) and the bad entry replaced.
+
+use hmac::Mac;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Bytes of the cache key.
+const KEY_LEN: usize = 32;
+
+/// The cache directory and the key that authenticates its entries.
+pub struct CodeCache {
+    dir: PathBuf,
+    key: [u8; KEY_LEN],
+}
+
+/// Why an entry was not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    /// No entry yet.
+    Missing,
+    /// The entry is not what this host wrote: never run.
+    Tampered(String),
+}
+
+impl CodeCache {
+    /// The cache in `dir`, with its key in `key_file` (made, mode 0600, if
+    /// it does not exist). Both directories are made mode 0700.
+    pub fn open(dir: &Path, key_file: &Path) -> std::io::Result<CodeCache> {
+        private_dir(dir)?;
+        if let Some(parent) = key_file.parent() {
+            private_dir(parent)?;
+        }
+        let key = match std::fs::read(key_file) {
+            Ok(bytes) if bytes.len() == KEY_LEN => {
+                let mut key = [0u8; KEY_LEN];
+                key.copy_from_slice(&bytes);
+                key
+            }
+            Ok(_) | Err(_) => {
+                // A missing or short key: a new one. Entries made under the
+                // old one no longer verify, and are compiled again.
+                let key: [u8; KEY_LEN] = rand::random();
+                let _ = std::fs::remove_file(key_file);
+                write_new(key_file, &key)?;
+                key
+            }
+        };
+        Ok(CodeCache {
+            dir: dir.to_path_buf(),
+            key,
+        })
+    }
+
+    /// The cache in `dir` with the key in `key_file`, without making
+    /// anything (for audits); `None` when there is no key yet.
+    pub fn existing(dir: &Path, key_file: &Path) -> Option<CodeCache> {
+        let bytes = std::fs::read(key_file).ok()?;
+        let key: [u8; KEY_LEN] = bytes.try_into().ok()?;
+        Some(CodeCache {
+            dir: dir.to_path_buf(),
+            key,
+        })
+    }
+
+    /// The cache of a host whose data directory is `data_dir`, made if new.
+    pub fn in_data_dir(data_dir: &Path) -> std::io::Result<CodeCache> {
+        CodeCache::open(&data_dir.join("compiled"), &data_dir.join("cache.key"))
+    }
+
+    fn paths(&self, sha256: &str, engine_hash: u64) -> (PathBuf, PathBuf) {
+        let stem = format!("{sha256}-{engine_hash:016x}");
+        (
+            self.dir.join(format!("{stem}.cwasm")),
+            self.dir.join(format!("{stem}.mac")),
+        )
+    }
+
+    fn mac(&self, sha256: &str, engine_hash: u64, code: &[u8]) -> Vec<u8> {
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+        m.update(sha256.as_bytes());
+        m.update(&engine_hash.to_be_bytes());
+        m.update(code);
+        m.finalize().into_bytes().to_vec()
+    }
+
+    /// The authenticated code of the plugin with this digest, compiled by an
+    /// engine with this compatibility hash.
+    pub fn get(&self, sha256: &str, engine_hash: u64) -> Result<Vec<u8>, Rejected> {
+        let (code_file, mac_file) = self.paths(sha256, engine_hash);
+        match std::fs::symlink_metadata(&code_file) {
+            Err(_) => return Err(Rejected::Missing),
+            Ok(m) if !m.file_type().is_file() => {
+                return Err(Rejected::Tampered(format!(
+                    "{} is not a regular file (a symlink?)",
+                    code_file.display()
+                )));
+            }
+            Ok(_) => {}
+        }
+        let tampered = |why: &str| Rejected::Tampered(format!("{}: {why}", code_file.display()));
+        let code = std::fs::read(&code_file).map_err(|e| tampered(&e.to_string()))?;
+        let mac = match std::fs::symlink_metadata(&mac_file) {
+            Ok(m) if m.file_type().is_file() => std::fs::read(&mac_file)
+                .ok()
+                .and_then(|t| hex::decode(String::from_utf8_lossy(&t).trim()).ok()),
+            _ => None,
+        };
+        let Some(mac) = mac else {
+            return Err(tampered("it has no valid MAC beside it"));
+        };
+        if !crate::secrets::constant_time_eq(&mac, &self.mac(sha256, engine_hash, &code)) {
+            return Err(tampered(
+                "its MAC does not match (changed, swapped with another plugin's, or written by someone else)",
+            ));
+        }
+        Ok(code)
+    }
+
+    /// Store freshly compiled code: written to new files (never through a
+    /// link), then renamed into place, MAC last.
+    pub fn put(&self, sha256: &str, engine_hash: u64, code: &[u8]) -> std::io::Result<()> {
+        let (code_file, mac_file) = self.paths(sha256, engine_hash);
+        let mac = hex::encode(self.mac(sha256, engine_hash, code));
+        let nonce: u64 = rand::random();
+        let code_tmp = self.dir.join(format!(".{nonce:016x}.cwasm.tmp"));
+        let mac_tmp = self.dir.join(format!(".{nonce:016x}.mac.tmp"));
+        write_new(&code_tmp, code)?;
+        write_new(&mac_tmp, mac.as_bytes())?;
+        std::fs::rename(&code_tmp, &code_file)?;
+        std::fs::rename(&mac_tmp, &mac_file)
+    }
+
+    /// Every entry of the plugin with this digest, checked: (file, verdict).
+    pub fn audit(&self, sha256: &str) -> Vec<(PathBuf, Result<(), String>)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(hash) = name
+                .strip_prefix(sha256)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .and_then(|rest| rest.strip_suffix(".cwasm"))
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+            else {
+                continue;
+            };
+            let verdict = match self.get(sha256, hash) {
+                Ok(_) => Ok(()),
+                Err(Rejected::Missing) => continue,
+                Err(Rejected::Tampered(why)) => Err(why),
+            };
+            out.push((entry.path(), verdict));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// Make `dir` (mode 0700 when it is new).
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Write a new file (mode 0600); fails if anything, a link included, is
+/// already at `path`.
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_this_host_wrote_is_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache_dir = dir.path().join("compiled");
+        let key = dir.path().join("cache.key");
+        let cache = CodeCache::open(&cache_dir, &key).unwrap();
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        assert_eq!(cache.get(&a, 7), Err(Rejected::Missing));
+        cache.put(&a, 7, b"code of a").unwrap();
+        cache.put(&b, 7, b"code of b").unwrap();
+        assert_eq!(cache.get(&a, 7).unwrap(), b"code of a");
+        // Reopened with the same key, entries still verify.
+        let cache = CodeCache::open(&cache_dir, &key).unwrap();
+        assert_eq!(cache.get(&b, 7).unwrap(), b"code of b");
+        // Another engine's hash names another entry.
+        assert_eq!(cache.get(&a, 8), Err(Rejected::Missing));
+        let (a_code, a_mac) = cache.paths(&a, 7);
+        let (b_code, b_mac) = cache.paths(&b, 7);
+        // b's entry (code and MAC) copied over a's: the MAC binds the digest.
+        std::fs::copy(&b_code, &a_code).unwrap();
+        std::fs::copy(&b_mac, &a_mac).unwrap();
+        assert!(matches!(cache.get(&a, 7), Err(Rejected::Tampered(_))));
+        // A changed byte.
+        cache.put(&a, 7, b"code of a").unwrap();
+        let mut code = std::fs::read(&a_code).unwrap();
+        code[0] ^= 1;
+        std::fs::write(&a_code, code).unwrap();
+        assert!(matches!(cache.get(&a, 7), Err(Rejected::Tampered(_))));
+        // A symlink in place of the code.
+        std::fs::remove_file(&a_code).unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&b_code, &a_code).unwrap();
+            let err = cache.get(&a, 7).unwrap_err();
+            assert!(
+                matches!(&err, Rejected::Tampered(w) if w.contains("symlink")),
+                "{err:?}"
+            );
+            // Writing does not follow the link either: it is replaced.
+            cache.put(&a, 7, b"code of a").unwrap();
+            assert_eq!(std::fs::read(&b_code).unwrap(), b"code of b");
+            assert_eq!(cache.get(&a, 7).unwrap(), b"code of a");
+        }
+        // A missing MAC.
+        std::fs::remove_file(&b_mac).unwrap();
+        assert!(matches!(cache.get(&b, 7), Err(Rejected::Tampered(_))));
+        // Another key (a key file replaced): nothing verifies.
+        std::fs::remove_file(&key).unwrap();
+        let other = CodeCache::open(&cache_dir, &key).unwrap();
+        assert!(matches!(other.get(&a, 7), Err(Rejected::Tampered(_))));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            let mode = std::fs::metadata(&cache_dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700);
+        }
+        let audit = other.audit(&a);
+        assert_eq!(audit.len(), 1);
+        assert!(audit[0].1.is_err());
+    }
+}
