@@ -215,8 +215,8 @@ async fn handle(
     if let (Some(v), Some(headers)) = (verifier, &signed_headers) {
         let now_s = crate::store::now_ms() / 1000;
         match v.verify(headers, &body, now_s) {
-            Ok(Some(delivery_id)) => idempotency_header = Some(delivery_id),
-            Ok(None) => {}
+            // Only signed material names a verified delivery.
+            Ok(key) => idempotency_header = Some(key),
             Err(reason) => {
                 tracing::warn!(
                     pipeline,

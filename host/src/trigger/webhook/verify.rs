@@ -91,15 +91,25 @@ fn hex_signatures<'a>(values: impl Iterator<Item = &'a str>) -> Vec<Vec<u8>> {
     values.filter_map(|v| hex::decode(v.trim()).ok()).collect()
 }
 
+/// `preset:` and the sha256 of what the signature covers.
+fn signed_key(preset: &str, parts: &[&[u8]]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    format!("{preset}:{}", hex::encode(h.finalize()))
+}
+
 impl Verifier {
-    /// Check a delivery. `Ok` carries the provider's delivery id, when it has
-    /// one, to use as the idempotency key. Errors never hold the expected value.
-    pub fn verify(
-        &self,
-        headers: &HeaderMap,
-        body: &[u8],
-        now_s: u64,
-    ) -> Result<Option<String>, String> {
+    /// Check a delivery. `Ok` carries its idempotency key, made only of
+    /// what the signature covers: Standard Webhooks' signed `webhook-id`,
+    /// else a digest of the signed content. An unsigned header (GitHub's
+    /// delivery id, a client's `Idempotency-Key`) never names a delivery, so
+    /// a captured delivery replayed under a new id, or with its signature's
+    /// hex in another case, is the same delivery. Errors never hold the
+    /// expected value.
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8], now_s: u64) -> Result<String, String> {
         let expected =
             |parts: &[&[u8]]| -> Vec<Vec<u8>> { self.keys.iter().map(|k| mac(k, parts)).collect() };
         let mismatch = || {
@@ -125,7 +135,7 @@ impl Verifier {
                 if !any_matches(&candidates, &exp) {
                     return Err(mismatch());
                 }
-                Ok(Some(id.to_string()))
+                Ok(id.to_string())
             }
             Preset::Github => {
                 let sig = header(headers, "x-hub-signature-256")?;
@@ -139,10 +149,9 @@ impl Verifier {
                 if !any_matches(&candidates, &expected(&[body])) {
                     return Err(mismatch());
                 }
-                Ok(headers
-                    .get("x-github-delivery")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string))
+                // The delivery id is not signed: replays are found by their
+                // body, for the dedup window.
+                Ok(signed_key("github", &[body]))
             }
             Preset::Stripe => {
                 let sig = header(headers, "stripe-signature")?;
@@ -172,7 +181,7 @@ impl Verifier {
                 }
                 // Stripe retries a delivery with a fresh signature; the event
                 // id in the body (the pipeline's idempotency_key) dedups it.
-                Ok(None)
+                Ok(signed_key("stripe", &[ts.as_bytes(), b".", body]))
             }
             Preset::Slack => {
                 let sig = header(headers, "x-slack-signature")?;
@@ -191,8 +200,7 @@ impl Verifier {
                 ) {
                     return Err(mismatch());
                 }
-                // A replay carries the same timestamp and signature.
-                Ok(Some(format!("slack:{}:{}", ts.trim(), hex)))
+                Ok(signed_key("slack", &[ts.trim().as_bytes(), b":", body]))
             }
             Preset::HmacSha256 => {
                 let sig = header(headers, &self.header)?;
@@ -206,7 +214,7 @@ impl Verifier {
                 if !any_matches(&candidates, &expected(&[body])) {
                     return Err(mismatch());
                 }
-                Ok(None)
+                Ok(signed_key("hmac", &[body]))
             }
         }
     }
@@ -308,7 +316,7 @@ mod tests {
         ];
         assert_eq!(
             v.verify(&headers(&good), body, 1614265330).unwrap(),
-            Some("msg_p5jXN8AQM9LWM0D4loKWxJek".into())
+            "msg_p5jXN8AQM9LWM0D4loKWxJek"
         );
         refusals(&v, &good, body, 1614265330, true);
         // Rotation: an old signature next to the current one, and the old key.
@@ -342,9 +350,16 @@ mod tests {
             ),
             ("x-github-delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
         ];
+        let key = v.verify(&headers(&good), b"Hello, World!", 0).unwrap();
+        assert_eq!(key, signed_key("github", &[b"Hello, World!"]));
+        // The delivery id is not signed: a new one is the same delivery.
+        let renamed = [
+            good[0],
+            ("x-github-delivery", "00000000-0000-0000-0000-000000000000"),
+        ];
         assert_eq!(
-            v.verify(&headers(&good), b"Hello, World!", 0).unwrap(),
-            Some("72d3162e-cc78-11e3-81ab-4c9367dc0958".into())
+            v.verify(&headers(&renamed), b"Hello, World!", 0).unwrap(),
+            key
         );
         refusals(&v, &good, b"Hello, World!", 0, false);
     }
@@ -362,6 +377,11 @@ mod tests {
             ("x-slack-request-timestamp", "1531420618"),
         ];
         refusals(&v, &good, body, 1531420618, true);
+        // The same signature in upper case is the same delivery.
+        let key = v.verify(&headers(&good), body, 1531420618).unwrap();
+        let upper = good[0].1.to_ascii_uppercase().replacen("V0=", "v0=", 1);
+        let shouted = [("x-slack-signature", upper.as_str()), good[1]];
+        assert_eq!(v.verify(&headers(&shouted), body, 1531420618).unwrap(), key);
     }
 
     #[test]
