@@ -73,6 +73,8 @@ impl Origin {
         let host = host.to_ascii_lowercase();
         let host_ok = match &self.host {
             HostPattern::Exact(h) => *h == host,
+            // A wildcard names domains: never an IP literal.
+            HostPattern::Subdomains(_) if host.parse::<std::net::IpAddr>().is_ok() => false,
             HostPattern::Subdomains(d) => host
                 .strip_suffix(d.as_str())
                 .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
@@ -102,9 +104,15 @@ fn path_within(prefix: &str, path: &str) -> bool {
     if prefix.is_empty() || prefix == "/" {
         return true;
     }
-    // A dot segment could climb out of the prefix once the server normalises it.
+    // What a server may read differently from this check is refused: dot
+    // segments (they climb out once normalised), encoded separators and dots,
+    // double encoding, backslashes and `;` parameters (`..;/`).
     let lower = path.to_ascii_lowercase();
-    if lower.split('/').any(|seg| matches!(seg, "." | "..")) || lower.contains("%2e") {
+    if lower.split('/').any(|seg| matches!(seg, "." | ".."))
+        || ["%2e", "%2f", "%5c", "%25", "\\", ";"]
+            .iter()
+            .any(|bad| lower.contains(bad))
+    {
         return false;
     }
     let Some(rest) = path.strip_prefix(prefix) else {
@@ -215,5 +223,33 @@ mod tests {
             Origin::parse("http://h").unwrap().to_string(),
             "http://h:80"
         );
+    }
+
+    #[test]
+    fn a_path_prefix_cannot_be_left_by_any_spelling() {
+        let o = Origin::parse("https://api.example.com/v1/").unwrap();
+        let ok = |p: &str| o.allows(true, "api.example.com", 443, p);
+        assert!(ok("/v1/items"));
+        for escape in [
+            "/v1/../admin",
+            "/v1/..%2fadmin",
+            "/v1/..%2Fadmin",
+            "/v1/%2e%2e/admin",
+            "/v1/..;/admin",
+            "/v1/..\\admin",
+            "/v1/%252e%252e/admin",
+            "/v1/%5c../admin",
+            "/v1/items;jsessionid=x",
+        ] {
+            assert!(!ok(escape), "{escape} is refused");
+        }
+    }
+
+    #[test]
+    fn wildcards_never_match_ip_literals() {
+        let o = Origin::parse("http://*.0.0.1").unwrap();
+        assert!(!o.allows(false, "127.0.0.1", 80, "/"));
+        let o = Origin::parse("http://*.example.com").unwrap();
+        assert!(o.allows(false, "a.example.com", 80, "/"));
     }
 }

@@ -51,7 +51,22 @@ fn restricted_v4(ip: Ipv4Addr) -> Option<&'static str> {
 }
 
 fn restricted_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    let first = ip.segments()[0];
+    let s = ip.segments();
+    let first = s[0];
+    let embedded = |hi: u16, lo: u16| Ipv4Addr::from(((hi as u32) << 16) | lo as u32);
+    if s[..2] == [0x64, 0xff9b] && s[2..6] == [0; 4] {
+        // NAT64 (well-known prefix): the IPv4 address it reaches.
+        return restricted_v4(embedded(s[6], s[7])).map(|_| "NAT64 of an internal IPv4 address");
+    }
+    if first == 0x2002 {
+        // 6to4: the IPv4 address it tunnels to.
+        return restricted_v4(embedded(s[1], s[2])).map(|_| "6to4 of an internal IPv4 address");
+    }
+    if s[..6] == [0; 6] && !ip.is_loopback() && !ip.is_unspecified() {
+        // IPv4-compatible (deprecated ::a.b.c.d).
+        return restricted_v4(embedded(s[6], s[7]))
+            .map(|_| "IPv4-compatible form of an internal IPv4 address");
+    }
     if ip == Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254) {
         Some("cloud metadata")
     } else if ip.is_loopback() {
@@ -62,6 +77,14 @@ fn restricted_v6(ip: Ipv6Addr) -> Option<&'static str> {
         Some("private (unique local)")
     } else if first & 0xffc0 == 0xfe80 {
         Some("link-local")
+    } else if first & 0xffc0 == 0xfec0 {
+        Some("site-local")
+    } else if s[..2] == [0x64, 0xff9b] {
+        Some("NAT64 (local use)")
+    } else if s[..2] == [0x2001, 0] {
+        Some("Teredo tunnel")
+    } else if s[..2] == [0x2001, 0xdb8] || (first == 0x100 && s[1..4] == [0; 3]) {
+        Some("documentation or discard")
     } else if ip.is_multicast() {
         Some("multicast or reserved")
     } else {
@@ -165,6 +188,34 @@ pub fn find_prohibited<'a>(mut e: &'a (dyn std::error::Error + 'static)) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tunnels_and_translations_of_internal_addresses_are_restricted() {
+        for (ip, restricted_as) in [
+            ("64:ff9b::7f00:1", Some("NAT64 of an internal IPv4 address")),
+            (
+                "64:ff9b::a9fe:a9fe",
+                Some("NAT64 of an internal IPv4 address"),
+            ),
+            ("64:ff9b::808:808", None),
+            ("64:ff9b:1::1", Some("NAT64 (local use)")),
+            ("2002:7f00:1::", Some("6to4 of an internal IPv4 address")),
+            ("2002:0a00:1::1", Some("6to4 of an internal IPv4 address")),
+            ("2002:808:808::1", None),
+            (
+                "::7f00:1",
+                Some("IPv4-compatible form of an internal IPv4 address"),
+            ),
+            ("2001:0:4136:e378::1", Some("Teredo tunnel")),
+            ("fec0::1", Some("site-local")),
+            ("2001:db8::1", Some("documentation or discard")),
+            ("100::1", Some("documentation or discard")),
+            ("2606:4700::1111", None),
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(restricted(ip), restricted_as, "{ip}");
+        }
+    }
 
     #[test]
     fn special_ranges_are_restricted() {
