@@ -34,6 +34,9 @@ pub enum StartError {
     /// A trigger cannot be built.
     #[error(transparent)]
     Trigger(#[from] crate::trigger::TriggerError),
+    /// The admin API would be open, or a token is too short.
+    #[error("{0}")]
+    Admin(String),
     /// The listener cannot be bound.
     #[error(transparent)]
     Bind(#[from] crate::server::BindError),
@@ -41,8 +44,10 @@ pub enum StartError {
 
 /// A running host.
 pub struct RunningHost {
-    /// The address the listener is bound to.
+    /// The public listener's address (webhooks, health).
     pub addr: SocketAddr,
+    /// The admin listener's address (API, metrics, health).
+    pub admin_addr: SocketAddr,
     /// The engine.
     pub engine: Engine,
     /// Plugins loaded, by name.
@@ -162,6 +167,7 @@ impl RunningHost {
         for e in load_errors.values() {
             tracing::warn!("{e}");
         }
+        let api = ApiState::new(&config, &secrets, plugins.clone()).map_err(StartError::Admin)?;
         let engine = Engine::build(&config, store.clone(), sandbox, &plugins, &load_errors).await?;
         let triggers =
             Arc::new(Triggers::build(&config, &engine, &secrets, &plugins, &load_errors).await?);
@@ -173,12 +179,12 @@ impl RunningHost {
                 "requeued events that were accepted but not finished"
             );
         }
-        let api = ApiState::new(&config, &secrets, plugins.clone());
         let server = Server::start(&config.server, engine.clone(), triggers, api).await?;
-        let addr = server.addr;
-        tracing::info!(%addr, pipelines = ?engine.pipeline_names(), "weft is serving");
+        let (addr, admin_addr) = (server.addr, server.admin_addr);
+        tracing::info!(%addr, %admin_addr, pipelines = ?engine.pipeline_names(), "weft is serving");
         Ok(RunningHost {
             addr,
+            admin_addr,
             engine,
             plugins,
             server,

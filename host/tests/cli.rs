@@ -50,7 +50,7 @@ async fn config_errors_name_the_key_and_the_missing_plugin() {
     .unwrap();
     let good = std::fs::read_to_string(&setup.config_path).unwrap();
 
-    std::fs::write(&setup.config_path, good.replace("listen", "lisen")).unwrap();
+    std::fs::write(&setup.config_path, good.replacen("listen", "lisen", 1)).unwrap();
     let err = fails(&["check"], &setup.config_path);
     assert!(err.contains("weft.toml"), "{err}");
     assert!(err.contains("unknown field `lisen`"), "{err}");

@@ -58,13 +58,14 @@ async fn credentials_are_attached_by_the_host_and_masked_everywhere() {
         std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
     let listen = free_addr();
+    let admin = free_addr();
     let sink = |name: &str, url: String, auth: &str| {
         format!(
             "[[pipeline]]\nname = \"{name}\"\nidempotency_key = \"/id\"\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{url}\", auth = [{auth}] }} }}\nretry = {{ max_attempts = 1 }}\n\n"
         )
     };
     let mut config = format!(
-        "[server]\nlisten = \"{listen}\"\ndata_dir = \"./data\"\nsecrets_file = \"secrets.toml\"\n\n[plugins]\ndir = \"./plugins.d\"\n\n\
+        "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"./data\"\nsecrets_file = \"secrets.toml\"\n\n[plugins]\ndir = \"./plugins.d\"\n\n\
          [grants.http-sink]\nhttp = [\"http://{}\", \"http://{}\"]\ncredentials = [\"CRM_TOKEN\", \"SIGNING_KEY\"]\n\n\
          [grants.leaker]\nhttp = [\"http://{}\"]\nreveal = [\"CRM_TOKEN\"]\nkv = {{ quota_kib = 16 }}\n\n",
         ok.addr, leaky.addr, ok.addr
@@ -114,7 +115,7 @@ async fn credentials_are_attached_by_the_host_and_masked_everywhere() {
         .await;
         assert_eq!(status, 202);
         dead_letters += 3;
-        let client = weft_host::client::HostClient::new(&format!("http://{listen}"), None);
+        let client = weft_host::client::HostClient::new(&format!("http://{admin}"), None);
         let mut answers = String::new();
         assert!(
             wait_until(WAIT, || ok.delivered().len() == 2 * (round + 1)).await,

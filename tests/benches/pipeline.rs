@@ -346,7 +346,7 @@ async fn weft_run_with(
         .await
         .expect("host starts");
     let scraper = SCRAPE.load(Ordering::Relaxed).then(|| {
-        let url = format!("http://{}/metrics", host.addr);
+        let url = format!("http://{}/metrics", host.admin_addr);
         tokio::spawn(async move {
             let client = client();
             loop {

@@ -109,8 +109,15 @@ impl HostSetup {
         let mut origins: Vec<String> = pipelines.iter().map(|p| origin_of(&p.sink_url)).collect();
         origins.sort();
         origins.dedup();
+        // A real port gets a free admin port of its own; port 0 lets the
+        // host pick both.
+        let admin = if listen.port() == 0 {
+            String::new()
+        } else {
+            format!("admin_listen = \"{}\"\n", free_addr())
+        };
         let mut toml = format!(
-            "[server]\nlisten = \"{listen}\"\ndata_dir = \"./weft-data\"\n\n[plugins]\ndir = \"./plugins.d\"\n\n[grants.http-sink]\nhttp = [{}]\n\n{extra}\n",
+            "[server]\nlisten = \"{listen}\"\ndata_dir = \"./weft-data\"\n{admin}\n[plugins]\ndir = \"./plugins.d\"\n\n[grants.http-sink]\nhttp = [{}]\n\n{extra}\n",
             origins
                 .iter()
                 .map(|o| format!("{o:?}"))

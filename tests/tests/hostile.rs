@@ -357,7 +357,7 @@ async fn hostile_plugins_are_contained_and_the_canary_loses_nothing() {
     }
     assert!(audit.iter().all(|r| !r.detail.contains(GRANTED_SECRET)));
     assert_eq!(store.audit().verify(), Ok(audit.len() as u64));
-    let client = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
+    let client = weft_host::client::HostClient::new(&format!("http://{}", host.admin_addr), None);
     let metrics = client
         .call(hyper::Method::GET, "/metrics", None, &[])
         .await

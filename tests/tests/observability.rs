@@ -15,7 +15,7 @@ use weft_tests::{
 const WAIT: Duration = Duration::from_secs(120);
 
 async fn scrape(host: &RunningHost) -> Vec<weft_tests::Sample> {
-    let client = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
+    let client = weft_host::client::HostClient::new(&format!("http://{}", host.admin_addr), None);
     let reply = client
         .call(hyper::Method::GET, "/metrics", None, &[])
         .await
@@ -71,7 +71,7 @@ async fn metrics_follow_a_scripted_run_and_reconcile() {
     let (receiver, setup) = refusing_once(500).await;
     let host = RunningHost::start(setup.config()).await.unwrap();
     let before = scrape(&host).await;
-    let client = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
+    let client = weft_host::client::HostClient::new(&format!("http://{}", host.admin_addr), None);
     let text = client
         .call(hyper::Method::GET, "/metrics", None, &[])
         .await
@@ -198,7 +198,7 @@ async fn metrics_follow_a_scripted_run_and_reconcile() {
     assert!(metric(&m, "weft_store_flush_seconds_count", &[]).unwrap() >= 4.0);
 
     // Replay the dead letter: it fails again, and the books still balance.
-    let client = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
+    let client = weft_host::client::HostClient::new(&format!("http://{}", host.admin_addr), None);
     let reply = client
         .call(
             hyper::Method::POST,
@@ -326,7 +326,7 @@ async fn every_endpoint_checks_the_role_of_every_token() {
             .position(|x| *x == r)
             .unwrap()
     };
-    let base = format!("http://{}", host.addr);
+    let base = format!("http://{}", host.admin_addr);
     for (method, path, body, needs) in &endpoints {
         for token in [None, Some("wrong-token-value".to_string())] {
             let client = weft_host::client::HostClient::new(&base, token.clone());
@@ -447,7 +447,7 @@ async fn run_history_has_every_step_and_keeps_the_newest_events() {
             .await
         );
     }
-    let client = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
+    let client = weft_host::client::HostClient::new(&format!("http://{}", host.admin_addr), None);
     let one = client
         .call(
             hyper::Method::GET,
@@ -581,4 +581,126 @@ async fn events_whose_sender_hung_up_are_counted_as_accepted() {
         Some(0.0)
     );
     host.shutdown().await;
+}
+
+/// The admin plane: its own listener, closed to the webhook side, to other
+/// sites and to guessing; and no way to open it to the network without a
+/// token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_admin_api_is_apart_from_webhooks_and_refuses_cross_site_calls_and_guessing() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let admin_token = "admin-token-0123456789abcdef";
+    let setup = HostSetup::with_extra(
+        any_port(),
+        &[PipelineSpec::leads("p", &receiver.url("/p"))],
+        "[[admin.tokens]]\nname = \"ops\"\nrole = \"admin\"\nsecret = \"OPS_TOKEN\"\n",
+    )
+    .unwrap()
+    .with_secrets(&[("OPS_TOKEN", admin_token)])
+    .unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    assert_ne!(host.addr, host.admin_addr);
+    assert!(host.admin_addr.ip().is_loopback());
+    let public = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
+    for path in ["/api/v1/pipelines", "/metrics"] {
+        let reply = public
+            .call(hyper::Method::GET, path, None, &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.status, 404,
+            "{path} on the webhook listener: {}",
+            reply.body
+        );
+    }
+    let admin_url = format!("http://{}", host.admin_addr);
+    let (status, _) = post_json(&format!("{admin_url}/hooks/p"), b"{}", "application/json").await;
+    assert_eq!(status, 404, "no webhooks on the admin listener");
+    let ops = weft_host::client::HostClient::new(&admin_url, Some(admin_token.into()));
+    let health = ops
+        .call(hyper::Method::GET, "/healthz", None, &[])
+        .await
+        .unwrap();
+    assert_eq!(health.status, 200);
+
+    // A page elsewhere: a form post (text/plain) and a fetch with an Origin.
+    let pause = format!("{admin_url}/api/v1/pipelines/p/pause");
+    let auth = ("authorization", format!("Bearer {admin_token}"));
+    let (status, answer) =
+        weft_tests::post_with_headers(&pause, b"", "text/plain", std::slice::from_ref(&auth)).await;
+    assert_eq!(status, 415, "{answer}");
+    let (status, answer) = weft_tests::post_with_headers(
+        &pause,
+        b"",
+        "application/json",
+        &[auth.clone(), ("origin", "http://evil.example".into())],
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    let (status, answer) = weft_tests::post_with_headers(
+        &pause,
+        b"",
+        "application/json",
+        &[auth.clone(), ("sec-fetch-site", "cross-site".into())],
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        !host.engine.status("p").unwrap().paused,
+        "nothing was paused"
+    );
+
+    // Guessing: each failure is a 401 (the first ones audited), then 429.
+    let guesser =
+        weft_host::client::HostClient::new(&admin_url, Some("not-the-token-at-all".into()));
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        let r = guesser
+            .call(hyper::Method::GET, "/api/v1/pipelines", None, &[])
+            .await
+            .unwrap();
+        statuses.push(r.status);
+    }
+    assert!(statuses[..20].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(statuses[20..].iter().all(|s| *s == 429), "{statuses:?}");
+    let records = host.engine.store().audit().records(0).unwrap();
+    let refused = records
+        .iter()
+        .filter(|r| r.action == "refused-login")
+        .count();
+    assert!(
+        (5..=6).contains(&refused),
+        "{refused} failed logins audited: {records:#?}"
+    );
+    host.shutdown().await;
+
+    // Off loopback without a token: the host will not start.
+    let open = HostSetup::new(any_port(), &[PipelineSpec::leads("p", &receiver.url("/p"))])
+        .unwrap()
+        .server_line("admin_listen = \"0.0.0.0:0\"")
+        .unwrap();
+    let err = RunningHost::start(open.config())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("not a loopback address") && err.contains("[[admin.tokens]]"),
+        "{err}"
+    );
+    // A short token is refused too.
+    let short = HostSetup::with_extra(
+        any_port(),
+        &[PipelineSpec::leads("p", &receiver.url("/p"))],
+        "[[admin.tokens]]\nname = \"ops\"\nrole = \"admin\"\nsecret = \"OPS_TOKEN\"\n",
+    )
+    .unwrap()
+    .with_secrets(&[("OPS_TOKEN", "short-token")])
+    .unwrap();
+    let err = RunningHost::start(short.config())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("at least 16"), "{err}");
 }

@@ -159,7 +159,7 @@ async fn permanent_refusals_are_dead_lettered_and_replay_delivers_them() {
 
     // Fix the receiver and replay everything through the admin API.
     receiver.set_behavior(Behavior::Accept);
-    let url = format!("http://{}/api/v1/dlq/replay", host.addr);
+    let url = format!("http://{}/api/v1/dlq/replay", host.admin_addr);
     let (status, body) = post_json(&url, br#"{"all": true}"#, "application/json").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["results"].as_array().unwrap().len(), 2);

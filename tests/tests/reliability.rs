@@ -14,7 +14,7 @@ use weft_tests::{
 const WAIT: Duration = Duration::from_secs(120);
 
 async fn get(host: &RunningHost, path: &str) -> serde_json::Value {
-    let client = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
+    let client = weft_host::client::HostClient::new(&format!("http://{}", host.admin_addr), None);
     client
         .call(hyper::Method::GET, path, None, &[])
         .await
@@ -23,7 +23,7 @@ async fn get(host: &RunningHost, path: &str) -> serde_json::Value {
 }
 
 async fn post(host: &RunningHost, path: &str) -> serde_json::Value {
-    let client = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
+    let client = weft_host::client::HostClient::new(&format!("http://{}", host.admin_addr), None);
     client
         .call(hyper::Method::POST, path, None, &[])
         .await
@@ -652,7 +652,7 @@ async fn purged_dead_letters_are_gone_and_fuel_is_in_the_run_history() {
     );
     let dead = store.dead_letters(Some("p")).unwrap();
     let (gone, kept) = (dead[0].id.to_string(), dead[1].id.to_string());
-    let client = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
+    let client = weft_host::client::HostClient::new(&format!("http://{}", host.admin_addr), None);
     let purge = |ids: Vec<String>| {
         let body = serde_json::json!({ "ids": ids }).to_string().into_bytes();
         client.call(hyper::Method::POST, "/api/v1/dlq/purge", Some(body), &[])

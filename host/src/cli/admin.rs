@@ -79,7 +79,7 @@ pub trait Admin {
 /// The host named by `--url` or the config, if it answers; otherwise its
 /// store, opened on first use.
 pub async fn connect(host: &HostArg) -> Result<Box<dyn Admin>> {
-    let (client, config) = client(host)?;
+    let (client, config) = client(host, Listener::Admin)?;
     match client.call(hyper::Method::GET, "/healthz", None, &[]).await {
         Ok(_) => Ok(Box::new(HttpAdmin { client })),
         Err(ClientError::NotRunning(url)) => Ok(Box::new(LocalAdmin { config, url })),
@@ -87,13 +87,25 @@ pub async fn connect(host: &HostArg) -> Result<Box<dyn Admin>> {
     }
 }
 
-/// A client for the host named by `--url` or the config's `server.listen`,
-/// with the admin token from the environment; and the config, if it loaded.
-pub fn client(host: &HostArg) -> Result<(HostClient, Option<Config>)> {
+/// Which of a host's listeners a command talks to.
+#[derive(Debug, Clone, Copy)]
+pub enum Listener {
+    /// Webhooks (`server.listen`).
+    Public,
+    /// The admin API (`server.admin_listen`).
+    Admin,
+}
+
+/// A client for the host named by `--url` or the config's listener, with
+/// the admin token from the environment; and the config, if it loaded.
+pub fn client(host: &HostArg, listener: Listener) -> Result<(HostClient, Option<Config>)> {
     let config = super::load_config(&host.config.config);
     let url = match (&host.url, &config) {
         (Some(url), _) => url.clone(),
-        (None, Ok(c)) => format!("http://{}", c.server.listen),
+        (None, Ok(c)) => match listener {
+            Listener::Public => format!("http://{}", c.server.listen),
+            Listener::Admin => format!("http://{}", c.server.admin_addr()),
+        },
         (None, Err(e)) => bail!("{e}\n(pass --url to reach a host without a config file)"),
     };
     let token_env = config

@@ -54,8 +54,9 @@ impl HostClient {
         headers: &[(&str, String)],
     ) -> Result<Reply, ClientError> {
         let url = format!("{}{path}", self.base);
+        let json = body.is_some() || method == hyper::Method::POST;
         let mut req = hyper::Request::builder().method(method).uri(&url);
-        if body.is_some() {
+        if json {
             req = req.header("content-type", "application/json");
         }
         if let Some(t) = &self.token {

@@ -1,7 +1,7 @@
 //! `weft send`: post a JSON file (or NDJSON lines) to a pipeline's webhook.
 
 use super::HostArg;
-use super::admin::{client, not_running};
+use super::admin::{Listener, client, not_running};
 use super::client::ClientError;
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -26,7 +26,7 @@ pub(super) struct SendArgs {
 
 impl SendArgs {
     pub(super) async fn run(self) -> Result<()> {
-        let (client, _) = client(&self.host)?;
+        let (client, _) = client(&self.host, Listener::Public)?;
         let mut input = Vec::new();
         if self.file.as_os_str() == "-" {
             std::io::stdin().read_to_end(&mut input)?;

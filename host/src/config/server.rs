@@ -9,8 +9,13 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address of the HTTP listener (webhooks, health, admin API).
+    /// Address of the public listener: webhooks and health.
     pub listen: SocketAddr,
+    /// Address of the admin listener: the admin API, `/metrics` and health
+    /// (default: loopback, on the port after `listen`'s). Without admin
+    /// tokens it must be a loopback address.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
     /// Directory of the durable store; relative paths are relative to the config file.
     pub data_dir: PathBuf,
     /// Largest accepted webhook body, in bytes (default 1 MiB).
@@ -67,6 +72,18 @@ fn default_max_connections_per_peer() -> usize {
 }
 
 impl ServerConfig {
+    /// Where the admin listener binds: `admin_listen`, or 127.0.0.1 on the
+    /// port after `listen`'s (any free port when `listen`'s is 0).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listen.unwrap_or_else(|| {
+            let port = match self.listen.port() {
+                0 => 0,
+                p => p.saturating_add(1),
+            };
+            SocketAddr::from(([127, 0, 0, 1], port))
+        })
+    }
+
     /// Check the listener's limits.
     pub(super) fn validate(&self) -> Result<(), String> {
         if self.max_body_bytes == 0 {

@@ -3,9 +3,9 @@
 //! keep-alive connections), back off when accepting fails, and on stop let
 //! requests in progress finish.
 
-use super::Shared;
 use super::connections::{Connections, Limits};
 use super::routes::route;
+use super::{Plane, Shared};
 use crate::engine::Engine;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -14,6 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// The address a request came from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) std::net::IpAddr);
 
 /// How the listener treats its clients.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +31,7 @@ pub struct ListenerLimits {
 
 pub(super) async fn serve(
     listener: TcpListener,
+    plane: Plane,
     engine: Engine,
     state: Arc<Shared>,
     limits: ListenerLimits,
@@ -63,11 +68,12 @@ pub(super) async fn serve(
                 connections.spawn(async move {
                     let admitted = Arc::new(admitted);
                     let marker = admitted.clone();
-                    let service = service_fn(move |req| {
+                    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                         let (engine, state) = (engine.clone(), state.clone());
                         let in_progress = marker.request();
+                        req.extensions_mut().insert(Peer(peer.ip()));
                         async move {
-                            let resp = route(&engine, &state, req).await;
+                            let resp = route(plane, &engine, &state, req).await;
                             drop(in_progress);
                             Ok::<_, std::convert::Infallible>(resp)
                         }

@@ -3,7 +3,7 @@
 
 pub mod api;
 mod connections;
-mod listener;
+pub(crate) mod listener;
 pub mod metrics;
 pub mod query;
 mod routes;
@@ -16,6 +16,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Plane {
+    /// Webhooks and health: meant to face the internet.
+    Public,
+    /// The admin API, `/metrics` and health: loopback unless tokens guard it.
+    Admin,
+}
+
 /// What every request handler shares.
 pub(crate) struct Shared {
     pub(crate) triggers: Arc<Triggers>,
@@ -24,12 +33,14 @@ pub(crate) struct Shared {
     pub(crate) body_timeout: Duration,
 }
 
-/// A running server.
+/// A running server: the public and the admin listener.
 pub struct Server {
-    /// The address it is bound to.
+    /// The public listener's address (webhooks, health).
     pub addr: SocketAddr,
+    /// The admin listener's address (API, metrics, health).
+    pub admin_addr: SocketAddr,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Why the server could not start.
@@ -45,14 +56,14 @@ pub struct BindError {
 }
 
 impl Server {
-    /// Bind `addr` and serve `engine`'s webhooks, health, metrics and API.
+    /// Bind the public and the admin listener and serve `engine`'s
+    /// webhooks, health, metrics and API.
     pub async fn start(
         config: &crate::config::ServerConfig,
         engine: Engine,
         triggers: Arc<Triggers>,
         api: api::ApiState,
     ) -> Result<Server, BindError> {
-        let addr = config.listen;
         let limits = listener::ListenerLimits {
             connections: connections::Limits {
                 max: config.max_connections,
@@ -60,35 +71,57 @@ impl Server {
             },
             header_timeout: Duration::from_millis(config.header_timeout_ms),
         };
-        let bind_err = |e: std::io::Error| BindError {
-            addr,
-            reason: e.to_string(),
-        };
-        let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
-        let addr = listener.local_addr().map_err(bind_err)?;
+        let shared = Arc::new(Shared {
+            triggers,
+            api,
+            body_timeout: Duration::from_millis(config.body_timeout_ms),
+        });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(listener::serve(
-            listener,
-            engine,
-            Arc::new(Shared {
-                triggers,
-                api,
-                body_timeout: Duration::from_millis(config.body_timeout_ms),
-            }),
-            limits,
-            stopped,
-        ));
-        Ok(Server { addr, stop, task })
+        let mut tasks = Vec::new();
+        let mut bound = Vec::new();
+        for (plane, addr) in [
+            (Plane::Public, config.listen),
+            (Plane::Admin, config.admin_addr()),
+        ] {
+            let bind_err = |e: std::io::Error| BindError {
+                addr,
+                reason: e.to_string(),
+            };
+            let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+            bound.push(listener.local_addr().map_err(bind_err)?);
+            tasks.push(tokio::spawn(listener::serve(
+                listener,
+                plane,
+                engine.clone(),
+                shared.clone(),
+                limits,
+                stopped.clone(),
+            )));
+        }
+        Ok(Server {
+            addr: bound[0],
+            admin_addr: bound[1],
+            stop,
+            tasks,
+        })
     }
 
     /// Stop accepting and let requests in progress finish, up to `grace`.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(grace, self.task).await;
+        let _ = tokio::time::timeout(grace, futures_join(self.tasks)).await;
     }
 
-    /// Wait until the server task ends (it ends only on shutdown).
+    /// Wait until the listeners end (they end only on shutdown).
     pub async fn wait(&mut self) {
-        let _ = (&mut self.task).await;
+        for task in &mut self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
     }
 }

@@ -1,18 +1,34 @@
 //! Routing: webhooks to their pipeline's trigger, `/metrics`, health, and
 //! the admin API.
 
-use super::Shared;
+use super::{Plane, Shared};
 use crate::engine::Engine;
 use crate::reply::{Body, error, json};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 pub(super) async fn route(
+    plane: Plane,
     engine: &Engine,
     state: &Shared,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let path = req.uri().path().to_string();
+    let admin_only = path == "/metrics" || path == "/api/v1" || path.starts_with("/api/v1/");
+    if admin_only && plane == Plane::Public {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no route for {path} here: the admin API and /metrics are on the admin listener (server.admin_listen)"
+            ),
+        );
+    }
+    if path.starts_with("/hooks/") && plane == Plane::Admin {
+        return error(
+            StatusCode::NOT_FOUND,
+            "webhooks go to the public listener (server.listen), not the admin one",
+        );
+    }
     match (req.method(), path.as_str()) {
         (&Method::POST, p) if p.starts_with("/hooks/") => {
             let name = p["/hooks/".len()..].trim_end_matches('/');

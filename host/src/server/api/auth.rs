@@ -7,12 +7,26 @@ use crate::secrets::constant_time_eq;
 use crate::store::AuditEntry;
 use hyper::body::Incoming;
 use hyper::{Method, Request};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Shortest admin token accepted: shorter ones can be guessed.
+pub const MIN_TOKEN_LEN: usize = 16;
+/// Failed logins from one address per minute before it gets 429.
+const MAX_FAILURES_PER_MINUTE: u32 = 20;
+/// Failed logins from one address per minute written to the audit log; the
+/// rest are counted in the next record.
+const AUDITED_FAILURES_PER_MINUTE: u32 = 5;
 
 /// Who may call the API, and what it shows about plugins.
 pub struct ApiState {
-    /// (name, role, token value)
-    tokens: Vec<(String, Role, String)>,
+    /// (name, role, sha256 of the token value)
+    tokens: Vec<(String, Role, [u8; 32])>,
     pub(super) plugins: crate::sandbox::Plugins,
+    /// Failed logins per address in the current minute.
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
 /// An authenticated caller.
@@ -21,36 +35,78 @@ pub(super) struct Caller {
     pub(super) role: Role,
 }
 
+fn digest(value: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(value).into()
+}
+
+/// What to do about a failed login.
+pub(super) enum Refusal {
+    /// Answer 401; audit it when `audit` says so (with how many went unaudited).
+    Unauthorized { audit: Option<u32> },
+    /// Too many failures from this address: answer 429 for this long.
+    TooMany(u64),
+}
+
 impl ApiState {
     /// Tokens from `[admin]` (values from `secrets`) and the legacy
-    /// `server.admin_token_env` variable (an admin token named `admin-token`).
+    /// `server.admin_token_env` variable (an admin token named
+    /// `admin-token`). Refuses tokens shorter than [`MIN_TOKEN_LEN`], and an
+    /// admin listener off loopback with no token at all.
     pub fn new(
         config: &Config,
         secrets: &crate::secrets::Secrets,
         plugins: crate::sandbox::Plugins,
-    ) -> ApiState {
-        let mut tokens: Vec<(String, Role, String)> = config
-            .admin
-            .tokens
-            .iter()
-            .filter_map(|t| Some((t.name.clone(), t.role, secrets.get(&t.secret)?.to_string())))
-            .collect();
+    ) -> Result<ApiState, String> {
+        let mut tokens = Vec::new();
+        for (i, t) in config.admin.tokens.iter().enumerate() {
+            let Some(value) = secrets.get(&t.secret) else {
+                continue;
+            };
+            if value.len() < MIN_TOKEN_LEN {
+                return Err(format!(
+                    "admin.tokens[{i}] ({:?}): the token in {} is {} bytes; admin tokens must be at least {MIN_TOKEN_LEN} (make one with `openssl rand -hex 32`)",
+                    t.name,
+                    crate::secrets::env_var(&t.secret),
+                    value.len()
+                ));
+            }
+            tokens.push((t.name.clone(), t.role, digest(value.as_bytes())));
+        }
         if let Ok(t) = std::env::var(&config.server.admin_token_env)
             && !t.is_empty()
         {
+            if t.len() < MIN_TOKEN_LEN {
+                return Err(format!(
+                    "the admin token in {} is {} bytes; admin tokens must be at least {MIN_TOKEN_LEN} (make one with `openssl rand -hex 32`)",
+                    config.server.admin_token_env,
+                    t.len()
+                ));
+            }
             crate::redact::register(&t);
-            tokens.push(("admin-token".into(), Role::Admin, t));
+            tokens.push(("admin-token".into(), Role::Admin, digest(t.as_bytes())));
         }
+        let admin = config.server.admin_addr();
         if tokens.is_empty() {
+            if !admin.ip().is_loopback() {
+                return Err(format!(
+                    "server.admin_listen {admin} is not a loopback address and no admin token is configured: anyone who reaches it could pause, replay and purge; add [[admin.tokens]] or listen on 127.0.0.1"
+                ));
+            }
             tracing::warn!(
-                "the admin API has no tokens: anyone who reaches {} may pause, replay and purge; add [[admin.tokens]]",
-                config.server.listen
+                "the admin API has no tokens: anyone on this machine who reaches {admin} may pause, replay and purge; add [[admin.tokens]]"
             );
         }
-        ApiState { tokens, plugins }
+        Ok(ApiState {
+            tokens,
+            plugins,
+            failures: Mutex::default(),
+        })
     }
 
-    /// The caller, or `None` for a missing or wrong token.
+    /// The caller, or `None` for a missing or wrong token. Tokens are
+    /// compared by digest, so neither their content nor their length shows
+    /// in the timing.
     pub(super) fn authenticate(&self, req: &Request<Incoming>) -> Option<Caller> {
         if self.tokens.is_empty() {
             return Some(Caller {
@@ -64,10 +120,11 @@ impl ApiState {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
+        let given = digest(given.as_bytes());
         // Compare with every token, so timing says nothing about which matched.
         let mut found = None;
         for (name, role, value) in &self.tokens {
-            if constant_time_eq(given.as_bytes(), value.as_bytes()) {
+            if constant_time_eq(&given, value) {
                 found = Some(Caller {
                     name: name.clone(),
                     role: *role,
@@ -75,6 +132,47 @@ impl ApiState {
             }
         }
         found
+    }
+
+    /// Whether `peer` may try again now (429 for this many seconds when not).
+    pub(super) fn blocked(&self, peer: Option<IpAddr>) -> Option<u64> {
+        let peer = peer?;
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let (n, since) = failures.get(&peer)?;
+        let left = Duration::from_secs(60).saturating_sub(since.elapsed());
+        (*n >= MAX_FAILURES_PER_MINUTE && !left.is_zero()).then(|| left.as_secs().max(1))
+    }
+
+    /// Count a failed login from `peer`.
+    pub(super) fn failed(&self, peer: Option<IpAddr>) -> Refusal {
+        let Some(peer) = peer else {
+            return Refusal::Unauthorized { audit: Some(0) };
+        };
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() > 10_000 {
+            failures.retain(|_, (_, since)| since.elapsed() < Duration::from_secs(60));
+        }
+        let entry = failures.entry(peer).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= Duration::from_secs(60) {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+        if entry.0 > MAX_FAILURES_PER_MINUTE {
+            return Refusal::TooMany(
+                Duration::from_secs(60)
+                    .saturating_sub(entry.1.elapsed())
+                    .as_secs()
+                    .max(1),
+            );
+        }
+        let audit = match entry.0 {
+            n if n <= AUDITED_FAILURES_PER_MINUTE => Some(0),
+            MAX_FAILURES_PER_MINUTE => {
+                Some(MAX_FAILURES_PER_MINUTE - AUDITED_FAILURES_PER_MINUTE - 1)
+            }
+            _ => None,
+        };
+        Refusal::Unauthorized { audit }
     }
 }
 

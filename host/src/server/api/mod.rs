@@ -8,7 +8,7 @@ mod auth;
 
 pub use auth::ApiState;
 
-use self::auth::{audit, required_role};
+use self::auth::{Refusal, audit, required_role};
 use crate::engine::{Engine, Selection, dead_letter_views, purge, replay};
 use crate::reply::{Body, error, json};
 use crate::store::EventId;
@@ -27,12 +27,49 @@ pub async fn handle(
     body_timeout: std::time::Duration,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    let peer = req
+        .extensions()
+        .get::<crate::server::listener::Peer>()
+        .map(|p| p.0);
+    if let Some(secs) = state.blocked(peer) {
+        return too_many(secs);
+    }
     let Some(caller) = state.authenticate(&req) else {
+        let at = format!("{} {}", req.method(), req.uri().path());
+        match state.failed(peer) {
+            Refusal::TooMany(secs) => return too_many(secs),
+            Refusal::Unauthorized {
+                audit: Some(unaudited),
+            } => {
+                let who = peer.map_or("unknown".to_string(), |p| p.to_string());
+                let more = if unaudited > 0 {
+                    format!(
+                        " ({unaudited} more from this address in this minute were not recorded)"
+                    )
+                } else {
+                    String::new()
+                };
+                audit(
+                    engine,
+                    &format!("peer:{who}"),
+                    "refused-login",
+                    "",
+                    format!("{at}: missing or wrong bearer token{more}"),
+                )
+                .await;
+            }
+            Refusal::Unauthorized { audit: None } => {}
+        }
         return error(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token; send Authorization: Bearer <token>",
         );
     };
+    if req.method() != hyper::Method::GET
+        && let Some(refusal) = cross_site_refusal(&req)
+    {
+        return refusal;
+    }
     let path = req.uri().path().trim_end_matches('/').to_string();
     let rest = path.strip_prefix("/api/v1").unwrap_or("");
     let method = req.method().clone();
@@ -219,4 +256,53 @@ pub async fn handle(
 /// An event with its state, history and receipt, as JSON.
 pub fn event_view(r: &crate::store::EventRecord) -> serde_json::Value {
     serde_json::to_value(crate::engine::EventView::from(r)).unwrap_or_default()
+}
+
+fn too_many(secs: u64) -> Response<Body> {
+    let mut resp = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many failed logins from this address; try again in {secs} s"),
+    );
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(hyper::header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// The refusal of a mutating call that is not JSON or comes from another
+/// site, if it is one of those:
+/// a page elsewhere cannot make a browser send either without the
+/// browser's own cross-origin check.
+fn cross_site_refusal(req: &Request<Incoming>) -> Option<Response<Body>> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_ascii_lowercase())
+    };
+    let is_json = header("content-type").is_some_and(|c| {
+        c.split(';')
+            .next()
+            .is_some_and(|e| e.trim() == "application/json")
+    });
+    if !is_json {
+        return Some(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "mutating calls take Content-Type: application/json",
+        ));
+    }
+    let cross_site = header("sec-fetch-site").is_some_and(|s| s != "same-origin" && s != "none");
+    let foreign_origin = match (header("origin"), header("host")) {
+        (Some(origin), Some(host)) => {
+            origin != format!("http://{host}") && origin != format!("https://{host}")
+        }
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    (cross_site || foreign_origin).then(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            "cross-site requests may not change anything; call the admin API from the CLI or a same-origin page",
+        )
+    })
 }
