@@ -14,18 +14,46 @@ pub const MASK: &str = "[redacted]";
 
 static VALUES: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
-/// Mask `value` (and its JSON-escaped form) from now on.
+/// Shortest run of a secret (in any of its forms) that is masked: a cut
+/// prefix this long still gives the secret away.
+pub const MIN_MASKED_RUN: usize = 8;
+
+/// The forms a secret takes in what the host itself writes: as it is,
+/// JSON-escaped, base64 (standard and URL-safe, padded or not), hex (either
+/// case) and percent-encoded.
+fn forms(value: &str) -> Vec<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let mut forms = vec![value.to_string()];
+    if let Ok(json) = serde_json::to_string(value) {
+        forms.push(json[1..json.len() - 1].to_string());
+    }
+    for engine in [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD] {
+        forms.push(engine.encode(value));
+    }
+    forms.push(hex::encode(value));
+    forms.push(hex::encode_upper(value));
+    let mut url = String::new();
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            url.push(b as char);
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    forms.push(url);
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
+/// Mask `value`, in every form the host writes it and by any prefix of at
+/// least [`MIN_MASKED_RUN`] bytes, from now on.
 pub fn register(value: &str) {
     if value.is_empty() {
         return;
     }
-    let mut forms = vec![value.to_string()];
-    if let Ok(json) = serde_json::to_string(value) {
-        let inner = json[1..json.len() - 1].to_string();
-        if inner != value {
-            forms.push(inner);
-        }
-    }
+    let forms = forms(value);
     // Most calls repeat a known value (basic auth on every request): check
     // under the read lock before taking the write lock.
     if forms
@@ -44,16 +72,64 @@ pub fn register(value: &str) {
     values.sort_by_key(|v| std::cmp::Reverse(v.len()));
 }
 
-/// `text` with every registered secret replaced by [`MASK`].
+/// `text` with every run of a registered form replaced by [`MASK`]: the
+/// whole form, or any prefix of it at least [`MIN_MASKED_RUN`] bytes long
+/// (a secret cut short is still masked).
 pub fn mask(text: &str) -> Cow<'_, str> {
     let values = VALUES.read().unwrap_or_else(|e| e.into_inner());
-    let mut out = Cow::Borrowed(text);
+    let mut spans: Vec<(usize, usize)> = Vec::new();
     for v in values.iter() {
-        if out.contains(v.as_str()) {
-            out = Cow::Owned(out.replace(v.as_str(), MASK));
-        }
+        runs(text, v, &mut spans);
     }
-    out
+    if spans.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    // Overlapping runs of different forms (a prefix of one, the rest of
+    // another) are masked as one.
+    spans.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut pos = 0;
+    let mut i = 0;
+    while i < spans.len() {
+        let (start, mut end) = spans[i];
+        while i + 1 < spans.len() && spans[i + 1].0 <= end {
+            i += 1;
+            end = end.max(spans[i].1);
+        }
+        out.push_str(&text[pos..start.max(pos)]);
+        out.push_str(MASK);
+        pos = end.max(pos);
+        i += 1;
+    }
+    out.push_str(&text[pos..]);
+    Cow::Owned(out)
+}
+
+/// The byte ranges of `text` that hold `form` whole, or a prefix of it at
+/// least [`MIN_MASKED_RUN`] bytes long.
+fn runs(text: &str, form: &str, spans: &mut Vec<(usize, usize)>) {
+    let mut cut = form.len().min(MIN_MASKED_RUN);
+    while !form.is_char_boundary(cut) {
+        cut += 1;
+    }
+    let anchor = &form[..cut];
+    if anchor.is_empty() {
+        return;
+    }
+    let (t, f) = (text.as_bytes(), form.as_bytes());
+    let mut pos = 0;
+    while let Some(found) = text[pos..].find(anchor) {
+        let start = pos + found;
+        let mut end = start + anchor.len();
+        while end < t.len() && end - start < f.len() && t[end] == f[end - start] {
+            end += 1;
+        }
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        spans.push((start, end));
+        pos = start + anchor.len();
+    }
 }
 
 /// Whether any secret is registered (masking costs nothing otherwise).
@@ -191,5 +267,38 @@ mod tests {
         out.write_all(b"a plain-canary-0042 b\n").unwrap();
         assert_eq!(String::from_utf8(out.0).unwrap(), format!("a {MASK} b\n"));
         assert!(matches!(mask("nothing here"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_secret_is_masked_in_every_encoding_and_cut_at_any_length() {
+        use base64::Engine as _;
+        let secret = "canary-Zq81/x+Lm-secret-0042";
+        register(secret);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let url_b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let shown = [
+            secret.to_string(),
+            b64.encode(secret),
+            url_b64.encode(secret),
+            hex::encode(secret),
+            hex::encode_upper(secret),
+            "canary-Zq81%2Fx%2BLm-secret-0042".to_string(),
+            serde_json::to_string(secret).unwrap(),
+        ];
+        for form in &shown {
+            let text = format!("upstream said: {form}!");
+            let masked = mask(&text);
+            assert!(
+                !masked.contains(&form[..form.len().min(12)]),
+                "{form} -> {masked}"
+            );
+        }
+        // Cut by a plugin at any length of 8 bytes or more: still masked.
+        for len in MIN_MASKED_RUN..secret.len() {
+            let text = format!("error: {}… (cut)", &secret[..len]);
+            assert_eq!(mask(&text), format!("error: {MASK}… (cut)"), "cut at {len}");
+        }
+        // Shorter than that is an ordinary word.
+        assert_eq!(mask("a canary- word"), "a canary- word");
     }
 }
