@@ -56,6 +56,7 @@ pub(super) fn run(
     tree: sled::Tree,
     rx: mpsc::Receiver<Write>,
     flushes: std::sync::Arc<crate::histogram::Histogram>,
+    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
@@ -66,13 +67,24 @@ pub(super) fn run(
             }
         }
         let started = std::time::Instant::now();
-        commit_group(&db, &tree, group);
+        commit_group(&db, &tree, group, &commits);
         flushes.observe(started.elapsed());
     }
 }
 
-fn commit_group(db: &sled::Db, tree: &sled::Tree, group: Vec<Write>) {
+fn commit_group(
+    db: &sled::Db,
+    tree: &sled::Tree,
+    group: Vec<Write>,
+    commits: &std::sync::atomic::AtomicU64,
+) {
+    use std::sync::atomic::Ordering;
     let mut batch = sled::Batch::default();
+    // Every group commit counts itself in the same batch: the anchor file
+    // beside the store holds a recent count, so a store that lost commits
+    // (rolled back, truncated, replaced) is found at open.
+    let count = commits.load(Ordering::SeqCst) + 1;
+    batch.insert(super::keys::COMMITS_KEY, &count.to_be_bytes());
     let mut taken: HashMap<Vec<u8>, EventId> = HashMap::new();
     let mut outcomes = Vec::with_capacity(group.len());
     let mut new_items: Vec<Vec<bool>> = Vec::with_capacity(group.len());
@@ -127,6 +139,9 @@ fn commit_group(db: &sled::Db, tree: &sled::Tree, group: Vec<Write>) {
         .apply_batch(batch)
         .and_then(|()| db.flush().map(|_| ()))
         .map_err(|e| StoreError::Write(e.to_string()));
+    if result.is_ok() {
+        commits.store(count, Ordering::SeqCst);
+    }
     for ((mut w, outcome), fresh) in group.into_iter().zip(outcomes).zip(new_items) {
         match &result {
             Ok(()) => {

@@ -14,6 +14,8 @@ pub(super) const DONE: u8 = b't';
 pub(super) const DEDUP: u8 = b'k';
 /// Prefix of paused-pipeline markers.
 pub(super) const PAUSED: u8 = b'p';
+/// How many group commits the store has made (see the anchor file).
+pub(super) const COMMITS_KEY: &[u8] = b"#commits";
 /// Prefix of source cursors.
 pub(super) const CURSOR: u8 = b'c';
 

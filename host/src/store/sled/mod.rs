@@ -36,6 +36,90 @@ pub struct SledStore {
     dir: PathBuf,
     tx: Mutex<Option<mpsc::Sender<Write>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
+    anchoring: Mutex<Option<AnchorTask>>,
+}
+
+/// The anchor file beside the store: a recent count of its group commits,
+/// written (and fsynced) outside sled about once a second.
+struct Anchor {
+    file: PathBuf,
+}
+
+/// The thread that keeps the anchor file up to date; stopped on close.
+struct AnchorTask {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    anchor: Anchor,
+    thread: JoinHandle<()>,
+}
+
+impl Anchor {
+    fn new(dir: &Path) -> Anchor {
+        Anchor {
+            file: dir.join("anchor"),
+        }
+    }
+
+    fn read(&self) -> Option<u64> {
+        std::fs::read_to_string(&self.file)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn write(&self, count: u64) -> std::io::Result<()> {
+        let tmp = self.file.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        std::io::Write::write_all(&mut f, count.to_string().as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.file)
+    }
+
+    fn spawn(
+        self,
+        commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> std::io::Result<AnchorTask> {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tstop, tcommits, file) = (stop.clone(), commits.clone(), self.file.clone());
+        let thread = std::thread::Builder::new()
+            .name("weft-anchor".into())
+            .spawn(move || {
+                let anchor = Anchor { file };
+                let mut written = anchor.read().unwrap_or(0);
+                while !tstop.load(Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                    let now = tcommits.load(Ordering::SeqCst);
+                    if now > written {
+                        if let Err(e) = anchor.write(now) {
+                            tracing::warn!("cannot write the store's anchor file: {e}");
+                        }
+                        written = now;
+                    }
+                }
+            })?;
+        Ok(AnchorTask {
+            stop,
+            commits,
+            anchor: self,
+            thread,
+        })
+    }
+}
+
+impl AnchorTask {
+    /// Stop the thread and anchor the final count.
+    fn finish(self) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        let _ = self.anchor.write(self.commits.load(Ordering::SeqCst));
+    }
 }
 
 impl SledStore {
@@ -45,36 +129,60 @@ impl SledStore {
             dir: dir.to_path_buf(),
             reason,
         };
-        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        private_dir(dir).map_err(|e| open_err(e.to_string()))?;
+        let damaged = |e: sled::Error| {
+            let text = e.to_string();
+            if text.contains("lock") || text.contains("WouldBlock") {
+                open_err(format!(
+                    "{text}; is another weft process using this data directory? Stop it, or use the admin API of the running host"
+                ))
+            } else if matches!(
+                e,
+                sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)
+            ) {
+                open_err(format!(
+                    "the store is damaged ({text}); weft will not start on it, so nothing it holds is silently lost. Restore the directory from a backup, or move it aside (mv {0} {0}.damaged) to start with an empty store",
+                    dir.display()
+                ))
+            } else {
+                open_err(text)
+            }
+        };
         let db = sled::Config::new()
             .path(dir)
             .flush_every_ms(Some(1000))
             .open()
-            .map_err(|e| {
-                let text = e.to_string();
-                if text.contains("lock") || text.contains("WouldBlock") {
-                    open_err(format!(
-                        "{text}; is another weft process using this data directory? Stop it, or use the admin API of the running host"
-                    ))
-                } else {
-                    open_err(text)
-                }
-            })?;
-        let events = db
-            .open_tree("events")
-            .map_err(|e| open_err(e.to_string()))?;
-        let kv = db.open_tree("kv").map_err(|e| open_err(e.to_string()))?;
+            .map_err(damaged)?;
+        let events = db.open_tree("events").map_err(damaged)?;
+        let kv = db.open_tree("kv").map_err(damaged)?;
         let audit = SledAuditLog::open(&db).map_err(open_err)?;
-        let schedules = db
-            .open_tree("schedules")
-            .map_err(|e| open_err(e.to_string()))?;
+        let schedules = db.open_tree("schedules").map_err(damaged)?;
+        let committed = events
+            .get(COMMITS_KEY)
+            .map_err(damaged)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        let anchor = Anchor::new(dir);
+        if let Some(anchored) = anchor.read()
+            && committed < anchored
+        {
+            return Err(open_err(format!(
+                "the store is damaged: it holds {committed} commits but its anchor file says {anchored} were made (it was rolled back, truncated or replaced, and acknowledged events may be gone); weft will not start on it. Restore the directory from a backup, or move it aside (mv {0} {0}.damaged) to start with an empty store",
+                dir.display()
+            )));
+        }
+        let commits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(committed));
         let (tx, rx) = mpsc::channel();
         let (cdb, ctree) = (db.clone(), events.clone());
         let flushes = std::sync::Arc::new(crate::histogram::Histogram::default());
         let cflushes = flushes.clone();
+        let ccommits = commits.clone();
         let committer = std::thread::Builder::new()
             .name("weft-commit".into())
-            .spawn(move || committer::run(cdb, ctree, rx, cflushes))
+            .spawn(move || committer::run(cdb, ctree, rx, cflushes, ccommits))
+            .map_err(|e| open_err(e.to_string()))?;
+        let anchoring = anchor
+            .spawn(commits.clone())
             .map_err(|e| open_err(e.to_string()))?;
         Ok(SledStore {
             db,
@@ -86,6 +194,7 @@ impl SledStore {
             dir: dir.to_path_buf(),
             tx: Mutex::new(Some(tx)),
             committer: Mutex::new(Some(committer)),
+            anchoring: Mutex::new(Some(anchoring)),
         })
     }
 
@@ -122,6 +231,28 @@ impl SledStore {
     fn count(&self, prefix: u8) -> usize {
         self.events.scan_prefix([prefix]).count()
     }
+}
+
+/// Make the data directory, readable by its owner only when new; warn
+/// when an existing one is open to others.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        return builder.create(dir);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777),
+                "the data directory can be read by other users; make it private: chmod 700 {}", dir.display());
+        }
+    }
+    Ok(())
 }
 
 fn dedup_of(d: Dedup, id: EventId) -> (Vec<u8>, EventId, u64) {
@@ -405,6 +536,9 @@ impl Store for SledStore {
             let _ = handle.join();
         }
         let _ = self.db.flush();
+        if let Some(task) = self.anchoring.lock().ok().and_then(|mut a| a.take()) {
+            task.finish();
+        }
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
@@ -415,5 +549,79 @@ impl Store for SledStore {
 impl Drop for SledStore {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_damaged_store_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        {
+            let store = SledStore::open(&data).unwrap();
+            let record = EventRecord {
+                id: EventId::new(),
+                pipeline: "p".into(),
+                key: "k".into(),
+                correlation_id: "c".into(),
+                content_type: "application/json".into(),
+                headers: vec![],
+                payload: vec![b'x'; 4096],
+                received_at_ms: 1,
+                state: EventState::Queued,
+                attempts: vec![],
+                replays_at_ms: vec![],
+                round_base: 0,
+                order_key: None,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(store.accept(&record, None, None)).unwrap();
+            store.close();
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "a new data directory is private");
+        }
+        let db = data.join("db");
+        // Rolled back: an older copy of the store put back behind the anchor.
+        let old = std::fs::read(&db).unwrap();
+        {
+            let store = SledStore::open(&data).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(store.flush()).unwrap();
+            rt.block_on(store.flush()).unwrap();
+            store.close();
+        }
+        let newer = std::fs::read(&db).unwrap();
+        std::fs::write(&db, &old).unwrap();
+        let err = SledStore::open(&data)
+            .err()
+            .expect("a rolled-back store is refused");
+        assert!(err.to_string().contains("anchor file says"), "{err}");
+        std::fs::write(&db, &newer).unwrap();
+        SledStore::open(&data)
+            .expect("the current store opens")
+            .close();
+        // Overwritten: sled starts empty on garbage; the anchor catches it.
+        let len = newer.len();
+        std::fs::write(&db, vec![0x5a; len]).unwrap();
+        let err = SledStore::open(&data)
+            .err()
+            .expect("a damaged store is refused");
+        let text = err.to_string();
+        assert!(text.contains(&data.display().to_string()), "{text}");
+        assert!(
+            text.contains("damaged") && text.contains(".damaged"),
+            "{text}"
+        );
     }
 }
