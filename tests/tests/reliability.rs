@@ -709,3 +709,39 @@ async fn purged_dead_letters_are_gone_and_fuel_is_in_the_run_history() {
     drop(store);
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_budget_refuses_what_would_fill_the_queue_and_stores_nothing() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let setup = HostSetup::new(
+        any_port(),
+        &[PipelineSpec::leads("heavy", &receiver.url("/h")).with("max_queue_bytes = 3000")],
+    )
+    .unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    host.engine.pause("heavy").await.unwrap();
+    let body = |n: usize| serde_json::json!({ "id": format!("heavy-{n}"), "email": "a@example.com", "pad": "x".repeat(1000) });
+    assert_eq!(send_event(&host, "heavy", &body(1)).await.0, 202);
+    assert_eq!(send_event(&host, "heavy", &body(2)).await.0, 202);
+    let stored = host.engine.store().counts().events;
+    let (status, answer) = send_event(&host, "heavy", &body(3)).await;
+    assert_eq!(status, 429, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_queue_bytes"),
+        "{answer}"
+    );
+    assert_eq!(
+        host.engine.store().counts().events,
+        stored,
+        "nothing stored"
+    );
+    // Once the queue drains, the budget is free again.
+    host.engine.resume("heavy").await.unwrap();
+    assert!(wait_until(WAIT, || receiver.effect_count() == 2).await);
+    assert!(wait_until(WAIT, || host.engine.status("heavy").unwrap().queued == 0).await);
+    assert_eq!(send_event(&host, "heavy", &body(3)).await.0, 202);
+    host.shutdown().await;
+}

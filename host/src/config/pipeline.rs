@@ -35,6 +35,11 @@ pub struct PipelineConfig {
     /// Most events waiting in the queue before webhooks get 429 (default 50000).
     #[serde(default = "default_max_queue")]
     pub max_queue: usize,
+    /// Most bytes of event payloads waiting in the queue before webhooks get
+    /// 429 (default 268435456, 256 MiB): `max_queue` counts events, this
+    /// counts what they weigh on disk.
+    #[serde(default = "default_max_queue_bytes")]
+    pub max_queue_bytes: u64,
     /// Calls per second to this pipeline's sink.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
@@ -52,6 +57,10 @@ pub struct PipelineConfig {
     /// How events enter: `trigger = { webhook = { verify = "github", secret = "GH_SECRET" } }`.
     #[serde(default)]
     pub trigger: TriggerConfig,
+}
+
+fn default_max_queue_bytes() -> u64 {
+    256 * 1024 * 1024
 }
 
 fn default_max_queue() -> usize {
@@ -259,6 +268,9 @@ impl PipelineConfig {
             ));
         }
         self.trigger.validate(at)?;
+        if p.max_queue_bytes == 0 {
+            return Err(format!("{at}: max_queue_bytes must be at least 1"));
+        }
         if p.max_queue == 0 {
             return Err(format!("{at}: max_queue must be at least 1"));
         }

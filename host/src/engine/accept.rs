@@ -133,6 +133,7 @@ impl Engine {
     /// What to run once a new event is durable: count it and queue its
     /// first attempt.
     fn on_accepted(&self, record: Arc<EventRecord>) -> AfterCommit {
+        let bytes = record.payload.len() as u64;
         let job = Job {
             pipeline: record.pipeline.clone(),
             id: record.id,
@@ -149,7 +150,7 @@ impl Engine {
             if let Some(p) = engine.inner.pipelines.get(&job.pipeline) {
                 p.stats.accepted.fetch_add(1, Ordering::Relaxed);
             }
-            engine.requeued(job, super::pipeline::Entry::Accepted)
+            engine.requeued(job, super::pipeline::Entry::Accepted, bytes)
         })
     }
 
@@ -162,7 +163,11 @@ impl Engine {
     }
 
     /// The pipeline, if it exists and takes new events now.
-    fn admit(&self, pipeline: &str) -> Result<Arc<super::pipeline::Pipeline>, AcceptError> {
+    fn admit(
+        &self,
+        pipeline: &str,
+        incoming_bytes: u64,
+    ) -> Result<Arc<super::pipeline::Pipeline>, AcceptError> {
         let p = self
             .inner
             .pipelines
@@ -172,7 +177,7 @@ impl Engine {
                 known: self.pipeline_names().join(", "),
             })?
             .clone();
-        if let Err((retry_after_s, reason)) = self.admission(pipeline) {
+        if let Err((retry_after_s, reason)) = self.admission(pipeline, incoming_bytes) {
             return Err(AcceptError::Backpressure {
                 retry_after_s,
                 reason,
@@ -190,7 +195,7 @@ impl Engine {
         items: Vec<(String, Vec<u8>)>,
         next_cursor: Option<&str>,
     ) -> Result<usize, AcceptError> {
-        let p = self.admit(pipeline)?;
+        let p = self.admit(pipeline, items.iter().map(|(_, b)| b.len() as u64).sum())?;
         let now = now_ms();
         let fresh = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut polled = Vec::with_capacity(items.len());
@@ -248,7 +253,7 @@ impl Engine {
         incoming: Incoming,
     ) -> Result<Accepted, AcceptError> {
         // Refuse before parsing anything when the pipeline cannot take more.
-        let p = self.admit(pipeline)?;
+        let p = self.admit(pipeline, incoming.body.len() as u64)?;
         let id = EventId::new();
         check_json(&incoming.body).map_err(AcceptError::InvalidJson)?;
         let doc: Option<serde_json::Value> =

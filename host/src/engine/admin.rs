@@ -14,7 +14,7 @@ impl Engine {
         let p = self.inner.pipelines.get(pipeline)?;
         let s = &p.stats;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let (queued, oldest) = p.open_events();
+        let (queued, oldest, _) = p.open_events();
         let oldest_age_ms = oldest.map_or(0, |id| now_ms().saturating_sub(id.created_ms()));
         let entered = get(&s.accepted) + get(&s.recovered) + get(&s.replayed);
         let left = get(&s.delivered) + get(&s.dead_lettered) + get(&s.filtered);
@@ -89,11 +89,20 @@ impl Engine {
 
     /// Whether a pipeline takes new events now; `Err` carries the seconds a
     /// sender should wait and why.
-    pub fn admission(&self, pipeline: &str) -> Result<(), (u64, String)> {
+    pub fn admission(&self, pipeline: &str, incoming_bytes: u64) -> Result<(), (u64, String)> {
         let Some(p) = self.inner.pipelines.get(pipeline) else {
             return Ok(());
         };
-        let (queued, _) = p.open_events();
+        let (queued, _, bytes) = p.open_events();
+        if bytes + incoming_bytes > p.config.max_queue_bytes {
+            return Err((
+                1,
+                format!(
+                    "pipeline {pipeline:?} holds {bytes} bytes of events waiting and this one would pass max_queue_bytes = {}; retry later",
+                    p.config.max_queue_bytes
+                ),
+            ));
+        }
         if queued >= p.config.max_queue {
             return Err((
                 1,

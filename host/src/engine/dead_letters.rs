@@ -196,6 +196,7 @@ pub async fn replay(
                 r.round_base = r.attempts.len() as u32;
                 let attempt = r.round_base + 1;
                 let order_key = r.order_key.clone();
+                let bytes = r.payload.len() as u64;
                 let r = Arc::new(r);
                 let after = engine.map(|engine| {
                     let engine = engine.clone();
@@ -207,7 +208,7 @@ pub async fn replay(
                         order_key,
                         record: Some(r.clone()),
                     };
-                    Box::new(move || engine.requeued(job, super::pipeline::Entry::Replayed))
+                    Box::new(move || engine.requeued(job, super::pipeline::Entry::Replayed, bytes))
                         as crate::store::AfterCommit
                 });
                 store.replay(&r, now, attempt, after).await?;

@@ -51,13 +51,37 @@ pub(super) struct Pipeline {
     pub paused: AtomicBool,
     /// Jobs that arrived while paused.
     pub parked: Mutex<Vec<Job>>,
-    /// Ids of the events accepted and not yet finished (time-ordered: the
-    /// first is the oldest); their number is the queue depth.
-    pub open: Mutex<std::collections::BTreeSet<crate::store::EventId>>,
+    /// The events accepted and not yet finished: their number is the queue
+    /// depth, their payload bytes its size.
+    pub open: Mutex<OpenEvents>,
     /// Accept to delivery, for delivered events.
     pub latency: Histogram,
     /// One call of each step, then the sink (last).
     pub step_latency: Vec<Histogram>,
+}
+
+/// A pipeline's unfinished events by id (time-ordered: the first is the
+/// oldest), with their payload sizes and the sum of them.
+#[derive(Debug, Default)]
+pub struct OpenEvents {
+    ids: std::collections::BTreeMap<crate::store::EventId, u64>,
+    bytes: u64,
+}
+
+impl OpenEvents {
+    /// An event entered the queue with a payload of `bytes`.
+    pub(super) fn insert(&mut self, id: crate::store::EventId, bytes: u64) {
+        if let Some(old) = self.ids.insert(id, bytes) {
+            self.bytes -= old;
+        }
+        self.bytes += bytes;
+    }
+
+    fn remove(&mut self, id: &crate::store::EventId) {
+        if let Some(bytes) = self.ids.remove(id) {
+            self.bytes -= bytes;
+        }
+    }
 }
 
 impl Pipeline {
@@ -69,9 +93,10 @@ impl Pipeline {
             .remove(id);
     }
 
-    /// Events accepted and not yet finished, and the oldest one's id.
-    pub(super) fn open_events(&self) -> (usize, Option<crate::store::EventId>) {
+    /// Events accepted and not yet finished, the oldest one's id, and the
+    /// bytes of their payloads.
+    pub(super) fn open_events(&self) -> (usize, Option<crate::store::EventId>, u64) {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        (open.len(), open.first().copied())
+        (open.ids.len(), open.ids.keys().next().copied(), open.bytes)
     }
 }

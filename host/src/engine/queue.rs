@@ -33,12 +33,12 @@ impl Engine {
 
     /// An event entered (or re-entered) its pipeline's queue: count it, give
     /// it its place in its key's lane, and schedule it.
-    pub(super) fn requeued(&self, job: Job, entry: Entry) {
+    pub(super) fn requeued(&self, job: Job, entry: Entry, bytes: u64) {
         if let Some(p) = self.inner.pipelines.get(&job.pipeline) {
             p.open
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(job.id);
+                .insert(job.id, bytes);
             match entry {
                 Entry::Accepted => {}
                 Entry::Recovered => {

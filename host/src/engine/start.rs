@@ -50,6 +50,7 @@ impl Engine {
                         record: None,
                     },
                     Entry::Recovered,
+                    rec.payload.len() as u64,
                 );
                 recovered += 1;
             } else {
