@@ -22,11 +22,12 @@ async fn polled_records_arrive_once_each_across_kill_9() {
     )
     .unwrap();
     let listen = free_addr();
+    let admin = free_addr();
     let config = dir.path().join("weft.toml");
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"{listen}\"\ndata_dir = \"./data\"\n\n[plugins]\ndir = \"./plugins.d\"\n\n\
+            "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"./data\"\n\n[plugins]\ndir = \"./plugins.d\"\n\n\
              [grants.http-poll]\nhttp = [\"http://{}\"]\n\n[grants.http-sink]\nhttp = [\"http://{}\"]\n\n\
              [[pipeline]]\nname = \"contacts\"\n\
              trigger = {{ poll = {{ plugin = \"http-poll\", config = {{ url = \"{}\" }}, every_ms = 50 }} }}\n\
