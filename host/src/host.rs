@@ -25,6 +25,9 @@ pub enum StartError {
     /// The plugin directory cannot be read.
     #[error("{0}")]
     PluginDir(String),
+    /// The compiled-code cache cannot be made.
+    #[error("{0}")]
+    Cache(String),
     /// The WebAssembly engine could not be set up.
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
@@ -158,7 +161,7 @@ impl RunningHost {
                 .with_secrets(secrets.clone()),
         );
         let cache = CodeCache::in_data_dir(&data_dir).map_err(|e| {
-            StartError::PluginDir(format!(
+            StartError::Cache(format!(
                 "cannot make the compiled-code cache in {} ({e}); check the data directory's permissions",
                 data_dir.display()
             ))

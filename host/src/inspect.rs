@@ -250,28 +250,33 @@ pub async fn audit(
 /// Check the host's compiled-code cache: every entry of a plugin that fails
 /// authentication is a `cache-tampered` mismatch of that plugin.
 fn check_cache(config: &Config, reports: &mut [PluginReport]) {
-    let data = &config.server.data_dir;
-    let Some(cache) =
-        crate::sandbox::cache::CodeCache::existing(&data.join("compiled"), &data.join("cache.key"))
-    else {
-        return;
-    };
     for r in reports.iter_mut() {
         let Some(sha) = r.sha256.clone() else {
             continue;
         };
-        for (file, verdict) in cache.audit(&sha) {
-            if let Err(why) = verdict {
-                r.mismatches.push(Mismatch {
-                    kind: "cache-tampered",
-                    subject: file.display().to_string(),
-                    message: format!(
-                        "compiled-code cache entry failed authentication ({why}); the host compiles the plugin again instead of running it"
-                    ),
-                });
-            }
+        for (file, why) in tampered_cache_entries(config, &sha) {
+            r.mismatches.push(Mismatch {
+                kind: "cache-tampered",
+                subject: file,
+                message: format!(
+                    "compiled-code cache entry failed authentication ({why}); the host compiles the plugin again instead of running it"
+                ),
+            });
         }
     }
+}
+
+/// The entries of the host's compiled-code cache for the plugin with this
+/// digest that fail authentication: (file, why).
+pub fn tampered_cache_entries(config: &Config, sha256: &str) -> Vec<(String, String)> {
+    let Some(cache) = crate::sandbox::cache::CodeCache::existing_in(&config.server.data_dir) else {
+        return Vec::new();
+    };
+    cache
+        .audit(sha256)
+        .into_iter()
+        .filter_map(|(file, verdict)| verdict.err().map(|why| (file.display().to_string(), why)))
+        .collect()
 }
 
 /// Whether a report found the compiled-code cache changed behind the host's back.

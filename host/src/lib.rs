@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod limit;
 pub mod logging;
 pub mod origin;
+pub mod percent;
 pub mod redact;
 pub mod reply;
 pub mod sandbox;

@@ -33,15 +33,7 @@ fn forms(value: &str) -> Vec<String> {
     }
     forms.push(hex::encode(value));
     forms.push(hex::encode_upper(value));
-    let mut url = String::new();
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            url.push(b as char);
-        } else {
-            url.push_str(&format!("%{b:02X}"));
-        }
-    }
-    forms.push(url);
+    forms.push(crate::percent::encode(value));
     forms.sort();
     forms.dedup();
     forms

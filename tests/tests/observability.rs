@@ -526,21 +526,12 @@ async fn events_whose_sender_hung_up_are_counted_as_accepted() {
     const N: usize = 20;
     // Keep the commit thread busy for a moment, so that every accept below
     // is still waiting for its flush when its caller goes away.
-    let stall = weft_host::store::EventRecord {
-        id: weft_host::store::EventId::new(),
-        pipeline: "not-a-pipeline".into(),
-        key: "stall".into(),
-        correlation_id: "stall".into(),
-        content_type: "application/json".into(),
-        headers: vec![],
-        payload: b"{}".to_vec(),
-        received_at_ms: weft_host::store::now_ms(),
-        state: weft_host::store::EventState::Queued,
-        attempts: vec![],
-        replays_at_ms: vec![],
-        round_base: 0,
-        order_key: None,
-    };
+    let stall = weft_host::store::EventRecord::queued(
+        weft_host::store::EventId::new(),
+        "not-a-pipeline",
+        "stall",
+        b"{}".to_vec(),
+    );
     let wait: weft_host::store::AfterCommit =
         Box::new(|| std::thread::sleep(Duration::from_millis(500)));
     drop(host.engine.store().accept(&stall, None, Some(wait)));

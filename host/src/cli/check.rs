@@ -23,21 +23,16 @@ pub(super) async fn run(path: &Path) -> Result<()> {
     .await?;
     let secrets = scratch.sandbox.secrets();
     crate::trigger::Triggers::build(&config, &engine, secrets, &plugins, &errors).await?;
-    let data = &config.server.data_dir;
-    if let Some(cache) =
-        crate::sandbox::cache::CodeCache::existing(&data.join("compiled"), &data.join("cache.key"))
-    {
-        let bad: Vec<String> = plugins
-            .values()
-            .flat_map(|p| cache.audit(&p.sha256))
-            .filter_map(|(_, verdict)| verdict.err())
-            .collect();
-        if !bad.is_empty() {
-            anyhow::bail!(
-                "the compiled-code cache was changed behind weft's back (the host will not run that code; it compiles again):\n{}",
-                bad.join("\n")
-            );
-        }
+    let bad: Vec<String> = plugins
+        .values()
+        .flat_map(|p| crate::inspect::tampered_cache_entries(&config, &p.sha256))
+        .map(|(_, why)| why)
+        .collect();
+    if !bad.is_empty() {
+        anyhow::bail!(
+            "the compiled-code cache was changed behind weft's back (the host will not run that code; it compiles again):\n{}",
+            bad.join("\n")
+        );
     }
     println!(
         "{}: ok ({} pipelines, {} plugins)",

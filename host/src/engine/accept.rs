@@ -4,7 +4,7 @@
 use super::handle::Engine;
 use super::job::Job;
 use crate::store::{
-    AfterCommit, Committed, Dedup, EventId, EventRecord, EventState, Polled, StoreError, now_ms,
+    AfterCommit, Committed, Dedup, EventId, EventRecord, Polled, StoreError, now_ms,
 };
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -214,19 +214,10 @@ impl Engine {
                     .unwrap_or_default()
             });
             let record = Arc::new(EventRecord {
-                id,
-                pipeline: pipeline.to_string(),
-                key: key.clone(),
-                correlation_id: id.to_string(),
-                content_type: "application/json".into(),
                 headers: vec![(crate::store::TRIGGER_HEADER.into(), "poll".into())],
-                payload: body,
                 received_at_ms: now,
-                state: EventState::Queued,
-                attempts: Vec::new(),
-                replays_at_ms: Vec::new(),
-                round_base: 0,
                 order_key,
+                ..EventRecord::queued(id, pipeline, &key, body)
             });
             let queue = self.on_accepted(record.clone());
             let counter = fresh.clone();
@@ -300,19 +291,11 @@ impl Engine {
             .filter(|c| !c.is_empty() && c.len() <= 128)
             .unwrap_or_else(|| id.to_string());
         let record = Arc::new(EventRecord {
-            id,
-            pipeline: pipeline.to_string(),
-            key: key.clone(),
             correlation_id: correlation_id.clone(),
             content_type: incoming.content_type,
             headers: incoming.headers,
-            payload: incoming.body,
-            received_at_ms: now_ms(),
-            state: EventState::Queued,
-            attempts: Vec::new(),
-            replays_at_ms: Vec::new(),
-            round_base: 0,
             order_key,
+            ..EventRecord::queued(id, pipeline, &key, incoming.body)
         });
         // The callback runs once durable, even if the sender has gone.
         let after = self.on_accepted(record.clone());

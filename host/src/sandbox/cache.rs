@@ -76,6 +76,12 @@ impl CodeCache {
         CodeCache::open(&data_dir.join("compiled"), &data_dir.join("cache.key"))
     }
 
+    /// The cache of a host whose data directory is `data_dir`, if it has
+    /// one; nothing is made (for audits).
+    pub fn existing_in(data_dir: &Path) -> Option<CodeCache> {
+        CodeCache::existing(&data_dir.join("compiled"), &data_dir.join("cache.key"))
+    }
+
     fn paths(&self, sha256: &str, engine_hash: u64) -> (PathBuf, PathBuf) {
         let stem = format!("{sha256}-{engine_hash:016x}");
         (

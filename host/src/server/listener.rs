@@ -3,7 +3,7 @@
 //! keep-alive connections), back off when accepting fails, and on stop let
 //! requests in progress finish.
 
-use super::connections::{Connections, Limits};
+use super::connections::{Connections, Limits, Peer};
 use super::routes::route;
 use super::{Plane, Shared};
 use crate::engine::Engine;
@@ -14,10 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-
-/// The address a request came from.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer(pub(crate) std::net::IpAddr);
 
 /// How the listener treats its clients.
 #[derive(Debug, Clone, Copy)]

@@ -2,8 +2,8 @@
 //! the admin API; routing; JSON responses; the admin API itself.
 
 pub mod api;
-mod connections;
-pub(crate) mod listener;
+pub(crate) mod connections;
+mod listener;
 pub mod metrics;
 pub mod query;
 mod routes;
@@ -109,7 +109,12 @@ impl Server {
     /// Stop accepting and let requests in progress finish, up to `grace`.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(grace, futures_join(self.tasks)).await;
+        let listeners = async {
+            for task in self.tasks {
+                let _ = task.await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, listeners).await;
     }
 
     /// Wait until the listeners end (they end only on shutdown).
@@ -117,11 +122,5 @@ impl Server {
         for task in &mut self.tasks {
             let _ = task.await;
         }
-    }
-}
-
-async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
-    for task in tasks {
-        let _ = task.await;
     }
 }

@@ -306,6 +306,27 @@ impl EventRecord {
             .unwrap_or(self.received_at_ms)
     }
 
+    /// A new event, queued for its first attempt now: JSON, its id as its
+    /// correlation id, no headers, no ordering key (set what differs with
+    /// `..EventRecord::queued(…)`).
+    pub fn queued(id: EventId, pipeline: &str, key: &str, payload: Vec<u8>) -> EventRecord {
+        EventRecord {
+            id,
+            pipeline: pipeline.to_string(),
+            key: key.to_string(),
+            correlation_id: id.to_string(),
+            content_type: "application/json".into(),
+            headers: Vec::new(),
+            payload,
+            received_at_ms: now_ms(),
+            state: EventState::Queued,
+            attempts: Vec::new(),
+            replays_at_ms: Vec::new(),
+            round_base: 0,
+            order_key: None,
+        }
+    }
+
     /// The kind of trigger that accepted the event (`webhook`, `schedule`,
     /// `poll`), from the header the host itself sets on the record.
     pub fn trigger(&self) -> &str {

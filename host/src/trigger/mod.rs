@@ -63,9 +63,7 @@ impl Triggers {
                     poll::PollTrigger::build(p, poll, engine, plugins, load_failures).await?;
                 all.push(Arc::new(trigger));
             } else if let Some(s) = &p.trigger.schedule {
-                let schedule = s.schedule().cloned().map_err(|e| {
-                    TriggerError(format!("pipeline {:?}: trigger.schedule: {e}", p.name))
-                })?;
+                let schedule = schedule::schedule_of(p, s)?;
                 all.push(Arc::new(schedule::ScheduleTrigger::new(&p.name, schedule)));
             }
         }

@@ -64,9 +64,7 @@ impl PollTrigger {
 
         // With a schedule too, the source is polled on its ticks.
         let pace = match &p.trigger.schedule {
-            Some(s) => Pace::Schedule(Box::new(s.schedule().cloned().map_err(|e| {
-                TriggerError(format!("pipeline {:?}: trigger.schedule: {e}", p.name))
-            })?)),
+            Some(s) => Pace::Schedule(Box::new(super::schedule::schedule_of(p, s)?)),
             None => Pace::Every(Duration::from_millis(poll.every_ms)),
         };
         Ok(PollTrigger {

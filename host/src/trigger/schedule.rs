@@ -56,6 +56,16 @@ async fn fire(engine: &Engine, pipeline: &str, at: u64, late: bool) {
     }
 }
 
+/// The parsed schedule of pipeline `p`'s `trigger.schedule`.
+pub(super) fn schedule_of(
+    p: &crate::config::PipelineConfig,
+    s: &crate::config::ScheduleConfig,
+) -> Result<Schedule, super::TriggerError> {
+    s.schedule()
+        .cloned()
+        .map_err(|e| super::TriggerError(format!("pipeline {:?}: trigger.schedule: {e}", p.name)))
+}
+
 /// A pipeline's schedule trigger.
 pub struct ScheduleTrigger {
     pipeline: String,

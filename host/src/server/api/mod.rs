@@ -29,7 +29,7 @@ pub async fn handle(
 ) -> Response<Body> {
     let peer = req
         .extensions()
-        .get::<crate::server::listener::Peer>()
+        .get::<crate::server::connections::Peer>()
         .map(|p| p.0);
     if let Some(secs) = state.blocked(peer) {
         return too_many(secs);

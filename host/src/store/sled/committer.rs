@@ -170,25 +170,10 @@ fn commit_group(
 
 #[cfg(test)]
 mod tests {
-    use crate::store::{Committed, Dedup, EventId, EventRecord, EventState, SledStore, Store};
+    use crate::store::{Committed, Dedup, EventId, EventRecord, SledStore, Store};
 
     fn keyed(window_ms: u64) -> (EventRecord, Dedup) {
-        let id = EventId::new();
-        let record = EventRecord {
-            id,
-            pipeline: "p".into(),
-            key: "k".into(),
-            correlation_id: id.to_string(),
-            content_type: "application/json".into(),
-            headers: vec![],
-            payload: b"{}".to_vec(),
-            received_at_ms: crate::store::now_ms(),
-            state: EventState::Queued,
-            attempts: vec![],
-            replays_at_ms: vec![],
-            round_base: 0,
-            order_key: None,
-        };
+        let record = EventRecord::queued(EventId::new(), "p", "k", b"{}".to_vec());
         let dedup = Dedup {
             pipeline: "p".into(),
             key: "k".into(),

@@ -6,6 +6,7 @@
 //! of them. Plugin state lives in the `kv` tree, the audit log in `audit`
 //! with its head in `meta`, each schedule's last fire time in `schedules`.
 
+mod anchor;
 mod audit;
 mod committer;
 mod keys;
@@ -14,6 +15,7 @@ mod sweep;
 
 pub use committer::MAX_GROUP;
 
+use self::anchor::{Anchor, AnchorTask};
 use self::audit::SledAuditLog;
 use self::committer::{Item, Write};
 use self::keys::*;
@@ -37,89 +39,6 @@ pub struct SledStore {
     tx: Mutex<Option<mpsc::Sender<Write>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
     anchoring: Mutex<Option<AnchorTask>>,
-}
-
-/// The anchor file beside the store: a recent count of its group commits,
-/// written (and fsynced) outside sled about once a second.
-struct Anchor {
-    file: PathBuf,
-}
-
-/// The thread that keeps the anchor file up to date; stopped on close.
-struct AnchorTask {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    anchor: Anchor,
-    thread: JoinHandle<()>,
-}
-
-impl Anchor {
-    fn new(dir: &Path) -> Anchor {
-        Anchor {
-            file: dir.join("anchor"),
-        }
-    }
-
-    fn read(&self) -> Option<u64> {
-        std::fs::read_to_string(&self.file)
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    }
-
-    fn write(&self, count: u64) -> std::io::Result<()> {
-        let tmp = self.file.with_extension("tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        std::io::Write::write_all(&mut f, count.to_string().as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.file)
-    }
-
-    fn spawn(
-        self,
-        commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    ) -> std::io::Result<AnchorTask> {
-        use std::sync::atomic::Ordering;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (tstop, tcommits, file) = (stop.clone(), commits.clone(), self.file.clone());
-        let thread = std::thread::Builder::new()
-            .name("weft-anchor".into())
-            .spawn(move || {
-                let anchor = Anchor { file };
-                let mut written = anchor.read().unwrap_or(0);
-                while !tstop.load(Ordering::Relaxed) {
-                    std::thread::sleep(std::time::Duration::from_millis(250));
-                    let now = tcommits.load(Ordering::SeqCst);
-                    if now > written {
-                        if let Err(e) = anchor.write(now) {
-                            tracing::warn!("cannot write the store's anchor file: {e}");
-                        }
-                        written = now;
-                    }
-                }
-            })?;
-        Ok(AnchorTask {
-            stop,
-            commits,
-            anchor: self,
-            thread,
-        })
-    }
-}
-
-impl AnchorTask {
-    /// Stop the thread and anchor the final count.
-    fn finish(self) {
-        use std::sync::atomic::Ordering;
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
-        let _ = self.anchor.write(self.commits.load(Ordering::SeqCst));
-    }
 }
 
 impl SledStore {
@@ -549,79 +468,5 @@ impl Store for SledStore {
 impl Drop for SledStore {
     fn drop(&mut self) {
         self.close();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_damaged_store_is_refused_with_what_to_do() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        {
-            let store = SledStore::open(&data).unwrap();
-            let record = EventRecord {
-                id: EventId::new(),
-                pipeline: "p".into(),
-                key: "k".into(),
-                correlation_id: "c".into(),
-                content_type: "application/json".into(),
-                headers: vec![],
-                payload: vec![b'x'; 4096],
-                received_at_ms: 1,
-                state: EventState::Queued,
-                attempts: vec![],
-                replays_at_ms: vec![],
-                round_base: 0,
-                order_key: None,
-            };
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap();
-            rt.block_on(store.accept(&record, None, None)).unwrap();
-            store.close();
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o700, "a new data directory is private");
-        }
-        let db = data.join("db");
-        // Rolled back: an older copy of the store put back behind the anchor.
-        let old = std::fs::read(&db).unwrap();
-        {
-            let store = SledStore::open(&data).unwrap();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap();
-            rt.block_on(store.flush()).unwrap();
-            rt.block_on(store.flush()).unwrap();
-            store.close();
-        }
-        let newer = std::fs::read(&db).unwrap();
-        std::fs::write(&db, &old).unwrap();
-        let err = SledStore::open(&data)
-            .err()
-            .expect("a rolled-back store is refused");
-        assert!(err.to_string().contains("anchor file says"), "{err}");
-        std::fs::write(&db, &newer).unwrap();
-        SledStore::open(&data)
-            .expect("the current store opens")
-            .close();
-        // Overwritten: sled starts empty on garbage; the anchor catches it.
-        let len = newer.len();
-        std::fs::write(&db, vec![0x5a; len]).unwrap();
-        let err = SledStore::open(&data)
-            .err()
-            .expect("a damaged store is refused");
-        let text = err.to_string();
-        assert!(text.contains(&data.display().to_string()), "{text}");
-        assert!(
-            text.contains("damaged") && text.contains(".damaged"),
-            "{text}"
-        );
     }
 }

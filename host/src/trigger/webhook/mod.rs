@@ -79,7 +79,7 @@ impl Webhook {
 
     /// Handle one delivery.
     pub async fn handle(&self, engine: &Engine, req: Request<HyperBody>) -> Response<Body> {
-        handle(engine, &self.pipeline, self, req).await
+        handle(engine, self, req).await
     }
 }
 
@@ -135,13 +135,8 @@ fn verifier_of(
     }))
 }
 
-async fn handle(
-    engine: &Engine,
-    pipeline: &str,
-    hook: &Webhook,
-    req: Request<HyperBody>,
-) -> Response<Body> {
-    let max_body = hook.max_body;
+async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Response<Body> {
+    let (pipeline, max_body) = (hook.pipeline.as_str(), hook.max_body);
     let Some(stats) = engine.stats(pipeline) else {
         return error(
             StatusCode::NOT_FOUND,
