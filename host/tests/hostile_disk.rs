@@ -121,3 +121,116 @@ async fn a_tampered_compiled_cache_is_never_run_and_is_reported() {
             .is_symlink()
     );
 }
+
+fn append(store: &weft_host::store::SledStore, who: &str) {
+    use weft_host::store::{AuditEntry, Store};
+    store
+        .audit()
+        .append(AuditEntry {
+            kind: "admin",
+            actor: who.into(),
+            pipeline: "leads".into(),
+            action: "dlq-purge".into(),
+            detail: format!("{who} purged the dead letters"),
+        })
+        .unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().map(Result::unwrap) {
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Someone puts back an older copy of the store to hide what the audit log
+/// recorded since: `weft check` and `weft audit-log verify` fail, and a
+/// host that starts on it logs the alarm and counts it in /metrics. Every
+/// file of the store is its owner's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_log_rolled_back_behind_weft_is_an_alarm_everywhere() {
+    use std::os::unix::fs::PermissionsExt;
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let listen = free_addr();
+    let setup = HostSetup::leads(listen, &receiver.url("/leads")).unwrap();
+    let data = setup.data_dir();
+    let backup = setup.dir.path().join("backup");
+    {
+        let store = weft_host::store::SledStore::open(&data).unwrap();
+        append(&store, "alice");
+        append(&store, "bob");
+    }
+    copy_dir(&data, &backup);
+    {
+        let store = weft_host::store::SledStore::open(&data).unwrap();
+        append(&store, "mallory");
+    }
+    let out = weft(&["check"], &setup.config_path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Put the old copy of sled's files back; the files weft keeps beside
+    // them stay.
+    let beside = ["anchor", "audit.head", "audit.key", "cache.key", "compiled"];
+    for e in std::fs::read_dir(&data).unwrap().map(Result::unwrap) {
+        if !beside.contains(&e.file_name().to_str().unwrap()) {
+            let path = e.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(path).unwrap();
+            } else {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+    }
+    for e in std::fs::read_dir(&backup).unwrap().map(Result::unwrap) {
+        if !beside.contains(&e.file_name().to_str().unwrap()) {
+            let to = data.join(e.file_name());
+            if e.path().is_dir() {
+                copy_dir(&e.path(), &to);
+            } else {
+                std::fs::copy(e.path(), to).unwrap();
+            }
+        }
+    }
+    for (args, expected) in [
+        (&["check"][..], "rolled back"),
+        (&["audit-log", "verify"][..], "rolled back"),
+    ] {
+        let out = weft(args, &setup.config_path);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?} must fail");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+    let host = weft_tests::WeftProcess::start(WEFT, &setup.config_path, listen, "weft.log", &[]);
+    let admin = setup.config().server.admin_addr();
+    let client = weft_host::client::HostClient::new(&format!("http://{admin}"), None);
+    let reply = client
+        .call(hyper::Method::GET, "/metrics", None, &[])
+        .await
+        .unwrap();
+    let text = reply.body.as_str().unwrap_or_default().to_string();
+    let samples = weft_tests::parse_metrics(&text).unwrap();
+    assert_eq!(
+        weft_tests::metric(&samples, "weft_store_alarms", &[]),
+        Some(1.0)
+    );
+    host.sigterm();
+    let log = std::fs::read_to_string(setup.dir.path().join("weft.log")).unwrap();
+    assert!(log.contains("is not intact"), "{log}");
+    // Every file in the data directory is private, whatever the umask.
+    let mut files = vec![data.clone()];
+    while let Some(path) = files.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+        if meta.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+}

@@ -37,6 +37,7 @@ impl RunArgs {
     }
 
     pub(super) async fn run(self) -> Result<()> {
+        crate::private::only_owner_creates();
         let mut config = super::load_config(&self.config.config)?;
         if let Some(listen) = self.listen {
             config.server.listen = listen;

@@ -19,7 +19,7 @@ impl Scratch {
     /// verifiers and credentials are built from them as the host would.
     pub(super) fn new(max_memory_mib: u32, secrets: Option<Secrets>) -> Result<Scratch> {
         let dir = tempfile::tempdir().context("creating a scratch directory")?;
-        let store = crate::store::open(dir.path())?;
+        let store = crate::store::open(&dir.path().join("store"))?;
         let mut sandbox = Sandbox::new(store.clone(), 16, max_memory_mib)?;
         if let Some(secrets) = secrets {
             sandbox = sandbox.with_secrets(Arc::new(secrets));

@@ -10,16 +10,12 @@
 //! its `.wasm` (whose digest was checked) and the bad entry replaced.
 
 use hmac::Mac;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// Bytes of the cache key.
-const KEY_LEN: usize = 32;
 
 /// The cache directory and the key that authenticates its entries.
 pub struct CodeCache {
     dir: PathBuf,
-    key: [u8; KEY_LEN],
+    key: [u8; crate::private::KEY_LEN],
 }
 
 /// Why an entry was not used.
@@ -35,25 +31,10 @@ impl CodeCache {
     /// The cache in `dir`, with its key in `key_file` (made, mode 0600, if
     /// it does not exist). Both directories are made mode 0700.
     pub fn open(dir: &Path, key_file: &Path) -> std::io::Result<CodeCache> {
-        private_dir(dir)?;
-        if let Some(parent) = key_file.parent() {
-            private_dir(parent)?;
-        }
-        let key = match std::fs::read(key_file) {
-            Ok(bytes) if bytes.len() == KEY_LEN => {
-                let mut key = [0u8; KEY_LEN];
-                key.copy_from_slice(&bytes);
-                key
-            }
-            Ok(_) | Err(_) => {
-                // A missing or short key: a new one. Entries made under the
-                // old one no longer verify, and are compiled again.
-                let key: [u8; KEY_LEN] = rand::random();
-                let _ = std::fs::remove_file(key_file);
-                write_new(key_file, &key)?;
-                key
-            }
-        };
+        crate::private::dir(dir)?;
+        // A missing or short key is replaced by a new one: entries made
+        // under the old one no longer verify, and are compiled again.
+        let key = crate::private::key(key_file)?;
         Ok(CodeCache {
             dir: dir.to_path_buf(),
             key,
@@ -63,8 +44,7 @@ impl CodeCache {
     /// The cache in `dir` with the key in `key_file`, without making
     /// anything (for audits); `None` when there is no key yet.
     pub fn existing(dir: &Path, key_file: &Path) -> Option<CodeCache> {
-        let bytes = std::fs::read(key_file).ok()?;
-        let key: [u8; KEY_LEN] = bytes.try_into().ok()?;
+        let key = crate::private::read_key(key_file)?;
         Some(CodeCache {
             dir: dir.to_path_buf(),
             key,
@@ -140,8 +120,8 @@ impl CodeCache {
         let nonce: u64 = rand::random();
         let code_tmp = self.dir.join(format!(".{nonce:016x}.cwasm.tmp"));
         let mac_tmp = self.dir.join(format!(".{nonce:016x}.mac.tmp"));
-        write_new(&code_tmp, code)?;
-        write_new(&mac_tmp, mac.as_bytes())?;
+        crate::private::write_new(&code_tmp, code)?;
+        crate::private::write_new(&mac_tmp, mac.as_bytes())?;
         std::fs::rename(&code_tmp, &code_file)?;
         std::fs::rename(&mac_tmp, &mac_file)
     }
@@ -172,30 +152,6 @@ impl CodeCache {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
-}
-
-/// Make `dir` (mode 0700 when it is new).
-fn private_dir(dir: &Path) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
-}
-
-/// Write a new file (mode 0600); fails if anything, a link included, is
-/// already at `path`.
-fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
-//! Capability denials: each one is a log line, a metric and an entry in the
-//! audit log.
+//! Capability denials: each one is counted in a metric; the first few of
+//! each kind per plugin per minute are also a log line and an audit record,
+//! and the rest are summed into the next record, so a plugin that tries a
+//! closed door in a loop cannot flood the log or the disk.
 
 use super::types::CallContext;
 use crate::store::{AuditEntry, Store};
@@ -10,7 +12,19 @@ use std::sync::{Arc, Mutex};
 pub struct Denials {
     store: Arc<dyn Store>,
     counts: Mutex<BTreeMap<(String, &'static str), u64>>,
+    windows: Mutex<BTreeMap<(String, &'static str), Window>>,
 }
+
+/// Audit records written for one (plugin, kind) in the current minute.
+#[derive(Default)]
+struct Window {
+    started_ms: u64,
+    written: u32,
+    suppressed: u64,
+}
+
+/// Records of one kind per plugin per minute, before the rest are summed.
+pub const RECORDS_PER_MINUTE: u32 = 10;
 
 impl Denials {
     /// Record into this store's audit log.
@@ -18,6 +32,7 @@ impl Denials {
         Denials {
             store,
             counts: Mutex::default(),
+            windows: Mutex::default(),
         }
     }
 
@@ -25,19 +40,44 @@ impl Denials {
     /// return the message the plugin gets.
     pub fn record(&self, ctx: &CallContext, action: &'static str, detail: &str) -> String {
         let detail = crate::redact::mask(detail).into_owned();
-        tracing::warn!(
-            pipeline = %ctx.pipeline, plugin = %ctx.plugin, event = %ctx.event_id,
-            correlation_id = %ctx.correlation_id, capability = action,
-            "capability denied: {detail}"
-        );
         *self
             .counts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry((ctx.plugin.to_string(), action))
             .or_default() += 1;
+        let message = format!("denied: {detail}");
+        let Some(detail) = self.admit(ctx, action, detail) else {
+            return message;
+        };
+        tracing::warn!(
+            pipeline = %ctx.pipeline, plugin = %ctx.plugin, event = %ctx.event_id,
+            correlation_id = %ctx.correlation_id, capability = action,
+            "capability denied: {detail}"
+        );
         self.audit(ctx, "denial", action, &detail);
-        format!("denied: {detail}")
+        message
+    }
+
+    /// Whether this record is written, and its detail with the count of
+    /// those left out since the last one written.
+    fn admit(&self, ctx: &CallContext, action: &'static str, detail: String) -> Option<String> {
+        let now = crate::store::now_ms();
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let w = windows.entry((ctx.plugin.to_string(), action)).or_default();
+        if now.saturating_sub(w.started_ms) >= 60_000 {
+            w.started_ms = now;
+            w.written = 0;
+        }
+        if w.written >= RECORDS_PER_MINUTE {
+            w.suppressed += 1;
+            return None;
+        }
+        w.written += 1;
+        Some(match std::mem::take(&mut w.suppressed) {
+            0 => detail,
+            n => format!("{detail} (and {n} more of this kind before it, not recorded one by one)"),
+        })
     }
 
     fn audit(&self, ctx: &CallContext, kind: &'static str, action: &str, detail: &str) {
@@ -56,7 +96,9 @@ impl Denials {
     /// stack, fuel, output, logs, response size): the call was stopped.
     pub fn limit(&self, ctx: &CallContext, detail: &str) {
         // The audit log masks secrets itself.
-        self.audit(ctx, "limit", "limit", detail);
+        if let Some(detail) = self.admit(ctx, "limit", detail.to_string()) {
+            self.audit(ctx, "limit", "limit", &detail);
+        }
     }
 
     /// Denials so far, by (plugin, capability).
@@ -84,5 +126,48 @@ impl Denier {
     /// Record a broken limit.
     pub fn limit(&self, detail: &str) {
         self.denials.limit(&self.ctx, detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plugin_looping_on_a_closed_door_cannot_flood_the_audit_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(dir.path()).unwrap();
+        let denials = Denials::new(store.clone());
+        let ctx = CallContext::background("p", "looper");
+        for i in 0..500 {
+            let answer = denials.record(&ctx, "http", &format!("request to 10.0.0.{i}"));
+            assert!(answer.starts_with("denied: "), "{answer}");
+        }
+        let other = CallContext::background("p", "other");
+        denials.record(&other, "http", "request to 10.9.9.9");
+        assert_eq!(
+            denials.counts()[&("looper".to_string(), "http")],
+            500,
+            "every denial is counted"
+        );
+        let records = store.audit().records(0).unwrap();
+        let looper = records.iter().filter(|r| r.actor == "looper").count();
+        assert_eq!(looper, RECORDS_PER_MINUTE as usize);
+        assert!(
+            records.iter().any(|r| r.actor == "other"),
+            "another plugin's denials are still recorded"
+        );
+        // The next window's first record carries the count of those left out.
+        denials
+            .windows
+            .lock()
+            .unwrap()
+            .get_mut(&("looper".to_string(), "http"))
+            .unwrap()
+            .started_ms = 0;
+        denials.record(&ctx, "http", "request to 10.1.1.1");
+        let last = store.audit().records(0).unwrap().pop().unwrap();
+        assert!(last.detail.contains("and 490 more"), "{}", last.detail);
+        assert_eq!(store.audit().verify(), Ok(RECORDS_PER_MINUTE as u64 + 2));
     }
 }

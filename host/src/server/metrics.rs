@@ -277,6 +277,13 @@ pub fn render(engine: &Engine) -> String {
         .render(&mut out, "weft_store_flush_seconds", "");
     header(
         &mut out,
+        "weft_store_alarms",
+        "gauge",
+        "Integrity problems the store found when it opened (an audit log that is not intact); anything but 0 needs an operator: see the log or `weft check`.",
+    );
+    let _ = writeln!(out, "weft_store_alarms {}", engine.store().alarms().len());
+    header(
+        &mut out,
         "weft_capability_denials_total",
         "counter",
         "Plugin calls refused because they went outside the plugin's grant.",

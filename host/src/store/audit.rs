@@ -1,10 +1,12 @@
-//! The audit log: an append-only, hash-chained record of capability
-//! denials, broken limits and mutating admin calls. Record `i` holds the hash
-//! of record `i - 1`; its own hash covers every other field.
+//! The audit log: an append-only, keyed hash chain of capability denials,
+//! broken limits, refused logins and mutating admin calls. Record `i` holds
+//! the MAC of record `i - 1`; its own MAC (HMAC-SHA256 under a key kept
+//! outside the store) covers every other field, so a record can be neither
+//! changed nor forged, nor the chain rebuilt, without the key.
 
 use super::StoreError;
+use hmac::Mac;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// The `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -26,16 +28,17 @@ pub struct AuditRecord {
     pub action: String,
     /// The details (secret values masked).
     pub detail: String,
-    /// Hash of the previous record.
+    /// MAC of the previous record.
     pub prev: String,
-    /// Hash of this record.
+    /// MAC of this record.
     pub hash: String,
 }
 
 impl AuditRecord {
-    /// The hash of every field but `hash`.
-    pub fn compute_hash(&self) -> String {
-        let mut h = Sha256::new();
+    /// The MAC, under `key`, of every field but `hash`.
+    pub fn mac(&self, key: &[u8]) -> String {
+        let mut h = hmac::Hmac::<sha2::Sha256>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
         for part in [
             self.index.to_string().as_str(),
             &self.at_ms.to_string(),
@@ -46,10 +49,10 @@ impl AuditRecord {
             &self.detail,
             &self.prev,
         ] {
-            h.update((part.len() as u64).to_be_bytes());
+            h.update(&(part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());
         }
-        hex::encode(h.finalize())
+        hex::encode(h.finalize().into_bytes())
     }
 }
 
@@ -83,6 +86,7 @@ pub trait AuditLog: Send + Sync {
     fn append(&self, entry: AuditEntry) -> Result<AuditRecord, StoreError>;
     /// Every record in order (unverified), from `from`.
     fn records(&self, from: u64) -> Result<Vec<AuditRecord>, StoreError>;
-    /// Check the chain; `Ok(count)` when intact, else the first bad index.
+    /// Check the chain, its head and its anchor beside the store;
+    /// `Ok(count)` when intact, else the first bad index and why.
     fn verify(&self) -> Result<u64, AuditBreak>;
 }

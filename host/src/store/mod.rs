@@ -281,8 +281,13 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- the rest ----
 
-    /// The hash-chained audit log.
+    /// The keyed, hash-chained audit log.
     fn audit(&self) -> &dyn AuditLog;
+
+    /// What the store found wrong with itself when it opened and could
+    /// still serve on (an audit log that is not intact): each one is
+    /// logged, counted in `weft_store_alarms` and fails `weft check`.
+    fn alarms(&self) -> Vec<String>;
 
     /// Make every write so far durable.
     fn flush(&self) -> Ticket;

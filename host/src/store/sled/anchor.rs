@@ -37,15 +37,7 @@ impl Anchor {
     }
 
     fn write(&self, count: u64) -> std::io::Result<()> {
-        let tmp = self.file.with_extension("tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        std::io::Write::write_all(&mut f, count.to_string().as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.file)
+        crate::private::replace(&self.file, count.to_string().as_bytes())
     }
 
     pub(super) fn spawn(self, commits: Arc<AtomicU64>) -> std::io::Result<AnchorTask> {

@@ -1,39 +1,77 @@
 //! The audit log in sled: record `i` under the key `i` (big-endian) in the
-//! `audit` tree; the `meta` tree keeps the head (count and last hash), so a
-//! truncated tail is found as well as a changed, deleted, inserted or
-//! reordered record.
+//! `audit` tree, and the head (count and last MAC) in the `meta` tree,
+//! written together in one transaction. The key that MACs the chain
+//! (`audit.key`) and an anchored copy of the head (`audit.head`, synced
+//! after every append) live in files beside the store, outside sled: a
+//! changed, forged, deleted, inserted or reordered record, a truncated
+//! tail, a store rolled back to an older copy and a chain rebuilt from
+//! scratch are all found.
 
 use crate::store::{AuditBreak, AuditEntry, AuditLog, AuditRecord, GENESIS, StoreError};
+use sled::Transactional;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 const HEAD_KEY: &[u8] = b"audit-head";
 
 /// The audit log of one sled store.
 pub struct SledAuditLog {
+    db: sled::Db,
     tree: sled::Tree,
     meta: sled::Tree,
+    key: [u8; crate::private::KEY_LEN],
+    head_file: PathBuf,
     head: Mutex<(u64, String)>,
 }
 
+/// A head, `count mac`: how many records, and the last one's MAC.
+fn parse_head(text: &str) -> Option<(u64, String)> {
+    let (count, mac) = text.trim().split_once(' ')?;
+    Some((count.parse().ok()?, mac.to_string()))
+}
+
 impl SledAuditLog {
-    pub(super) fn open(db: &sled::Db) -> Result<SledAuditLog, String> {
+    /// Open the log of the store in `dir`; its key is made when the log is
+    /// new (an existing log without its key will not verify).
+    pub(super) fn open(db: &sled::Db, dir: &Path) -> Result<SledAuditLog, String> {
         let tree = db.open_tree("audit").map_err(|e| e.to_string())?;
         let meta = db.open_tree("meta").map_err(|e| e.to_string())?;
-        let head = match tree.last().map_err(|e| e.to_string())? {
-            Some((_, v)) => {
-                let last: AuditRecord = serde_json::from_slice(&v).map_err(|e| e.to_string())?;
-                (last.index + 1, last.hash)
+        let key_file = dir.join("audit.key");
+        let key = crate::private::key(&key_file)
+            .map_err(|e| format!("cannot make the audit key {}: {e}", key_file.display()))?;
+        let stored = meta
+            .get(HEAD_KEY)
+            .map_err(|e| e.to_string())?
+            .and_then(|v| parse_head(&String::from_utf8_lossy(&v)))
+            .unwrap_or((0, GENESIS.to_string()));
+        // Never write over a record: append after the last one there is,
+        // even if the head says less (verification reports the mismatch).
+        let last = tree.last().map_err(|e| e.to_string())?;
+        let head = match last {
+            Some((k, v)) => {
+                let index = k.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+                let rec = serde_json::from_slice::<AuditRecord>(&v).ok();
+                if index + 1 > stored.0 {
+                    (index + 1, rec.map(|r| r.hash).unwrap_or_default())
+                } else {
+                    stored
+                }
             }
-            None => (0, GENESIS.to_string()),
+            None => stored,
         };
         Ok(SledAuditLog {
+            db: db.clone(),
             tree,
             meta,
+            key,
+            head_file: dir.join("audit.head"),
             head: Mutex::new(head),
         })
     }
 
-    /// Append a record; secret values in it are masked first.
+    /// Append a record; secret values in it are masked first. The record
+    /// and the head land in one transaction, are flushed, and the head is
+    /// then anchored in its file.
     pub fn append(&self, entry: AuditEntry) -> Result<AuditRecord, StoreError> {
         let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
         let mut rec = AuditRecord {
@@ -47,13 +85,25 @@ impl SledAuditLog {
             prev: head.1.clone(),
             hash: String::new(),
         };
-        rec.hash = rec.compute_hash();
+        rec.hash = rec.mac(&self.key);
         let value = serde_json::to_vec(&rec).map_err(|e| StoreError::Write(e.to_string()))?;
         let head_value = format!("{} {}", rec.index + 1, rec.hash);
-        self.tree
-            .insert(rec.index.to_be_bytes(), value)
-            .and_then(|_| self.meta.insert(HEAD_KEY, head_value.as_bytes()))
+        (&self.tree, &self.meta)
+            .transaction(|(tree, meta)| {
+                tree.insert(&rec.index.to_be_bytes(), value.as_slice())?;
+                meta.insert(HEAD_KEY, head_value.as_bytes())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| StoreError::Write(format!("{e:?}")))?;
+        self.db
+            .flush()
             .map_err(|e| StoreError::Write(e.to_string()))?;
+        crate::private::replace(&self.head_file, head_value.as_bytes()).map_err(|e| {
+            StoreError::Write(format!(
+                "cannot anchor the audit head in {}: {e}",
+                self.head_file.display()
+            ))
+        })?;
         *head = (rec.index + 1, rec.hash.clone());
         Ok(rec)
     }
@@ -82,11 +132,13 @@ impl SledAuditLog {
             .collect()
     }
 
-    /// Check the chain; `Ok(count)` when intact, else the first bad index.
+    /// Check the chain, the head beside it and the head anchored in its
+    /// file; `Ok(count)` when intact, else the first bad index.
     pub fn verify(&self) -> Result<u64, AuditBreak> {
+        let mut macs = Vec::new();
         let mut prev = GENESIS.to_string();
-        let mut expected = 0u64;
         for (key, value) in self.raw() {
+            let expected = macs.len() as u64;
             let bad = |reason: String| AuditBreak {
                 index: expected,
                 reason,
@@ -101,36 +153,81 @@ impl SledAuditLog {
             }
             if rec.prev != prev {
                 return Err(bad(format!(
-                    "it does not link to record {} (that record was changed and re-hashed, or records were reordered or replaced)",
+                    "it does not link to record {} (that record was changed, or records were reordered or replaced)",
                     expected.saturating_sub(1)
                 )));
             }
-            if rec.compute_hash() != rec.hash {
+            if !crate::secrets::constant_time_eq(rec.mac(&self.key).as_bytes(), rec.hash.as_bytes())
+            {
                 return Err(bad(
-                    "its contents do not match its hash (the record was changed)".into(),
+                    "its MAC does not match under this host's audit key (the record was changed or forged, or the key file audit.key was replaced)".into(),
                 ));
             }
             prev = rec.hash;
-            expected += 1;
+            macs.push(prev.clone());
         }
+        let count = macs.len() as u64;
         let head = self
             .meta
             .get(HEAD_KEY)
             .ok()
             .flatten()
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
-            .unwrap_or_else(|| format!("0 {GENESIS}"));
-        let (count, last) = head.split_once(' ').unwrap_or(("0", GENESIS));
-        let count: u64 = count.parse().unwrap_or(0);
-        if count != expected || last != prev {
+            .and_then(|v| parse_head(&String::from_utf8_lossy(&v)))
+            .unwrap_or((0, GENESIS.to_string()));
+        if head.0 != count || head.1 != prev {
             return Err(AuditBreak {
-                index: expected.min(count),
+                index: count.min(head.0),
                 reason: format!(
-                    "the log holds {expected} records but its head says {count} ending in {last:.12}… (records were removed from the end or the head was changed)"
+                    "the log holds {count} records but its head says {} (records were removed from the end, or the head was changed)",
+                    head.0
                 ),
             });
         }
-        Ok(expected)
+        self.check_anchor(&macs)?;
+        Ok(count)
+    }
+
+    /// The head anchored in `audit.head` must name a record the log still
+    /// holds, with the same MAC.
+    fn check_anchor(&self, macs: &[String]) -> Result<(), AuditBreak> {
+        let file = self.head_file.display();
+        let anchored = match std::fs::read_to_string(&self.head_file) {
+            Ok(text) => parse_head(&text).ok_or_else(|| AuditBreak {
+                index: 0,
+                reason: format!("the anchored head in {file} is unreadable"),
+            })?,
+            Err(_) if macs.is_empty() => return Ok(()),
+            Err(e) => {
+                return Err(AuditBreak {
+                    index: 0,
+                    reason: format!(
+                        "the anchored head {file} is missing ({e}), so a truncation or rollback cannot be ruled out"
+                    ),
+                });
+            }
+        };
+        let count = macs.len() as u64;
+        if anchored.0 > count {
+            return Err(AuditBreak {
+                index: count,
+                reason: format!(
+                    "the log holds {count} records but {file} anchored {} (records were removed, or the store was rolled back to an older copy)",
+                    anchored.0
+                ),
+            });
+        }
+        let at = anchored.0.checked_sub(1);
+        let found = at.map_or(GENESIS, |i| macs[i as usize].as_str());
+        if found != anchored.1 {
+            return Err(AuditBreak {
+                index: at.unwrap_or(0),
+                reason: format!(
+                    "record {} is not the one {file} anchored (the chain was rebuilt or the store replaced)",
+                    at.unwrap_or(0)
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// For tests of the verifier: raw access to the tree.
@@ -156,19 +253,23 @@ impl AuditLog for SledAuditLog {
 mod tests {
     use super::*;
 
+    fn append(log: &SledAuditLog, i: u64) {
+        log.append(AuditEntry {
+            kind: "denial",
+            actor: format!("plugin-{i}"),
+            pipeline: "p".into(),
+            action: "http".into(),
+            detail: format!("request to host {i}"),
+        })
+        .unwrap();
+    }
+
     fn log_with(n: u64) -> (tempfile::TempDir, sled::Db, SledAuditLog) {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let log = SledAuditLog::open(&db).unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let log = SledAuditLog::open(&db, dir.path()).unwrap();
         for i in 0..n {
-            log.append(AuditEntry {
-                kind: "denial",
-                actor: format!("plugin-{i}"),
-                pipeline: "p".into(),
-                action: "http".into(),
-                detail: format!("request to host {i}"),
-            })
-            .unwrap();
+            append(&log, i);
         }
         (dir, db, log)
     }
@@ -184,17 +285,15 @@ mod tests {
 
     #[test]
     fn an_intact_log_verifies_and_survives_reopening() {
-        let (_dir, db, log) = log_with(5);
+        let (dir, db, log) = log_with(5);
         assert_eq!(log.verify(), Ok(5));
         drop(log);
-        let log = SledAuditLog::open(&db).unwrap();
-        log.append(AuditEntry {
-            kind: "admin",
-            ..Default::default()
-        })
-        .unwrap();
+        let log = SledAuditLog::open(&db, dir.path()).unwrap();
+        append(&log, 5);
         assert_eq!(log.verify(), Ok(6));
         assert_eq!(log.records(4).unwrap().len(), 2);
+        let head = std::fs::read_to_string(dir.path().join("audit.head")).unwrap();
+        assert!(head.starts_with("6 "), "{head}");
     }
 
     #[test]
@@ -203,13 +302,13 @@ mod tests {
         let (_d, _db, log) = log_with(6);
         rewrite(&log, 3, |r| r.detail = "nothing happened".into());
         assert_eq!(log.verify().unwrap_err().index, 3);
-        // Changed, with the hash recomputed: the next link breaks.
+        // Changed, with an unkeyed hash recomputed by someone without the key.
         let (_d, _db, log) = log_with(6);
         rewrite(&log, 2, |r| {
             r.actor = "someone-else".into();
-            r.hash = r.compute_hash();
+            r.hash = r.mac(b"a guess at the key");
         });
-        assert_eq!(log.verify().unwrap_err().index, 3);
+        assert_eq!(log.verify().unwrap_err().index, 2);
         // Deleted.
         let (_d, _db, log) = log_with(6);
         log.tree.remove(4u64.to_be_bytes()).unwrap();
@@ -224,11 +323,10 @@ mod tests {
         }
         let mut forged = all[2].clone();
         forged.detail = "forged".into();
-        forged.hash = forged.compute_hash();
         log.tree
             .insert(2u64.to_be_bytes(), serde_json::to_vec(&forged).unwrap())
             .unwrap();
-        assert_eq!(log.verify().unwrap_err().index, 3);
+        assert_eq!(log.verify().unwrap_err().index, 2);
         // Reordered.
         let (_d, _db, log) = log_with(6);
         let (a, b) = (
@@ -244,5 +342,83 @@ mod tests {
         log.tree.remove(4u64.to_be_bytes()).unwrap();
         let err = log.verify().unwrap_err();
         assert_eq!(err.index, 4, "{err:?}");
+    }
+
+    #[test]
+    fn truncation_with_its_head_rollback_and_a_rebuilt_chain_are_caught_by_the_anchor() {
+        // Truncated, and the head in the store rewritten to match.
+        let (_d, _db, log) = log_with(6);
+        let keep = log.records(0).unwrap();
+        log.tree.remove(5u64.to_be_bytes()).unwrap();
+        log.meta
+            .insert(HEAD_KEY, format!("5 {}", keep[4].hash).as_bytes())
+            .unwrap();
+        let err = log.verify().unwrap_err();
+        assert!(err.reason.contains("anchored 6"), "{err:?}");
+        assert_eq!(err.index, 5);
+
+        // Rolled back: an older copy of the whole store put back.
+        let dir = tempfile::tempdir().unwrap();
+        let db_dir = dir.path().join("db");
+        let old = dir.path().join("old");
+        {
+            let db = sled::open(&db_dir).unwrap();
+            let log = SledAuditLog::open(&db, dir.path()).unwrap();
+            append(&log, 0);
+            append(&log, 1);
+            db.flush().unwrap();
+        }
+        copy_dir(&db_dir, &old);
+        {
+            let db = sled::open(&db_dir).unwrap();
+            let log = SledAuditLog::open(&db, dir.path()).unwrap();
+            append(&log, 2);
+        }
+        std::fs::remove_dir_all(&db_dir).unwrap();
+        copy_dir(&old, &db_dir);
+        let db = sled::open(&db_dir).unwrap();
+        let log = SledAuditLog::open(&db, dir.path()).unwrap();
+        let err = log.verify().unwrap_err();
+        assert!(err.reason.contains("rolled back"), "{err:?}");
+        drop((log, db));
+
+        // Rebuilt: a new chain of the same length, made with a new key.
+        let (dir, db, log) = log_with(3);
+        let records = log.records(0).unwrap();
+        let forger = [7u8; 32];
+        let mut prev = GENESIS.to_string();
+        for mut r in records {
+            r.detail = "nothing to see".into();
+            r.prev = prev;
+            r.hash = r.mac(&forger);
+            prev = r.hash.clone();
+            log.tree
+                .insert(r.index.to_be_bytes(), serde_json::to_vec(&r).unwrap())
+                .unwrap();
+        }
+        log.meta
+            .insert(HEAD_KEY, format!("3 {prev}").as_bytes())
+            .unwrap();
+        std::fs::write(dir.path().join("audit.key"), forger).unwrap();
+        drop(log);
+        let log = SledAuditLog::open(&db, dir.path()).unwrap();
+        let err = log.verify().unwrap_err();
+        assert!(err.reason.contains("rebuilt"), "{err:?}");
+        // And the anchor removed too: still not intact.
+        std::fs::remove_file(dir.path().join("audit.head")).unwrap();
+        let err = log.verify().unwrap_err();
+        assert!(err.reason.contains("missing"), "{err:?}");
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
     }
 }

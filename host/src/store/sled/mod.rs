@@ -4,7 +4,7 @@
 //! by prefix (see `keys`), and writes through a group-commit thread that
 //! applies up to [`MAX_GROUP`] writes as one batch and flushes once for all
 //! of them. Plugin state lives in the `kv` tree, the audit log in `audit`
-//! with its head in `meta`, each schedule's last fire time in `schedules`.
+//! with its head in `meta` (and its key and anchored head in files beside), each schedule's last fire time in `schedules`.
 
 mod anchor;
 mod audit;
@@ -39,6 +39,7 @@ pub struct SledStore {
     tx: Mutex<Option<mpsc::Sender<Write>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
     anchoring: Mutex<Option<AnchorTask>>,
+    alarms: Vec<String>,
 }
 
 impl SledStore {
@@ -72,9 +73,25 @@ impl SledStore {
             .flush_every_ms(Some(1000))
             .open()
             .map_err(damaged)?;
+        // The database holds payloads and plugin state: its files are
+        // its owner's alone, whatever the umask made them.
+        crate::private::restrict_tree(dir).map_err(|e| open_err(e.to_string()))?;
         let events = db.open_tree("events").map_err(damaged)?;
         let kv = db.open_tree("kv").map_err(damaged)?;
-        let audit = SledAuditLog::open(&db).map_err(open_err)?;
+        let audit = SledAuditLog::open(&db, dir).map_err(open_err)?;
+        let alarms = match audit.verify() {
+            Ok(_) => Vec::new(),
+            Err(b) => {
+                let alarm = format!(
+                    "the audit log in {} is not intact at record {}: {}. Keep this directory as evidence; `weft audit-log verify` shows this again",
+                    dir.display(),
+                    b.index,
+                    b.reason
+                );
+                tracing::error!("{alarm}");
+                vec![alarm]
+            }
+        };
         let schedules = db.open_tree("schedules").map_err(damaged)?;
         let committed = events
             .get(COMMITS_KEY)
@@ -114,6 +131,7 @@ impl SledStore {
             tx: Mutex::new(Some(tx)),
             committer: Mutex::new(Some(committer)),
             anchoring: Mutex::new(Some(anchoring)),
+            alarms,
         })
     }
 
@@ -156,11 +174,7 @@ impl SledStore {
 /// when an existing one is open to others.
 fn private_dir(dir: &Path) -> std::io::Result<()> {
     if !dir.exists() {
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        return builder.create(dir);
+        return crate::private::dir(dir);
     }
     #[cfg(unix)]
     {
@@ -439,6 +453,10 @@ impl Store for SledStore {
 
     fn audit(&self) -> &dyn AuditLog {
         &self.audit
+    }
+
+    fn alarms(&self) -> Vec<String> {
+        self.alarms.clone()
     }
 
     fn flush(&self) -> Ticket {
