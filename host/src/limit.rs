@@ -70,6 +70,48 @@ impl Limiter {
     }
 }
 
+/// A budget of bytes per second with a burst: a token bucket in bytes, for
+/// what a pipeline takes in.
+pub struct ByteRate {
+    per_second: u64,
+    burst: u64,
+    /// Bytes available, and when they were counted.
+    state: Mutex<(f64, Instant)>,
+}
+
+impl ByteRate {
+    /// `per_second` bytes a second, up to `burst` at once (a full bucket
+    /// to start with).
+    pub fn new(per_second: u64, burst: u64) -> ByteRate {
+        let burst = burst.max(per_second).max(1);
+        ByteRate {
+            per_second: per_second.max(1),
+            burst,
+            state: Mutex::new((burst as f64, Instant::now())),
+        }
+    }
+
+    /// Take `bytes` now, or `Err(seconds)` until they would be there (at
+    /// least 1). Bytes beyond the burst are never there.
+    pub fn take(&self, bytes: u64) -> Result<(), u64> {
+        self.take_at(bytes, Instant::now())
+    }
+
+    fn take_at(&self, bytes: u64, now: Instant) -> Result<(), u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed = now.saturating_duration_since(state.1).as_secs_f64();
+        let available = (state.0 + elapsed * self.per_second as f64).min(self.burst as f64);
+        *state = (available, now);
+        let wanted = bytes as f64;
+        if wanted <= available {
+            state.0 -= wanted;
+            return Ok(());
+        }
+        let missing = wanted.min(self.burst as f64) - available;
+        Err(((missing / self.per_second as f64).ceil() as u64).max(1))
+    }
+}
+
 /// Limiters per upstream origin.
 #[derive(Default)]
 pub struct UpstreamLimits {
@@ -125,6 +167,28 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_byte_budget_refills_at_its_rate_and_says_how_long_to_wait() {
+        let rate = super::ByteRate::new(1000, 3000);
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(rate.take_at(2500, t0), Ok(()));
+        assert_eq!(rate.take_at(1000, t0), Err(1), "500 left, 500 missing");
+        let t1 = t0 + std::time::Duration::from_millis(500);
+        assert_eq!(rate.take_at(1000, t1), Ok(()), "refilled by 500");
+        assert_eq!(rate.take_at(2500, t1), Err(3));
+        let later = t1 + std::time::Duration::from_secs(60);
+        assert_eq!(
+            rate.take_at(3000, later),
+            Ok(()),
+            "never more than the burst"
+        );
+        assert_eq!(rate.take_at(1, later), Err(1));
+        assert!(
+            rate.take_at(10_000, later + std::time::Duration::from_secs(60))
+                .is_err()
+        );
+    }
+
     use super::*;
 
     #[tokio::test(start_paused = true)]

@@ -745,3 +745,43 @@ async fn a_byte_budget_refuses_what_would_fill_the_queue_and_stores_nothing() {
     assert_eq!(send_event(&host, "heavy", &body(3)).await.0, 202);
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_takes_in_no_more_bytes_a_second_than_its_budget() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let setup =
+        HostSetup::new(
+            any_port(),
+            &[PipelineSpec::leads("slow", &receiver.url("/s"))
+                .with("max_ingress_bytes_per_sec = 100")],
+        )
+        .unwrap()
+        .server_line("max_body_bytes = 3000")
+        .unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let body = |n: usize| serde_json::json!({ "id": format!("slow-{n}"), "email": "a@example.com", "pad": "x".repeat(1050) });
+    // The burst (max_body_bytes here) takes two bodies at once.
+    assert_eq!(send_event(&host, "slow", &body(1)).await.0, 202);
+    assert_eq!(send_event(&host, "slow", &body(2)).await.0, 202);
+    let stored = host.engine.store().counts().events;
+    let (status, answer) = send_event(&host, "slow", &body(3)).await;
+    assert_eq!(status, 429, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_ingress_bytes_per_sec"),
+        "{answer}"
+    );
+    assert_eq!(
+        host.engine.store().counts().events,
+        stored,
+        "nothing stored"
+    );
+    let rejected = host.engine.status("slow").unwrap().rejected;
+    assert!(
+        rejected.values().sum::<u64>() >= 1,
+        "the refusal is counted: {rejected:?}"
+    );
+    host.shutdown().await;
+}

@@ -40,6 +40,12 @@ pub struct PipelineConfig {
     /// counts what they weigh on disk.
     #[serde(default = "default_max_queue_bytes")]
     pub max_queue_bytes: u64,
+    /// Bytes of payload a second the pipeline takes in, over webhooks,
+    /// polls and the API together (default 33554432, 32 MiB/s, with bursts
+    /// of twice that or `max_body_bytes`, whichever is more); past it,
+    /// senders get 429 with `Retry-After`.
+    #[serde(default = "default_max_ingress_bytes_per_sec")]
+    pub max_ingress_bytes_per_sec: u64,
     /// Calls per second to this pipeline's sink.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
@@ -61,6 +67,10 @@ pub struct PipelineConfig {
 
 fn default_max_queue_bytes() -> u64 {
     256 * 1024 * 1024
+}
+
+fn default_max_ingress_bytes_per_sec() -> u64 {
+    32 * 1024 * 1024
 }
 
 fn default_max_queue() -> usize {
@@ -270,6 +280,11 @@ impl PipelineConfig {
         self.trigger.validate(at)?;
         if p.max_queue_bytes == 0 {
             return Err(format!("{at}: max_queue_bytes must be at least 1"));
+        }
+        if p.max_ingress_bytes_per_sec == 0 {
+            return Err(format!(
+                "{at}: max_ingress_bytes_per_sec must be at least 1 (pause the pipeline to stop it taking events)"
+            ));
         }
         if p.max_queue == 0 {
             return Err(format!("{at}: max_queue must be at least 1"));

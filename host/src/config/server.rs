@@ -28,6 +28,12 @@ pub struct ServerConfig {
     /// (default: no limit besides `keep_history_hours`).
     #[serde(default)]
     pub keep_history_events: Option<usize>,
+    /// How long a dead letter is kept for replay, in hours from its last
+    /// attempt (default 336, two weeks); 0 keeps dead letters until they
+    /// are replayed or purged. Expired ones are logged and counted in
+    /// `weft_dead_letters_expired_total`.
+    #[serde(default = "default_keep_dead_letters_hours")]
+    pub keep_dead_letters_hours: u64,
     /// How long an idempotency key is remembered at ingress, in hours (default 24).
     #[serde(default = "default_keep_hours")]
     pub dedup_window_hours: u64,
@@ -106,6 +112,9 @@ impl ServerConfig {
 }
 fn default_keep_hours() -> u64 {
     24
+}
+fn default_keep_dead_letters_hours() -> u64 {
+    336
 }
 fn default_admin_token_env() -> String {
     "WEFT_ADMIN_TOKEN".to_string()

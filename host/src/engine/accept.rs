@@ -317,6 +317,11 @@ impl Engine {
                 tracing::debug!(pipeline, event = %first, key = %key, "duplicate idempotency key; not stored again");
                 Ok(Accepted::Duplicate { id: first, key })
             }
+            // A new event's write has no precondition to miss.
+            Committed::Gone => Err(crate::store::StoreError::Write(
+                "the store skipped a new event's write".into(),
+            )
+            .into()),
         }
     }
 }

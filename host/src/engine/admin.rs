@@ -31,6 +31,7 @@ impl Engine {
             filtered: get(&s.filtered),
             retried: get(&s.retried),
             dead_lettered: get(&s.dead_lettered),
+            dead_letters_expired: get(&s.dead_letters_expired),
             in_flight: get(&s.in_flight),
             received: get(&s.received),
             rejected: s
@@ -121,6 +122,16 @@ impl Engine {
                 secs,
                 format!(
                     "the sink of pipeline {pipeline:?} is failing and its circuit breaker is open; retry later"
+                ),
+            ));
+        }
+        // Last, so that what is refused for another reason costs nothing.
+        if let Err(secs) = p.intake.take(incoming_bytes) {
+            return Err((
+                secs,
+                format!(
+                    "pipeline {pipeline:?} takes in at most {} bytes a second (max_ingress_bytes_per_sec) and this body would pass it; retry later",
+                    p.config.max_ingress_bytes_per_sec
                 ),
             ));
         }

@@ -118,6 +118,12 @@ impl Engine {
                 stats: PipelineStats::default(),
                 breaker: Breaker::new(p.breaker.clone()),
                 limiter: p.rate_limit.as_ref().map(Limiter::new),
+                intake: crate::limit::ByteRate::new(
+                    p.max_ingress_bytes_per_sec,
+                    p.max_ingress_bytes_per_sec
+                        .saturating_mul(2)
+                        .max(config.server.max_body_bytes as u64),
+                ),
                 gate: p.order_by.as_ref().map(|_| KeyGate::default()),
                 paused: AtomicBool::new(store.is_paused(&p.name)),
                 parked: Mutex::new(Vec::new()),
@@ -136,6 +142,10 @@ impl Engine {
                 dedup_window_ms: config.server.dedup_window_hours * 3_600_000,
                 keep_history_ms: config.server.keep_history_hours * 3_600_000,
                 keep_history_events: config.server.keep_history_events,
+                keep_dead_letters_ms: match config.server.keep_dead_letters_hours {
+                    0 => None,
+                    h => Some(h.saturating_mul(3_600_000)),
+                },
                 runtime: tokio::runtime::Handle::current(),
                 redaction: crate::redact::FieldRedaction::new(config.redact_lists()),
                 stop: tokio::sync::watch::channel(false).0,

@@ -158,11 +158,13 @@ pub async fn purge(
     for id in ids {
         let result = match dead_letter(store, id)? {
             Err(why) => why,
-            Ok(_) => {
-                store.purge(id).await?;
-                tracing::info!(event = %id, "purged from the dead-letter queue");
-                "purged"
-            }
+            Ok(_) => match store.purge(id).await? {
+                crate::store::Committed::Gone => "not-dead-lettered",
+                _ => {
+                    tracing::info!(event = %id, "purged from the dead-letter queue");
+                    "purged"
+                }
+            },
         };
         out.push(outcome(id, result));
     }

@@ -19,6 +19,7 @@ pub(super) struct Inner {
     pub dedup_window_ms: u64,
     pub keep_history_ms: u64,
     pub keep_history_events: Option<usize>,
+    pub keep_dead_letters_ms: Option<u64>,
     pub runtime: tokio::runtime::Handle,
     pub stop: tokio::sync::watch::Sender<bool>,
     pub redaction: crate::redact::FieldRedaction,

@@ -1,8 +1,8 @@
-//! Retention: drop finished events past the history window and dedup records
-//! past the dedup window.
+//! Retention: drop finished events past the history window, dedup records
+//! past the dedup window and dead letters past theirs.
 
 use super::handle::Engine;
-use crate::store::now_ms;
+use crate::store::{Retention, now_ms};
 use std::time::Duration;
 
 /// How often the sweep runs.
@@ -28,12 +28,26 @@ pub(super) async fn sweep(engine: &Engine) {
     let inner = &engine.inner;
     let swept = inner
         .store
-        .sweep(
-            now.saturating_sub(inner.keep_history_ms),
-            inner.keep_history_events,
-            now.saturating_sub(inner.dedup_window_ms),
-        )
+        .sweep(Retention {
+            history_before_ms: now.saturating_sub(inner.keep_history_ms),
+            keep_events: inner.keep_history_events,
+            dedup_before_ms: now.saturating_sub(inner.dedup_window_ms),
+            dead_before_ms: inner.keep_dead_letters_ms.map(|ms| now.saturating_sub(ms)),
+        })
         .await;
+    if let Ok(s) = &swept {
+        for (pipeline, n) in &s.dead_letters {
+            tracing::warn!(
+                pipeline = %pipeline, expired = n,
+                "dead letters kept longer than keep_dead_letters_hours were dropped; replay or export dead letters sooner, or raise the setting"
+            );
+            if let Some(p) = inner.pipelines.get(pipeline) {
+                p.stats
+                    .dead_letters_expired
+                    .fetch_add(*n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
     match swept {
         Ok(s) if s.events + s.dedup_keys > 0 => {
             tracing::debug!(

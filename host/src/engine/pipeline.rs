@@ -47,6 +47,8 @@ pub(super) struct Pipeline {
     pub stats: PipelineStats,
     pub breaker: Breaker,
     pub limiter: Option<Limiter>,
+    /// What it takes in, in bytes a second.
+    pub intake: crate::limit::ByteRate,
     pub gate: Option<KeyGate>,
     pub paused: AtomicBool,
     /// Jobs that arrived while paused.

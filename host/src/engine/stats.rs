@@ -29,6 +29,8 @@ pub struct PipelineStats {
     pub retried: AtomicU64,
     /// Events dead-lettered.
     pub dead_lettered: AtomicU64,
+    /// Dead letters dropped past `keep_dead_letters_hours`.
+    pub dead_letters_expired: AtomicU64,
     /// Attempts running now.
     pub in_flight: AtomicU64,
 }
@@ -81,6 +83,9 @@ pub struct PipelineStatus {
     pub retried: u64,
     /// Events dead-lettered.
     pub dead_lettered: u64,
+    /// Dead letters dropped past `keep_dead_letters_hours`.
+    #[serde(default)]
+    pub dead_letters_expired: u64,
     /// Attempts running now.
     pub in_flight: u64,
     /// Webhook requests received.

@@ -51,6 +51,12 @@ const FAMILIES: &[Family] = &[
         |s| s.dead_lettered,
     ),
     (
+        "weft_dead_letters_expired_total",
+        "counter",
+        "Dead letters dropped because they were kept longer than keep_dead_letters_hours.",
+        |s| s.dead_letters_expired,
+    ),
+    (
         "weft_events_received_total",
         "counter",
         "Webhook requests for the pipeline, accepted or not.",

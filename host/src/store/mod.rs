@@ -39,6 +39,9 @@ pub enum Committed {
     Written,
     /// Skipped: the dedup key belongs to this earlier event.
     Duplicate(EventId),
+    /// Skipped: what the write was for was gone when it came to commit
+    /// (a dead letter replayed before it could be purged or expired).
+    Gone,
 }
 
 /// Resolves once a write is durable (or failed). Dropping it does not undo
@@ -136,13 +139,29 @@ pub struct StoreCounts {
     pub dedup_keys: usize,
 }
 
-/// What a retention sweep removed.
+/// What a retention sweep drops.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Finished events that finished before this (ms since the epoch).
+    pub history_before_ms: u64,
+    /// Beyond this many finished events, the oldest, whatever their age.
+    pub keep_events: Option<usize>,
+    /// Idempotency keys taken before this.
+    pub dedup_before_ms: u64,
+    /// Dead letters whose last attempt ended before this; `None` keeps
+    /// them until they are replayed or purged.
+    pub dead_before_ms: Option<u64>,
+}
+
+/// What a retention sweep removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Swept {
     /// Finished events dropped from the history.
     pub events: usize,
     /// Idempotency keys forgotten.
     pub dedup_keys: usize,
+    /// Dead letters past their retention, by pipeline.
+    pub dead_letters: std::collections::BTreeMap<String, usize>,
 }
 
 /// Why a plugin's kv operation failed.
@@ -209,15 +228,8 @@ pub trait Store: Send + Sync + 'static {
     /// Delete a dead letter for good.
     fn purge(&self, id: &EventId) -> Ticket;
 
-    /// Drop finished events that finished before `history_before_ms` (and
-    /// the oldest beyond `keep_events`), and keys taken before
-    /// `dedup_before_ms`.
-    fn sweep(
-        &self,
-        history_before_ms: u64,
-        keep_events: Option<usize>,
-        dedup_before_ms: u64,
-    ) -> StoreFuture<'_, Swept>;
+    /// Drop what `retention` says is past keeping.
+    fn sweep(&self, retention: Retention) -> StoreFuture<'_, Swept>;
 
     // ---- reads ----
 

@@ -24,6 +24,9 @@ pub(super) struct Write {
     /// Parts with their own dedup key, written in the same batch as the rest:
     /// a part whose key was taken is left out, the others and `ops` land.
     pub items: Vec<Item>,
+    /// Skip the write (as [`Committed::Gone`]) unless this key is present
+    /// when it commits, counting the writes before it in its group.
+    pub requires: Option<Vec<u8>>,
     pub(super) reply: Option<oneshot::Sender<Result<Committed, StoreError>>>,
 }
 
@@ -89,6 +92,24 @@ fn commit_group(
     let mut outcomes = Vec::with_capacity(group.len());
     let mut new_items: Vec<Vec<bool>> = Vec::with_capacity(group.len());
     let now = now_ms();
+    // Keys put (true) or removed (false) by earlier writes of this group,
+    // kept only when a write has a precondition to check against them.
+    let track = group.iter().any(|w| w.requires.is_some());
+    let mut pending: HashMap<Vec<u8>, bool> = HashMap::new();
+    fn apply(
+        batch: &mut sled::Batch,
+        pending: &mut HashMap<Vec<u8>, bool>,
+        track: bool,
+        (k, v): &(Vec<u8>, Option<Vec<u8>>),
+    ) {
+        match v {
+            Some(v) => batch.insert(k.clone(), v.clone()),
+            None => batch.remove(k.clone()),
+        }
+        if track {
+            pending.insert(k.clone(), v.is_some());
+        }
+    }
     let earlier =
         |taken: &HashMap<Vec<u8>, EventId>, key: &Vec<u8>, window: u64| match taken.get(key) {
             Some(first) => Some(*first),
@@ -100,6 +121,17 @@ fn commit_group(
             },
         };
     for w in &group {
+        if let Some(key) = &w.requires {
+            let present = match pending.get(key) {
+                Some(p) => *p,
+                None => tree.contains_key(key).unwrap_or(false),
+            };
+            if !present {
+                outcomes.push(Committed::Gone);
+                new_items.push(Vec::new());
+                continue;
+            }
+        }
         if let Some((key, id, window)) = &w.dedup {
             if let Some(first) = earlier(&taken, key, *window) {
                 outcomes.push(Committed::Duplicate(first));
@@ -118,20 +150,14 @@ fn commit_group(
             }
             taken.insert(key.clone(), *id);
             batch.insert(key.clone(), dedup_value(id, now));
-            for (k, v) in &item.ops {
-                match v {
-                    Some(v) => batch.insert(k.clone(), v.clone()),
-                    None => batch.remove(k.clone()),
-                }
+            for op in &item.ops {
+                apply(&mut batch, &mut pending, track, op);
             }
             fresh.push(true);
         }
         new_items.push(fresh);
-        for (k, v) in &w.ops {
-            match v {
-                Some(v) => batch.insert(k.clone(), v.clone()),
-                None => batch.remove(k.clone()),
-            }
+        for op in &w.ops {
+            apply(&mut batch, &mut pending, track, op);
         }
         outcomes.push(Committed::Written);
     }

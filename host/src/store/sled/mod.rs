@@ -21,7 +21,7 @@ use self::committer::{Item, Write};
 use self::keys::*;
 use super::{
     AfterAttempt, AfterCommit, AuditLog, Dedup, EventId, EventRecord, EventState, KvError, Polled,
-    QueueEntry, Store, StoreCounts, StoreError, StoreFuture, Swept, Ticket,
+    QueueEntry, Retention, Store, StoreCounts, StoreError, StoreFuture, Swept, Ticket,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
@@ -295,24 +295,11 @@ impl Store for SledStore {
     }
 
     fn purge(&self, id: &EventId) -> Ticket {
-        let mut write = Write::default();
-        write.remove(dead_key(id));
-        write.remove(event_key(id));
-        self.submit(write)
+        self.submit(sweep::drop_dead_letter(id))
     }
 
-    fn sweep(
-        &self,
-        history_before_ms: u64,
-        keep_events: Option<usize>,
-        dedup_before_ms: u64,
-    ) -> StoreFuture<'_, Swept> {
-        Box::pin(sweep::sweep(
-            self,
-            history_before_ms,
-            keep_events,
-            dedup_before_ms,
-        ))
+    fn sweep(&self, retention: Retention) -> StoreFuture<'_, Swept> {
+        Box::pin(sweep::sweep(self, retention))
     }
 
     fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
