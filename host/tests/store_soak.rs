@@ -91,6 +91,7 @@ async fn the_store_keeps_moving_under_the_engine_write_pattern() {
                         continue;
                     }
                     Committed::Written => {}
+                    Committed::Gone => panic!("a new event's write has no precondition"),
                 }
                 // A failed attempt: the queue entry moves, the record is rewritten.
                 let first = QueueEntry {
