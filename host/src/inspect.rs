@@ -295,7 +295,16 @@ fn grant_line(g: &Grant) -> String {
     format!(
         "http: {}; credentials: {}; reveal: {}; kv: {}; memory {} MiB; timeout {} ms; fuel {}; sha256 pin: {}",
         list(&g.http.iter().map(|o| o.to_string()).collect::<Vec<_>>()),
-        list(&g.credentials),
+        list(
+            &g.credentials
+                .iter()
+                .map(|c| {
+                    let to: Vec<String> =
+                        c.origins(&g.http).iter().map(|o| o.to_string()).collect();
+                    format!("{} (to {})", c.name, to.join(" "))
+                })
+                .collect::<Vec<_>>()
+        ),
         list(&g.reveal),
         g.kv.map_or("none".to_string(), |k| format!("{} KiB", k.quota_kib)),
         g.memory_mib,

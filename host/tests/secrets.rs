@@ -66,9 +66,10 @@ async fn credentials_are_attached_by_the_host_and_masked_everywhere() {
     };
     let mut config = format!(
         "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"./data\"\nsecrets_file = \"secrets.toml\"\n\n[plugins]\ndir = \"./plugins.d\"\n\n\
-         [grants.http-sink]\nhttp = [\"http://{}\", \"http://{}\"]\ncredentials = [\"CRM_TOKEN\", \"SIGNING_KEY\"]\n\n\
-         [grants.leaker]\nhttp = [\"http://{}\"]\nreveal = [\"CRM_TOKEN\"]\nkv = {{ quota_kib = 16 }}\n\n",
-        ok.addr, leaky.addr, ok.addr
+         [grants.http-sink]\nhttp = [\"http://{ok}\", \"http://{leaky}\"]\ncredentials = [{{ name = \"CRM_TOKEN\", origins = [\"http://{ok}\", \"http://{leaky}\"] }}, {{ name = \"SIGNING_KEY\", origins = [\"http://{ok}\"] }}]\n\n\
+         [grants.leaker]\nhttp = [\"http://{ok}\"]\nreveal = [\"CRM_TOKEN\"]\nkv = {{ quota_kib = 16 }}\n\n",
+        ok = ok.addr,
+        leaky = leaky.addr,
     );
     config.push_str(&sink(
         "signed",
@@ -238,4 +239,83 @@ async fn credentials_are_attached_by_the_host_and_masked_everywhere() {
 fn answers_id(answers: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(answers).unwrap();
     v["dead_letters"][0]["id"].as_str().unwrap().to_string()
+}
+
+/// A credential goes only to the origins it is tied to and only in the
+/// headers it may go in: a plugin that points it elsewhere is refused, the
+/// refusal is audited, and the other origin never sees the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_goes_only_to_its_origins_and_headers() {
+    use weft_tests::{HostSetup, PipelineSpec, any_port, send_event};
+    let ok = Receiver::start(Behavior::Accept).await;
+    let other = Receiver::start(Behavior::Accept).await;
+    let auth = |how: &str| format!("auth = [{{ credential = \"TIED_TOKEN\"{how} }}]");
+    let setup = HostSetup::with_extra(
+        any_port(),
+        &[
+            PipelineSpec::leads("right", &ok.url("/right"))
+                .sink_config(&auth(""))
+                .retry("max_attempts = 1"),
+            PipelineSpec::leads("wrong", &other.url("/wrong"))
+                .sink_config(&auth(""))
+                .retry("max_attempts = 1"),
+            PipelineSpec::leads("cookie", &ok.url("/cookie"))
+                .sink_config(&auth(", scheme = \"header\", header = \"cookie\""))
+                .retry("max_attempts = 1"),
+        ],
+        &format!(
+            "credentials = [{{ name = \"TIED_TOKEN\", origins = [\"http://{}\"] }}]\n",
+            ok.addr
+        ),
+    )
+    .unwrap()
+    .with_secrets(&[("TIED_TOKEN", CANARY)])
+    .unwrap();
+    let host = weft_host::host::RunningHost::start(setup.config())
+        .await
+        .unwrap();
+    for p in ["right", "wrong", "cookie"] {
+        assert_eq!(send_event(&host, p, &lead(p, 1)).await.0, 202);
+    }
+    let store = host.engine.store().clone();
+    assert!(
+        wait_until(WAIT, || {
+            ok.delivered().len() == 1 && store.dead_letters(None).unwrap().len() == 2
+        })
+        .await
+    );
+    let right = &ok.delivered()[0];
+    assert_eq!(
+        right.header("authorization"),
+        Some(format!("Bearer {CANARY}").as_str())
+    );
+    assert!(other.requests().is_empty(), "the other origin saw nothing");
+    assert!(
+        ok.requests().iter().all(|r| r.header("cookie").is_none()),
+        "no credential in a cookie"
+    );
+    let why = |pipeline: &str| -> String {
+        let dead = store.dead_letters(Some(pipeline)).unwrap();
+        format!("{:?}", dead[0].attempts.last().unwrap().outcome)
+    };
+    assert!(
+        why("wrong").contains("may not be sent to"),
+        "{}",
+        why("wrong")
+    );
+    assert!(
+        why("cookie").contains("may not be placed in header"),
+        "{}",
+        why("cookie")
+    );
+    let audited: Vec<String> = store
+        .audit()
+        .records(0)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == "credential")
+        .map(|r| r.detail)
+        .collect();
+    assert_eq!(audited.len(), 2, "{audited:?}");
+    host.shutdown().await;
 }

@@ -1,5 +1,6 @@
 //! `[grants.NAME]`: what one plugin may do. Anything not written is denied.
 
+use super::credential::CredentialGrant;
 use super::values::valid_credential_name;
 use crate::origin::Origin;
 use serde::Deserialize;
@@ -11,9 +12,10 @@ pub struct Grant {
     /// Origins (scheme://host[:port][/path-prefix]) the plugin may call.
     #[serde(default)]
     pub http: Vec<OriginPattern>,
-    /// Credentials the host may attach to the plugin's outbound requests.
+    /// Credentials the host may attach to the plugin's outbound requests,
+    /// each tied to the origins it may be sent to.
     #[serde(default)]
-    pub credentials: Vec<String>,
+    pub credentials: Vec<CredentialGrant>,
     /// Credentials whose raw value the plugin may read (implies `credentials`).
     #[serde(default)]
     pub reveal: Vec<String>,
@@ -155,12 +157,21 @@ impl Default for Grant {
 }
 
 impl Grant {
-    /// Whether the plugin may have credential `name` attached to requests.
-    pub fn may_attach(&self, name: &str) -> bool {
-        self.credentials
+    /// How the plugin may have credential `name` attached to requests:
+    /// its own entry, or (for a credential it may reveal) one that may go
+    /// wherever the plugin may send requests.
+    pub fn attachable(&self, name: &str) -> Option<CredentialGrant> {
+        if let Some(c) = self.credentials.iter().find(|c| c.name == name) {
+            return Some(c.clone());
+        }
+        self.reveal
             .iter()
-            .chain(&self.reveal)
-            .any(|c| c == name)
+            .any(|r| r == name)
+            .then(|| CredentialGrant {
+                name: name.to_string(),
+                origins: Vec::new(),
+                headers: Vec::new(),
+            })
     }
 
     /// Every credential the grant names (attach or reveal), sorted, once each.
@@ -168,8 +179,8 @@ impl Grant {
         let mut names: Vec<&str> = self
             .credentials
             .iter()
-            .chain(&self.reveal)
-            .map(String::as_str)
+            .map(|c| c.name.as_str())
+            .chain(self.reveal.iter().map(String::as_str))
             .collect();
         names.sort_unstable();
         names.dedup();
@@ -215,13 +226,14 @@ impl Grant {
                 "grants.{name}.sha256 {pin:?} is not a sha256 digest; write the 64 hex digits `weft plugin inspect FILE` prints"
             ));
         }
-        for (key, list) in [("credentials", &self.credentials), ("reveal", &self.reveal)] {
-            for c in list {
-                if !valid_credential_name(c) {
-                    return Err(format!(
-                        "grants.{name}.{key}: {c:?} is not a credential name; use upper-case letters, digits and '_' (it is read from WEFT_SECRET_{c})"
-                    ));
-                }
+        for c in &self.credentials {
+            c.validate(name, &self.http)?;
+        }
+        for c in &self.reveal {
+            if !valid_credential_name(c) {
+                return Err(format!(
+                    "grants.{name}.reveal: {c:?} is not a credential name; use upper-case letters, digits and '_' (it is read from WEFT_SECRET_{c})"
+                ));
             }
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! the file, the key and the fix. One file per section; config imports
 //! nothing from the rest of the host but the origin parser.
 
+mod credential;
 mod grant;
 mod pipeline;
 mod server;
@@ -9,6 +10,7 @@ mod trigger;
 mod upstream;
 mod values;
 
+pub use credential::{CREDENTIAL_HEADERS, CredentialGrant};
 pub use grant::{DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_MS, Grant, KvGrant, OriginPattern};
 pub use pipeline::{BreakerConfig, Jitter, PipelineConfig, RetryConfig, StepConfig};
 pub use server::{AdminConfig, PluginsConfig, Role, ServerConfig, TokenConfig};

@@ -350,6 +350,7 @@ impl Sandbox {
                 guarded: guards,
                 secrets: self.secrets.clone(),
                 attachments: Default::default(),
+                grant: limits.grant.clone(),
                 response_cap: limits.response_bytes,
             },
             limits: Limiter {

@@ -5,31 +5,13 @@ use super::egress::CREDENTIAL_HEADER;
 use crate::sandbox::bindings::sink::weft::plugin::credentials;
 use crate::sandbox::state::HostState;
 
-/// Headers a credential may not be placed in.
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    CREDENTIAL_HEADER,
-];
-
-fn check_header(h: &str) -> Result<(), credentials::CredentialError> {
-    let lower = h.to_ascii_lowercase();
-    if http::HeaderName::try_from(h).is_err() || RESERVED_HEADERS.contains(&lower.as_str()) {
-        return Err(credentials::CredentialError::Invalid(format!(
-            "{h:?} cannot carry a credential; use an ordinary header name such as \"x-api-key\""
-        )));
-    }
-    Ok(())
-}
-
 impl credentials::Host for HostState {
     async fn attach(
         &mut self,
         name: String,
         how: credentials::Placement,
     ) -> Result<(String, String), credentials::CredentialError> {
-        if !self.grant.may_attach(&name) {
+        let Some(granted_as) = self.grant.attachable(&name) else {
             let granted = self.grant.credential_names().join(", ");
             return Err(credentials::CredentialError::NotGranted(
                 self.hooks.denier.deny(
@@ -40,10 +22,20 @@ impl credentials::Host for HostState {
                     ),
                 ),
             ));
-        }
+        };
         match &how {
-            credentials::Placement::Header(h) | credentials::Placement::HmacSha256(h) => {
-                check_header(h)?
+            credentials::Placement::Header(h) | credentials::Placement::HmacSha256(h)
+                if !granted_as.may_place_in(h) =>
+            {
+                return Err(credentials::CredentialError::NotGranted(
+                    self.hooks.denier.deny(
+                        "credential",
+                        &format!(
+                            "credential {name:?} may not be placed in header {h:?}; it may go in: {} (more with headers = [...] in its grant)",
+                            granted_as.placements()
+                        ),
+                    ),
+                ));
             }
             credentials::Placement::Basic(user) if user.contains(':') => {
                 return Err(credentials::CredentialError::Invalid(
@@ -58,7 +50,9 @@ impl credentials::Host for HostState {
             )));
         }
         let token = format!("{:032x}", rand::random::<u128>());
-        self.hooks.attachments.insert(token.clone(), (name, how));
+        self.hooks
+            .attachments
+            .insert(token.clone(), (granted_as, how));
         Ok((CREDENTIAL_HEADER.to_string(), token))
     }
 

@@ -4,6 +4,7 @@
 //! responses are capped in size and time.
 
 use super::net::{GuardedResolver, find_prohibited};
+use crate::config::CredentialGrant;
 use crate::limit::{UpstreamLimits, parse_retry_after};
 use crate::origin::Origin;
 use crate::sandbox::bindings::sink::weft::plugin::credentials::Placement;
@@ -90,8 +91,11 @@ pub struct EgressHooks {
     /// Off only in benchmarks that measure what the checks cost.
     pub(in crate::sandbox) guarded: bool,
     pub(in crate::sandbox) secrets: Arc<Secrets>,
-    /// Credential tokens handed out in this call: token → (name, placement).
-    pub(in crate::sandbox) attachments: HashMap<String, (String, Placement)>,
+    /// Credential tokens handed out in this call: token → (the credential
+    /// as granted, placement).
+    pub(in crate::sandbox) attachments: HashMap<String, (CredentialGrant, Placement)>,
+    /// The plugin's grant: where its credentials may go.
+    pub(in crate::sandbox) grant: Arc<crate::config::Grant>,
     pub(in crate::sandbox) response_cap: usize,
 }
 
@@ -169,12 +173,32 @@ impl EgressHooks {
         request.headers_mut().remove(CREDENTIAL_HEADER);
         let mut signing = Vec::new();
         for token in tokens {
-            let Some((name, how)) = self.attachments.get(token.trim()) else {
+            let Some((granted, how)) = self.attachments.get(token.trim()) else {
                 return Err(self.denier.deny(
                     "credential",
                     "the request carries a credential token the host did not hand out in this call",
                 ));
             };
+            let name = &granted.name;
+            if !granted.may_go_to(&self.grant.http, request.uri()) {
+                let to: Vec<String> = granted
+                    .origins(&self.grant.http)
+                    .iter()
+                    .map(|o| o.to_string())
+                    .collect();
+                return Err(self.denier.deny(
+                    "credential",
+                    &format!(
+                        "credential {name:?} may not be sent to {}; it is tied to {}",
+                        shown(request.uri()),
+                        if to.is_empty() {
+                            "no origin".to_string()
+                        } else {
+                            to.join(", ")
+                        }
+                    ),
+                ));
+            }
             let Some(secret) = self.secrets.get(name) else {
                 return Err(format!("credential {name} is not loaded on this host"));
             };
