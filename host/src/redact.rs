@@ -159,51 +159,102 @@ impl FieldRedaction {
     }
 }
 
-/// The values at `pointers` in a JSON payload (strings and numbers, the
-/// leaves of objects and arrays), long enough to mask safely.
-pub fn field_values(payload: &[u8], pointers: &[String]) -> Vec<String> {
-    fn leaves(v: &serde_json::Value, out: &mut Vec<String>) {
-        match v {
-            serde_json::Value::String(s) => out.push(s.clone()),
-            serde_json::Value::Number(n) => out.push(n.to_string()),
-            serde_json::Value::Array(a) => a.iter().for_each(|v| leaves(v, out)),
-            serde_json::Value::Object(o) => o.values().for_each(|v| leaves(v, out)),
-            _ => {}
-        }
-    }
-    if pointers.is_empty() {
-        return Vec::new();
-    }
-    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(payload) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for p in pointers {
-        if let Some(v) = doc.pointer(p) {
-            leaves(v, &mut out);
-        }
-    }
-    out.retain(|v| v.len() >= MIN_FIELD_LEN);
-    out.sort_by_key(|v| std::cmp::Reverse(v.len()));
-    out.dedup();
-    out
+/// What must not be shown of one event: the values of its redacted fields
+/// (strings and numbers, the leaves of objects and arrays, long enough to
+/// mask safely). When the pipeline redacts fields and the payload cannot be
+/// read as JSON, nothing about those fields is known, so the mask fails
+/// closed: every text it is applied to is withheld whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldMask {
+    values: Vec<String>,
+    opaque: bool,
 }
 
-/// `text` with each of `values` (and its JSON-escaped form) replaced by [`MASK`].
-pub fn mask_values<'a>(text: &'a str, values: &[String]) -> Cow<'a, str> {
-    let mut out = Cow::Borrowed(text);
-    for v in values {
-        if out.contains(v.as_str()) {
-            out = Cow::Owned(out.replace(v.as_str(), MASK));
-        }
-        if let Ok(json) = serde_json::to_string(v) {
-            let inner = &json[1..json.len() - 1];
-            if inner != v && out.contains(inner) {
-                out = Cow::Owned(out.replace(inner, MASK));
+/// What replaces a text that may hold redacted fields that could not be found.
+pub const WITHHELD: &str = "[redacted] (withheld whole: the event has redacted fields and its payload could not be read to find them)";
+
+impl FieldMask {
+    /// The mask of `payload` under the pipeline's `pointers`.
+    pub fn of(payload: &[u8], pointers: &[String]) -> FieldMask {
+        fn leaves(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::String(s) => out.push(s.clone()),
+                serde_json::Value::Number(n) => out.push(n.to_string()),
+                serde_json::Value::Array(a) => a.iter().for_each(|v| leaves(v, out)),
+                serde_json::Value::Object(o) => o.values().for_each(|v| leaves(v, out)),
+                _ => {}
             }
         }
+        if pointers.is_empty() {
+            return FieldMask::default();
+        }
+        let Ok(doc) = serde_json::from_slice::<serde_json::Value>(payload) else {
+            return FieldMask {
+                values: Vec::new(),
+                opaque: true,
+            };
+        };
+        let mut values = Vec::new();
+        for p in pointers {
+            if let Some(v) = doc.pointer(p) {
+                leaves(v, &mut values);
+            }
+        }
+        values.retain(|v| v.len() >= MIN_FIELD_LEN);
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        values.dedup();
+        FieldMask {
+            values,
+            opaque: false,
+        }
     }
-    out
+
+    /// Whether it masks nothing.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty() && !self.opaque
+    }
+
+    /// `text` with each value (and its JSON-escaped form) replaced by
+    /// [`MASK`]; all of it replaced by [`WITHHELD`] when the mask is opaque.
+    pub fn apply<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        if self.opaque {
+            return Cow::Borrowed(WITHHELD);
+        }
+        let mut out = Cow::Borrowed(text);
+        for v in &self.values {
+            if out.contains(v.as_str()) {
+                out = Cow::Owned(out.replace(v.as_str(), MASK));
+            }
+            if let Ok(json) = serde_json::to_string(v) {
+                let inner = &json[1..json.len() - 1];
+                if inner != v && out.contains(inner) {
+                    out = Cow::Owned(out.replace(inner, MASK));
+                }
+            }
+        }
+        out
+    }
+
+    /// A payload fit to show: redacted fields replaced by [`MASK`]; a
+    /// payload that cannot be read is replaced whole.
+    pub fn payload(&self, payload: &[u8], pointers: &[String]) -> Vec<u8> {
+        if pointers.is_empty() {
+            return payload.to_vec();
+        }
+        match serde_json::from_slice::<serde_json::Value>(payload) {
+            Ok(mut doc) => {
+                for p in pointers {
+                    if let Some(v) = doc.pointer_mut(p) {
+                        *v = serde_json::Value::String(MASK.into());
+                    }
+                }
+                doc.to_string().into_bytes()
+            }
+            Err(_) => serde_json::Value::String(WITHHELD.into())
+                .to_string()
+                .into_bytes(),
+        }
+    }
 }
 
 /// A writer that masks secrets in what passes through it. The log formatter
@@ -237,12 +288,32 @@ mod tests {
     #[test]
     fn redacted_fields_are_hidden_in_views_and_messages() {
         let payload = br#"{"email":"ada@example.com","card":{"number":"4111111111111111"},"n":7,"name":"Ada"}"#;
-        let values = field_values(payload, &["/email".into(), "/card".into(), "/n".into()]);
-        assert_eq!(values, ["4111111111111111", "ada@example.com"]);
+        let pointers: Vec<String> = vec!["/email".into(), "/card".into(), "/n".into()];
+        let mask = FieldMask::of(payload, &pointers);
+        assert_eq!(mask.values, ["4111111111111111", "ada@example.com"]);
         assert_eq!(
-            mask_values("bad email \"ada@example.com\" in 4111111111111111", &values),
+            mask.apply("bad email \"ada@example.com\" in 4111111111111111"),
             format!("bad email \"{MASK}\" in {MASK}")
         );
+        let shown = String::from_utf8(mask.payload(payload, &pointers)).unwrap();
+        assert!(
+            !shown.contains("ada@") && shown.contains("\"name\":\"Ada\""),
+            "{shown}"
+        );
+        // Nothing to redact: nothing masked, whatever the payload.
+        assert!(FieldMask::of(b"not json", &[]).is_empty());
+    }
+
+    #[test]
+    fn a_payload_that_cannot_be_read_is_withheld_whole() {
+        let pointers: Vec<String> = vec!["/email".into()];
+        let broken = br#"{"email":"ada@example.com", "#;
+        let mask = FieldMask::of(broken, &pointers);
+        assert!(!mask.is_empty());
+        assert_eq!(mask.apply("error near ada@example.com"), WITHHELD);
+        let shown = String::from_utf8(mask.payload(broken, &pointers)).unwrap();
+        assert!(!shown.contains("ada@"), "{shown}");
+        assert!(shown.contains("withheld"), "{shown}");
     }
 
     #[test]

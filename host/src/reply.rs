@@ -9,9 +9,24 @@ use hyper::{Response, StatusCode, header};
 pub type Body = Full<Bytes>;
 
 /// A JSON response; secret values in it are masked.
+///
+/// What the caller sent is never put in one: masking it would answer
+/// "[redacted]" to a correct guess of a secret, an oracle anyone could
+/// query. An answer made only of the caller's own input (and of
+/// configuration) goes through [`echo`] instead.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let text = value.to_string();
-    let text = crate::redact::mask(&text).into_owned();
+    respond(status, crate::redact::mask(&text).into_owned())
+}
+
+/// A JSON response made only of what the caller sent (and of
+/// configuration, which holds no secrets), not masked: it tells the caller
+/// nothing it did not send, whatever a guess it holds.
+pub fn echo(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    respond(status, value.to_string())
+}
+
+fn respond(status: StatusCode, text: String) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::from(text)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

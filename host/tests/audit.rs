@@ -50,7 +50,7 @@ sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
 
 [grants.http-sink]
 http = ["https://api.example.com", "http://127.0.0.1:9090/hooks/"]
-credentials = ["AUDIT_SAMPLE_TOKEN"]
+credentials = [{ name = "AUDIT_SAMPLE_TOKEN", origins = ["https://api.example.com"] }]
 memory_mib = 32
 timeout_ms = 5000
 

@@ -319,3 +319,152 @@ async fn a_credential_goes_only_to_its_origins_and_headers() {
     assert_eq!(audited.len(), 2, "{audited:?}");
     host.shutdown().await;
 }
+
+/// Masking must not become an oracle: an attacker who sends a guess at a
+/// secret (whole, cut, encoded) in a path, a query, a header or a body
+/// never gets an answer that says "[redacted]", on either listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_answer_tells_a_caller_whether_a_guess_is_a_secret() {
+    use base64::Engine as _;
+    use weft_tests::{HostSetup, PipelineSpec, any_port};
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let setup = HostSetup::with_extra(
+        any_port(),
+        &[
+            PipelineSpec::leads("plain", &receiver.url("/p")),
+            PipelineSpec::leads("checked", &receiver.url("/c")).with("contract = \"c.json\""),
+            PipelineSpec::leads("signed", &receiver.url("/s")).with(
+                "trigger = { webhook = { verify = \"hmac-sha256\", secret = \"ORACLE_HOOK\" } }",
+            ),
+        ],
+        "credentials = [\"ORACLE_TOKEN\"]\n",
+    )
+    .unwrap()
+    .with_secrets(&[("ORACLE_TOKEN", CANARY), ("ORACLE_HOOK", SIGNING_KEY)])
+    .unwrap();
+    std::fs::write(
+        setup.dir.path().join("c.json"),
+        r#"{ "type": "object", "properties": { "amount": { "type": "integer" } } }"#,
+    )
+    .unwrap();
+    let host = weft_host::host::RunningHost::start(setup.config())
+        .await
+        .unwrap();
+    let public = weft_host::client::HostClient::new(&format!("http://{}", host.addr), None);
+    let admin = weft_host::client::HostClient::new(&format!("http://{}", host.admin_addr), None);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(CANARY);
+    let mut answers = Vec::new();
+    for guess in [CANARY, &CANARY[..10], b64.as_str(), SIGNING_KEY] {
+        let enc = weft_host::percent::encode(guess);
+        let body = |v: serde_json::Value| Some(v.to_string().into_bytes());
+        let calls: Vec<(
+            &weft_host::client::HostClient,
+            hyper::Method,
+            String,
+            Option<Vec<u8>>,
+            Vec<(&str, String)>,
+        )> = vec![
+            (
+                &public,
+                hyper::Method::POST,
+                format!("/hooks/{enc}"),
+                body(serde_json::json!({})),
+                vec![],
+            ),
+            (
+                &public,
+                hyper::Method::GET,
+                format!("/{enc}?q={enc}"),
+                None,
+                vec![],
+            ),
+            (
+                &public,
+                hyper::Method::GET,
+                format!("/api/v1/{enc}"),
+                None,
+                vec![],
+            ),
+            (
+                &public,
+                hyper::Method::POST,
+                "/hooks/plain".into(),
+                body(serde_json::json!({ "id": guess, "email": guess })),
+                vec![("x-correlation-id", guess.to_string())],
+            ),
+            (
+                &public,
+                hyper::Method::POST,
+                "/hooks/checked".into(),
+                body(serde_json::json!({ "id": "c", "amount": guess })),
+                vec![],
+            ),
+            (
+                &public,
+                hyper::Method::POST,
+                "/hooks/signed".into(),
+                body(serde_json::json!({ "id": guess })),
+                vec![("x-signature", format!("sha256={guess}"))],
+            ),
+            (
+                &admin,
+                hyper::Method::GET,
+                format!("/api/v1/pipelines/{enc}"),
+                None,
+                vec![],
+            ),
+            (
+                &admin,
+                hyper::Method::GET,
+                format!("/api/v1/events/{enc}"),
+                None,
+                vec![],
+            ),
+            (
+                &admin,
+                hyper::Method::GET,
+                format!("/api/v1/events?state={enc}"),
+                None,
+                vec![],
+            ),
+            (
+                &admin,
+                hyper::Method::GET,
+                format!("/api/v1/events?since={enc}"),
+                None,
+                vec![],
+            ),
+            (&admin, hyper::Method::GET, format!("/{enc}"), None, vec![]),
+            (
+                &admin,
+                hyper::Method::GET,
+                "/api/v1/pipelines".into(),
+                None,
+                vec![("authorization", format!("Bearer {guess}"))],
+            ),
+        ];
+        for (client, method, path, body, headers) in calls {
+            let reply = client
+                .call(method.clone(), &path, body, &headers)
+                .await
+                .unwrap();
+            let text = reply.body.to_string();
+            assert!(
+                !text.contains("[redacted]") && !text.contains("redacted"),
+                "{method} {path} answered a guess with a mask: {text}"
+            );
+            answers.push((path, reply.status));
+        }
+    }
+    // The requests were answered (not all refused for some other reason):
+    // the plain webhook took the guesses as keys.
+    assert!(
+        answers
+            .iter()
+            .filter(|(p, s)| p == "/hooks/plain" && (*s == 202 || *s == 200))
+            .count()
+            >= 3,
+        "{answers:?}"
+    );
+    host.shutdown().await;
+}

@@ -27,16 +27,14 @@ enum Outcome {
 impl Outcome {
     /// The outcome with the event's redacted field values masked in its
     /// receipt or error message, before either is logged or stored.
-    fn masked(self, values: &[String]) -> Outcome {
-        if values.is_empty() {
+    fn masked(self, mask: &crate::redact::FieldMask) -> Outcome {
+        if mask.is_empty() {
             return self;
         }
         match self {
-            Outcome::Delivered(r) => {
-                Outcome::Delivered(crate::redact::mask_values(&r, values).into_owned())
-            }
+            Outcome::Delivered(r) => Outcome::Delivered(mask.apply(&r).into_owned()),
             Outcome::Failed(at, mut e) => {
-                e.message = crate::redact::mask_values(&e.message, values).into_owned();
+                e.message = mask.apply(&e.message).into_owned();
                 Outcome::Failed(at, e)
             }
             other => other,
@@ -83,8 +81,10 @@ pub(super) async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, 
         correlation_id = %record.correlation_id, attempt = job.attempt);
     let started_at_ms = now_ms();
     let clock = Instant::now();
-    let redact: Arc<[String]> =
-        crate::redact::field_values(&record.payload, &pipeline.config.redact).into();
+    let redact = Arc::new(crate::redact::FieldMask::of(
+        &record.payload,
+        &pipeline.config.redact,
+    ));
     let mut runs = Vec::with_capacity(pipeline.steps.len() + 1);
     let outcome = run_steps(engine, pipeline, &record, job.attempt, &redact, &mut runs)
         .instrument(span.clone())
@@ -137,7 +137,7 @@ fn context(
     pipeline: &Pipeline,
     step: &Step,
     record: &EventRecord,
-    redact: &Arc<[String]>,
+    redact: &Arc<crate::redact::FieldMask>,
 ) -> CallContext {
     CallContext {
         pipeline: pipeline.name.clone(),
@@ -153,7 +153,7 @@ async fn run_steps(
     pipeline: &Pipeline,
     record: &EventRecord,
     attempt: u32,
-    redact: &Arc<[String]>,
+    redact: &Arc<crate::redact::FieldMask>,
     runs: &mut Vec<StepRun>,
 ) -> Outcome {
     let sandbox = &engine.inner.sandbox;

@@ -22,9 +22,7 @@ pub fn parse_since(since: &str) -> Result<u64, String> {
     humantime::parse_duration(since)
         .map(|d| now_ms().saturating_sub(d.as_millis() as u64))
         .map_err(|_| {
-            format!(
-                "since {since:?} is neither a time (2026-11-22T10:00:00Z) nor a duration (2h, 30m)"
-            )
+            "since is neither a time (2026-11-22T10:00:00Z) nor a duration (2h, 30m)".to_string()
         })
 }
 
@@ -165,9 +163,7 @@ pub fn run_history(
     if let Some(s) = state
         && !["queued", "delivered", "filtered", "dead-lettered"].contains(&s)
     {
-        return Err(format!(
-            "unknown state {s:?}; use queued, delivered, filtered or dead-lettered"
-        ));
+        return Err("unknown state; use queued, delivered, filtered or dead-lettered".to_string());
     }
     let records = store
         .recent_events(
@@ -218,18 +214,17 @@ impl crate::redact::FieldRedaction {
             return std::borrow::Cow::Borrowed(r);
         }
         let mut r = r.clone();
-        let values = crate::redact::field_values(&r.payload, pointers);
-        if let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&r.payload) {
-            for p in pointers {
-                if let Some(v) = doc.pointer_mut(p) {
-                    *v = serde_json::Value::String(crate::redact::MASK.into());
-                }
-            }
-            r.payload = doc.to_string().into_bytes();
-        }
+        let mask = crate::redact::FieldMask::of(&r.payload, pointers);
+        r.payload = mask.payload(&r.payload, pointers);
         for a in &mut r.attempts {
-            if let AttemptOutcome::Failed { message, .. } = &mut a.outcome {
-                *message = crate::redact::mask_values(message, &values).into_owned();
+            match &mut a.outcome {
+                AttemptOutcome::Failed { message, .. } => {
+                    *message = mask.apply(message).into_owned();
+                }
+                AttemptOutcome::Delivered { receipt } => {
+                    *receipt = mask.apply(receipt).into_owned();
+                }
+                AttemptOutcome::Filtered { .. } => {}
             }
         }
         std::borrow::Cow::Owned(r)

@@ -18,7 +18,7 @@ pub struct CallContext {
     /// Correlation id.
     pub correlation_id: String,
     /// Values of the event's redacted fields: masked in the plugin's log lines.
-    pub redact: Arc<[String]>,
+    pub redact: Arc<crate::redact::FieldMask>,
 }
 
 /// A failed call, classified for the engine.

@@ -19,7 +19,7 @@ pub(super) async fn route(
         return error(
             StatusCode::NOT_FOUND,
             format!(
-                "no route for {path} here: the admin API and /metrics are on the admin listener (server.admin_listen)"
+                "no such route here: the admin API and /metrics are on the admin listener (server.admin_listen)"
             ),
         );
     }
@@ -37,7 +37,7 @@ pub(super) async fn route(
                 None => error(
                     StatusCode::NOT_FOUND,
                     format!(
-                        "unknown pipeline {name:?}; configured pipelines: {}",
+                        "no webhook pipeline by that name; configured pipelines: {}",
                         engine.pipeline_names().join(", ")
                     ),
                 ),
@@ -67,10 +67,7 @@ pub(super) async fn route(
         }
         _ => error(
             StatusCode::NOT_FOUND,
-            format!(
-                "no route for {} {path}; webhooks go to POST /hooks/{{pipeline}}",
-                req.method()
-            ),
+            "no such route; webhooks go to POST /hooks/{pipeline}, health to GET /healthz and /readyz",
         ),
     }
 }

@@ -53,7 +53,7 @@ impl FromStr for EventId {
     fn from_str(s: &str) -> Result<Self, String> {
         uuid::Uuid::parse_str(s)
             .map(|u| EventId(*u.as_bytes()))
-            .map_err(|_| format!("{s:?} is not an event id (a UUID such as 0190c9d2-…)"))
+            .map_err(|_| "that is not an event id (a UUID such as 0190c9d2-…)".to_string())
     }
 }
 

@@ -25,15 +25,10 @@ impl HostState {
         }
         self.log_left -= cost;
         let c = &self.ctx;
-        let message = crate::redact::mask_values(message, &c.redact);
+        let message = c.redact.apply(message);
         let masked: Vec<(String, String)> = fields
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    crate::redact::mask_values(v, &c.redact).into_owned(),
-                )
-            })
+            .map(|(k, v)| (k.clone(), c.redact.apply(v).into_owned()))
             .collect();
         let fields = crate::logging::encode_plugin_fields(&masked);
         macro_rules! emit {

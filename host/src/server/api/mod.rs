@@ -89,7 +89,7 @@ pub async fn handle(
         return error(
             StatusCode::FORBIDDEN,
             format!(
-                "{method} {path} needs the {} role; token {:?} has {}",
+                "this call needs the {} role; token {:?} has {}",
                 need.as_str(),
                 caller.name,
                 caller.role.as_str()
@@ -134,7 +134,13 @@ pub async fn handle(
         }
         (Method::GET, ["pipelines", name]) => match engine.stats_json(name) {
             Some(v) => json(StatusCode::OK, &v),
-            None => error(StatusCode::NOT_FOUND, format!("unknown pipeline {name:?}")),
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no pipeline by that name; configured pipelines: {}",
+                    engine.pipeline_names().join(", ")
+                ),
+            ),
         },
         (Method::POST, ["pipelines", name, action @ ("pause" | "resume")]) => {
             let result = if *action == "pause" {
@@ -241,14 +247,14 @@ pub async fn handle(
                 Ok(Some(r)) => json(StatusCode::OK, &event_view(&engine.redaction().record(&r))),
                 Ok(None) => error(
                     StatusCode::NOT_FOUND,
-                    format!("no event {id}; it may have passed the history window"),
+                    "no event with that id; it may have passed the history window",
                 ),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }
         _ => error(
             StatusCode::NOT_FOUND,
-            format!("no such API route: {} {path}", req.method()),
+            "no such API route; see the README's admin API section for the routes",
         ),
     }
 }

@@ -10,7 +10,7 @@ pub use rejection::Rejection;
 use self::verify::Verifier;
 use crate::contract::Contract;
 use crate::engine::{AcceptError, Accepted, Engine, Incoming};
-use crate::reply::{Body, error, json};
+use crate::reply::{Body, error};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming as HyperBody;
 use hyper::{Request, Response, StatusCode, header};
@@ -231,9 +231,10 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
     if let Some(contract) = &hook.contract {
         let violations = contract.check_bytes(&body);
         if !violations.is_empty() {
+            // The violations quote the payload: the caller's own input.
             return refuse(
                 Rejection::Contract,
-                json(
+                crate::reply::echo(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     &serde_json::json!({
                         "error": format!(
@@ -255,15 +256,16 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
         headers: Vec::new(),
     };
     match engine.accept(pipeline, incoming).await {
+        // The key and correlation id are the caller's own input.
         Ok(Accepted::New {
             id,
             key,
             correlation_id,
-        }) => json(
+        }) => crate::reply::echo(
             StatusCode::ACCEPTED,
             &serde_json::json!({ "id": id.to_string(), "key": key, "correlation_id": correlation_id }),
         ),
-        Ok(Accepted::Duplicate { id, key }) => json(
+        Ok(Accepted::Duplicate { id, key }) => crate::reply::echo(
             StatusCode::OK,
             &serde_json::json!({ "id": id.to_string(), "key": key, "duplicate": true }),
         ),
