@@ -320,6 +320,15 @@ async fn a_credential_goes_only_to_its_origins_and_headers() {
     host.shutdown().await;
 }
 
+/// A request: to which listener, method, path, body, headers.
+type Call<'a> = (
+    &'a weft_host::client::HostClient,
+    hyper::Method,
+    String,
+    Option<Vec<u8>>,
+    Vec<(&'static str, String)>,
+);
+
 /// Masking must not become an oracle: an attacker who sends a guess at a
 /// secret (whole, cut, encoded) in a path, a query, a header or a body
 /// never gets an answer that says "[redacted]", on either listener.
@@ -357,13 +366,7 @@ async fn no_answer_tells_a_caller_whether_a_guess_is_a_secret() {
     for guess in [CANARY, &CANARY[..10], b64.as_str(), SIGNING_KEY] {
         let enc = weft_host::percent::encode(guess);
         let body = |v: serde_json::Value| Some(v.to_string().into_bytes());
-        let calls: Vec<(
-            &weft_host::client::HostClient,
-            hyper::Method,
-            String,
-            Option<Vec<u8>>,
-            Vec<(&str, String)>,
-        )> = vec![
+        let calls: Vec<Call> = vec![
             (
                 &public,
                 hyper::Method::POST,

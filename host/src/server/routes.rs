@@ -18,9 +18,7 @@ pub(super) async fn route(
     if admin_only && plane == Plane::Public {
         return error(
             StatusCode::NOT_FOUND,
-            format!(
-                "no such route here: the admin API and /metrics are on the admin listener (server.admin_listen)"
-            ),
+            "no such route here: the admin API and /metrics are on the admin listener (server.admin_listen)",
         );
     }
     if path.starts_with("/hooks/") && plane == Plane::Admin {
