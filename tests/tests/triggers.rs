@@ -496,3 +496,140 @@ async fn a_sink_contract_keeps_what_breaks_it_from_the_sink() {
     drop(store);
     host.shutdown().await;
 }
+
+/// For every preset: a signed delivery is taken once; the same delivery
+/// again, under a new delivery id, a client's Idempotency-Key, or with its
+/// signature's hex in upper case, takes no second effect; a stale
+/// timestamp (for presets that sign one) is refused. Slack's form-encoded
+/// bodies are verified and stored as JSON; an unsigned one is refused for
+/// its signature, not its type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replay_matrix_every_preset_takes_a_delivery_once() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let sink = receiver.url("/m");
+    let mut pipelines = String::new();
+    for preset in ["github", "stripe", "slack", "hmac-sha256"] {
+        pipelines.push_str(&format!(
+            "[[pipeline]]\nname = \"{preset}\"\ntrigger = {{ webhook = {{ verify = \"{preset}\", secret = \"GH_SECRET\" }} }}\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{sink}\" }} }}\n\n"
+        ));
+    }
+    let setup = setup_with(&receiver, &pipelines, &[]);
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let base = format!("http://{}/hooks", host.addr);
+    let key = GH_SECRET.as_bytes();
+    let now = weft_host::store::now_ms() / 1000;
+    let body: &[u8] = br#"{"event":"ping","n":1}"#;
+    // (preset, headers signed at `ts`, with the hex upper-cased when `upper`)
+    let signed = |preset: &str, ts: u64, upper: bool| -> Headers {
+        let case = |h: String| if upper { h.to_uppercase() } else { h };
+        let ts_s = ts.to_string();
+        match preset {
+            "github" => vec![
+                (
+                    "x-hub-signature-256",
+                    format!("sha256={}", case(hmac_hex(key, &[body]))),
+                ),
+                ("x-github-delivery", format!("d-{ts}")),
+            ],
+            "stripe" => vec![(
+                "stripe-signature",
+                format!(
+                    "t={ts},v1={}",
+                    case(hmac_hex(key, &[ts_s.as_bytes(), b".", body]))
+                ),
+            )],
+            "slack" => vec![
+                ("x-slack-request-timestamp", ts_s.clone()),
+                (
+                    "x-slack-signature",
+                    format!(
+                        "v0={}",
+                        case(hmac_hex(key, &[b"v0:", ts_s.as_bytes(), b":", body]))
+                    ),
+                ),
+            ],
+            _ => vec![(
+                "x-signature",
+                format!("sha256={}", case(hmac_hex(key, &[body]))),
+            )],
+        }
+    };
+    for preset in ["github", "stripe", "slack", "hmac-sha256"] {
+        let url = format!("{base}/{preset}");
+        let (status, answer) = post(&url, body, &signed(preset, now, false)).await;
+        assert_eq!(status, 202, "{preset}: {answer}");
+        let stored_once = stored(&host);
+        let mut replays = vec![signed(preset, now, false), signed(preset, now, true)];
+        let mut new_id = signed(preset, now, false);
+        new_id.push(("x-github-delivery", "another-id".into()));
+        new_id.push(("webhook-id", "another-id".into()));
+        new_id.push(("idempotency-key", "another-key".into()));
+        replays.push(new_id);
+        for headers in replays {
+            let (status, answer) = post(&url, body, &headers).await;
+            assert_eq!(
+                (status, answer["duplicate"].clone()),
+                (200, true.into()),
+                "{preset}: a replay takes no effect ({headers:?}): {answer}"
+            );
+        }
+        if matches!(preset, "stripe" | "slack") {
+            for stale in [now - 3600, now + 3600] {
+                let (status, answer) = post(&url, body, &signed(preset, stale, false)).await;
+                assert_eq!(
+                    status, 401,
+                    "{preset}: a stale timestamp is refused: {answer}"
+                );
+            }
+        }
+        assert_eq!(
+            stored(&host),
+            stored_once,
+            "{preset}: replays store nothing"
+        );
+    }
+
+    // Slack's form-encoded slash command, verified over its raw bytes.
+    let form = b"command=%2Fdeploy&text=api+now&user_id=U1";
+    let ts = now.to_string();
+    let sig = format!("v0={}", hmac_hex(key, &[b"v0:", ts.as_bytes(), b":", form]));
+    let form_post = |headers: Headers, content_type: &'static str| {
+        let url = format!("{base}/slack");
+        async move { weft_tests::post_with_headers(&url, form, content_type, &headers).await }
+    };
+    let slack_headers = vec![
+        ("x-slack-request-timestamp", ts.clone()),
+        ("x-slack-signature", sig.clone()),
+    ];
+    let (status, answer) =
+        form_post(slack_headers.clone(), "application/x-www-form-urlencoded").await;
+    assert_eq!(status, 202, "{answer}");
+    let id: weft_host::store::EventId = answer["id"].as_str().unwrap().parse().unwrap();
+    let record = host.engine.store().event(&id).unwrap().unwrap();
+    let payload: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
+    assert_eq!(payload["command"], "/deploy");
+    assert_eq!(payload["text"], "api now");
+    let (status, _) = form_post(
+        vec![("x-slack-request-timestamp", ts.clone())],
+        "application/x-www-form-urlencoded",
+    )
+    .await;
+    assert_eq!(status, 401, "an unsigned form is refused for its signature");
+    let (status, _) = form_post(slack_headers, "text/plain").await;
+    assert_eq!(
+        status, 415,
+        "a signed body of another type is still refused"
+    );
+    let (status, _) = weft_tests::post_with_headers(
+        &format!("{base}/github"),
+        form,
+        "application/x-www-form-urlencoded",
+        &[(
+            "x-hub-signature-256",
+            format!("sha256={}", hmac_hex(key, &[form])),
+        )],
+    )
+    .await;
+    assert_eq!(status, 415, "only the slack preset takes forms");
+    host.shutdown().await;
+}
