@@ -329,6 +329,56 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::{MAX_JSON_DEPTH, check_json};
+    use proptest::prelude::*;
+
+    /// A JSON value with strings that hold brackets, quotes and escapes.
+    fn leaf() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[\\[\\]{}\"\\\\a-z ]{0,12}".prop_map(serde_json::Value::from),
+        ]
+    }
+
+    fn depth(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+            serde_json::Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// The model: a JSON text passes exactly when it nests no deeper
+        /// than the limit, however its strings are made.
+        #[test]
+        fn intake_agrees_with_the_nesting_model(
+            inner in leaf(),
+            wraps in proptest::collection::vec((any::<bool>(), leaf()), 0..200),
+        ) {
+            let mut v = inner;
+            for (as_array, sibling) in wraps {
+                v = if as_array {
+                    serde_json::Value::Array(vec![sibling, v])
+                } else {
+                    serde_json::json!({ "k": v, "s": sibling })
+                };
+            }
+            let text = v.to_string();
+            prop_assert_eq!(check_json(text.as_bytes()).is_ok(), depth(&v) <= MAX_JSON_DEPTH);
+        }
+
+        /// Bytes that are not UTF-8 never pass; nothing panics.
+        #[test]
+        fn intake_refuses_what_is_not_utf8(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let verdict = check_json(&bytes);
+            if std::str::from_utf8(&bytes).is_err() {
+                prop_assert!(verdict.is_err());
+            }
+        }
+    }
 
     #[test]
     fn bodies_must_be_utf8_and_not_too_deep() {
