@@ -6,7 +6,7 @@
 //! credentials = [{ name = "CRM_TOKEN", origins = ["https://api.crm.example.com"], headers = ["x-crm-key"] }]
 //! ```
 
-use super::grant::OriginPattern;
+use super::pattern::OriginPattern;
 use serde::Deserialize;
 
 /// Headers any credential may be placed in: the ones APIs use for keys and

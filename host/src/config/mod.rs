@@ -4,6 +4,7 @@
 
 mod credential;
 mod grant;
+mod pattern;
 mod pipeline;
 mod server;
 mod trigger;
@@ -11,7 +12,8 @@ mod upstream;
 mod values;
 
 pub use credential::{CREDENTIAL_HEADERS, CredentialGrant};
-pub use grant::{DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_MS, Grant, KvGrant, OriginPattern};
+pub use grant::{DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_MS, Grant, KvGrant};
+pub use pattern::OriginPattern;
 pub use pipeline::{BreakerConfig, Jitter, PipelineConfig, RetryConfig, StepConfig};
 pub use server::{AdminConfig, PluginsConfig, Role, ServerConfig, TokenConfig};
 pub use trigger::{

@@ -49,7 +49,7 @@ pub enum Accepted {
 #[derive(Debug, thiserror::Error)]
 pub enum AcceptError {
     /// No pipeline by that name.
-    #[error("unknown pipeline {name:?}; configured pipelines: {known}")]
+    #[error("no pipeline by that name; configured pipelines: {known}")]
     UnknownPipeline {
         /// The name asked for.
         name: String,

@@ -9,7 +9,7 @@ pub enum EngineError {
     #[error("{0}")]
     Build(String),
     /// No pipeline by that name.
-    #[error("unknown pipeline {name:?}; configured pipelines: {known}")]
+    #[error("no pipeline by that name; configured pipelines: {known}")]
     UnknownPipeline {
         /// The name asked for.
         name: String,
