@@ -12,12 +12,13 @@ const PLUGINS: &[(&str, &str)] = &[
     ("http-sink", "HTTP_SINK"),
     ("http-poll", "HTTP_POLL"),
     ("weft-hostile", "HOSTILE"),
+    ("weft-splitter", "SPLITTER"),
 ];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = manifest.parent().expect("workspace root").to_path_buf();
-    for dir in ["plugins", "sdk", "wit", "tests/hostile"] {
+    for dir in ["plugins", "sdk", "wit", "tests/hostile", "tests/splitter"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     println!(
@@ -74,7 +75,7 @@ fn main() {
         "/// The plugins of the lead pipeline (the quickstart): (plugin name, path).\npub const ALL: &[(&str, &str)] = &[{}];\n",
         PLUGINS
             .iter()
-            .filter(|(k, _)| !["weft-hostile", "http-poll"].contains(k))
+            .filter(|(k, _)| !["weft-hostile", "weft-splitter", "http-poll"].contains(k))
             .map(|(k, n)| format!("({k:?}, {n})"))
             .collect::<Vec<_>>()
             .join(", ")

@@ -57,6 +57,16 @@ pub enum Behavior {
         /// Status.
         status: u16,
     },
+    /// This status for the first `times` requests of exactly this key, 200
+    /// for everything else.
+    FailKeyTimes {
+        /// The key.
+        key: String,
+        /// How many of its requests fail.
+        times: usize,
+        /// Status.
+        status: u16,
+    },
     /// `302 Found` to this URL.
     Redirect(String),
     /// 200 with a body of this many bytes.
@@ -304,6 +314,12 @@ async fn answer(
                 Some(Fault::Status(status))
             }
             Behavior::FailKeys { .. } => None,
+            Behavior::FailKeyTimes {
+                key: failing,
+                times,
+                status,
+            } if key == failing && attempts <= times => Some(Fault::Status(status)),
+            Behavior::FailKeyTimes { .. } => None,
             Behavior::Body(n) => {
                 reply_body = Bytes::from(vec![b'x'; n]);
                 None

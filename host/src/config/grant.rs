@@ -44,6 +44,10 @@ pub struct Grant {
     /// Largest HTTP response body the plugin may receive, in KiB (default 16384).
     #[serde(default = "default_response_kib")]
     pub response_kib: u32,
+    /// Most events one transform call may return (default 1000): a split
+    /// into more is refused as `invalid-input`.
+    #[serde(default = "default_max_events_out")]
+    pub max_events_out: u32,
 }
 
 /// `kv = { quota_kib = 1024 }`
@@ -75,6 +79,9 @@ fn default_log_kib() -> u32 {
 fn default_response_kib() -> u32 {
     16 * 1024
 }
+fn default_max_events_out() -> u32 {
+    1000
+}
 fn default_quota_kib() -> u64 {
     1024
 }
@@ -93,6 +100,7 @@ impl Default for Grant {
             output_kib: default_output_kib(),
             log_kib: default_log_kib(),
             response_kib: default_response_kib(),
+            max_events_out: default_max_events_out(),
         }
     }
 }
@@ -148,9 +156,13 @@ impl Grant {
                 "grants.{name}.fuel must be at least 1; leave it out for no fuel limit"
             ));
         }
-        if self.output_kib == 0 || self.log_kib == 0 || self.response_kib == 0 {
+        if self.output_kib == 0
+            || self.log_kib == 0
+            || self.response_kib == 0
+            || self.max_events_out == 0
+        {
             return Err(format!(
-                "grants.{name}: output_kib, log_kib and response_kib must be at least 1"
+                "grants.{name}: output_kib, log_kib, response_kib and max_events_out must be at least 1"
             ));
         }
         if let Some(kv) = &self.kv

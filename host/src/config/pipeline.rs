@@ -46,6 +46,11 @@ pub struct PipelineConfig {
     /// senders get 429 with `Retry-After`.
     #[serde(default = "default_max_ingress_bytes_per_sec")]
     pub max_ingress_bytes_per_sec: u64,
+    /// Most child events one step may split an event into (default 1000);
+    /// more is refused as `invalid-input`, alongside the plugin grant's
+    /// `max_events_out`.
+    #[serde(default = "default_max_split")]
+    pub max_split: usize,
     /// Calls per second to this pipeline's sink.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
@@ -71,6 +76,10 @@ fn default_max_queue_bytes() -> u64 {
 
 fn default_max_ingress_bytes_per_sec() -> u64 {
     32 * 1024 * 1024
+}
+
+fn default_max_split() -> usize {
+    1000
 }
 
 fn default_max_queue() -> usize {
@@ -280,6 +289,9 @@ impl PipelineConfig {
         self.trigger.validate(at)?;
         if p.max_queue_bytes == 0 {
             return Err(format!("{at}: max_queue_bytes must be at least 1"));
+        }
+        if p.max_split == 0 {
+            return Err(format!("{at}: max_split must be at least 1"));
         }
         if p.max_ingress_bytes_per_sec == 0 {
             return Err(format!(

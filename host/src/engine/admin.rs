@@ -16,8 +16,8 @@ impl Engine {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (queued, oldest, _) = p.open_events();
         let oldest_age_ms = oldest.map_or(0, |id| now_ms().saturating_sub(id.created_ms()));
-        let entered = get(&s.accepted) + get(&s.recovered) + get(&s.replayed);
-        let left = get(&s.delivered) + get(&s.dead_lettered) + get(&s.filtered);
+        let entered = get(&s.accepted) + get(&s.recovered) + get(&s.replayed) + get(&s.children);
+        let left = get(&s.delivered) + get(&s.dead_lettered) + get(&s.filtered) + get(&s.split);
         Some(PipelineStatus {
             name: pipeline.to_string(),
             paused: p.paused.load(Ordering::Relaxed),
@@ -32,6 +32,8 @@ impl Engine {
             retried: get(&s.retried),
             dead_lettered: get(&s.dead_lettered),
             dead_letters_expired: get(&s.dead_letters_expired),
+            split: get(&s.split),
+            children: get(&s.children),
             in_flight: get(&s.in_flight),
             received: get(&s.received),
             rejected: s

@@ -22,6 +22,9 @@ enum Outcome {
     Filtered(String),
     /// Failed in a step (index) or the sink (`None`).
     Failed(Option<usize>, CallError),
+    /// A step (index) returned several events: each becomes a child event
+    /// that carries on from the next step.
+    Split(usize, Vec<WitEvent>),
 }
 
 impl Outcome {
@@ -170,7 +173,7 @@ async fn run_steps(
                 memory_bytes: cost.memory_bytes,
             });
         };
-    let mut events = vec![WitEvent {
+    let mut event = WitEvent {
         id: record.id.to_string(),
         key: record.key.clone(),
         source: record.source(),
@@ -180,92 +183,113 @@ async fn run_steps(
         attempt,
         correlation_id: record.correlation_id.clone(),
         received_at_ms: record.received_at_ms,
-    }];
-    for (i, step) in pipeline.steps.iter().enumerate() {
-        let mut next = Vec::with_capacity(events.len());
-        for event in &events {
-            let started = Instant::now();
-            let offset = started - began;
-            let (result, cost) = sandbox
-                .transform(
-                    &step.plugin,
-                    &step.config_json,
-                    context(pipeline, step, record, redact),
-                    event,
-                )
-                .instrument(tracing::debug_span!("step", step = %step.label))
-                .await;
-            pipeline.step_latency[i].observe(started.elapsed());
-            let result = result.and_then(|out| match &step.contract {
-                Some(c) => check_contract(c, step, "output", out),
+    };
+    // A child of a split starts after the step that made it.
+    let first = record.lineage.first_step as usize;
+    for (i, step) in pipeline.steps.iter().enumerate().skip(first) {
+        let started = Instant::now();
+        let offset = started - began;
+        let (result, cost) = sandbox
+            .transform(
+                &step.plugin,
+                &step.config_json,
+                context(pipeline, step, record, redact),
+                &event,
+            )
+            .instrument(tracing::debug_span!("step", step = %step.label))
+            .await;
+        pipeline.step_latency[i].observe(started.elapsed());
+        let result = result
+            .and_then(|out| match &step.contract {
+                Some(c) => check_contract(c, step, "output", &out).map(|()| out),
                 None => Ok(out),
-            });
-            match result {
-                Ok(out) => {
-                    let what = if out.is_empty() { "filtered" } else { "ok" };
-                    note(step, offset, cost, what, out.len());
-                    next.extend(out)
-                }
-                Err(e) => {
-                    note(step, offset, cost, e.kind.as_str(), 0);
-                    return Outcome::Failed(Some(i), e);
-                }
+            })
+            .and_then(|out| within_max_split(pipeline, step, out));
+        let mut out = match result {
+            Ok(out) => out,
+            Err(e) => {
+                note(step, offset, cost, e.kind.as_str(), 0);
+                return Outcome::Failed(Some(i), e);
+            }
+        };
+        match out.len() {
+            0 => {
+                note(step, offset, cost, "filtered", 0);
+                return Outcome::Filtered(step.label.clone());
+            }
+            1 => {
+                note(step, offset, cost, "ok", 1);
+                event = out.remove(0);
+            }
+            n => {
+                note(step, offset, cost, "split", n);
+                return Outcome::Split(i, out);
             }
         }
-        if next.is_empty() {
-            return Outcome::Filtered(step.label.clone());
-        }
-        events = next;
     }
     let sink = &pipeline.sink;
     if let Some(c) = &sink.contract {
         // The sink's contract is what it may be handed: a violation is the
         // event's fault, found before the sink is called.
-        match check_contract(c, sink, "input", events) {
-            Ok(checked) => events = checked,
-            Err(e) => {
-                note(
-                    sink,
-                    began.elapsed(),
-                    CallCost::default(),
-                    e.kind.as_str(),
-                    0,
-                );
-                return Outcome::Failed(None, e);
-            }
+        if let Err(e) = check_contract(c, sink, "input", std::slice::from_ref(&event)) {
+            note(
+                sink,
+                began.elapsed(),
+                CallCost::default(),
+                e.kind.as_str(),
+                0,
+            );
+            return Outcome::Failed(None, e);
         }
     }
-    let mut receipts = Vec::with_capacity(events.len());
-    for event in &events {
-        if let Some(limiter) = &pipeline.limiter {
-            limiter.acquire().await;
+    if let Some(limiter) = &pipeline.limiter {
+        limiter.acquire().await;
+    }
+    let started = Instant::now();
+    let offset = started - began;
+    let (result, cost) = sandbox
+        .deliver(
+            &sink.plugin,
+            &sink.config_json,
+            context(pipeline, sink, record, redact),
+            &event,
+        )
+        .instrument(tracing::debug_span!("step", step = %sink.label))
+        .await;
+    if let Some(h) = pipeline.step_latency.last() {
+        h.observe(started.elapsed());
+    }
+    match result {
+        Ok(receipt) => {
+            note(sink, offset, cost, "ok", 1);
+            Outcome::Delivered(receipt)
         }
-        let started = Instant::now();
-        let offset = started - began;
-        let (result, cost) = sandbox
-            .deliver(
-                &sink.plugin,
-                &sink.config_json,
-                context(pipeline, sink, record, redact),
-                event,
-            )
-            .instrument(tracing::debug_span!("step", step = %sink.label))
-            .await;
-        if let Some(h) = pipeline.step_latency.last() {
-            h.observe(started.elapsed());
-        }
-        match result {
-            Ok(receipt) => {
-                note(sink, offset, cost, "ok", 1);
-                receipts.push(receipt)
-            }
-            Err(e) => {
-                note(sink, offset, cost, e.kind.as_str(), 0);
-                return Outcome::Failed(None, e);
-            }
+        Err(e) => {
+            note(sink, offset, cost, e.kind.as_str(), 0);
+            Outcome::Failed(None, e)
         }
     }
-    Outcome::Delivered(receipts.join("; "))
+}
+
+/// A step's output within the pipeline's `max_split`.
+fn within_max_split(
+    pipeline: &Pipeline,
+    step: &Step,
+    out: Vec<WitEvent>,
+) -> Result<Vec<WitEvent>, CallError> {
+    if out.len() <= pipeline.config.max_split {
+        return Ok(out);
+    }
+    Err(CallError {
+        kind: crate::store::ErrorKind::InvalidInput,
+        message: format!(
+            "{} split the event into {} events, more than the pipeline's max_split = {}; raise max_split if the split is meant",
+            step.label,
+            out.len(),
+            pipeline.config.max_split
+        ),
+        retry_after_ms: None,
+    })
 }
 
 /// Events against a step's contract (a transform's output, the sink's
@@ -275,8 +299,8 @@ fn check_contract(
     contract: &crate::contract::Contract,
     step: &Step,
     what: &str,
-    out: Vec<WitEvent>,
-) -> Result<Vec<WitEvent>, CallError> {
+    out: &[WitEvent],
+) -> Result<(), CallError> {
     for (i, e) in out.iter().enumerate() {
         let violations = contract.check_bytes(&e.payload);
         if !violations.is_empty() {
@@ -293,7 +317,7 @@ fn check_contract(
             });
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Whether to try again, and when.
@@ -337,7 +361,20 @@ fn record_outcome(
     let mut next = record.clone();
     let now = now_ms();
     let mut then = AfterAttempt::Finished { at_ms: now };
+    let mut children = Vec::new();
     let attempt_outcome = match outcome {
+        Outcome::Split(i, out) => {
+            let step = &pipeline.steps[i];
+            children = super::split::children(record, i, out);
+            tracing::debug!(step = %step.label, children = children.len(), "split");
+            pipeline.stats.split.fetch_add(1, Ordering::Relaxed);
+            next.state = EventState::Split;
+            next.lineage.children = children.iter().map(|c| c.id).collect();
+            AttemptOutcome::Split {
+                step: step.label.clone(),
+                children: children.len() as u32,
+            }
+        }
         Outcome::Delivered(receipt) => {
             tracing::debug!(receipt = %receipt, duration_us, "delivered");
             pipeline.stats.delivered.fetch_add(1, Ordering::Relaxed);
@@ -392,6 +429,12 @@ fn record_outcome(
         outcome: attempt_outcome,
         steps,
     });
+    if !children.is_empty() {
+        pipeline.close(&job.id);
+        let after = super::split::after_split(engine, job, &children);
+        drop(store.split(&next, job.entry(), &children, Some(after)));
+        return;
+    }
     let next = Arc::new(next);
     let engine2 = engine.clone();
     let after: AfterCommit = if let AfterAttempt::Retry { due_ms, attempt } = then {

@@ -38,12 +38,18 @@ pub struct EventView {
     pub key: String,
     /// Correlation id.
     pub correlation_id: String,
-    /// `queued`, `delivered`, `filtered` or `dead-lettered`.
+    /// `queued`, `delivered`, `filtered`, `dead-lettered` or `split`.
     pub state: String,
     /// Accept time (RFC 3339).
     pub received_at: String,
     /// Attempts made.
     pub attempts: usize,
+    /// The event a step split into this one, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The events a step split this one into, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
     /// Step that failed in the last attempt, if it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_step: Option<String>,
@@ -73,6 +79,8 @@ impl From<&EventRecord> for EventView {
             state: r.state.as_str().to_string(),
             received_at: rfc3339(r.received_at_ms),
             attempts: r.attempts.len(),
+            parent: r.lineage.parent.map(|p| p.to_string()),
+            children: r.lineage.children.iter().map(|c| c.to_string()).collect(),
             failed_step: error.map(|(step, _, _)| step.to_string()),
             error_kind: error.map(|(_, kind, _)| kind.as_str().to_string()),
             error: error.map(|(_, _, message)| message.to_string()),
@@ -100,6 +108,9 @@ pub(super) fn attempt_history(r: &EventRecord) -> Vec<serde_json::Value> {
                     message,
                     ..
                 } => (kind.as_str(), format!("{step}: {message}")),
+                AttemptOutcome::Split { step, children } => {
+                    ("split", format!("split into {children} events by {step}"))
+                }
             };
             let steps: Vec<serde_json::Value> = a
                 .steps
@@ -137,7 +148,7 @@ pub struct RunSummary {
     pub pipeline: String,
     /// Idempotency key.
     pub key: String,
-    /// `queued`, `delivered`, `filtered` or `dead-lettered`.
+    /// `queued`, `delivered`, `filtered`, `dead-lettered` or `split`.
     pub state: String,
     /// Accept time (RFC 3339).
     pub received_at: String,
@@ -191,6 +202,9 @@ pub fn run_history(
                     None => "-".into(),
                     Some(AttemptOutcome::Delivered { receipt }) => receipt.clone(),
                     Some(AttemptOutcome::Filtered { step }) => format!("filtered by {step}"),
+                    Some(AttemptOutcome::Split { step, children }) => {
+                        format!("split into {children} events by {step}")
+                    }
                     Some(AttemptOutcome::Failed {
                         step,
                         kind,
@@ -224,7 +238,7 @@ impl crate::redact::FieldRedaction {
                 AttemptOutcome::Delivered { receipt } => {
                     *receipt = mask.apply(receipt).into_owned();
                 }
-                AttemptOutcome::Filtered { .. } => {}
+                AttemptOutcome::Filtered { .. } | AttemptOutcome::Split { .. } => {}
             }
         }
         std::borrow::Cow::Owned(r)

@@ -23,6 +23,7 @@ mod order;
 mod pipeline;
 mod queue;
 mod retry;
+mod split;
 mod start;
 mod stats;
 

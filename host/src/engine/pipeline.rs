@@ -34,6 +34,8 @@ pub(super) enum Entry {
     Recovered,
     /// Replayed from the dead-letter queue.
     Replayed,
+    /// Made by a step that split its parent.
+    Child,
 }
 
 /// One pipeline at run time.

@@ -47,6 +47,9 @@ impl Engine {
                 Entry::Replayed => {
                     p.stats.replayed.fetch_add(1, Ordering::Relaxed);
                 }
+                Entry::Child => {
+                    p.stats.children.fetch_add(1, Ordering::Relaxed);
+                }
             }
             if let (Some(gate), Some(key)) = (&p.gate, &job.order_key) {
                 gate.enter(key, job.id);

@@ -31,6 +31,10 @@ pub struct PipelineStats {
     pub dead_lettered: AtomicU64,
     /// Dead letters dropped past `keep_dead_letters_hours`.
     pub dead_letters_expired: AtomicU64,
+    /// Events a step split into child events.
+    pub split: AtomicU64,
+    /// Child events made by splits.
+    pub children: AtomicU64,
     /// Attempts running now.
     pub in_flight: AtomicU64,
 }
@@ -86,6 +90,12 @@ pub struct PipelineStatus {
     /// Dead letters dropped past `keep_dead_letters_hours`.
     #[serde(default)]
     pub dead_letters_expired: u64,
+    /// Events a step split into child events.
+    #[serde(default)]
+    pub split: u64,
+    /// Child events made by splits.
+    #[serde(default)]
+    pub children: u64,
     /// Attempts running now.
     pub in_flight: u64,
     /// Webhook requests received.
@@ -100,8 +110,9 @@ pub struct PipelineStatus {
     pub attempts: u64,
     /// Age of the oldest unfinished event, in ms (0 when none).
     pub oldest_age_ms: u64,
-    /// Reconciliation: `accepted + recovered + replayed - (delivered +
-    /// dead_lettered + filtered + queued)`. Anything but 0 is an event that
-    /// went missing (or was counted twice), visible at once.
+    /// Reconciliation: `accepted + recovered + replayed + children -
+    /// (delivered + dead_lettered + filtered + split + queued)`. Anything
+    /// but 0 is an event that went missing (or was counted twice), visible
+    /// at once.
     pub unaccounted: i64,
 }

@@ -179,6 +179,23 @@ impl Sandbox {
             .invoke(plugin, config, ctx, Ask::Transform(event))
             .await
         {
+            (Ok(Reply::Events(events)), cost)
+                if events.len() > plugin.limits.grant.max_events_out as usize =>
+            {
+                let message = format!(
+                    "plugin {} returned {} events for one, more than its grant's max_events_out = {}; raise grants.{0}.max_events_out if the split is meant",
+                    plugin.name,
+                    events.len(),
+                    plugin.limits.grant.max_events_out
+                );
+                (
+                    Err(CallError::new(
+                        crate::store::ErrorKind::InvalidInput,
+                        message,
+                    )),
+                    cost,
+                )
+            }
             (Ok(Reply::Events(events)), cost) => (Ok(events), cost),
             (other, cost) => (other.and_then(unexpected), cost),
         }

@@ -51,6 +51,18 @@ const FAMILIES: &[Family] = &[
         |s| s.dead_lettered,
     ),
     (
+        "weft_events_split_total",
+        "counter",
+        "Events a step split into child events (each child is then an event of its own).",
+        |s| s.split,
+    ),
+    (
+        "weft_events_children_total",
+        "counter",
+        "Child events made by splits.",
+        |s| s.children,
+    ),
+    (
         "weft_dead_letters_expired_total",
         "counter",
         "Dead letters dropped because they were kept longer than keep_dead_letters_hours.",
@@ -144,7 +156,7 @@ pub fn render(engine: &Engine) -> String {
         &mut out,
         "weft_events_unaccounted",
         "gauge",
-        "Reconciliation: accepted + recovered + replayed - (delivered + dead-lettered + filtered + queued); anything but 0 is an event lost or counted twice.",
+        "Reconciliation: accepted + recovered + replayed + children - (delivered + dead-lettered + filtered + split + queued); anything but 0 is an event lost or counted twice.",
     );
     for p in &pipelines {
         let _ = writeln!(

@@ -225,6 +225,17 @@ pub trait Store: Send + Sync + 'static {
         after: Option<AfterCommit>,
     ) -> Ticket;
 
+    /// A step split `parent` into `children`: the parent is finished (its
+    /// record as given, with its queue entry `done` gone) and each child
+    /// stored and queued for its first attempt, all in one durable write.
+    fn split(
+        &self,
+        parent: &EventRecord,
+        done: QueueEntry,
+        children: &[Arc<EventRecord>],
+        after: Option<AfterCommit>,
+    ) -> Ticket;
+
     /// Delete a dead letter for good.
     fn purge(&self, id: &EventId) -> Ticket;
 

@@ -68,6 +68,8 @@ pub enum EventState {
     Filtered,
     /// In the dead-letter queue.
     DeadLettered,
+    /// A step split it into child events, each carried on by itself.
+    Split,
 }
 
 impl EventState {
@@ -78,6 +80,7 @@ impl EventState {
             EventState::Delivered => "delivered",
             EventState::Filtered => "filtered",
             EventState::DeadLettered => "dead-lettered",
+            EventState::Split => "split",
         }
     }
 }
@@ -134,6 +137,13 @@ pub enum AttemptOutcome {
         message: String,
         /// When the next attempt is due, if one is.
         retry_at_ms: Option<u64>,
+    },
+    /// A step returned several events: each became a child event.
+    Split {
+        /// The step that split it.
+        step: String,
+        /// How many children.
+        children: u32,
     },
 }
 
@@ -200,6 +210,22 @@ pub struct EventRecord {
     pub round_base: u32,
     /// Ordering key, for pipelines with `order_by`.
     pub order_key: Option<String>,
+    /// Where it comes from and what it became, for splits (kept after the
+    /// rest in the encoding, so records without it still read).
+    #[serde(skip)]
+    pub lineage: Lineage,
+}
+
+/// An event's place in a split.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// The event that was split into this one.
+    pub parent: Option<EventId>,
+    /// The step its attempts start at: the one after the step that split
+    /// its parent (0 for an event from a trigger).
+    pub first_step: u32,
+    /// The events this one was split into, in order.
+    pub children: Vec<EventId>,
 }
 
 /// The record header naming the trigger that accepted an event; set by the
@@ -207,8 +233,8 @@ pub struct EventRecord {
 pub const TRIGGER_HEADER: &str = "x-weft-trigger";
 
 /// Version byte in front of every encoded record. Version 1 had no
-/// per-step runs; it is still read.
-const RECORD_VERSION: u8 = 2;
+/// per-step runs, version 2 no lineage; both are still read.
+const RECORD_VERSION: u8 = 3;
 
 /// Records as version 1 wrote them.
 pub(super) mod v1 {
@@ -268,6 +294,7 @@ pub(super) mod v1 {
                 replays_at_ms: r.replays_at_ms,
                 round_base: r.round_base,
                 order_key: r.order_key,
+                lineage: super::Lineage::default(),
             }
         }
     }
@@ -279,18 +306,24 @@ impl EventRecord {
         let mut out = vec![RECORD_VERSION];
         // Serialising plain data into a Vec cannot fail.
         out.extend(postcard::to_stdvec(self).unwrap_or_default());
+        out.extend(postcard::to_stdvec(&self.lineage).unwrap_or_default());
         out
     }
 
     /// Decode from the store.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let corrupt = |e: postcard::Error| format!("corrupt event record: {e}");
         match bytes.split_first() {
             Some((&RECORD_VERSION, rest)) => {
-                postcard::from_bytes(rest).map_err(|e| format!("corrupt event record: {e}"))
+                let (mut record, tail) =
+                    postcard::take_from_bytes::<EventRecord>(rest).map_err(corrupt)?;
+                record.lineage = postcard::from_bytes(tail).map_err(corrupt)?;
+                Ok(record)
             }
+            Some((2, rest)) => postcard::from_bytes(rest).map_err(corrupt),
             Some((1, rest)) => postcard::from_bytes::<v1::EventRecord>(rest)
                 .map(Into::into)
-                .map_err(|e| format!("corrupt event record: {e}")),
+                .map_err(corrupt),
             Some((v, _)) => Err(format!(
                 "event record version {v} is not known to this weft; upgrade weft"
             )),
@@ -324,6 +357,7 @@ impl EventRecord {
             replays_at_ms: Vec::new(),
             round_base: 0,
             order_key: None,
+            lineage: Lineage::default(),
         }
     }
 
@@ -402,9 +436,20 @@ mod tests {
             replays_at_ms: vec![],
             round_base: 0,
             order_key: None,
+            lineage: Lineage {
+                parent: Some(EventId::new()),
+                first_step: 2,
+                children: vec![EventId::new(), EventId::new()],
+            },
         };
         let bytes = r.encode();
         assert_eq!(EventRecord::decode(&bytes).unwrap(), r);
+        // Version 2 (no lineage) still reads, as an event from a trigger.
+        let mut v2 = vec![2];
+        v2.extend(postcard::to_stdvec(&r).unwrap());
+        let old = EventRecord::decode(&v2).unwrap();
+        assert_eq!(old.lineage, Lineage::default());
+        assert_eq!(old.attempts, r.attempts);
         let mut bad = bytes.clone();
         bad[0] = 9;
         assert!(EventRecord::decode(&bad).unwrap_err().contains("version 9"));
@@ -449,6 +494,10 @@ mod tests {
         let r = EventRecord::decode(&bytes).unwrap();
         assert_eq!(r.attempts[0].duration_us, 3);
         assert!(r.attempts[0].steps.is_empty());
-        assert_eq!(r.encode()[0], 2, "written back as version 2");
+        assert_eq!(
+            r.encode()[0],
+            RECORD_VERSION,
+            "written back as the current version"
+        );
     }
 }

@@ -270,6 +270,24 @@ impl Store for SledStore {
         self.submit(write)
     }
 
+    fn split(
+        &self,
+        parent: &EventRecord,
+        done: QueueEntry,
+        children: &[std::sync::Arc<EventRecord>],
+        after: Option<AfterCommit>,
+    ) -> Ticket {
+        let mut write = Write::default();
+        write.remove(queue_key(done.due_ms, &done.id));
+        write.put(done_key(super::now_ms(), &parent.id), Vec::new());
+        write.put(event_key(&parent.id), parent.encode());
+        for child in children {
+            write.ops.extend(queued_new(child));
+        }
+        write.after = after;
+        self.submit(write)
+    }
+
     fn drop_queue_entry(&self, entry: QueueEntry) -> Ticket {
         let mut write = Write::default();
         write.remove(queue_key(entry.due_ms, &entry.id));

@@ -1,0 +1,85 @@
+//! Splits: a step that returns several events for one makes each of them a
+//! child event of its own, stored and queued in the same durable write that
+//! finishes the parent. From then on each child has its own attempts,
+//! retries, dead letter and history, starting at the step after the split,
+//! so a failure of one child never sends its siblings again.
+
+use super::handle::Engine;
+use super::job::Job;
+use crate::sandbox::bindings::WitEvent;
+use crate::store::{AfterCommit, EventId, EventRecord, Lineage, TRIGGER_HEADER};
+use std::sync::Arc;
+
+/// The children of `parent` split by step `step` (an index): keys
+/// `PARENT_KEY#1`, `#2`, … in the order the step returned them, the
+/// parent's correlation id, trigger and ordering key, and the rest of what
+/// the step returned.
+pub(super) fn children(
+    parent: &EventRecord,
+    step: usize,
+    out: Vec<WitEvent>,
+) -> Vec<Arc<EventRecord>> {
+    let trigger = parent
+        .headers
+        .iter()
+        .find(|(k, _)| k == TRIGGER_HEADER)
+        .cloned();
+    out.into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let id = EventId::new();
+            let key = format!("{}#{}", parent.key, i + 1);
+            // Only the host names the trigger that brought an event.
+            let mut headers: Vec<(String, String)> = e
+                .headers
+                .into_iter()
+                .filter(|(k, _)| !k.eq_ignore_ascii_case(TRIGGER_HEADER))
+                .collect();
+            headers.extend(trigger.clone());
+            Arc::new(EventRecord {
+                correlation_id: parent.correlation_id.clone(),
+                content_type: e.content_type,
+                headers,
+                order_key: parent.order_key.clone(),
+                lineage: Lineage {
+                    parent: Some(parent.id),
+                    first_step: step as u32 + 1,
+                    children: Vec::new(),
+                },
+                ..EventRecord::queued(id, &parent.pipeline, &key, e.payload)
+            })
+        })
+        .collect()
+}
+
+/// Once the split is durable: queue every child (in order, so children of
+/// one ordering key go one at a time in the order the step gave them), then
+/// let the parent's key go.
+pub(super) fn after_split(
+    engine: &Engine,
+    parent: &Job,
+    children: &[Arc<EventRecord>],
+) -> AfterCommit {
+    let engine = engine.clone();
+    let jobs: Vec<(Job, u64)> = children
+        .iter()
+        .map(|c| {
+            let job = Job {
+                pipeline: c.pipeline.clone(),
+                id: c.id,
+                attempt: 1,
+                due_ms: c.received_at_ms,
+                order_key: c.order_key.clone(),
+                record: Some(c.clone()),
+            };
+            (job, c.payload.len() as u64)
+        })
+        .collect();
+    let (id, key, name) = (parent.id, parent.order_key.clone(), parent.pipeline.clone());
+    Box::new(move || {
+        for (job, bytes) in jobs {
+            engine.requeued(job, super::pipeline::Entry::Child, bytes);
+        }
+        engine.finished(&name, key.as_deref(), id);
+    })
+}
