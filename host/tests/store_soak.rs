@@ -47,6 +47,7 @@ fn record(id: EventId, attempts: usize) -> EventRecord {
         replays_at_ms: vec![],
         round_base: 0,
         order_key: None,
+        lineage: Lineage::default(),
     }
 }
 
