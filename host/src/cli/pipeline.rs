@@ -71,7 +71,7 @@ async fn status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<(
         return Ok(());
     }
     println!(
-        "{:<14} {:<7} {:<9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9}  RECONCILED",
+        "{:<14} {:<7} {:<9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>6} {:>8} {:>6} {:>9}  RECONCILED",
         "PIPELINE",
         "STATE",
         "BREAKER",
@@ -80,6 +80,7 @@ async fn status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<(
         "ACCEPTED",
         "DELIVERED",
         "FILTERED",
+        "SPLIT",
         "RETRIED",
         "DEAD",
         "IN FLIGHT"
@@ -94,15 +95,16 @@ async fn status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<(
             .to_string(),
         };
         println!(
-            "{:<14} {:<7} {:<9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>8} {:>6} {:>9}  {}",
+            "{:<14} {:<7} {:<9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>6} {:>8} {:>6} {:>9}  {}",
             p.name,
             if p.paused { "paused" } else { "running" },
             p.breaker,
             p.queued,
             oldest,
-            p.accepted + p.recovered + p.replayed,
+            p.accepted + p.recovered + p.replayed + p.children,
             p.delivered,
             p.filtered,
+            p.split,
             p.retried,
             p.dead_lettered,
             p.in_flight,
@@ -117,7 +119,7 @@ async fn status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<(
         }
     }
     println!(
-        "ACCEPTED counts events accepted, recovered at start and replayed since start; it equals DELIVERED + FILTERED + DEAD + QUEUED when nothing was lost."
+        "ACCEPTED counts events accepted, recovered at start, replayed and split off as children since start; it equals DELIVERED + FILTERED + SPLIT + DEAD + QUEUED when nothing was lost."
     );
     if !unbalanced.is_empty() {
         bail!(
