@@ -2,6 +2,9 @@
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: weft_host::Allocator = weft_host::Allocator;
+
 fn main() -> std::process::ExitCode {
     let cli = weft_host::cli::Cli::parse();
     weft_host::logging::init(cli.log_format());

@@ -8,6 +8,10 @@
 //! `WEFT_BENCH_ONLY` (`pipeline`, `guards`, `observability` or `sandbox`).
 
 use bytes::Bytes;
+
+// As the `weft` binary runs.
+#[global_allocator]
+static ALLOCATOR: weft_host::Allocator = weft_host::Allocator;
 use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
