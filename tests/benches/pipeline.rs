@@ -5,7 +5,12 @@
 //!
 //! `cargo xtask bench` (or `cargo bench -p weft-tests --bench pipeline`).
 //! Environment: `WEFT_BENCH_EVENTS` (default 20000), `WEFT_BENCH_SENDERS` (64),
-//! `WEFT_BENCH_ONLY` (`pipeline`, `guards`, `observability` or `sandbox`).
+//! `WEFT_BENCH_ONLY` (`pipeline`, `levels`, `guards`, `observability` or
+//! `sandbox`), `WEFT_BENCH_LEVELS` (concurrent senders of the `levels` runs,
+//! default `16,64,256`).
+
+#[path = "pipeline/levels.rs"]
+mod levels;
 
 use bytes::Bytes;
 
@@ -372,6 +377,8 @@ async fn weft_run_with(
         prefix,
     )
     .await;
+    let backlog = host.engine.status("leads").map_or(0, |s| s.queued);
+    let load_ended = Instant::now();
     while receiver.effect_count() < weft_load.ok && start.elapsed() < Duration::from_secs(600) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -380,6 +387,10 @@ async fn weft_run_with(
         s.abort();
     }
     print_load(name, &weft_load, rate);
+    println!(
+        "  backlog when the load ended: {backlog} events, delivered {:.2} s later",
+        load_ended.elapsed().as_secs_f64()
+    );
     let dupes = receiver.effects().values().filter(|n| **n > 1).count();
     if dupes > 0 {
         println!("  duplicates at the receiver: {dupes}");
@@ -517,6 +528,14 @@ fn main() {
     runtime.block_on(async {
         if only.is_empty() || only == "pipeline" {
             end_to_end(events, senders).await;
+        }
+        if only.is_empty() || only == "levels" {
+            let list = std::env::var("WEFT_BENCH_LEVELS").unwrap_or_else(|_| "16,64,256".into());
+            let list: Vec<usize> = list
+                .split(',')
+                .filter_map(|v| v.trim().parse().ok())
+                .collect();
+            levels::levels(events, &list).await;
         }
         if only.is_empty() || only == "guards" {
             guards(events, senders).await;

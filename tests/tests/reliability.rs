@@ -785,3 +785,71 @@ async fn a_pipeline_takes_in_no_more_bytes_a_second_than_its_budget() {
     );
     host.shutdown().await;
 }
+
+/// When delivery falls behind, intake waits for room instead of letting the
+/// backlog grow: the queue never holds more than `max_backlog` events that
+/// senders are waiting on, and every event accepted is delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn intake_slows_to_the_pace_of_delivery_when_delivery_is_behind() {
+    let receiver = Receiver::start(Behavior::Slow(Duration::from_millis(20))).await;
+    let setup = HostSetup::new(
+        any_port(),
+        &[PipelineSpec::leads("behind", &receiver.url("/b"))
+            .with("concurrency = 2\nmax_backlog = 10\nbreaker = { enabled = false }")],
+    )
+    .unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (engine, peak, done) = (host.engine.clone(), peak.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let queued = engine.status("behind").unwrap().queued;
+                peak.fetch_max(queued, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let url = format!("http://{}/hooks/behind", host.addr);
+    let mut senders = tokio::task::JoinSet::new();
+    for s in 0..40 {
+        let url = url.clone();
+        senders.spawn(async move {
+            let mut answers = Vec::new();
+            for n in 0..5 {
+                let body = lead(&format!("behind-{s}-{n}"), n);
+                answers.push(
+                    post_json(&url, body.to_string().as_bytes(), "application/json")
+                        .await
+                        .0,
+                );
+            }
+            answers
+        });
+    }
+    let answers: Vec<u16> = senders.join_all().await.into_iter().flatten().collect();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    sampler.await.unwrap();
+    let accepted = answers.iter().filter(|s| **s == 202).count();
+    assert!(
+        answers.iter().all(|s| *s == 202 || *s == 429),
+        "{answers:?}"
+    );
+    assert!(
+        accepted >= 100,
+        "most senders were let in as room appeared: {accepted}"
+    );
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        peak <= 10,
+        "the backlog peaked at {peak}, over max_backlog = 10"
+    );
+    assert!(wait_until(WAIT, || receiver.effect_count() == accepted).await);
+    assert_eq!(
+        host.engine.store().counts().events,
+        accepted,
+        "refusals store nothing"
+    );
+    host.shutdown().await;
+}

@@ -46,6 +46,12 @@ pub struct PipelineConfig {
     /// senders get 429 with `Retry-After`.
     #[serde(default = "default_max_ingress_bytes_per_sec")]
     pub max_ingress_bytes_per_sec: u64,
+    /// Events waiting for delivery past which intake slows down: a new
+    /// event waits (up to 2 s) for one to leave, then gets 429. Keeps
+    /// intake from outrunning delivery under overload (default: 16 ×
+    /// `concurrency`; a paused pipeline is bounded by `max_queue` only).
+    #[serde(default)]
+    pub max_backlog: Option<usize>,
     /// Most child events one step may split an event into (default 1000);
     /// more is refused as `invalid-input`, alongside the plugin grant's
     /// `max_events_out`.
@@ -289,6 +295,11 @@ impl PipelineConfig {
         self.trigger.validate(at)?;
         if p.max_queue_bytes == 0 {
             return Err(format!("{at}: max_queue_bytes must be at least 1"));
+        }
+        if p.max_backlog == Some(0) {
+            return Err(format!(
+                "{at}: max_backlog must be at least 1; leave it out for 16 × concurrency"
+            ));
         }
         if p.max_split == 0 {
             return Err(format!("{at}: max_split must be at least 1"));

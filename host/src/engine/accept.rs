@@ -243,8 +243,16 @@ impl Engine {
         pipeline: &str,
         incoming: Incoming,
     ) -> Result<Accepted, AcceptError> {
-        // Refuse before parsing anything when the pipeline cannot take more.
+        // Refuse before parsing anything when the pipeline cannot take more;
+        // when delivery is behind, wait for room first.
         let p = self.admit(pipeline, incoming.body.len() as u64)?;
+        let _place = self
+            .wait_for_room(&p)
+            .await
+            .map_err(|(retry_after_s, reason)| AcceptError::Backpressure {
+                retry_after_s,
+                reason,
+            })?;
         let id = EventId::new();
         check_json(&incoming.body).map_err(AcceptError::InvalidJson)?;
         let doc: Option<serde_json::Value> =

@@ -90,6 +90,39 @@ impl Engine {
         Ok(())
     }
 
+    /// Wait while the pipeline's backlog is at `max_backlog` and it is
+    /// delivering, then take a place in it: intake goes at the pace of
+    /// delivery instead of filling the queue. `Ok(None)` for a paused
+    /// pipeline (bounded by `max_queue` alone); `Err` (after
+    /// [`INTAKE_WAIT`]) carries the seconds a sender should wait and why.
+    pub(super) async fn wait_for_room<'a>(
+        &self,
+        p: &'a super::pipeline::Pipeline,
+    ) -> Result<Option<super::pipeline::Reservation<'a>>, (u64, String)> {
+        let high = p.max_backlog();
+        let deadline = tokio::time::Instant::now() + INTAKE_WAIT;
+        loop {
+            if p.paused.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            let notified = p.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(place) = p.reserve(high) {
+                return Ok(Some(place));
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err((
+                    1,
+                    format!(
+                        "pipeline {:?} has {high} events waiting for delivery (max_backlog) and delivery is behind; retry later",
+                        p.name
+                    ),
+                ));
+            }
+        }
+    }
+
     /// Whether a pipeline takes new events now; `Err` carries the seconds a
     /// sender should wait and why.
     pub fn admission(&self, pipeline: &str, incoming_bytes: u64) -> Result<(), (u64, String)> {
@@ -140,3 +173,6 @@ impl Engine {
         Ok(())
     }
 }
+
+/// Longest an event waits at intake for the backlog to shrink.
+pub const INTAKE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);

@@ -127,6 +127,7 @@ impl Engine {
                 gate: p.order_by.as_ref().map(|_| KeyGate::default()),
                 paused: AtomicBool::new(store.is_paused(&p.name)),
                 parked: Mutex::new(Vec::new()),
+                room: tokio::sync::Notify::new(),
                 open: Mutex::default(),
                 latency: Histogram::default(),
                 step_latency: (0..=p.steps.len()).map(|_| Histogram::default()).collect(),

@@ -55,6 +55,9 @@ pub(super) struct Pipeline {
     pub paused: AtomicBool,
     /// Jobs that arrived while paused.
     pub parked: Mutex<Vec<Job>>,
+    /// Woken (one waiter at a time) whenever an event leaves the pipeline:
+    /// intake waiting for the backlog to shrink.
+    pub room: tokio::sync::Notify,
     /// The events accepted and not yet finished: their number is the queue
     /// depth, their payload bytes its size.
     pub open: Mutex<OpenEvents>,
@@ -70,6 +73,8 @@ pub(super) struct Pipeline {
 pub struct OpenEvents {
     ids: std::collections::BTreeMap<crate::store::EventId, u64>,
     bytes: u64,
+    /// Places taken by events being accepted (see [`Pipeline::reserve`]).
+    reserved: usize,
 }
 
 impl OpenEvents {
@@ -95,6 +100,27 @@ impl Pipeline {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        self.room.notify_one();
+    }
+
+    /// Take a place for one event being accepted if the backlog (with the
+    /// places already taken) is under `max`; the place is given back when
+    /// the returned guard drops, by which time an accepted event is in
+    /// the backlog itself.
+    pub(super) fn reserve(&self, max: usize) -> Option<Reservation<'_>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.ids.len() + open.reserved >= max {
+            return None;
+        }
+        open.reserved += 1;
+        Some(Reservation(self))
+    }
+
+    /// Events waiting for delivery past which intake waits for room.
+    pub(super) fn max_backlog(&self) -> usize {
+        self.config
+            .max_backlog
+            .unwrap_or(self.config.concurrency.saturating_mul(16))
     }
 
     /// Events accepted and not yet finished, the oldest one's id, and the
@@ -102,5 +128,18 @@ impl Pipeline {
     pub(super) fn open_events(&self) -> (usize, Option<crate::store::EventId>, u64) {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         (open.ids.len(), open.ids.keys().next().copied(), open.bytes)
+    }
+}
+
+/// A place in the backlog taken by an event being accepted.
+pub(super) struct Reservation<'a>(&'a Pipeline);
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut open = self.0.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.reserved = open.reserved.saturating_sub(1);
+        drop(open);
+        // A refused or duplicate event frees its place for a waiter.
+        self.0.room.notify_one();
     }
 }
