@@ -318,3 +318,38 @@ async fn a_restart_delivers_every_event_accepted_before_it() {
     assert!(wait_until(WAIT, || host.engine.store().counts().queued == 0).await);
     host.shutdown().await;
 }
+
+/// http-sink with `compress = "gzip"`: bodies past the threshold arrive
+/// gzipped with `Content-Encoding: gzip` and decode to the event; smaller
+/// ones arrive as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bodies_past_the_threshold_decode_at_the_receiver() {
+    use std::io::Read;
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let setup = HostSetup::new(
+        any_port(),
+        &[PipelineSpec::leads("zipped", &receiver.url("/z"))
+            .sink_config("compress = \"gzip\", compress_min_bytes = 512")],
+    )
+    .unwrap();
+    let host = start(&setup).await;
+    let mut big = lead("big", 1);
+    big["notes"] = "lorem ipsum ".repeat(400).into();
+    for body in [&big, &lead("small", 2)] {
+        assert_eq!(send_event(&host, "zipped", body).await.0, 202);
+    }
+    assert!(wait_until(WAIT, || receiver.effect_count() == 2).await);
+    let big_req = &receiver.requests_for("big")[0];
+    assert_eq!(big_req.header("content-encoding"), Some("gzip"));
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(big_req.raw_body.as_ref())
+        .read_to_end(&mut json)
+        .unwrap();
+    let decoded: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(decoded["email"], "person.1@example.com");
+    assert!(big_req.raw_body.len() * 4 < json.len(), "it was compressed");
+    let small = &receiver.requests_for("small")[0];
+    assert_eq!(small.header("content-encoding"), None);
+    assert_eq!(small.body["email"], "person.2@example.com");
+    host.shutdown().await;
+}
