@@ -119,23 +119,27 @@ async fn load(url: &str, events: usize, senders: usize, prefix: &str) -> Load {
     }
 }
 
-/// A bare relay: receive, forward to the receiver, reply 202. No store, no wasm.
-async fn start_relay(target: String) -> SocketAddr {
+/// Serve on a fresh loopback port: each request's whole body goes to
+/// `handle`, and the status it returns is answered with `{}`.
+async fn serve_bodies<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = u16> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind relay");
     let addr = listener.local_addr().expect("relay addr");
-    let client = client();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let (client, target) = (client.clone(), target.clone());
+            let handle = handle.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (client, target) = (client.clone(), target.clone());
+                    let handle = handle.clone();
                     async move {
                         let body = req
                             .into_body()
@@ -143,18 +147,7 @@ async fn start_relay(target: String) -> SocketAddr {
                             .await
                             .map(|b| b.to_bytes())
                             .unwrap_or_default();
-                        let fwd = hyper::Request::post(&target)
-                            .header("content-type", "application/json")
-                            .body(Full::new(body))
-                            .expect("request");
-                        let status = match client.request(fwd).await {
-                            Ok(r) => {
-                                let s = r.status();
-                                let _ = r.into_body().collect().await;
-                                if s.is_success() { 202 } else { 502 }
-                            }
-                            Err(_) => 502,
-                        };
+                        let status = handle(body).await;
                         let mut resp = hyper::Response::new(Full::new(Bytes::from_static(b"{}")));
                         *resp.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
                         Ok::<_, std::convert::Infallible>(resp)
@@ -167,6 +160,29 @@ async fn start_relay(target: String) -> SocketAddr {
         }
     });
     addr
+}
+
+/// A bare relay: receive, forward to the receiver, reply 202. No store, no wasm.
+async fn start_relay(target: String) -> SocketAddr {
+    let client = client();
+    serve_bodies(move |body| {
+        let (client, target) = (client.clone(), target.clone());
+        async move {
+            let fwd = hyper::Request::post(&target)
+                .header("content-type", "application/json")
+                .body(Full::new(body))
+                .expect("request");
+            match client.request(fwd).await {
+                Ok(r) => {
+                    let s = r.status();
+                    let _ = r.into_body().collect().await;
+                    if s.is_success() { 202 } else { 502 }
+                }
+                Err(_) => 502,
+            }
+        }
+    })
+    .await
 }
 
 fn print_load(name: &str, l: &Load, delivered_per_s: f64) {

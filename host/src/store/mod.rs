@@ -15,6 +15,7 @@
 mod audit;
 mod error;
 mod record;
+mod record_v1;
 mod sled;
 
 pub use self::sled::{MAX_GROUP, SledStore};

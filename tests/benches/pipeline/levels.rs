@@ -4,12 +4,9 @@
 //! 202; workers forward and record the delivery), so weft's figure is read
 //! as a share of what durability alone costs.
 
-use super::{HttpClient, client, load, print_load, start_relay, weft_run_with};
+use super::{HttpClient, client, load, print_load, serve_bodies, start_relay, weft_run_with};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,54 +55,27 @@ async fn start_durable_relay(target: String, dir: &std::path::Path) -> SocketAdd
             });
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind durable relay");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let (store, tx) = (store.clone(), tx.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (store, tx) = (store.clone(), tx.clone());
-                    async move {
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let id = EventId::new();
-                        let record = Arc::new(EventRecord::queued(
-                            id,
-                            "relay",
-                            &id.to_string(),
-                            body.to_vec(),
-                        ));
-                        let queued = record.clone();
-                        let after: weft_host::store::AfterCommit = Box::new(move || {
-                            let _ = tx.send(queued);
-                        });
-                        let status = match store.accept(&record, None, Some(after)).await {
-                            Ok(_) => 202,
-                            Err(_) => 503,
-                        };
-                        let mut resp = hyper::Response::new(Full::new(Bytes::from_static(b"{}")));
-                        *resp.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+    serve_bodies(move |body| {
+        let (store, tx) = (store.clone(), tx.clone());
+        async move {
+            let id = EventId::new();
+            let record = Arc::new(EventRecord::queued(
+                id,
+                "relay",
+                &id.to_string(),
+                body.to_vec(),
+            ));
+            let queued = record.clone();
+            let after: weft_host::store::AfterCommit = Box::new(move || {
+                let _ = tx.send(queued);
             });
+            match store.accept(&record, None, Some(after)).await {
+                Ok(_) => 202,
+                Err(_) => 503,
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// Delivered events a second through a relay at `url`, measured until the
