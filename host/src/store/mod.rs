@@ -14,6 +14,7 @@
 
 mod audit;
 mod error;
+mod event;
 mod record;
 mod record_v1;
 mod sled;
@@ -21,6 +22,7 @@ mod sled;
 pub use self::sled::{MAX_GROUP, SledStore};
 pub use audit::{AuditBreak, AuditEntry, AuditLog, AuditRecord, GENESIS};
 pub use error::StoreError;
+pub use event::*;
 pub use record::*;
 
 use std::future::Future;
