@@ -116,7 +116,7 @@ async fn the_store_keeps_moving_under_the_engine_write_pattern() {
                 let then = if n.is_multiple_of(7) {
                     rec.state = EventState::DeadLettered;
                     dead.fetch_add(1, Ordering::Relaxed);
-                    AfterAttempt::DeadLettered
+                    AfterAttempt::DeadLettered { at_ms: now_ms() }
                 } else {
                     rec.state = EventState::Delivered;
                     done.fetch_add(1, Ordering::Relaxed);

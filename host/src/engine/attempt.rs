@@ -412,7 +412,7 @@ fn record_outcome(
                     "dead-lettered ({why}): {}", error.message);
                 pipeline.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 next.state = EventState::DeadLettered;
-                then = AfterAttempt::DeadLettered;
+                then = AfterAttempt::DeadLettered { at_ms: now };
             }
             AttemptOutcome::Failed {
                 step: step.label.clone(),

@@ -123,8 +123,12 @@ pub enum AfterAttempt {
         /// When it finished.
         at_ms: u64,
     },
-    /// In the dead-letter queue.
-    DeadLettered,
+    /// In the dead-letter queue since `at_ms` (kept until
+    /// `keep_dead_letters_hours` after it).
+    DeadLettered {
+        /// When it was dead-lettered.
+        at_ms: u64,
+    },
 }
 
 /// How many of each thing the store holds.

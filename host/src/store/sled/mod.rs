@@ -261,8 +261,9 @@ impl Store for SledStore {
             AfterAttempt::Finished { at_ms } => {
                 write.put(done_key(at_ms, &record.id), Vec::new());
             }
-            AfterAttempt::DeadLettered => {
-                write.put(dead_key(&record.id), Vec::new());
+            AfterAttempt::DeadLettered { at_ms } => {
+                // The time it was dead-lettered, for the retention sweep.
+                write.put(dead_key(&record.id), at_ms.to_be_bytes().to_vec());
             }
         }
         write.put(event_key(&record.id), record.encode());

@@ -5,7 +5,7 @@
 use super::SledStore;
 use super::committer::Write;
 use super::keys::{DEAD, DEDUP, DONE, dead_key, event_key, parse_dedup_value};
-use crate::store::{Committed, EventId, EventRecord, Retention, StoreError, Swept};
+use crate::store::{Committed, EventId, Retention, StoreError, Swept};
 
 /// Most keys removed per sweep batch.
 const SWEEP_BATCH: usize = 1000;
@@ -22,13 +22,20 @@ pub(super) fn drop_dead_letter(id: &EventId) -> Write {
     write
 }
 
-/// When a dead letter's last attempt ended.
-fn dead_since_ms(record: &EventRecord) -> u64 {
-    record
-        .attempts
-        .last()
-        .map(|a| a.started_at_ms + a.duration_us / 1000)
-        .unwrap_or(record.received_at_ms)
+/// When a dead letter was dead-lettered: the time its key holds, or (for
+/// keys written before they held one) when its last attempt ended.
+fn dead_since_ms(store: &SledStore, id: &EventId, value: &[u8]) -> Result<Option<u64>, StoreError> {
+    if let Ok(at) = value.try_into() {
+        return Ok(Some(u64::from_be_bytes(at)));
+    }
+    use crate::store::Store;
+    Ok(store.event(id)?.map(|record| {
+        record
+            .attempts
+            .last()
+            .map(|a| a.started_at_ms + a.duration_us / 1000)
+            .unwrap_or(record.received_at_ms)
+    }))
 }
 
 pub(super) async fn sweep(store: &SledStore, retention: Retention) -> Result<Swept, StoreError> {
@@ -107,21 +114,23 @@ async fn sweep_dead_letters(
     before_ms: u64,
     swept: &mut Swept,
 ) -> Result<(), StoreError> {
-    let ids: Vec<EventId> = store
+    // Only the keys are read: a large dead-letter queue costs no record
+    // decoding a minute.
+    let dead: Vec<(EventId, Vec<u8>)> = store
         .events
         .scan_prefix([DEAD])
-        .keys()
         .filter_map(Result::ok)
-        .filter_map(|k| EventId::from_slice(&k[1..]))
+        .filter_map(|(k, v)| EventId::from_slice(&k[1..]).map(|id| (id, v.to_vec())))
         .collect();
-    for chunk in ids.chunks(SWEEP_BATCH) {
+    for chunk in dead.chunks(SWEEP_BATCH) {
         let mut tickets = Vec::new();
-        for id in chunk {
-            use crate::store::Store;
-            let Some(record) = store.event(id)? else {
+        for (id, value) in chunk {
+            if !dead_since_ms(store, id, value)?.is_some_and(|at| at < before_ms) {
                 continue;
-            };
-            if dead_since_ms(&record) < before_ms {
+            }
+            // Only what expires is read in full, for its pipeline.
+            use crate::store::Store;
+            if let Some(record) = store.event(id)? {
                 tickets.push((record.pipeline, store.submit(drop_dead_letter(id))));
             }
         }
@@ -138,7 +147,8 @@ async fn sweep_dead_letters(
 mod tests {
     use super::*;
     use crate::store::{
-        AfterAttempt, Attempt, AttemptOutcome, EventState, QueueEntry, SledStore, Store,
+        AfterAttempt, Attempt, AttemptOutcome, EventRecord, EventState, QueueEntry, SledStore,
+        Store,
     };
 
     /// A dead letter whose last attempt ended `ended_ms` after the epoch.
@@ -164,7 +174,12 @@ mod tests {
             steps: Vec::new(),
         });
         store
-            .record_attempt(&record, queued, AfterAttempt::DeadLettered, None)
+            .record_attempt(
+                &record,
+                queued,
+                AfterAttempt::DeadLettered { at_ms: ended_ms },
+                None,
+            )
             .await
             .unwrap();
         record.id
