@@ -125,7 +125,7 @@ async fn sweep_dead_letters(
     for chunk in dead.chunks(SWEEP_BATCH) {
         let mut tickets = Vec::new();
         for (id, value) in chunk {
-            if !dead_since_ms(store, id, value)?.is_some_and(|at| at < before_ms) {
+            if dead_since_ms(store, id, value)?.is_none_or(|at| at >= before_ms) {
                 continue;
             }
             // Only what expires is read in full, for its pipeline.
