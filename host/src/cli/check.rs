@@ -53,9 +53,7 @@ fn check_store(dir: &Path) -> Result<()> {
     }
     let store = match crate::store::open(dir) {
         Ok(store) => store,
-        Err(crate::store::StoreError::Open { reason, .. })
-            if reason.contains("another weft process") =>
-        {
+        Err(crate::store::StoreError::InUse { .. }) => {
             println!(
                 "note: the store in {} is in use by a running host; its integrity alarms are in that host's log and its weft_store_alarms metric",
                 dir.display()

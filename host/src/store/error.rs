@@ -13,6 +13,16 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// Another process (a running host) holds the store.
+    #[error(
+        "cannot open the store at {dir}: {reason}; is another weft process using this data directory? Stop it, or use the admin API of the running host"
+    )]
+    InUse {
+        /// The data directory.
+        dir: PathBuf,
+        /// What the database said.
+        reason: String,
+    },
     /// A write or flush failed; nothing was acknowledged.
     #[error("store write failed: {0}")]
     Write(String),

@@ -4,7 +4,8 @@
 //! by prefix (see `keys`), and writes through a group-commit thread that
 //! applies up to [`MAX_GROUP`] writes as one batch and flushes once for all
 //! of them. Plugin state lives in the `kv` tree, the audit log in `audit`
-//! with its head in `meta` (and its key and anchored head in files beside), each schedule's last fire time in `schedules`.
+//! with its head in `meta` (its key and an anchored head are files beside
+//! the store), each schedule's last fire time in `schedules`.
 
 mod anchor;
 mod audit;
@@ -53,9 +54,10 @@ impl SledStore {
         let damaged = |e: sled::Error| {
             let text = e.to_string();
             if text.contains("lock") || text.contains("WouldBlock") {
-                open_err(format!(
-                    "{text}; is another weft process using this data directory? Stop it, or use the admin API of the running host"
-                ))
+                StoreError::InUse {
+                    dir: dir.to_path_buf(),
+                    reason: text,
+                }
             } else if matches!(
                 e,
                 sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)
