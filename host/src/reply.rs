@@ -40,3 +40,21 @@ fn respond(status: StatusCode, text: String) -> Response<Body> {
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message.into() }))
 }
+
+/// The media type of a `Content-Type` value: lower case, without parameters.
+pub fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Whether a content type is JSON (`application/json`, `application/*+json`,
+/// with or without parameters).
+pub fn is_json(content_type: &str) -> bool {
+    let essence = media_type(content_type);
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}

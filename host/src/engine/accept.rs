@@ -75,6 +75,16 @@ pub enum AcceptError {
     Store(#[from] StoreError),
 }
 
+impl AcceptError {
+    /// The pipeline is behind or full: wait this many seconds, for this reason.
+    fn backpressure((retry_after_s, reason): (u64, String)) -> AcceptError {
+        AcceptError::Backpressure {
+            retry_after_s,
+            reason,
+        }
+    }
+}
+
 /// Longest idempotency key, in bytes.
 pub const MAX_KEY_LEN: usize = 512;
 
@@ -177,12 +187,8 @@ impl Engine {
                 known: self.pipeline_names().join(", "),
             })?
             .clone();
-        if let Err((retry_after_s, reason)) = self.admission(pipeline, incoming_bytes) {
-            return Err(AcceptError::Backpressure {
-                retry_after_s,
-                reason,
-            });
-        }
+        self.admission(pipeline, incoming_bytes)
+            .map_err(AcceptError::backpressure)?;
         Ok(p)
     }
 
@@ -249,10 +255,7 @@ impl Engine {
         let _place = self
             .wait_for_room(&p)
             .await
-            .map_err(|(retry_after_s, reason)| AcceptError::Backpressure {
-                retry_after_s,
-                reason,
-            })?;
+            .map_err(AcceptError::backpressure)?;
         let id = EventId::new();
         check_json(&incoming.body).map_err(AcceptError::InvalidJson)?;
         let doc: Option<serde_json::Value> =

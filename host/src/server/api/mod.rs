@@ -286,12 +286,7 @@ fn cross_site_refusal(req: &Request<Incoming>) -> Option<Response<Body>> {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().to_ascii_lowercase())
     };
-    let is_json = header("content-type").is_some_and(|c| {
-        c.split(';')
-            .next()
-            .is_some_and(|e| e.trim() == "application/json")
-    });
-    if !is_json {
+    if !header("content-type").is_some_and(|c| crate::reply::is_json(&c)) {
         return Some(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "mutating calls take Content-Type: application/json",

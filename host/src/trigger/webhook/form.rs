@@ -5,12 +5,7 @@
 
 /// Whether a content type is `application/x-www-form-urlencoded`.
 pub fn is_form(content_type: &str) -> bool {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    crate::reply::media_type(content_type) == "application/x-www-form-urlencoded"
 }
 
 /// The fields of a form body as a JSON object: each field a string, a

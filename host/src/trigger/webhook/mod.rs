@@ -17,18 +17,7 @@ use hyper::body::Incoming as HyperBody;
 use hyper::{Request, Response, StatusCode, header};
 use std::sync::atomic::Ordering;
 
-/// Whether a content type is JSON (`application/json`, `application/*+json`,
-/// with or without parameters).
-pub fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
-}
+use crate::reply::is_json;
 
 fn header_str(req: &Request<HyperBody>, name: &str) -> Option<String> {
     req.headers()
