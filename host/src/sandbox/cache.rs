@@ -117,13 +117,8 @@ impl CodeCache {
     pub fn put(&self, sha256: &str, engine_hash: u64, code: &[u8]) -> std::io::Result<()> {
         let (code_file, mac_file) = self.paths(sha256, engine_hash);
         let mac = hex::encode(self.mac(sha256, engine_hash, code));
-        let nonce: u64 = rand::random();
-        let code_tmp = self.dir.join(format!(".{nonce:016x}.cwasm.tmp"));
-        let mac_tmp = self.dir.join(format!(".{nonce:016x}.mac.tmp"));
-        crate::private::write_new(&code_tmp, code)?;
-        crate::private::write_new(&mac_tmp, mac.as_bytes())?;
-        std::fs::rename(&code_tmp, &code_file)?;
-        std::fs::rename(&mac_tmp, &mac_file)
+        crate::private::replace(&code_file, code)?;
+        crate::private::replace(&mac_file, mac.as_bytes())
     }
 
     /// Every entry of the plugin with this digest, checked: (file, verdict).
