@@ -135,7 +135,7 @@ impl RunningHost {
         let instances: usize = config
             .pipelines
             .iter()
-            .map(|p| p.concurrency)
+            .map(|p| p.in_flight())
             .sum::<usize>()
             + 8;
         let max_memory = config

@@ -209,6 +209,19 @@ impl FieldMask {
         }
     }
 
+    /// One mask for several events' texts together (a batch): every value
+    /// of each, opaque when any of them is.
+    pub fn union<'a>(masks: impl IntoIterator<Item = &'a FieldMask>) -> FieldMask {
+        let mut out = FieldMask::default();
+        for m in masks {
+            out.opaque |= m.opaque;
+            out.values.extend(m.values.iter().cloned());
+        }
+        out.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        out.values.dedup();
+        out
+    }
+
     /// Whether it masks nothing.
     pub fn is_empty(&self) -> bool {
         self.values.is_empty() && !self.opaque

@@ -38,6 +38,23 @@ pub mod sink {
     });
 }
 
+/// The `sink-batches` world: what `batch-sink` adds to `sink`. Its bindings
+/// go beside the `sink` ones in a component that takes batches.
+pub mod sink_batches {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "weft:plugin/sink-batches@0.1.0",
+        runtime_path: "::weft_sdk::__private::wit_bindgen::rt",
+        pub_export_macro: true,
+        export_macro_name: "__weft_export_sink_batches_world",
+        default_bindings_module: "::weft_sdk::__private::bindings::sink_batches",
+        disable_custom_section_link_helpers: true,
+        with: {
+            "weft:plugin/types@0.1.0": crate::bindings::transform::weft::plugin::types,
+        },
+    });
+}
+
 /// The `source` world; it reuses the shared bindings and the sink's credentials.
 pub mod source {
     wit_bindgen::generate!({

@@ -44,6 +44,21 @@ impl Error {
     pub fn fatal(msg: impl Into<String>) -> Self {
         Error::Fatal(msg.into())
     }
+    /// The same kind of error with its message rewritten by `f`.
+    pub fn with_message(self, f: impl FnOnce(&str) -> String) -> Self {
+        match self {
+            Error::Transient(m) => Error::Transient(f(&m)),
+            Error::RateLimited {
+                retry_after_ms,
+                message,
+            } => Error::RateLimited {
+                retry_after_ms,
+                message: f(&message),
+            },
+            Error::InvalidInput(m) => Error::InvalidInput(f(&m)),
+            Error::Fatal(m) => Error::Fatal(f(&m)),
+        }
+    }
     /// The message without the kind.
     pub fn message(&self) -> &str {
         match self {

@@ -218,6 +218,15 @@ pub trait Transform: Plugin {
 pub trait Sink: Plugin {
     /// Deliver one event.
     fn deliver(&mut self, event: &Event) -> Result<Receipt>;
+
+    /// Deliver several events together (when the operator sets `batch` on
+    /// the sink and the plugin is exported with `export!(batch_sink: …)`):
+    /// one result per event, in order, so one refused event never fails
+    /// its neighbours. By default each event is delivered alone; override
+    /// it to send one request to a bulk API.
+    fn deliver_batch(&mut self, events: &[Event]) -> Vec<Result<Receipt>> {
+        events.iter().map(|e| self.deliver(e)).collect()
+    }
 }
 
 /// One item a source found: its idempotency key and its JSON body.
@@ -262,6 +271,7 @@ pub mod __private {
 
     pub use crate::bindings;
     pub use crate::bindings::sink::exports::weft::plugin::deliverer::Guest as SinkGuest;
+    pub use crate::bindings::sink_batches::exports::weft::plugin::batch_deliverer::Guest as BatchSinkGuest;
     pub use crate::bindings::source::exports::weft::plugin::poller::{
         Batch as WitBatch, Emitted as WitEmitted, Guest as SourceGuest,
     };
@@ -311,6 +321,26 @@ pub mod __private {
         })
     }
 
+    /// `batch-deliverer.deliver-batch`
+    pub fn deliver_batch<T: Sink>(
+        p: &mut T,
+        events: Vec<WitEvent>,
+    ) -> Vec<Result<WitReceipt, WitError>> {
+        let events: Vec<Event> = events.into_iter().map(Into::into).collect();
+        p.deliver_batch(&events)
+            .into_iter()
+            .map(|r| {
+                r.map(|r| WitReceipt { detail: r.detail })
+                    .map_err(Into::into)
+            })
+            .collect()
+    }
+
+    /// A batch call before `configure`: every event fails alike.
+    pub fn unconfigured_batch(events: usize) -> Vec<Result<WitReceipt, WitError>> {
+        (0..events).map(|_| Err(not_configured())).collect()
+    }
+
     /// `poller.poll`
     pub fn poll<T: Source>(p: &mut T, cursor: Option<String>) -> Result<WitBatch, WitError> {
         let batch = p.poll(cursor)?;
@@ -330,8 +360,9 @@ pub mod __private {
 }
 
 /// Export a plugin as its world, once per plugin crate:
-/// `weft_sdk::export!(transform: MyTransform)`, `export!(sink: MySink)` or
-/// `export!(source: MySource)`.
+/// `weft_sdk::export!(transform: MyTransform)`, `export!(sink: MySink)`,
+/// `export!(batch_sink: MySink)` (a sink that also takes batches in one
+/// call, through [`Sink::deliver_batch`]) or `export!(source: MySource)`.
 #[macro_export]
 macro_rules! export {
     (transform: $plugin:ty) => {
@@ -367,6 +398,28 @@ macro_rules! export {
                 })
             }
         );
+    };
+    (batch_sink: $plugin:ty) => {
+        $crate::export!(sink: $plugin);
+
+        #[cfg(target_arch = "wasm32")]
+        $crate::__private::bindings::sink_batches::__weft_export_sink_batches_world!(__WeftExport);
+
+        impl $crate::__private::BatchSinkGuest for __WeftExport {
+            fn deliver_batch(
+                events: ::std::vec::Vec<$crate::__private::WitEvent>,
+            ) -> ::std::vec::Vec<
+                ::core::result::Result<$crate::__private::WitReceipt, $crate::__private::WitError>,
+            > {
+                let n = events.len();
+                __WEFT_PLUGIN.with(|s| match s.borrow_mut().as_mut() {
+                    ::core::option::Option::Some(p) => {
+                        $crate::__private::deliver_batch::<$plugin>(p, events)
+                    }
+                    ::core::option::Option::None => $crate::__private::unconfigured_batch(n),
+                })
+            }
+        }
     };
     (source: $plugin:ty) => {
         $crate::__export_world!(

@@ -1,6 +1,11 @@
 //! A recording HTTP receiver on 127.0.0.1: the downstream system in tests,
 //! benchmarks and the quickstart. It records every request, can be told to
 //! fail, and counts effects by idempotency key like an idempotent API would.
+//!
+//! A request with an `Idempotency-Keys` header is a batch (a JSON array or
+//! NDJSON, gzipped or not): each item is recorded and answered as if it
+//! had come alone, and the answer lists every item's status
+//! (`{"items": [{"status": 200}, …]}`).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -95,8 +100,11 @@ pub struct Delivery {
     pub raw_body: Bytes,
     /// Every header, names in lower case.
     pub headers: Vec<(String, String)>,
-    /// Status it answered (0: the connection was dropped).
+    /// Status it answered (0: the connection was dropped); for an item of
+    /// a batch, the item's own status.
     pub status: u16,
+    /// Events in the request it came in (1 unless it came in a batch).
+    pub batch: usize,
     /// When it arrived.
     pub at: Instant,
 }
@@ -109,6 +117,7 @@ struct State {
     effects_by_key: HashMap<String, usize>,
     in_flight: usize,
     peak_in_flight: usize,
+    batches: Vec<usize>,
 }
 
 /// The receiver; stops when dropped.
@@ -211,6 +220,11 @@ impl Receiver {
         self.lock().effects_by_key.len()
     }
 
+    /// Batch requests so far, as the number of items in each.
+    pub fn batches(&self) -> Vec<usize> {
+        self.lock().batches.clone()
+    }
+
     /// Most requests it was answering at the same moment.
     pub fn peak_in_flight(&self) -> usize {
         self.lock().peak_in_flight
@@ -290,6 +304,18 @@ async fn answer(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    if let Some((_, keys)) = headers.iter().find(|(k, _)| k == "idempotency-keys") {
+        let keys = keys.clone();
+        return Ok(answer_batch(
+            state,
+            path,
+            &keys,
+            correlation_id,
+            headers,
+            raw_body,
+            arrived,
+        ));
+    }
     let body = serde_json::from_slice(&raw_body).unwrap_or(serde_json::Value::Null);
     let mut reply_body = Bytes::new();
     let mut location = None;
@@ -355,6 +381,7 @@ async fn answer(
             raw_body,
             headers,
             status,
+            batch: 1,
             at: arrived,
         };
         s.requests.push(record);
@@ -380,4 +407,118 @@ async fn answer(
         );
     }
     Ok(resp)
+}
+
+/// Percent-decoding of one key of an `Idempotency-Keys` list.
+fn decode_key(k: &str) -> String {
+    let b = k.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(h) = k.get(i + 1..i + 3)
+            && let Ok(v) = u8::from_str_radix(h, 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// One batch request: each item answered as if it came alone (statuses
+/// only; slow and dropped answers are for single requests).
+fn answer_batch(
+    state: &Mutex<State>,
+    path: String,
+    keys: &str,
+    correlation_id: String,
+    headers: Vec<(String, String)>,
+    raw_body: Bytes,
+    arrived: Instant,
+) -> Response<Full<Bytes>> {
+    use std::io::Read;
+    let gzipped = headers
+        .iter()
+        .any(|(k, v)| k == "content-encoding" && v == "gzip");
+    let mut body = raw_body.to_vec();
+    if gzipped {
+        let mut out = Vec::new();
+        if flate2::read::GzDecoder::new(raw_body.as_ref())
+            .read_to_end(&mut out)
+            .is_err()
+        {
+            return status_only(400);
+        }
+        body = out;
+    }
+    let items: Vec<serde_json::Value> = match serde_json::from_slice(&body) {
+        Ok(serde_json::Value::Array(items)) => items,
+        _ => match String::from_utf8(body)
+            .ok()
+            .and_then(|t| t.lines().map(|l| serde_json::from_str(l).ok()).collect())
+        {
+            Some(items) => items,
+            None => return status_only(400),
+        },
+    };
+    let keys: Vec<String> = keys.split(',').map(decode_key).collect();
+    if keys.len() != items.len() {
+        return status_only(400);
+    }
+    let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    s.batches.push(items.len());
+    let n = items.len();
+    let mut statuses = Vec::with_capacity(n);
+    for (key, item) in keys.into_iter().zip(items) {
+        let attempts = {
+            let a = s.attempts_by_key.entry(key.clone()).or_default();
+            *a += 1;
+            *a
+        };
+        let status = match s.behavior.clone().unwrap_or(Behavior::Accept) {
+            Behavior::FailFirst { failures, status } if attempts <= failures => status,
+            Behavior::Always(status) => status,
+            Behavior::FailKeys { prefix, status } if key.starts_with(&prefix) => status,
+            Behavior::FailKeyTimes {
+                key: failing,
+                times,
+                status,
+            } if key == failing && attempts <= times => status,
+            _ => 200,
+        };
+        if (200..300).contains(&status) {
+            *s.effects_by_key.entry(key.clone()).or_default() += 1;
+        }
+        statuses.push(serde_json::json!({ "status": status }));
+        let raw = Bytes::from(item.to_string());
+        s.requests.push(Delivery {
+            path: path.clone(),
+            key,
+            correlation_id: correlation_id.clone(),
+            traceparent: String::new(),
+            body: item,
+            raw_body: raw,
+            headers: headers.clone(),
+            status,
+            batch: n,
+            at: arrived,
+        });
+    }
+    let body = serde_json::json!({ "items": statuses }).to_string();
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn status_only(status: u16) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    resp
 }

@@ -14,7 +14,7 @@ mod values;
 pub use credential::{CREDENTIAL_HEADERS, CredentialGrant};
 pub use grant::{DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_MS, Grant, KvGrant};
 pub use pattern::OriginPattern;
-pub use pipeline::{BreakerConfig, Jitter, PipelineConfig, RetryConfig, StepConfig};
+pub use pipeline::{BatchConfig, BreakerConfig, Jitter, PipelineConfig, RetryConfig, StepConfig};
 pub use server::{AdminConfig, PluginsConfig, Role, ServerConfig, TokenConfig};
 pub use trigger::{
     OnMissed, PollConfig, Preset, Schedule, ScheduleConfig, TriggerConfig, WebhookConfig,

@@ -112,6 +112,53 @@ pub struct StepConfig {
     /// satisfy; a violation is `invalid-input` (dead-lettered).
     #[serde(default)]
     pub contract: Option<PathBuf>,
+    /// Sinks only: deliver events in batches,
+    /// `batch = { max_events = 100, max_bytes = 1048576, max_wait_ms = 1000 }`.
+    #[serde(default)]
+    pub batch: Option<BatchConfig>,
+}
+
+/// `batch = { … }` on a sink: events that reach the sink together are
+/// handed to it in one call. A batch closes when it holds `max_events`,
+/// when one more event would take it past `max_bytes` of payload, when its
+/// first event has waited `max_wait_ms`, or when every event in flight of
+/// the pipeline is in it (no other could join soon). Each event keeps its
+/// own outcome, history and retries.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Most events in one batch (default 100, at most 1000).
+    #[serde(default = "default_batch_events")]
+    pub max_events: usize,
+    /// Most payload bytes in one batch (default 1048576, 1 MiB); a single
+    /// event larger than this goes alone.
+    #[serde(default = "default_batch_bytes")]
+    pub max_bytes: u64,
+    /// Longest a batch waits for more events, in ms (default 1000, at most 60000).
+    #[serde(default = "default_batch_wait_ms")]
+    pub max_wait_ms: u64,
+}
+
+fn default_batch_events() -> usize {
+    100
+}
+fn default_batch_bytes() -> u64 {
+    1024 * 1024
+}
+fn default_batch_wait_ms() -> u64 {
+    1000
+}
+
+impl PipelineConfig {
+    /// Events of this pipeline in flight at once: `concurrency`, or with a
+    /// batching sink at least twice `max_events`, so that one batch fills
+    /// while the one before it is delivered.
+    pub fn in_flight(&self) -> usize {
+        match &self.sink.batch {
+            Some(b) => self.concurrency.max(b.max_events.saturating_mul(2)),
+            None => self.concurrency,
+        }
+    }
 }
 
 /// `retry = { … }`: exponential backoff with jitter.
@@ -268,6 +315,28 @@ impl PipelineConfig {
                 return Err(format!(
                     "{at}: the config of plugin {} must be a table",
                     s.plugin
+                ));
+            }
+        }
+        if let Some(j) = p.steps.iter().position(|s| s.batch.is_some()) {
+            return Err(format!(
+                "{at}: steps[{j}] has a batch table; batching is a sink setting (move it to the pipeline's sink)"
+            ));
+        }
+        if let Some(b) = &p.sink.batch {
+            if !(1..=1000).contains(&b.max_events) {
+                return Err(format!(
+                    "{at}: sink.batch.max_events must be between 1 and 1000 (it is {})",
+                    b.max_events
+                ));
+            }
+            if b.max_bytes == 0 {
+                return Err(format!("{at}: sink.batch.max_bytes must be at least 1"));
+            }
+            if b.max_wait_ms > 60_000 {
+                return Err(format!(
+                    "{at}: sink.batch.max_wait_ms must be at most 60000 (it is {})",
+                    b.max_wait_ms
                 ));
             }
         }

@@ -35,6 +35,7 @@ impl Engine {
             split: get(&s.split),
             children: get(&s.children),
             in_flight: get(&s.in_flight),
+            batches: get(&s.batches),
             received: get(&s.received),
             rejected: s
                 .rejected

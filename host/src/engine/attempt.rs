@@ -242,23 +242,30 @@ async fn run_steps(
             return Outcome::Failed(None, e);
         }
     }
-    if let Some(limiter) = &pipeline.limiter {
-        limiter.acquire().await;
-    }
     let started = Instant::now();
     let offset = started - began;
-    let (result, cost) = sandbox
-        .deliver(
-            &sink.plugin,
-            &sink.config_json,
-            context(pipeline, sink, record, redact),
-            &event,
-        )
-        .instrument(tracing::debug_span!("step", step = %sink.label))
-        .await;
-    if let Some(h) = pipeline.step_latency.last() {
-        h.observe(started.elapsed());
-    }
+    let (result, cost) = match &pipeline.batcher {
+        // The batch's call is timed, rate-limited and logged by the batcher.
+        Some(batcher) => batcher.deliver(event, redact.clone()).await,
+        None => {
+            if let Some(limiter) = &pipeline.limiter {
+                limiter.acquire().await;
+            }
+            let called = sandbox
+                .deliver(
+                    &sink.plugin,
+                    &sink.config_json,
+                    context(pipeline, sink, record, redact),
+                    &event,
+                )
+                .instrument(tracing::debug_span!("step", step = %sink.label))
+                .await;
+            if let Some(h) = pipeline.step_latency.last() {
+                h.observe(started.elapsed());
+            }
+            called
+        }
+    };
     match result {
         Ok(receipt) => {
             note(sink, offset, cost, "ok", 1);

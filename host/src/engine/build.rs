@@ -131,6 +131,7 @@ impl Engine {
                 open: Mutex::default(),
                 latency: Histogram::default(),
                 step_latency: (0..=p.steps.len()).map(|_| Histogram::default()).collect(),
+                batcher: p.sink.batch.map(super::batch::Batcher::new),
             });
             receivers.push((pipeline.clone(), rx));
             pipelines.insert(p.name.clone(), pipeline);

@@ -18,7 +18,7 @@ pub(super) async fn dispatch(
     pipeline: Arc<Pipeline>,
     mut rx: mpsc::UnboundedReceiver<Job>,
 ) {
-    let permits = Arc::new(Semaphore::new(pipeline.config.concurrency));
+    let permits = Arc::new(Semaphore::new(pipeline.config.in_flight()));
     let running: Arc<Mutex<HashSet<EventId>>> = Arc::default();
     let mut stop = engine.stopping();
     loop {
@@ -81,6 +81,6 @@ pub(super) async fn dispatch(
     }
     // Let attempts in progress write their outcome before the engine stops.
     let _ = permits
-        .acquire_many(pipeline.config.concurrency as u32)
+        .acquire_many(pipeline.config.in_flight() as u32)
         .await;
 }

@@ -10,6 +10,7 @@
 mod accept;
 mod admin;
 mod attempt;
+mod batch;
 mod breaker;
 mod build;
 mod dead_letters;

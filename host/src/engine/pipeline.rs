@@ -65,6 +65,8 @@ pub(super) struct Pipeline {
     pub latency: Histogram,
     /// One call of each step, then the sink (last).
     pub step_latency: Vec<Histogram>,
+    /// Where events wait for their batch, when the sink batches.
+    pub batcher: Option<super::batch::Batcher>,
 }
 
 /// A pipeline's unfinished events by id (time-ordered: the first is the
@@ -120,7 +122,7 @@ impl Pipeline {
     pub(super) fn max_backlog(&self) -> usize {
         self.config
             .max_backlog
-            .unwrap_or(self.config.concurrency.saturating_mul(16))
+            .unwrap_or(self.config.in_flight().saturating_mul(16))
     }
 
     /// Events accepted and not yet finished, the oldest one's id, and the

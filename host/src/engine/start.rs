@@ -19,6 +19,13 @@ impl Engine {
         );
         let mut tasks = Vec::new();
         for (pipeline, rx) in receivers {
+            if let Some(batches) = pipeline.batcher.as_ref().and_then(|b| b.take_receiver()) {
+                tasks.push(tokio::spawn(super::batch::run(
+                    self.clone(),
+                    pipeline.clone(),
+                    batches,
+                )));
+            }
             tasks.push(tokio::spawn(super::dispatch::dispatch(
                 self.clone(),
                 pipeline,

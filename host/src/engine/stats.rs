@@ -37,6 +37,8 @@ pub struct PipelineStats {
     pub children: AtomicU64,
     /// Attempts running now.
     pub in_flight: AtomicU64,
+    /// Batches handed to a batching sink.
+    pub batches: AtomicU64,
 }
 
 impl PipelineStats {
@@ -98,6 +100,9 @@ pub struct PipelineStatus {
     pub children: u64,
     /// Attempts running now.
     pub in_flight: u64,
+    /// Batches handed to the sink (with `batch` set on it).
+    #[serde(default)]
+    pub batches: u64,
     /// Webhook requests received.
     pub received: u64,
     /// Requests refused, by reason.

@@ -33,6 +33,9 @@ enum Ask<'a> {
     Transform(&'a WitEvent),
     /// Deliver one event.
     Deliver(&'a WitEvent),
+    /// Deliver several events: in one call when the sink exports
+    /// `batch-deliverer`, else one after another on the same instance.
+    DeliverBatch(&'a [WitEvent]),
     /// Poll once from a cursor.
     Poll(Option<&'a str>),
 }
@@ -43,6 +46,7 @@ enum Reply {
     Configured,
     Events(TransformOutput),
     Receipt(String),
+    Receipts(Vec<Result<String, WitError>>),
     Batch(PollBatch),
 }
 
@@ -63,6 +67,13 @@ impl Reply {
                 })
                 .sum(),
             Reply::Receipt(r) => r.len(),
+            Reply::Receipts(rs) => rs
+                .iter()
+                .map(|r| match r {
+                    Ok(r) => r.len(),
+                    Err(e) => CallError::from(e.clone()).message.len(),
+                })
+                .sum(),
             Reply::Batch(b) => {
                 b.events
                     .iter()
@@ -75,15 +86,17 @@ impl Reply {
 }
 
 /// Instantiate, configure (unless only describing) and ask, on one world's
-/// bindings; `$world` names its exported interface accessor.
+/// bindings; `$api` names its interface with `describe` and `configure`, and
+/// the call body sees the instance as `$i`.
 macro_rules! ask_world {
-    ($pre:expr, $store:expr, $config:expr, $ask:expr, $api:ident, |$a:ident| $call:expr) => {{
-        let instance = $pre.instantiate_async(&mut *$store).await?;
-        let $a = instance.$api();
+    ($pre:expr, $store:expr, $config:expr, $ask:expr, $api:ident, |$i:ident| $call:expr) => {{
+        let $i = $pre.instantiate_async(&mut *$store).await?;
         if let Ask::Describe = $ask {
-            return Ok(Ok(Reply::Described($a.call_describe(&mut *$store).await?)));
+            return Ok(Ok(Reply::Described(
+                $i.$api().call_describe(&mut *$store).await?,
+            )));
         }
-        if let Err(e) = $a.call_configure(&mut *$store, $config).await? {
+        if let Err(e) = $i.$api().call_configure(&mut *$store, $config).await? {
             return Ok(Err(e));
         }
         if let Ask::Configure = $ask {
@@ -100,37 +113,69 @@ async fn ask(
     what: Ask<'_>,
 ) -> wasmtime::Result<Result<Reply, WitError>> {
     match pre {
-        Pre::Transform(pre) => {
-            ask_world!(pre, store, config, what, weft_plugin_transformer, |api| {
-                let Ask::Transform(event) = what else {
-                    return Ok(Err(unreachable_ask()));
-                };
-                Ok(api
-                    .call_transform(&mut *store, event)
-                    .await?
-                    .map(Reply::Events))
-            })
-        }
-        Pre::Sink(pre) => ask_world!(pre, store, config, what, weft_plugin_deliverer, |api| {
-            let Ask::Deliver(event) = what else {
+        Pre::Transform(pre) => ask_world!(pre, store, config, what, weft_plugin_transformer, |i| {
+            let Ask::Transform(event) = what else {
                 return Ok(Err(unreachable_ask()));
             };
-            Ok(api
-                .call_deliver(&mut *store, event)
+            Ok(i.weft_plugin_transformer()
+                .call_transform(&mut *store, event)
                 .await?
-                .map(|r| Reply::Receipt(r.detail)))
+                .map(Reply::Events))
         }),
-        Pre::Source(pre) => ask_world!(pre, store, config, what, weft_plugin_poller, |api| {
+        Pre::Sink(pre) => ask_world!(pre, store, config, what, weft_plugin_deliverer, |i| {
+            let api = i.weft_plugin_deliverer();
+            match what {
+                Ask::Deliver(event) => Ok(api
+                    .call_deliver(&mut *store, event)
+                    .await?
+                    .map(|r| Reply::Receipt(r.detail))),
+                Ask::DeliverBatch(events) => {
+                    let mut out = Vec::with_capacity(events.len());
+                    for event in events {
+                        out.push(
+                            api.call_deliver(&mut *store, event)
+                                .await?
+                                .map(|r| r.detail),
+                        );
+                    }
+                    Ok(Ok(Reply::Receipts(out)))
+                }
+                _ => Ok(Err(unreachable_ask())),
+            }
+        }),
+        Pre::BatchSink(pre) => ask_world!(pre, store, config, what, weft_plugin_deliverer, |i| {
+            match what {
+                Ask::Deliver(event) => Ok(i
+                    .weft_plugin_deliverer()
+                    .call_deliver(&mut *store, event)
+                    .await?
+                    .map(|r| Reply::Receipt(r.detail))),
+                Ask::DeliverBatch(events) => {
+                    let out = i
+                        .weft_plugin_batch_deliverer()
+                        .call_deliver_batch(&mut *store, events)
+                        .await?;
+                    Ok(Ok(Reply::Receipts(
+                        out.into_iter().map(|r| r.map(|r| r.detail)).collect(),
+                    )))
+                }
+                _ => Ok(Err(unreachable_ask())),
+            }
+        }),
+        Pre::Source(pre) => ask_world!(pre, store, config, what, weft_plugin_poller, |i| {
             let Ask::Poll(cursor) = what else {
                 return Ok(Err(unreachable_ask()));
             };
-            Ok(api.call_poll(&mut *store, cursor).await?.map(|b| {
-                Reply::Batch(PollBatch {
-                    events: b.events.into_iter().map(|e| (e.key, e.payload)).collect(),
-                    next_cursor: b.next_cursor,
-                    more: b.more,
-                })
-            }))
+            Ok(i.weft_plugin_poller()
+                .call_poll(&mut *store, cursor)
+                .await?
+                .map(|b| {
+                    Reply::Batch(PollBatch {
+                        events: b.events.into_iter().map(|e| (e.key, e.payload)).collect(),
+                        next_cursor: b.next_cursor,
+                        more: b.more,
+                    })
+                }))
         }),
     }
 }
@@ -151,11 +196,16 @@ impl Sandbox {
         what: Ask<'_>,
     ) -> Called<Reply> {
         let mut store = self.new_store(plugin, Arc::new(ctx));
-        let result = tokio::time::timeout(
-            plugin.limits.timeout,
-            ask(&plugin.pre, &mut store, config, what),
-        )
-        .await;
+        let mut limit = plugin.limits.timeout;
+        if let (Ask::DeliverBatch(events), Pre::Sink(_)) = (what, &plugin.pre) {
+            // One call per event on this instance: each has the plugin's time.
+            let calls = events.len().max(1) as u32;
+            limit *= calls;
+            if self.options.guards {
+                store.set_epoch_deadline(epoch_ticks(plugin.limits.timeout) * u64::from(calls));
+            }
+        }
+        let result = tokio::time::timeout(limit, ask(&plugin.pre, &mut store, config, what)).await;
         let result = finish(plugin, &mut store, result)
             .and_then(|reply| check_output(plugin, &store, reply.size()).map(|()| reply));
         (result, store.data().cost)
@@ -209,13 +259,82 @@ impl Sandbox {
         ctx: CallContext,
         event: &WitEvent,
     ) -> Called<String> {
-        if !matches!(plugin.pre, Pre::Sink(_)) {
+        if !matches!(plugin.pre, Pre::Sink(_) | Pre::BatchSink(_)) {
             return (Err(wrong_world(plugin, "a sink")), CallCost::default());
         }
         match self.invoke(plugin, config, ctx, Ask::Deliver(event)).await {
             (Ok(Reply::Receipt(r)), cost) => (Ok(crate::redact::mask(&r).into_owned()), cost),
             (other, cost) => (other.and_then(unexpected), cost),
         }
+    }
+
+    /// Deliver several events through a sink, with one result per event in
+    /// their order (receipts masked). A sink that exports `batch-deliverer`
+    /// gets them in one call; any other sink gets them one after another on
+    /// one instance, each call with the plugin's own time limit. When the
+    /// call as a whole fails (a trap, a broken limit, the time limit), each
+    /// event is delivered alone on a fresh instance, so one poison event
+    /// never fails its neighbours; the cost is then the sum of those calls.
+    pub async fn deliver_batch(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        ctx: CallContext,
+        events: &[WitEvent],
+    ) -> (Vec<Result<String, CallError>>, CallCost) {
+        if !matches!(plugin.pre, Pre::Sink(_) | Pre::BatchSink(_)) {
+            let e = wrong_world(plugin, "a sink");
+            return (vec![Err(e); events.len()], CallCost::default());
+        }
+        let masked = |r: String| crate::redact::mask(&r).into_owned();
+        let (whole, mut cost) = self
+            .invoke(plugin, config, ctx.clone(), Ask::DeliverBatch(events))
+            .await;
+        let failed = match whole {
+            Ok(Reply::Receipts(results)) if results.len() == events.len() => {
+                let results = results
+                    .into_iter()
+                    .map(|r| {
+                        r.map(masked).map_err(|e| {
+                            let mut e = CallError::from(e);
+                            e.message = super::outcome::bounded_message(&e.message);
+                            e
+                        })
+                    })
+                    .collect();
+                return (results, cost);
+            }
+            Ok(Reply::Receipts(results)) => CallError::new(
+                ErrorKind::Fatal,
+                format!(
+                    "plugin {} returned {} results for a batch of {} events; deliver-batch must return one result per event, in order",
+                    plugin.name,
+                    results.len(),
+                    events.len()
+                ),
+            ),
+            Ok(_) => CallError::new(
+                ErrorKind::Fatal,
+                "the plugin answered a call of another world".into(),
+            ),
+            Err(e) => e,
+        };
+        // A trap or a broken limit (fatal) may be one event's doing; a time
+        // limit or a refusal of the whole call concerns every event alike.
+        if events.len() == 1 || failed.kind != ErrorKind::Fatal {
+            return (vec![Err(failed); events.len()], cost);
+        }
+        tracing::warn!(plugin = %plugin.name, events = events.len(),
+            "a batch call failed as a whole ({}); delivering its events one by one", failed.message);
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            let (result, one) = self.deliver(plugin, config, ctx.clone(), event).await;
+            cost.duration_us += one.duration_us;
+            cost.fuel += one.fuel;
+            cost.memory_bytes = cost.memory_bytes.max(one.memory_bytes);
+            results.push(result);
+        }
+        (results, cost)
     }
 
     /// Poll a source once from `cursor`.
@@ -292,6 +411,11 @@ impl Sandbox {
         let result = run.await;
         finish(plugin, &mut store, Ok(result))
     }
+}
+
+/// Epoch ticks of a time limit (one more, so a call never stops early).
+fn epoch_ticks(limit: std::time::Duration) -> u64 {
+    (limit.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
 }
 
 /// A reply of another kind than the call asked for.
@@ -391,8 +515,7 @@ impl Sandbox {
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         if guards {
-            let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1;
-            store.set_epoch_deadline(ticks);
+            store.set_epoch_deadline(epoch_ticks(limits.timeout));
             store.epoch_deadline_trap();
         }
         if self.options.fuel {

@@ -83,7 +83,7 @@ fn finish_inner<T>(
 pub const MAX_ERROR_MESSAGE: usize = 4096;
 
 /// A plugin's error message, masked and cut to [`MAX_ERROR_MESSAGE`].
-fn bounded_message(m: &str) -> String {
+pub(super) fn bounded_message(m: &str) -> String {
     let mut m = crate::redact::mask(m).into_owned();
     if m.len() > MAX_ERROR_MESSAGE {
         let mut cut = MAX_ERROR_MESSAGE;

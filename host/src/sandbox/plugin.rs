@@ -34,6 +34,8 @@ impl fmt::Display for World {
 pub(super) enum Pre {
     Transform(TransformPre<HostState>),
     Sink(SinkPre<HostState>),
+    /// A sink that also exports `batch-deliverer`.
+    BatchSink(super::bindings::batch_sink::BatchSinkPre<HostState>),
     Source(super::bindings::source::SourcePre<HostState>),
 }
 
@@ -101,6 +103,12 @@ impl Plugin {
     /// The grant the plugin was loaded with.
     pub fn grant(&self) -> &Grant {
         &self.limits.grant
+    }
+
+    /// Whether it is a sink that takes a batch in one call (exports
+    /// `batch-deliverer`); other sinks are handed a batch one event at a time.
+    pub fn delivers_batches(&self) -> bool {
+        matches!(self.pre, Pre::BatchSink(_))
     }
 }
 

@@ -316,6 +316,12 @@ impl Sandbox {
                 bindings::source::SourcePre::new(instance_pre)
                     .map_err(|e| invalid(e.to_string()))?,
             ),
+            World::Sink if exports.iter().any(|e| e == bindings::BATCH_SINK_EXPORT) => {
+                Pre::BatchSink(
+                    bindings::batch_sink::BatchSinkPre::new(instance_pre)
+                        .map_err(|e| invalid(e.to_string()))?,
+                )
+            }
             World::Sink => {
                 Pre::Sink(SinkPre::new(instance_pre).map_err(|e| invalid(e.to_string()))?)
             }

@@ -63,6 +63,12 @@ const FAMILIES: &[Family] = &[
         |s| s.children,
     ),
     (
+        "weft_sink_batches_total",
+        "counter",
+        "Batches handed to the sink in one call each (pipelines with batch set on the sink).",
+        |s| s.batches,
+    ),
+    (
         "weft_dead_letters_expired_total",
         "counter",
         "Dead letters dropped because they were kept longer than keep_dead_letters_hours.",

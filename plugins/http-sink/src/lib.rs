@@ -4,7 +4,13 @@
 //! id as `X-Correlation-Id`, so a receiver can drop duplicates that retries
 //! cause. 2xx is delivered; 408, 429, 5xx and network errors are retried (429
 //! and 503 honour `Retry-After`); other statuses are permanent failures.
+//!
+//! With `batch` set on the sink, the host hands it several events at once
+//! and they go as one request: a JSON array (or NDJSON) of the payloads,
+//! each event's key in the `Idempotency-Keys` header, and each event's
+//! outcome read from the answer (see [`batch::outcomes`]).
 
+pub mod batch;
 pub mod outcome;
 
 use serde::Deserialize;
@@ -45,6 +51,17 @@ pub struct Config {
     /// gain too little to be worth it.
     #[serde(default = "default_compress_min_bytes")]
     pub compress_min_bytes: usize,
+    /// How a batch is written: `"json"` (default, a JSON array of the
+    /// payloads) or `"ndjson"` (one payload per line).
+    #[serde(default)]
+    pub batch_format: batch::Format,
+    /// Header that carries a batch's idempotency keys, in order, comma-separated.
+    #[serde(default = "default_batch_keys_header")]
+    pub batch_keys_header: String,
+}
+
+fn default_batch_keys_header() -> String {
+    "Idempotency-Keys".into()
 }
 
 fn default_compress_min_bytes() -> usize {
@@ -169,24 +186,18 @@ impl Plugin for HttpSink {
     }
 }
 
-impl Sink for HttpSink {
-    fn deliver(&mut self, event: &Event) -> Result<Receipt> {
+impl HttpSink {
+    /// A request with the body (compressed past the threshold), the
+    /// configured headers, time limit and credentials.
+    fn request(&self, content_type: &str, body: Vec<u8>) -> http::Request {
         let c = &self.config;
-        let content_type = if event.content_type.is_empty() {
-            "application/json"
-        } else {
-            &event.content_type
-        };
         let mut req = http::Request::new(self.method, &c.url)
             .header("content-type", content_type)
-            .header(&c.idempotency_header, &event.key)
-            .header(&c.correlation_header, &event.correlation_id)
             .max_response_bytes(1024 * 1024);
-        req = if c.compress.is_some() && event.payload.len() >= c.compress_min_bytes {
-            req.header("content-encoding", "gzip")
-                .body(gzip(&event.payload))
+        req = if c.compress.is_some() && body.len() >= c.compress_min_bytes {
+            req.header("content-encoding", "gzip").body(gzip(&body))
         } else {
-            req.body(event.payload.clone())
+            req.body(body)
         };
         for (k, v) in &c.headers {
             req = req.header(k, v);
@@ -197,7 +208,23 @@ impl Sink for HttpSink {
         for (name, placement) in &self.auth {
             req = req.credential(name, placement.clone());
         }
-        let resp = req.send()?;
+        req
+    }
+}
+
+impl Sink for HttpSink {
+    fn deliver(&mut self, event: &Event) -> Result<Receipt> {
+        let c = &self.config;
+        let content_type = if event.content_type.is_empty() {
+            "application/json"
+        } else {
+            &event.content_type
+        };
+        let resp = self
+            .request(content_type, event.payload.clone())
+            .header(&c.idempotency_header, &event.key)
+            .header(&c.correlation_header, &event.correlation_id)
+            .send()?;
         outcome::classify(
             resp.status,
             resp.header("retry-after"),
@@ -205,9 +232,51 @@ impl Sink for HttpSink {
             std::time::SystemTime::now(),
         )
     }
+
+    fn deliver_batch(&mut self, events: &[Event]) -> Vec<Result<Receipt>> {
+        // Events that are not JSON cannot join the body: they go alone.
+        let (together, alone): (Vec<_>, Vec<_>) =
+            (0..events.len()).partition(|&i| batch::batchable(&events[i]));
+        let mut out: Vec<Option<Result<Receipt>>> = vec![None; events.len()];
+        for i in alone {
+            out[i] = Some(self.deliver(&events[i]));
+        }
+        match together.len() {
+            0 => {}
+            1 => out[together[0]] = Some(self.deliver(&events[together[0]])),
+            n => {
+                let c = &self.config;
+                let listed: Vec<&Event> = together.iter().map(|&i| &events[i]).collect();
+                let sent = self
+                    .request(
+                        c.batch_format.content_type(),
+                        batch::body(c.batch_format, &listed),
+                    )
+                    .header(&c.batch_keys_header, batch::keys_header(&listed))
+                    .header(&c.correlation_header, &listed[0].correlation_id)
+                    .send();
+                let results = match sent {
+                    Ok(resp) => batch::outcomes(
+                        resp.status,
+                        resp.header("retry-after"),
+                        &resp.body,
+                        n,
+                        std::time::SystemTime::now(),
+                    ),
+                    Err(e) => vec![Err(Error::from(e)); n],
+                };
+                for (i, r) in together.into_iter().zip(results) {
+                    out[i] = Some(r);
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::fatal("no result for this event"))))
+            .collect()
+    }
 }
 
-weft_sdk::export!(sink: HttpSink);
+weft_sdk::export!(batch_sink: HttpSink);
 
 #[cfg(test)]
 mod tests {

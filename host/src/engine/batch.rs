@@ -1,0 +1,367 @@
+//! Batches at the sink: an attempt whose event reaches a batching sink
+//! hands the event to its pipeline's batcher and waits for its own result,
+//! so each event keeps its own outcome, history and retries while the sink
+//! is called once per batch.
+
+use super::handle::Engine;
+use super::pipeline::Pipeline;
+use crate::config::BatchConfig;
+use crate::redact::FieldMask;
+use crate::sandbox::bindings::WitEvent;
+use crate::sandbox::{CallContext, CallCost, CallError};
+use crate::store::ErrorKind;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// How often an open batch looks again at whether it should close.
+const TICK: Duration = Duration::from_millis(2);
+
+/// One event's result from its batch: the receipt or error, and what the
+/// batch call cost.
+pub(super) type Delivered = (Result<String, CallError>, CallCost);
+
+/// An event waiting at the sink for its batch.
+pub(super) struct Waiting {
+    event: WitEvent,
+    mask: Arc<FieldMask>,
+    reply: oneshot::Sender<Delivered>,
+}
+
+/// A pipeline's batcher: where attempts hand in their events.
+pub(super) struct Batcher {
+    config: BatchConfig,
+    tx: mpsc::UnboundedSender<Waiting>,
+    rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Waiting>>>,
+    /// Events in batches being delivered (still in flight, but no longer
+    /// able to join a batch).
+    delivering: AtomicU64,
+}
+
+impl Batcher {
+    pub(super) fn new(config: BatchConfig) -> Batcher {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Batcher {
+            config,
+            tx,
+            rx: std::sync::Mutex::new(Some(rx)),
+            delivering: AtomicU64::new(0),
+        }
+    }
+
+    /// Deliver `event` with the next batch and wait for its own result.
+    pub(super) async fn deliver(&self, event: WitEvent, mask: Arc<FieldMask>) -> Delivered {
+        let (reply, result) = oneshot::channel();
+        let gone = || {
+            (
+                Err(CallError {
+                    kind: ErrorKind::Transient,
+                    message: "the engine stopped before the event's batch was delivered".into(),
+                    retry_after_ms: None,
+                }),
+                CallCost::default(),
+            )
+        };
+        if self.tx.send(Waiting { event, mask, reply }).is_err() {
+            return gone();
+        }
+        result.await.unwrap_or_else(|_| gone())
+    }
+
+    /// The receiving end, once, for [`run`].
+    pub(super) fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<Waiting>> {
+        self.rx.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Close batches and deliver them, until the engine stops and no event of
+/// the pipeline is in flight any more.
+pub(super) async fn run(
+    engine: Engine,
+    pipeline: Arc<Pipeline>,
+    mut rx: mpsc::UnboundedReceiver<Waiting>,
+) {
+    let Some(batcher) = pipeline.batcher.as_ref() else {
+        return;
+    };
+    let config = batcher.config;
+    let mut stop = engine.stopping();
+    let mut carry: Option<Waiting> = None;
+    loop {
+        let stopped = *stop.borrow();
+        let first = match carry.take() {
+            Some(w) => w,
+            None => tokio::select! {
+                w = rx.recv() => match w {
+                    Some(w) => w,
+                    None => return,
+                },
+                _ = stop.changed(), if !stopped => continue,
+                _ = tokio::time::sleep(TICK), if stopped => {
+                    if pipeline.stats.in_flight.load(Ordering::Relaxed) == 0 {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
+        let others = || {
+            let in_flight = pipeline.stats.in_flight.load(Ordering::Relaxed);
+            in_flight.saturating_sub(batcher.delivering.load(Ordering::Relaxed))
+        };
+        let batch = fill(first, &mut rx, &mut carry, config, others, || {
+            *stop.borrow()
+        })
+        .await;
+        batcher
+            .delivering
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        tokio::spawn(flush(engine.clone(), pipeline.clone(), batch));
+    }
+}
+
+/// A batch begun by `first`, filled from `rx` until it holds `max_events`,
+/// one more would pass `max_bytes` (that one is left in `carry` for the
+/// next batch), `max_wait_ms` have passed, or no other event could join
+/// soon: `in_flight()` (events in flight and not yet being delivered) is no
+/// more than the batch holds, or `stopping()`.
+async fn fill(
+    first: Waiting,
+    rx: &mut mpsc::UnboundedReceiver<Waiting>,
+    carry: &mut Option<Waiting>,
+    config: BatchConfig,
+    in_flight: impl Fn() -> u64,
+    stopping: impl Fn() -> bool,
+) -> Vec<Waiting> {
+    let deadline = Instant::now() + Duration::from_millis(config.max_wait_ms);
+    let mut bytes = first.event.payload.len() as u64;
+    let mut batch = vec![first];
+    while batch.len() < config.max_events {
+        let next = if in_flight() <= batch.len() as u64 || stopping() {
+            match rx.try_recv() {
+                Ok(w) => Some(w),
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                w = rx.recv() => w,
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tokio::time::sleep(TICK) => continue,
+            }
+        };
+        let Some(w) = next else { break };
+        let size = w.event.payload.len() as u64;
+        if bytes + size > config.max_bytes {
+            *carry = Some(w);
+            break;
+        }
+        bytes += size;
+        batch.push(w);
+    }
+    batch
+}
+
+/// Deliver one batch and hand each event its own result.
+async fn flush(engine: Engine, pipeline: Arc<Pipeline>, batch: Vec<Waiting>) {
+    let n = batch.len();
+    let sink = &pipeline.sink;
+    let mask = FieldMask::union(batch.iter().map(|w| w.mask.as_ref()));
+    let ctx = CallContext {
+        pipeline: pipeline.name.clone(),
+        plugin: sink.plugin.name.as_str().into(),
+        event_id: if n == 1 {
+            batch[0].event.id.clone()
+        } else {
+            format!("{} (+{} in its batch)", batch[0].event.id, n - 1)
+        },
+        correlation_id: batch[0].event.correlation_id.clone(),
+        redact: Arc::new(mask),
+    };
+    let (events, replies): (Vec<WitEvent>, Vec<_>) =
+        batch.into_iter().map(|w| (w.event, w.reply)).unzip();
+    if let Some(limiter) = &pipeline.limiter {
+        limiter.acquire().await;
+    }
+    let started = std::time::Instant::now();
+    let (results, cost) = engine
+        .inner
+        .sandbox
+        .deliver_batch(&sink.plugin, &sink.config_json, ctx, &events)
+        .instrument(tracing::debug_span!("batch", pipeline = %pipeline.name, step = %sink.label, events = n))
+        .await;
+    if let Some(h) = pipeline.step_latency.last() {
+        h.observe(started.elapsed());
+    }
+    if let Some(b) = &pipeline.batcher {
+        b.delivering.fetch_sub(n as u64, Ordering::Relaxed);
+    }
+    pipeline.stats.batches.fetch_add(1, Ordering::Relaxed);
+    for (reply, result) in replies.into_iter().zip(results) {
+        let _ = reply.send((result, cost));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(max_events: usize, max_bytes: u64, max_wait_ms: u64) -> BatchConfig {
+        BatchConfig {
+            max_events,
+            max_bytes,
+            max_wait_ms,
+        }
+    }
+
+    fn waiting(payload: usize) -> (Waiting, oneshot::Receiver<Delivered>) {
+        let (reply, rx) = oneshot::channel();
+        let event = WitEvent {
+            id: String::new(),
+            key: String::new(),
+            source: String::new(),
+            content_type: String::new(),
+            headers: Vec::new(),
+            payload: vec![b'x'; payload],
+            attempt: 1,
+            correlation_id: String::new(),
+            received_at_ms: 0,
+        };
+        let w = Waiting {
+            event,
+            mask: Arc::default(),
+            reply,
+        };
+        (w, rx)
+    }
+
+    /// Sends `n` events of `payload` bytes; keeps their reply ends alive.
+    fn queue(
+        tx: &mpsc::UnboundedSender<Waiting>,
+        n: usize,
+        payload: usize,
+    ) -> Vec<oneshot::Receiver<Delivered>> {
+        (0..n)
+            .map(|_| {
+                let (w, r) = waiting(payload);
+                assert!(tx.send(w).is_ok());
+                r
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_closes_at_max_events() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _replies = queue(&tx, 25, 10);
+        let mut carry = None;
+        let first = rx.recv().await.unwrap();
+        let batch = fill(
+            first,
+            &mut rx,
+            &mut carry,
+            config(10, 1 << 20, 1000),
+            || 100,
+            || false,
+        )
+        .await;
+        assert_eq!(batch.len(), 10);
+        assert!(carry.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_closes_before_passing_max_bytes_and_keeps_the_next_event() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _replies = queue(&tx, 5, 400);
+        let mut carry = None;
+        let first = rx.recv().await.unwrap();
+        let batch = fill(
+            first,
+            &mut rx,
+            &mut carry,
+            config(100, 1000, 1000),
+            || 100,
+            || false,
+        )
+        .await;
+        assert_eq!(batch.len(), 2, "800 bytes fit in 1000, 1200 would not");
+        assert_eq!(carry.map(|w| w.event.payload.len()), Some(400));
+        // A single event over max_bytes still goes, alone.
+        let (big, _r) = waiting(5000);
+        let batch = fill(
+            big,
+            &mut rx,
+            &mut None,
+            config(100, 1000, 1000),
+            || 100,
+            || false,
+        )
+        .await;
+        assert_eq!(batch.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_closes_after_max_wait_when_others_are_still_coming() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _replies = queue(&tx, 3, 10);
+        let mut carry = None;
+        let first = rx.recv().await.unwrap();
+        let started = Instant::now();
+        // Ten events are in flight, three arrived: it waits for the rest,
+        // until max_wait_ms.
+        let batch = fill(
+            first,
+            &mut rx,
+            &mut carry,
+            config(100, 1 << 20, 300),
+            || 10,
+            || false,
+        )
+        .await;
+        assert_eq!(batch.len(), 3);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_millis(310),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_closes_at_once_when_every_event_in_flight_is_in_it() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _replies = queue(&tx, 3, 10);
+        let first = rx.recv().await.unwrap();
+        let started = Instant::now();
+        let batch = fill(
+            first,
+            &mut rx,
+            &mut None,
+            config(100, 1 << 20, 5000),
+            || 3,
+            || false,
+        )
+        .await;
+        assert_eq!(batch.len(), 3);
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "no waiting for events that cannot come"
+        );
+        // Stopping closes it at once too.
+        let _more = queue(&tx, 2, 10);
+        let first = rx.recv().await.unwrap();
+        let batch = fill(
+            first,
+            &mut rx,
+            &mut None,
+            config(100, 1 << 20, 5000),
+            || 50,
+            || true,
+        )
+        .await;
+        assert_eq!(batch.len(), 2);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+}
