@@ -41,6 +41,8 @@ pub struct PipelineSpec {
     pub steps: Vec<String>,
     /// Extra keys of the http-sink config (e.g. `timeout_ms = 300`).
     pub sink_extra: String,
+    /// Extra keys of the sink table itself (e.g. `batch = { … }`).
+    pub sink_table: String,
 }
 
 impl PipelineSpec {
@@ -56,7 +58,20 @@ impl PipelineSpec {
                 r#"{ plugin = "filter", config = { require = ["/email"] } }"#.into(),
             ],
             sink_extra: String::new(),
+            sink_table: String::new(),
         }
+    }
+
+    /// Batch deliveries: `batch = { <table> }` on the sink.
+    pub fn sink_batch(mut self, table: &str) -> Self {
+        self.sink_table = format!(", batch = {{ {table} }}");
+        self
+    }
+
+    /// No steps: events reach the sink as they were accepted.
+    pub fn without_steps(mut self) -> Self {
+        self.steps.clear();
+        self
     }
 
     /// Add keys to the http-sink config.
@@ -126,11 +141,12 @@ impl HostSetup {
         );
         for p in pipelines {
             toml.push_str(&format!(
-                "[[pipeline]]\nname = \"{}\"\nidempotency_key = \"/id\"\nsteps = [\n  {}\n]\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{}\"{} }} }}\nretry = {{ {} }}\n{}\n",
+                "[[pipeline]]\nname = \"{}\"\nidempotency_key = \"/id\"\nsteps = [\n  {}\n]\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{}\"{} }}{} }}\nretry = {{ {} }}\n{}\n",
                 p.name,
                 p.steps.join(",\n  "),
                 p.sink_url,
                 p.sink_extra,
+                p.sink_table,
                 p.retry,
                 p.extra
             ));

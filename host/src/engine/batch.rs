@@ -108,9 +108,12 @@ pub(super) async fn run(
                 }
             },
         };
+        // Events that may still join: in flight and not being delivered,
+        // or ready for the dispatcher to start.
         let others = || {
-            let in_flight = pipeline.stats.in_flight.load(Ordering::Relaxed);
-            in_flight.saturating_sub(batcher.delivering.load(Ordering::Relaxed))
+            let s = &pipeline.stats;
+            let coming = s.in_flight.load(Ordering::Relaxed) + s.ready.load(Ordering::Relaxed);
+            coming.saturating_sub(batcher.delivering.load(Ordering::Relaxed))
         };
         let batch = fill(first, &mut rx, &mut carry, config, others, || {
             *stop.borrow()

@@ -23,7 +23,13 @@ pub(super) async fn dispatch(
     let mut stop = engine.stopping();
     loop {
         let mut job = tokio::select! {
-            job = rx.recv() => match job { Some(job) => job, None => break },
+            job = rx.recv() => match job {
+                Some(job) => {
+                    pipeline.stats.ready.fetch_sub(1, Ordering::Relaxed);
+                    job
+                }
+                None => break,
+            },
             _ = stop.wait_for(|s| *s) => break,
         };
         if pipeline.paused.load(Ordering::SeqCst) {
@@ -66,11 +72,13 @@ pub(super) async fn dispatch(
             engine.send_later(job, std::time::Duration::from_millis(5));
             continue;
         }
+        // Counted before the task starts, so that a batch waiting at the
+        // sink knows this event may still join it.
+        pipeline.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        pipeline.stats.attempts.fetch_add(1, Ordering::Relaxed);
         let (engine, pipeline, running) = (engine.clone(), pipeline.clone(), running.clone());
         tokio::spawn(async move {
             let id = job.id;
-            pipeline.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-            pipeline.stats.attempts.fetch_add(1, Ordering::Relaxed);
             attempt(&engine, &pipeline, job, probe).await;
             pipeline.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             if let Ok(mut r) = running.lock() {

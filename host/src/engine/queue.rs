@@ -21,12 +21,14 @@ impl Engine {
             return;
         };
         if wait.is_zero() {
+            p.stats.ready.fetch_add(1, Ordering::Relaxed);
             let _ = p.ready.send(job);
         } else {
-            let ready = p.ready.clone();
+            let p = p.clone();
             self.inner.runtime.spawn(async move {
                 tokio::time::sleep(wait).await;
-                let _ = ready.send(job);
+                p.stats.ready.fetch_add(1, Ordering::Relaxed);
+                let _ = p.ready.send(job);
             });
         }
     }

@@ -37,6 +37,8 @@ pub struct PipelineStats {
     pub children: AtomicU64,
     /// Attempts running now.
     pub in_flight: AtomicU64,
+    /// Jobs handed to the dispatcher and not yet taken by it.
+    pub ready: AtomicU64,
     /// Batches handed to a batching sink.
     pub batches: AtomicU64,
 }

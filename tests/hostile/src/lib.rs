@@ -14,8 +14,10 @@ use weft_sdk::{Error, Event, Plugin, PluginInfo, Receipt, Result, Sink, http, kv
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// What to do: `none`, `loop`, `memory`, `recursion`, `http`, `http-post`, `credential`,
-    /// `reveal`, `kv-other`, `output`, `echo`, `leak`, `log-flood`, `stdout-flood`, `panic`; or, to behave, `echo-source`
-    /// (the event's source as its receipt) and `log-fields` (a line with fields).
+    /// `reveal`, `kv-other`, `output`, `echo`, `leak`, `log-flood`, `stdout-flood`, `panic`,
+    /// `panic-on-poison` (behaves as `none` unless the payload holds
+    /// `"poison"`); or, to behave, `echo-source` (the event's source as its
+    /// receipt) and `log-fields` (a line with fields).
     pub attack: String,
     /// Target of `http` and `none`.
     #[serde(default)]
@@ -52,8 +54,10 @@ impl Plugin for Hostile {
 impl Sink for Hostile {
     fn deliver(&mut self, event: &Event) -> Result<Receipt> {
         let c = &self.0;
+        let poisoned = event.payload.windows(8).any(|w| w == b"\"poison\"");
         match c.attack.as_str() {
-            "none" => {
+            "panic-on-poison" if poisoned => panic!("hostile plugin swallowed a poison event"),
+            "none" | "panic-on-poison" => {
                 let resp = http::Request::post(&c.url)
                     .header("idempotency-key", &event.key)
                     .json_body(event.payload.clone())
