@@ -275,9 +275,9 @@ async fn batch_settings_are_checked() {
         "{ plugin = \"filter\", config = { require = [\"/email\"] }, batch = { max_events = 5 } }",
     );
     std::fs::write(&setup.config_path, text).unwrap();
-    let err = weft_host::config::Config::load(&setup.config_path)
-        .err()
-        .expect("a batch on a step is refused")
-        .to_string();
+    let Err(err) = weft_host::config::Config::load(&setup.config_path) else {
+        panic!("a batch on a step is refused")
+    };
+    let err = err.to_string();
     assert!(err.contains("batching is a sink setting"), "{err}");
 }
