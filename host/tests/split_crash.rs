@@ -2,7 +2,9 @@
 //! being delivered, against the real binary: no child is lost, and no child
 //! the receiver took is sent again beyond those in flight at each kill (an
 //! attempt under way, or delivered with its outcome still waiting for the
-//! next group commit).
+//! next group commit). The same with a batching sink: a kill in the middle
+//! of a batch loses none of its events, and redelivery carries each one's
+//! own idempotency key.
 
 use std::time::Duration;
 use weft_tests::{
@@ -16,10 +18,31 @@ const CONCURRENCY: usize = 8;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_a_split_loses_no_child_and_resends_only_those_in_flight() {
+    kill_9_during_delivery("", CONCURRENCY).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_in_the_middle_of_batches_loses_nothing_and_keeps_each_key() {
+    // With a batch of 50, up to 100 events are in flight (one batch fills
+    // while the one before it is delivered).
+    let receiver =
+        kill_9_during_delivery(", batch = { max_events = 50, max_wait_ms = 200 }", 100).await;
+    let batches = receiver.batches();
+    assert!(
+        batches.iter().any(|&n| n > 1),
+        "events went in batches: {} batch requests",
+        batches.len()
+    );
+}
+
+/// Split one event into [`CHILDREN`] and kill the host three times while
+/// they are delivered; `sink_extra` goes into the sink's table, and
+/// `in_flight` is how many events can be under way at once.
+async fn kill_9_during_delivery(sink_extra: &str, in_flight: usize) -> Receiver {
     let receiver = Receiver::start(Behavior::Accept).await;
     let listen = free_addr();
     let extra = format!(
-        "[grants.splitter]\nmax_events_out = {CHILDREN}\noutput_kib = 8192\n\n[[pipeline]]\nname = \"split\"\nidempotency_key = \"/id\"\nmax_split = {CHILDREN}\nconcurrency = {CONCURRENCY}\nsteps = [{{ plugin = \"splitter\" }}]\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{}\" }} }}\nbreaker = {{ enabled = false }}\n",
+        "[grants.splitter]\nmax_events_out = {CHILDREN}\noutput_kib = 8192\n\n[[pipeline]]\nname = \"split\"\nidempotency_key = \"/id\"\nmax_split = {CHILDREN}\nconcurrency = {CONCURRENCY}\nsteps = [{{ plugin = \"splitter\" }}]\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{}\" }}{sink_extra} }}\nbreaker = {{ enabled = false }}\n",
         receiver.url("/s")
     );
     let specs = [PipelineSpec::leads("unused", &receiver.url("/u"))];
@@ -71,7 +94,7 @@ async fn kill_9_during_a_split_loses_no_child_and_resends_only_those_in_flight()
     let resent: usize = effects.values().map(|n| n - 1).sum();
     let most = effects.values().max().copied().unwrap_or(0);
     let requests = receiver.requests().len();
-    let in_flight = CONCURRENCY + weft_host::store::MAX_GROUP;
+    let in_flight = in_flight + weft_host::store::MAX_GROUP;
     println!(
         "{CHILDREN} children, {kills} kills: {requests} requests, {resent} children sent again (bound: {} in flight), at most {most} times each",
         kills * in_flight
@@ -84,4 +107,5 @@ async fn kill_9_during_a_split_loses_no_child_and_resends_only_those_in_flight()
         most <= 1 + kills,
         "a child was sent {most} times: more than once per kill"
     );
+    receiver
 }
