@@ -140,19 +140,36 @@ pub async fn levels(events: usize, levels: &[usize]) {
             "",
         )
         .await;
+        let batched = weft_run_with(
+            "weft, sink batch = 100 events / 1 s",
+            PipelineSpec::leads("leads", "")
+                .with("concurrency = 64\nbreaker = { enabled = false }")
+                .sink_batch("max_events = 100, max_wait_ms = 1000"),
+            events,
+            c,
+            &format!("X{c}-"),
+            true,
+            "",
+        )
+        .await;
         println!(
-            "c={c}: weft {weft:.0} ev/s = {:.1}% of the durable relay ({durable_rate:.0}), {:.1}% of the bare relay ({bare_rate:.0})",
+            "c={c}: weft {weft:.0} ev/s = {:.1}% of the durable relay ({durable_rate:.0}), {:.1}% of the bare relay ({bare_rate:.0}); with a batching sink {batched:.0} ev/s = {:.2}× unbatched, {:.1}% of the durable relay",
             100.0 * weft / durable_rate,
-            100.0 * weft / bare_rate
+            100.0 * weft / bare_rate,
+            batched / weft,
+            100.0 * batched / durable_rate
         );
-        table.push((c, bare_rate, durable_rate, weft));
+        table.push((c, bare_rate, durable_rate, weft, batched));
     }
-    println!("| senders | bare relay ev/s | durable relay ev/s | weft ev/s | weft / durable |");
-    println!("|---|---|---|---|---|");
-    for (c, bare, durable, weft) in &table {
+    println!(
+        "| senders | bare relay ev/s | durable relay ev/s | weft ev/s | weft / durable | weft batched ev/s | batched / unbatched |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (c, bare, durable, weft, batched) in &table {
         println!(
-            "| {c} | {bare:.0} | {durable:.0} | {weft:.0} | {:.1}% |",
-            100.0 * weft / durable
+            "| {c} | {bare:.0} | {durable:.0} | {weft:.0} | {:.1}% | {batched:.0} | {:.2}× |",
+            100.0 * weft / durable,
+            batched / weft
         );
     }
     if let (Some(at64), Some(top)) = (
@@ -161,9 +178,10 @@ pub async fn levels(events: usize, levels: &[usize]) {
     ) && top.0 > 64
     {
         println!(
-            "weft at c={}: {:.1}% of its c=64 rate",
+            "weft at c={}: {:.1}% of its c=64 rate (batched: {:.1}%)",
             top.0,
-            100.0 * top.3 / at64.3
+            100.0 * top.3 / at64.3,
+            100.0 * top.4 / at64.4
         );
     }
 }
