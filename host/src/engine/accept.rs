@@ -129,11 +129,67 @@ fn check_json(body: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// The value at a JSON `pointer` of a (valid) JSON `text`, read without
+/// building the document: each level on the way is skimmed as raw slices,
+/// and only the value found is parsed. A large payload is not copied into a
+/// tree to find its key.
+fn at_pointer(text: &str, pointer: &str) -> Option<serde_json::Value> {
+    use serde_json::value::RawValue;
+    use std::borrow::Cow;
+    let mut raw: &RawValue = serde_json::from_str(text).ok()?;
+    if !pointer.is_empty() {
+        for token in pointer.strip_prefix('/')?.split('/') {
+            let token = token.replace("~1", "/").replace("~0", "~");
+            raw = match raw.get().as_bytes().first()? {
+                b'{' => {
+                    // The last of duplicate names wins, as when parsed whole.
+                    let fields: Vec<(Cow<'_, str>, &RawValue)> =
+                        serde_json::from_str::<FieldList<'_>>(raw.get()).ok()?.0;
+                    fields.into_iter().rev().find(|(k, _)| *k == token)?.1
+                }
+                b'[' => {
+                    if token.starts_with('+') || (token.len() > 1 && token.starts_with('0')) {
+                        return None;
+                    }
+                    let i: usize = token.parse().ok()?;
+                    let items: Vec<&RawValue> = serde_json::from_str(raw.get()).ok()?;
+                    *items.get(i)?
+                }
+                _ => return None,
+            };
+        }
+    }
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// An object's members in order, values left raw.
+struct FieldList<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for FieldList<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Members<'a> {
+            type Value = FieldList<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = m.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(FieldList(out))
+            }
+        }
+        d.deserialize_map(Members(std::marker::PhantomData))
+    }
+}
+
 /// The ordering key at `pointer`: strings as they are, other values as JSON,
 /// a missing or null value as empty.
-fn order_key_of(doc: &serde_json::Value, pointer: &str) -> String {
-    match doc.pointer(pointer) {
-        Some(serde_json::Value::String(s)) => s.clone(),
+fn order_key_of(text: &str, pointer: &str) -> String {
+    match at_pointer(text, pointer) {
+        Some(serde_json::Value::String(s)) => s,
         Some(serde_json::Value::Null) | None => String::new(),
         Some(other) => other.to_string(),
     }
@@ -215,8 +271,8 @@ impl Engine {
             }
             let id = EventId::new();
             let order_key = p.config.order_by.as_ref().map(|pointer| {
-                serde_json::from_slice::<serde_json::Value>(&body)
-                    .map(|doc| order_key_of(&doc, pointer))
+                std::str::from_utf8(&body)
+                    .map(|text| order_key_of(text, pointer))
                     .unwrap_or_default()
             });
             let record = Arc::new(EventRecord {
@@ -258,24 +314,19 @@ impl Engine {
             .map_err(AcceptError::backpressure)?;
         let id = EventId::new();
         check_json(&incoming.body).map_err(AcceptError::InvalidJson)?;
-        let doc: Option<serde_json::Value> =
-            if p.config.idempotency_key.is_some() || p.config.order_by.is_some() {
-                Some(
-                    serde_json::from_slice(&incoming.body)
-                        .map_err(|e| AcceptError::InvalidJson(e.to_string()))?,
-                )
-            } else {
-                serde_json::from_slice::<serde::de::IgnoredAny>(&incoming.body)
-                    .map_err(|e| AcceptError::InvalidJson(e.to_string()))?;
-                None
-            };
-        let order_key = match (&p.config.order_by, &doc) {
-            (Some(pointer), Some(doc)) => Some(order_key_of(doc, pointer)),
-            _ => None,
-        };
-        let key = match (&p.config.idempotency_key, &doc) {
-            (Some(pointer), Some(doc)) => match doc.pointer(pointer) {
-                Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+        // Checked as UTF-8 just above; validated without building a tree.
+        let text = std::str::from_utf8(&incoming.body)
+            .map_err(|e| AcceptError::InvalidJson(e.to_string()))?;
+        serde_json::from_str::<serde::de::IgnoredAny>(text)
+            .map_err(|e| AcceptError::InvalidJson(e.to_string()))?;
+        let order_key = p
+            .config
+            .order_by
+            .as_ref()
+            .map(|pointer| order_key_of(text, pointer));
+        let key = match &p.config.idempotency_key {
+            Some(pointer) => match at_pointer(text, pointer) {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => s,
                 Some(serde_json::Value::Number(n)) => n.to_string(),
                 _ => match &incoming.idempotency_header {
                     Some(h) => h.clone(),
@@ -339,7 +390,7 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_JSON_DEPTH, check_json};
+    use super::{MAX_JSON_DEPTH, at_pointer, check_json};
     use proptest::prelude::*;
 
     /// A JSON value with strings that hold brackets, quotes and escapes.
@@ -359,8 +410,40 @@ mod tests {
         }
     }
 
+    /// A document of nested objects and arrays, with names that need
+    /// escaping in a pointer.
+    fn doc() -> impl Strategy<Value = serde_json::Value> {
+        leaf().prop_recursive(4, 40, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof![Just("a"), Just("b"), Just("a/b"), Just("m~n"), Just("")]
+                        .prop_map(String::from),
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Reading a key without building the document finds exactly what
+        /// a full parse finds, for any pointer.
+        #[test]
+        fn a_pointer_read_raw_agrees_with_a_full_parse(
+            v in doc(),
+            tokens in proptest::collection::vec(
+                prop_oneof![Just("a"), Just("b"), Just("a~1b"), Just("m~0n"), Just(""), Just("0"), Just("1"), Just("01"), Just("+1")],
+                0..4,
+            ),
+        ) {
+            let pointer: String = tokens.iter().map(|t| format!("/{t}")).collect();
+            let text = v.to_string();
+            prop_assert_eq!(at_pointer(&text, &pointer), v.pointer(&pointer).cloned());
+        }
 
         /// The model: a JSON text passes exactly when it nests no deeper
         /// than the limit, however its strings are made.

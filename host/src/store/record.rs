@@ -89,27 +89,71 @@ pub struct Lineage {
 /// host only (webhook requests carry no headers into the record).
 pub const TRIGGER_HEADER: &str = "x-weft-trigger";
 
-/// Version byte in front of every encoded record. Version 1 had no
-/// per-step runs, version 2 no lineage; both are still read.
-const RECORD_VERSION: u8 = 3;
+/// Version byte in front of every encoded record. Version 4 leaves the
+/// payload out: the store writes it once, under its own key, and rewrites
+/// only this record as attempts are added. Version 3 held the payload
+/// inline, version 2 also had no lineage and version 1 no per-step runs;
+/// all are still read.
+const RECORD_VERSION: u8 = 4;
 
 use super::record_v1 as v1;
 
+/// An [`EventRecord`] as encoded from version 4 on: the same fields in the
+/// same order, with an empty payload.
+#[derive(Serialize)]
+struct Meta<'a> {
+    id: &'a EventId,
+    pipeline: &'a str,
+    key: &'a str,
+    correlation_id: &'a str,
+    content_type: &'a str,
+    headers: &'a [(String, String)],
+    payload: &'a [u8],
+    received_at_ms: u64,
+    state: &'a EventState,
+    attempts: &'a [Attempt],
+    replays_at_ms: &'a [u64],
+    round_base: u32,
+    order_key: &'a Option<String>,
+}
+
 impl EventRecord {
-    /// Encode for the store.
+    /// Encode for the store, without the payload (the store keeps it apart).
     pub fn encode(&self) -> Vec<u8> {
+        let meta = Meta {
+            id: &self.id,
+            pipeline: &self.pipeline,
+            key: &self.key,
+            correlation_id: &self.correlation_id,
+            content_type: &self.content_type,
+            headers: &self.headers,
+            payload: &[],
+            received_at_ms: self.received_at_ms,
+            state: &self.state,
+            attempts: &self.attempts,
+            replays_at_ms: &self.replays_at_ms,
+            round_base: self.round_base,
+            order_key: &self.order_key,
+        };
         let mut out = vec![RECORD_VERSION];
         // Serialising plain data into a Vec cannot fail.
-        out.extend(postcard::to_stdvec(self).unwrap_or_default());
+        out.extend(postcard::to_stdvec(&meta).unwrap_or_default());
         out.extend(postcard::to_stdvec(&self.lineage).unwrap_or_default());
         out
     }
 
-    /// Decode from the store.
+    /// Whether an encoded record leaves its payload to be read apart
+    /// (otherwise [`EventRecord::decode`] gives it whole).
+    pub fn payload_apart(bytes: &[u8]) -> bool {
+        bytes.first() == Some(&RECORD_VERSION)
+    }
+
+    /// Decode from the store; from version 4 on without the payload (see
+    /// [`EventRecord::payload_apart`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         let corrupt = |e: postcard::Error| format!("corrupt event record: {e}");
         match bytes.split_first() {
-            Some((&RECORD_VERSION, rest)) => {
+            Some((&RECORD_VERSION | 3, rest)) => {
                 let (mut record, tail) =
                     postcard::take_from_bytes::<EventRecord>(rest).map_err(corrupt)?;
                 record.lineage = postcard::from_bytes(tail).map_err(corrupt)?;
@@ -269,7 +313,25 @@ mod tests {
             },
         };
         let bytes = r.encode();
-        assert_eq!(EventRecord::decode(&bytes).unwrap(), r);
+        assert!(EventRecord::payload_apart(&bytes));
+        assert!(
+            !bytes.windows(2).any(|w| w == b"{}"),
+            "the payload is not in the record"
+        );
+        let read = EventRecord::decode(&bytes).unwrap();
+        assert_eq!(
+            read,
+            EventRecord {
+                payload: Vec::new(),
+                ..r.clone()
+            }
+        );
+        // Version 3 (the payload inline) still reads, whole.
+        let mut v3 = vec![3];
+        v3.extend(postcard::to_stdvec(&r).unwrap());
+        v3.extend(postcard::to_stdvec(&r.lineage).unwrap());
+        assert!(!EventRecord::payload_apart(&v3));
+        assert_eq!(EventRecord::decode(&v3).unwrap(), r);
         // Version 2 (no lineage) still reads, as an event from a trigger.
         let mut v2 = vec![2];
         v2.extend(postcard::to_stdvec(&r).unwrap());

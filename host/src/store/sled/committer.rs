@@ -78,7 +78,7 @@ pub(super) fn run(
 fn commit_group(
     db: &sled::Db,
     tree: &sled::Tree,
-    group: Vec<Write>,
+    mut group: Vec<Write>,
     commits: &std::sync::atomic::AtomicU64,
 ) {
     use std::sync::atomic::Ordering;
@@ -96,18 +96,19 @@ fn commit_group(
     // kept only when a write has a precondition to check against them.
     let track = group.iter().any(|w| w.requires.is_some());
     let mut pending: HashMap<Vec<u8>, bool> = HashMap::new();
+    // Values move into the batch: a payload is not copied again here.
     fn apply(
         batch: &mut sled::Batch,
         pending: &mut HashMap<Vec<u8>, bool>,
         track: bool,
-        (k, v): &(Vec<u8>, Option<Vec<u8>>),
+        (k, v): (Vec<u8>, Option<Vec<u8>>),
     ) {
-        match v {
-            Some(v) => batch.insert(k.clone(), v.clone()),
-            None => batch.remove(k.clone()),
-        }
         if track {
             pending.insert(k.clone(), v.is_some());
+        }
+        match v {
+            Some(v) => batch.insert(k, v),
+            None => batch.remove(k),
         }
     }
     let earlier =
@@ -120,7 +121,7 @@ fn commit_group(
                 _ => None,
             },
         };
-    for w in &group {
+    for w in &mut group {
         if let Some(key) = &w.requires {
             let present = match pending.get(key) {
                 Some(p) => *p,
@@ -142,7 +143,7 @@ fn commit_group(
             batch.insert(key.clone(), dedup_value(id, now));
         }
         let mut fresh = Vec::with_capacity(w.items.len());
-        for item in &w.items {
+        for item in &mut w.items {
             let (key, id, window) = &item.dedup;
             if earlier(&taken, key, *window).is_some() {
                 fresh.push(false);
@@ -150,13 +151,13 @@ fn commit_group(
             }
             taken.insert(key.clone(), *id);
             batch.insert(key.clone(), dedup_value(id, now));
-            for op in &item.ops {
+            for op in std::mem::take(&mut item.ops) {
                 apply(&mut batch, &mut pending, track, op);
             }
             fresh.push(true);
         }
         new_items.push(fresh);
-        for op in &w.ops {
+        for op in std::mem::take(&mut w.ops) {
             apply(&mut batch, &mut pending, track, op);
         }
         outcomes.push(Committed::Written);

@@ -4,6 +4,8 @@ use crate::store::EventId;
 
 /// Prefix of event records.
 pub(super) const EVENT: u8 = b'e';
+/// Prefix of event payloads, written once beside their record.
+pub(super) const BODY: u8 = b'b';
 /// Prefix of queue entries.
 pub(super) const QUEUE: u8 = b'q';
 /// Prefix of the dead-letter index.
@@ -39,6 +41,14 @@ pub(super) fn paused_key(pipeline: &str) -> Vec<u8> {
 pub(super) fn event_key(id: &EventId) -> Vec<u8> {
     let mut k = Vec::with_capacity(17);
     k.push(EVENT);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// `b` + id
+pub(super) fn body_key(id: &EventId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(BODY);
     k.extend_from_slice(id.as_bytes());
     k
 }

@@ -95,6 +95,13 @@ impl SledStore {
             }
         };
         let schedules = db.open_tree("schedules").map_err(damaged)?;
+        let moved = keep_payloads_apart(&db, &events).map_err(damaged)?;
+        if moved > 0 {
+            tracing::info!(
+                events = moved,
+                "event payloads moved out of their records (written once from now on)"
+            );
+        }
         let committed = events
             .get(COMMITS_KEY)
             .map_err(damaged)?
@@ -135,6 +142,44 @@ impl SledStore {
             anchoring: Mutex::new(Some(anchoring)),
             alarms,
         })
+    }
+
+    /// An event's record without its payload (the whole of it for records
+    /// written before payloads were kept apart).
+    pub(super) fn meta(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
+        match self.events.get(event_key(id)) {
+            Ok(Some(v)) => EventRecord::decode(&v).map(Some).map_err(StoreError::Read),
+            Ok(None) => Ok(None),
+            Err(e) => Err(StoreError::Read(e.to_string())),
+        }
+    }
+
+    /// A record read from the store, with its payload.
+    fn whole(&self, encoded: &[u8]) -> Result<EventRecord, StoreError> {
+        let record = EventRecord::decode(encoded).map_err(StoreError::Read)?;
+        self.with_payload(record, encoded)
+    }
+
+    /// `record` (decoded from `encoded`) with its payload, read from its
+    /// own key when the record leaves it apart.
+    fn with_payload(
+        &self,
+        mut record: EventRecord,
+        encoded: &[u8],
+    ) -> Result<EventRecord, StoreError> {
+        if EventRecord::payload_apart(encoded) {
+            record.payload = match self.events.get(body_key(&record.id)) {
+                Ok(Some(body)) => body.to_vec(),
+                Ok(None) => {
+                    return Err(StoreError::Read(format!(
+                        "event {} has lost its payload",
+                        record.id
+                    )));
+                }
+                Err(e) => return Err(StoreError::Read(e.to_string())),
+            };
+        }
+        Ok(record)
     }
 
     /// The data directory.
@@ -190,13 +235,52 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Rewrite records that still hold their payload inline (written by an
+/// earlier weft) as a record and a payload apart, in batches, before the
+/// store takes writes. A crash part-way leaves the rest for the next open;
+/// a rewritten record's payload is in the same batch as the record.
+fn keep_payloads_apart(db: &sled::Db, events: &sled::Tree) -> Result<usize, sled::Error> {
+    const BATCH: usize = 256;
+    let mut moved = 0;
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0;
+    for item in events.scan_prefix([EVENT]) {
+        let (k, v) = item?;
+        if EventRecord::payload_apart(&v) {
+            continue;
+        }
+        // A record this weft cannot read stays as it is; reading it names it.
+        let Ok(record) = EventRecord::decode(&v) else {
+            continue;
+        };
+        batch.insert(body_key(&record.id), record.payload.as_slice());
+        batch.insert(k, record.encode());
+        in_batch += 1;
+        if in_batch == BATCH {
+            events.apply_batch(std::mem::take(&mut batch))?;
+            moved += in_batch;
+            in_batch = 0;
+        }
+    }
+    if in_batch > 0 {
+        events.apply_batch(batch)?;
+        moved += in_batch;
+    }
+    if moved > 0 {
+        db.flush()?;
+    }
+    Ok(moved)
+}
+
 fn dedup_of(d: Dedup, id: EventId) -> (Vec<u8>, EventId, u64) {
     (dedup_key(&d.pipeline, &d.key), id, d.window_ms)
 }
 
-/// The operations that store a new event and queue its first attempt.
+/// The operations that store a new event (its payload once, apart from
+/// the record that attempts rewrite) and queue its first attempt.
 fn queued_new(record: &EventRecord) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
     vec![
+        (body_key(&record.id), Some(record.payload.clone())),
         (event_key(&record.id), Some(record.encode())),
         (
             queue_key(record.received_at_ms, &record.id),
@@ -325,7 +409,7 @@ impl Store for SledStore {
 
     fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
         match self.events.get(event_key(id)) {
-            Ok(Some(v)) => EventRecord::decode(&v).map(Some).map_err(StoreError::Read),
+            Ok(Some(v)) => self.whole(&v).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(StoreError::Read(e.to_string())),
         }
@@ -374,7 +458,7 @@ impl Store for SledStore {
             let (_, v) = item.map_err(|e| StoreError::Read(e.to_string()))?;
             let r = EventRecord::decode(&v).map_err(StoreError::Read)?;
             if keep(&r) {
-                out.push(r);
+                out.push(self.with_payload(r, &v)?);
                 if out.len() >= limit {
                     break;
                 }
@@ -494,5 +578,80 @@ impl Store for SledStore {
 impl Drop for SledStore {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn count(store: &SledStore, prefix: u8) -> usize {
+        store.events.scan_prefix([prefix]).count()
+    }
+
+    #[tokio::test]
+    async fn a_payload_is_written_once_and_attempts_rewrite_only_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let payload = format!("{{\"pad\": \"{}\"}}", "p".repeat(50_000)).into_bytes();
+        let mut record = EventRecord::queued(EventId::new(), "p", "k", payload.clone());
+        store.accept(&record, None, None).await.unwrap();
+        let stored = store.events.get(event_key(&record.id)).unwrap().unwrap();
+        assert!(stored.len() < 200, "the record is small: {}", stored.len());
+        record.state = EventState::Delivered;
+        let entry = QueueEntry {
+            due_ms: record.received_at_ms,
+            id: record.id,
+            attempt: 1,
+        };
+        store
+            .record_attempt(&record, entry, AfterAttempt::Finished { at_ms: 1 }, None)
+            .await
+            .unwrap();
+        let read = store.event(&record.id).unwrap().unwrap();
+        assert_eq!(read.payload, payload);
+        assert_eq!(read.state, EventState::Delivered);
+        // Retention takes the payload with the record.
+        store
+            .sweep(crate::store::Retention {
+                history_before_ms: u64::MAX,
+                ..crate::store::Retention::default()
+            })
+            .await
+            .unwrap();
+        assert!(store.event(&record.id).unwrap().is_none());
+        assert_eq!(count(&store, BODY), 0, "no payload outlives its record");
+    }
+
+    #[tokio::test]
+    async fn records_with_the_payload_inline_are_moved_apart_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = EventRecord::queued(EventId::new(), "p", "k", b"{\"old\": true}".to_vec());
+        {
+            let store = SledStore::open(dir.path()).unwrap();
+            // As an earlier weft wrote it: version 3, the payload inline.
+            let mut v3 = vec![3];
+            v3.extend(postcard::to_stdvec(&record).unwrap());
+            v3.extend(postcard::to_stdvec(&record.lineage).unwrap());
+            store.events.insert(event_key(&record.id), v3).unwrap();
+            store.close();
+        }
+        let store = SledStore::open(dir.path()).unwrap();
+        let raw = store.events.get(event_key(&record.id)).unwrap().unwrap();
+        assert!(
+            EventRecord::payload_apart(&raw),
+            "rewritten as the current version"
+        );
+        assert_eq!(
+            store
+                .events
+                .get(body_key(&record.id))
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            b"{\"old\": true}"
+        );
+        assert_eq!(store.event(&record.id).unwrap().unwrap(), record);
     }
 }

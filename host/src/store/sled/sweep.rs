@@ -4,7 +4,7 @@
 
 use super::SledStore;
 use super::committer::Write;
-use super::keys::{DEAD, DEDUP, DONE, dead_key, event_key, parse_dedup_value};
+use super::keys::{DEAD, DEDUP, DONE, body_key, dead_key, event_key, parse_dedup_value};
 use crate::store::{Committed, EventId, Retention, StoreError, Swept};
 
 /// Most keys removed per sweep batch.
@@ -19,6 +19,7 @@ pub(super) fn drop_dead_letter(id: &EventId) -> Write {
     };
     write.remove(dead_key(id));
     write.remove(event_key(id));
+    write.remove(body_key(id));
     write
 }
 
@@ -78,6 +79,7 @@ pub(super) async fn sweep(store: &SledStore, retention: Retention) -> Result<Swe
         for k in expired {
             if let Some(id) = EventId::from_slice(&k[9..]) {
                 w.remove(event_key(&id));
+                w.remove(body_key(&id));
             }
             w.remove(k);
         }
@@ -128,9 +130,8 @@ async fn sweep_dead_letters(
             if dead_since_ms(store, id, value)?.is_none_or(|at| at >= before_ms) {
                 continue;
             }
-            // Only what expires is read in full, for its pipeline.
-            use crate::store::Store;
-            if let Some(record) = store.event(id)? {
+            // Only what expires is read, for its pipeline (not its payload).
+            if let Some(record) = store.meta(id)? {
                 tickets.push((record.pipeline, store.submit(drop_dead_letter(id))));
             }
         }

@@ -258,7 +258,8 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
         }
     }
     let incoming = Incoming {
-        body: body.to_vec(),
+        // Taken over from the request buffer, not copied, when it came in one piece.
+        body: Vec::from(body),
         content_type: "application/json".to_string(),
         idempotency_header,
         correlation_id,
