@@ -70,6 +70,8 @@ pub trait Admin {
     fn set_paused(&self, pipeline: String, paused: bool) -> AdminFuture<'_, ()>;
     /// Every pipeline's status.
     fn pipelines(&self) -> AdminFuture<'_, Vec<PipelineStatus>>;
+    /// Bytes in memory and on disk, by kind (in memory: only a running host).
+    fn usage(&self) -> AdminFuture<'_, crate::engine::Usage>;
     /// The run history, newest first.
     fn runs(&self, query: RunQuery) -> AdminFuture<'_, Vec<RunSummary>>;
     /// One event.
@@ -214,6 +216,13 @@ impl Admin for HttpAdmin {
         })
     }
 
+    fn usage(&self) -> AdminFuture<'_, crate::engine::Usage> {
+        Box::pin(async move {
+            self.get(hyper::Method::GET, "/api/v1/usage", None, None)
+                .await
+        })
+    }
+
     fn runs(&self, q: RunQuery) -> AdminFuture<'_, Vec<RunSummary>> {
         Box::pin(async move {
             let limit = Some(q.limit.to_string());
@@ -350,6 +359,17 @@ impl Admin for LocalAdmin {
     fn pipelines(&self) -> AdminFuture<'_, Vec<PipelineStatus>> {
         // Counters live in the running host.
         Box::pin(async move { Err(not_running(&self.url)) })
+    }
+
+    fn usage(&self) -> AdminFuture<'_, crate::engine::Usage> {
+        // Nothing is in memory; the store is measured now.
+        Box::pin(async move {
+            let store = self.store()?;
+            Ok(crate::engine::Usage {
+                store: store.usage(),
+                ..Default::default()
+            })
+        })
     }
 
     fn runs(&self, q: RunQuery) -> AdminFuture<'_, Vec<RunSummary>> {

@@ -59,8 +59,8 @@ async fn set(host: &HostArg, name: String, pause: bool) -> Result<()> {
 }
 
 async fn status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<()> {
-    let list: Vec<_> = connect(host)
-        .await?
+    let admin = connect(host).await?;
+    let list: Vec<_> = admin
         .pipelines()
         .await?
         .into_iter()
@@ -121,6 +121,26 @@ async fn status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<(
     println!(
         "ACCEPTED counts events accepted, recovered at start, replayed and split off as children since start; it equals DELIVERED + FILTERED + SPLIT + DEAD + QUEUED when nothing was lost."
     );
+    if let Ok(u) = admin.usage().await {
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));
+        println!(
+            "memory: {} of events in flight (peak {}, limit {} = server.max_inflight_bytes)",
+            mib(u.inflight_bytes),
+            mib(u.inflight_peak_bytes),
+            mib(u.max_inflight_bytes)
+        );
+        let s = &u.store;
+        println!(
+            "store: {} on disk; payloads: queued {}, history {} ({} events), dead letters {} ({} events); plugin state {}",
+            mib(s.disk_bytes),
+            mib(u.queued_bytes),
+            mib(s.history_bytes),
+            s.history_events,
+            mib(s.dead_letter_bytes),
+            s.dead_letter_events,
+            mib(s.kv_bytes)
+        );
+    }
     if !unbalanced.is_empty() {
         bail!(
             "events unaccounted for in {}; see the log for events that went missing",

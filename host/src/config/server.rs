@@ -21,6 +21,12 @@ pub struct ServerConfig {
     /// Largest accepted webhook body, in bytes (default 1 MiB).
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Bytes of events held in memory at once, over every pipeline: bodies
+    /// being received and accepted, and payloads in an attempt (default
+    /// 268435456, 256 MiB). Past it, webhooks get `429` with `Retry-After`
+    /// before their body is read.
+    #[serde(default = "default_max_inflight_bytes")]
+    pub max_inflight_bytes: u64,
     /// How long delivered and filtered events stay in the run history, in hours (default 24).
     #[serde(default = "default_keep_hours")]
     pub keep_history_hours: u64,
@@ -64,6 +70,9 @@ pub struct ServerConfig {
 fn default_max_body_bytes() -> usize {
     1024 * 1024
 }
+fn default_max_inflight_bytes() -> u64 {
+    256 * 1024 * 1024
+}
 fn default_header_timeout_ms() -> u64 {
     10_000
 }
@@ -94,6 +103,9 @@ impl ServerConfig {
     pub(super) fn validate(&self) -> Result<(), String> {
         if self.max_body_bytes == 0 {
             return Err("server.max_body_bytes must be at least 1".into());
+        }
+        if self.max_inflight_bytes == 0 {
+            return Err("server.max_inflight_bytes must be at least 1".into());
         }
         if self.header_timeout_ms == 0 || self.body_timeout_ms == 0 {
             return Err("server.header_timeout_ms and body_timeout_ms must be at least 1".into());

@@ -206,7 +206,7 @@ impl Engine {
             attempt: 1,
             due_ms: record.received_at_ms,
             order_key: record.order_key.clone(),
-            record: Some(record),
+            record: Job::keep(&record),
         };
         let engine = self.clone();
         Box::new(move || {

@@ -4,17 +4,52 @@
 use super::EngineError;
 use super::breaker::BreakerState;
 use super::handle::Engine;
-use super::stats::PipelineStatus;
+use super::stats::{PipelineStatus, Usage};
 use crate::store::now_ms;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 impl Engine {
+    /// Bytes in memory and on disk, by kind: what an operator sizes a
+    /// container and a volume from. The store's part is measured once a
+    /// minute (with the retention sweep) and at start.
+    pub fn usage(&self) -> Usage {
+        let inflight = &self.inner.inflight;
+        Usage {
+            inflight_bytes: inflight.bytes(),
+            inflight_peak_bytes: inflight.peak(),
+            max_inflight_bytes: inflight.max(),
+            queued_bytes: self
+                .inner
+                .pipelines
+                .values()
+                .map(|p| p.open_events().2)
+                .sum(),
+            store: *self
+                .inner
+                .store_usage
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+
+    /// Measure the store's usage by kind again (it reads every index key).
+    pub async fn measure_store(&self) {
+        let store = self.inner.store.clone();
+        if let Ok(usage) = tokio::task::spawn_blocking(move || store.usage()).await {
+            *self
+                .inner
+                .store_usage
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = usage;
+        }
+    }
+
     /// A snapshot of one pipeline's state and counters.
     pub fn status(&self, pipeline: &str) -> Option<PipelineStatus> {
         let p = self.inner.pipelines.get(pipeline)?;
         let s = &p.stats;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let (queued, oldest, _) = p.open_events();
+        let (queued, oldest, queued_bytes) = p.open_events();
         let oldest_age_ms = oldest.map_or(0, |id| now_ms().saturating_sub(id.created_ms()));
         let entered = get(&s.accepted) + get(&s.recovered) + get(&s.replayed) + get(&s.children);
         let left = get(&s.delivered) + get(&s.dead_lettered) + get(&s.filtered) + get(&s.split);
@@ -48,6 +83,7 @@ impl Engine {
             replayed: get(&s.replayed),
             attempts: get(&s.attempts),
             oldest_age_ms,
+            queued_bytes,
             unaccounted: entered as i64 - left as i64 - queued as i64,
         })
     }

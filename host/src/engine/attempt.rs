@@ -80,6 +80,8 @@ pub(super) async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, 
         }
         return;
     }
+    // Its payload is in memory until the attempt ends: intake sees that.
+    let _held = engine.inflight().hold(record.payload.len() as u64);
     let span = tracing::info_span!("event", pipeline = %pipeline.name, event = %record.id,
         correlation_id = %record.correlation_id, attempt = job.attempt);
     let started_at_ms = now_ms();
@@ -451,7 +453,7 @@ fn record_outcome(
             attempt,
             due_ms,
             order_key: job.order_key.clone(),
-            record: Some(next.clone()),
+            record: Job::keep(&next),
         };
         Box::new(move || engine2.schedule(job2))
     } else {

@@ -150,6 +150,8 @@ impl Engine {
                 },
                 runtime: tokio::runtime::Handle::current(),
                 redaction: crate::redact::FieldRedaction::new(config.redact_lists()),
+                inflight: super::inflight::Inflight::new(config.server.max_inflight_bytes),
+                store_usage: Mutex::default(),
                 stop: tokio::sync::watch::channel(false).0,
                 tasks: Mutex::new(Vec::new()),
                 receivers: Mutex::new(receivers),

@@ -208,7 +208,7 @@ pub async fn replay(
                         attempt,
                         due_ms: now,
                         order_key,
-                        record: Some(r.clone()),
+                        record: Job::keep(&r),
                     };
                     Box::new(move || engine.requeued(job, super::pipeline::Entry::Replayed, bytes))
                         as crate::store::AfterCommit

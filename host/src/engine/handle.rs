@@ -23,6 +23,10 @@ pub(super) struct Inner {
     pub runtime: tokio::runtime::Handle,
     pub stop: tokio::sync::watch::Sender<bool>,
     pub redaction: crate::redact::FieldRedaction,
+    /// Event bytes held in memory, against `server.max_inflight_bytes`.
+    pub inflight: super::inflight::Inflight,
+    /// The store's usage by kind, as last measured.
+    pub store_usage: Mutex<crate::store::StoreUsage>,
     pub(super) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub(super) receivers: Mutex<Vec<(Arc<Pipeline>, mpsc::UnboundedReceiver<Job>)>>,
 }
@@ -37,6 +41,11 @@ impl Engine {
     /// Resolves when the engine is told to stop.
     pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
         self.inner.stop.subscribe()
+    }
+
+    /// Event bytes held in memory now, against `server.max_inflight_bytes`.
+    pub fn inflight(&self) -> &super::inflight::Inflight {
+        &self.inner.inflight
     }
 
     /// The payload fields each pipeline hides.

@@ -9,6 +9,7 @@ use std::time::Duration;
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 pub(super) async fn run(engine: Engine) {
+    engine.measure_store().await;
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     let mut stop = engine.stopping();
     loop {
@@ -59,4 +60,5 @@ pub(super) async fn sweep(engine: &Engine) {
         Ok(_) => {}
         Err(e) => tracing::warn!("retention sweep failed: {e}; it runs again in a minute"),
     }
+    engine.measure_store().await;
 }

@@ -16,7 +16,17 @@ pub struct Job {
     pub(super) record: Option<Arc<EventRecord>>,
 }
 
+/// Largest payload a queued job keeps in memory; a larger one is read
+/// again from the store when its attempt starts, so a backlog of large
+/// events waits on disk, not in memory.
+const KEEP_PAYLOAD_BYTES: usize = 64 * 1024;
+
 impl Job {
+    /// The record to keep with a queued job: kept when its payload is small.
+    pub(super) fn keep(record: &Arc<EventRecord>) -> Option<Arc<EventRecord>> {
+        (record.payload.len() <= KEEP_PAYLOAD_BYTES).then(|| record.clone())
+    }
+
     /// The queue entry this job stands for.
     pub(super) fn entry(&self) -> QueueEntry {
         QueueEntry {

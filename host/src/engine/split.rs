@@ -70,7 +70,7 @@ pub(super) fn after_split(
                 attempt: 1,
                 due_ms: c.received_at_ms,
                 order_key: c.order_key.clone(),
-                record: Some(c.clone()),
+                record: Job::keep(c),
             };
             (job, c.payload.len() as u64)
         })

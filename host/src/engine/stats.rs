@@ -117,9 +117,28 @@ pub struct PipelineStatus {
     pub attempts: u64,
     /// Age of the oldest unfinished event, in ms (0 when none).
     pub oldest_age_ms: u64,
+    /// Payload bytes of the unfinished events.
+    #[serde(default)]
+    pub queued_bytes: u64,
     /// Reconciliation: `accepted + recovered + replayed + children -
     /// (delivered + dead_lettered + filtered + split + queued)`. Anything
     /// but 0 is an event that went missing (or was counted twice), visible
     /// at once.
     pub unaccounted: i64,
+}
+
+/// Bytes in memory and on disk, by kind.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    /// Event bytes held in memory now: bodies being received and accepted,
+    /// payloads in an attempt.
+    pub inflight_bytes: u64,
+    /// The most held at once since start.
+    pub inflight_peak_bytes: u64,
+    /// `server.max_inflight_bytes`.
+    pub max_inflight_bytes: u64,
+    /// Payload bytes of unfinished events, over every pipeline (on disk).
+    pub queued_bytes: u64,
+    /// The store by kind, as last measured.
+    pub store: crate::store::StoreUsage,
 }

@@ -63,6 +63,12 @@ const FAMILIES: &[Family] = &[
         |s| s.children,
     ),
     (
+        "weft_queue_bytes",
+        "gauge",
+        "Payload bytes of the pipeline's unfinished events (kept on disk).",
+        |s| s.queued_bytes,
+    ),
+    (
         "weft_sink_batches_total",
         "counter",
         "Batches handed to the sink in one call each (pipelines with batch set on the sink).",
@@ -299,6 +305,46 @@ pub fn render(engine: &Engine) -> String {
         .store()
         .flush_latency()
         .render(&mut out, "weft_store_flush_seconds", "");
+    let usage = engine.usage();
+    for (name, help, value) in [
+        (
+            "weft_inflight_bytes",
+            "Event bytes held in memory now: bodies being received and accepted, payloads in an attempt.",
+            usage.inflight_bytes,
+        ),
+        (
+            "weft_inflight_peak_bytes",
+            "The most event bytes held in memory at once since start.",
+            usage.inflight_peak_bytes,
+        ),
+        (
+            "weft_inflight_limit_bytes",
+            "server.max_inflight_bytes: past it, webhooks get 429 before their body is read.",
+            usage.max_inflight_bytes,
+        ),
+        (
+            "weft_store_disk_bytes",
+            "The store's files on disk, every kind together (measured once a minute).",
+            usage.store.disk_bytes,
+        ),
+    ] {
+        header(&mut out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    header(
+        &mut out,
+        "weft_store_bytes",
+        "gauge",
+        "What the store holds by kind: payloads of queued events, of the run history and of dead letters, and plugin state (measured once a minute).",
+    );
+    for (kind, value) in [
+        ("queued", usage.queued_bytes),
+        ("history", usage.store.history_bytes),
+        ("dead_letters", usage.store.dead_letter_bytes),
+        ("kv", usage.store.kv_bytes),
+    ] {
+        let _ = writeln!(out, "weft_store_bytes{{kind=\"{kind}\"}} {value}");
+    }
     header(
         &mut out,
         "weft_store_alarms",

@@ -19,7 +19,7 @@ mod record;
 mod record_v1;
 mod sled;
 
-pub use self::sled::{MAX_GROUP, SledStore};
+pub use self::sled::{MAX_GROUP, STORE_CACHE_BYTES, SledStore};
 pub use audit::{AuditBreak, AuditEntry, AuditLog, AuditRecord, GENESIS};
 pub use error::StoreError;
 pub use event::*;
@@ -146,6 +146,24 @@ pub struct StoreCounts {
     pub dedup_keys: usize,
 }
 
+/// What the store holds, in bytes, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoreUsage {
+    /// The store's files on disk, all kinds together (sled's own count;
+    /// space is given back as sled rewrites its segments).
+    pub disk_bytes: u64,
+    /// Finished events kept in the run history: how many, and their payload bytes.
+    pub history_events: u64,
+    /// Payload bytes of the run history.
+    pub history_bytes: u64,
+    /// Dead letters kept for replay.
+    pub dead_letter_events: u64,
+    /// Payload bytes of the dead letters.
+    pub dead_letter_bytes: u64,
+    /// Plugin state (kv), keys and values.
+    pub kv_bytes: u64,
+}
+
 /// What a retention sweep drops.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
@@ -270,6 +288,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many of each thing it holds.
     fn counts(&self) -> StoreCounts;
+
+    /// Bytes held by kind (reads every history, dead-letter and kv key:
+    /// the engine refreshes it once a minute, not per request).
+    fn usage(&self) -> StoreUsage;
 
     // ---- pipeline and trigger state ----
 

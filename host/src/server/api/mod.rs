@@ -124,6 +124,10 @@ pub async fn handle(
                 .collect();
             json(StatusCode::OK, &serde_json::json!({ "plugins": list }))
         }
+        (Method::GET, ["usage"]) => json(
+            StatusCode::OK,
+            &serde_json::to_value(engine.usage()).unwrap_or_default(),
+        ),
         (Method::GET, ["pipelines"]) => {
             let list: Vec<_> = engine
                 .pipeline_names()

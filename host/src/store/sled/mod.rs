@@ -22,7 +22,7 @@ use self::committer::{Item, Write};
 use self::keys::*;
 use super::{
     AfterAttempt, AfterCommit, AuditLog, Dedup, EventId, EventRecord, EventState, KvError, Polled,
-    QueueEntry, Retention, Store, StoreCounts, StoreError, StoreFuture, Swept, Ticket,
+    QueueEntry, Retention, Store, StoreCounts, StoreError, StoreFuture, StoreUsage, Swept, Ticket,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
@@ -72,6 +72,7 @@ impl SledStore {
         };
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(STORE_CACHE_BYTES)
             .flush_every_ms(Some(1000))
             .open()
             .map_err(damaged)?;
@@ -272,6 +273,15 @@ fn keep_payloads_apart(db: &sled::Db, events: &sled::Tree) -> Result<usize, sled
     Ok(moved)
 }
 
+/// Most memory sled's page cache takes (its default is 1 GiB): recent
+/// records and payloads are read from it, older ones from disk.
+pub const STORE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A payload's size, as the value of an index key.
+fn size_value(record: &EventRecord) -> Vec<u8> {
+    (record.payload.len() as u64).to_be_bytes().to_vec()
+}
+
 fn dedup_of(d: Dedup, id: EventId) -> (Vec<u8>, EventId, u64) {
     (dedup_key(&d.pipeline, &d.key), id, d.window_ms)
 }
@@ -345,11 +355,15 @@ impl Store for SledStore {
                 );
             }
             AfterAttempt::Finished { at_ms } => {
-                write.put(done_key(at_ms, &record.id), Vec::new());
+                // Its payload's size, for the store's usage by kind.
+                write.put(done_key(at_ms, &record.id), size_value(record));
             }
             AfterAttempt::DeadLettered { at_ms } => {
-                // The time it was dead-lettered, for the retention sweep.
-                write.put(dead_key(&record.id), at_ms.to_be_bytes().to_vec());
+                // The time it was dead-lettered, for the retention sweep,
+                // then its payload's size.
+                let mut v = at_ms.to_be_bytes().to_vec();
+                v.extend_from_slice(&size_value(record));
+                write.put(dead_key(&record.id), v);
             }
         }
         write.put(event_key(&record.id), record.encode());
@@ -366,7 +380,7 @@ impl Store for SledStore {
     ) -> Ticket {
         let mut write = Write::default();
         write.remove(queue_key(done.due_ms, &done.id));
-        write.put(done_key(super::now_ms(), &parent.id), Vec::new());
+        write.put(done_key(super::now_ms(), &parent.id), size_value(parent));
         write.put(event_key(&parent.id), parent.encode());
         for child in children {
             write.ops.extend(queued_new(child));
@@ -475,6 +489,32 @@ impl Store for SledStore {
             finished: self.count(DONE),
             dedup_keys: self.count(DEDUP),
         }
+    }
+
+    fn usage(&self) -> StoreUsage {
+        // The payload size a key's value ends with (0 for keys written
+        // before they held one).
+        let tail = |v: &[u8], at: usize| {
+            v.get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_be_bytes)
+        };
+        let mut usage = StoreUsage {
+            disk_bytes: self.db.size_on_disk().unwrap_or(0),
+            ..StoreUsage::default()
+        };
+        for (_, v) in self.events.scan_prefix([DONE]).filter_map(Result::ok) {
+            usage.history_events += 1;
+            usage.history_bytes += tail(&v, 0);
+        }
+        for (_, v) in self.events.scan_prefix([DEAD]).filter_map(Result::ok) {
+            usage.dead_letter_events += 1;
+            usage.dead_letter_bytes += tail(&v, 8);
+        }
+        for (k, v) in self.kv.iter().filter_map(Result::ok) {
+            usage.kv_bytes += (k.len() + v.len()) as u64;
+        }
+        usage
     }
 
     fn is_paused(&self, pipeline: &str) -> bool {

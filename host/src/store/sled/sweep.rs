@@ -26,7 +26,7 @@ pub(super) fn drop_dead_letter(id: &EventId) -> Write {
 /// When a dead letter was dead-lettered: the time its key holds, or (for
 /// keys written before they held one) when its last attempt ended.
 fn dead_since_ms(store: &SledStore, id: &EventId, value: &[u8]) -> Result<Option<u64>, StoreError> {
-    if let Ok(at) = value.try_into() {
+    if let Some(at) = value.get(..8).and_then(|b| b.try_into().ok()) {
         return Ok(Some(u64::from_be_bytes(at)));
     }
     use crate::store::Store;

@@ -168,6 +168,22 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
     if declared.is_some_and(|n| n > max_body as u64) {
         return refuse(Rejection::TooLarge, too_large(max_body));
     }
+    // Room in memory for the body, before a byte of it is read: what it
+    // declares, or the most it may be.
+    let expected = declared.unwrap_or(max_body as u64).min(max_body as u64);
+    let Some(_held) = engine.inflight().try_hold(expected) else {
+        let mut resp = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "weft holds {} bytes of events in memory, its limit (server.max_inflight_bytes = {}); nothing was read or stored, send it again shortly",
+                engine.inflight().bytes(),
+                engine.inflight().max()
+            ),
+        );
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return refuse(Rejection::Backpressure, resp);
+    };
     let mut idempotency_header = header_str(&req, "idempotency-key");
     let verifier = hook.verifier.as_ref();
     let signed_headers = verifier.map(|_| req.headers().clone());
