@@ -333,6 +333,17 @@ impl WeftProcess {
         WeftProcess { child }
     }
 
+    /// Its resident memory now, in bytes (from `/proc`).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    }
+
     /// Kill it with SIGKILL.
     pub fn sigkill(mut self) {
         self.child.kill().expect("kill");

@@ -173,7 +173,10 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for FieldList<'a> {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Self::Value, M::Error> {
                 let mut out = Vec::new();
                 while let Some(entry) = m.next_entry()? {
                     out.push(entry);

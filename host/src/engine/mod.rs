@@ -36,7 +36,7 @@ pub use dead_letters::{
 };
 pub use error::EngineError;
 pub use handle::Engine;
-pub use inflight::{Held, Inflight};
 pub use history::{EventView, RunSummary, parse_since, rfc3339, run_history};
+pub use inflight::{Held, Inflight};
 pub use retry::RetryPolicy;
 pub use stats::{PipelineStats, PipelineStatus, Usage};

@@ -27,6 +27,8 @@ pub(super) struct Write {
     /// Skip the write (as [`Committed::Gone`]) unless this key is present
     /// when it commits, counting the writes before it in its group.
     pub requires: Option<Vec<u8>>,
+    /// Payload files to write (and sync) before the batch that names them.
+    pub files: Vec<(EventId, Vec<u8>)>,
     pub(super) reply: Option<oneshot::Sender<Result<Committed, StoreError>>>,
 }
 
@@ -38,6 +40,8 @@ pub(super) struct Item {
     pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Run once durable, if the item was new.
     pub after: Option<AfterCommit>,
+    /// Its payload files.
+    pub files: Vec<(EventId, Vec<u8>)>,
 }
 
 impl Write {
@@ -57,6 +61,7 @@ impl Write {
 pub(super) fn run(
     db: sled::Db,
     tree: sled::Tree,
+    payloads: super::payloads::Payloads,
     rx: mpsc::Receiver<Write>,
     flushes: std::sync::Arc<crate::histogram::Histogram>,
     commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -70,7 +75,7 @@ pub(super) fn run(
             }
         }
         let started = std::time::Instant::now();
-        commit_group(&db, &tree, group, &commits);
+        commit_group(&db, &tree, &payloads, group, &commits);
         flushes.observe(started.elapsed());
     }
 }
@@ -78,6 +83,7 @@ pub(super) fn run(
 fn commit_group(
     db: &sled::Db,
     tree: &sled::Tree,
+    payloads: &super::payloads::Payloads,
     mut group: Vec<Write>,
     commits: &std::sync::atomic::AtomicU64,
 ) {
@@ -96,6 +102,10 @@ fn commit_group(
     // kept only when a write has a precondition to check against them.
     let track = group.iter().any(|w| w.requires.is_some());
     let mut pending: HashMap<Vec<u8>, bool> = HashMap::new();
+    // Payload files to write before the batch, and keys whose files go
+    // once it is durable.
+    let mut files: Vec<(EventId, Vec<u8>)> = Vec::new();
+    let mut removed: Vec<Vec<u8>> = Vec::new();
     // Values move into the batch: a payload is not copied again here.
     fn apply(
         batch: &mut sled::Batch,
@@ -154,20 +164,30 @@ fn commit_group(
             for op in std::mem::take(&mut item.ops) {
                 apply(&mut batch, &mut pending, track, op);
             }
+            files.append(&mut item.files);
             fresh.push(true);
         }
         new_items.push(fresh);
         for op in std::mem::take(&mut w.ops) {
+            if op.1.is_none() {
+                removed.push(op.0.clone());
+            }
             apply(&mut batch, &mut pending, track, op);
         }
+        files.append(&mut w.files);
         outcomes.push(Committed::Written);
     }
-    let result = tree
-        .apply_batch(batch)
-        .and_then(|()| db.flush().map(|_| ()))
-        .map_err(|e| StoreError::Write(e.to_string()));
+    let result = payloads
+        .write(&files)
+        .map_err(|e| StoreError::Write(format!("cannot write a payload file: {e}")))
+        .and_then(|()| {
+            tree.apply_batch(batch)
+                .and_then(|()| db.flush().map(|_| ()))
+                .map_err(|e| StoreError::Write(e.to_string()))
+        });
     if result.is_ok() {
         commits.store(count, Ordering::SeqCst);
+        payloads.remove(&super::payloads::ids_of(&removed));
     }
     for ((mut w, outcome), fresh) in group.into_iter().zip(outcomes).zip(new_items) {
         match &result {

@@ -12,6 +12,7 @@ mod audit;
 mod committer;
 mod keys;
 mod kv;
+mod payloads;
 mod sweep;
 
 pub use committer::MAX_GROUP;
@@ -20,6 +21,7 @@ use self::anchor::{Anchor, AnchorTask};
 use self::audit::SledAuditLog;
 use self::committer::{Item, Write};
 use self::keys::*;
+use self::payloads::Payloads;
 use super::{
     AfterAttempt, AfterCommit, AuditLog, Dedup, EventId, EventRecord, EventState, KvError, Polled,
     QueueEntry, Retention, Store, StoreCounts, StoreError, StoreFuture, StoreUsage, Swept, Ticket,
@@ -39,6 +41,7 @@ pub struct SledStore {
     dir: PathBuf,
     tx: Mutex<Option<mpsc::Sender<Write>>>,
     committer: Mutex<Option<JoinHandle<()>>>,
+    payloads: Payloads,
     anchoring: Mutex<Option<AnchorTask>>,
     alarms: Vec<String>,
 }
@@ -96,11 +99,21 @@ impl SledStore {
             }
         };
         let schedules = db.open_tree("schedules").map_err(damaged)?;
-        let moved = keep_payloads_apart(&db, &events).map_err(damaged)?;
+        let payloads = Payloads::open(dir).map_err(|e| open_err(e.to_string()))?;
+        let moved = keep_payloads_apart(&db, &events, &payloads).map_err(open_err)?;
         if moved > 0 {
             tracing::info!(
                 events = moved,
                 "event payloads moved out of their records (written once from now on)"
+            );
+        }
+        let orphans = payloads
+            .remove_orphans(&events)
+            .map_err(|e| open_err(format!("cannot tidy the payload files: {e}")))?;
+        if orphans > 0 {
+            tracing::info!(
+                files = orphans,
+                "payload files no event names (left by a crash) were removed"
             );
         }
         let committed = events
@@ -119,13 +132,13 @@ impl SledStore {
         }
         let commits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(committed));
         let (tx, rx) = mpsc::channel();
-        let (cdb, ctree) = (db.clone(), events.clone());
+        let (cdb, ctree, cpayloads) = (db.clone(), events.clone(), payloads.clone());
         let flushes = std::sync::Arc::new(crate::histogram::Histogram::default());
         let cflushes = flushes.clone();
         let ccommits = commits.clone();
         let committer = std::thread::Builder::new()
             .name("weft-commit".into())
-            .spawn(move || committer::run(cdb, ctree, rx, cflushes, ccommits))
+            .spawn(move || committer::run(cdb, ctree, cpayloads, rx, cflushes, ccommits))
             .map_err(|e| open_err(e.to_string()))?;
         let anchoring = anchor
             .spawn(commits.clone())
@@ -140,6 +153,7 @@ impl SledStore {
             dir: dir.to_path_buf(),
             tx: Mutex::new(Some(tx)),
             committer: Mutex::new(Some(committer)),
+            payloads,
             anchoring: Mutex::new(Some(anchoring)),
             alarms,
         })
@@ -170,7 +184,7 @@ impl SledStore {
     ) -> Result<EventRecord, StoreError> {
         if EventRecord::payload_apart(encoded) {
             record.payload = match self.events.get(body_key(&record.id)) {
-                Ok(Some(body)) => body.to_vec(),
+                Ok(Some(body)) => self.payloads.read(&record.id, &body)?,
                 Ok(None) => {
                     return Err(StoreError::Read(format!(
                         "event {} has lost its payload",
@@ -240,13 +254,23 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
 /// earlier weft) as a record and a payload apart, in batches, before the
 /// store takes writes. A crash part-way leaves the rest for the next open;
 /// a rewritten record's payload is in the same batch as the record.
-fn keep_payloads_apart(db: &sled::Db, events: &sled::Tree) -> Result<usize, sled::Error> {
+fn keep_payloads_apart(
+    db: &sled::Db,
+    events: &sled::Tree,
+    payloads: &Payloads,
+) -> Result<usize, String> {
     const BATCH: usize = 256;
     let mut moved = 0;
     let mut batch = sled::Batch::default();
+    let mut files = Vec::new();
     let mut in_batch = 0;
+    let commit = |batch: sled::Batch, files: &mut Vec<(EventId, Vec<u8>)>| {
+        payloads.write(files).map_err(|e| e.to_string())?;
+        files.clear();
+        events.apply_batch(batch).map_err(|e| e.to_string())
+    };
     for item in events.scan_prefix([EVENT]) {
-        let (k, v) = item?;
+        let (k, v) = item.map_err(|e| e.to_string())?;
         if EventRecord::payload_apart(&v) {
             continue;
         }
@@ -254,21 +278,23 @@ fn keep_payloads_apart(db: &sled::Db, events: &sled::Tree) -> Result<usize, sled
         let Ok(record) = EventRecord::decode(&v) else {
             continue;
         };
-        batch.insert(body_key(&record.id), record.payload.as_slice());
+        let stored = payloads::store(record.id, &record.payload);
+        files.extend(stored.file);
+        batch.insert(body_key(&record.id), stored.value);
         batch.insert(k, record.encode());
         in_batch += 1;
         if in_batch == BATCH {
-            events.apply_batch(std::mem::take(&mut batch))?;
+            commit(std::mem::take(&mut batch), &mut files)?;
             moved += in_batch;
             in_batch = 0;
         }
     }
     if in_batch > 0 {
-        events.apply_batch(batch)?;
+        commit(batch, &mut files)?;
         moved += in_batch;
     }
     if moved > 0 {
-        db.flush()?;
+        db.flush().map_err(|e| e.to_string())?;
     }
     Ok(moved)
 }
@@ -287,10 +313,16 @@ fn dedup_of(d: Dedup, id: EventId) -> (Vec<u8>, EventId, u64) {
 }
 
 /// The operations that store a new event (its payload once, apart from
-/// the record that attempts rewrite) and queue its first attempt.
-fn queued_new(record: &EventRecord) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+/// the record that attempts rewrite; a large one as a file, added to
+/// `files`) and queue its first attempt.
+fn queued_new(
+    record: &EventRecord,
+    files: &mut Vec<(EventId, Vec<u8>)>,
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let stored = payloads::store(record.id, &record.payload);
+    files.extend(stored.file);
     vec![
-        (body_key(&record.id), Some(record.payload.clone())),
+        (body_key(&record.id), Some(stored.value)),
         (event_key(&record.id), Some(record.encode())),
         (
             queue_key(record.received_at_ms, &record.id),
@@ -314,8 +346,10 @@ impl Store for SledStore {
         dedup: Option<Dedup>,
         after: Option<AfterCommit>,
     ) -> Ticket {
+        let mut files = Vec::new();
         self.submit(Write {
-            ops: queued_new(record),
+            ops: queued_new(record, &mut files),
+            files,
             dedup: dedup.map(|d| dedup_of(d, record.id)),
             after,
             ..Write::default()
@@ -329,10 +363,14 @@ impl Store for SledStore {
         }
         write.items = items
             .into_iter()
-            .map(|p| Item {
-                ops: queued_new(&p.record),
-                dedup: dedup_of(p.dedup, p.record.id),
-                after: p.after,
+            .map(|p| {
+                let mut files = Vec::new();
+                Item {
+                    ops: queued_new(&p.record, &mut files),
+                    files,
+                    dedup: dedup_of(p.dedup, p.record.id),
+                    after: p.after,
+                }
             })
             .collect();
         self.submit(write)
@@ -383,7 +421,8 @@ impl Store for SledStore {
         write.put(done_key(super::now_ms(), &parent.id), size_value(parent));
         write.put(event_key(&parent.id), parent.encode());
         for child in children {
-            write.ops.extend(queued_new(child));
+            let ops = queued_new(child, &mut write.files);
+            write.ops.extend(ops);
         }
         write.after = after;
         self.submit(write)
@@ -500,7 +539,7 @@ impl Store for SledStore {
                 .map_or(0, u64::from_be_bytes)
         };
         let mut usage = StoreUsage {
-            disk_bytes: self.db.size_on_disk().unwrap_or(0),
+            disk_bytes: self.db.size_on_disk().unwrap_or(0) + self.payloads.bytes(),
             ..StoreUsage::default()
         };
         for (_, v) in self.events.scan_prefix([DONE]).filter_map(Result::ok) {
@@ -665,6 +704,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_large_payload_is_a_file_checked_when_read_and_removed_with_its_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let payload = format!("{{\"pad\": \"{}\"}}", "p".repeat(300_000)).into_bytes();
+        let mut record = EventRecord::queued(EventId::new(), "p", "k", payload.clone());
+        store.accept(&record, None, None).await.unwrap();
+        let file = dir.path().join("payloads").join(record.id.to_string());
+        assert_eq!(std::fs::read(&file).unwrap(), payload);
+        let usage = store.usage();
+        assert!(usage.disk_bytes >= payload.len() as u64, "{usage:?}");
+        assert_eq!(store.event(&record.id).unwrap().unwrap().payload, payload);
+        // Changed behind weft's back: refused, not handed on.
+        let mut tampered = payload.clone();
+        tampered[10] = b'X';
+        std::fs::write(&file, &tampered).unwrap();
+        let err = store.event(&record.id).unwrap_err().to_string();
+        assert!(err.contains("changed on disk"), "{err}");
+        std::fs::write(&file, &payload).unwrap();
+        // Finished and swept: the file goes with the record.
+        record.state = EventState::Delivered;
+        let entry = QueueEntry {
+            due_ms: record.received_at_ms,
+            id: record.id,
+            attempt: 1,
+        };
+        store
+            .record_attempt(&record, entry, AfterAttempt::Finished { at_ms: 1 }, None)
+            .await
+            .unwrap();
+        assert!(file.exists(), "an attempt does not rewrite the payload");
+        store
+            .sweep(crate::store::Retention {
+                history_before_ms: u64::MAX,
+                ..crate::store::Retention::default()
+            })
+            .await
+            .unwrap();
+        assert!(!file.exists(), "removed once its record's removal commits");
+        // A file no event names (a crash before its commit) goes at open.
+        let stray = dir.path().join("payloads").join(EventId::new().to_string());
+        std::fs::write(&stray, b"left by a crash").unwrap();
+        store.close();
+        drop(store);
+        let _store = SledStore::open(dir.path()).unwrap();
+        assert!(!stray.exists());
+    }
+
+    #[tokio::test]
     async fn records_with_the_payload_inline_are_moved_apart_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let record = EventRecord::queued(EventId::new(), "p", "k", b"{\"old\": true}".to_vec());
@@ -690,7 +777,8 @@ mod tests {
                 .unwrap()
                 .unwrap()
                 .as_ref(),
-            b"{\"old\": true}"
+            b"\0{\"old\": true}",
+            "a small payload stays in sled, tagged inline"
         );
         assert_eq!(store.event(&record.id).unwrap().unwrap(), record);
     }
