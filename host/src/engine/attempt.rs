@@ -120,7 +120,7 @@ pub(super) async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, 
     record_outcome(
         engine,
         pipeline,
-        &record,
+        record,
         &job,
         outcome,
         Ran {
@@ -356,7 +356,7 @@ fn next_attempt(
 fn record_outcome(
     engine: &Engine,
     pipeline: &Pipeline,
-    record: &EventRecord,
+    record: Arc<EventRecord>,
     job: &Job,
     outcome: Outcome,
     ran: Ran,
@@ -367,14 +367,16 @@ fn record_outcome(
         steps,
     } = ran;
     let store = &engine.inner.store;
-    let mut next = record.clone();
+    // The attempt holds the only handle as a rule: the record is updated
+    // in place, its payload not copied.
+    let mut next = Arc::try_unwrap(record).unwrap_or_else(|shared| (*shared).clone());
     let now = now_ms();
     let mut then = AfterAttempt::Finished { at_ms: now };
     let mut children = Vec::new();
     let attempt_outcome = match outcome {
         Outcome::Split(i, out) => {
             let step = &pipeline.steps[i];
-            children = super::split::children(record, i, out);
+            children = super::split::children(&next, i, out);
             tracing::debug!(step = %step.label, children = children.len(), "split");
             pipeline.stats.split.fetch_add(1, Ordering::Relaxed);
             next.state = EventState::Split;
@@ -388,7 +390,7 @@ fn record_outcome(
             tracing::debug!(receipt = %receipt, duration_us, "delivered");
             pipeline.stats.delivered.fetch_add(1, Ordering::Relaxed);
             pipeline.latency.observe(std::time::Duration::from_millis(
-                now.saturating_sub(record.received_at_ms),
+                now.saturating_sub(next.received_at_ms),
             ));
             next.state = EventState::Delivered;
             AttemptOutcome::Delivered { receipt }
@@ -401,8 +403,8 @@ fn record_outcome(
         }
         Outcome::Failed(at, error) => {
             let step = at.map_or(&pipeline.sink, |i| &pipeline.steps[i]);
-            let round_attempt = job.attempt.saturating_sub(record.round_base);
-            let retry_at_ms = next_attempt(pipeline, step, record, job.attempt, &error, now);
+            let round_attempt = job.attempt.saturating_sub(next.round_base);
+            let retry_at_ms = next_attempt(pipeline, step, &next, job.attempt, &error, now);
             if let Some(due) = retry_at_ms {
                 tracing::warn!(step = %step.label, kind = error.kind.as_str(), retry_in_ms = due - now,
                     "attempt {round_attempt} failed: {}", error.message);
