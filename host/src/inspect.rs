@@ -115,7 +115,7 @@ pub async fn inspect(
     report.sha256 = Some(plugin.sha256.clone());
     report.size_bytes = Some(plugin.size);
     report.world = Some(if plugin.delivers_batches() {
-        "weft:plugin/batch-sink@0.1.0 (a sink that takes batches)".to_string()
+        "weft:plugin/batch-sink@0.1.0".to_string()
     } else {
         plugin.world.to_string()
     });

@@ -222,7 +222,7 @@ fn plugin_inspect_shows_the_world_and_the_requested_capabilities() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["world"], "weft:plugin/sink@0.1.0");
+    assert_eq!(report["world"], "weft:plugin/batch-sink@0.1.0");
     assert_eq!(report["name"], "http_sink", "the name is the file stem");
     assert_eq!(report["describes_itself_as"], "http-sink 0.1.0");
     assert_eq!(

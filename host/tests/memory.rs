@@ -38,6 +38,8 @@ async fn a_small_inflight_budget_refuses_large_bodies_early_and_bounds_memory() 
         .unwrap()
         .server_line(&format!("max_inflight_bytes = {BUDGET}"))
         .unwrap();
+    // Started once to compile the plugins, then warm, as it usually runs.
+    WeftProcess::start(WEFT, &setup.config_path, listen, "weft.log", &[]).sigterm();
     let host = WeftProcess::start(WEFT, &setup.config_path, listen, "weft.log", &[]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = host.rss_bytes();

@@ -110,6 +110,15 @@ fn test(extra: &[String]) -> Result<()> {
 
 fn bench(extra: &[String]) -> Result<()> {
     ensure_wasm_target()?;
+    // The footprint section runs the release binary as operators do.
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "weft-host",
+        "--bin",
+        "weft",
+    ]))?;
     run(cargo()
         .args([
             "bench",
