@@ -200,7 +200,9 @@ async fn run(bin: &Path, name: &str, events: usize, size: usize, senders: usize,
         retained as f64 / MIB,
         grown as f64 / retained.max(1) as f64
     );
-    Arc::try_unwrap(s.process).ok().map(WeftProcess::sigterm);
+    if let Ok(p) = Arc::try_unwrap(s.process) {
+        p.sigterm();
+    }
 }
 
 /// Both runs; skipped (with how to run it) without a release binary.
