@@ -121,10 +121,17 @@ async fn drive(
     };
     let pad = "x".repeat(size.saturating_sub(120));
     let next = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..senders {
-        let (next, url, pad, client) = (next.clone(), s.url.clone(), pad.clone(), client());
+        let (next, accepted, url, pad, client) = (
+            next.clone(),
+            accepted.clone(),
+            s.url.clone(),
+            pad.clone(),
+            client(),
+        );
         tasks.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -149,6 +156,7 @@ async fn drive(
                         Err(_) => 0,
                     };
                     if status == 202 {
+                        accepted.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -157,7 +165,7 @@ async fn drive(
         });
     }
     while tasks.join_next().await.is_some() {}
-    let sent = next.load(Ordering::Relaxed).min(events);
+    let sent = accepted.load(Ordering::Relaxed);
     while s.delivered.load(Ordering::Relaxed) < sent && started.elapsed() < limit * 4 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
