@@ -1,24 +1,22 @@
 //! Batches at the sink: an attempt whose event reaches a batching sink
 //! hands the event to its pipeline's batcher and waits for its own result,
 //! so each event keeps its own outcome, history and retries while the sink
-//! is called once per batch.
+//! is called once per batch. This file holds where events wait and how a
+//! batch fills; `batches.rs` closes and delivers them.
 
-use super::handle::Engine;
-use super::pipeline::Pipeline;
 use crate::config::BatchConfig;
 use crate::redact::FieldMask;
 use crate::sandbox::bindings::WitEvent;
-use crate::sandbox::{CallContext, CallCost, CallError};
+use crate::sandbox::{CallCost, CallError};
 use crate::store::ErrorKind;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 /// How often an open batch looks again at whether it should close.
-const TICK: Duration = Duration::from_millis(2);
+pub(super) const TICK: Duration = Duration::from_millis(2);
 
 /// One event's result from its batch: the receipt or error, and what the
 /// batch call cost.
@@ -26,19 +24,19 @@ pub(super) type Delivered = (Result<String, CallError>, CallCost);
 
 /// An event waiting at the sink for its batch.
 pub(super) struct Waiting {
-    event: WitEvent,
-    mask: Arc<FieldMask>,
-    reply: oneshot::Sender<Delivered>,
+    pub event: WitEvent,
+    pub mask: Arc<FieldMask>,
+    pub reply: oneshot::Sender<Delivered>,
 }
 
 /// A pipeline's batcher: where attempts hand in their events.
 pub(super) struct Batcher {
-    config: BatchConfig,
+    pub config: BatchConfig,
     tx: mpsc::UnboundedSender<Waiting>,
     rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Waiting>>>,
     /// Events in batches being delivered (still in flight, but no longer
     /// able to join a batch).
-    delivering: AtomicU64,
+    pub delivering: AtomicU64,
 }
 
 impl Batcher {
@@ -71,58 +69,9 @@ impl Batcher {
         result.await.unwrap_or_else(|_| gone())
     }
 
-    /// The receiving end, once, for [`run`].
+    /// The receiving end, once, for the task that delivers the batches.
     pub(super) fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<Waiting>> {
         self.rx.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-}
-
-/// Close batches and deliver them, until the engine stops and no event of
-/// the pipeline is in flight any more.
-pub(super) async fn run(
-    engine: Engine,
-    pipeline: Arc<Pipeline>,
-    mut rx: mpsc::UnboundedReceiver<Waiting>,
-) {
-    let Some(batcher) = pipeline.batcher.as_ref() else {
-        return;
-    };
-    let config = batcher.config;
-    let mut stop = engine.stopping();
-    let mut carry: Option<Waiting> = None;
-    loop {
-        let stopped = *stop.borrow();
-        let first = match carry.take() {
-            Some(w) => w,
-            None => tokio::select! {
-                w = rx.recv() => match w {
-                    Some(w) => w,
-                    None => return,
-                },
-                _ = stop.changed(), if !stopped => continue,
-                _ = tokio::time::sleep(TICK), if stopped => {
-                    if pipeline.stats.in_flight.load(Ordering::Relaxed) == 0 {
-                        return;
-                    }
-                    continue;
-                }
-            },
-        };
-        // Events that may still join: in flight and not being delivered,
-        // or ready for the dispatcher to start.
-        let others = || {
-            let s = &pipeline.stats;
-            let coming = s.in_flight.load(Ordering::Relaxed) + s.ready.load(Ordering::Relaxed);
-            coming.saturating_sub(batcher.delivering.load(Ordering::Relaxed))
-        };
-        let batch = fill(first, &mut rx, &mut carry, config, others, || {
-            *stop.borrow()
-        })
-        .await;
-        batcher
-            .delivering
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        tokio::spawn(flush(engine.clone(), pipeline.clone(), batch));
     }
 }
 
@@ -131,7 +80,7 @@ pub(super) async fn run(
 /// next batch), `max_wait_ms` have passed, or no other event could join
 /// soon: `in_flight()` (events in flight and not yet being delivered) is no
 /// more than the batch holds, or `stopping()`.
-async fn fill(
+pub(super) async fn fill(
     first: Waiting,
     rx: &mut mpsc::UnboundedReceiver<Waiting>,
     carry: &mut Option<Waiting>,
@@ -165,46 +114,6 @@ async fn fill(
         batch.push(w);
     }
     batch
-}
-
-/// Deliver one batch and hand each event its own result.
-async fn flush(engine: Engine, pipeline: Arc<Pipeline>, batch: Vec<Waiting>) {
-    let n = batch.len();
-    let sink = &pipeline.sink;
-    let mask = FieldMask::union(batch.iter().map(|w| w.mask.as_ref()));
-    let ctx = CallContext {
-        pipeline: pipeline.name.clone(),
-        plugin: sink.plugin.name.as_str().into(),
-        event_id: if n == 1 {
-            batch[0].event.id.clone()
-        } else {
-            format!("{} (+{} in its batch)", batch[0].event.id, n - 1)
-        },
-        correlation_id: batch[0].event.correlation_id.clone(),
-        redact: Arc::new(mask),
-    };
-    let (events, replies): (Vec<WitEvent>, Vec<_>) =
-        batch.into_iter().map(|w| (w.event, w.reply)).unzip();
-    if let Some(limiter) = &pipeline.limiter {
-        limiter.acquire().await;
-    }
-    let started = std::time::Instant::now();
-    let (results, cost) = engine
-        .inner
-        .sandbox
-        .deliver_batch(&sink.plugin, &sink.config_json, ctx, &events)
-        .instrument(tracing::debug_span!("batch", pipeline = %pipeline.name, step = %sink.label, events = n))
-        .await;
-    if let Some(h) = pipeline.step_latency.last() {
-        h.observe(started.elapsed());
-    }
-    if let Some(b) = &pipeline.batcher {
-        b.delivering.fetch_sub(n as u64, Ordering::Relaxed);
-    }
-    pipeline.stats.batches.fetch_add(1, Ordering::Relaxed);
-    for (reply, result) in replies.into_iter().zip(results) {
-        let _ = reply.send((result, cost));
-    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod accept;
 mod admin;
 mod attempt;
 mod batch;
+mod batches;
 mod breaker;
 mod build;
 mod dead_letters;

@@ -20,7 +20,7 @@ impl Engine {
         let mut tasks = Vec::new();
         for (pipeline, rx) in receivers {
             if let Some(batches) = pipeline.batcher.as_ref().and_then(|b| b.take_receiver()) {
-                tasks.push(tokio::spawn(super::batch::run(
+                tasks.push(tokio::spawn(super::batches::run(
                     self.clone(),
                     pipeline.clone(),
                     batches,
