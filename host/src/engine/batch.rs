@@ -149,6 +149,18 @@ mod tests {
         (w, rx)
     }
 
+    /// [`fill`] from a first event taken off `rx`, with `in_flight` events
+    /// that could still join and no stop.
+    async fn fill_from(
+        rx: &mut mpsc::UnboundedReceiver<Waiting>,
+        carry: &mut Option<Waiting>,
+        config: BatchConfig,
+        in_flight: u64,
+    ) -> Vec<Waiting> {
+        let first = rx.recv().await.unwrap();
+        fill(first, rx, carry, config, || in_flight, || false).await
+    }
+
     /// Sends `n` events of `payload` bytes; keeps their reply ends alive.
     fn queue(
         tx: &mpsc::UnboundedSender<Waiting>,
@@ -169,16 +181,7 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let _replies = queue(&tx, 25, 10);
         let mut carry = None;
-        let first = rx.recv().await.unwrap();
-        let batch = fill(
-            first,
-            &mut rx,
-            &mut carry,
-            config(10, 1 << 20, 1000),
-            || 100,
-            || false,
-        )
-        .await;
+        let batch = fill_from(&mut rx, &mut carry, config(10, 1 << 20, 1000), 100).await;
         assert_eq!(batch.len(), 10);
         assert!(carry.is_none());
     }
@@ -188,16 +191,7 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let _replies = queue(&tx, 5, 400);
         let mut carry = None;
-        let first = rx.recv().await.unwrap();
-        let batch = fill(
-            first,
-            &mut rx,
-            &mut carry,
-            config(100, 1000, 1000),
-            || 100,
-            || false,
-        )
-        .await;
+        let batch = fill_from(&mut rx, &mut carry, config(100, 1000, 1000), 100).await;
         assert_eq!(batch.len(), 2, "800 bytes fit in 1000, 1200 would not");
         assert_eq!(carry.map(|w| w.event.payload.len()), Some(400));
         // A single event over max_bytes still goes, alone.
@@ -219,19 +213,10 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let _replies = queue(&tx, 3, 10);
         let mut carry = None;
-        let first = rx.recv().await.unwrap();
         let started = Instant::now();
         // Ten events are in flight, three arrived: it waits for the rest,
         // until max_wait_ms.
-        let batch = fill(
-            first,
-            &mut rx,
-            &mut carry,
-            config(100, 1 << 20, 300),
-            || 10,
-            || false,
-        )
-        .await;
+        let batch = fill_from(&mut rx, &mut carry, config(100, 1 << 20, 300), 10).await;
         assert_eq!(batch.len(), 3);
         let waited = started.elapsed();
         assert!(
@@ -244,17 +229,8 @@ mod tests {
     async fn a_batch_closes_at_once_when_every_event_in_flight_is_in_it() {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let _replies = queue(&tx, 3, 10);
-        let first = rx.recv().await.unwrap();
         let started = Instant::now();
-        let batch = fill(
-            first,
-            &mut rx,
-            &mut None,
-            config(100, 1 << 20, 5000),
-            || 3,
-            || false,
-        )
-        .await;
+        let batch = fill_from(&mut rx, &mut None, config(100, 1 << 20, 5000), 3).await;
         assert_eq!(batch.len(), 3);
         assert_eq!(
             started.elapsed(),

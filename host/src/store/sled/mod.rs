@@ -671,15 +671,19 @@ mod tests {
         store.events.scan_prefix([prefix]).count()
     }
 
-    #[tokio::test]
-    async fn a_payload_is_written_once_and_attempts_rewrite_only_the_record() {
+    /// A store in a new directory, and a new event with a JSON payload of
+    /// about `pad` bytes, accepted into it.
+    async fn accepted(pad: usize) -> (tempfile::TempDir, SledStore, EventRecord) {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
-        let payload = format!("{{\"pad\": \"{}\"}}", "p".repeat(50_000)).into_bytes();
-        let mut record = EventRecord::queued(EventId::new(), "p", "k", payload.clone());
+        let payload = format!("{{\"pad\": \"{}\"}}", "p".repeat(pad)).into_bytes();
+        let record = EventRecord::queued(EventId::new(), "p", "k", payload);
         store.accept(&record, None, None).await.unwrap();
-        let stored = store.events.get(event_key(&record.id)).unwrap().unwrap();
-        assert!(stored.len() < 200, "the record is small: {}", stored.len());
+        (dir, store, record)
+    }
+
+    /// Record `record`'s first attempt as delivered.
+    async fn delivered(store: &SledStore, record: &mut EventRecord) {
         record.state = EventState::Delivered;
         let entry = QueueEntry {
             due_ms: record.received_at_ms,
@@ -687,13 +691,13 @@ mod tests {
             attempt: 1,
         };
         store
-            .record_attempt(&record, entry, AfterAttempt::Finished { at_ms: 1 }, None)
+            .record_attempt(record, entry, AfterAttempt::Finished { at_ms: 1 }, None)
             .await
             .unwrap();
-        let read = store.event(&record.id).unwrap().unwrap();
-        assert_eq!(read.payload, payload);
-        assert_eq!(read.state, EventState::Delivered);
-        // Retention takes the payload with the record.
+    }
+
+    /// Sweep every finished event out of the history.
+    async fn sweep_history(store: &SledStore) {
         store
             .sweep(crate::store::Retention {
                 history_before_ms: u64::MAX,
@@ -701,17 +705,28 @@ mod tests {
             })
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_payload_is_written_once_and_attempts_rewrite_only_the_record() {
+        let (_dir, store, mut record) = accepted(50_000).await;
+        let payload = record.payload.clone();
+        let stored = store.events.get(event_key(&record.id)).unwrap().unwrap();
+        assert!(stored.len() < 200, "the record is small: {}", stored.len());
+        delivered(&store, &mut record).await;
+        let read = store.event(&record.id).unwrap().unwrap();
+        assert_eq!(read.payload, payload);
+        assert_eq!(read.state, EventState::Delivered);
+        // Retention takes the payload with the record.
+        sweep_history(&store).await;
         assert!(store.event(&record.id).unwrap().is_none());
         assert_eq!(count(&store, BODY), 0, "no payload outlives its record");
     }
 
     #[tokio::test]
     async fn a_large_payload_is_a_file_checked_when_read_and_removed_with_its_event() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let payload = format!("{{\"pad\": \"{}\"}}", "p".repeat(300_000)).into_bytes();
-        let mut record = EventRecord::queued(EventId::new(), "p", "k", payload.clone());
-        store.accept(&record, None, None).await.unwrap();
+        let (dir, store, mut record) = accepted(300_000).await;
+        let payload = record.payload.clone();
         let file = dir.path().join("payloads").join(record.id.to_string());
         assert_eq!(std::fs::read(&file).unwrap(), payload);
         let usage = store.usage();
@@ -725,24 +740,9 @@ mod tests {
         assert!(err.contains("changed on disk"), "{err}");
         std::fs::write(&file, &payload).unwrap();
         // Finished and swept: the file goes with the record.
-        record.state = EventState::Delivered;
-        let entry = QueueEntry {
-            due_ms: record.received_at_ms,
-            id: record.id,
-            attempt: 1,
-        };
-        store
-            .record_attempt(&record, entry, AfterAttempt::Finished { at_ms: 1 }, None)
-            .await
-            .unwrap();
+        delivered(&store, &mut record).await;
         assert!(file.exists(), "an attempt does not rewrite the payload");
-        store
-            .sweep(crate::store::Retention {
-                history_before_ms: u64::MAX,
-                ..crate::store::Retention::default()
-            })
-            .await
-            .unwrap();
+        sweep_history(&store).await;
         assert!(!file.exists(), "removed once its record's removal commits");
         // A file no event names (a crash before its commit) goes at open.
         let stray = dir.path().join("payloads").join(EventId::new().to_string());
