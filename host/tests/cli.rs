@@ -406,3 +406,97 @@ async fn check_sees_webhook_secrets_plugin_fields_are_logged_and_delivered_event
     }
     host.sigterm();
 }
+
+/// A token exported in the server's environment (as a shell that also runs
+/// the CLI would) grants nothing on the server: only `[[admin.tokens]]`
+/// count, with their roles. The CLI reads its own from `WEFT_TOKEN`, and an
+/// old config naming `server.admin_token_env` is refused with the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_in_the_servers_environment_grants_nothing() {
+    let receiver = weft_tests::Receiver::start(weft_tests::Behavior::Accept).await;
+    let listen = weft_tests::free_addr();
+    let viewer = "viewer-token-0123456789abcdef";
+    let stray = "stray-token-0123456789abcdef";
+    let setup = weft_tests::HostSetup::with_extra(
+        listen,
+        &[weft_tests::PipelineSpec::leads(
+            "leads",
+            &receiver.url("/l"),
+        )],
+        "[[admin.tokens]]\nname = \"dash\"\nrole = \"viewer\"\nsecret = \"DASH\"\n",
+    )
+    .unwrap();
+    let env = [
+        ("WEFT_SECRET_DASH", viewer),
+        ("WEFT_ADMIN_TOKEN", viewer),
+        ("WEFT_TOKEN", stray),
+    ];
+    let host = weft_tests::WeftProcess::start_with_env(
+        WEFT,
+        &setup.config_path,
+        listen,
+        "weft.log",
+        &[],
+        &env,
+    );
+    let admin = setup.config().server.admin_addr();
+    let purge = format!("http://{admin}/api/v1/dlq/purge");
+    let call = |token: &'static str| {
+        let purge = purge.clone();
+        async move {
+            weft_tests::post_with_headers(
+                &purge,
+                br#"{"all": true}"#,
+                "application/json",
+                &[("authorization", format!("Bearer {token}"))],
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(call(viewer).await, 403, "the viewer stays a viewer");
+    assert_eq!(call(stray).await, 401, "a variable is no server token");
+    // The CLI takes WEFT_TOKEN; the old name still works for it, with a warning.
+    let status = |vars: &[(&str, &str)]| {
+        let mut cmd = Command::new(WEFT);
+        cmd.args(["pipeline", "status", "--config"])
+            .arg(&setup.config_path)
+            .env_remove("WEFT_TOKEN")
+            .env_remove("WEFT_ADMIN_TOKEN");
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let out = status(&[("WEFT_TOKEN", viewer)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = status(&[("WEFT_ADMIN_TOKEN", viewer)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("WEFT_ADMIN_TOKEN is deprecated"));
+    let out = status(&[("WEFT_TOKEN", stray)]);
+    assert!(!out.status.success(), "a wrong token is refused");
+    host.sigterm();
+    // An old config that names the variable is refused, saying why.
+    let text_of = std::fs::read_to_string(&setup.config_path).unwrap();
+    std::fs::write(
+        &setup.config_path,
+        text_of.replacen(
+            "data_dir = \"./weft-data\"\n",
+            "data_dir = \"./weft-data\"\nadmin_token_env = \"WEFT_ADMIN_TOKEN\"\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let out = Command::new(WEFT)
+        .args(["check", "--config"])
+        .arg(&setup.config_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("admin_token_env")
+            && text(&out.stderr).contains("[[admin.tokens]]"),
+        "{}",
+        text(&out.stderr)
+    );
+}

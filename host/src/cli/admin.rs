@@ -110,12 +110,32 @@ pub fn client(host: &HostArg, listener: Listener) -> Result<(HostClient, Option<
         },
         (None, Err(e)) => bail!("{e}\n(pass --url to reach a host without a config file)"),
     };
-    let token_env = config
-        .as_ref()
-        .map(|c| c.server.admin_token_env.clone())
-        .unwrap_or_else(|_| "WEFT_ADMIN_TOKEN".into());
-    let token = std::env::var(token_env).ok().filter(|t| !t.is_empty());
-    Ok((HostClient::new(&url, token), config.ok()))
+    Ok((HostClient::new(&url, cli_token(host)?), config.ok()))
+}
+
+/// The CLI's admin token: `--token-file`, else `WEFT_TOKEN`, else (with a
+/// warning) the old `WEFT_ADMIN_TOKEN`. Only the CLI reads these.
+fn cli_token(host: &HostArg) -> Result<Option<String>> {
+    if let Some(path) = &host.token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?;
+        let token = text.trim().to_string();
+        if token.is_empty() {
+            bail!("the token file {} is empty", path.display());
+        }
+        return Ok(Some(token));
+    }
+    let var = |name: &str| std::env::var(name).ok().filter(|t| !t.is_empty());
+    if let Some(t) = var("WEFT_TOKEN") {
+        return Ok(Some(t));
+    }
+    let old = var("WEFT_ADMIN_TOKEN");
+    if old.is_some() {
+        eprintln!(
+            "warning: WEFT_ADMIN_TOKEN is deprecated for the CLI; export the token as WEFT_TOKEN (or pass --token-file). The server never reads either."
+        );
+    }
+    Ok(old)
 }
 
 /// The message for a host that does not answer.

@@ -75,6 +75,9 @@ pub struct HostArg {
     /// Address of the running host (default: server.listen from the config).
     #[arg(long)]
     url: Option<String>,
+    /// A file holding the admin token (instead of `WEFT_TOKEN`).
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
 }
 
 impl Cli {

@@ -43,10 +43,11 @@ pub struct ServerConfig {
     /// How long an idempotency key is remembered at ingress, in hours (default 24).
     #[serde(default = "default_keep_hours")]
     pub dedup_window_hours: u64,
-    /// Environment variable holding the admin API bearer token; when it is
-    /// set, `/api/v1` requires `Authorization: Bearer <token>`.
-    #[serde(default = "default_admin_token_env")]
-    pub admin_token_env: String,
+    /// No longer read: server tokens come only from `[[admin.tokens]]`, and
+    /// the CLI reads its own from `WEFT_TOKEN`. Kept to name the change
+    /// when an old config sets it.
+    #[serde(default)]
+    pub admin_token_env: Option<String>,
     /// A TOML file of `NAME = "secret"` lines, readable by its owner only
     /// (mode 0600). `WEFT_SECRET_NAME` in the environment wins over it.
     #[serde(default)]
@@ -104,6 +105,11 @@ impl ServerConfig {
         if self.max_body_bytes == 0 {
             return Err("server.max_body_bytes must be at least 1".into());
         }
+        if let Some(var) = &self.admin_token_env {
+            return Err(format!(
+                "server.admin_token_env = {var:?} is no longer read: an environment variable meant for the CLI must not make anyone an admin on the server. Declare the token under [[admin.tokens]] (name, role, secret) and remove the line; the CLI takes its token from WEFT_TOKEN"
+            ));
+        }
         if self.max_inflight_bytes == 0 {
             return Err("server.max_inflight_bytes must be at least 1".into());
         }
@@ -128,9 +134,6 @@ fn default_keep_hours() -> u64 {
 fn default_keep_dead_letters_hours() -> u64 {
     336
 }
-fn default_admin_token_env() -> String {
-    "WEFT_ADMIN_TOKEN".to_string()
-}
 
 /// `[plugins]`
 #[derive(Debug, Clone, Deserialize)]
@@ -144,9 +147,9 @@ pub struct PluginsConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Bearer tokens of the admin API, each with a role. With none (and no
-    /// `server.admin_token_env` variable set) the API is open to anyone who
-    /// reaches the listener.
+    /// Bearer tokens of the admin API, each with a role; the only ones the
+    /// server accepts. With none the API is open to anyone who reaches the
+    /// (loopback) listener.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
 }

@@ -49,9 +49,9 @@ pub(super) enum Refusal {
 }
 
 impl ApiState {
-    /// Tokens from `[admin]` (values from `secrets`) and the legacy
-    /// `server.admin_token_env` variable (an admin token named
-    /// `admin-token`). Refuses tokens shorter than [`MIN_TOKEN_LEN`], and an
+    /// Tokens from `[[admin.tokens]]` (values from `secrets`), the only
+    /// ones the server takes: a variable exported for the CLI grants
+    /// nothing here. Refuses tokens shorter than [`MIN_TOKEN_LEN`], and an
     /// admin listener off loopback with no token at all.
     pub fn new(
         config: &Config,
@@ -72,19 +72,6 @@ impl ApiState {
                 ));
             }
             tokens.push((t.name.clone(), t.role, digest(value.as_bytes())));
-        }
-        if let Ok(t) = std::env::var(&config.server.admin_token_env)
-            && !t.is_empty()
-        {
-            if t.len() < MIN_TOKEN_LEN {
-                return Err(format!(
-                    "the admin token in {} is {} bytes; admin tokens must be at least {MIN_TOKEN_LEN} (make one with `openssl rand -hex 32`)",
-                    config.server.admin_token_env,
-                    t.len()
-                ));
-            }
-            crate::redact::register(&t);
-            tokens.push(("admin-token".into(), Role::Admin, digest(t.as_bytes())));
         }
         let admin = config.server.admin_addr();
         if tokens.is_empty() {
