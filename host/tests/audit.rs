@@ -121,3 +121,55 @@ sink = { plugin = "http-sink", config = { url = "https://api.example.com/leads" 
     );
     assert_eq!(by_name("ghost")["status"], "missing");
 }
+
+/// A credential set nowhere stops the host from starting, so the audit that
+/// says so fails too; with the credential set, the same audit passes.
+#[test]
+fn an_audit_that_reports_an_unset_credential_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    weft_tests::install_plugins(&dir.path().join("plugins.d")).unwrap();
+    let config = dir.path().join("weft.toml");
+    std::fs::write(
+        &config,
+        r#"
+[server]
+listen = "127.0.0.1:0"
+data_dir = "./data"
+
+[plugins]
+dir = "./plugins.d"
+
+[grants.http-sink]
+http = ["https://api.example.com"]
+credentials = [{ name = "AUDIT_ONLY_TOKEN", origins = ["https://api.example.com"] }]
+
+[[pipeline]]
+name = "leads"
+sink = { plugin = "http-sink", config = { url = "https://api.example.com/leads" } }
+"#,
+    )
+    .unwrap();
+    let audit = |secret: Option<&str>| {
+        let mut cmd = Command::new(WEFT);
+        cmd.args(["audit", "--config"])
+            .arg(&config)
+            .env_remove("WEFT_SECRET_AUDIT_ONLY_TOKEN");
+        if let Some(s) = secret {
+            cmd.env("WEFT_SECRET_AUDIT_ONLY_TOKEN", s);
+        }
+        cmd.output().unwrap()
+    };
+    let out = audit(None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("would not start") && stderr.contains("AUDIT_ONLY_TOKEN (for http-sink)"),
+        "{stderr}"
+    );
+    let out = audit(Some("a-credential-of-some-length"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

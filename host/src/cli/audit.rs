@@ -54,8 +54,27 @@ impl AuditArgs {
             .filter(|r| r.refused())
             .map(|r| r.name.as_str())
             .collect();
+        let unset: Vec<String> = reports
+            .iter()
+            .flat_map(|r| {
+                r.mismatches
+                    .iter()
+                    .filter(|m| m.kind == "credential-unavailable")
+                    .map(move |m| format!("{} (for {})", m.subject, r.name))
+            })
+            .collect();
+        let mut blockers = Vec::new();
         if !refused.is_empty() {
-            bail!("the host would not load: {}", refused.join(", "));
+            blockers.push(format!("the host would not load: {}", refused.join(", ")));
+        }
+        if !unset.is_empty() {
+            blockers.push(format!(
+                "the host would not start: credentials set nowhere: {}",
+                unset.join(", ")
+            ));
+        }
+        if !blockers.is_empty() {
+            bail!("{}", blockers.join("; "));
         }
         let tampered: Vec<&str> = reports
             .iter()
