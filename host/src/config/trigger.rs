@@ -196,9 +196,51 @@ fn parse_tz(tz: &str) -> Result<chrono::FixedOffset, String> {
     chrono::FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(bad)
 }
 
+/// Each field's name and its range of numbers, seconds first.
+const CRON_FIELDS: [(&str, u32, u32); 7] = [
+    ("seconds", 0, 59),
+    ("minutes", 0, 59),
+    ("hours", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 1, 7),
+    ("year", 1970, 2099),
+];
+
+/// Every number of a cron expression within its field's range, with a
+/// message that names the field and its range (names like `MON` and `JAN`
+/// are left to the parser).
+fn check_ranges(cron: &str) -> Result<(), String> {
+    for (field, (name, lo, hi)) in cron.split_whitespace().zip(CRON_FIELDS) {
+        for part in field.split(',') {
+            let (range, step) = part.split_once('/').unwrap_or((part, ""));
+            for n in range
+                .split('-')
+                .filter(|n| !n.is_empty() && *n != "*" && *n != "?")
+            {
+                let Ok(v) = n.parse::<u32>() else {
+                    continue;
+                };
+                if v < lo || v > hi {
+                    return Err(format!(
+                        "cron {cron:?}: {name} run from {lo} to {hi}, so {v} is out of range"
+                    ));
+                }
+            }
+            if let Ok(0) = step.parse::<u32>() {
+                return Err(format!(
+                    "cron {cron:?}: a step of 0 in the {name} field never moves"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Schedule {
     /// Parse `cron` (seconds first: `sec min hour day month weekday [year]`) in `tz`.
     pub fn parse(cron: &str, tz: &str, on_missed: OnMissed) -> Result<Schedule, String> {
+        check_ranges(cron)?;
         let cron = cron::Schedule::from_str(cron).map_err(|e| {
             format!(
                 "cron {cron:?} is not valid ({e}); write six fields, seconds first, e.g. \"0 */5 * * * *\""
@@ -285,6 +327,30 @@ impl TriggerConfig {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn cron_numbers_out_of_range_are_named_with_their_range() {
+        let parse = |c: &str| Schedule::parse(c, "UTC", OnMissed::Skip).map(|_| ());
+        assert!(parse("0 0 23 * * *").is_ok(), "23 is an hour");
+        assert!(parse("59 59 0-23/2 31 12 7").is_ok());
+        let err = parse("0 0 24 * * *").unwrap_err();
+        assert!(
+            err.contains("hours run from 0 to 23, so 24 is out of range"),
+            "{err}"
+        );
+        let err = parse("0 60 * * * *").unwrap_err();
+        assert!(err.contains("minutes run from 0 to 59, so 60"), "{err}");
+        let err = parse("0 0 0 0 * *").unwrap_err();
+        assert!(err.contains("day of month run from 1 to 31, so 0"), "{err}");
+        let err = parse("0 0 0 * 1-13 *").unwrap_err();
+        assert!(err.contains("month run from 1 to 12, so 13"), "{err}");
+        let err = parse("*/0 * * * * *").unwrap_err();
+        assert!(err.contains("step of 0"), "{err}");
+        assert!(
+            parse("0 0 9 * * MON-FRI").is_ok(),
+            "names are left to the parser"
+        );
+    }
     use super::*;
 
     const MIN: u64 = 60_000;
