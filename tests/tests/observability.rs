@@ -695,3 +695,52 @@ async fn the_admin_api_is_apart_from_webhooks_and_refuses_cross_site_calls_and_g
         .to_string();
     assert!(err.contains("at least 16"), "{err}");
 }
+
+/// What a dashboard and a load balancer read besides the pipelines: which
+/// build runs, the process's own figures, and health by `HEAD`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_and_process_figures_are_in_the_metrics_and_health_answers_head() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let setup =
+        HostSetup::new(any_port(), &[PipelineSpec::leads("p", &receiver.url("/p"))]).unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let admin = weft_host::client::HostClient::new(&format!("http://{}", host.admin_addr), None);
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let reply = admin
+            .call(hyper::Method::HEAD, path, None, &[])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "HEAD {path}");
+    }
+    let text = admin
+        .call(hyper::Method::GET, "/metrics", None, &[])
+        .await
+        .unwrap()
+        .body;
+    let text = text
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| text.to_string());
+    let samples = weft_tests::parse_metrics(&text).expect("the exposition parses");
+    let value = |name: &str| weft_tests::metric(&samples, name, &[]);
+    assert!(
+        value("process_resident_memory_bytes").is_some_and(|v| v > 1e6),
+        "{text}"
+    );
+    assert!(value("process_open_fds").is_some_and(|v| v > 3.0));
+    assert!(value("process_cpu_seconds_total").is_some_and(|v| v > 0.0));
+    let started = value("process_start_time_seconds").unwrap();
+    let now = weft_host::store::now_ms() as f64 / 1000.0;
+    assert!(
+        (now - 600.0..=now + 1.0).contains(&started),
+        "{started} vs {now}"
+    );
+    assert!(
+        text.contains(&format!(
+            "weft_build_info{{version=\"{}\"",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
+    host.shutdown().await;
+}

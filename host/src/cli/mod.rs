@@ -24,7 +24,7 @@ use std::path::PathBuf;
 /// the pipeline's transform plugins and are delivered by its sink plugin,
 /// with retries, backoff and a dead-letter queue.
 #[derive(Debug, Parser)]
-#[command(name = "weft", version, about, long_about, propagate_version = true)]
+#[command(name = "weft", version = crate::VERSION, about, long_about, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

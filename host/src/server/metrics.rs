@@ -354,6 +354,20 @@ pub fn render(engine: &Engine) -> String {
     let _ = writeln!(out, "weft_store_alarms {}", engine.store().alarms().len());
     header(
         &mut out,
+        "weft_build_info",
+        "gauge",
+        "Always 1; the labels say which build runs.",
+    );
+    let _ = writeln!(
+        out,
+        "weft_build_info{{version=\"{}\",revision=\"{}\",profile=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        label(env!("WEFT_GIT_REV")),
+        env!("WEFT_BUILD_PROFILE")
+    );
+    process_metrics(&mut out);
+    header(
+        &mut out,
         "weft_capability_denials_total",
         "counter",
         "Plugin calls refused because they went outside the plugin's grant.",
@@ -373,4 +387,64 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// The process's own figures, under the names Prometheus clients use:
+/// resident memory, CPU time, open files and start time (from `/proc`;
+/// absent where there is none).
+fn process_metrics(out: &mut String) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| fields.get(n).and_then(|v| v.parse::<u64>().ok());
+    // Clock ticks a second: 100 on Linux, whatever the CPU.
+    const TICKS: f64 = 100.0;
+    let page = 4096u64;
+    let boot_s = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    });
+    let mut gauge = |name: &str, kind: &str, help: &str, value: Option<f64>| {
+        if let Some(v) = value {
+            header(out, name, kind, help);
+            let _ = writeln!(out, "{name} {v}");
+        }
+    };
+    // After ')': state is field 0, utime 11, stime 12, starttime 19, rss 21 (pages).
+    gauge(
+        "process_cpu_seconds_total",
+        "counter",
+        "User and system CPU time of the weft process.",
+        field(11)
+            .zip(field(12))
+            .map(|(u, s)| (u + s) as f64 / TICKS),
+    );
+    gauge(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory of the weft process.",
+        field(21).map(|p| (p * page) as f64),
+    );
+    gauge(
+        "process_start_time_seconds",
+        "gauge",
+        "When the weft process started, in seconds since the Unix epoch.",
+        field(19)
+            .zip(boot_s)
+            .map(|(t, boot)| boot as f64 + t as f64 / TICKS),
+    );
+    gauge(
+        "process_open_fds",
+        "gauge",
+        "Open file descriptors of the weft process.",
+        std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as f64),
+    );
 }

@@ -45,7 +45,8 @@ pub(super) async fn route(
             StatusCode::METHOD_NOT_ALLOWED,
             "webhooks take POST with a JSON body",
         ),
-        (&Method::GET, "/metrics") => {
+        // HEAD answers as GET does, without the body (hyper leaves it out).
+        (&Method::GET | &Method::HEAD, "/metrics") => {
             let mut resp = Response::new(http_body_util::Full::new(bytes::Bytes::from(
                 super::metrics::render(engine),
             )));
@@ -55,8 +56,10 @@ pub(super) async fn route(
             );
             resp
         }
-        (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
-        (&Method::GET, "/readyz") => json(
+        (&Method::GET | &Method::HEAD, "/healthz") => {
+            json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+        }
+        (&Method::GET | &Method::HEAD, "/readyz") => json(
             StatusCode::OK,
             &serde_json::json!({ "status": "ready", "pipelines": engine.pipeline_names() }),
         ),
