@@ -500,3 +500,73 @@ async fn a_token_in_the_servers_environment_grants_nothing() {
         text(&out.stderr)
     );
 }
+
+/// `weft send` waits out a busy host: on 429 it sends the same body again
+/// after the `Retry-After` the host gave, until it is accepted; with
+/// `--no-retry` it reports the 429 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weft_send_waits_and_retries_on_429() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let listen = free_addr();
+    let setup = HostSetup::new(
+        listen,
+        &[PipelineSpec::leads("leads", &receiver.url("/l")).with("max_queue = 1")],
+    )
+    .unwrap();
+    let host = weft_tests::WeftProcess::start(WEFT, &setup.config_path, listen, "weft.log", &[]);
+    let weft = |args: &[&str]| {
+        let mut cmd = Command::new(WEFT);
+        cmd.args(args).arg("--config").arg(&setup.config_path);
+        cmd
+    };
+    assert!(
+        weft(&["pipeline", "pause", "leads"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let file = |name: &str, id: &str| {
+        let path = setup.dir.path().join(name);
+        std::fs::write(&path, lead(id, 1).to_string()).unwrap();
+        path
+    };
+    let (first, second) = (file("first.json", "q-1"), file("second.json", "q-2"));
+    let sent = weft(&["send", "leads"]).arg(&first).output().unwrap();
+    assert!(sent.status.success(), "{}", text(&sent.stderr));
+    // The queue is full while the pipeline is paused.
+    let out = weft(&["send", "leads", "--no-retry"])
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stdout).starts_with("429"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Without --no-retry it waits; resuming makes room, and it gets through.
+    let waiting = weft(&["send", "leads"])
+        .arg(&second)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        weft(&["pipeline", "resume", "leads"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("sending again"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(wait_until(WAIT, || receiver.effect_count() == 2).await);
+    host.sigterm();
+}

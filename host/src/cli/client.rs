@@ -25,6 +25,8 @@ pub struct Reply {
     pub status: u16,
     /// Body as JSON.
     pub body: serde_json::Value,
+    /// `Retry-After` in seconds, when the answer has one.
+    pub retry_after_s: Option<u64>,
 }
 
 /// Talks to one host.
@@ -74,6 +76,11 @@ impl HostClient {
             Err(e) => return Err(ClientError::Other(format!("request to {url} failed: {e}"))),
         };
         let status = resp.status().as_u16();
+        let retry_after_s = resp
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let bytes = resp
             .into_body()
             .collect()
@@ -83,6 +90,10 @@ impl HostClient {
         let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
             serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
         });
-        Ok(Reply { status, body })
+        Ok(Reply {
+            status,
+            body,
+            retry_after_s,
+        })
     }
 }

@@ -20,9 +20,16 @@ pub(super) struct SendArgs {
     /// Idempotency-Key header to send (single events only).
     #[arg(long)]
     key: Option<String>,
+    /// Do not wait and retry when the host answers 429 (busy): report it
+    /// as not accepted at once.
+    #[arg(long)]
+    no_retry: bool,
     #[command(flatten)]
     host: HostArg,
 }
+
+/// How often `weft send` sends one body again after a 429.
+const SEND_RETRIES: u32 = 5;
 
 impl SendArgs {
     pub(super) async fn run(self) -> Result<()> {
@@ -51,13 +58,25 @@ impl SendArgs {
             .collect();
         let mut failed = 0;
         for body in bodies {
-            let reply = match client
-                .call(hyper::Method::POST, &path, Some(body), &headers)
-                .await
-            {
-                Ok(reply) => reply,
-                Err(ClientError::NotRunning(url)) => return Err(not_running(&url)),
-                Err(e) => return Err(e.into()),
+            // A busy host says when to come back: wait that long (within
+            // reason) and send the same body again, a few times.
+            let mut tries = 0;
+            let reply = loop {
+                let reply = match client
+                    .call(hyper::Method::POST, &path, Some(body.clone()), &headers)
+                    .await
+                {
+                    Ok(reply) => reply,
+                    Err(ClientError::NotRunning(url)) => return Err(not_running(&url)),
+                    Err(e) => return Err(e.into()),
+                };
+                tries += 1;
+                if reply.status != 429 || self.no_retry || tries > SEND_RETRIES {
+                    break reply;
+                }
+                let wait = reply.retry_after_s.unwrap_or(1).clamp(1, 60);
+                eprintln!("429 (busy): sending again in {wait} s");
+                tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
             };
             println!("{} {}", reply.status, reply.body);
             if reply.status >= 400 {
