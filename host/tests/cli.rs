@@ -570,3 +570,31 @@ async fn weft_send_waits_and_retries_on_429() {
     assert!(wait_until(WAIT, || receiver.effect_count() == 2).await);
     host.sigterm();
 }
+
+/// Completions and the man page come from the CLI definition itself, so
+/// they name every command.
+#[test]
+fn completions_and_the_man_page_name_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(WEFT)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let script = text(&out.stdout);
+        for command in ["run", "dlq", "audit-log", "pipeline"] {
+            assert!(
+                script.contains(command),
+                "{shell} completions lack {command}"
+            );
+        }
+    }
+    let out = Command::new(WEFT).arg("man").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let page = text(&out.stdout);
+    assert!(page.contains(".TH weft 1"), "{page}");
+    assert!(page.contains("durable webhook pipelines"), "{page}");
+    assert!(page.contains("audit\\-log"), "{page}");
+    let out = Command::new(WEFT).arg("--version").output().unwrap();
+    assert!(text(&out.stdout).contains("(git "), "{}", text(&out.stdout));
+}

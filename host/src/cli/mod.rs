@@ -57,6 +57,13 @@ enum Command {
     /// Show and verify the hash-chained audit log (capability denials).
     #[command(subcommand, name = "audit-log")]
     AuditLog(audit::AuditLogCommand),
+    /// Print shell completions: `weft completions bash > /etc/bash_completion.d/weft`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `weft man > /usr/local/share/man/man1/weft.1`.
+    Man,
 }
 
 /// `--config FILE`
@@ -101,6 +108,17 @@ impl Cli {
             Command::Plugin(c) => c.run().await,
             Command::Audit(args) => args.run().await,
             Command::AuditLog(c) => c.run(),
+            Command::Completions { shell } => {
+                let mut cmd = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut cmd, "weft", &mut std::io::stdout());
+                Ok(())
+            }
+            Command::Man => {
+                let cmd = <Cli as clap::CommandFactory>::command()
+                    .about("durable webhook pipelines with sandboxed WebAssembly plugins");
+                clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+                Ok(())
+            }
         }
     }
 }
