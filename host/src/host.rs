@@ -167,8 +167,13 @@ impl RunningHost {
             ))
         })?;
         let (plugins, load_errors) = load_plugins(&config, &sandbox, Some(Arc::new(cache))).await?;
-        for e in load_errors.values() {
-            tracing::warn!("{e}");
+        for (name, e) in &load_errors {
+            if config.uses_plugin(name) {
+                tracing::warn!("{e}");
+            } else {
+                // Nothing would run it: not worth a warning on every start.
+                tracing::info!(plugin = %name, "unused plugin not loaded (no pipeline names it): {e}");
+            }
         }
         let api = ApiState::new(&config, &secrets, plugins.clone()).map_err(StartError::Admin)?;
         let engine = Engine::build(&config, store.clone(), sandbox, &plugins, &load_errors).await?;

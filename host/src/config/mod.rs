@@ -163,6 +163,15 @@ impl Config {
         self.grants.get(plugin).cloned().unwrap_or_default()
     }
 
+    /// Whether a pipeline uses the plugin named `plugin` (as a step, its sink
+    /// or its poll trigger's source).
+    pub fn uses_plugin(&self, plugin: &str) -> bool {
+        self.pipelines.iter().any(|p| {
+            p.steps.iter().chain([&p.sink]).any(|s| s.plugin == plugin)
+                || p.trigger.poll.as_ref().is_some_and(|poll| poll.plugin == plugin)
+        })
+    }
+
     /// Every credential the config uses, with what uses it: grants, admin
     /// tokens and webhook verification.
     pub fn credential_uses(&self) -> Vec<(&str, &str)> {
