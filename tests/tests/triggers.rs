@@ -369,8 +369,10 @@ async fn a_source_with_a_schedule_polls_on_its_ticks() {
     let api = weft_tests::paged_api::PagedApi::start(7).await;
     let receiver = Receiver::start(Behavior::Accept).await;
     let sink = receiver.url("/contacts");
+    // A second pipeline polls a port where nothing listens: its failures
+    // are counted by kind.
     let pipelines = format!(
-        "[grants.http-poll]\nhttp = [\"http://{}\"]\n\n[[pipeline]]\nname = \"contacts\"\ntrigger = {{ schedule = {{ cron = \"* * * * * *\", on_missed = \"once\" }}, poll = {{ plugin = \"http-poll\", config = {{ url = \"{}\" }} }} }}\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{sink}\" }} }}\n",
+        "[grants.http-poll]\nhttp = [\"http://{}\", \"http://127.0.0.1:1\"]\n\n[[pipeline]]\nname = \"contacts\"\ntrigger = {{ schedule = {{ cron = \"* * * * * *\", on_missed = \"once\" }}, poll = {{ plugin = \"http-poll\", config = {{ url = \"{}\" }} }} }}\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{sink}\" }} }}\n\n[[pipeline]]\nname = \"broken\"\ntrigger = {{ poll = {{ plugin = \"http-poll\", config = {{ url = \"http://127.0.0.1:1/x\" }}, every_ms = 100, max_backoff_ms = 200 }} }}\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{sink}\" }} }}\n",
         api.addr,
         api.url()
     );
@@ -391,6 +393,38 @@ async fn a_source_with_a_schedule_polls_on_its_ticks() {
         .await,
         "polled {} times",
         api.requests()
+    );
+    // The polls show in the status and the metrics, with the source's calls.
+    let s = host.engine.status("contacts").unwrap();
+    assert!(s.polls >= 2, "{s:?}");
+    assert_eq!(s.polled_new, 8, "{s:?}");
+    assert!(s.polled_items >= 8, "{s:?}");
+    assert!(s.cursor_age_ms < 60_000, "the cursor moved: {s:?}");
+    assert!(s.poll_failures.is_empty(), "{s:?}");
+    assert!(
+        wait_until(WAIT, || !host
+            .engine
+            .status("broken")
+            .unwrap()
+            .poll_failures
+            .is_empty())
+        .await
+    );
+    let broken = host.engine.status("broken").unwrap();
+    assert_eq!(broken.polls, 0);
+    assert!(broken.poll_failures.contains_key("transient"), "{broken:?}");
+    let text = weft_host::server::metrics::render(&host.engine);
+    assert!(
+        text.contains("weft_poll_failures_total{pipeline=\"broken\",kind=\"transient\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("weft_poll_new_items_total{pipeline=\"contacts\"} 8"),
+        "{text}"
+    );
+    assert!(
+        text.contains("weft_plugin_calls_total{plugin=\"http-poll\"}"),
+        "the source's calls are counted"
     );
     host.shutdown().await;
 }

@@ -168,7 +168,10 @@ impl Config {
     pub fn uses_plugin(&self, plugin: &str) -> bool {
         self.pipelines.iter().any(|p| {
             p.steps.iter().chain([&p.sink]).any(|s| s.plugin == plugin)
-                || p.trigger.poll.as_ref().is_some_and(|poll| poll.plugin == plugin)
+                || p.trigger
+                    .poll
+                    .as_ref()
+                    .is_some_and(|poll| poll.plugin == plugin)
         })
     }
 

@@ -71,6 +71,20 @@ impl Engine {
             children: get(&s.children),
             in_flight: get(&s.in_flight),
             batches: get(&s.batches),
+            polls: get(&s.polls),
+            polled_items: get(&s.polled_items),
+            polled_new: get(&s.polled_new),
+            poll_failures: s
+                .poll_failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            cursor_age_ms: match get(&s.cursor_moved_ms) {
+                0 => 0,
+                at => now_ms().saturating_sub(at),
+            },
             received: get(&s.received),
             rejected: s
                 .rejected

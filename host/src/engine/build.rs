@@ -152,6 +152,7 @@ impl Engine {
                 redaction: crate::redact::FieldRedaction::new(config.redact_lists()),
                 inflight: super::inflight::Inflight::new(config.server.max_inflight_bytes),
                 store_usage: Mutex::default(),
+                sources: Mutex::default(),
                 stop: tokio::sync::watch::channel(false).0,
                 tasks: Mutex::new(Vec::new()),
                 receivers: Mutex::new(receivers),

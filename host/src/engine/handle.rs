@@ -25,6 +25,8 @@ pub(super) struct Inner {
     pub redaction: crate::redact::FieldRedaction,
     /// Event bytes held in memory, against `server.max_inflight_bytes`.
     pub inflight: super::inflight::Inflight,
+    /// Source plugins of poll triggers.
+    pub sources: Mutex<Vec<Arc<Plugin>>>,
     /// The store's usage by kind, as last measured.
     pub store_usage: Mutex<crate::store::StoreUsage>,
     pub(super) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -91,12 +93,33 @@ impl Engine {
 
     /// Every plugin some pipeline uses, once each, by name.
     pub fn plugins(&self) -> BTreeMap<String, Arc<Plugin>> {
-        self.inner
+        let mut all: BTreeMap<String, Arc<Plugin>> = self
+            .inner
             .pipelines
             .values()
             .flat_map(|p| p.steps.iter().chain([&p.sink]))
             .map(|s| (s.plugin.name.clone(), s.plugin.clone()))
-            .collect()
+            .collect();
+        for p in self
+            .inner
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            all.insert(p.name.clone(), p.clone());
+        }
+        all
+    }
+
+    /// Count `plugin` among the plugins in use: a poll trigger's source,
+    /// which the pipelines do not hold.
+    pub fn uses_source(&self, plugin: Arc<Plugin>) {
+        self.inner
+            .sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(plugin);
     }
 
     pub(super) fn pipeline(&self, name: &str) -> Result<&Arc<Pipeline>, EngineError> {

@@ -41,6 +41,17 @@ pub struct PipelineStats {
     pub ready: AtomicU64,
     /// Batches handed to a batching sink.
     pub batches: AtomicU64,
+    /// Polls of the pipeline's source that answered.
+    pub polls: AtomicU64,
+    /// Items those polls found.
+    pub polled_items: AtomicU64,
+    /// Items that were new (the rest had keys already taken).
+    pub polled_new: AtomicU64,
+    /// Polls that failed, by error kind (`store` when what was found could
+    /// not be stored).
+    pub poll_failures: Mutex<BTreeMap<&'static str, u64>>,
+    /// When the source's cursor last moved, ms since the epoch (0: never).
+    pub cursor_moved_ms: AtomicU64,
 }
 
 impl PipelineStats {
@@ -105,6 +116,21 @@ pub struct PipelineStatus {
     /// Batches handed to the sink (with `batch` set on it).
     #[serde(default)]
     pub batches: u64,
+    /// Polls of the source that answered (poll triggers).
+    #[serde(default)]
+    pub polls: u64,
+    /// Items the polls found.
+    #[serde(default)]
+    pub polled_items: u64,
+    /// Items that were new.
+    #[serde(default)]
+    pub polled_new: u64,
+    /// Failed polls by error kind.
+    #[serde(default)]
+    pub poll_failures: BTreeMap<String, u64>,
+    /// Since the source's cursor last moved, in ms (0: never moved).
+    #[serde(default)]
+    pub cursor_age_ms: u64,
     /// Webhook requests received.
     pub received: u64,
     /// Requests refused, by reason.

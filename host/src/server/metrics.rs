@@ -63,6 +63,30 @@ const FAMILIES: &[Family] = &[
         |s| s.children,
     ),
     (
+        "weft_polls_total",
+        "counter",
+        "Polls of the pipeline's source that answered.",
+        |s| s.polls,
+    ),
+    (
+        "weft_poll_items_total",
+        "counter",
+        "Items the source's polls found.",
+        |s| s.polled_items,
+    ),
+    (
+        "weft_poll_new_items_total",
+        "counter",
+        "Items that were new; the others had keys already taken and were skipped.",
+        |s| s.polled_new,
+    ),
+    (
+        "weft_poll_cursor_age_seconds",
+        "gauge",
+        "Since the source's cursor last moved (0 before it ever moved).",
+        |s| s.cursor_age_ms / 1000,
+    ),
+    (
         "weft_queue_bytes",
         "gauge",
         "Payload bytes of the pipeline's unfinished events (kept on disk).",
@@ -189,6 +213,21 @@ pub fn render(engine: &Engine) -> String {
             let _ = writeln!(
                 out,
                 "weft_events_rejected_total{{pipeline=\"{}\",reason=\"{reason}\"}} {n}",
+                label(&p.name)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "weft_poll_failures_total",
+        "counter",
+        "Polls that failed, by error kind (store: what was found could not be stored).",
+    );
+    for p in &pipelines {
+        for (kind, n) in &p.poll_failures {
+            let _ = writeln!(
+                out,
+                "weft_poll_failures_total{{pipeline=\"{}\",kind=\"{kind}\"}} {n}",
                 label(&p.name)
             );
         }

@@ -11,6 +11,7 @@ use crate::sandbox::{CallContext, Plugin, Plugins, World};
 use crate::store::ErrorKind;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// A pipeline's poll trigger: its source plugin, config and pace.
@@ -62,6 +63,7 @@ impl PollTrigger {
                 ))
             })?;
 
+        engine.uses_source(plugin.clone());
         // With a schedule too, the source is polled on its ticks.
         let pace = match &p.trigger.schedule {
             Some(s) => Pace::Schedule(Box::new(super::schedule::schedule_of(p, s)?)),
@@ -170,6 +172,16 @@ async fn poll_once(
 ) -> Next {
     let cursor = engine.store().cursor(pipeline);
     let ctx = CallContext::background(pipeline, &plugin.name);
+    let stats = engine.stats(pipeline);
+    let failed = |kind: &'static str| {
+        if let Some(s) = stats {
+            *s.poll_failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(kind)
+                .or_default() += 1;
+        }
+    };
     let backoff = |failures: u32, asked: Option<u64>| {
         let exp = 1000u64.saturating_mul(1 << failures.min(16));
         let ceiling = exp.min(max_backoff.as_millis() as u64);
@@ -183,12 +195,22 @@ async fn poll_once(
     {
         Ok(batch) => {
             let found = batch.events.len();
+            let moves = batch.next_cursor.is_some() && batch.next_cursor != cursor;
             match engine
                 .accept_polled(pipeline, batch.events, batch.next_cursor.as_deref())
                 .await
             {
                 Ok(new) => {
                     *failures = 0;
+                    if let Some(s) = stats {
+                        s.polls.fetch_add(1, Ordering::Relaxed);
+                        s.polled_items.fetch_add(found as u64, Ordering::Relaxed);
+                        s.polled_new.fetch_add(new as u64, Ordering::Relaxed);
+                        if moves {
+                            s.cursor_moved_ms
+                                .store(crate::store::now_ms(), Ordering::Relaxed);
+                        }
+                    }
                     if found > 0 {
                         tracing::info!(pipeline, found, new, more = batch.more, "polled");
                     }
@@ -197,6 +219,7 @@ async fn poll_once(
                 Err(e) => {
                     // Nothing was committed: the next poll starts from the old cursor.
                     *failures += 1;
+                    failed("store");
                     tracing::warn!(pipeline, "could not store what the poll found: {e}");
                     Next::Backoff(backoff(*failures, None))
                 }
@@ -204,6 +227,7 @@ async fn poll_once(
         }
         Err(e) => {
             *failures += 1;
+            failed(e.kind.as_str());
             let wait = backoff(*failures, e.retry_after_ms);
             let level_fatal = matches!(e.kind, ErrorKind::Fatal | ErrorKind::InvalidInput);
             if level_fatal {
