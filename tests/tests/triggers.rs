@@ -667,3 +667,96 @@ async fn replay_matrix_every_preset_takes_a_delivery_once() {
     assert_eq!(status, 415, "only the slack preset takes forms");
     host.shutdown().await;
 }
+
+/// GitHub's default content type: a form with the JSON in its `payload`
+/// field, signed over the raw form. It is verified on those bytes, the
+/// payload becomes the event, and the delivery's kind (`X-GitHub-Event`)
+/// stays with it as metadata that plugins and the history see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_form_encoded_github_delivery_is_verified_and_keeps_its_event_type() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let sink = receiver.url("/gh");
+    let pipelines = format!(
+        "[[pipeline]]\nname = \"github\"\ntrigger = {{ webhook = {{ verify = \"github\", secret = \"GH_SECRET\" }} }}\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{sink}\" }} }}\n"
+    );
+    let setup = setup_with(&receiver, &pipelines, &[]);
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let url = format!("http://{}/hooks/github", host.addr);
+    // As GitHub documents a form-encoded "issues" delivery (shortened).
+    let json = r#"{"action":"opened","issue":{"number":1347,"title":"Found a bug","user":{"login":"octocat"}},"repository":{"full_name":"octocat/Hello-World"}}"#;
+    let body = format!("payload={}", weft_host::percent::encode(json));
+    let sig = format!(
+        "sha256={}",
+        hmac_hex(GH_SECRET.as_bytes(), &[body.as_bytes()])
+    );
+    let headers = vec![
+        ("x-hub-signature-256", sig),
+        (
+            "x-github-delivery",
+            "72d3162e-cc78-11e3-81ab-4c9367dc0958".to_string(),
+        ),
+        ("x-github-event", "issues".to_string()),
+        ("x-github-hook-id", "292430182".to_string()),
+    ];
+    let (status, answer) = weft_tests::post_with_headers(
+        &url,
+        body.as_bytes(),
+        "application/x-www-form-urlencoded",
+        &headers,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(wait_until(WAIT, || receiver.effect_count() == 1).await);
+    let delivered = &receiver.delivered()[0];
+    assert_eq!(
+        delivered.body["issue"]["number"], 1347,
+        "the payload field is the event"
+    );
+    let id: weft_host::store::EventId = answer["id"].as_str().unwrap().parse().unwrap();
+    let record = host.engine.store().event(&id).unwrap().unwrap();
+    assert!(
+        record
+            .headers
+            .contains(&("x-github-event".to_string(), "issues".to_string())),
+        "{:?}",
+        record.headers
+    );
+    let view = weft_host::engine::EventView::from(&record);
+    assert!(
+        view.headers
+            .iter()
+            .any(|(k, v)| k == "x-github-hook-id" && v == "292430182")
+    );
+    // Tampered with after signing: refused, nothing stored.
+    let forged = body.replace("Found", "Fixed");
+    let (status, _) = weft_tests::post_with_headers(
+        &url,
+        forged.as_bytes(),
+        "application/x-www-form-urlencoded",
+        &headers,
+    )
+    .await;
+    assert_eq!(status, 401);
+    // A form without a payload field says what is missing.
+    let bare = "action=opened";
+    let sig = format!(
+        "sha256={}",
+        hmac_hex(GH_SECRET.as_bytes(), &[bare.as_bytes()])
+    );
+    let (status, answer) = weft_tests::post_with_headers(
+        &url,
+        bare.as_bytes(),
+        "application/x-www-form-urlencoded",
+        &[
+            ("x-hub-signature-256", sig),
+            ("x-github-delivery", "d-2".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("payload field"),
+        "{answer}"
+    );
+    host.shutdown().await;
+}

@@ -151,6 +151,23 @@ impl Preset {
             Preset::HmacSha256 => "hmac-sha256",
         }
     }
+
+    /// Request headers a verified delivery keeps as event metadata (what
+    /// kind of delivery it is, and its retries), in lower case.
+    pub fn kept_headers(self) -> &'static [&'static str] {
+        match self {
+            Preset::Github => &["x-github-event", "x-github-delivery", "x-github-hook-id"],
+            Preset::Slack => &["x-slack-retry-num", "x-slack-retry-reason"],
+            Preset::StandardWebhooks => &["webhook-id"],
+            Preset::Stripe | Preset::HmacSha256 => &[],
+        }
+    }
+
+    /// Whether it takes form-encoded bodies, and how they become the event:
+    /// Slack's fields as one object, GitHub's `payload` field as it is.
+    pub fn takes_forms(self) -> bool {
+        matches!(self, Preset::Slack | Preset::Github)
+    }
 }
 
 /// What to do about ticks missed while the host was down.

@@ -62,6 +62,10 @@ pub struct EventView {
     /// The sink's receipt, once delivered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<String>,
+    /// Metadata the event came with: the trigger, and provider headers a
+    /// verified webhook keeps (e.g. `x-github-event`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
     /// Every attempt: time, duration, outcome and each step's cost.
     pub history: Vec<serde_json::Value>,
     /// The payload, as text when it is UTF-8.
@@ -88,6 +92,7 @@ impl From<&EventRecord> for EventView {
                 Some(AttemptOutcome::Delivered { receipt }) => Some(receipt.clone()),
                 _ => None,
             },
+            headers: r.headers.clone(),
             history: attempt_history(r),
             payload: String::from_utf8_lossy(&r.payload).into_owned(),
         }

@@ -1,7 +1,8 @@
 //! Form-encoded webhook bodies (Slack's slash commands and interactive
-//! payloads): after the signature over the raw bytes has been checked, the
-//! fields become one JSON object, so what is stored and what plugins see
-//! is JSON like every other event.
+//! payloads, GitHub's default content type): after the signature over the
+//! raw bytes has been checked, the fields become one JSON object (GitHub:
+//! its `payload` field is the event), so what is stored and what plugins
+//! see is JSON like every other event.
 
 /// Whether a content type is `application/x-www-form-urlencoded`.
 pub fn is_form(content_type: &str) -> bool {
@@ -59,5 +60,21 @@ mod tests {
         assert_eq!(v["payload"]["type"], "block_actions");
         assert!(to_json(b"a=\xff").is_err());
         assert_eq!(to_json(b"").unwrap(), b"{}");
+    }
+}
+
+/// A form-encoded GitHub delivery's event: its `payload` field, the same
+/// JSON GitHub sends as `application/json`.
+pub fn github_payload(body: &[u8]) -> Result<Vec<u8>, String> {
+    let fields: serde_json::Value =
+        serde_json::from_slice(&to_json(body)?).map_err(|e| e.to_string())?;
+    match fields.get("payload") {
+        Some(v @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => {
+            serde_json::to_vec(v).map_err(|e| e.to_string())
+        }
+        _ => Err(
+            "a form-encoded GitHub delivery carries its JSON in a payload field, and this one has none (or it is not JSON)"
+                .into(),
+        ),
     }
 }

@@ -143,11 +143,19 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
     };
     let content_type = header_str(&req, "content-type").unwrap_or_default();
     // Slack signs form-encoded bodies: the slack preset takes them too.
-    let form = form::is_form(&content_type)
-        && hook
-            .verifier
-            .as_ref()
-            .is_some_and(|v| v.preset == verify::Preset::Slack);
+    let preset = hook.verifier.as_ref().map(|v| v.preset);
+    let form = form::is_form(&content_type) && preset.is_some_and(|p| p.takes_forms());
+    // Provider headers the preset keeps (only for a verified delivery,
+    // checked below), each cut to a sane length.
+    let kept: Vec<(String, String)> = preset
+        .map(|p| p.kept_headers())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|name| {
+            let value = header_str(&req, name)?;
+            Some((name.to_string(), value.chars().take(256).collect()))
+        })
+        .collect();
     let unsupported = || {
         error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -244,7 +252,12 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
         return refuse(Rejection::UnsupportedMediaType, unsupported());
     }
     let body = if form {
-        match form::to_json(&body) {
+        let converted = if preset == Some(verify::Preset::Github) {
+            form::github_payload(&body)
+        } else {
+            form::to_json(&body)
+        };
+        match converted {
             Ok(json) => bytes::Bytes::from(json),
             Err(why) => {
                 return refuse(Rejection::InvalidJson, error(StatusCode::BAD_REQUEST, why));
@@ -279,7 +292,7 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
         content_type: "application/json".to_string(),
         idempotency_header,
         correlation_id,
-        headers: Vec::new(),
+        headers: kept,
     };
     match engine.accept(pipeline, incoming).await {
         // The key and correlation id are the caller's own input.
