@@ -41,6 +41,22 @@ pub fn to_json(body: &[u8]) -> Result<Vec<u8>, String> {
     serde_json::to_vec(&fields).map_err(|e| e.to_string())
 }
 
+/// A form-encoded GitHub delivery's event: its `payload` field, the same
+/// JSON GitHub sends as `application/json`.
+pub fn github_payload(body: &[u8]) -> Result<Vec<u8>, String> {
+    let fields: serde_json::Value =
+        serde_json::from_slice(&to_json(body)?).map_err(|e| e.to_string())?;
+    match fields.get("payload") {
+        Some(v @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => {
+            serde_json::to_vec(v).map_err(|e| e.to_string())
+        }
+        _ => Err(
+            "a form-encoded GitHub delivery carries its JSON in a payload field, and this one has none (or it is not JSON)"
+                .into(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,21 +76,5 @@ mod tests {
         assert_eq!(v["payload"]["type"], "block_actions");
         assert!(to_json(b"a=\xff").is_err());
         assert_eq!(to_json(b"").unwrap(), b"{}");
-    }
-}
-
-/// A form-encoded GitHub delivery's event: its `payload` field, the same
-/// JSON GitHub sends as `application/json`.
-pub fn github_payload(body: &[u8]) -> Result<Vec<u8>, String> {
-    let fields: serde_json::Value =
-        serde_json::from_slice(&to_json(body)?).map_err(|e| e.to_string())?;
-    match fields.get("payload") {
-        Some(v @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => {
-            serde_json::to_vec(v).map_err(|e| e.to_string())
-        }
-        _ => Err(
-            "a form-encoded GitHub delivery carries its JSON in a payload field, and this one has none (or it is not JSON)"
-                .into(),
-        ),
     }
 }
