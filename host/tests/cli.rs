@@ -598,3 +598,63 @@ fn completions_and_the_man_page_name_every_command() {
     let out = Command::new(WEFT).arg("--version").output().unwrap();
     assert!(text(&out.stdout).contains("(git "), "{}", text(&out.stdout));
 }
+
+/// With no host running, `weft pipeline status` reads the store: paused,
+/// what is queued and since when, and the dead-letter queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_status_works_offline_from_the_store() {
+    let receiver = Receiver::start(Behavior::FailKeys {
+        prefix: "dead-".into(),
+        status: 422,
+    })
+    .await;
+    let listen = free_addr();
+    let setup =
+        HostSetup::new(listen, &[PipelineSpec::leads("leads", &receiver.url("/l"))]).unwrap();
+    let host = weft_tests::WeftProcess::start(WEFT, &setup.config_path, listen, "weft.log", &[]);
+    let url = format!("http://{listen}/hooks/leads");
+    for id in ["dead-1", "dead-2"] {
+        let (status, _) =
+            post_json(&url, lead(id, 1).to_string().as_bytes(), "application/json").await;
+        assert_eq!(status, 202);
+    }
+    let weft = |args: &[&str]| {
+        Command::new(WEFT)
+            .args(args)
+            .arg("--config")
+            .arg(&setup.config_path)
+            .output()
+            .unwrap()
+    };
+    let dead = || {
+        serde_json::from_slice::<serde_json::Value>(&weft(&["dlq", "list", "--json"]).stdout)
+            .ok()
+            .and_then(|v| v.as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    assert!(wait_until(WAIT, || dead() == 2).await, "{}", dead());
+    assert!(weft(&["pipeline", "pause", "leads"]).status.success());
+    let (status, _) = post_json(
+        &url,
+        lead("waiting-1", 1).to_string().as_bytes(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 202);
+    host.sigterm();
+    let out = weft(&["pipeline", "status", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let leads = &list[0];
+    assert_eq!(leads["name"], "leads");
+    assert_eq!(leads["paused"], true);
+    assert_eq!(leads["queued"], 1);
+    assert_eq!(leads["dead_lettered"], 2);
+    let out = weft(&["pipeline", "status"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("no host is running"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -84,7 +84,7 @@ pub async fn connect(host: &HostArg) -> Result<Box<dyn Admin>> {
     let (client, config) = client(host, Listener::Admin)?;
     match client.call(hyper::Method::GET, "/healthz", None, &[]).await {
         Ok(_) => Ok(Box::new(HttpAdmin { client })),
-        Err(ClientError::NotRunning(url)) => Ok(Box::new(LocalAdmin { config, url })),
+        Err(ClientError::NotRunning(_)) => Ok(Box::new(LocalAdmin { config })),
         Err(e) => Err(e.into()),
     }
 }
@@ -272,7 +272,6 @@ impl Admin for HttpAdmin {
 /// are written to the audit log under the local user's name.
 pub struct LocalAdmin {
     config: Option<Config>,
-    url: String,
 }
 
 impl LocalAdmin {
@@ -377,8 +376,43 @@ impl Admin for LocalAdmin {
     }
 
     fn pipelines(&self) -> AdminFuture<'_, Vec<PipelineStatus>> {
-        // Counters live in the running host.
-        Box::pin(async move { Err(not_running(&self.url)) })
+        // What the store holds: paused, queued (and since when), dead
+        // letters. Counters since start live in a running host only.
+        Box::pin(async move {
+            let config = self.config()?;
+            let store = self.store()?;
+            let now = crate::store::now_ms();
+            let mut list: Vec<PipelineStatus> = config
+                .pipelines
+                .iter()
+                .map(|p| PipelineStatus {
+                    name: p.name.clone(),
+                    paused: store.is_paused(&p.name),
+                    breaker: "-".into(),
+                    ..Default::default()
+                })
+                .collect();
+            let find = |list: &mut Vec<PipelineStatus>, name: &str| {
+                list.iter_mut().position(|s| s.name == name)
+            };
+            for entry in store.queue()? {
+                let Some(r) = store.event(&entry.id)? else {
+                    continue;
+                };
+                if let Some(i) = find(&mut list, &r.pipeline) {
+                    let s = &mut list[i];
+                    s.queued += 1;
+                    s.queued_bytes += r.payload.len() as u64;
+                    s.oldest_age_ms = s.oldest_age_ms.max(now.saturating_sub(r.received_at_ms));
+                }
+            }
+            for r in store.dead_letters(None)? {
+                if let Some(i) = find(&mut list, &r.pipeline) {
+                    list[i].dead_lettered += 1;
+                }
+            }
+            Ok(list)
+        })
     }
 
     fn usage(&self) -> AdminFuture<'_, crate::engine::Usage> {

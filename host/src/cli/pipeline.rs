@@ -70,6 +70,11 @@ async fn status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<(
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
+    if admin.is_local() {
+        println!(
+            "no host is running: from the store (DEAD is the dead-letter queue; counters since start need a running host)"
+        );
+    }
     println!(
         "{:<14} {:<7} {:<9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>6} {:>8} {:>6} {:>9}  RECONCILED",
         "PIPELINE",

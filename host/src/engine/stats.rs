@@ -76,7 +76,7 @@ impl PipelineStats {
 }
 
 /// A pipeline's state and counters at one moment.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct PipelineStatus {
     /// Pipeline name.
     pub name: String,
