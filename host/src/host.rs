@@ -166,7 +166,19 @@ impl RunningHost {
                 data_dir.display()
             ))
         })?;
-        let (plugins, load_errors) = load_plugins(&config, &sandbox, Some(Arc::new(cache))).await?;
+        let cache = Arc::new(cache);
+        let (plugins, load_errors) = load_plugins(&config, &sandbox, Some(cache.clone())).await?;
+        // Code of plugins no longer in the directory only takes up space.
+        let in_use: std::collections::HashSet<&str> =
+            plugins.values().map(|p| p.sha256.as_str()).collect();
+        let (pruned, pruned_bytes) = cache.prune(&in_use);
+        if pruned > 0 {
+            tracing::info!(
+                files = pruned,
+                bytes = pruned_bytes,
+                "removed compiled code of plugins no longer loaded"
+            );
+        }
         for (name, e) in &load_errors {
             if config.uses_plugin(name) {
                 tracing::warn!("{e}");

@@ -35,6 +35,14 @@ pub(super) async fn run(path: &Path) -> Result<()> {
         );
     }
     check_store(&config.server.data_dir)?;
+    if let Some(cache) = crate::sandbox::cache::CodeCache::existing_in(&config.server.data_dir) {
+        let (entries, bytes) = cache.size();
+        println!(
+            "compiled-code cache: {entries} entries, {:.1} MiB in {} (code of plugins no longer loaded is removed when the host starts)",
+            bytes as f64 / (1024.0 * 1024.0),
+            config.server.data_dir.join("compiled").display()
+        );
+    }
     println!(
         "{}: ok ({} pipelines, {} plugins)",
         path.display(),

@@ -121,6 +121,45 @@ impl CodeCache {
         crate::private::replace(&mac_file, mac.as_bytes())
     }
 
+    /// Remove the entries of plugins whose digest is not in `in_use` (a
+    /// plugin replaced or taken out of the directory leaves its code
+    /// behind otherwise); returns the files and bytes removed.
+    pub fn prune(&self, in_use: &std::collections::HashSet<&str>) -> (usize, u64) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return (0, 0);
+        };
+        let (mut files, mut bytes) = (0, 0);
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((digest, _)) = name.split_once('-') else {
+                continue;
+            };
+            if in_use.contains(digest) {
+                continue;
+            }
+            let size = entry.metadata().map_or(0, |m| m.len());
+            if std::fs::remove_file(entry.path()).is_ok() {
+                files += 1;
+                bytes += size;
+            }
+        }
+        (files, bytes)
+    }
+
+    /// Entries (code files) and bytes the cache holds.
+    pub fn size(&self) -> (usize, u64) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return (0, 0);
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| Some((e.file_name(), e.metadata().ok()?.len())))
+            .fold((0, 0), |(n, b), (name, len)| {
+                let code = name.to_string_lossy().ends_with(".cwasm");
+                (n + usize::from(code), b + len)
+            })
+    }
+
     /// Every entry of the plugin with this digest, checked: (file, verdict).
     pub fn audit(&self, sha256: &str) -> Vec<(PathBuf, Result<(), String>)> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
@@ -152,6 +191,25 @@ impl CodeCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn code_of_plugins_no_longer_loaded_is_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache =
+            CodeCache::open(&dir.path().join("compiled"), &dir.path().join("cache.key")).unwrap();
+        let (kept, gone) = ("a".repeat(64), "b".repeat(64));
+        cache.put(&kept, 7, b"code of a").unwrap();
+        cache.put(&gone, 7, b"code of b, which is longer").unwrap();
+        cache.put(&gone, 8, b"b for another engine").unwrap();
+        assert_eq!(cache.size().0, 3);
+        let in_use = std::collections::HashSet::from([kept.as_str()]);
+        let (files, bytes) = cache.prune(&in_use);
+        assert_eq!(files, 4, "two entries, each code and MAC");
+        assert!(bytes > 40, "{bytes}");
+        assert_eq!(cache.get(&kept, 7).unwrap(), b"code of a");
+        assert_eq!(cache.get(&gone, 7), Err(Rejected::Missing));
+        assert_eq!(cache.size().0, 1);
+    }
 
     #[test]
     fn only_what_this_host_wrote_is_trusted() {
