@@ -59,10 +59,18 @@ pub(super) async fn route(
         (&Method::GET | &Method::HEAD, "/healthz") => {
             json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
         }
-        (&Method::GET | &Method::HEAD, "/readyz") => json(
-            StatusCode::OK,
-            &serde_json::json!({ "status": "ready", "pipelines": engine.pipeline_names() }),
-        ),
+        (&Method::GET | &Method::HEAD, "/readyz") => match engine.store().failing() {
+            // Not ready while the store cannot write: a balancer sends
+            // traffic elsewhere until a write succeeds again.
+            Some(why) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({ "status": "not ready", "reason": format!("the store cannot write: {why}") }),
+            ),
+            None => json(
+                StatusCode::OK,
+                &serde_json::json!({ "status": "ready", "pipelines": engine.pipeline_names() }),
+            ),
+        },
         (_, p) if p == "/api/v1" || p.starts_with("/api/v1/") => {
             super::api::handle(engine, &state.api, state.body_timeout, req).await
         }

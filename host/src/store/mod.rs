@@ -341,6 +341,10 @@ pub trait Store: Send + Sync + 'static {
     /// logged, counted in `weft_store_alarms` and fails `weft check`.
     fn alarms(&self) -> Vec<String>;
 
+    /// Why the latest write failed (a full disk, an I/O error), while no
+    /// write has succeeded since; `None` when writes go through.
+    fn failing(&self) -> Option<String>;
+
     /// Make every write so far durable.
     fn flush(&self) -> Ticket;
 

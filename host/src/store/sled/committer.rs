@@ -58,6 +58,9 @@ impl Write {
 }
 
 /// Run the commit loop until every sender is gone.
+/// Why the latest group commit failed, until one succeeds.
+pub(super) type Failing = std::sync::Arc<std::sync::Mutex<Option<String>>>;
+
 pub(super) fn run(
     db: sled::Db,
     tree: sled::Tree,
@@ -65,6 +68,7 @@ pub(super) fn run(
     rx: mpsc::Receiver<Write>,
     flushes: std::sync::Arc<crate::histogram::Histogram>,
     commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failing: Failing,
 ) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
@@ -75,7 +79,19 @@ pub(super) fn run(
             }
         }
         let started = std::time::Instant::now();
-        commit_group(&db, &tree, &payloads, group, &commits);
+        let result = commit_group(&db, &tree, &payloads, group, &commits);
+        let mut f = failing.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(()) => *f = None,
+            Err(e) => {
+                if f.is_none() {
+                    tracing::error!(
+                        "the store cannot write: {e}; senders get 503 until a write succeeds again"
+                    );
+                }
+                *f = Some(e.to_string());
+            }
+        }
         flushes.observe(started.elapsed());
     }
 }
@@ -86,7 +102,7 @@ fn commit_group(
     payloads: &super::payloads::Payloads,
     mut group: Vec<Write>,
     commits: &std::sync::atomic::AtomicU64,
-) {
+) -> Result<(), StoreError> {
     use std::sync::atomic::Ordering;
     let mut batch = sled::Batch::default();
     // Every group commit counts itself in the same batch: the anchor file
@@ -213,6 +229,7 @@ fn commit_group(
             }
         }
     }
+    result
 }
 
 #[cfg(test)]

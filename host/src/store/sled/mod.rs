@@ -44,6 +44,7 @@ pub struct SledStore {
     payloads: Payloads,
     anchoring: Mutex<Option<AnchorTask>>,
     alarms: Vec<String>,
+    failing: committer::Failing,
 }
 
 impl SledStore {
@@ -132,13 +133,19 @@ impl SledStore {
         }
         let commits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(committed));
         let (tx, rx) = mpsc::channel();
-        let (cdb, ctree, cpayloads) = (db.clone(), events.clone(), payloads.clone());
+        let failing = committer::Failing::default();
+        let (cdb, ctree, cpayloads, cfailing) = (
+            db.clone(),
+            events.clone(),
+            payloads.clone(),
+            failing.clone(),
+        );
         let flushes = std::sync::Arc::new(crate::histogram::Histogram::default());
         let cflushes = flushes.clone();
         let ccommits = commits.clone();
         let committer = std::thread::Builder::new()
             .name("weft-commit".into())
-            .spawn(move || committer::run(cdb, ctree, cpayloads, rx, cflushes, ccommits))
+            .spawn(move || committer::run(cdb, ctree, cpayloads, rx, cflushes, ccommits, cfailing))
             .map_err(|e| open_err(e.to_string()))?;
         let anchoring = anchor
             .spawn(commits.clone())
@@ -156,6 +163,7 @@ impl SledStore {
             payloads,
             anchoring: Mutex::new(Some(anchoring)),
             alarms,
+            failing,
         })
     }
 
@@ -632,6 +640,13 @@ impl Store for SledStore {
         self.alarms.clone()
     }
 
+    fn failing(&self) -> Option<String> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn flush(&self) -> Ticket {
         // An empty write through the committer flushes everything written
         // before it, in order with the group commits.
@@ -751,6 +766,37 @@ mod tests {
         drop(store);
         let _store = SledStore::open(dir.path()).unwrap();
         assert!(!stray.exists());
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_reported_until_a_write_succeeds_again() {
+        let (dir, store, _) = accepted(10).await;
+        assert_eq!(store.failing(), None);
+        // The payload directory made unusable, as a full disk would.
+        let payloads = dir.path().join("payloads");
+        std::fs::remove_dir_all(&payloads).unwrap();
+        std::fs::write(&payloads, b"in the way").unwrap();
+        let big = EventRecord::queued(EventId::new(), "p", "big", vec![b'x'; 100_000]);
+        let err = store.accept(&big, None, None).await.unwrap_err();
+        assert!(err.to_string().contains("payload file"), "{err}");
+        assert!(
+            store
+                .failing()
+                .is_some_and(|why| why.contains("payload file"))
+        );
+        assert!(
+            store.event(&big.id).unwrap().is_none(),
+            "nothing of it was stored"
+        );
+        // The cause goes away: the next write succeeds and the store is well.
+        std::fs::remove_file(&payloads).unwrap();
+        std::fs::create_dir(&payloads).unwrap();
+        store.accept(&big, None, None).await.unwrap();
+        assert_eq!(store.failing(), None);
+        assert_eq!(
+            store.event(&big.id).unwrap().unwrap().payload.len(),
+            100_000
+        );
     }
 
     #[tokio::test]
