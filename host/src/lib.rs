@@ -32,14 +32,3 @@ pub use cli::client;
 /// it with
 /// `#[global_allocator] static A: weft_host::Allocator = weft_host::Allocator;`.
 pub use mimalloc::MiMalloc as Allocator;
-
-/// The version `weft --version` prints: the crate version, the git
-/// revision it was built from and the build profile.
-pub const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (git ",
-    env!("WEFT_GIT_REV"),
-    ", ",
-    env!("WEFT_BUILD_PROFILE"),
-    " build, mimalloc)"
-);

@@ -14,6 +14,17 @@ mod runs;
 mod scratch;
 mod send;
 
+/// The version `weft --version` prints: the crate version, the git
+/// revision it was built from and the build profile.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("WEFT_GIT_REV"),
+    ", ",
+    env!("WEFT_BUILD_PROFILE"),
+    " build, mimalloc)"
+);
+
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -24,7 +35,7 @@ use std::path::PathBuf;
 /// the pipeline's transform plugins and are delivered by its sink plugin,
 /// with retries, backoff and a dead-letter queue.
 #[derive(Debug, Parser)]
-#[command(name = "weft", version = crate::VERSION, about, long_about, propagate_version = true)]
+#[command(name = "weft", version = VERSION, about, long_about, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
