@@ -658,3 +658,46 @@ async fn pipeline_status_works_offline_from_the_store() {
         text(&out.stdout)
     );
 }
+
+/// The audit log of a running host is read through its API (its store is
+/// locked while it runs), and verified there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_of_a_running_host_is_shown_and_verified() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let listen = free_addr();
+    let setup =
+        HostSetup::new(listen, &[PipelineSpec::leads("leads", &receiver.url("/l"))]).unwrap();
+    let host = weft_tests::WeftProcess::start(WEFT, &setup.config_path, listen, "weft.log", &[]);
+    let weft = |args: &[&str]| {
+        Command::new(WEFT)
+            .args(args)
+            .arg("--config")
+            .arg(&setup.config_path)
+            .output()
+            .unwrap()
+    };
+    assert!(weft(&["pipeline", "pause", "leads"]).status.success());
+    let out = weft(&["audit-log", "show", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let records: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["action"] == "pause" && r["pipeline"] == "leads"),
+        "{records:?}"
+    );
+    let out = weft(&["audit-log", "verify"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("hash chain verified"),
+        "{}",
+        text(&out.stdout)
+    );
+    host.sigterm();
+    // Stopped: the same, from the store.
+    let out = weft(&["audit-log", "verify"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

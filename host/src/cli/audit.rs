@@ -1,8 +1,8 @@
 //! `weft audit` (every plugin against its grant) and `weft audit-log`
 //! (the hash-chained record of denials and admin calls).
 
-use super::ConfigArg;
 use super::scratch::Scratch;
+use super::{ConfigArg, HostArg};
 use crate::store::Store;
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
@@ -94,10 +94,11 @@ impl AuditArgs {
 
 #[derive(Debug, Subcommand)]
 pub(super) enum AuditLogCommand {
-    /// Print the records (stop the host first: the store is locked while it runs).
+    /// Print the records (from the running host's API, or from the store
+    /// when no host runs).
     Show {
         #[command(flatten)]
-        config: ConfigArg,
+        host: HostArg,
         /// Start at this index.
         #[arg(long, default_value_t = 0)]
         from: u64,
@@ -108,7 +109,7 @@ pub(super) enum AuditLogCommand {
     /// Check the hash chain; names the first bad record and exits with 1.
     Verify {
         #[command(flatten)]
-        config: ConfigArg,
+        host: HostArg,
     },
 }
 
@@ -117,12 +118,28 @@ fn open_store(path: &Path) -> Result<Arc<dyn Store>> {
     Ok(crate::store::open(&config.server.data_dir)?)
 }
 
+/// The running host's answer to an audit-log call, or `None` when no
+/// host runs (the store is then read directly).
+async fn from_host(host: &HostArg, path: &str) -> Result<Option<serde_json::Value>> {
+    let (client, _) = super::admin::client(host, super::admin::Listener::Admin)?;
+    match client.call(hyper::Method::GET, path, None, &[]).await {
+        Ok(reply) if reply.status == 200 => Ok(Some(reply.body)),
+        Ok(reply) => bail!("the host answered {}: {}", reply.status, reply.body),
+        Err(super::client::ClientError::NotRunning(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl AuditLogCommand {
-    pub(super) fn run(self) -> Result<()> {
+    pub(super) async fn run(self) -> Result<()> {
         match self {
-            AuditLogCommand::Show { config, from, json } => {
-                let store = open_store(&config.config)?;
-                for r in store.audit().records(from)? {
+            AuditLogCommand::Show { host, from, json } => {
+                let records =
+                    match from_host(&host, &format!("/api/v1/audit-log?from={from}")).await? {
+                        Some(answer) => serde_json::from_value(answer["records"].clone())?,
+                        None => open_store(&host.config.config)?.audit().records(from)?,
+                    };
+                for r in records {
                     if json {
                         println!("{}", serde_json::to_string(&r)?);
                         continue;
@@ -140,14 +157,25 @@ impl AuditLogCommand {
                 }
                 Ok(())
             }
-            AuditLogCommand::Verify { config } => {
-                let store = open_store(&config.config)?;
-                match store.audit().verify() {
+            AuditLogCommand::Verify { host } => {
+                let verdict = match from_host(&host, "/api/v1/audit-log/verify").await? {
+                    Some(a) if a["intact"] == true => Ok(a["records"].as_u64().unwrap_or(0)),
+                    Some(a) => Err((
+                        a["index"].as_u64().unwrap_or(0),
+                        a["reason"].as_str().unwrap_or_default().to_string(),
+                    )),
+                    None => open_store(&host.config.config)?
+                        .audit()
+                        .verify()
+                        .map(|n| n as u64)
+                        .map_err(|b| (b.index as u64, b.reason)),
+                };
+                match verdict {
                     Ok(n) => {
                         println!("audit log intact: {n} records, hash chain verified");
                         Ok(())
                     }
-                    Err(b) => bail!("audit log broken at record {}: {}", b.index, b.reason),
+                    Err((index, reason)) => bail!("audit log broken at record {index}: {reason}"),
                 }
             }
         }

@@ -118,7 +118,7 @@ impl Cli {
             Command::Runs(c) => c.run().await,
             Command::Plugin(c) => c.run().await,
             Command::Audit(args) => args.run().await,
-            Command::AuditLog(c) => c.run(),
+            Command::AuditLog(c) => c.run().await,
             Command::Completions { shell } => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();
                 clap_complete::generate(shell, &mut cmd, "weft", &mut std::io::stdout());

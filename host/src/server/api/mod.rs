@@ -1,5 +1,6 @@
 //! The admin API under `/api/v1`: pipelines (status, pause, resume), dead
-//! letters (list, replay, purge), event history and plugins. With tokens
+//! letters (list, replay, purge), event history, plugins, usage and the
+//! audit log (records and a verification of its chain). With tokens
 //! configured every call needs `Authorization: Bearer <token>` of a role
 //! that allows it (viewer reads, operator also pauses, resumes and replays,
 //! admin also purges); every mutating call is written to the audit log.
@@ -123,6 +124,24 @@ pub async fn handle(
                 })
                 .collect();
             json(StatusCode::OK, &serde_json::json!({ "plugins": list }))
+        }
+        (Method::GET, ["audit-log"]) => {
+            let from = query_param(&req, "from")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            match engine.store().audit().records(from) {
+                Ok(records) => json(StatusCode::OK, &serde_json::json!({ "records": records })),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        (Method::GET, ["audit-log", "verify"]) => {
+            let answer = match engine.store().audit().verify() {
+                Ok(n) => serde_json::json!({ "intact": true, "records": n }),
+                Err(b) => {
+                    serde_json::json!({ "intact": false, "index": b.index, "reason": b.reason })
+                }
+            };
+            json(StatusCode::OK, &answer)
         }
         (Method::GET, ["usage"]) => json(
             StatusCode::OK,
