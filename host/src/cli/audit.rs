@@ -167,8 +167,7 @@ impl AuditLogCommand {
                     None => open_store(&host.config.config)?
                         .audit()
                         .verify()
-                        .map(|n| n as u64)
-                        .map_err(|b| (b.index as u64, b.reason)),
+                        .map_err(|b| (b.index, b.reason)),
                 };
                 match verdict {
                     Ok(n) => {
