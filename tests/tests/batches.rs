@@ -36,9 +36,16 @@ fn record(host: &RunningHost, id: &EventId) -> EventRecord {
     host.engine.store().event(id).unwrap().unwrap()
 }
 
-async fn settled(host: &RunningHost, pipeline: &str) {
+/// Every event of the pipeline finished, and the outcome of each of `ids`
+/// written (an event leaves the queue count a moment before its outcome
+/// is durable).
+async fn settled(host: &RunningHost, pipeline: &str, ids: &[EventId]) {
     assert!(
-        wait_until(WAIT, || host.engine.status(pipeline).unwrap().queued == 0).await,
+        wait_until(WAIT, || host.engine.status(pipeline).unwrap().queued == 0
+            && ids
+                .iter()
+                .all(|id| record(host, id).state != EventState::Queued))
+        .await,
         "every event finished"
     );
 }
@@ -52,7 +59,7 @@ async fn events_that_reach_the_sink_together_go_in_one_request_each_with_its_own
     let host = RunningHost::start(setup.config()).await.unwrap();
     let bodies: Vec<_> = (0..25).map(|i| lead(&format!("lead-{i}"))).collect();
     let ids = send_paused(&host, "batched", &bodies).await;
-    settled(&host, "batched").await;
+    settled(&host, "batched", &ids).await;
     let batches = receiver.batches();
     assert_eq!(batches.iter().sum::<usize>(), 25, "{batches:?}");
     assert!(batches.iter().all(|&n| n <= 10), "{batches:?}");
@@ -101,7 +108,7 @@ async fn a_refused_event_is_retried_or_dead_lettered_alone() {
     let host = RunningHost::start(setup.config()).await.unwrap();
     let bodies: Vec<_> = (0..8).map(|i| lead(&format!("lead-{i}"))).collect();
     let ids = send_paused(&host, "batched", &bodies).await;
-    settled(&host, "batched").await;
+    settled(&host, "batched", &ids).await;
     assert_eq!(receiver.effect_count(), 8);
     for (key, n) in receiver.effects() {
         assert_eq!(n, 1, "{key} took effect {n} times");
@@ -128,7 +135,7 @@ async fn a_refused_event_is_retried_or_dead_lettered_alone() {
     });
     let bodies = [lead("ok-1"), lead("bad-1"), lead("ok-2")];
     let ids = send_paused(&host, "batched", &bodies).await;
-    settled(&host, "batched").await;
+    settled(&host, "batched", &ids).await;
     assert_eq!(record(&host, &ids[0]).state, EventState::Delivered);
     assert_eq!(record(&host, &ids[2]).state, EventState::Delivered);
     let bad = record(&host, &ids[1]);
@@ -160,8 +167,8 @@ async fn a_batch_closes_before_passing_max_bytes() {
             b
         })
         .collect();
-    send_paused(&host, "sized", &bodies).await;
-    settled(&host, "sized").await;
+    let ids = send_paused(&host, "sized", &bodies).await;
+    settled(&host, "sized", &ids).await;
     let batches = receiver.batches();
     let singles = receiver.requests().iter().filter(|d| d.batch == 1).count();
     assert_eq!(batches.iter().sum::<usize>() + singles, 9, "{batches:?}");
@@ -184,8 +191,8 @@ async fn batch_bodies_can_be_ndjson_and_gzipped() {
     let setup = HostSetup::new(any_port(), &[spec]).unwrap();
     let host = RunningHost::start(setup.config()).await.unwrap();
     let bodies: Vec<_> = (0..12).map(|i| lead(&format!("p-{i}"))).collect();
-    send_paused(&host, "packed", &bodies).await;
-    settled(&host, "packed").await;
+    let ids = send_paused(&host, "packed", &bodies).await;
+    settled(&host, "packed", &ids).await;
     // The receiver took every item only because it could gunzip and split it.
     assert_eq!(receiver.effect_count(), 12);
     let batched: Vec<_> = receiver
@@ -227,7 +234,7 @@ async fn a_single_event_sink_with_batch_set_still_delivers_and_a_poison_event_fa
     let mut bodies: Vec<_> = (0..6).map(|i| lead(&format!("plain-{i}"))).collect();
     bodies[4]["note"] = "poison".into();
     let ids = send_paused(&host, "plain", &bodies).await;
-    settled(&host, "plain").await;
+    settled(&host, "plain", &ids).await;
     assert!(
         receiver.batches().is_empty(),
         "a single-event sink sends single requests"
