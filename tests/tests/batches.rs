@@ -61,11 +61,16 @@ async fn events_that_reach_the_sink_together_go_in_one_request_each_with_its_own
     let ids = send_paused(&host, "batched", &bodies).await;
     settled(&host, "batched", &ids).await;
     let batches = receiver.batches();
-    assert_eq!(batches.iter().sum::<usize>(), 25, "{batches:?}");
+    // An event that reached the sink alone (a busy machine can split them
+    // so) goes as a single request.
+    let singles = receiver.requests().iter().filter(|d| d.batch == 1).count();
+    assert_eq!(batches.iter().sum::<usize>() + singles, 25, "{batches:?}");
     assert!(batches.iter().all(|&n| n <= 10), "{batches:?}");
+    // Most went together, in batches closed at max_events (the closing
+    // rules themselves are unit-tested in the engine, free of timing).
     assert!(
-        batches.contains(&10),
-        "a batch closed at max_events: {batches:?}"
+        batches.iter().filter(|&&n| n == 10).count() >= 1 && singles <= 5,
+        "a batch closed at max_events: {batches:?}, {singles} alone"
     );
     for (key, n) in receiver.effects() {
         assert_eq!(n, 1, "{key} took effect {n} times");
@@ -82,10 +87,27 @@ async fn events_that_reach_the_sink_together_go_in_one_request_each_with_its_own
         let AttemptOutcome::Delivered { receipt } = &r.attempts[0].outcome else {
             panic!("{:?}", r.attempts[0].outcome)
         };
-        assert!(receipt.contains("batch of"), "{receipt}");
+        assert!(receipt.starts_with("HTTP 200"), "{receipt}");
     }
+    let in_batches = ids
+        .iter()
+        .filter(|id| {
+            matches!(&record(&host, id).attempts[0].outcome,
+                AttemptOutcome::Delivered { receipt } if receipt.contains("batch of"))
+        })
+        .count();
+    assert_eq!(
+        in_batches + singles,
+        25,
+        "each receipt says whether it went in a batch"
+    );
     let status = host.engine.status("batched").unwrap();
-    assert_eq!(status.batches as usize, batches.len());
+    // A batch of one goes as a single request.
+    let calls = status.batches as usize;
+    assert!(
+        (batches.len()..=batches.len() + singles).contains(&calls),
+        "{calls} sink calls, {batches:?}, {singles} alone"
+    );
     assert_eq!(status.unaccounted, 0);
     host.shutdown().await;
 }
