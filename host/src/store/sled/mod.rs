@@ -12,6 +12,7 @@ mod audit;
 mod committer;
 mod keys;
 mod kv;
+mod migrate;
 mod payloads;
 mod sweep;
 
@@ -101,7 +102,7 @@ impl SledStore {
         };
         let schedules = db.open_tree("schedules").map_err(damaged)?;
         let payloads = Payloads::open(dir).map_err(|e| open_err(e.to_string()))?;
-        let moved = keep_payloads_apart(&db, &events, &payloads).map_err(open_err)?;
+        let moved = migrate::keep_payloads_apart(&db, &events, &payloads).map_err(open_err)?;
         if moved > 0 {
             tracing::info!(
                 events = moved,
@@ -256,55 +257,6 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Rewrite records that still hold their payload inline (written by an
-/// earlier weft) as a record and a payload apart, in batches, before the
-/// store takes writes. A crash part-way leaves the rest for the next open;
-/// a rewritten record's payload is in the same batch as the record.
-fn keep_payloads_apart(
-    db: &sled::Db,
-    events: &sled::Tree,
-    payloads: &Payloads,
-) -> Result<usize, String> {
-    const BATCH: usize = 256;
-    let mut moved = 0;
-    let mut batch = sled::Batch::default();
-    let mut files = Vec::new();
-    let mut in_batch = 0;
-    let commit = |batch: sled::Batch, files: &mut Vec<(EventId, Vec<u8>)>| {
-        payloads.write(files).map_err(|e| e.to_string())?;
-        files.clear();
-        events.apply_batch(batch).map_err(|e| e.to_string())
-    };
-    for item in events.scan_prefix([EVENT]) {
-        let (k, v) = item.map_err(|e| e.to_string())?;
-        if EventRecord::payload_apart(&v) {
-            continue;
-        }
-        // A record this weft cannot read stays as it is; reading it names it.
-        let Ok(record) = EventRecord::decode(&v) else {
-            continue;
-        };
-        let stored = payloads::store(record.id, &record.payload);
-        files.extend(stored.file);
-        batch.insert(body_key(&record.id), stored.value);
-        batch.insert(k, record.encode());
-        in_batch += 1;
-        if in_batch == BATCH {
-            commit(std::mem::take(&mut batch), &mut files)?;
-            moved += in_batch;
-            in_batch = 0;
-        }
-    }
-    if in_batch > 0 {
-        commit(batch, &mut files)?;
-        moved += in_batch;
-    }
-    if moved > 0 {
-        db.flush().map_err(|e| e.to_string())?;
-    }
-    Ok(moved)
 }
 
 /// Most memory sled's page cache takes (its default is 1 GiB): recent
