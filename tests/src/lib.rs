@@ -399,6 +399,31 @@ pub async fn post_with_headers(
     (status, value)
 }
 
+/// GET `url`: the status and the body as text (status 0 and the error
+/// when nothing answers).
+pub async fn get_text(url: &str) -> (u16, String) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri: hyper::Uri = match url.parse() {
+        Ok(u) => u,
+        Err(e) => return (0, e.to_string()),
+    };
+    match client.get(uri).await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            use http_body_util::BodyExt;
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                .unwrap_or_default();
+            (status, body)
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
 /// One sample of the Prometheus text format.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {

@@ -225,6 +225,14 @@ impl Receiver {
         self.lock().batches.clone()
     }
 
+    /// Requests being answered now.
+    pub fn in_flight(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .in_flight
+    }
+
     /// Most requests it was answering at the same moment.
     pub fn peak_in_flight(&self) -> usize {
         self.lock().peak_in_flight

@@ -126,7 +126,8 @@ async fn status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<(
     println!(
         "ACCEPTED counts events accepted, recovered at start, replayed and split off as children since start; it equals DELIVERED + FILTERED + SPLIT + DEAD + QUEUED when nothing was lost."
     );
-    if let Ok(u) = admin.usage().await {
+    let usage = admin.usage().await;
+    if let Ok(u) = &usage {
         let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));
         println!(
             "memory: {} of events in flight (peak {}, limit {} = server.max_inflight_bytes)",
@@ -144,6 +145,11 @@ async fn status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<(
             mib(s.dead_letter_bytes),
             s.dead_letter_events,
             mib(s.kv_bytes)
+        );
+    }
+    if let Some(why) = usage.ok().and_then(|u| u.store_failing) {
+        bail!(
+            "the store cannot write: {why}. Senders get 503 and /readyz says not ready; weft retries the store by itself and is ready again once the cause is gone (free space on the data volume; `weft check` shows how much the compiled cache takes)"
         );
     }
     if !unbalanced.is_empty() {

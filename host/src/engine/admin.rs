@@ -29,6 +29,7 @@ impl Engine {
                 .store_usage
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
+            store_failing: self.inner.store.failing(),
         }
     }
 

@@ -154,7 +154,7 @@ pub struct PipelineStatus {
 }
 
 /// Bytes in memory and on disk, by kind.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     /// Event bytes held in memory now: bodies being received and accepted,
     /// payloads in an attempt.
@@ -167,4 +167,7 @@ pub struct Usage {
     pub queued_bytes: u64,
     /// The store by kind, as last measured.
     pub store: crate::store::StoreUsage,
+    /// Why the store cannot write now (weft keeps trying), if it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_failing: Option<String>,
 }

@@ -7,21 +7,48 @@
 //! tail, a store rolled back to an older copy and a chain rebuilt from
 //! scratch are all found.
 
+use super::shelf::{Shelf, Trees};
 use crate::store::{AuditBreak, AuditEntry, AuditLog, AuditRecord, GENESIS, StoreError};
 use sled::Transactional;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 const HEAD_KEY: &[u8] = b"audit-head";
 
 /// The audit log of one sled store.
 pub struct SledAuditLog {
-    db: sled::Db,
-    tree: sled::Tree,
-    meta: sled::Tree,
+    shelf: Arc<Shelf>,
     key: [u8; crate::private::KEY_LEN],
     head_file: PathBuf,
-    head: Mutex<(u64, String)>,
+    /// The next index and the last MAC, as read from the database of the
+    /// generation given (read again once the database was reopened).
+    head: Mutex<(u64, u64, String)>,
+}
+
+/// The head to append after, read from the database: the stored head,
+/// or past the last record there is when the head says less (never write
+/// over a record; verification reports the mismatch).
+fn head_of(trees: &Trees) -> Result<(u64, u64, String), String> {
+    let stored = trees
+        .meta
+        .get(HEAD_KEY)
+        .map_err(|e| e.to_string())?
+        .and_then(|v| parse_head(&String::from_utf8_lossy(&v)))
+        .unwrap_or((0, GENESIS.to_string()));
+    let last = trees.audit.last().map_err(|e| e.to_string())?;
+    let (count, mac) = match last {
+        Some((k, v)) => {
+            let index = k.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            let rec = serde_json::from_slice::<AuditRecord>(&v).ok();
+            if index + 1 > stored.0 {
+                (index + 1, rec.map(|r| r.hash).unwrap_or_default())
+            } else {
+                stored
+            }
+        }
+        None => stored,
+    };
+    Ok((trees.generation, count, mac))
 }
 
 /// A head, `count mac`: how many records, and the last one's MAC.
@@ -33,36 +60,15 @@ fn parse_head(text: &str) -> Option<(u64, String)> {
 impl SledAuditLog {
     /// Open the log of the store in `dir`; its key is made when the log is
     /// new (an existing log without its key will not verify).
-    pub(super) fn open(db: &sled::Db, dir: &Path) -> Result<SledAuditLog, String> {
-        let tree = db.open_tree("audit").map_err(|e| e.to_string())?;
-        let meta = db.open_tree("meta").map_err(|e| e.to_string())?;
+    pub(super) fn open(shelf: Arc<Shelf>, dir: &Path) -> Result<SledAuditLog, String> {
         let key_file = dir.join("audit.key");
         let key = crate::private::key(&key_file)
             .map_err(|e| format!("cannot make the audit key {}: {e}", key_file.display()))?;
-        let stored = meta
-            .get(HEAD_KEY)
-            .map_err(|e| e.to_string())?
-            .and_then(|v| parse_head(&String::from_utf8_lossy(&v)))
-            .unwrap_or((0, GENESIS.to_string()));
-        // Never write over a record: append after the last one there is,
-        // even if the head says less (verification reports the mismatch).
-        let last = tree.last().map_err(|e| e.to_string())?;
-        let head = match last {
-            Some((k, v)) => {
-                let index = k.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
-                let rec = serde_json::from_slice::<AuditRecord>(&v).ok();
-                if index + 1 > stored.0 {
-                    (index + 1, rec.map(|r| r.hash).unwrap_or_default())
-                } else {
-                    stored
-                }
-            }
-            None => stored,
-        };
+        let trees = shelf.get()?;
+        let head = head_of(&trees)?;
+        drop(trees);
         Ok(SledAuditLog {
-            db: db.clone(),
-            tree,
-            meta,
+            shelf,
             key,
             head_file: dir.join("audit.head"),
             head: Mutex::new(head),
@@ -73,30 +79,40 @@ impl SledAuditLog {
     /// and the head land in one transaction, are flushed, and the head is
     /// then anchored in its file.
     pub fn append(&self, entry: AuditEntry) -> Result<AuditRecord, StoreError> {
+        let trees = self.shelf.get().map_err(StoreError::Write)?;
         let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
+        if head.0 != trees.generation {
+            // Reopened after a failed write: what landed is what counts.
+            *head = head_of(&trees).map_err(StoreError::Read)?;
+        }
         let mut rec = AuditRecord {
-            index: head.0,
+            index: head.1,
             at_ms: crate::store::now_ms(),
             kind: entry.kind.to_string(),
             actor: entry.actor,
             pipeline: entry.pipeline,
             action: entry.action,
             detail: crate::redact::mask(&entry.detail).into_owned(),
-            prev: head.1.clone(),
+            prev: head.2.clone(),
             hash: String::new(),
         };
         rec.hash = rec.mac(&self.key);
         let value = serde_json::to_vec(&rec).map_err(|e| StoreError::Write(e.to_string()))?;
         let head_value = format!("{} {}", rec.index + 1, rec.hash);
-        (&self.tree, &self.meta)
+        (&trees.audit, &trees.meta)
             .transaction(|(tree, meta)| {
                 tree.insert(&rec.index.to_be_bytes(), value.as_slice())?;
                 meta.insert(HEAD_KEY, head_value.as_bytes())?;
                 Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
             })
-            .map_err(|e| StoreError::Write(format!("{e:?}")))?;
-        self.db
-            .flush()
+            .map_err(|e| {
+                if let sled::transaction::TransactionError::Storage(e) = &e {
+                    self.shelf.failed(e);
+                }
+                StoreError::Write(format!("{e:?}"))
+            })?;
+        self.shelf
+            .check(trees.db.flush())
             .map_err(|e| StoreError::Write(e.to_string()))?;
         crate::private::replace(&self.head_file, head_value.as_bytes()).map_err(|e| {
             StoreError::Write(format!(
@@ -104,21 +120,24 @@ impl SledAuditLog {
                 self.head_file.display()
             ))
         })?;
-        *head = (rec.index + 1, rec.hash.clone());
+        *head = (trees.generation, rec.index + 1, rec.hash.clone());
         Ok(rec)
     }
 
     /// Every record in key order (unverified), from `from`.
     pub fn records(&self, from: u64) -> Result<Vec<AuditRecord>, StoreError> {
         self.raw()
+            .map_err(StoreError::Read)?
             .into_iter()
             .skip_while(|(k, _)| *k < from)
             .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| StoreError::Read(e.to_string())))
             .collect()
     }
 
-    fn raw(&self) -> Vec<(u64, Vec<u8>)> {
-        self.tree
+    fn raw(&self) -> Result<Vec<(u64, Vec<u8>)>, String> {
+        let trees = self.shelf.get()?;
+        Ok(trees
+            .audit
             .iter()
             .filter_map(Result::ok)
             .map(|(k, v)| {
@@ -129,7 +148,7 @@ impl SledAuditLog {
                     .unwrap_or(u64::MAX);
                 (key, v.to_vec())
             })
-            .collect()
+            .collect())
     }
 
     /// Check the chain, the head beside it and the head anchored in its
@@ -137,7 +156,11 @@ impl SledAuditLog {
     pub fn verify(&self) -> Result<u64, AuditBreak> {
         let mut macs = Vec::new();
         let mut prev = GENESIS.to_string();
-        for (key, value) in self.raw() {
+        let unread = |reason: String| AuditBreak {
+            index: 0,
+            reason: format!("the log cannot be read now ({reason}); verify it again"),
+        };
+        for (key, value) in self.raw().map_err(unread)? {
             let expected = macs.len() as u64;
             let bad = |reason: String| AuditBreak {
                 index: expected,
@@ -168,6 +191,9 @@ impl SledAuditLog {
         }
         let count = macs.len() as u64;
         let head = self
+            .shelf
+            .get()
+            .map_err(unread)?
             .meta
             .get(HEAD_KEY)
             .ok()
@@ -232,8 +258,14 @@ impl SledAuditLog {
 
     /// For tests of the verifier: raw access to the tree.
     #[doc(hidden)]
-    pub fn tree(&self) -> &sled::Tree {
-        &self.tree
+    pub fn tree(&self) -> sled::Tree {
+        self.trees().audit.clone()
+    }
+
+    /// For tests: the database's trees.
+    #[doc(hidden)]
+    pub(super) fn trees(&self) -> Arc<Trees> {
+        self.shelf.get().expect("the store is open")
     }
 }
 
@@ -264,10 +296,14 @@ mod tests {
         .unwrap();
     }
 
-    fn log_with(n: u64) -> (tempfile::TempDir, sled::Db, SledAuditLog) {
+    fn shelf(dir: &Path) -> Arc<Shelf> {
+        Arc::new(Shelf::open(dir).ok().unwrap())
+    }
+
+    fn log_with(n: u64) -> (tempfile::TempDir, Arc<Shelf>, SledAuditLog) {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path().join("db")).unwrap();
-        let log = SledAuditLog::open(&db, dir.path()).unwrap();
+        let db = shelf(&dir.path().join("db"));
+        let log = SledAuditLog::open(db.clone(), dir.path()).unwrap();
         for i in 0..n {
             append(&log, i);
         }
@@ -276,9 +312,9 @@ mod tests {
 
     fn rewrite(log: &SledAuditLog, key: u64, f: impl FnOnce(&mut AuditRecord)) {
         let mut rec: AuditRecord =
-            serde_json::from_slice(&log.tree.get(key.to_be_bytes()).unwrap().unwrap()).unwrap();
+            serde_json::from_slice(&log.tree().get(key.to_be_bytes()).unwrap().unwrap()).unwrap();
         f(&mut rec);
-        log.tree
+        log.tree()
             .insert(key.to_be_bytes(), serde_json::to_vec(&rec).unwrap())
             .unwrap();
     }
@@ -288,7 +324,7 @@ mod tests {
         let (dir, db, log) = log_with(5);
         assert_eq!(log.verify(), Ok(5));
         drop(log);
-        let log = SledAuditLog::open(&db, dir.path()).unwrap();
+        let log = SledAuditLog::open(db.clone(), dir.path()).unwrap();
         append(&log, 5);
         assert_eq!(log.verify(), Ok(6));
         assert_eq!(log.records(4).unwrap().len(), 2);
@@ -311,35 +347,35 @@ mod tests {
         assert_eq!(log.verify().unwrap_err().index, 2);
         // Deleted.
         let (_d, _db, log) = log_with(6);
-        log.tree.remove(4u64.to_be_bytes()).unwrap();
+        log.tree().remove(4u64.to_be_bytes()).unwrap();
         assert_eq!(log.verify().unwrap_err().index, 4);
         // Inserted (a forged record at the position of a real one, the rest shifted).
         let (_d, _db, log) = log_with(6);
         let all = log.records(0).unwrap();
         for r in all.iter().skip(2).rev() {
-            log.tree
+            log.tree()
                 .insert((r.index + 1).to_be_bytes(), serde_json::to_vec(r).unwrap())
                 .unwrap();
         }
         let mut forged = all[2].clone();
         forged.detail = "forged".into();
-        log.tree
+        log.tree()
             .insert(2u64.to_be_bytes(), serde_json::to_vec(&forged).unwrap())
             .unwrap();
         assert_eq!(log.verify().unwrap_err().index, 2);
         // Reordered.
         let (_d, _db, log) = log_with(6);
         let (a, b) = (
-            log.tree.get(1u64.to_be_bytes()).unwrap().unwrap(),
-            log.tree.get(2u64.to_be_bytes()).unwrap().unwrap(),
+            log.tree().get(1u64.to_be_bytes()).unwrap().unwrap(),
+            log.tree().get(2u64.to_be_bytes()).unwrap().unwrap(),
         );
-        log.tree.insert(1u64.to_be_bytes(), b).unwrap();
-        log.tree.insert(2u64.to_be_bytes(), a).unwrap();
+        log.tree().insert(1u64.to_be_bytes(), b).unwrap();
+        log.tree().insert(2u64.to_be_bytes(), a).unwrap();
         assert_eq!(log.verify().unwrap_err().index, 1);
         // Truncated.
         let (_d, _db, log) = log_with(6);
-        log.tree.remove(5u64.to_be_bytes()).unwrap();
-        log.tree.remove(4u64.to_be_bytes()).unwrap();
+        log.tree().remove(5u64.to_be_bytes()).unwrap();
+        log.tree().remove(4u64.to_be_bytes()).unwrap();
         let err = log.verify().unwrap_err();
         assert_eq!(err.index, 4, "{err:?}");
     }
@@ -349,8 +385,9 @@ mod tests {
         // Truncated, and the head in the store rewritten to match.
         let (_d, _db, log) = log_with(6);
         let keep = log.records(0).unwrap();
-        log.tree.remove(5u64.to_be_bytes()).unwrap();
-        log.meta
+        log.tree().remove(5u64.to_be_bytes()).unwrap();
+        log.trees()
+            .meta
             .insert(HEAD_KEY, format!("5 {}", keep[4].hash).as_bytes())
             .unwrap();
         let err = log.verify().unwrap_err();
@@ -362,22 +399,22 @@ mod tests {
         let db_dir = dir.path().join("db");
         let old = dir.path().join("old");
         {
-            let db = sled::open(&db_dir).unwrap();
-            let log = SledAuditLog::open(&db, dir.path()).unwrap();
+            let db = shelf(&db_dir);
+            let log = SledAuditLog::open(db.clone(), dir.path()).unwrap();
             append(&log, 0);
             append(&log, 1);
-            db.flush().unwrap();
+            db.close();
         }
         copy_dir(&db_dir, &old);
         {
-            let db = sled::open(&db_dir).unwrap();
-            let log = SledAuditLog::open(&db, dir.path()).unwrap();
+            let db = shelf(&db_dir);
+            let log = SledAuditLog::open(db.clone(), dir.path()).unwrap();
             append(&log, 2);
         }
         std::fs::remove_dir_all(&db_dir).unwrap();
         copy_dir(&old, &db_dir);
-        let db = sled::open(&db_dir).unwrap();
-        let log = SledAuditLog::open(&db, dir.path()).unwrap();
+        let db = shelf(&db_dir);
+        let log = SledAuditLog::open(db.clone(), dir.path()).unwrap();
         let err = log.verify().unwrap_err();
         assert!(err.reason.contains("rolled back"), "{err:?}");
         drop((log, db));
@@ -392,16 +429,17 @@ mod tests {
             r.prev = prev;
             r.hash = r.mac(&forger);
             prev = r.hash.clone();
-            log.tree
+            log.tree()
                 .insert(r.index.to_be_bytes(), serde_json::to_vec(&r).unwrap())
                 .unwrap();
         }
-        log.meta
+        log.trees()
+            .meta
             .insert(HEAD_KEY, format!("3 {prev}").as_bytes())
             .unwrap();
         std::fs::write(dir.path().join("audit.key"), forger).unwrap();
         drop(log);
-        let log = SledAuditLog::open(&db, dir.path()).unwrap();
+        let log = SledAuditLog::open(db.clone(), dir.path()).unwrap();
         let err = log.verify().unwrap_err();
         assert!(err.reason.contains("rebuilt"), "{err:?}");
         // And the anchor removed too: still not intact.

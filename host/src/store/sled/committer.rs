@@ -1,10 +1,19 @@
 //! Group commit: one thread applies queued writes as one sled batch and
 //! flushes once for all of them before anyone is told the write is durable.
+//!
+//! When a group fails (a full disk, an I/O error), its writes are refused,
+//! except those that must land: the outcome of an attempt already made is
+//! held and written again, first, once the store works, so an event that
+//! reached its sink is not delivered a second time. While failing, the
+//! committer reopens a broken database and probes the store with backoff,
+//! and the store is well again by itself when the cause goes away.
 
 use super::keys::{dedup_value, parse_dedup_value};
+use super::shelf::Shelf;
 use crate::store::{AfterCommit, Committed, EventId, StoreError, now_ms};
 use std::collections::HashMap;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Most writes in one group commit. Larger sled batches were seen to stall
@@ -29,6 +38,9 @@ pub(super) struct Write {
     pub requires: Option<Vec<u8>>,
     /// Payload files to write (and sync) before the batch that names them.
     pub files: Vec<(EventId, Vec<u8>)>,
+    /// Held and written again when its group fails, until it lands (the
+    /// outcome of work already done), instead of being refused.
+    pub must_land: bool,
     pub(super) reply: Option<oneshot::Sender<Result<Committed, StoreError>>>,
 }
 
@@ -57,52 +69,146 @@ impl Write {
     }
 }
 
-/// Run the commit loop until every sender is gone.
 /// Why the latest group commit failed, until one succeeds.
 pub(super) type Failing = std::sync::Arc<std::sync::Mutex<Option<String>>>;
 
+/// The first wait before the store is tried again after a failure; it
+/// doubles with each failure up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Run the commit loop until every sender is gone.
 pub(super) fn run(
-    db: sled::Db,
-    tree: sled::Tree,
+    shelf: std::sync::Arc<Shelf>,
     payloads: super::payloads::Payloads,
     rx: mpsc::Receiver<Write>,
     flushes: std::sync::Arc<crate::histogram::Histogram>,
     commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
     failing: Failing,
 ) {
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
+    let failing_now = || failing.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let set_failing = |why: Option<String>| {
+        let mut f = failing.lock().unwrap_or_else(|e| e.into_inner());
+        match (&*f, &why) {
+            (None, Some(e)) => tracing::error!(
+                "the store cannot write: {e}; senders get 503 until it can, and weft keeps trying"
+            ),
+            (Some(_), None) => tracing::info!("the store writes again"),
+            _ => {}
+        }
+        *f = why;
+    };
+    // Writes that must land, held through a failure.
+    let mut held: Vec<Write> = Vec::new();
+    let mut backoff = MIN_BACKOFF;
+    let mut retry_at = Instant::now();
+    let mut open = true;
+    while open || !held.is_empty() {
+        let recovering = !held.is_empty() || failing_now().is_some();
+        let first = if recovering {
+            let wait = retry_at.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(w) => Some(w),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Shutting down: one last try for what is held.
+                    open = false;
+                    None
+                }
+            }
+        } else {
+            match rx.recv() {
+                Ok(w) => Some(w),
+                Err(_) => break,
+            }
+        };
+        let mut fresh: Vec<Write> = first.into_iter().collect();
+        while fresh.len() + held.len().min(MAX_GROUP) < MAX_GROUP {
             match rx.try_recv() {
-                Ok(w) => group.push(w),
+                Ok(w) => fresh.push(w),
                 Err(_) => break,
             }
         }
-        let started = std::time::Instant::now();
-        let result = commit_group(&db, &tree, &payloads, group, &commits);
-        let mut f = failing.lock().unwrap_or_else(|e| e.into_inner());
-        match result {
-            Ok(()) => *f = None,
-            Err(e) => {
-                if f.is_none() {
-                    tracing::error!(
-                        "the store cannot write: {e}; senders get 503 until a write succeeds again"
-                    );
+        let due = Instant::now() >= retry_at || !open;
+        if recovering && !due {
+            // Not yet time to try the store again: refuse what came in.
+            let why = failing_now().unwrap_or_default();
+            refuse(fresh, &StoreError::Write(why), &mut held);
+            continue;
+        }
+        if shelf.is_broken() {
+            match shelf.reopen(Duration::from_secs(2)) {
+                Ok(generation) => {
+                    tracing::info!(generation, "the store's database was reopened");
+                    // Files written for batches that did not land name
+                    // nothing now.
+                    if let Ok(trees) = shelf.get() {
+                        let _ = payloads.remove_orphans(&trees.events);
+                    }
                 }
-                *f = Some(e.to_string());
+                Err(why) => {
+                    let why = format!("the store cannot be reopened yet: {why}");
+                    refuse(fresh, &StoreError::Write(why.clone()), &mut held);
+                    set_failing(Some(why));
+                    retry_at = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            }
+        }
+        let take = held.len().min(MAX_GROUP);
+        let mut group: Vec<Write> = held.drain(..take).collect();
+        group.append(&mut fresh);
+        let started = std::time::Instant::now();
+        let result = match shelf.get() {
+            Ok(trees) => commit_group(&shelf, &trees, &payloads, group, &commits, &mut held),
+            Err(why) => {
+                refuse(group, &StoreError::Write(why.clone()), &mut held);
+                Err(StoreError::Write(why))
+            }
+        };
+        match result {
+            Ok(()) => {
+                set_failing(None);
+                backoff = MIN_BACKOFF;
+            }
+            Err(e) => {
+                set_failing(Some(e.to_string()));
+                retry_at = Instant::now() + backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
         flushes.observe(started.elapsed());
     }
+    if !held.is_empty() {
+        tracing::warn!(
+            writes = held.len(),
+            "the store closed while outcomes were waiting to be written; their events are attempted again at the next start"
+        );
+    }
+}
+
+/// Answer writes the store cannot take now: refused, or held when they
+/// must land.
+fn refuse(writes: Vec<Write>, error: &StoreError, held: &mut Vec<Write>) {
+    for mut w in writes {
+        if w.must_land {
+            held.push(w);
+        } else if let Some(reply) = w.reply.take() {
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
 }
 
 fn commit_group(
-    db: &sled::Db,
-    tree: &sled::Tree,
+    shelf: &Shelf,
+    trees: &super::shelf::Trees,
     payloads: &super::payloads::Payloads,
     mut group: Vec<Write>,
     commits: &std::sync::atomic::AtomicU64,
+    held: &mut Vec<Write>,
 ) -> Result<(), StoreError> {
+    let (db, tree) = (&trees.db, &trees.events);
     use std::sync::atomic::Ordering;
     let mut batch = sled::Batch::default();
     // Every group commit counts itself in the same batch: the anchor file
@@ -122,7 +228,25 @@ fn commit_group(
     // once it is durable.
     let mut files: Vec<(EventId, Vec<u8>)> = Vec::new();
     let mut removed: Vec<Vec<u8>> = Vec::new();
-    // Values move into the batch: a payload is not copied again here.
+    // Values move into the batch: a payload is not copied again here,
+    // except for a write that must land, which keeps its own to try again.
+    fn ops_of(
+        must_land: bool,
+        ops: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        if must_land {
+            ops.clone()
+        } else {
+            std::mem::take(ops)
+        }
+    }
+    fn files_of(must_land: bool, files: &mut Vec<(EventId, Vec<u8>)>) -> Vec<(EventId, Vec<u8>)> {
+        if must_land {
+            files.clone()
+        } else {
+            std::mem::take(files)
+        }
+    }
     fn apply(
         batch: &mut sled::Batch,
         pending: &mut HashMap<Vec<u8>, bool>,
@@ -148,6 +272,7 @@ fn commit_group(
             },
         };
     for w in &mut group {
+        let keep = w.must_land;
         if let Some(key) = &w.requires {
             let present = match pending.get(key) {
                 Some(p) => *p,
@@ -177,28 +302,31 @@ fn commit_group(
             }
             taken.insert(key.clone(), *id);
             batch.insert(key.clone(), dedup_value(id, now));
-            for op in std::mem::take(&mut item.ops) {
+            for op in ops_of(keep, &mut item.ops) {
                 apply(&mut batch, &mut pending, track, op);
             }
-            files.append(&mut item.files);
+            files.extend(files_of(keep, &mut item.files));
             fresh.push(true);
         }
         new_items.push(fresh);
-        for op in std::mem::take(&mut w.ops) {
+        for op in ops_of(keep, &mut w.ops) {
             if op.1.is_none() {
                 removed.push(op.0.clone());
             }
             apply(&mut batch, &mut pending, track, op);
         }
-        files.append(&mut w.files);
+        files.extend(files_of(keep, &mut w.files));
         outcomes.push(Committed::Written);
     }
     let result = payloads
         .write(&files)
         .map_err(|e| StoreError::Write(format!("cannot write a payload file: {e}")))
         .and_then(|()| {
-            tree.apply_batch(batch)
-                .and_then(|()| db.flush().map(|_| ()))
+            shelf
+                .check(
+                    tree.apply_batch(batch)
+                        .and_then(|()| db.flush().map(|_| ())),
+                )
                 .map_err(|e| StoreError::Write(e.to_string()))
         });
     if result.is_ok() {
@@ -222,11 +350,7 @@ fn commit_group(
                     let _ = reply.send(Ok(outcome));
                 }
             }
-            Err(e) => {
-                if let Some(reply) = w.reply.take() {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
+            Err(e) => refuse(vec![w], e, held),
         }
     }
     result

@@ -14,6 +14,7 @@ mod keys;
 mod kv;
 mod migrate;
 mod payloads;
+mod shelf;
 mod sweep;
 
 pub use committer::MAX_GROUP;
@@ -23,21 +24,19 @@ use self::audit::SledAuditLog;
 use self::committer::{Item, Write};
 use self::keys::*;
 use self::payloads::Payloads;
+use self::shelf::{OpenError, Shelf, Trees};
 use super::{
     AfterAttempt, AfterCommit, AuditLog, Dedup, EventId, EventRecord, EventState, KvError, Polled,
     QueueEntry, Retention, Store, StoreCounts, StoreError, StoreFuture, StoreUsage, Swept, Ticket,
 };
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 /// The sled store.
 pub struct SledStore {
-    db: sled::Db,
-    events: sled::Tree,
-    kv: sled::Tree,
+    shelf: Arc<Shelf>,
     audit: SledAuditLog,
-    schedules: sled::Tree,
     flushes: std::sync::Arc<crate::histogram::Histogram>,
     dir: PathBuf,
     tx: Mutex<Option<mpsc::Sender<Write>>>,
@@ -56,37 +55,25 @@ impl SledStore {
             reason,
         };
         private_dir(dir).map_err(|e| open_err(e.to_string()))?;
-        let damaged = |e: sled::Error| {
-            let text = e.to_string();
-            if text.contains("lock") || text.contains("WouldBlock") {
-                StoreError::InUse {
-                    dir: dir.to_path_buf(),
-                    reason: text,
-                }
-            } else if matches!(
-                e,
-                sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)
-            ) {
-                open_err(format!(
-                    "the store is damaged ({text}); weft will not start on it, so nothing it holds is silently lost. Restore the directory from a backup, or move it aside (mv {0} {0}.damaged) to start with an empty store",
-                    dir.display()
-                ))
-            } else {
-                open_err(text)
-            }
-        };
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(STORE_CACHE_BYTES)
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(damaged)?;
+        let shelf = Shelf::open(dir).map_err(|e| match e {
+            OpenError::InUse(reason) => StoreError::InUse {
+                dir: dir.to_path_buf(),
+                reason,
+            },
+            OpenError::Damaged(text) => open_err(format!(
+                "the store is damaged ({text}); weft will not start on it, so nothing it holds is silently lost. Restore the directory from a backup, or move it aside (mv {0} {0}.damaged) to start with an empty store",
+                dir.display()
+            )),
+            OpenError::Other(text) => open_err(text),
+        })?;
+        let shelf = Arc::new(shelf);
         // The database holds payloads and plugin state: its files are
         // its owner's alone, whatever the umask made them.
         crate::private::restrict_tree(dir).map_err(|e| open_err(e.to_string()))?;
-        let events = db.open_tree("events").map_err(damaged)?;
-        let kv = db.open_tree("kv").map_err(damaged)?;
-        let audit = SledAuditLog::open(&db, dir).map_err(open_err)?;
+        let trees = shelf.get().map_err(open_err)?;
+        let (db, events) = (&trees.db, &trees.events);
+        let read_err = |e: sled::Error| open_err(e.to_string());
+        let audit = SledAuditLog::open(shelf.clone(), dir).map_err(open_err)?;
         let alarms = match audit.verify() {
             Ok(_) => Vec::new(),
             Err(b) => {
@@ -100,9 +87,8 @@ impl SledStore {
                 vec![alarm]
             }
         };
-        let schedules = db.open_tree("schedules").map_err(damaged)?;
         let payloads = Payloads::open(dir).map_err(|e| open_err(e.to_string()))?;
-        let moved = migrate::keep_payloads_apart(&db, &events, &payloads).map_err(open_err)?;
+        let moved = migrate::keep_payloads_apart(db, events, &payloads).map_err(open_err)?;
         if moved > 0 {
             tracing::info!(
                 events = moved,
@@ -110,7 +96,7 @@ impl SledStore {
             );
         }
         let orphans = payloads
-            .remove_orphans(&events)
+            .remove_orphans(events)
             .map_err(|e| open_err(format!("cannot tidy the payload files: {e}")))?;
         if orphans > 0 {
             tracing::info!(
@@ -120,7 +106,7 @@ impl SledStore {
         }
         let committed = events
             .get(COMMITS_KEY)
-            .map_err(damaged)?
+            .map_err(read_err)?
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
         let anchor = Anchor::new(dir);
@@ -135,28 +121,21 @@ impl SledStore {
         let commits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(committed));
         let (tx, rx) = mpsc::channel();
         let failing = committer::Failing::default();
-        let (cdb, ctree, cpayloads, cfailing) = (
-            db.clone(),
-            events.clone(),
-            payloads.clone(),
-            failing.clone(),
-        );
+        drop(trees);
+        let (cshelf, cpayloads, cfailing) = (shelf.clone(), payloads.clone(), failing.clone());
         let flushes = std::sync::Arc::new(crate::histogram::Histogram::default());
         let cflushes = flushes.clone();
         let ccommits = commits.clone();
         let committer = std::thread::Builder::new()
             .name("weft-commit".into())
-            .spawn(move || committer::run(cdb, ctree, cpayloads, rx, cflushes, ccommits, cfailing))
+            .spawn(move || committer::run(cshelf, cpayloads, rx, cflushes, ccommits, cfailing))
             .map_err(|e| open_err(e.to_string()))?;
         let anchoring = anchor
             .spawn(commits.clone())
             .map_err(|e| open_err(e.to_string()))?;
         Ok(SledStore {
-            db,
-            events,
-            kv,
+            shelf,
             audit,
-            schedules,
             flushes,
             dir: dir.to_path_buf(),
             tx: Mutex::new(Some(tx)),
@@ -171,7 +150,7 @@ impl SledStore {
     /// An event's record without its payload (the whole of it for records
     /// written before payloads were kept apart).
     pub(super) fn meta(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
-        match self.events.get(event_key(id)) {
+        match self.trees()?.events.get(event_key(id)) {
             Ok(Some(v)) => EventRecord::decode(&v).map(Some).map_err(StoreError::Read),
             Ok(None) => Ok(None),
             Err(e) => Err(StoreError::Read(e.to_string())),
@@ -192,7 +171,7 @@ impl SledStore {
         encoded: &[u8],
     ) -> Result<EventRecord, StoreError> {
         if EventRecord::payload_apart(encoded) {
-            record.payload = match self.events.get(body_key(&record.id)) {
+            record.payload = match self.trees()?.events.get(body_key(&record.id)) {
                 Ok(Some(body)) => self.payloads.read(&record.id, &body)?,
                 Ok(None) => {
                     return Err(StoreError::Read(format!(
@@ -213,7 +192,7 @@ impl SledStore {
 
     /// The audit log's tree, for tests that tamper with it.
     #[doc(hidden)]
-    pub fn audit_tree(&self) -> &sled::Tree {
+    pub fn audit_tree(&self) -> sled::Tree {
         self.audit.tree()
     }
 
@@ -237,7 +216,18 @@ impl SledStore {
     }
 
     fn count(&self, prefix: u8) -> usize {
-        self.events.scan_prefix([prefix]).count()
+        self.trees()
+            .map_or(0, |t| t.events.scan_prefix([prefix]).count())
+    }
+
+    /// The open database's trees for plugin state.
+    fn kv(&self) -> Result<Arc<Trees>, KvError> {
+        self.shelf.get().map_err(KvError::Unavailable)
+    }
+
+    /// The open database's trees, or a read error while it reopens.
+    fn trees(&self) -> Result<Arc<Trees>, StoreError> {
+        self.shelf.get().map_err(StoreError::Read)
     }
 }
 
@@ -368,6 +358,9 @@ impl Store for SledStore {
         }
         write.put(event_key(&record.id), record.encode());
         write.after = after;
+        // The attempt was made: its outcome is written even through a
+        // store failure, or the event would be attempted again.
+        write.must_land = true;
         self.submit(write)
     }
 
@@ -387,11 +380,15 @@ impl Store for SledStore {
             write.ops.extend(ops);
         }
         write.after = after;
+        write.must_land = true;
         self.submit(write)
     }
 
     fn drop_queue_entry(&self, entry: QueueEntry) -> Ticket {
-        let mut write = Write::default();
+        let mut write = Write {
+            must_land: true,
+            ..Write::default()
+        };
         write.remove(queue_key(entry.due_ms, &entry.id));
         self.submit(write)
     }
@@ -423,7 +420,7 @@ impl Store for SledStore {
     }
 
     fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
-        match self.events.get(event_key(id)) {
+        match self.trees()?.events.get(event_key(id)) {
             Ok(Some(v)) => self.whole(&v).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(StoreError::Read(e.to_string())),
@@ -432,7 +429,7 @@ impl Store for SledStore {
 
     fn queue(&self) -> Result<Vec<QueueEntry>, StoreError> {
         let mut out = Vec::new();
-        for item in self.events.scan_prefix([QUEUE]) {
+        for item in self.trees()?.events.scan_prefix([QUEUE]) {
             let (k, v) = item.map_err(|e| StoreError::Read(e.to_string()))?;
             if let Some((due_ms, id)) = parse_queue_key(&k) {
                 let attempt = v.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(1);
@@ -448,7 +445,7 @@ impl Store for SledStore {
 
     fn dead_letters(&self, pipeline: Option<&str>) -> Result<Vec<EventRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.events.scan_prefix([DEAD]) {
+        for item in self.trees()?.events.scan_prefix([DEAD]) {
             let (k, _) = item.map_err(|e| StoreError::Read(e.to_string()))?;
             let Some(id) = EventId::from_slice(&k[1..]) else {
                 continue;
@@ -469,7 +466,7 @@ impl Store for SledStore {
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.events.scan_prefix([EVENT]).rev() {
+        for item in self.trees()?.events.scan_prefix([EVENT]).rev() {
             let (_, v) = item.map_err(|e| StoreError::Read(e.to_string()))?;
             let r = EventRecord::decode(&v).map_err(StoreError::Read)?;
             if keep(&r) {
@@ -500,28 +497,30 @@ impl Store for SledStore {
                 .and_then(|b| b.try_into().ok())
                 .map_or(0, u64::from_be_bytes)
         };
+        let Ok(trees) = self.trees() else {
+            return StoreUsage::default();
+        };
         let mut usage = StoreUsage {
-            disk_bytes: self.db.size_on_disk().unwrap_or(0) + self.payloads.bytes(),
+            disk_bytes: trees.db.size_on_disk().unwrap_or(0) + self.payloads.bytes(),
             ..StoreUsage::default()
         };
-        for (_, v) in self.events.scan_prefix([DONE]).filter_map(Result::ok) {
+        for (_, v) in trees.events.scan_prefix([DONE]).filter_map(Result::ok) {
             usage.history_events += 1;
             usage.history_bytes += tail(&v, 0);
         }
-        for (_, v) in self.events.scan_prefix([DEAD]).filter_map(Result::ok) {
+        for (_, v) in trees.events.scan_prefix([DEAD]).filter_map(Result::ok) {
             usage.dead_letter_events += 1;
             usage.dead_letter_bytes += tail(&v, 8);
         }
-        for (k, v) in self.kv.iter().filter_map(Result::ok) {
+        for (k, v) in trees.kv.iter().filter_map(Result::ok) {
             usage.kv_bytes += (k.len() + v.len()) as u64;
         }
         usage
     }
 
     fn is_paused(&self, pipeline: &str) -> bool {
-        self.events
-            .contains_key(paused_key(pipeline))
-            .unwrap_or(false)
+        self.trees()
+            .is_ok_and(|t| t.events.contains_key(paused_key(pipeline)).unwrap_or(false))
     }
 
     fn set_paused(&self, pipeline: &str, paused: bool) -> Ticket {
@@ -535,7 +534,9 @@ impl Store for SledStore {
     }
 
     fn cursor(&self, pipeline: &str) -> Option<String> {
-        self.events
+        self.trees()
+            .ok()?
+            .events
             .get(cursor_key(pipeline))
             .ok()
             .flatten()
@@ -543,7 +544,9 @@ impl Store for SledStore {
     }
 
     fn schedule_last(&self, pipeline: &str) -> Option<u64> {
-        self.schedules
+        self.trees()
+            .ok()?
+            .schedules
             .get(pipeline.as_bytes())
             .ok()
             .flatten()
@@ -551,17 +554,22 @@ impl Store for SledStore {
     }
 
     fn set_schedule_last(&self, pipeline: &str, at_ms: u64) -> Ticket {
-        if let Err(e) = self
-            .schedules
-            .insert(pipeline.as_bytes(), &at_ms.to_be_bytes())
-        {
-            return Ticket::settled(Err(StoreError::Write(e.to_string())));
+        let written = self.trees().and_then(|t| {
+            self.shelf
+                .check(
+                    t.schedules
+                        .insert(pipeline.as_bytes(), &at_ms.to_be_bytes()),
+                )
+                .map_err(|e| StoreError::Write(e.to_string()))
+        });
+        if let Err(e) = written {
+            return Ticket::settled(Err(e));
         }
         self.flush()
     }
 
     fn kv_get(&self, namespace: &[u8], key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        kv::get(&self.kv, namespace, key)
+        kv::get(&self.kv()?.kv, namespace, key)
     }
 
     fn kv_swap(
@@ -572,7 +580,13 @@ impl Store for SledStore {
         new: Option<&[u8]>,
         quota_bytes: u64,
     ) -> Result<bool, KvError> {
-        kv::swap(&self.kv, namespace, key, expected, new, quota_bytes)
+        let trees = self.kv()?;
+        let swapped = kv::swap(&trees.kv, namespace, key, expected, new, quota_bytes);
+        if let Err(KvError::Unavailable(_)) = &swapped {
+            // A failed kv write leaves sled's error behind as any other.
+            self.shelf.check(trees.db.flush()).ok();
+        }
+        swapped
     }
 
     fn kv_list(
@@ -581,7 +595,7 @@ impl Store for SledStore {
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<String>, KvError> {
-        kv::list(&self.kv, namespace, prefix, limit)
+        kv::list(&self.kv()?.kv, namespace, prefix, limit)
     }
 
     fn audit(&self) -> &dyn AuditLog {
@@ -612,7 +626,7 @@ impl Store for SledStore {
         if let Some(handle) = self.committer.lock().ok().and_then(|mut h| h.take()) {
             let _ = handle.join();
         }
-        let _ = self.db.flush();
+        self.shelf.close();
         if let Some(task) = self.anchoring.lock().ok().and_then(|mut a| a.take()) {
             task.finish();
         }
@@ -635,7 +649,7 @@ mod tests {
     use crate::store::Store;
 
     fn count(store: &SledStore, prefix: u8) -> usize {
-        store.events.scan_prefix([prefix]).count()
+        store.trees().unwrap().events.scan_prefix([prefix]).count()
     }
 
     /// A store in a new directory, and a new event with a JSON payload of
@@ -678,7 +692,13 @@ mod tests {
     async fn a_payload_is_written_once_and_attempts_rewrite_only_the_record() {
         let (_dir, store, mut record) = accepted(50_000).await;
         let payload = record.payload.clone();
-        let stored = store.events.get(event_key(&record.id)).unwrap().unwrap();
+        let stored = store
+            .trees()
+            .unwrap()
+            .events
+            .get(event_key(&record.id))
+            .unwrap()
+            .unwrap();
         assert!(stored.len() < 200, "the record is small: {}", stored.len());
         delivered(&store, &mut record).await;
         let read = store.event(&record.id).unwrap().unwrap();
@@ -740,9 +760,19 @@ mod tests {
             store.event(&big.id).unwrap().is_none(),
             "nothing of it was stored"
         );
-        // The cause goes away: the next write succeeds and the store is well.
+        // Within the backoff, writes are refused without touching the disk.
+        let err = store.accept(&big, None, None).await.unwrap_err();
+        assert!(err.to_string().contains("payload file"), "{err}");
+        // The cause goes away: the store probes itself well again, with
+        // no write sent, and the next write succeeds.
         std::fs::remove_file(&payloads).unwrap();
         std::fs::create_dir(&payloads).unwrap();
+        let mut waited = 0;
+        while store.failing().is_some() {
+            assert!(waited < 200, "the store did not recover by itself");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            waited += 1;
+        }
         store.accept(&big, None, None).await.unwrap();
         assert_eq!(store.failing(), None);
         assert_eq!(
@@ -761,17 +791,30 @@ mod tests {
             let mut v3 = vec![3];
             v3.extend(postcard::to_stdvec(&record).unwrap());
             v3.extend(postcard::to_stdvec(&record.lineage).unwrap());
-            store.events.insert(event_key(&record.id), v3).unwrap();
+            store
+                .trees()
+                .unwrap()
+                .events
+                .insert(event_key(&record.id), v3)
+                .unwrap();
             store.close();
         }
         let store = SledStore::open(dir.path()).unwrap();
-        let raw = store.events.get(event_key(&record.id)).unwrap().unwrap();
+        let raw = store
+            .trees()
+            .unwrap()
+            .events
+            .get(event_key(&record.id))
+            .unwrap()
+            .unwrap();
         assert!(
             EventRecord::payload_apart(&raw),
             "rewritten as the current version"
         );
         assert_eq!(
             store
+                .trees()
+                .unwrap()
                 .events
                 .get(body_key(&record.id))
                 .unwrap()

@@ -51,6 +51,7 @@ pub(super) async fn sweep(store: &SledStore, retention: Retention) -> Result<Swe
     let mut over = keep_events.map_or(0, |keep| store.count(DONE).saturating_sub(keep));
     loop {
         let keys: Vec<Vec<u8>> = store
+            .trees()?
             .events
             .scan_prefix([DONE])
             .keys()
@@ -90,6 +91,7 @@ pub(super) async fn sweep(store: &SledStore, retention: Retention) -> Result<Swe
         }
     }
     let stale: Vec<Vec<u8>> = store
+        .trees()?
         .events
         .scan_prefix([DEDUP])
         .filter_map(Result::ok)
@@ -119,6 +121,7 @@ async fn sweep_dead_letters(
     // Only the keys are read: a large dead-letter queue costs no record
     // decoding a minute.
     let dead: Vec<(EventId, Vec<u8>)> = store
+        .trees()?
         .events
         .scan_prefix([DEAD])
         .filter_map(Result::ok)
