@@ -166,12 +166,12 @@ impl RunningHost {
                 data_dir.display()
             ))
         })?;
-        let cache = Arc::new(cache);
+        let cache = Arc::new(cache.with_budget(config.plugins.cache_max_bytes));
         let (plugins, load_errors) = load_plugins(&config, &sandbox, Some(cache.clone())).await?;
         // Code of plugins no longer in the directory only takes up space.
         let in_use: std::collections::HashSet<&str> =
             plugins.values().map(|p| p.sha256.as_str()).collect();
-        let (pruned, pruned_bytes) = cache.prune(&in_use);
+        let (pruned, pruned_bytes) = cache.prune(&in_use, sandbox.code_hash());
         if pruned > 0 {
             tracing::info!(
                 files = pruned,

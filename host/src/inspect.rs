@@ -48,6 +48,10 @@ pub struct PluginReport {
     pub mismatches: Vec<Mismatch>,
     /// `loads`, or why the host refuses it.
     pub status: String,
+    /// The pipelines that name it (for `audit`; empty: no pipeline uses it,
+    /// and a refusal stops nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used_by: Option<Vec<String>>,
 }
 
 impl PluginReport {
@@ -67,12 +71,18 @@ impl PluginReport {
             effective: Vec::new(),
             mismatches: Vec::new(),
             status: status.into(),
+            used_by: None,
         }
     }
 
     /// Whether the host would refuse this plugin.
     pub fn refused(&self) -> bool {
         self.status.starts_with("refused")
+    }
+
+    /// Whether no pipeline names it (known only for `audit`).
+    pub fn unused(&self) -> bool {
+        self.used_by.as_ref().is_some_and(Vec::is_empty)
     }
 }
 
@@ -233,6 +243,15 @@ pub async fn audit(
         reports.push(inspect(sandbox, file, shown, Some((&grant, &available))).await);
     }
     check_cache(config, &mut reports);
+    for r in &mut reports {
+        r.used_by = Some(
+            config
+                .pipelines_using(&r.name)
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        );
+    }
     for (name, grant) in &config.grants {
         if !reports.iter().any(|r| &r.name == name) {
             let file = format!(
@@ -359,6 +378,18 @@ pub fn render(r: &PluginReport) -> String {
     }
     for m in &r.mismatches {
         let _ = writeln!(out, "mismatch    {}: {}", m.kind, m.message);
+    }
+    match &r.used_by {
+        Some(used) if used.is_empty() => {
+            let _ = writeln!(
+                out,
+                "used by     no pipeline (unused: nothing runs it, and a refusal stops nothing)"
+            );
+        }
+        Some(used) => {
+            let _ = writeln!(out, "used by     {}", used.join(", "));
+        }
+        None => {}
     }
     let _ = writeln!(out, "status      {}", r.status);
     out

@@ -64,6 +64,11 @@ http = ["https://ghost.example.com"]
 [[pipeline]]
 name = "leads"
 sink = { plugin = "http-sink", config = { url = "https://api.example.com/leads" } }
+
+[[pipeline]]
+name = "crm"
+steps = [{ plugin = "filter" }]
+sink = { plugin = "crm-sync" }
 "#,
     )
     .unwrap();
@@ -120,6 +125,30 @@ sink = { plugin = "http-sink", config = { url = "https://api.example.com/leads" 
         "requested-not-granted"
     );
     assert_eq!(by_name("ghost")["status"], "missing");
+    assert_eq!(by_name("crm-sync")["used_by"], serde_json::json!(["crm"]));
+    assert_eq!(by_name("json-map")["used_by"], serde_json::json!([]));
+
+    // Without the pipeline that names them, the refused plugins stop
+    // nothing: listed as unused, and the audit passes.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let cut = text.find("[[pipeline]]\nname = \"crm\"").unwrap();
+    std::fs::write(&config, &text[..cut]).unwrap();
+    let out = Command::new(WEFT)
+        .args(["audit", "--config"])
+        .arg(&config)
+        .env("WEFT_SECRET_AUDIT_SAMPLE_TOKEN", "a-token-of-some-length")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("unused plugins (no pipeline names them): crm-sync, filter"),
+        "{stdout}"
+    );
 }
 
 /// A credential set nowhere stops the host from starting, so the audit that
@@ -146,6 +175,11 @@ credentials = [{ name = "AUDIT_ONLY_TOKEN", origins = ["https://api.example.com"
 [[pipeline]]
 name = "leads"
 sink = { plugin = "http-sink", config = { url = "https://api.example.com/leads" } }
+
+[[pipeline]]
+name = "crm"
+steps = [{ plugin = "filter" }]
+sink = { plugin = "crm-sync" }
 "#,
     )
     .unwrap();

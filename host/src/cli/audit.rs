@@ -51,9 +51,20 @@ impl AuditArgs {
         }
         let refused: Vec<&str> = reports
             .iter()
-            .filter(|r| r.refused())
+            .filter(|r| r.refused() && !r.unused())
             .map(|r| r.name.as_str())
             .collect();
+        let unused: Vec<&str> = reports
+            .iter()
+            .filter(|r| r.unused() && r.sha256.is_some())
+            .map(|r| r.name.as_str())
+            .collect();
+        if !unused.is_empty() && !self.json {
+            println!(
+                "\nunused plugins (no pipeline names them): {}",
+                unused.join(", ")
+            );
+        }
         let unset: Vec<String> = reports
             .iter()
             .flat_map(|r| {

@@ -38,8 +38,9 @@ pub(super) async fn run(path: &Path) -> Result<()> {
     if let Some(cache) = crate::sandbox::cache::CodeCache::existing_in(&config.server.data_dir) {
         let (entries, bytes) = cache.size();
         println!(
-            "compiled-code cache: {entries} entries, {:.1} MiB in {} (code of plugins no longer loaded is removed when the host starts)",
+            "compiled-code cache: {entries} entries, {:.1} MiB of its {:.0} MiB budget (plugins.cache_max_bytes) in {} (code of plugins no longer loaded is removed when the host starts)",
             bytes as f64 / (1024.0 * 1024.0),
+            config.plugins.cache_max_bytes as f64 / (1024.0 * 1024.0),
             config.server.data_dir.join("compiled").display()
         );
     }

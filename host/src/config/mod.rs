@@ -166,13 +166,22 @@ impl Config {
     /// Whether a pipeline uses the plugin named `plugin` (as a step, its sink
     /// or its poll trigger's source).
     pub fn uses_plugin(&self, plugin: &str) -> bool {
-        self.pipelines.iter().any(|p| {
-            p.steps.iter().chain([&p.sink]).any(|s| s.plugin == plugin)
-                || p.trigger
-                    .poll
-                    .as_ref()
-                    .is_some_and(|poll| poll.plugin == plugin)
-        })
+        !self.pipelines_using(plugin).is_empty()
+    }
+
+    /// The pipelines that name `plugin` (as a step, sink or poll source).
+    pub fn pipelines_using(&self, plugin: &str) -> Vec<&str> {
+        self.pipelines
+            .iter()
+            .filter(|p| {
+                p.steps.iter().chain([&p.sink]).any(|s| s.plugin == plugin)
+                    || p.trigger
+                        .poll
+                        .as_ref()
+                        .is_some_and(|poll| poll.plugin == plugin)
+            })
+            .map(|p| p.name.as_str())
+            .collect()
     }
 
     /// Every credential the config uses, with what uses it: grants, admin

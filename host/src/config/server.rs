@@ -141,6 +141,14 @@ fn default_keep_dead_letters_hours() -> u64 {
 pub struct PluginsConfig {
     /// Directory of `*.wasm` plugin files; a plugin's name is its file stem.
     pub dir: PathBuf,
+    /// Most bytes the compiled-code cache in the data directory may take;
+    /// past it a plugin is compiled at each start instead of cached.
+    #[serde(default = "default_cache_max_bytes")]
+    pub cache_max_bytes: u64,
+}
+
+fn default_cache_max_bytes() -> u64 {
+    256 * 1024 * 1024
 }
 
 /// `[admin]`

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 pub struct CodeCache {
     dir: PathBuf,
     key: [u8; crate::private::KEY_LEN],
+    /// Most bytes its entries may take together.
+    max_bytes: u64,
 }
 
 /// Why an entry was not used.
@@ -38,6 +40,7 @@ impl CodeCache {
         Ok(CodeCache {
             dir: dir.to_path_buf(),
             key,
+            max_bytes: u64::MAX,
         })
     }
 
@@ -48,7 +51,14 @@ impl CodeCache {
         Some(CodeCache {
             dir: dir.to_path_buf(),
             key,
+            max_bytes: u64::MAX,
         })
+    }
+
+    /// The same cache, holding at most `max_bytes`.
+    pub fn with_budget(mut self, max_bytes: u64) -> CodeCache {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// The cache of a host whose data directory is `data_dir`, made if new.
@@ -116,6 +126,15 @@ impl CodeCache {
     /// link), then renamed into place, MAC last.
     pub fn put(&self, sha256: &str, engine_hash: u64, code: &[u8]) -> std::io::Result<()> {
         let (code_file, mac_file) = self.paths(sha256, engine_hash);
+        let replaced = std::fs::metadata(&code_file).map_or(0, |m| m.len());
+        let after = (self.size().1 - replaced).saturating_add(code.len() as u64 + 64);
+        if after > self.max_bytes {
+            return Err(std::io::Error::other(format!(
+                "the cache in {} would take {after} bytes, over its budget of {} (plugins.cache_max_bytes); the plugin is compiled at each start instead",
+                self.dir.display(),
+                self.max_bytes
+            )));
+        }
         let mac = hex::encode(self.mac(sha256, engine_hash, code));
         crate::private::replace(&code_file, code)?;
         crate::private::replace(&mac_file, mac.as_bytes())
@@ -123,18 +142,26 @@ impl CodeCache {
 
     /// Remove the entries of plugins whose digest is not in `in_use` (a
     /// plugin replaced or taken out of the directory leaves its code
-    /// behind otherwise); returns the files and bytes removed.
-    pub fn prune(&self, in_use: &std::collections::HashSet<&str>) -> (usize, u64) {
+    /// behind otherwise) and those compiled by another engine than the one
+    /// whose hash is `engine_hash` (an upgrade leaves them behind); returns
+    /// the files and bytes removed.
+    pub fn prune(
+        &self,
+        in_use: &std::collections::HashSet<&str>,
+        engine_hash: u64,
+    ) -> (usize, u64) {
+        let engine = format!("{engine_hash:016x}");
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return (0, 0);
         };
         let (mut files, mut bytes) = (0, 0);
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some((digest, _)) = name.split_once('-') else {
+            let Some((digest, rest)) = name.split_once('-') else {
                 continue;
             };
-            if in_use.contains(digest) {
+            let current = rest.split('.').next() == Some(engine.as_str());
+            if in_use.contains(digest) && current {
                 continue;
             }
             let size = entry.metadata().map_or(0, |m| m.len());
@@ -199,16 +226,35 @@ mod tests {
             CodeCache::open(&dir.path().join("compiled"), &dir.path().join("cache.key")).unwrap();
         let (kept, gone) = ("a".repeat(64), "b".repeat(64));
         cache.put(&kept, 7, b"code of a").unwrap();
+        cache.put(&kept, 6, b"a from an older engine").unwrap();
         cache.put(&gone, 7, b"code of b, which is longer").unwrap();
         cache.put(&gone, 8, b"b for another engine").unwrap();
-        assert_eq!(cache.size().0, 3);
+        assert_eq!(cache.size().0, 4);
         let in_use = std::collections::HashSet::from([kept.as_str()]);
-        let (files, bytes) = cache.prune(&in_use);
-        assert_eq!(files, 4, "two entries, each code and MAC");
+        let (files, bytes) = cache.prune(&in_use, 7);
+        assert_eq!(files, 6, "three entries, each code and MAC");
         assert!(bytes > 40, "{bytes}");
         assert_eq!(cache.get(&kept, 7).unwrap(), b"code of a");
+        assert_eq!(cache.get(&kept, 6), Err(Rejected::Missing));
         assert_eq!(cache.get(&gone, 7), Err(Rejected::Missing));
         assert_eq!(cache.size().0, 1);
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CodeCache::open(&dir.path().join("compiled"), &dir.path().join("cache.key"))
+            .unwrap()
+            .with_budget(1000);
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        cache.put(&a, 7, &[1; 600]).unwrap();
+        // Replacing an entry counts only the new code.
+        cache.put(&a, 7, &[2; 700]).unwrap();
+        let err = cache.put(&b, 7, &[3; 400]).unwrap_err().to_string();
+        assert!(err.contains("plugins.cache_max_bytes"), "{err}");
+        assert_eq!(cache.get(&b, 7), Err(Rejected::Missing));
+        assert!(cache.size().1 <= 1000, "{:?}", cache.size());
+        assert_eq!(cache.get(&a, 7).unwrap(), vec![2; 700]);
     }
 
     #[test]

@@ -357,6 +357,14 @@ impl Sandbox {
         })
     }
 
+    /// The engine's compatibility hash: compiled code is cached under it,
+    /// and code under another one is of no use to this host.
+    pub fn code_hash(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        h.finish()
+    }
+
     fn compile_cached(
         &self,
         bytes: &[u8],
@@ -367,9 +375,7 @@ impl Sandbox {
         let Some(cache) = cache else {
             return Component::new(&self.engine, bytes);
         };
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut h);
-        let engine_hash = h.finish();
+        let engine_hash = self.code_hash();
         match cache.get(sha256, engine_hash) {
             Ok(code) => {
                 // SAFETY: the code was compiled by this host from a .wasm with
