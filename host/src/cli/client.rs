@@ -55,6 +55,30 @@ impl HostClient {
         body: Option<Vec<u8>>,
         headers: &[(&str, String)],
     ) -> Result<Reply, ClientError> {
+        let (status, retry_after_s, bytes) = self.exchange(method, path, body, headers).await?;
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        });
+        Ok(Reply {
+            status,
+            body,
+            retry_after_s,
+        })
+    }
+
+    /// GET `path` as bytes: the status and the body.
+    pub async fn get_bytes(&self, path: &str) -> Result<(u16, Bytes), ClientError> {
+        let (status, _, bytes) = self.exchange(hyper::Method::GET, path, None, &[]).await?;
+        Ok((status, bytes))
+    }
+
+    async fn exchange(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, String)],
+    ) -> Result<(u16, Option<u64>, Bytes), ClientError> {
         let url = format!("{}{path}", self.base);
         let json = body.is_some() || method == hyper::Method::POST;
         let mut req = hyper::Request::builder().method(method).uri(&url);
@@ -87,13 +111,6 @@ impl HostClient {
             .await
             .map_err(|e| ClientError::Other(format!("reading the answer from {url}: {e}")))?
             .to_bytes();
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
-        });
-        Ok(Reply {
-            status,
-            body,
-            retry_after_s,
-        })
+        Ok((status, retry_after_s, bytes))
     }
 }

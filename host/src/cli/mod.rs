@@ -4,6 +4,7 @@
 
 pub mod admin;
 mod audit;
+mod backup;
 mod check;
 pub mod client;
 mod dlq;
@@ -68,6 +69,12 @@ enum Command {
     /// Show and verify the hash-chained audit log (capability denials).
     #[command(subcommand, name = "audit-log")]
     AuditLog(audit::AuditLogCommand),
+    /// Take a consistent backup of the store (of the running host through
+    /// its API, else of the data directory) into a new directory.
+    Backup(backup::BackupArgs),
+    /// Put a backup in place on a stopped host, after verifying it; the data
+    /// directory that was there is moved aside, not deleted.
+    Restore(backup::RestoreArgs),
     /// Print shell completions: `weft completions bash > /etc/bash_completion.d/weft`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -119,6 +126,8 @@ impl Cli {
             Command::Plugin(c) => c.run().await,
             Command::Audit(args) => args.run().await,
             Command::AuditLog(c) => c.run().await,
+            Command::Backup(args) => args.run().await,
+            Command::Restore(args) => args.run().await,
             Command::Completions { shell } => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();
                 clap_complete::generate(shell, &mut cmd, "weft", &mut std::io::stdout());

@@ -19,7 +19,10 @@ mod record;
 mod record_v1;
 mod sled;
 
-pub use self::sled::{MAX_GROUP, STORE_CACHE_BYTES, SledStore};
+pub use self::sled::{
+    BACKUP_STAGING, BackupCounts, BackupFile, BackupManifest, MAX_GROUP, Restored,
+    STORE_CACHE_BYTES, SledStore, backup_files, restore, safe_name, verify_backup,
+};
 pub use audit::{AuditBreak, AuditEntry, AuditLog, AuditRecord, GENESIS};
 pub use error::StoreError;
 pub use event::*;
@@ -350,6 +353,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Finish queued writes and stop.
     fn close(&self);
+
+    /// Write a consistent snapshot of the whole store into the new (or
+    /// empty) directory `to`; writes pause while it is taken.
+    fn backup(&self, to: &std::path::Path) -> Result<BackupManifest, StoreError>;
 
     /// The backend, for tests that tamper with it.
     #[doc(hidden)]

@@ -27,6 +27,8 @@ pub struct ApiState {
     pub(super) plugins: crate::sandbox::Plugins,
     /// Failed logins per address in the current minute.
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Where backups taken through the API wait to be fetched.
+    pub(super) backups: std::path::PathBuf,
 }
 
 /// An authenticated caller.
@@ -88,6 +90,7 @@ impl ApiState {
             tokens,
             plugins,
             failures: Mutex::default(),
+            backups: config.server.data_dir.join(crate::store::BACKUP_STAGING),
         })
     }
 
@@ -166,6 +169,8 @@ impl ApiState {
 /// The role a call needs.
 pub(super) fn required_role(method: &Method, segments: &[&str]) -> Role {
     match (method, segments) {
+        // A backup holds every payload and the audit key.
+        (_, ["backups", ..]) => Role::Admin,
         (&Method::GET, _) => Role::Viewer,
         (_, ["dlq", "purge"]) => Role::Admin,
         _ => Role::Operator,

@@ -6,6 +6,7 @@
 //! admin also purges); every mutating call is written to the audit log.
 
 mod auth;
+mod backups;
 
 pub use auth::ApiState;
 
@@ -143,6 +144,23 @@ pub async fn handle(
             };
             json(StatusCode::OK, &answer)
         }
+        (Method::POST, ["backups"]) => {
+            let resp = backups::take(engine, state).await;
+            let detail = if resp.status() == StatusCode::OK {
+                "taken".to_string()
+            } else {
+                format!("failed ({})", resp.status())
+            };
+            audit(engine, &caller.name, "backup", "", detail).await;
+            resp
+        }
+        (Method::GET, ["backups", id, file @ ..]) if !file.is_empty() => {
+            let offset = query_param(&req, "offset")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            backups::chunk(state, id, file, offset)
+        }
+        (Method::DELETE, ["backups", id]) => backups::remove(state, id),
         (Method::GET, ["usage"]) => json(
             StatusCode::OK,
             &serde_json::to_value(engine.usage()).unwrap_or_default(),

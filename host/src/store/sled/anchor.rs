@@ -36,7 +36,7 @@ impl Anchor {
             .ok()
     }
 
-    fn write(&self, count: u64) -> std::io::Result<()> {
+    pub(super) fn write(&self, count: u64) -> std::io::Result<()> {
         crate::private::replace(&self.file, count.to_string().as_bytes())
     }
 

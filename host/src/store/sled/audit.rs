@@ -79,8 +79,9 @@ impl SledAuditLog {
     /// and the head land in one transaction, are flushed, and the head is
     /// then anchored in its file.
     pub fn append(&self, entry: AuditEntry) -> Result<AuditRecord, StoreError> {
-        let trees = self.shelf.get().map_err(StoreError::Write)?;
         let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
+        let _writing = self.shelf.writing();
+        let trees = self.shelf.get().map_err(StoreError::Write)?;
         if head.0 != trees.generation {
             // Reopened after a failed write: what landed is what counts.
             *head = head_of(&trees).map_err(StoreError::Read)?;

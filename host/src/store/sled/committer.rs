@@ -160,6 +160,7 @@ pub(super) fn run(
         let mut group: Vec<Write> = held.drain(..take).collect();
         group.append(&mut fresh);
         let started = std::time::Instant::now();
+        let writing = shelf.writing();
         let result = match shelf.get() {
             Ok(trees) => commit_group(&shelf, &trees, &payloads, group, &commits, &mut held),
             Err(why) => {
@@ -167,6 +168,7 @@ pub(super) fn run(
                 Err(StoreError::Write(why))
             }
         };
+        drop(writing);
         match result {
             Ok(()) => {
                 set_failing(None);

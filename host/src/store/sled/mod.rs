@@ -9,6 +9,7 @@
 
 mod anchor;
 mod audit;
+mod backup;
 mod committer;
 mod keys;
 mod kv;
@@ -17,6 +18,10 @@ mod payloads;
 mod shelf;
 mod sweep;
 
+pub use backup::{
+    BACKUP_STAGING, BackupCounts, BackupFile, BackupManifest, Restored, files as backup_files,
+    restore, safe_name, verify as verify_backup,
+};
 pub use committer::MAX_GROUP;
 
 use self::anchor::{Anchor, AnchorTask};
@@ -103,6 +108,11 @@ impl SledStore {
                 files = orphans,
                 "payload files no event names (left by a crash) were removed"
             );
+        }
+        // A backup staged for the API and never fetched is of no use now.
+        let staging = dir.join(BACKUP_STAGING);
+        if staging.exists() {
+            let _ = std::fs::remove_dir_all(&staging);
         }
         let committed = events
             .get(COMMITS_KEY)
@@ -554,6 +564,7 @@ impl Store for SledStore {
     }
 
     fn set_schedule_last(&self, pipeline: &str, at_ms: u64) -> Ticket {
+        let writing = self.shelf.writing();
         let written = self.trees().and_then(|t| {
             self.shelf
                 .check(
@@ -562,6 +573,7 @@ impl Store for SledStore {
                 )
                 .map_err(|e| StoreError::Write(e.to_string()))
         });
+        drop(writing);
         if let Err(e) = written {
             return Ticket::settled(Err(e));
         }
@@ -580,6 +592,7 @@ impl Store for SledStore {
         new: Option<&[u8]>,
         quota_bytes: u64,
     ) -> Result<bool, KvError> {
+        let _writing = self.shelf.writing();
         let trees = self.kv()?;
         let swapped = kv::swap(&trees.kv, namespace, key, expected, new, quota_bytes);
         if let Err(KvError::Unavailable(_)) = &swapped {
@@ -630,6 +643,10 @@ impl Store for SledStore {
         if let Some(task) = self.anchoring.lock().ok().and_then(|mut a| a.take()) {
             task.finish();
         }
+    }
+
+    fn backup(&self, to: &Path) -> Result<BackupManifest, StoreError> {
+        backup::take(self, to)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

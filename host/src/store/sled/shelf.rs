@@ -31,6 +31,10 @@ pub(super) struct Shelf {
     /// A write failed inside sled: the database must be reopened.
     broken: AtomicBool,
     generations: AtomicU64,
+    /// Held shared by every write (a group commit, a kv swap, an audit
+    /// append, a schedule) and alone by a backup, which sees the store
+    /// between writes.
+    gate: RwLock<()>,
 }
 
 /// How an opening failed.
@@ -84,6 +88,7 @@ impl Shelf {
             current: RwLock::new(Some(Arc::new(trees))),
             broken: AtomicBool::new(false),
             generations: AtomicU64::new(1),
+            gate: RwLock::new(()),
         })
     }
 
@@ -96,6 +101,16 @@ impl Shelf {
             .ok_or_else(|| {
                 "the store is reopening after a failed write; try again shortly".to_string()
             })
+    }
+
+    /// Held while writing: a backup waits for it to be let go.
+    pub fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Held while taking a backup: no write starts until it is let go.
+    pub fn quiet(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.gate.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Note that a sled operation failed: from now on the database is
