@@ -97,12 +97,15 @@ fn capability_name(c: Capability) -> &'static str {
     }
 }
 
-/// Inspect one file against `grant` (`None`: no config, as `plugin inspect`).
+/// Inspect one file against `grant` (`None`: no config, as `plugin inspect`);
+/// `uses` are the (pipeline, config as JSON) of the steps that name it,
+/// whose planned URLs are held against the grant.
 pub async fn inspect(
     sandbox: &Sandbox,
     file: &Path,
     shown: String,
     grant: Option<(&Grant, &Secrets)>,
+    uses: &[(String, String)],
 ) -> PluginReport {
     let name = file
         .file_stem()
@@ -197,6 +200,15 @@ pub async fn inspect(
             }),
         }
     }
+    for (pipeline, config) in uses {
+        if let Err(e) = sandbox.check_plan(&plugin, config, pipeline).await {
+            report.mismatches.push(Mismatch {
+                kind: "url-outside-grant",
+                subject: pipeline.clone(),
+                message: format!("pipeline {pipeline}: {}", e.message),
+            });
+        }
+    }
     let refusing: Vec<&str> = report
         .mismatches
         .iter()
@@ -240,7 +252,8 @@ pub async fn audit(
             .unwrap_or(file)
             .display()
             .to_string();
-        reports.push(inspect(sandbox, file, shown, Some((&grant, &available))).await);
+        let uses = config.step_configs(&name);
+        reports.push(inspect(sandbox, file, shown, Some((&grant, &available)), &uses).await);
     }
     check_cache(config, &mut reports);
     for r in &mut reports {

@@ -649,7 +649,10 @@ async fn pipeline_status_works_offline_from_the_store() {
     assert_eq!(leads["name"], "leads");
     assert_eq!(leads["paused"], true);
     assert_eq!(leads["queued"], 1);
-    assert_eq!(leads["dead_lettered"], 2);
+    assert_eq!(leads["dead_letters"], 2);
+    // Lifetime counters were saved at shutdown.
+    assert_eq!(leads["lifetime"]["accepted"], 3, "{leads}");
+    assert_eq!(leads["lifetime"]["dead_lettered"], 2, "{leads}");
     let out = weft(&["pipeline", "status"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -657,6 +660,34 @@ async fn pipeline_status_works_offline_from_the_store() {
         "{}",
         text(&out.stdout)
     );
+
+    // Restarted: the counters since start begin again, the lifetime ones
+    // go on, and a replay empties the queue that DLQ shows.
+    let host = weft_tests::WeftProcess::start(WEFT, &setup.config_path, listen, "weft-2.log", &[]);
+    assert!(weft(&["pipeline", "resume", "leads"]).status.success());
+    receiver.set_behavior(Behavior::Accept);
+    let replay = weft(&["dlq", "replay", "--all"]);
+    assert!(replay.status.success(), "{}", text(&replay.stderr));
+    let status = || {
+        let out = weft(&["pipeline", "status", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()[0].clone()
+    };
+    assert!(
+        wait_until(WAIT, || {
+            let s = status();
+            s["queued"] == 0 && s["dead_letters"] == 0
+        })
+        .await,
+        "{}",
+        status()
+    );
+    let s = status();
+    assert_eq!(s["accepted"], 0, "nothing new since this start: {s}");
+    assert_eq!(s["replayed"], 2, "{s}");
+    assert_eq!(s["lifetime"]["accepted"], 3, "{s}");
+    assert_eq!(s["lifetime"]["replayed"], 2, "{s}");
+    assert_eq!(s["lifetime"]["delivered"], 3, "{s}");
+    host.sigterm();
 }
 
 /// The audit log of a running host is read through its API (its store is
@@ -699,5 +730,63 @@ async fn the_audit_log_of_a_running_host_is_shown_and_verified() {
     host.sigterm();
     // Stopped: the same, from the store.
     let out = weft(&["audit-log", "verify"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_sink_url_outside_its_grant_is_caught_before_anything_runs() {
+    let listen = free_addr();
+    // The grant names the receiver's /hooks/ path only; the sink posts to /leads.
+    let setup = HostSetup::leads(listen, "http://127.0.0.1:9/leads").unwrap();
+    let config = std::fs::read_to_string(&setup.config_path).unwrap();
+    let narrowed = config.replace(
+        "http = [\"http://127.0.0.1:9\"]",
+        "http = [\"http://127.0.0.1:9/hooks/\"]",
+    );
+    assert_ne!(config, narrowed, "the grant line was found");
+    std::fs::write(&setup.config_path, &narrowed).unwrap();
+
+    let err = fails(&["check"], &setup.config_path);
+    assert!(err.contains("pipeline \"leads\", sink"), "{err}");
+    assert!(
+        err.contains("will call http://127.0.0.1:9/leads, outside its grant"),
+        "{err}"
+    );
+    assert!(err.contains("http://127.0.0.1:9/hooks/"), "{err}");
+
+    let out = weft(&["audit"], &setup.config_path);
+    assert!(!out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("mismatch    url-outside-grant"), "{stdout}");
+    assert!(
+        text(&out.stderr)
+            .contains("configured URLs outside the grant of http-sink (pipeline leads)"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The host refuses to start rather than deny every delivery.
+    let mut child = Command::new(WEFT)
+        .args(["run", "--config"])
+        .arg(&setup.config_path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > WAIT {
+            child.kill().unwrap();
+            panic!("weft run started with a sink URL outside its grant");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+
+    // The URL inside the grant: all is well.
+    std::fs::write(&setup.config_path, &config).unwrap();
+    let out = weft(&["check"], &setup.config_path);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }

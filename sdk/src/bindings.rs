@@ -55,6 +55,20 @@ pub mod sink_batches {
     });
 }
 
+/// The `plans` world: the optional `planner` export, whose bindings go
+/// beside those of any world.
+pub mod plans {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "weft:plugin/plans@0.1.0",
+        runtime_path: "::weft_sdk::__private::wit_bindgen::rt",
+        pub_export_macro: true,
+        export_macro_name: "__weft_export_plans_world",
+        default_bindings_module: "::weft_sdk::__private::bindings::plans",
+        disable_custom_section_link_helpers: true,
+    });
+}
+
 /// The `source` world; it reuses the shared bindings and the sink's credentials.
 pub mod source {
     wit_bindgen::generate!({

@@ -256,6 +256,17 @@ pub trait Source: Plugin {
     fn poll(&mut self, cursor: Option<String>) -> Result<Batch>;
 }
 
+/// A plugin that says, before it runs, which URLs a config will make it
+/// call: exported with `export!(plan: …)` after its world's `export!`,
+/// `weft check`, `weft audit` and the host's start hold them against the
+/// plugin's grant, so a URL outside it is found before any event is lost
+/// to a denied request.
+pub trait Plan: Plugin {
+    /// The URLs (or `scheme://host[:port]` origins) this config will make
+    /// the plugin call.
+    fn plan(config: &Self::Config) -> Vec<String>;
+}
+
 /// Parse a plugin's JSON configuration, with an error that names the plugin.
 pub fn parse_config<C: DeserializeOwned>(plugin: &str, config: &str) -> Result<C> {
     serde_json::from_str(config)
@@ -270,6 +281,7 @@ pub mod __private {
     use std::cell::RefCell;
 
     pub use crate::bindings;
+    pub use crate::bindings::plans::exports::weft::plugin::planner::Guest as PlanGuest;
     pub use crate::bindings::sink::exports::weft::plugin::deliverer::Guest as SinkGuest;
     pub use crate::bindings::sink_batches::exports::weft::plugin::batch_deliverer::Guest as BatchSinkGuest;
     pub use crate::bindings::source::exports::weft::plugin::poller::{
@@ -287,6 +299,16 @@ pub mod __private {
 
     /// The one plugin instance of this component.
     pub type Slot<T> = std::thread::LocalKey<RefCell<Option<T>>>;
+
+    /// `planner.plan`: the config parsed as the plugin parses it, then planned.
+    pub fn plan<T: Plan>(config: String) -> Result<Vec<String>, String> {
+        parse_config::<T::Config>(&T::describe().name, &config)
+            .map(|c| T::plan(&c))
+            .map_err(|e| match e {
+                Error::Fatal(m) | Error::Transient(m) | Error::InvalidInput(m) => m,
+                Error::RateLimited { message, .. } => message,
+            })
+    }
 
     /// Build the plugin from the host's config text.
     pub fn configure<T: Plugin>(slot: &'static Slot<T>, config: String) -> Result<(), WitError> {
@@ -362,7 +384,9 @@ pub mod __private {
 /// Export a plugin as its world, once per plugin crate:
 /// `weft_sdk::export!(transform: MyTransform)`, `export!(sink: MySink)`,
 /// `export!(batch_sink: MySink)` (a sink that also takes batches in one
-/// call, through [`Sink::deliver_batch`]) or `export!(source: MySource)`.
+/// call, through [`Sink::deliver_batch`]) or `export!(source: MySource)`;
+/// then, optionally, `export!(plan: MyPlugin)` for a plugin that
+/// implements [`Plan`].
 #[macro_export]
 macro_rules! export {
     (transform: $plugin:ty) => {
@@ -418,6 +442,21 @@ macro_rules! export {
                     }
                     ::core::option::Option::None => $crate::__private::unconfigured_batch(n),
                 })
+            }
+        }
+    };
+    (plan: $plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        $crate::__private::bindings::plans::__weft_export_plans_world!(__WeftExport);
+
+        impl $crate::__private::PlanGuest for __WeftExport {
+            fn plan(
+                config: ::std::string::String,
+            ) -> ::core::result::Result<
+                ::std::vec::Vec<::std::string::String>,
+                ::std::string::String,
+            > {
+                $crate::__private::plan::<$plugin>(config)
             }
         }
     };

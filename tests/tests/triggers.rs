@@ -691,8 +691,9 @@ async fn replay_matrix_every_preset_takes_a_delivery_once() {
 async fn a_form_encoded_github_delivery_is_verified_and_keeps_its_event_type() {
     let receiver = Receiver::start(Behavior::Accept).await;
     let sink = receiver.url("/gh");
+    // Routed by kind: issues and pushes go on, anything else (a ping) stops.
     let pipelines = format!(
-        "[[pipeline]]\nname = \"github\"\ntrigger = {{ webhook = {{ verify = \"github\", secret = \"GH_SECRET\" }} }}\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{sink}\" }} }}\n"
+        "[[pipeline]]\nname = \"github\"\ntrigger = {{ webhook = {{ verify = \"github\", secret = \"GH_SECRET\" }} }}\nsteps = [{{ plugin = \"filter\", config = {{ all = [{{ header = \"X-GitHub-Event\", in = [\"issues\", \"push\"] }}] }} }}]\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{sink}\" }} }}\n"
     );
     let setup = setup_with(&receiver, &pipelines, &[]);
     let host = RunningHost::start(setup.config()).await.unwrap();
@@ -742,6 +743,40 @@ async fn a_form_encoded_github_delivery_is_verified_and_keeps_its_event_type() {
             .iter()
             .any(|(k, v)| k == "x-github-hook-id" && v == "292430182")
     );
+    // A ping (GitHub's first delivery to a new hook) is filtered by its kind.
+    let ping = format!(
+        "payload={}",
+        weft_host::percent::encode(r#"{"zen":"Keep it logically awesome.","hook_id":292430182}"#)
+    );
+    let ping_headers = vec![
+        (
+            "x-hub-signature-256",
+            format!(
+                "sha256={}",
+                hmac_hex(GH_SECRET.as_bytes(), &[ping.as_bytes()])
+            ),
+        ),
+        ("x-github-delivery", "ping-1".to_string()),
+        ("x-github-event", "ping".to_string()),
+    ];
+    let (status, answer) = weft_tests::post_with_headers(
+        &url,
+        ping.as_bytes(),
+        "application/x-www-form-urlencoded",
+        &ping_headers,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let ping_id: weft_host::store::EventId = answer["id"].as_str().unwrap().parse().unwrap();
+    let store = host.engine.store().clone();
+    assert!(
+        wait_until(WAIT, || store
+            .event(&ping_id)
+            .unwrap()
+            .is_some_and(|r| r.state == weft_host::store::EventState::Filtered))
+        .await
+    );
+    assert_eq!(receiver.effect_count(), 1, "the ping went nowhere");
     // Tampered with after signing: refused, nothing stored.
     let forged = body.replace("Found", "Fixed");
     let (status, _) = weft_tests::post_with_headers(

@@ -389,6 +389,10 @@ impl Admin for LocalAdmin {
                     name: p.name.clone(),
                     paused: store.is_paused(&p.name),
                     breaker: "-".into(),
+                    lifetime: store
+                        .totals(&p.name)
+                        .and_then(|t| serde_json::from_str(&t).ok())
+                        .unwrap_or_default(),
                     ..Default::default()
                 })
                 .collect();
@@ -406,9 +410,9 @@ impl Admin for LocalAdmin {
                     s.oldest_age_ms = s.oldest_age_ms.max(now.saturating_sub(r.received_at_ms));
                 }
             }
-            for r in store.dead_letters(None)? {
-                if let Some(i) = find(&mut list, &r.pipeline) {
-                    list[i].dead_lettered += 1;
+            for (pipeline, n) in store.dead_letter_counts() {
+                if let Some(i) = find(&mut list, &pipeline) {
+                    list[i].dead_letters = n;
                 }
             }
             Ok(list)

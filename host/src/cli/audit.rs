@@ -74,7 +74,22 @@ impl AuditArgs {
                     .map(move |m| format!("{} (for {})", m.subject, r.name))
             })
             .collect();
+        let outside: Vec<String> = reports
+            .iter()
+            .flat_map(|r| {
+                r.mismatches
+                    .iter()
+                    .filter(|m| m.kind == "url-outside-grant")
+                    .map(move |m| format!("{} (pipeline {})", r.name, m.subject))
+            })
+            .collect();
         let mut blockers = Vec::new();
+        if !outside.is_empty() {
+            blockers.push(format!(
+                "the host would not start: configured URLs outside the grant of {}",
+                outside.join(", ")
+            ));
+        }
         if !refused.is_empty() {
             blockers.push(format!("the host would not load: {}", refused.join(", ")));
         }

@@ -72,11 +72,11 @@ async fn status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<(
     }
     if admin.is_local() {
         println!(
-            "no host is running: from the store (DEAD is the dead-letter queue; counters since start need a running host)"
+            "no host is running: from the store (counters since start need a running host; lifetime counters are below)"
         );
     }
     println!(
-        "{:<14} {:<7} {:<9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>6} {:>8} {:>6} {:>9}  RECONCILED",
+        "{:<14} {:<7} {:<9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>6} {:>8} {:>6} {:>5} {:>9}  RECONCILED",
         "PIPELINE",
         "STATE",
         "BREAKER",
@@ -88,6 +88,7 @@ async fn status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<(
         "SPLIT",
         "RETRIED",
         "DEAD",
+        "DLQ",
         "IN FLIGHT"
     );
     let mut unbalanced = Vec::new();
@@ -100,7 +101,7 @@ async fn status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<(
             .to_string(),
         };
         println!(
-            "{:<14} {:<7} {:<9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>6} {:>8} {:>6} {:>9}  {}",
+            "{:<14} {:<7} {:<9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>6} {:>8} {:>6} {:>5} {:>9}  {}",
             p.name,
             if p.paused { "paused" } else { "running" },
             p.breaker,
@@ -112,6 +113,7 @@ async fn status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<(
             p.split,
             p.retried,
             p.dead_lettered,
+            p.dead_letters,
             p.in_flight,
             if p.unaccounted == 0 {
                 "yes".to_string()
@@ -124,8 +126,24 @@ async fn status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<(
         }
     }
     println!(
-        "ACCEPTED counts events accepted, recovered at start, replayed and split off as children since start; it equals DELIVERED + FILTERED + SPLIT + DEAD + QUEUED when nothing was lost."
+        "ACCEPTED counts events accepted, recovered at start, replayed and split off as children since start; it equals DELIVERED + FILTERED + SPLIT + DEAD + QUEUED when nothing was lost. DEAD counts dead-lettering since start; DLQ is what the dead-letter queue holds now."
     );
+    println!("since the first start:");
+    for p in &list {
+        let t = &p.lifetime;
+        println!(
+            "  {:<14} accepted {}, delivered {}, filtered {}, split {}, dead-lettered {}, replayed {}, retried {}, duplicates {}",
+            p.name,
+            t.accepted,
+            t.delivered,
+            t.filtered,
+            t.split,
+            t.dead_lettered,
+            t.replayed,
+            t.retried,
+            t.duplicates
+        );
+    }
     let usage = admin.usage().await;
     if let Ok(u) = &usage {
         let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));

@@ -22,9 +22,14 @@ impl PluginCommand {
     pub(super) async fn run(self) -> Result<()> {
         let PluginCommand::Inspect { file, json } = self;
         let scratch = Scratch::new(64, None)?;
-        let report =
-            crate::inspect::inspect(&scratch.sandbox, &file, file.display().to_string(), None)
-                .await;
+        let report = crate::inspect::inspect(
+            &scratch.sandbox,
+            &file,
+            file.display().to_string(),
+            None,
+            &[],
+        )
+        .await;
         if report.refused() && report.sha256.is_none() {
             bail!("{}", report.status.trim_start_matches("refused: "));
         }

@@ -169,6 +169,23 @@ impl Config {
         !self.pipelines_using(plugin).is_empty()
     }
 
+    /// (pipeline, config as JSON) of every step, sink and poll source that
+    /// names `plugin`.
+    pub fn step_configs(&self, plugin: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for p in &self.pipelines {
+            for s in p.steps.iter().chain([&p.sink]) {
+                if s.plugin == plugin {
+                    out.push((p.name.clone(), s.config.to_string()));
+                }
+            }
+            if let Some(poll) = p.trigger.poll.as_ref().filter(|poll| poll.plugin == plugin) {
+                out.push((p.name.clone(), poll.config.to_string()));
+            }
+        }
+        out
+    }
+
     /// The pipelines that name `plugin` (as a step, sink or poll source).
     pub fn pipelines_using(&self, plugin: &str) -> Vec<&str> {
         self.pipelines

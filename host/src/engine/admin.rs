@@ -99,6 +99,14 @@ impl Engine {
             attempts: get(&s.attempts),
             oldest_age_ms,
             queued_bytes,
+            dead_letters: self
+                .inner
+                .store
+                .dead_letter_counts()
+                .get(pipeline)
+                .copied()
+                .unwrap_or(0),
+            lifetime: p.lifetime_base.plus(s.totals()),
             unaccounted: entered as i64 - left as i64 - queued as i64,
         })
     }

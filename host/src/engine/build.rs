@@ -106,6 +106,15 @@ impl Engine {
                             p.name, s.label, e.message
                         ))
                     })?;
+                sandbox
+                    .check_plan(&s.plugin, &s.config_json, &p.name)
+                    .await
+                    .map_err(|e| {
+                        EngineError::Build(format!(
+                            "pipeline {:?}, {}: {}",
+                            p.name, s.label, e.message
+                        ))
+                    })?;
             }
             let (ready, rx) = mpsc::unbounded_channel();
             let pipeline = Arc::new(Pipeline {
@@ -116,6 +125,10 @@ impl Engine {
                 retry: RetryPolicy::new(p.retry.clone()),
                 ready,
                 stats: PipelineStats::default(),
+                lifetime_base: store
+                    .totals(&p.name)
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or_default(),
                 breaker: Breaker::new(p.breaker.clone()),
                 limiter: p.rate_limit.as_ref().map(Limiter::new),
                 intake: crate::limit::ByteRate::new(

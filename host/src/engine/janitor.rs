@@ -21,6 +21,27 @@ pub(super) async fn run(engine: Engine) {
             break;
         }
         sweep(&engine).await;
+        save_totals(&engine).await;
+    }
+    save_totals(&engine).await;
+}
+
+/// Save every pipeline's lifetime counters.
+pub(super) async fn save_totals(engine: &Engine) {
+    let inner = &engine.inner;
+    let tickets: Vec<_> = inner
+        .pipelines
+        .iter()
+        .map(|(name, p)| {
+            let totals = p.lifetime_base.plus(p.stats.totals());
+            let json = serde_json::to_string(&totals).unwrap_or_default();
+            inner.store.set_totals(name, &json)
+        })
+        .collect();
+    for t in tickets {
+        if let Err(e) = t.await {
+            tracing::debug!("lifetime counters not saved: {e}; they are saved again in a minute");
+        }
     }
 }
 

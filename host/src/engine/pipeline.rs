@@ -47,6 +47,8 @@ pub(super) struct Pipeline {
     pub retry: RetryPolicy,
     pub ready: mpsc::UnboundedSender<Job>,
     pub stats: PipelineStats,
+    /// Its lifetime counters as saved before this start.
+    pub lifetime_base: super::stats::Totals,
     pub breaker: Breaker,
     pub limiter: Option<Limiter>,
     /// What it takes in, in bytes a second.

@@ -75,6 +75,71 @@ impl PipelineStats {
     }
 }
 
+/// Counters kept over a pipeline's whole life, across restarts: saved in
+/// the store each minute and at shutdown (a crash loses at most the last
+/// minute of them; the events themselves are never lost).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Totals {
+    /// Events accepted.
+    pub accepted: u64,
+    /// Duplicates answered without storing.
+    pub duplicates: u64,
+    /// Events delivered.
+    pub delivered: u64,
+    /// Events filtered out.
+    pub filtered: u64,
+    /// Events split into children.
+    pub split: u64,
+    /// Children made by splits.
+    pub children: u64,
+    /// Attempts that failed and were scheduled again.
+    pub retried: u64,
+    /// Events dead-lettered.
+    pub dead_lettered: u64,
+    /// Dead letters replayed.
+    pub replayed: u64,
+    /// Attempts started.
+    pub attempts: u64,
+}
+
+impl Totals {
+    /// Field by field, `self + other`.
+    pub fn plus(self, o: Totals) -> Totals {
+        Totals {
+            accepted: self.accepted + o.accepted,
+            duplicates: self.duplicates + o.duplicates,
+            delivered: self.delivered + o.delivered,
+            filtered: self.filtered + o.filtered,
+            split: self.split + o.split,
+            children: self.children + o.children,
+            retried: self.retried + o.retried,
+            dead_lettered: self.dead_lettered + o.dead_lettered,
+            replayed: self.replayed + o.replayed,
+            attempts: self.attempts + o.attempts,
+        }
+    }
+}
+
+impl PipelineStats {
+    /// The counters since start that [`Totals`] keeps.
+    pub fn totals(&self) -> Totals {
+        let get = |a: &AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        Totals {
+            accepted: get(&self.accepted),
+            duplicates: get(&self.duplicates),
+            delivered: get(&self.delivered),
+            filtered: get(&self.filtered),
+            split: get(&self.split),
+            children: get(&self.children),
+            retried: get(&self.retried),
+            dead_lettered: get(&self.dead_lettered),
+            replayed: get(&self.replayed),
+            attempts: get(&self.attempts),
+        }
+    }
+}
+
 /// A pipeline's state and counters at one moment.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct PipelineStatus {
@@ -146,6 +211,12 @@ pub struct PipelineStatus {
     /// Payload bytes of the unfinished events.
     #[serde(default)]
     pub queued_bytes: u64,
+    /// Dead letters of this pipeline in the dead-letter queue now.
+    #[serde(default)]
+    pub dead_letters: u64,
+    /// The counters over the pipeline's whole life (since its first start).
+    #[serde(default)]
+    pub lifetime: Totals,
     /// Reconciliation: `accepted + recovered + replayed + children -
     /// (delivered + dead_lettered + filtered + split + queued)`. Anything
     /// but 0 is an event that went missing (or was counted twice), visible

@@ -80,3 +80,5 @@ pub const SINK_EXPORT: &str = "weft:plugin/deliverer@0.1.0";
 pub const BATCH_SINK_EXPORT: &str = "weft:plugin/batch-deliverer@0.1.0";
 /// Interface exported by sources.
 pub const SOURCE_EXPORT: &str = "weft:plugin/poller@0.1.0";
+/// Interface any plugin may export to say which URLs a config will call.
+pub const PLANNER_EXPORT: &str = "weft:plugin/planner@0.1.0";

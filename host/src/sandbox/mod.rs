@@ -15,6 +15,7 @@ mod deny;
 mod host;
 mod invoke;
 mod outcome;
+mod plan;
 mod plugin;
 mod runtime;
 mod state;

@@ -304,6 +304,15 @@ pub trait Store: Send + Sync + 'static {
     /// Record, durably, that a pipeline is paused (or not).
     fn set_paused(&self, pipeline: &str, paused: bool) -> Ticket;
 
+    /// A pipeline's lifetime counters as last saved (JSON).
+    fn totals(&self, pipeline: &str) -> Option<String>;
+
+    /// Save a pipeline's lifetime counters (JSON).
+    fn set_totals(&self, pipeline: &str, json: &str) -> Ticket;
+
+    /// Dead letters in the queue now, by pipeline.
+    fn dead_letter_counts(&self) -> std::collections::BTreeMap<String, u64>;
+
     /// Where a pipeline's source polls next (committed with its events).
     fn cursor(&self, pipeline: &str) -> Option<String>;
 

@@ -62,6 +62,15 @@ impl PollTrigger {
                     p.name, e.message
                 ))
             })?;
+        sandbox
+            .check_plan(&plugin, &poll.config.to_string(), &p.name)
+            .await
+            .map_err(|e| {
+                TriggerError(format!(
+                    "pipeline {:?}, trigger.poll: {}",
+                    p.name, e.message
+                ))
+            })?;
 
         engine.uses_source(plugin.clone());
         // With a schedule too, the source is polled on its ticks.

@@ -1,4 +1,5 @@
-//! filter: keep or drop events by predicates on JSON pointers.
+//! filter: keep or drop events by predicates on JSON pointers and on the
+//! metadata headers an event came with (such as `x-github-event`).
 //!
 //! A dropped event is not an error: the step returns no events and the host
 //! records the event as filtered, with the reason in the debug log.
@@ -31,7 +32,11 @@ impl Plugin for Filter {
 impl Transform for Filter {
     fn transform(&mut self, event: Event) -> Result<Vec<Event>> {
         let doc = event.json()?;
-        match self.rule.verdict(&doc) {
+        let on = predicate::Subjects {
+            doc: &doc,
+            headers: &event.headers,
+        };
+        match self.rule.verdict_on(&on) {
             Ok(()) => Ok(vec![event]),
             Err(reason) => {
                 log::write(

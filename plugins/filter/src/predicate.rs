@@ -1,4 +1,5 @@
-//! Predicates on JSON pointers and the keep/drop rule built from them.
+//! Predicates on JSON pointers (and on the metadata headers an event came
+//! with) and the keep/drop rule built from them.
 
 use regex::Regex;
 use serde::Deserialize;
@@ -24,12 +25,16 @@ pub struct Config {
     pub none: Vec<Condition>,
 }
 
-/// One test on the value at `pointer`. Exactly one operator is set.
+/// One test on the value at `pointer`, or of the event's metadata
+/// `header` (a provider header the host kept, such as `x-github-event`, as
+/// a string). Exactly one of the two, and exactly one operator, is set.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     /// JSON pointer to the value tested.
-    pub pointer: String,
+    pub pointer: Option<String>,
+    /// Name of the metadata header tested (any case).
+    pub header: Option<String>,
     /// The value is present and not null (`true`) or absent or null (`false`).
     pub exists: Option<bool>,
     /// The value equals this JSON value.
@@ -62,10 +67,27 @@ enum Test {
     Compare(fn(f64, f64) -> bool, f64),
 }
 
+/// What a condition looks at.
+#[derive(Debug)]
+enum Subject {
+    Pointer(String),
+    /// A header name, lower-cased.
+    Header(String),
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Pointer(p) => f.write_str(p),
+            Subject::Header(h) => write!(f, "header {h}"),
+        }
+    }
+}
+
 /// A compiled condition.
 #[derive(Debug)]
 pub struct Compiled {
-    pointer: String,
+    subject: Subject,
     test: Test,
 }
 
@@ -80,12 +102,26 @@ pub struct Rule {
 
 impl Condition {
     fn compile(self, at: &str) -> Result<Compiled, String> {
-        if !self.pointer.starts_with('/') {
-            return Err(format!(
-                "{at}: pointer {:?} is not a JSON pointer; write it like \"/email\"",
-                self.pointer
-            ));
-        }
+        let subject = match (self.pointer, self.header) {
+            (Some(p), None) if p.starts_with('/') => Subject::Pointer(p),
+            (Some(p), None) => {
+                return Err(format!(
+                    "{at}: pointer {p:?} is not a JSON pointer; write it like \"/email\""
+                ));
+            }
+            (None, Some(h)) if !h.is_empty() => Subject::Header(h.to_ascii_lowercase()),
+            (None, Some(_)) => return Err(format!("{at}: header is empty")),
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{at}: a condition tests a pointer or a header, not both; split it in two"
+                ));
+            }
+            (None, None) => {
+                return Err(format!(
+                    "{at}: a condition needs a pointer (\"/email\") or a header (\"x-github-event\")"
+                ));
+            }
+        };
         let mut tests = Vec::new();
         if let Some(b) = self.exists {
             tests.push(Test::Exists(b));
@@ -115,24 +151,42 @@ impl Condition {
         }
         match tests.len() {
             1 => Ok(Compiled {
-                pointer: self.pointer,
+                subject,
                 test: tests.remove(0),
             }),
             0 => Err(format!(
-                "{at}: condition on {} has no operator; use one of exists, equals, not_equals, in, matches, gt, gte, lt, lte",
-                self.pointer
+                "{at}: condition on {subject} has no operator; use one of exists, equals, not_equals, in, matches, gt, gte, lt, lte"
             )),
             _ => Err(format!(
-                "{at}: condition on {} has several operators; split it into one condition per operator",
-                self.pointer
+                "{at}: condition on {subject} has several operators; split it into one condition per operator"
             )),
         }
     }
 }
 
+/// What a rule is checked against: the event's JSON body and its
+/// metadata headers.
+pub struct Subjects<'a> {
+    /// The body.
+    pub doc: &'a Value,
+    /// Metadata headers, as the host hands them over.
+    pub headers: &'a [(String, String)],
+}
+
 impl Compiled {
-    fn holds(&self, doc: &Value) -> bool {
-        let v = doc.pointer(&self.pointer).filter(|v| !v.is_null());
+    fn holds(&self, on: &Subjects<'_>) -> bool {
+        let header;
+        let v = match &self.subject {
+            Subject::Pointer(p) => on.doc.pointer(p).filter(|v| !v.is_null()),
+            Subject::Header(name) => {
+                header = on
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| Value::String(v.clone()));
+                header.as_ref()
+            }
+        };
         match (&self.test, v) {
             (Test::Exists(want), v) => v.is_some() == *want,
             (Test::Equals(want), Some(v)) => json_eq(v, want),
@@ -182,8 +236,15 @@ impl Config {
 }
 
 impl Rule {
-    /// Whether to keep the event; `Err` gives the reason it was dropped.
+    /// Whether to keep an event with no metadata headers; `Err` gives the
+    /// reason it was dropped.
     pub fn verdict(&self, doc: &Value) -> Result<(), String> {
+        self.verdict_on(&Subjects { doc, headers: &[] })
+    }
+
+    /// Whether to keep the event; `Err` gives the reason it was dropped.
+    pub fn verdict_on(&self, on: &Subjects<'_>) -> Result<(), String> {
+        let doc = on.doc;
         if let Some(p) = self
             .require
             .iter()
@@ -191,14 +252,14 @@ impl Rule {
         {
             return Err(format!("required field {p} is missing"));
         }
-        if let Some(c) = self.all.iter().find(|c| !c.holds(doc)) {
-            return Err(format!("condition on {} does not hold", c.pointer));
+        if let Some(c) = self.all.iter().find(|c| !c.holds(on)) {
+            return Err(format!("condition on {} does not hold", c.subject));
         }
-        if !self.any.is_empty() && !self.any.iter().any(|c| c.holds(doc)) {
+        if !self.any.is_empty() && !self.any.iter().any(|c| c.holds(on)) {
             return Err("no condition in `any` holds".to_string());
         }
-        if let Some(c) = self.none.iter().find(|c| c.holds(doc)) {
-            return Err(format!("excluding condition on {} holds", c.pointer));
+        if let Some(c) = self.none.iter().find(|c| c.holds(on)) {
+            return Err(format!("excluding condition on {} holds", c.subject));
         }
         Ok(())
     }
@@ -232,6 +293,32 @@ mod tests {
             "required field /email is missing"
         );
         assert!(r.verdict(&json!({})).is_err());
+    }
+
+    #[test]
+    fn conditions_on_metadata_headers() {
+        let r = rule(json!({"all": [{"header": "X-GitHub-Event", "in": ["push", "release"]}]}));
+        let doc = json!({"ref": "main"});
+        let with = |kind: &str| {
+            let headers = vec![("x-github-event".to_string(), kind.to_string())];
+            r.verdict_on(&Subjects {
+                doc: &doc,
+                headers: &headers,
+            })
+        };
+        assert!(with("push").is_ok());
+        assert_eq!(
+            with("issues").unwrap_err(),
+            "condition on header x-github-event does not hold"
+        );
+        assert!(r.verdict(&doc).is_err(), "no header: the test fails");
+        let absent = rule(json!({"none": [{"header": "x-slack-retry-num", "exists": true}]}));
+        assert!(absent.verdict(&doc).is_ok());
+        assert!(
+            compile_err(json!({"all": [{"pointer": "/a", "header": "h", "exists": true}]}))
+                .contains("not both")
+        );
+        assert!(compile_err(json!({"all": [{"exists": true}]})).contains("needs a pointer"));
     }
 
     #[test]

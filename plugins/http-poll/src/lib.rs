@@ -269,7 +269,15 @@ impl Source for HttpPoll {
     }
 }
 
+/// The one URL a config makes it call (its queries stay under its path).
+impl weft_sdk::Plan for HttpPoll {
+    fn plan(config: &Config) -> Vec<String> {
+        vec![config.url.clone()]
+    }
+}
+
 weft_sdk::export!(source: HttpPoll);
+weft_sdk::export!(plan: HttpPoll);
 
 #[cfg(test)]
 mod tests {

@@ -276,12 +276,31 @@ impl Sink for HttpSink {
     }
 }
 
+/// The one URL a config makes it call (its queries stay under its path).
+impl weft_sdk::Plan for HttpSink {
+    fn plan(config: &Config) -> Vec<String> {
+        vec![config.url.clone()]
+    }
+}
+
 weft_sdk::export!(batch_sink: HttpSink);
+weft_sdk::export!(plan: HttpSink);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_plan_is_the_configured_url() {
+        use weft_sdk::Plan;
+        let c: Config =
+            serde_json::from_value(json!({"url": "https://api.example.com/v1/leads"})).unwrap();
+        assert_eq!(HttpSink::plan(&c), vec!["https://api.example.com/v1/leads"]);
+        // Through the export glue: a config it refuses is an error, not a plan.
+        let err = weft_sdk::__private::plan::<HttpSink>(r#"{"uri": "x"}"#.into()).unwrap_err();
+        assert!(err.contains("invalid config for plugin http-sink"), "{err}");
+    }
 
     #[test]
     fn config_is_checked() {

@@ -20,6 +20,16 @@ pub(super) const PAUSED: u8 = b'p';
 pub(super) const COMMITS_KEY: &[u8] = b"#commits";
 /// Prefix of source cursors.
 pub(super) const CURSOR: u8 = b'c';
+/// Prefix of pipelines' lifetime counters.
+pub(super) const TOTALS: u8 = b'l';
+
+/// `l` + pipeline: its lifetime counters.
+pub(super) fn totals_key(pipeline: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + pipeline.len());
+    k.push(TOTALS);
+    k.extend_from_slice(pipeline.as_bytes());
+    k
+}
 
 /// `c` + pipeline: where a pipeline's source polls next.
 pub(super) fn cursor_key(pipeline: &str) -> Vec<u8> {

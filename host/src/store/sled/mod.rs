@@ -543,6 +543,37 @@ impl Store for SledStore {
         self.submit(w)
     }
 
+    fn totals(&self, pipeline: &str) -> Option<String> {
+        self.trees()
+            .ok()?
+            .events
+            .get(totals_key(pipeline))
+            .ok()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
+    fn set_totals(&self, pipeline: &str, json: &str) -> Ticket {
+        let mut w = Write::default();
+        w.put(totals_key(pipeline), json.as_bytes().to_vec());
+        self.submit(w)
+    }
+
+    fn dead_letter_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        let Ok(trees) = self.trees() else {
+            return out;
+        };
+        for (k, _) in trees.events.scan_prefix([DEAD]).filter_map(Result::ok) {
+            if let Some(id) = EventId::from_slice(&k[1..])
+                && let Ok(Some(record)) = self.meta(&id)
+            {
+                *out.entry(record.pipeline).or_default() += 1;
+            }
+        }
+        out
+    }
+
     fn cursor(&self, pipeline: &str) -> Option<String> {
         self.trees()
             .ok()?
