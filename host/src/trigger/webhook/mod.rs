@@ -147,7 +147,7 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
     let form = form::is_form(&content_type) && preset.is_some_and(|p| p.takes_forms());
     // Provider headers the preset keeps (only for a verified delivery,
     // checked below), each cut to a sane length.
-    let kept: Vec<(String, String)> = preset
+    let mut kept: Vec<(String, String)> = preset
         .map(|p| p.kept_headers())
         .unwrap_or_default()
         .iter()
@@ -156,6 +156,17 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
             Some((name.to_string(), value.chars().take(256).collect()))
         })
         .collect();
+    // Stripe's signing time, without the signatures beside it.
+    if preset == Some(crate::config::Preset::Stripe)
+        && let Some(t) = header_str(&req, "stripe-signature").and_then(|v| {
+            v.split(',')
+                .find_map(|part| part.trim().strip_prefix("t="))
+                .filter(|t| !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit()))
+                .map(str::to_string)
+        })
+    {
+        kept.push(("stripe-signature-timestamp".into(), t));
+    }
     let unsupported = || {
         error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
