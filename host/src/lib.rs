@@ -18,6 +18,7 @@ pub mod private;
 pub mod redact;
 pub mod reply;
 pub mod sandbox;
+pub mod schema;
 pub mod secrets;
 pub mod server;
 pub mod store;

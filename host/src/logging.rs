@@ -24,9 +24,14 @@ pub enum LogFormat {
 
 /// Install the global subscriber: `RUST_LOG` filter (default `info`),
 /// colours only on a terminal, every line through the secret masker.
-pub fn init(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+pub fn init(format: LogFormat, plugin_log: Option<tracing::Level>) {
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if let Some(level) = plugin_log
+        && let Ok(directive) = format!("{PLUGIN_TARGET}={level}").parse()
+    {
+        filter = filter.add_directive(directive);
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

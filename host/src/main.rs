@@ -7,7 +7,7 @@ static ALLOCATOR: weft_host::Allocator = weft_host::Allocator;
 
 fn main() -> std::process::ExitCode {
     let cli = weft_host::cli::Cli::parse();
-    weft_host::logging::init(cli.log_format());
+    weft_host::logging::init(cli.log_format(), cli.plugin_log());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

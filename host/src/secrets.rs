@@ -37,6 +37,13 @@ impl fmt::Debug for Secrets {
 }
 
 impl Secrets {
+    /// Secrets given one by one (`weft plugin call --secret`).
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Secrets {
+        Secrets {
+            values: pairs.into_iter().collect(),
+        }
+    }
+
     /// Load every credential the config uses. Fails, naming each missing or
     /// unusable one, so a host never starts with a grant it cannot honour.
     pub fn load(config: &Config) -> Result<Secrets, String> {

@@ -790,3 +790,18 @@ fn a_sink_url_outside_its_grant_is_caught_before_anything_runs() {
     let out = weft(&["check"], &setup.config_path);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_config_that_breaks_the_plugins_schema_names_the_weft_toml_key() {
+    let listen = free_addr();
+    let setup = HostSetup::leads(listen, "http://127.0.0.1:9/leads").unwrap();
+    let config = std::fs::read_to_string(&setup.config_path).unwrap();
+    let broken = config.replacen("lowercase = [\"/email\"]", "lowercase = [42]", 1);
+    assert_ne!(config, broken);
+    std::fs::write(&setup.config_path, broken).unwrap();
+    let err = fails(&["check"], &setup.config_path);
+    assert!(
+        err.contains("pipeline \"leads\", step 1 (json-map): the config breaks the plugin's own schema: steps[0].config.lowercase[0]: 42 is not of type \"string\""),
+        "{err}"
+    );
+}

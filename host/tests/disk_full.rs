@@ -167,6 +167,7 @@ async fn a_full_disk_recovers_by_itself_and_loses_or_repeats_nothing() {
 
     // Space comes back: ready again by itself, no request needed.
     std::fs::remove_file(&filler).unwrap();
+    let freed = std::time::Instant::now();
     let mut ready_again = false;
     for _ in 0..600 {
         if get_text(&ready).await.0 == 200 {
@@ -176,6 +177,10 @@ async fn a_full_disk_recovers_by_itself_and_loses_or_repeats_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready_again, "the host did not become ready again by itself");
+    eprintln!(
+        "ready again {} ms after space was freed",
+        freed.elapsed().as_millis()
+    );
 
     // Senders retry what was refused; everything accepted arrives once.
     for id in &refused {

@@ -418,10 +418,133 @@ mod transport {
     use super::{HttpError, Request, Response, Target};
 
     pub(super) fn send(req: Request, _target: Target) -> Result<Response, HttpError> {
-        Err(HttpError::Network(format!(
-            "outbound HTTP to {} is only available inside the weft host",
-            req.url
-        )))
+        super::fake::answer(req)
+    }
+}
+
+/// A test double for outbound HTTP, for a plugin's native unit tests
+/// (`cargo test`; not in wasm, where the host answers): queue the answers
+/// the upstream would give, run the plugin, then look at what it sent,
+/// credentials included (by name and placement; no secret is involved).
+/// State is per thread, so tests running in parallel do not see each
+/// other's requests.
+///
+/// ```
+/// use weft_sdk::credentials::Placement;
+/// use weft_sdk::http::{self, fake};
+///
+/// fake::respond(201, r#"{"ok":true}"#);
+/// let resp = http::Request::post("https://chat.example.com/api/post")
+///     .credential("CHAT_TOKEN", Placement::Bearer)
+///     .json_body(br#"{"text":"hi"}"#.to_vec())
+///     .send()
+///     .unwrap();
+/// assert_eq!(resp.status, 201);
+/// let sent = fake::sent();
+/// assert_eq!(sent[0].url, "https://chat.example.com/api/post");
+/// assert_eq!(sent[0].credentials, vec![("CHAT_TOKEN".to_string(), Placement::Bearer)]);
+/// assert_eq!(sent[0].body, br#"{"text":"hi"}"#);
+/// // Nothing queued: the plugin sees a network error, as with no upstream.
+/// assert!(http::Request::get("https://chat.example.com/").send().is_err());
+/// ```
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fake {
+    use super::{HttpError, Method, Request, Response};
+    use crate::credentials::Placement;
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    /// A request the plugin sent, as the upstream would have seen it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Sent {
+        /// Its method.
+        pub method: Method,
+        /// Its absolute URL.
+        pub url: String,
+        /// Its headers (names in lower case as the plugin set them).
+        pub headers: Vec<(String, Vec<u8>)>,
+        /// Its body.
+        pub body: Vec<u8>,
+        /// The credentials the host was asked to attach: name and placement.
+        pub credentials: Vec<(String, Placement)>,
+    }
+
+    impl Sent {
+        /// The first header with this name (case-insensitive), if it is UTF-8.
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        }
+
+        /// The body as JSON.
+        pub fn json(&self) -> serde_json::Value {
+            serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+        }
+    }
+
+    #[derive(Default)]
+    struct State {
+        answers: VecDeque<Result<Response, HttpError>>,
+        sent: Vec<Sent>,
+    }
+
+    thread_local! {
+        static STATE: RefCell<State> = RefCell::default();
+    }
+
+    /// Queue an answer: the next request gets `status` with `body`.
+    pub fn respond(status: u16, body: impl Into<Vec<u8>>) {
+        respond_with(Response {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        });
+    }
+
+    /// Queue a whole response (headers too).
+    pub fn respond_with(response: Response) {
+        STATE.with(|s| s.borrow_mut().answers.push_back(Ok(response)));
+    }
+
+    /// Queue a failure: the next request gets this error (a timeout, say).
+    pub fn fail(error: HttpError) {
+        STATE.with(|s| s.borrow_mut().answers.push_back(Err(error)));
+    }
+
+    /// The requests sent so far on this thread, oldest first.
+    pub fn sent() -> Vec<Sent> {
+        STATE.with(|s| s.borrow().sent.clone())
+    }
+
+    /// Forget queued answers and sent requests.
+    pub fn reset() {
+        STATE.with(|s| *s.borrow_mut() = State::default());
+    }
+
+    pub(super) fn answer(req: Request) -> Result<Response, HttpError> {
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            s.sent.push(Sent {
+                method: req.method,
+                url: req.url.clone(),
+                headers: req
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| k != "weft-credential")
+                    .cloned()
+                    .collect(),
+                body: req.body.clone(),
+                credentials: req.credentials.clone(),
+            });
+            s.answers.pop_front().unwrap_or_else(|| {
+                Err(HttpError::Network(format!(
+                    "no answer queued for {} (outbound HTTP reaches the world only inside the weft host; in a test, queue one with weft_sdk::http::fake::respond)",
+                    req.url
+                )))
+            })
+        })
     }
 }
 

@@ -175,8 +175,8 @@ async fn metrics_follow_a_scripted_run_and_reconcile() {
     );
     assert_eq!(
         metric(&m, "weft_plugin_calls_total", &[("plugin", "http-sink")]),
-        Some(5.0),
-        "four deliveries and the config check at start"
+        Some(7.0),
+        "four deliveries and the three checks at start (schema, config, plan)"
     );
     assert_eq!(
         metric(

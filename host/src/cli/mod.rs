@@ -4,7 +4,9 @@
 
 pub mod admin;
 mod audit;
+mod author;
 mod backup;
+mod call;
 mod check;
 pub mod client;
 mod dlq;
@@ -111,6 +113,16 @@ impl Cli {
         match &self.command {
             Command::Run(r) => r.log_format(),
             _ => crate::logging::LogFormat::Text,
+        }
+    }
+
+    /// The level of plugins' log lines (`weft run --plugin-log`; debug for
+    /// `weft plugin call`, which is there to show them).
+    pub fn plugin_log(&self) -> Option<tracing::Level> {
+        match &self.command {
+            Command::Run(r) => r.plugin_log(),
+            Command::Plugin(p) if p.shows_plugin_logs() => Some(tracing::Level::DEBUG),
+            _ => None,
         }
     }
 

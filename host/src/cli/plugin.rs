@@ -7,6 +7,16 @@ use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum PluginCommand {
+    /// Make a new plugin crate for one world: a working example with unit
+    /// tests, fixtures and a README, its weft name in Cargo.toml.
+    New(super::author::NewArgs),
+    /// Build the plugin crate in a directory to `wasm32-wasip2`, named
+    /// after the plugin (target/weft/NAME.wasm), optionally into a plugin
+    /// directory.
+    Build(super::author::BuildArgs),
+    /// Run one event (or one poll) through a plugin in the real sandbox and
+    /// print what it returned, its logs and what it cost.
+    Call(super::call::CallArgs),
     /// Print a plugin file's digest, world, what it says about itself, and
     /// every interface it imports (its requested capabilities) and exports.
     Inspect {
@@ -19,8 +29,18 @@ pub(super) enum PluginCommand {
 }
 
 impl PluginCommand {
+    /// Whether the command runs a plugin to show what it does.
+    pub(super) fn shows_plugin_logs(&self) -> bool {
+        matches!(self, PluginCommand::Call(_))
+    }
+
     pub(super) async fn run(self) -> Result<()> {
-        let PluginCommand::Inspect { file, json } = self;
+        let (file, json) = match self {
+            PluginCommand::New(args) => return args.run(),
+            PluginCommand::Build(args) => return args.run().await,
+            PluginCommand::Call(args) => return args.run().await,
+            PluginCommand::Inspect { file, json } => (file, json),
+        };
         let scratch = Scratch::new(64, None)?;
         let report = crate::inspect::inspect(
             &scratch.sandbox,

@@ -26,6 +26,11 @@ pub(super) struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// The level of plugins' own log lines (target `weft::plugin`), apart
+    /// from the host's: `debug` shows a plugin's debug lines without any
+    /// dependency's.
+    #[arg(long, value_name = "LEVEL")]
+    plugin_log: Option<tracing::Level>,
 }
 
 impl RunArgs {
@@ -34,6 +39,11 @@ impl RunArgs {
             LogFormat::Text => crate::logging::LogFormat::Text,
             LogFormat::Json => crate::logging::LogFormat::Json,
         }
+    }
+
+    /// The level asked for plugins' log lines.
+    pub(super) fn plugin_log(&self) -> Option<tracing::Level> {
+        self.plugin_log
     }
 
     pub(super) async fn run(self) -> Result<()> {

@@ -96,7 +96,19 @@ impl Engine {
                 .map(|(i, s)| step(Some(i), s))
                 .collect::<Result<Vec<_>, _>>()?;
             let sink = step(None, &p.sink)?;
-            for s in steps.iter().chain([&sink]) {
+            let keys = (0..steps.len())
+                .map(|i| format!("steps[{i}].config"))
+                .chain(["sink.config".to_string()]);
+            for (s, key) in steps.iter().chain([&sink]).zip(keys) {
+                let value = serde_json::from_str(&s.config_json).unwrap_or_default();
+                crate::schema::check_plugin_config(&sandbox, &s.plugin, &value, &key)
+                    .await
+                    .map_err(|e| {
+                        EngineError::Build(format!(
+                            "pipeline {:?}, {}: the config breaks the plugin's own schema: {e}",
+                            p.name, s.label
+                        ))
+                    })?;
                 sandbox
                     .check_config(&s.plugin, &s.config_json, &p.name)
                     .await

@@ -345,12 +345,26 @@ impl Sandbox {
         ctx: CallContext,
         cursor: Option<&str>,
     ) -> Result<PollBatch, CallError> {
+        self.poll_once(plugin, config, ctx, cursor).await.0
+    }
+
+    /// [`Sandbox::poll`], with what the call cost.
+    pub async fn poll_once(
+        &self,
+        plugin: &Plugin,
+        config: &str,
+        ctx: CallContext,
+        cursor: Option<&str>,
+    ) -> Called<PollBatch> {
         if !matches!(plugin.pre, Pre::Source(_)) {
-            return Err(wrong_world(plugin, "a poll trigger"));
+            return (
+                Err(wrong_world(plugin, "a poll trigger")),
+                CallCost::default(),
+            );
         }
-        match self.invoke(plugin, config, ctx, Ask::Poll(cursor)).await.0 {
-            Ok(Reply::Batch(batch)) => Ok(batch),
-            other => other.and_then(unexpected),
+        match self.invoke(plugin, config, ctx, Ask::Poll(cursor)).await {
+            (Ok(Reply::Batch(batch)), cost) => (Ok(batch), cost),
+            (other, cost) => (other.and_then(unexpected), cost),
         }
     }
 

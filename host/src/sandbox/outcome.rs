@@ -165,13 +165,81 @@ fn classify_trap(
             let said = last_stderr
                 .map(|l| format!("; it said: {}", bounded_message(l)))
                 .unwrap_or_default();
+            let trace = e
+                .downcast_ref::<wasmtime::WasmBacktrace>()
+                .map(backtrace)
+                .unwrap_or_default();
             (
                 CallError::new(
                     ErrorKind::Fatal,
-                    format!("plugin {name} crashed ({}){said}", bounded_message(&cause)),
+                    format!(
+                        "plugin {name} crashed ({}){said}{trace}",
+                        bounded_message(&cause)
+                    ),
                 ),
                 false,
             )
         }
+    }
+}
+
+/// The plugin's own frames of a trap's backtrace, innermost first: each
+/// function's name, with its source file and line when the plugin was
+/// built with debug info (`weft plugin build` without `--release`). Frames
+/// of the panic machinery and the standard library are left out.
+fn backtrace(trace: &wasmtime::WasmBacktrace) -> String {
+    let mut lines = Vec::new();
+    for frame in trace.frames() {
+        let symbols = frame.symbols();
+        let demangled = |n: &str| format!("{:#}", rustc_demangle::demangle(n));
+        let named: Vec<(String, Option<String>)> = if symbols.is_empty() {
+            frame
+                .func_name()
+                .map(|n| vec![(demangled(n), None)])
+                .unwrap_or_default()
+        } else {
+            symbols
+                .iter()
+                .filter_map(|s| {
+                    let name = demangled(s.name()?);
+                    let at = match (s.file(), s.line()) {
+                        (Some(f), Some(l)) => Some(format!("{f}:{l}")),
+                        _ => None,
+                    };
+                    Some((name, at))
+                })
+                .collect()
+        };
+        for (name, at) in named {
+            let noise = [
+                "core::panicking",
+                "std::panicking",
+                "std::process::abort",
+                "std::rt",
+                "__rust",
+                "rust_panic",
+                "std::sys",
+                "core::result::unwrap_failed",
+                "core::option::",
+            ];
+            if name == "abort" || noise.iter().any(|n| name.contains(n)) {
+                continue;
+            }
+            lines.push(match at {
+                Some(at) => format!("  at {name} ({at})"),
+                None => format!("  at {name}"),
+            });
+            if lines.len() == 8 {
+                break;
+            }
+        }
+        if lines.len() == 8 {
+            break;
+        }
+    }
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("\nwasm backtrace:\n{}", lines.join("\n"))
     }
 }

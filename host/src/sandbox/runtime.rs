@@ -415,6 +415,8 @@ fn base_config(options: &SandboxOptions) -> wasmtime::Config {
     config.consume_fuel(options.fuel);
     config.max_wasm_stack(512 * 1024);
     config.async_stack_size(2 * 1024 * 1024);
+    // A trap names source lines when the plugin carries debug info.
+    config.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
     config
 }
 

@@ -53,6 +53,14 @@ impl PollTrigger {
                 World::Source
             )));
         }
+        crate::schema::check_plugin_config(sandbox, &plugin, &poll.config, "trigger.poll.config")
+            .await
+            .map_err(|e| {
+                TriggerError(format!(
+                    "pipeline {:?}, trigger.poll: the config breaks the plugin's own schema: {e}",
+                    p.name
+                ))
+            })?;
         sandbox
             .check_config(&plugin, &poll.config.to_string(), &p.name)
             .await

@@ -69,7 +69,11 @@ impl HostState {
                     .map(|l| l.chars().take(512).collect());
             }
             let fields = [("stream".to_string(), stream.to_string())];
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            // Rust's advice to set RUST_BACKTRACE cannot work in the
+            // sandbox; the host gives the wasm backtrace instead.
+            for line in text.lines().filter(|l| {
+                !l.trim().is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE")
+            }) {
                 if self
                     .plugin_log(tracing::Level::INFO, line, &fields)
                     .is_err()
