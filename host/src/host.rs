@@ -106,7 +106,18 @@ pub async fn load_plugins(
                 plugins.insert(name, Arc::new(p));
             }
             Ok((name, Err(e))) => {
-                errors.insert(name, e.to_string());
+                let mut why = e.to_string();
+                // cargo names a build after the crate, with `_`: the grant
+                // (and the pipeline) name the plugin another way.
+                let hyphenated = name.replace('_', "-");
+                if hyphenated != name
+                    && (config.grants.contains_key(&hyphenated) || config.uses_plugin(&hyphenated))
+                {
+                    why.push_str(&format!(
+                        " (a plugin's name is its file stem, and this file is {name}.wasm while the config says {hyphenated}: rename it to {hyphenated}.wasm, or build it with `weft plugin build`, which names it after the plugin)"
+                    ));
+                }
+                errors.insert(name, why);
             }
             Err(e) => {
                 errors.insert(String::new(), format!("plugin loader failed: {e}"));

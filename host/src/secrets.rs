@@ -37,11 +37,14 @@ impl fmt::Debug for Secrets {
 }
 
 impl Secrets {
-    /// Secrets given one by one (`weft plugin call --secret`).
+    /// Secrets given one by one (`weft plugin call --secret`), registered
+    /// for masking like any other.
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Secrets {
-        Secrets {
-            values: pairs.into_iter().collect(),
+        let values: BTreeMap<String, String> = pairs.into_iter().collect();
+        for v in values.values() {
+            crate::redact::register(v);
         }
+        Secrets { values }
     }
 
     /// Load every credential the config uses. Fails, naming each missing or

@@ -68,6 +68,13 @@ fn make(root: &Path, name: &str, world: &str) -> (PathBuf, PathBuf) {
     (dir, wasm)
 }
 
+fn plugin_test(dir: &Path, args: &[&str]) -> Output {
+    run(Command::new(WEFT)
+        .args(["plugin", "test"])
+        .arg(dir)
+        .args(args))
+}
+
 fn call(wasm: &Path, dir: &Path, args: &[&str]) -> (Output, serde_json::Value) {
     let out = run(Command::new(WEFT)
         .args(["plugin", "call"])
@@ -105,6 +112,10 @@ async fn new_build_and_call_for_every_world() {
         "{answer}"
     );
     assert!(answer["cost"]["fuel"].as_u64().unwrap() > 0, "{answer}");
+    // Its cases pass through the sandbox.
+    let out = plugin_test(&dir, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("2 cases passed"), "{}", text(&out));
     // A config that breaks the plugin's own schema names the key.
     let (out, _) = call(
         &wasm,
@@ -218,6 +229,66 @@ credentials = [{{ name = "CHAT_TOKEN", origins = ["{origin}"] }}]"#
     assert!(text(&out).contains("outside its grant"), "{}", text(&out));
     assert_eq!(receiver.requests().len(), 1);
 
+    // Its shipped case replays offline from its cassette.
+    let out = plugin_test(&dir, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("ok    posts (replayed"),
+        "{}",
+        text(&out)
+    );
+    // Recorded against a live upstream that echoes every header back: the
+    // cassette names the credential, and holds no secret.
+    let echo = Receiver::start(Behavior::EchoHeaders(200)).await;
+    let echo_origin = format!("http://{}", echo.addr);
+    std::fs::write(
+        dir.join("fixtures/live.test.toml"),
+        format!(
+            r#"config = {{ url = "{}", credential = "CHAT_TOKEN" }}
+event = {{ text = "recorded" }}
+grant = {{ http = ["{echo_origin}"], credentials = [{{ name = "CHAT_TOKEN", origins = ["{echo_origin}"] }}] }}
+
+[expect]
+receipt = "HTTP 200"
+"#,
+            echo.url("/chat")
+        ),
+    )
+    .unwrap();
+    let out = plugin_test(&dir, &["--record", "--case", "live", "--secret", secret]);
+    assert!(out.status.success(), "{}", text(&out));
+    let cassette = std::fs::read_to_string(dir.join("fixtures/live.cassette.json")).unwrap();
+    assert!(cassette.contains("CHAT_TOKEN as bearer"), "{cassette}");
+    assert!(
+        cassette.contains("authorization"),
+        "the echo is kept: {cassette}"
+    );
+    assert!(!cassette.contains("chat-token-value-9"), "{cassette}");
+    assert_eq!(echo.requests().len(), 1);
+    // Replayed with the upstream gone: the same outcome, no request made.
+    drop(echo);
+    let out = plugin_test(&dir, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("ok    live (replayed"),
+        "{}",
+        text(&out)
+    );
+    // A request the cassette does not hold fails the case, saying which.
+    let case = std::fs::read_to_string(dir.join("fixtures/live.test.toml")).unwrap();
+    std::fs::write(
+        dir.join("fixtures/live.test.toml"),
+        case.replace("\"recorded\"", "\"changed\""),
+    )
+    .unwrap();
+    let out = plugin_test(&dir, &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("is not the request the cassette holds next"),
+        "{}",
+        text(&out)
+    );
+
     // A source, polled once against a local upstream.
     let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = upstream.local_addr().unwrap();
@@ -260,6 +331,9 @@ credentials = [{{ name = "CHAT_TOKEN", origins = ["{origin}"] }}]"#
         answer["ok"]["next_cursor"], "2026-11-30T11:00:00Z",
         "{answer}"
     );
+    // Its shipped case replays offline.
+    let out = plugin_test(&dir, &["--replay"]);
+    assert!(out.status.success(), "{}", text(&out));
     let request = serve.join().unwrap();
     assert!(
         request.starts_with("GET /items?since=2026-11-29 "),

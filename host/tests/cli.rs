@@ -805,3 +805,55 @@ fn a_config_that_breaks_the_plugins_schema_names_the_weft_toml_key() {
         "{err}"
     );
 }
+
+/// `weft run --watch`: a plugin file written again starts the host again,
+/// and it goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_watch_starts_again_when_a_plugin_changes() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let listen = free_addr();
+    let setup = HostSetup::leads(listen, &receiver.url("/leads")).unwrap();
+    let host =
+        weft_tests::WeftProcess::start(WEFT, &setup.config_path, listen, "weft.log", &["--watch"]);
+    let url = format!("http://{listen}/hooks/leads");
+    let send = |id: &'static str| {
+        let url = url.clone();
+        async move {
+            post_json(&url, lead(id, 1).to_string().as_bytes(), "application/json")
+                .await
+                .0
+        }
+    };
+    assert_eq!(send("before").await, 202);
+    assert!(wait_until(WAIT, || !receiver.requests_for("before").is_empty()).await);
+    let plugin = setup.dir.path().join("plugins.d/json-map.wasm");
+    let bytes = std::fs::read(&plugin).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(&plugin, &bytes).unwrap();
+    let log = setup.dir.path().join("weft.log");
+    assert!(
+        wait_until(WAIT, || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("starting again"))
+        .await
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("json-map.wasm"), "{logged}");
+    let ready = format!("http://{listen}/readyz");
+    assert!(
+        wait_until(WAIT, || std::net::TcpStream::connect(listen).is_ok()).await,
+        "listening again"
+    );
+    let mut status = 0;
+    for _ in 0..100 {
+        status = weft_tests::get_text(&ready).await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+    assert_eq!(send("after").await, 202);
+    assert!(wait_until(WAIT, || !receiver.requests_for("after").is_empty()).await);
+    host.sigterm();
+}

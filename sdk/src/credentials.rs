@@ -5,6 +5,24 @@
 //! Use [`crate::http::Request::credential`]; [`reveal`] exists for the rare
 //! protocol that needs the raw value and works only for credentials the
 //! operator listed under `reveal`.
+//!
+//! ```
+//! use weft_sdk::credentials::Placement;
+//! use weft_sdk::http::{self, fake};
+//!
+//! // The operator's grant lists CRM_TOKEN for https://crm.example.com;
+//! // the plugin names it and says where it goes.
+//! fake::respond(204, "");
+//! http::Request::post("https://crm.example.com/v1/contacts")
+//!     .credential("CRM_TOKEN", Placement::Header("x-api-key".into()))
+//!     .json_body(b"{}".to_vec())
+//!     .send()
+//!     .unwrap();
+//! assert_eq!(
+//!     fake::sent()[0].credentials,
+//!     vec![("CRM_TOKEN".to_string(), Placement::Header("x-api-key".into()))]
+//! );
+//! ```
 
 use std::fmt;
 

@@ -3,6 +3,19 @@
 //! Inside the host the data lives in the host's store and counts against the
 //! plugin's kv quota. Outside wasm (in a plugin's unit tests) an in-memory map
 //! stands in, so kv logic can be tested natively.
+//!
+//! ```
+//! use weft_sdk::kv;
+//!
+//! // Remember the last id seen; take a lock-free step with compare-and-swap.
+//! kv::set("last-id", b"41").unwrap();
+//! assert_eq!(kv::get("last-id").unwrap().as_deref(), Some(&b"41"[..]));
+//! assert!(kv::cas("last-id", Some(b"41"), Some(b"42")).unwrap());
+//! assert!(!kv::cas("last-id", Some(b"41"), Some(b"43")).unwrap(), "someone moved it");
+//! assert_eq!(kv::list_keys("last-", 10).unwrap(), vec!["last-id".to_string()]);
+//! kv::delete("last-id").unwrap();
+//! assert_eq!(kv::get("last-id").unwrap(), None);
+//! ```
 
 use std::fmt;
 

@@ -1,5 +1,14 @@
 //! Structured logs that land in the host's log with the plugin, pipeline and
-//! event ids attached. Outside wasm (in a plugin's unit tests) they go to stderr.
+//! event ids attached, under the log target `weft::plugin` (`weft run
+//! --plugin-log debug` shows a plugin's debug lines alone). Outside wasm (in
+//! a plugin's unit tests) they go to stderr.
+//!
+//! ```
+//! use weft_sdk::log;
+//!
+//! log::info("polled");
+//! log::write(log::Level::Debug, "converted", &[("field", "/amount"), ("rate", "0.92")]);
+//! ```
 
 /// Severity of a log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

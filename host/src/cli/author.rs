@@ -49,6 +49,20 @@ pub(super) struct NewArgs {
     sdk_git: Option<String>,
 }
 
+/// The files of a cases template: each starts at a line `@@ NAME`.
+fn cases(template: &str) -> Vec<(PathBuf, String)> {
+    let mut out: Vec<(PathBuf, String)> = Vec::new();
+    for line in template.lines() {
+        if let Some(name) = line.strip_prefix("@@ ") {
+            out.push((Path::new("fixtures").join(name.trim()), String::new()));
+        } else if let Some((_, text)) = out.last_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    out
+}
+
 /// The SDK this binary was built with, if its source is still here.
 fn default_sdk() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
@@ -172,6 +186,11 @@ impl NewArgs {
         ]
         .into_iter()
         .chain(event.map(|e| (PathBuf::from("fixtures/event.json"), format!("{e}\n"))))
+        .chain(cases(match self.world {
+            WorldArg::Transform => include_str!("../../templates/transform.cases.txt"),
+            WorldArg::Sink => include_str!("../../templates/sink.cases.txt"),
+            WorldArg::Source => include_str!("../../templates/source.cases.txt"),
+        }))
         .collect();
         for (path, text) in &files {
             let path = dir.join(path);
@@ -187,7 +206,7 @@ impl NewArgs {
             std::fs::copy(&lock, dir.join("Cargo.lock"))?;
         }
         println!(
-            "made the {world} plugin {name} in {}:\n  cd {}\n  cargo test                  # its logic, natively\n  weft plugin build           # target/weft/{name}.wasm\n  weft plugin call target/weft/{name}.wasm --config fixtures/config.json {}",
+            "made the {world} plugin {name} in {}:\n  cd {}\n  cargo test                  # its logic, natively\n  weft plugin build           # target/weft/{name}.wasm\n  weft plugin test            # the cases in fixtures/*.test.toml, in the real sandbox\n  weft plugin call target/weft/{name}.wasm --config fixtures/config.json {}",
             dir.display(),
             dir.display(),
             match self.world {
@@ -249,6 +268,29 @@ fn read_manifest(dir: &Path) -> Result<Manifest> {
     Ok(Manifest { package, name })
 }
 
+/// The target directory of the crate in `dir`.
+fn target_of(dir: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) => PathBuf::from(t),
+        None => dir.join("target"),
+    }
+}
+
+/// Where `weft plugin build` put the plugin of the crate in `dir`.
+pub(super) fn built_plugin(dir: &Path) -> Result<PathBuf> {
+    let manifest = read_manifest(dir)?;
+    let path = target_of(dir)
+        .join("weft")
+        .join(format!("{}.wasm", manifest.name));
+    if !path.exists() {
+        bail!(
+            "{} is not built yet: run `weft plugin build` first (or pass --wasm)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 /// Make sure rustup has the `wasm32-wasip2` target (where rustup is used).
 fn ensure_target() -> Result<()> {
     let Ok(out) = Command::new("rustup")
@@ -297,10 +339,7 @@ impl BuildArgs {
         if !status.success() {
             bail!("cargo build failed (its errors are above)");
         }
-        let target = match std::env::var_os("CARGO_TARGET_DIR") {
-            Some(t) => PathBuf::from(t),
-            None => self.dir.join("target"),
-        };
+        let target = target_of(&self.dir);
         let profile = if self.release { "release" } else { "debug" };
         let built = target
             .join("wasm32-wasip2")

@@ -61,7 +61,7 @@ fn read_config(arg: &str) -> Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("parsing {arg} as JSON"))
 }
 
-fn read_grant(arg: Option<&str>) -> Result<Grant> {
+pub(super) fn read_grant(arg: Option<&str>) -> Result<Grant> {
     let Some(arg) = arg else {
         return Ok(Grant::default());
     };
@@ -77,7 +77,7 @@ fn read_grant(arg: Option<&str>) -> Result<Grant> {
     })
 }
 
-fn pairs(list: &[String], what: &str) -> Result<Vec<(String, String)>> {
+pub(super) fn pairs(list: &[String], what: &str) -> Result<Vec<(String, String)>> {
     list.iter()
         .map(|p| {
             p.split_once('=')
@@ -88,7 +88,7 @@ fn pairs(list: &[String], what: &str) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-fn show_cost(cost: &CallCost) -> String {
+pub(super) fn show_cost(cost: &CallCost) -> String {
     format!(
         "{:.2} ms, fuel {}, peak memory {:.1} MiB",
         cost.duration_us as f64 / 1000.0,
@@ -97,7 +97,7 @@ fn show_cost(cost: &CallCost) -> String {
     )
 }
 
-fn show_error(e: &CallError) -> String {
+pub(super) fn show_error(e: &CallError) -> String {
     format!("{}: {}", e.kind.as_str(), e.message)
 }
 
@@ -111,90 +111,32 @@ impl CallArgs {
         let config = read_config(&self.config)?;
         let grant = read_grant(self.grant.as_deref())?;
         let secrets = crate::secrets::Secrets::from_pairs(pairs(&self.secrets, "--secret")?);
-        let dir = tempfile::tempdir().context("creating a scratch directory")?;
-        let store = crate::store::open(&dir.path().join("store"))?;
-        let mut options = SandboxOptions::new(4, grant.memory_mib.max(16));
-        // Fuel is counted so the call can say what it took.
-        options.fuel = true;
-        let sandbox =
-            Sandbox::with_options(store.clone(), options)?.with_secrets(Arc::new(secrets));
-        let plugin = sandbox
-            .load(&self.file, &name, &grant, None)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ready = Ready::new(&self.file, &name, &grant, secrets, None, None).await?;
+        ready.check(&config).await?;
+        let (sandbox, plugin) = (&ready.sandbox, &ready.plugin);
         let config_json = config.to_string();
-        if let Err(e) =
-            crate::schema::check_plugin_config(&sandbox, &plugin, &config, "config").await
-        {
-            bail!("the config does not match plugin {name}'s schema: {e}");
-        }
-        if let Err(e) = sandbox.check_config(&plugin, &config_json, "call").await {
-            bail!("plugin {name} refused its config: {}", show_error(&e));
-        }
-        if let Err(e) = sandbox.check_plan(&plugin, &config_json, "call").await {
-            bail!("{}", e.message);
-        }
-        let ctx = CallContext::background("call", &name);
-        let out = match plugin.world {
-            crate::sandbox::World::Source => {
-                if self.event.is_some() {
-                    bail!("{name} is a source: call it with --poll");
-                }
-                let (result, cost) = sandbox
-                    .poll_once(&plugin, &config_json, ctx, self.cursor.as_deref())
-                    .await;
-                let value = result.map(|b| {
-                    serde_json::json!({
-                        "events": b.events.iter().map(|(k, p)| serde_json::json!({
-                            "key": k,
-                            "payload": payload_value(p),
-                        })).collect::<Vec<_>>(),
-                        "next_cursor": b.next_cursor,
-                        "more": b.more,
-                    })
-                });
-                (value, cost)
+        let input = if plugin.world == crate::sandbox::World::Source {
+            if self.event.is_some() {
+                bail!("{name} is a source: call it with --poll");
             }
-            world => {
-                let Some(path) = &self.event else {
-                    bail!("{name} is a {world}: give it an event with --event FILE (a JSON body)");
-                };
-                let payload = if path.as_os_str() == "-" {
-                    let mut buf = Vec::new();
-                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
-                    buf
-                } else {
-                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
-                };
-                let event = WitEvent {
-                    id: crate::store::EventId::new().to_string(),
-                    key: self.key.clone(),
-                    source: "call".into(),
-                    content_type: "application/json".into(),
-                    headers: pairs(&self.headers, "--header")?,
-                    payload,
-                    attempt: 1,
-                    correlation_id: "call".into(),
-                    received_at_ms: crate::store::now_ms(),
-                };
-                if world == crate::sandbox::World::Transform {
-                    let (result, cost) =
-                        sandbox.transform(&plugin, &config_json, ctx, &event).await;
-                    let value = result.map(|events| {
-                        serde_json::json!({ "events": events.iter().map(|e| serde_json::json!({
-                            "key": e.key,
-                            "headers": e.headers,
-                            "payload": payload_value(&e.payload),
-                        })).collect::<Vec<_>>() })
-                    });
-                    (value, cost)
-                } else {
-                    let (result, cost) = sandbox.deliver(&plugin, &config_json, ctx, &event).await;
-                    (result.map(|r| serde_json::json!({ "receipt": r })), cost)
-                }
-            }
+            Input::Poll(self.cursor.clone())
+        } else {
+            let Some(path) = &self.event else {
+                bail!(
+                    "{name} is a {}: give it an event with --event FILE (a JSON body)",
+                    plugin.world
+                );
+            };
+            let payload = if path.as_os_str() == "-" {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+                buf
+            } else {
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+            };
+            Input::Event(event(&self.key, pairs(&self.headers, "--header")?, payload))
         };
-        let (result, cost) = out;
-        store.close();
+        let (result, cost) = run_plugin(sandbox, plugin, &config_json, input).await;
         if self.json {
             let answer = match &result {
                 Ok(v) => serde_json::json!({ "ok": v, "cost": cost_json(&cost) }),
@@ -215,6 +157,140 @@ impl CallArgs {
             bail!("the call failed ({})", e.kind.as_str());
         }
         Ok(())
+    }
+}
+
+/// A plugin loaded in a sandbox of its own, over a throw-away store.
+pub(super) struct Ready {
+    pub(super) sandbox: Sandbox,
+    pub(super) plugin: crate::sandbox::Plugin,
+    store: Arc<dyn crate::store::Store>,
+    _dir: tempfile::TempDir,
+}
+
+impl Ready {
+    /// Load `file` as plugin `name` under `grant`, with `secrets`, its
+    /// outbound HTTP on `tape` when given, and its compiled code kept in
+    /// `cache` when given.
+    pub(super) async fn new(
+        file: &Path,
+        name: &str,
+        grant: &Grant,
+        secrets: crate::secrets::Secrets,
+        tape: Option<Arc<crate::sandbox::tape::Tape>>,
+        cache: Option<&crate::sandbox::cache::CodeCache>,
+    ) -> Result<Ready> {
+        let dir = tempfile::tempdir().context("creating a scratch directory")?;
+        let store = crate::store::open(&dir.path().join("store"))?;
+        let mut options = SandboxOptions::new(4, grant.memory_mib.max(16));
+        // Fuel is counted so a call can say what it took.
+        options.fuel = true;
+        let mut sandbox =
+            Sandbox::with_options(store.clone(), options)?.with_secrets(Arc::new(secrets));
+        if let Some(tape) = tape {
+            sandbox = sandbox.with_tape(tape);
+        }
+        let plugin = sandbox
+            .load(file, name, grant, cache)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Ready {
+            sandbox,
+            plugin,
+            store,
+            _dir: dir,
+        })
+    }
+
+    /// Check `config` as a host would before running: the plugin's schema,
+    /// its own `configure`, and its planned URLs against the grant.
+    pub(super) async fn check(&self, config: &serde_json::Value) -> Result<()> {
+        let (sandbox, plugin, name) = (&self.sandbox, &self.plugin, &self.plugin.name);
+        let config_json = config.to_string();
+        if let Err(e) = crate::schema::check_plugin_config(sandbox, plugin, config, "config").await
+        {
+            bail!("the config does not match plugin {name}'s schema: {e}");
+        }
+        if let Err(e) = sandbox.check_config(plugin, &config_json, "call").await {
+            bail!("plugin {name} refused its config: {}", show_error(&e));
+        }
+        if let Err(e) = sandbox.check_plan(plugin, &config_json, "call").await {
+            bail!("{}", e.message);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Ready {
+    fn drop(&mut self) {
+        self.store.close();
+    }
+}
+
+/// What a plugin is run on.
+pub(super) enum Input {
+    /// An event, for a transform or a sink.
+    Event(WitEvent),
+    /// A poll from this cursor, for a source.
+    Poll(Option<String>),
+}
+
+/// An event with this key, metadata headers and body.
+pub(super) fn event(key: &str, headers: Vec<(String, String)>, payload: Vec<u8>) -> WitEvent {
+    WitEvent {
+        id: crate::store::EventId::new().to_string(),
+        key: key.to_string(),
+        source: "call".into(),
+        content_type: "application/json".into(),
+        headers,
+        payload,
+        attempt: 1,
+        correlation_id: "call".into(),
+        received_at_ms: crate::store::now_ms(),
+    }
+}
+
+/// Run `plugin` once on `input`: what it returned, as JSON (`events` with
+/// each one's key, headers and payload; `receipt`; or a poll's `events`,
+/// `next_cursor` and `more`), and what the call cost.
+pub(super) async fn run_plugin(
+    sandbox: &Sandbox,
+    plugin: &crate::sandbox::Plugin,
+    config_json: &str,
+    input: Input,
+) -> (Result<serde_json::Value, CallError>, CallCost) {
+    let ctx = CallContext::background("call", &plugin.name);
+    match input {
+        Input::Poll(cursor) => {
+            let (result, cost) = sandbox
+                .poll_once(plugin, config_json, ctx, cursor.as_deref())
+                .await;
+            let value = result.map(|b| {
+                serde_json::json!({
+                    "events": b.events.iter().map(|(k, p)| serde_json::json!({
+                        "key": k,
+                        "payload": payload_value(p),
+                    })).collect::<Vec<_>>(),
+                    "next_cursor": b.next_cursor,
+                    "more": b.more,
+                })
+            });
+            (value, cost)
+        }
+        Input::Event(event) if plugin.world == crate::sandbox::World::Transform => {
+            let (result, cost) = sandbox.transform(plugin, config_json, ctx, &event).await;
+            let value = result.map(|events| {
+                serde_json::json!({ "events": events.iter().map(|e| serde_json::json!({
+                    "key": e.key,
+                    "headers": e.headers,
+                    "payload": payload_value(&e.payload),
+                })).collect::<Vec<_>>() })
+            });
+            (value, cost)
+        }
+        Input::Event(event) => {
+            let (result, cost) = sandbox.deliver(plugin, config_json, ctx, &event).await;
+            (result.map(|r| serde_json::json!({ "receipt": r })), cost)
+        }
     }
 }
 

@@ -17,6 +17,10 @@ pub(super) enum PluginCommand {
     /// Run one event (or one poll) through a plugin in the real sandbox and
     /// print what it returned, its logs and what it cost.
     Call(super::call::CallArgs),
+    /// Run the cases in a plugin crate's fixtures/*.test.toml through the
+    /// built plugin, with outbound HTTP live, recorded to a cassette
+    /// (--record) or replayed from it.
+    Test(super::plugin_test::TestArgs),
     /// Print a plugin file's digest, world, what it says about itself, and
     /// every interface it imports (its requested capabilities) and exports.
     Inspect {
@@ -31,7 +35,7 @@ pub(super) enum PluginCommand {
 impl PluginCommand {
     /// Whether the command runs a plugin to show what it does.
     pub(super) fn shows_plugin_logs(&self) -> bool {
-        matches!(self, PluginCommand::Call(_))
+        matches!(self, PluginCommand::Call(_) | PluginCommand::Test(_))
     }
 
     pub(super) async fn run(self) -> Result<()> {
@@ -39,6 +43,7 @@ impl PluginCommand {
             PluginCommand::New(args) => return args.run(),
             PluginCommand::Build(args) => return args.run().await,
             PluginCommand::Call(args) => return args.run().await,
+            PluginCommand::Test(args) => return args.run().await,
             PluginCommand::Inspect { file, json } => (file, json),
         };
         let scratch = Scratch::new(64, None)?;

@@ -31,6 +31,11 @@ pub(super) struct RunArgs {
     /// dependency's.
     #[arg(long, value_name = "LEVEL")]
     plugin_log: Option<tracing::Level>,
+    /// Start again when a `.wasm` file in the plugin directory (or the
+    /// config file) changes: for developing a plugin. Events wait in the
+    /// store during the moment the restart takes.
+    #[arg(long)]
+    watch: bool,
 }
 
 impl RunArgs {
@@ -48,18 +53,138 @@ impl RunArgs {
 
     pub(super) async fn run(self) -> Result<()> {
         crate::private::only_owner_creates();
-        let mut config = super::load_config(&self.config.config)?;
-        if let Some(listen) = self.listen {
-            config.server.listen = listen;
-        }
-        if let Some(dir) = self.data_dir {
-            config.server.data_dir = dir;
+        let overrides = Overrides {
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+        };
+        let config = overrides.load(&self.config.config)?;
+        if self.watch {
+            return watch(&self.config.config, &overrides, config).await;
         }
         let host = crate::host::RunningHost::start(config).await?;
         shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in progress and flushing the store");
         host.shutdown().await;
         Ok(())
+    }
+}
+
+/// What the command line puts over the config file.
+struct Overrides {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+}
+
+impl Overrides {
+    fn load(&self, file: &std::path::Path) -> Result<crate::config::Config> {
+        let mut config = super::load_config(file)?;
+        if let Some(listen) = self.listen {
+            config.server.listen = listen;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.server.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+/// What a watched file looked like: size and modification time.
+type Seen = std::collections::BTreeMap<PathBuf, (u64, Option<std::time::SystemTime>)>;
+
+fn look(config_file: &std::path::Path, plugins: &std::path::Path) -> Seen {
+    let mut seen = Seen::new();
+    let mut note = |p: PathBuf| {
+        if let Ok(m) = std::fs::metadata(&p) {
+            seen.insert(p, (m.len(), m.modified().ok()));
+        }
+    };
+    note(config_file.to_path_buf());
+    if let Ok(entries) = std::fs::read_dir(plugins) {
+        for e in entries.filter_map(Result::ok) {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "wasm") {
+                note(p);
+            }
+        }
+    }
+    seen
+}
+
+/// Wait until a watched file changes and stays unchanged for a moment (a
+/// copy in progress is not half-loaded); the files that changed.
+async fn changed(
+    config_file: &std::path::Path,
+    plugins: &std::path::Path,
+    was: &mut Seen,
+) -> Vec<String> {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let now = look(config_file, plugins);
+        if now == *was {
+            continue;
+        }
+        // Settled: the same twice in a row.
+        let mut settled = now;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let again = look(config_file, plugins);
+            if again == settled {
+                break;
+            }
+            settled = again;
+        }
+        let names = settled
+            .keys()
+            .chain(was.keys())
+            .filter(|k| settled.get(*k) != was.get(*k))
+            .map(|k| k.display().to_string())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        *was = settled;
+        return names;
+    }
+}
+
+/// `weft run --watch`: run, and start again on every change.
+async fn watch(
+    config_file: &std::path::Path,
+    overrides: &Overrides,
+    mut config: crate::config::Config,
+) -> Result<()> {
+    let mut seen = look(config_file, &config.plugins.dir);
+    loop {
+        let host = start_when_free(config.clone()).await?;
+        tracing::info!(dir = %config.plugins.dir.display(), "watching the plugins and the config; a change starts the host again");
+        let names = tokio::select! {
+            _ = shutdown_signal() => None,
+            names = changed(config_file, &config.plugins.dir, &mut seen) => Some(names),
+        };
+        host.shutdown().await;
+        let Some(names) = names else {
+            return Ok(());
+        };
+        tracing::info!(changed = %names.join(", "), "starting again");
+        match overrides.load(config_file) {
+            Ok(next) => config = next,
+            Err(e) => tracing::error!("the config does not load ({e:#}); keeping the one before"),
+        }
+    }
+}
+
+/// Start the host, waiting a moment for the store of the host before to be
+/// let go.
+async fn start_when_free(config: crate::config::Config) -> Result<crate::host::RunningHost> {
+    let mut tries = 0;
+    loop {
+        match crate::host::RunningHost::start(config.clone()).await {
+            Ok(host) => return Ok(host),
+            Err(e) if tries < 50 && e.to_string().contains("another weft process") => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

@@ -507,6 +507,7 @@ impl Sandbox {
                 attachments: Default::default(),
                 grant: limits.grant.clone(),
                 response_cap: limits.response_bytes,
+                tape: self.tape.clone(),
             },
             limits: Limiter {
                 inner: StoreLimitsBuilder::new()

@@ -22,6 +22,7 @@ mod state;
 mod types;
 
 pub use host::net;
+pub use host::tape;
 pub use invoke::Called;
 pub use plugin::{LoadFailures, Plugin, PluginStats, Plugins, World};
 pub use runtime::{Sandbox, SandboxError, SandboxOptions};

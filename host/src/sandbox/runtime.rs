@@ -97,6 +97,8 @@ pub struct Sandbox {
     pub(super) secrets: Arc<crate::secrets::Secrets>,
     pub(super) denials: Arc<super::deny::Denials>,
     pub(super) options: SandboxOptions,
+    /// Record or replay plugins' outbound HTTP (`weft plugin test`).
+    pub(super) tape: Option<Arc<super::host::tape::Tape>>,
     _ticker: EpochTicker,
 }
 
@@ -163,6 +165,7 @@ impl Sandbox {
             upstreams: Arc::default(),
             secrets: Arc::default(),
             options,
+            tape: None,
             _ticker: EpochTicker(stop),
         })
     }
@@ -176,6 +179,12 @@ impl Sandbox {
     /// Attach these credentials for plugins whose grant names them.
     pub fn with_secrets(mut self, secrets: Arc<crate::secrets::Secrets>) -> Self {
         self.secrets = secrets;
+        self
+    }
+
+    /// Record or replay every plugin call's outbound HTTP on `tape`.
+    pub fn with_tape(mut self, tape: Arc<super::host::tape::Tape>) -> Self {
+        self.tape = Some(tape);
         self
     }
 

@@ -97,6 +97,8 @@ pub struct EgressHooks {
     /// The plugin's grant: where its credentials may go.
     pub(in crate::sandbox) grant: Arc<crate::config::Grant>,
     pub(in crate::sandbox) response_cap: usize,
+    /// Record or replay every exchange (`weft plugin test`).
+    pub(in crate::sandbox) tape: Option<Arc<super::tape::Tape>>,
 }
 
 /// A `traceparent` whose trace id is the correlation id (a UUID, or a hash of
@@ -160,9 +162,43 @@ fn sensitive(value: &str) -> Option<http::HeaderValue> {
 impl EgressHooks {
     /// Swap the credential tokens on `request` for the credentials; returns
     /// the HMAC signatures still to compute over the body: (header, secret).
+    /// Whether requests are answered from a cassette.
+    pub(in crate::sandbox) fn replaying(&self) -> bool {
+        matches!(self.tape.as_deref(), Some(super::tape::Tape::Replay { .. }))
+    }
+
+    /// The credentials a request asks for (`NAME as PLACEMENT`), and the
+    /// headers they will take besides `Authorization`, for a cassette.
+    fn asked_credentials(&self, request: &http::Request<WasiBody>) -> (Vec<String>, Vec<String>) {
+        let mut asked = Vec::new();
+        let mut headers = Vec::new();
+        for v in request.headers().get_all(CREDENTIAL_HEADER) {
+            let token = String::from_utf8_lossy(v.as_bytes());
+            if let Some((granted, how)) = self.attachments.get(token.trim()) {
+                let placement = match how {
+                    Placement::Bearer => "bearer".to_string(),
+                    Placement::Basic(user) => format!("basic as {user}"),
+                    Placement::Header(h) => {
+                        headers.push(h.clone());
+                        format!("header {h}")
+                    }
+                    Placement::HmacSha256(h) => {
+                        headers.push(h.clone());
+                        format!("hmac-sha256 in {h}")
+                    }
+                };
+                asked.push(format!("{} as {placement}", granted.name));
+            }
+        }
+        (asked, headers)
+    }
+
+    /// Put the requested credentials on the request; with `dry` (a
+    /// replay, which sends nothing) only check where they may go.
     fn attach_credentials(
         &self,
         request: &mut http::Request<WasiBody>,
+        dry: bool,
     ) -> Result<Vec<(http::HeaderName, String)>, String> {
         let tokens: Vec<String> = request
             .headers()
@@ -198,6 +234,9 @@ impl EgressHooks {
                         }
                     ),
                 ));
+            }
+            if dry {
+                continue;
             }
             let Some(secret) = self.secrets.get(name) else {
                 return Err(format!("credential {name} is not loaded on this host"));
@@ -284,7 +323,10 @@ impl WasiHttpHooks for EgressHooks {
             );
             return refuse(request, message);
         }
-        let signing = match self.attach_credentials(&mut request) {
+        let tape = self.tape.clone();
+        let replaying = self.replaying();
+        let (asked, attached) = self.asked_credentials(&request);
+        let signing = match self.attach_credentials(&mut request, replaying) {
             Ok(s) => s,
             Err(message) => return refuse(request, message),
         };
@@ -306,6 +348,24 @@ impl WasiHttpHooks for EgressHooks {
             } else {
                 sign(request, signing).await?
             };
+            let done = || Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>;
+            let (request, taped) = match &tape {
+                Some(_) => {
+                    let (request, body) =
+                        super::tape::buffer_request(request, MAX_SIGNED_BODY).await?;
+                    let taped = super::tape::tape_request(&request, &body, asked, &attached);
+                    (request, Some(taped))
+                }
+                None => (request, None),
+            };
+            if let (Some(tape), Some(taped)) = (&tape, &taped)
+                && replaying
+            {
+                return match tape.answer(taped) {
+                    Ok(resp) => Ok((resp, done())),
+                    Err(why) => Err(HttpError::InternalError(Some(why))),
+                };
+            }
             if let Some(l) = &limiter {
                 l.acquire().await;
             }
@@ -330,6 +390,13 @@ impl WasiHttpHooks for EgressHooks {
                 l.cool_down(wait);
             }
             let shown_uri = shown(&uri);
+            let mut result = result;
+            if let (Some(tape), Some(taped)) = (&tape, taped)
+                && result.is_ok()
+            {
+                let resp = result?;
+                result = tape.keep(taped, resp, cap).await;
+            }
             let resp = result?.map(move |body| {
                 Limited::new(body, cap)
                     .map_err(move |e| match e.downcast::<HttpError>() {

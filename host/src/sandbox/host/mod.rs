@@ -6,3 +6,4 @@ pub mod egress;
 pub mod kv;
 pub mod log;
 pub mod net;
+pub mod tape;
