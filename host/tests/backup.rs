@@ -117,6 +117,7 @@ async fn a_backup_under_load_restores_whole_on_a_fresh_directory() {
     assert!(wait_until(WAIT, || during.lock().unwrap().len() >= 20).await);
     let before: Vec<(String, EventId)> = during.lock().unwrap().clone();
     let backup = setup.dir.path().join("backup");
+    let started = std::time::Instant::now();
     let out = tokio::task::spawn_blocking({
         let (backup, config) = (backup.clone(), setup.config_path.clone());
         move || weft(&["backup", backup.to_str().unwrap()], &config)
@@ -124,6 +125,11 @@ async fn a_backup_under_load_restores_whole_on_a_fresh_directory() {
     .await
     .unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    eprintln!(
+        "weft backup under load took {} ms: {}",
+        started.elapsed().as_millis(),
+        text(&out).trim()
+    );
     assert!(
         text(&out).contains("verified against its manifest"),
         "{}",
