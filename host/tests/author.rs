@@ -112,6 +112,18 @@ async fn new_build_and_call_for_every_world() {
         "{answer}"
     );
     assert!(answer["cost"]["fuel"].as_u64().unwrap() > 0, "{answer}");
+    // Installed into a plugin directory under its weft name.
+    let plugins = root.path().join("plugins.d");
+    let out = run(Command::new(WEFT)
+        .args(["plugin", "build", "--dir"])
+        .arg(&dir)
+        .arg("--install")
+        .arg(&plugins));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(plugins.join("currency-convert.wasm")).unwrap(),
+        std::fs::read(&wasm).unwrap()
+    );
     // Its cases pass through the sandbox.
     let out = plugin_test(&dir, &[]);
     assert!(out.status.success(), "{}", text(&out));

@@ -857,3 +857,23 @@ async fn run_watch_starts_again_when_a_plugin_changes() {
     assert!(wait_until(WAIT, || !receiver.requests_for("after").is_empty()).await);
     host.sigterm();
 }
+
+/// A build named the cargo way (`_`) beside a config that says `-` gets a
+/// hint at the real fix, not only at the grant.
+#[test]
+fn a_plugin_file_named_with_underscores_is_pointed_at() {
+    let setup = HostSetup::leads(free_addr(), "http://127.0.0.1:9/leads").unwrap();
+    let plugins = setup.dir.path().join("plugins.d");
+    std::fs::copy(
+        plugins.join("http-sink.wasm"),
+        plugins.join("http_sink.wasm"),
+    )
+    .unwrap();
+    let out = weft(&["check"], &setup.config_path);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("this file is http_sink.wasm while the config says http-sink: rename it to http-sink.wasm"),
+        "{err}"
+    );
+}
