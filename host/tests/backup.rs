@@ -153,7 +153,7 @@ async fn a_backup_under_load_restores_whole_on_a_fresh_directory() {
     let fresh_receiver = Receiver::start(Behavior::Accept).await;
     let (fresh, fresh_listen) = host_setup(&fresh_receiver);
     let bad = setup.dir.path().join("bad-backup");
-    copy_dir(&backup, &bad);
+    weft_tests::copy_dir(&backup, &bad);
     let dump = bad.join("store.dump");
     let mut bytes = std::fs::read(&dump).unwrap();
     let mid = bytes.len() / 2;
@@ -212,18 +212,6 @@ async fn a_backup_under_load_restores_whole_on_a_fresh_directory() {
     let out = weft(&["restore", backup.to_str().unwrap()], &fresh.config_path);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("before-restore"), "{}", text(&out));
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

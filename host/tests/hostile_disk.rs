@@ -136,17 +136,6 @@ fn append(store: &weft_host::store::SledStore, who: &str) {
         .unwrap();
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().map(Result::unwrap) {
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// Someone puts back an older copy of the store to hide what the audit log
 /// recorded since: `weft check` and `weft audit-log verify` fail, and a
 /// host that starts on it logs the alarm and counts it in /metrics. Every
@@ -164,7 +153,7 @@ async fn an_audit_log_rolled_back_behind_weft_is_an_alarm_everywhere() {
         append(&store, "alice");
         append(&store, "bob");
     }
-    copy_dir(&data, &backup);
+    weft_tests::copy_dir(&data, &backup);
     {
         let store = weft_host::store::SledStore::open(&data).unwrap();
         append(&store, "mallory");
@@ -192,7 +181,7 @@ async fn an_audit_log_rolled_back_behind_weft_is_an_alarm_everywhere() {
         if !beside.contains(&e.file_name().to_str().unwrap()) {
             let to = data.join(e.file_name());
             if e.path().is_dir() {
-                copy_dir(&e.path(), &to);
+                weft_tests::copy_dir(&e.path(), &to);
             } else {
                 std::fs::copy(e.path(), to).unwrap();
             }

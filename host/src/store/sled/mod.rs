@@ -230,6 +230,17 @@ impl SledStore {
             .map_or(0, |t| t.events.scan_prefix([prefix]).count())
     }
 
+    /// The text under `key` in the events tree, if any.
+    fn text_at(&self, key: Vec<u8>) -> Option<String> {
+        self.trees()
+            .ok()?
+            .events
+            .get(key)
+            .ok()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    }
+
     /// The open database's trees for plugin state.
     fn kv(&self) -> Result<Arc<Trees>, KvError> {
         self.shelf.get().map_err(KvError::Unavailable)
@@ -544,13 +555,7 @@ impl Store for SledStore {
     }
 
     fn totals(&self, pipeline: &str) -> Option<String> {
-        self.trees()
-            .ok()?
-            .events
-            .get(totals_key(pipeline))
-            .ok()
-            .flatten()
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
+        self.text_at(totals_key(pipeline))
     }
 
     fn set_totals(&self, pipeline: &str, json: &str) -> Ticket {
@@ -575,13 +580,7 @@ impl Store for SledStore {
     }
 
     fn cursor(&self, pipeline: &str) -> Option<String> {
-        self.trees()
-            .ok()?
-            .events
-            .get(cursor_key(pipeline))
-            .ok()
-            .flatten()
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
+        self.text_at(cursor_key(pipeline))
     }
 
     fn schedule_last(&self, pipeline: &str) -> Option<u64> {
