@@ -76,6 +76,108 @@ impl Contract {
     }
 }
 
+/// A pipeline's contracts at its webhook: one schema, or versions side by
+/// side, the version named by a header or a payload field.
+#[derive(Debug, Clone)]
+pub enum Contracts {
+    /// Every payload against this one.
+    One(Contract),
+    /// The payload's version picks its schema.
+    Versions {
+        /// Version → schema.
+        by: std::collections::BTreeMap<String, Contract>,
+        /// The header that names the version.
+        header: Option<String>,
+        /// The payload field that names it.
+        pointer: Option<String>,
+        /// The version of a payload that names none.
+        default: Option<String>,
+    },
+}
+
+impl Contracts {
+    /// Load and compile every schema file of `config`.
+    pub fn load(config: &crate::config::ContractConfig) -> Result<Contracts, String> {
+        use crate::config::ContractConfig;
+        Ok(match config {
+            ContractConfig::File(f) => Contracts::One(Contract::load(f)?),
+            ContractConfig::Versioned(v) => Contracts::Versions {
+                by: v
+                    .versions
+                    .iter()
+                    .map(|(k, f)| Contract::load(f).map(|c| (k.clone(), c)))
+                    .collect::<Result<_, _>>()?,
+                header: v.header.as_ref().map(|h| h.to_ascii_lowercase()),
+                pointer: v.pointer.clone(),
+                default: v.default.clone(),
+            },
+        })
+    }
+
+    /// The header that names the version, if the version comes from one.
+    pub fn version_header(&self) -> Option<&str> {
+        match self {
+            Contracts::Versions {
+                header: Some(h), ..
+            } => Some(h),
+            _ => None,
+        }
+    }
+
+    /// The contract of a delivery with this version header (when the
+    /// version comes from one) and body, and its version; or why none
+    /// applies, naming the accepted versions.
+    pub fn pick(
+        &self,
+        header_value: Option<&str>,
+        body: &[u8],
+    ) -> Result<(&Contract, Option<&str>), String> {
+        let (by, header, pointer, default) = match self {
+            Contracts::One(c) => return Ok((c, None)),
+            Contracts::Versions {
+                by,
+                header,
+                pointer,
+                default,
+            } => (by, header, pointer, default),
+        };
+        let accepted = by.keys().cloned().collect::<Vec<_>>().join(", ");
+        let named: Option<String> = match (header, pointer) {
+            (Some(_), _) => header_value.map(|v| v.trim().to_string()),
+            (None, Some(p)) => serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|doc| {
+                    doc.pointer(p).and_then(|v| match v {
+                        serde_json::Value::String(s) => Some(s.clone()),
+                        serde_json::Value::Number(n) => Some(n.to_string()),
+                        _ => None,
+                    })
+                }),
+            (None, None) => None,
+        };
+        let source = match (header, pointer) {
+            (Some(h), _) => format!("the {h} header"),
+            (None, Some(p)) => format!("the payload's {p}"),
+            (None, None) => "nothing".into(),
+        };
+        let version = match (named, default) {
+            (Some(v), _) => v,
+            (None, Some(d)) => d.clone(),
+            (None, None) => {
+                return Err(format!(
+                    "the payload names no schema version ({source} is missing); accepted versions: {accepted}"
+                ));
+            }
+        };
+        match by.get_key_value(&version) {
+            Some((v, c)) => Ok((c, Some(v.as_str()))),
+            None => Err(format!(
+                "schema version {version:?} (from {source}) is not accepted here; accepted versions: {accepted}"
+            )),
+        }
+    }
+}
+
 /// Violations as one line: `/email: … ; /amount: …`.
 pub fn summary(violations: &[Violation]) -> String {
     violations

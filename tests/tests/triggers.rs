@@ -819,3 +819,73 @@ async fn a_form_encoded_github_delivery_is_verified_and_keeps_its_event_type() {
     );
     host.shutdown().await;
 }
+
+/// Versions side by side: v1 and v2 payloads are each held against their
+/// own schema, the version named by a header (or a payload field); an
+/// unknown or missing version is a 422 naming the accepted ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versioned_contracts_accept_v1_and_v2_side_by_side() {
+    const V1: &str =
+        r#"{"type": "object", "required": ["email"], "properties": {"email": {"type": "string"}}}"#;
+    const V2: &str = r#"{"type": "object", "required": ["contact"], "properties": {"contact": {"type": "object", "required": ["email"]}}}"#;
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let sink = receiver.url("/v");
+    let pipelines = format!(
+        "[[pipeline]]\nname = \"by-header\"\ncontract = {{ versions = {{ \"1\" = \"v1.json\", \"2\" = \"v2.json\" }}, header = \"Schema-Version\", default = \"1\" }}\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{sink}\" }} }}\n\n\
+         [[pipeline]]\nname = \"by-field\"\ncontract = {{ versions = {{ \"1\" = \"v1.json\", \"2\" = \"v2.json\" }}, pointer = \"/schema_version\" }}\nsink = {{ plugin = \"http-sink\", config = {{ url = \"{sink}\" }} }}\n"
+    );
+    let setup = setup_with(&receiver, &pipelines, &[("v1.json", V1), ("v2.json", V2)]);
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let base = format!("http://{}/hooks", host.addr);
+    let v1 = serde_json::json!({ "email": "a@example.com" });
+    let v2 = serde_json::json!({ "contact": { "email": "b@example.com" } });
+    let send = |path: &str, body: &serde_json::Value, version: Option<&str>| {
+        let url = format!("{base}/{path}");
+        let body = body.to_string();
+        let headers: Vec<(&str, String)> = version
+            .map(|v| vec![("schema-version", v.to_string())])
+            .unwrap_or_default();
+        async move { post(&url, body.as_bytes(), &headers).await }
+    };
+    // By header: each version against its schema; none means the default.
+    assert_eq!(send("by-header", &v1, Some("1")).await.0, 202);
+    assert_eq!(send("by-header", &v2, Some("2")).await.0, 202);
+    assert_eq!(
+        send("by-header", &v1, None).await.0,
+        202,
+        "the default is 1"
+    );
+    let (status, answer) = send("by-header", &v1, Some("2")).await;
+    assert_eq!(status, 422, "a v1 body is not a v2 payload: {answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("v2.json"),
+        "{answer}"
+    );
+    let (status, answer) = send("by-header", &v1, Some("3")).await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        answer["error"],
+        "schema version \"3\" (from the schema-version header) is not accepted here; accepted versions: 1, 2"
+    );
+    // By payload field, no default: a payload naming none is refused.
+    let mut v2_field = v2.clone();
+    v2_field["schema_version"] = 2.into();
+    assert_eq!(send("by-field", &v2_field, None).await.0, 202);
+    let (status, answer) = send("by-field", &v1, None).await;
+    assert_eq!(status, 422);
+    assert!(
+        answer["error"].as_str().unwrap().contains("names no schema version (the payload's /schema_version is missing); accepted versions: 1, 2"),
+        "{answer}"
+    );
+    assert!(wait_until(WAIT, || receiver.effect_count() == 4).await);
+    // The version a payload was accepted under is kept with it.
+    let store = host.engine.store().clone();
+    let recent = store.recent_events(|_| true, 10).unwrap();
+    assert!(
+        recent
+            .iter()
+            .filter(|r| r.pipeline == "by-header")
+            .any(|r| r.headers.contains(&("contract-version".into(), "2".into())))
+    );
+    host.shutdown().await;
+}

@@ -14,7 +14,10 @@ mod values;
 pub use credential::{CREDENTIAL_HEADERS, CredentialGrant};
 pub use grant::{DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_MS, Grant, KvGrant};
 pub use pattern::OriginPattern;
-pub use pipeline::{BatchConfig, BreakerConfig, Jitter, PipelineConfig, RetryConfig, StepConfig};
+pub use pipeline::{
+    BatchConfig, BreakerConfig, ContractConfig, Jitter, PipelineConfig, RetryConfig, StepConfig,
+    VersionedContract,
+};
 pub use server::{AdminConfig, PluginsConfig, Role, ServerConfig, TokenConfig};
 pub use trigger::{
     OnMissed, PollConfig, Preset, Schedule, ScheduleConfig, TriggerConfig, WebhookConfig,
@@ -107,7 +110,11 @@ impl Config {
         self.plugins.dir = resolve(&self.plugins.dir);
         self.server.secrets_file = self.server.secrets_file.as_deref().map(resolve);
         for p in &mut self.pipelines {
-            p.contract = p.contract.as_deref().map(resolve);
+            if let Some(c) = &mut p.contract {
+                for f in c.files_mut() {
+                    *f = resolve(f);
+                }
+            }
             for s in p.steps.iter_mut().chain([&mut p.sink]) {
                 s.contract = s.contract.as_deref().map(resolve);
             }
@@ -133,6 +140,9 @@ impl Config {
             }
             if !names.insert(p.name.as_str()) {
                 return Err(format!("{at}: another pipeline already has this name"));
+            }
+            if let Some(c) = &p.contract {
+                c.validate(&format!("{at}.contract"))?;
             }
             p.validate(&at)?;
         }

@@ -68,12 +68,92 @@ pub struct PipelineConfig {
     #[serde(default)]
     pub redact: Vec<String>,
     /// JSON Schema (2020-12) file that webhook payloads must satisfy;
-    /// others get `422` with every violation and are not stored.
+    /// others get `422` with every violation and are not stored. Several
+    /// versions side by side: `{ versions = { "1" = "lead-v1.json", "2" =
+    /// "lead-v2.json" }, header = "schema-version" }` (or `pointer`).
     #[serde(default)]
-    pub contract: Option<PathBuf>,
+    pub contract: Option<ContractConfig>,
     /// How events enter: `trigger = { webhook = { verify = "github", secret = "GH_SECRET" } }`.
     #[serde(default)]
     pub trigger: TriggerConfig,
+}
+
+/// A pipeline's contract: one schema file, or versions side by side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ContractConfig {
+    /// `contract = "schemas/lead.json"`
+    File(PathBuf),
+    /// `contract = { versions = { … }, header = "…" }`
+    Versioned(VersionedContract),
+}
+
+/// Schema versions accepted side by side, the version read from a header
+/// or a JSON pointer of the payload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionedContract {
+    /// Version → schema file.
+    pub versions: std::collections::BTreeMap<String, PathBuf>,
+    /// The request header that names the version.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// The payload field (JSON pointer) that names the version.
+    #[serde(default)]
+    pub pointer: Option<String>,
+    /// The version of a delivery that names none (without it, such a
+    /// delivery is refused).
+    #[serde(default)]
+    pub default: Option<String>,
+}
+
+impl ContractConfig {
+    /// Every schema file, for path resolution.
+    pub fn files_mut(&mut self) -> Vec<&mut PathBuf> {
+        match self {
+            ContractConfig::File(f) => vec![f],
+            ContractConfig::Versioned(v) => v.versions.values_mut().collect(),
+        }
+    }
+
+    /// Check what can be checked without reading the files.
+    pub fn validate(&self, at: &str) -> Result<(), String> {
+        let ContractConfig::Versioned(v) = self else {
+            return Ok(());
+        };
+        if v.versions.is_empty() {
+            return Err(format!(
+                "{at}.versions is empty; name each version's schema file, e.g. versions = {{ \"1\" = \"lead-v1.json\" }}"
+            ));
+        }
+        match (&v.header, &v.pointer) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{at}: the version comes from a header or a pointer, not both"
+                ));
+            }
+            (None, None) => {
+                return Err(format!(
+                    "{at}: say where the version is: header = \"schema-version\" or pointer = \"/schema_version\""
+                ));
+            }
+            (None, Some(p)) if !p.starts_with('/') => {
+                return Err(format!(
+                    "{at}.pointer {p:?} is not a JSON pointer; write it like \"/schema_version\""
+                ));
+            }
+            _ => {}
+        }
+        if let Some(d) = &v.default
+            && !v.versions.contains_key(d)
+        {
+            return Err(format!(
+                "{at}.default {d:?} is not one of the versions ({})",
+                v.versions.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_max_queue_bytes() -> u64 {

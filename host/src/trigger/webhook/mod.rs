@@ -9,7 +9,7 @@ pub mod verify;
 pub use rejection::Rejection;
 
 use self::verify::Verifier;
-use crate::contract::Contract;
+use crate::contract::Contracts;
 use crate::engine::{AcceptError, Accepted, Engine, Incoming};
 use crate::reply::{Body, error};
 use http_body_util::{BodyExt, Limited};
@@ -39,7 +39,7 @@ fn correlation(req: &Request<HyperBody>) -> Option<String> {
 pub struct Webhook {
     pipeline: String,
     verifier: Option<Verifier>,
-    contract: Option<Contract>,
+    contract: Option<Contracts>,
     max_body: usize,
     body_timeout: std::time::Duration,
 }
@@ -54,8 +54,8 @@ impl Webhook {
     ) -> Result<Webhook, super::TriggerError> {
         let contract = p
             .contract
-            .as_deref()
-            .map(Contract::load)
+            .as_ref()
+            .map(Contracts::load)
             .transpose()
             .map_err(|e| super::TriggerError(format!("pipeline {:?}: {e}", p.name)))?;
         Ok(Webhook {
@@ -156,6 +156,14 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
             Some((name.to_string(), value.chars().take(256).collect()))
         })
         .collect();
+    // The header naming the payload's schema version, if its contract has
+    // versions named that way.
+    let version_header = hook
+        .contract
+        .as_ref()
+        .and_then(|c| c.version_header())
+        .and_then(|h| header_str(&req, h))
+        .map(|v| v.chars().take(64).collect::<String>());
     // Stripe's signing time, without the signatures beside it.
     if preset == Some(crate::config::Preset::Stripe)
         && let Some(t) = header_str(&req, "stripe-signature").and_then(|v| {
@@ -277,7 +285,23 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
     } else {
         body
     };
-    if let Some(contract) = &hook.contract {
+    if let Some(contracts) = &hook.contract {
+        let (contract, version) = match contracts.pick(version_header.as_deref(), &body) {
+            Ok(picked) => picked,
+            // The caller's own version, and the configured ones.
+            Err(why) => {
+                return refuse(
+                    Rejection::Contract,
+                    crate::reply::echo(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        &serde_json::json!({ "error": why }),
+                    ),
+                );
+            }
+        };
+        if let Some(v) = version {
+            kept.push(("contract-version".into(), v.to_string()));
+        }
         let violations = contract.check_bytes(&body);
         if !violations.is_empty() {
             // The violations quote the payload: the caller's own input.
