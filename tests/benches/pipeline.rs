@@ -6,11 +6,13 @@
 //! `cargo xtask bench` (or `cargo bench -p weft-tests --bench pipeline`).
 //! Environment: `WEFT_BENCH_EVENTS` (default 20000), `WEFT_BENCH_SENDERS` (64),
 //! `WEFT_BENCH_ONLY` (`pipeline`, `levels`, `guards`, `observability`,
-//! `sandbox` or `footprint`), `WEFT_BENCH_LEVELS` (concurrent senders of the
+//! `sandbox`, `footprint` or `backup`), `WEFT_BENCH_LEVELS` (concurrent senders of the
 //! `levels` runs, default `16,64,256`), `WEFT_BENCH_STEADY_SECS` (the
 //! footprint's steady run, default 60), `WEFT_BIN` (the binary the
 //! footprint runs; default `target/release/weft`).
 
+#[path = "pipeline/backup.rs"]
+mod backup;
 #[path = "pipeline/footprint.rs"]
 mod footprint;
 #[path = "pipeline/levels.rs"]
@@ -568,6 +570,9 @@ fn main() {
         }
         if only.is_empty() || only == "footprint" {
             footprint::footprint(env_usize("WEFT_BENCH_STEADY_SECS", 60) as u64).await;
+        }
+        if only.is_empty() || only == "backup" {
+            backup::backup(events).await;
         }
     });
 }
