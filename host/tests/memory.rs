@@ -156,8 +156,17 @@ async fn the_store_reports_what_it_holds_by_kind_and_retention_lowers_it() {
         );
     }
     assert!(wait_until(WAIT, || host.engine.status("leads").unwrap().delivered == 3).await);
-    host.engine.measure_store().await;
-    let u = host.engine.usage().store;
+    // The counter moves as an outcome is recorded, a moment before the
+    // write lands: measure until the store shows all three.
+    let mut u = host.engine.usage().store;
+    for _ in 0..200 {
+        host.engine.measure_store().await;
+        u = host.engine.usage().store;
+        if u.history_events == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
     assert_eq!(u.history_events, 3);
     assert_eq!(u.dead_letter_events, 3);
     // Payload sizes as stored (after the mapping step), each a little over the padding.
