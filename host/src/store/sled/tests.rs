@@ -1,0 +1,169 @@
+//! Tests of the sled store: payloads apart and as files, a failed write
+//! and its recovery, records of earlier versions moved apart at open.
+
+use super::*;
+use crate::store::Store;
+
+/// The raw value under `key` in the events tree.
+fn raw(store: &SledStore, key: Vec<u8>) -> Option<sled::IVec> {
+    store.trees().unwrap().events.get(key).unwrap()
+}
+
+fn count(store: &SledStore, prefix: u8) -> usize {
+    store.trees().unwrap().events.scan_prefix([prefix]).count()
+}
+
+/// A store in a new directory, and a new event with a JSON payload of
+/// about `pad` bytes, accepted into it.
+async fn accepted(pad: usize) -> (tempfile::TempDir, SledStore, EventRecord) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let payload = format!("{{\"pad\": \"{}\"}}", "p".repeat(pad)).into_bytes();
+    let record = EventRecord::queued(EventId::new(), "p", "k", payload);
+    store.accept(&record, None, None).await.unwrap();
+    (dir, store, record)
+}
+
+/// Record `record`'s first attempt as delivered.
+async fn delivered(store: &SledStore, record: &mut EventRecord) {
+    record.state = EventState::Delivered;
+    let entry = QueueEntry {
+        due_ms: record.received_at_ms,
+        id: record.id,
+        attempt: 1,
+    };
+    store
+        .record_attempt(record, entry, AfterAttempt::Finished { at_ms: 1 }, None)
+        .await
+        .unwrap();
+}
+
+/// Sweep every finished event out of the history.
+async fn sweep_history(store: &SledStore) {
+    store
+        .sweep(crate::store::Retention {
+            history_before_ms: u64::MAX,
+            ..crate::store::Retention::default()
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_payload_is_written_once_and_attempts_rewrite_only_the_record() {
+    let (_dir, store, mut record) = accepted(50_000).await;
+    let payload = record.payload.clone();
+    let stored = raw(&store, event_key(&record.id)).unwrap();
+    assert!(stored.len() < 200, "the record is small: {}", stored.len());
+    delivered(&store, &mut record).await;
+    let read = store.event(&record.id).unwrap().unwrap();
+    assert_eq!(read.payload, payload);
+    assert_eq!(read.state, EventState::Delivered);
+    // Retention takes the payload with the record.
+    sweep_history(&store).await;
+    assert!(store.event(&record.id).unwrap().is_none());
+    assert_eq!(count(&store, BODY), 0, "no payload outlives its record");
+}
+
+#[tokio::test]
+async fn a_large_payload_is_a_file_checked_when_read_and_removed_with_its_event() {
+    let (dir, store, mut record) = accepted(300_000).await;
+    let payload = record.payload.clone();
+    let file = dir.path().join("payloads").join(record.id.to_string());
+    assert_eq!(std::fs::read(&file).unwrap(), payload);
+    let usage = store.usage();
+    assert!(usage.disk_bytes >= payload.len() as u64, "{usage:?}");
+    assert_eq!(store.event(&record.id).unwrap().unwrap().payload, payload);
+    // Changed behind weft's back: refused, not handed on.
+    let mut tampered = payload.clone();
+    tampered[10] = b'X';
+    std::fs::write(&file, &tampered).unwrap();
+    let err = store.event(&record.id).unwrap_err().to_string();
+    assert!(err.contains("changed on disk"), "{err}");
+    std::fs::write(&file, &payload).unwrap();
+    // Finished and swept: the file goes with the record.
+    delivered(&store, &mut record).await;
+    assert!(file.exists(), "an attempt does not rewrite the payload");
+    sweep_history(&store).await;
+    assert!(!file.exists(), "removed once its record's removal commits");
+    // A file no event names (a crash before its commit) goes at open.
+    let stray = dir.path().join("payloads").join(EventId::new().to_string());
+    std::fs::write(&stray, b"left by a crash").unwrap();
+    store.close();
+    drop(store);
+    let _store = SledStore::open(dir.path()).unwrap();
+    assert!(!stray.exists());
+}
+
+#[tokio::test]
+async fn a_failed_write_is_reported_until_a_write_succeeds_again() {
+    let (dir, store, _) = accepted(10).await;
+    assert_eq!(store.failing(), None);
+    // The payload directory made unusable, as a full disk would.
+    let payloads = dir.path().join("payloads");
+    std::fs::remove_dir_all(&payloads).unwrap();
+    std::fs::write(&payloads, b"in the way").unwrap();
+    let big = EventRecord::queued(EventId::new(), "p", "big", vec![b'x'; 100_000]);
+    let err = store.accept(&big, None, None).await.unwrap_err();
+    assert!(err.to_string().contains("payload file"), "{err}");
+    assert!(
+        store
+            .failing()
+            .is_some_and(|why| why.contains("payload file"))
+    );
+    assert!(
+        store.event(&big.id).unwrap().is_none(),
+        "nothing of it was stored"
+    );
+    // Within the backoff, writes are refused without touching the disk.
+    let err = store.accept(&big, None, None).await.unwrap_err();
+    assert!(err.to_string().contains("payload file"), "{err}");
+    // The cause goes away: the store probes itself well again, with
+    // no write sent, and the next write succeeds.
+    std::fs::remove_file(&payloads).unwrap();
+    std::fs::create_dir(&payloads).unwrap();
+    let mut waited = 0;
+    while store.failing().is_some() {
+        assert!(waited < 200, "the store did not recover by itself");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    store.accept(&big, None, None).await.unwrap();
+    assert_eq!(store.failing(), None);
+    assert_eq!(
+        store.event(&big.id).unwrap().unwrap().payload.len(),
+        100_000
+    );
+}
+
+#[tokio::test]
+async fn records_with_the_payload_inline_are_moved_apart_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = EventRecord::queued(EventId::new(), "p", "k", b"{\"old\": true}".to_vec());
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        // As an earlier weft wrote it: version 3, the payload inline.
+        let mut v3 = vec![3];
+        v3.extend(postcard::to_stdvec(&record).unwrap());
+        v3.extend(postcard::to_stdvec(&record.lineage).unwrap());
+        store
+            .trees()
+            .unwrap()
+            .events
+            .insert(event_key(&record.id), v3)
+            .unwrap();
+        store.close();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    let current = raw(&store, event_key(&record.id)).unwrap();
+    assert!(
+        EventRecord::payload_apart(&current),
+        "rewritten as the current version"
+    );
+    assert_eq!(
+        raw(&store, body_key(&record.id)).unwrap().as_ref(),
+        b"\0{\"old\": true}",
+        "a small payload stays in sled, tagged inline"
+    );
+    assert_eq!(store.event(&record.id).unwrap().unwrap(), record);
+}
