@@ -69,8 +69,8 @@ pub async fn check_plugin_config(
     config: &serde_json::Value,
     base: &str,
 ) -> Result<(), String> {
-    let (_, _, schema) = sandbox
-        .describe(plugin)
+    let schema = sandbox
+        .config_schema(plugin)
         .await
         .map_err(|e| format!("describe() failed: {}", e.message))?;
     check(&schema, config, base)

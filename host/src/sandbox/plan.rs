@@ -31,6 +31,16 @@ impl Plugin {
 }
 
 impl Sandbox {
+    /// The JSON Schema of the plugin's config, as it describes itself:
+    /// asked once per loaded plugin, however many steps name it.
+    pub async fn config_schema(&self, plugin: &Plugin) -> Result<String, CallError> {
+        if let Some(s) = plugin.schema.get() {
+            return Ok(s.clone());
+        }
+        let (_, _, schema) = self.describe(plugin).await?;
+        Ok(plugin.schema.get_or_init(|| schema).clone())
+    }
+
     /// The URLs `plugin` says `config` will make it call, or `None` when it
     /// does not export `planner`. Called on a fresh instance, unconfigured,
     /// with the plugin's limits.

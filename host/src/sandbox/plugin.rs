@@ -97,6 +97,8 @@ pub struct Plugin {
     pub(super) limits: Limits,
     /// Call counts, durations, fuel and memory.
     pub stats: PluginStats,
+    /// Its config schema, asked of it once (see [`Sandbox::config_schema`](super::Sandbox::config_schema)).
+    pub(super) schema: std::sync::OnceLock<String>,
 }
 
 impl Plugin {

@@ -363,6 +363,7 @@ impl Sandbox {
                 grant: Arc::new(grant.clone()),
             },
             stats: Default::default(),
+            schema: std::sync::OnceLock::new(),
         })
     }
 
