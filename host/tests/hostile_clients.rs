@@ -136,3 +136,71 @@ async fn stalled_idle_and_malformed_clients_are_refused_and_health_keeps_answeri
     assert_eq!(stored_events(&setup), before, "nothing refused was stored");
     host.sigterm();
 }
+
+/// Write a whole request (headers, then the body in pieces) before reading
+/// a byte of the answer, as most clients do; then the answer.
+fn send_whole_then_read(addr: SocketAddr, head: &str, body: &[u8], chunked: bool) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    for piece in body.chunks(64 << 10) {
+        let written = if chunked {
+            s.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+                .and_then(|_| s.write_all(piece))
+                .and_then(|_| s.write_all(b"\r\n"))
+        } else {
+            s.write_all(piece)
+        };
+        if let Err(e) = written {
+            return format!("the body could not be written: {e}");
+        }
+    }
+    if chunked {
+        let _ = s.write_all(b"0\r\n\r\n");
+    }
+    read_until_closed(&mut s, Duration::from_secs(30)).unwrap_or_default()
+}
+
+#[test]
+fn a_sender_still_writing_a_refused_body_gets_the_refusal_not_a_reset() {
+    let listen = free_addr();
+    let setup = HostSetup::new(
+        listen,
+        &[PipelineSpec::leads("leads", "http://127.0.0.1:9/x")],
+    )
+    .unwrap()
+    .server_line("max_body_bytes = 65536")
+    .unwrap();
+    let host = weft_tests::WeftProcess::start(WEFT, &setup.config_path, listen, "weft.log", &[]);
+    let body = vec![b' '; 6 << 20];
+    // Declared too large: refused before a byte is read.
+    let declared = send_whole_then_read(
+        listen,
+        &format!(
+            "POST /hooks/leads HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        ),
+        &body,
+        false,
+    );
+    assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
+    assert!(declared.contains("max_body_bytes"), "{declared}");
+    // Not declared (chunked): refused once past the limit.
+    let chunked = send_whole_then_read(
+        listen,
+        "POST /hooks/leads HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        &body,
+        true,
+    );
+    assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+    // A wrong content type, refused before the body.
+    let typed = send_whole_then_read(
+        listen,
+        "POST /hooks/leads HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 60000\r\n\r\n",
+        &body[..60000],
+        false,
+    );
+    assert!(typed.starts_with("HTTP/1.1 415"), "{typed}");
+    assert_eq!(stored_events(&setup), 0, "nothing refused was stored");
+    host.sigterm();
+}

@@ -12,7 +12,7 @@ use self::verify::Verifier;
 use crate::contract::Contracts;
 use crate::engine::{AcceptError, Accepted, Engine, Incoming};
 use crate::reply::{Body, error};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming as HyperBody;
 use hyper::{Request, Response, StatusCode, header};
 use std::sync::atomic::Ordering;
@@ -185,7 +185,7 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
     // body is read; with one, the signature is checked first, so an
     // unsigned caller learns nothing about what else would be accepted.
     if hook.verifier.is_none() && !is_json(&content_type) {
-        return refuse(Rejection::UnsupportedMediaType, unsupported());
+        return refuse(Rejection::UnsupportedMediaType, unheard(req, unsupported()));
     }
     let declared = req
         .headers()
@@ -193,7 +193,7 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max_body as u64) {
-        return refuse(Rejection::TooLarge, too_large(max_body));
+        return refuse(Rejection::TooLarge, unheard(req, too_large(max_body)));
     }
     // Room in memory for the body, before a byte of it is read: what it
     // declares, or the most it may be.
@@ -209,13 +209,14 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
         );
         resp.headers_mut()
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return refuse(Rejection::Backpressure, resp);
+        return refuse(Rejection::Backpressure, unheard(req, resp));
     };
     let mut idempotency_header = header_str(&req, "idempotency-key");
     let verifier = hook.verifier.as_ref();
     let signed_headers = verifier.map(|_| req.headers().clone());
     let correlation_id = correlation(&req);
-    let reading = Limited::new(req.into_body(), max_body).collect();
+    let mut incoming = req.into_body();
+    let reading = read_at_most(&mut incoming, max_body);
     let Ok(read) = tokio::time::timeout(hook.body_timeout, reading).await else {
         return refuse(
             Rejection::BodyTimeout,
@@ -229,12 +230,9 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
         );
     };
     let body = match read {
-        Ok(collected) => collected.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return refuse(Rejection::TooLarge, too_large(max_body));
+        Ok(Some(body)) => body,
+        Ok(None) => {
+            return refuse(Rejection::TooLarge, drained(incoming, too_large(max_body)));
         }
         Err(e) => {
             return refuse(
@@ -375,6 +373,63 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
             resp
         }
     }
+}
+
+/// The body, read up to `max` bytes; `None` past that (the rest unread).
+async fn read_at_most(
+    body: &mut HyperBody,
+    max: usize,
+) -> Result<Option<bytes::Bytes>, hyper::Error> {
+    let mut read = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if read.len() + data.len() > max {
+                return Ok(None);
+            }
+            read.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(read.freeze()))
+}
+
+/// A refusal answered before the body was read: see [`drained`].
+fn unheard(req: Request<HyperBody>, resp: Response<Body>) -> Response<Body> {
+    drained(req.into_body(), resp)
+}
+
+/// Most a refused body is read (and thrown away) for, so that its sender,
+/// still writing, sees the answer instead of a reset connection.
+const DRAIN_BYTES: u64 = 64 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Answer a refusal while the rest of the body is read and dropped in the
+/// background, a frame at a time (nothing of it is kept), for at most
+/// [`DRAIN_BYTES`] and [`DRAIN_TIME`]. Closing a socket with unread bytes
+/// resets it, and a sender still writing its body then loses the answer:
+/// a 429 looks like a network failure. The connection closes afterwards.
+fn drained(mut body: HyperBody, mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    if hyper::body::Body::is_end_stream(&body) {
+        return resp;
+    }
+    tokio::spawn(async move {
+        let drain = async {
+            let mut seen = 0u64;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(data) = frame.data_ref() {
+                    seen += data.len() as u64;
+                    if seen > DRAIN_BYTES {
+                        break;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    });
+    resp
 }
 
 fn too_large(max: usize) -> Response<Body> {
