@@ -809,7 +809,7 @@ fn a_config_that_breaks_the_plugins_schema_names_the_weft_toml_key() {
 /// `weft run --watch`: a plugin file written again starts the host again,
 /// and it goes on serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_watch_starts_again_when_a_plugin_changes() {
+async fn run_watch_reloads_when_a_plugin_changes() {
     let receiver = Receiver::start(Behavior::Accept).await;
     let listen = free_addr();
     let setup = HostSetup::leads(listen, &receiver.url("/leads")).unwrap();
@@ -834,11 +834,12 @@ async fn run_watch_starts_again_when_a_plugin_changes() {
     assert!(
         wait_until(WAIT, || std::fs::read_to_string(&log)
             .unwrap_or_default()
-            .contains("starting again"))
+            .contains("configuration reloaded"))
         .await
     );
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("json-map.wasm"), "{logged}");
+    assert!(logged.contains("by=\"watch\""), "{logged}");
     let ready = format!("http://{listen}/readyz");
     assert!(
         wait_until(WAIT, || std::net::TcpStream::connect(listen).is_ok()).await,

@@ -142,7 +142,11 @@ async fn the_store_reports_what_it_holds_by_kind_and_retention_lowers_it() {
         );
     }
     assert!(
-        wait_until(WAIT, || host.engine.status("leads").unwrap().dead_lettered
+        wait_until(WAIT, || host
+            .engine()
+            .status("leads")
+            .unwrap()
+            .dead_lettered
             == 3)
         .await
     );
@@ -155,13 +159,17 @@ async fn the_store_reports_what_it_holds_by_kind_and_retention_lowers_it() {
             202
         );
     }
-    assert!(wait_until(WAIT, || host.engine.status("leads").unwrap().delivered == 3).await);
+    assert!(
+        wait_until(WAIT, || host.engine().status("leads").unwrap().delivered
+            == 3)
+        .await
+    );
     // The counter moves as an outcome is recorded, a moment before the
     // write lands: measure until the store shows all three.
-    let mut u = host.engine.usage().store;
+    let mut u = host.engine().usage().store;
     for _ in 0..200 {
-        host.engine.measure_store().await;
-        u = host.engine.usage().store;
+        host.engine().measure_store().await;
+        u = host.engine().usage().store;
         if u.history_events == 3 {
             break;
         }
@@ -197,9 +205,9 @@ async fn the_store_reports_what_it_holds_by_kind_and_retention_lowers_it() {
     )
     .unwrap();
     let host = RunningHost::start(setup.config()).await.unwrap();
-    host.engine.sweep_history().await;
-    host.engine.measure_store().await;
-    let after = host.engine.usage().store;
+    host.engine().sweep_history().await;
+    host.engine().measure_store().await;
+    let after = host.engine().usage().store;
     assert_eq!(
         (after.history_events, after.history_bytes),
         (0, 0),

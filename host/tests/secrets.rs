@@ -277,7 +277,7 @@ async fn a_credential_goes_only_to_its_origins_and_headers() {
     for p in ["right", "wrong", "cookie"] {
         assert_eq!(send_event(&host, p, &lead(p, 1)).await.0, 202);
     }
-    let store = host.engine.store().clone();
+    let store = host.engine().store().clone();
     assert!(
         wait_until(WAIT, || {
             ok.delivered().len() == 1 && store.dead_letters(None).unwrap().len() == 2

@@ -399,7 +399,7 @@ async fn weft_run_with(
         prefix,
     )
     .await;
-    let backlog = host.engine.status("leads").map_or(0, |s| s.queued);
+    let backlog = host.engine().status("leads").map_or(0, |s| s.queued);
     let load_ended = Instant::now();
     while receiver.effect_count() < weft_load.ok && start.elapsed() < Duration::from_secs(600) {
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -344,6 +344,16 @@ impl WeftProcess {
             .map_or(0, |kib| kib * 1024)
     }
 
+    /// Send it a signal by name (`HUP`, …) and go on.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name}");
+    }
+
     /// Kill it with SIGKILL.
     pub fn sigkill(mut self) {
         self.child.kill().expect("kill");

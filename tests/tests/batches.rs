@@ -21,19 +21,19 @@ async fn send_paused(
     pipeline: &str,
     bodies: &[serde_json::Value],
 ) -> Vec<EventId> {
-    host.engine.pause(pipeline).await.unwrap();
+    host.engine().pause(pipeline).await.unwrap();
     let mut ids = Vec::new();
     for body in bodies {
         let (status, answer) = send_event(host, pipeline, body).await;
         assert_eq!(status, 202, "{answer}");
         ids.push(answer["id"].as_str().unwrap().parse().unwrap());
     }
-    host.engine.resume(pipeline).await.unwrap();
+    host.engine().resume(pipeline).await.unwrap();
     ids
 }
 
 fn record(host: &RunningHost, id: &EventId) -> EventRecord {
-    host.engine.store().event(id).unwrap().unwrap()
+    host.engine().store().event(id).unwrap().unwrap()
 }
 
 /// Every event of the pipeline finished, and the outcome of each of `ids`
@@ -41,7 +41,7 @@ fn record(host: &RunningHost, id: &EventId) -> EventRecord {
 /// is durable).
 async fn settled(host: &RunningHost, pipeline: &str, ids: &[EventId]) {
     assert!(
-        wait_until(WAIT, || host.engine.status(pipeline).unwrap().queued == 0
+        wait_until(WAIT, || host.engine().status(pipeline).unwrap().queued == 0
             && ids
                 .iter()
                 .all(|id| record(host, id).state != EventState::Queued))
@@ -101,7 +101,7 @@ async fn events_that_reach_the_sink_together_go_in_one_request_each_with_its_own
         25,
         "each receipt says whether it went in a batch"
     );
-    let status = host.engine.status("batched").unwrap();
+    let status = host.engine().status("batched").unwrap();
     // A batch of one goes as a single request.
     let calls = status.batches as usize;
     assert!(

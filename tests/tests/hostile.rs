@@ -297,7 +297,7 @@ async fn hostile_plugins_are_contained_and_the_canary_loses_nothing() {
     }
     sender.await.unwrap();
 
-    let store = host.engine.store().clone();
+    let store = host.engine().store().clone();
     for a in &attacks {
         let done = wait_until(WAIT, || {
             !store.dead_letters(Some(a.name)).unwrap().is_empty()
@@ -372,7 +372,7 @@ async fn hostile_plugins_are_contained_and_the_canary_loses_nothing() {
     );
 
     // Containment figures, measured directly on the sandbox.
-    let sandbox = host.engine.sandbox().clone();
+    let sandbox = host.engine().sandbox().clone();
     let event = WitEvent {
         id: "direct".into(),
         key: "direct".into(),
@@ -394,7 +394,7 @@ async fn hostile_plugins_are_contained_and_the_canary_loses_nothing() {
     let started = Instant::now();
     let err = sandbox
         .deliver(
-            &host.plugins["hostile-loop"],
+            &host.plugins()["hostile-loop"],
             &cfg("loop"),
             ctx("loop"),
             &event,
@@ -408,7 +408,7 @@ async fn hostile_plugins_are_contained_and_the_canary_loses_nothing() {
     let before = rss_kib();
     let err = sandbox
         .deliver(
-            &host.plugins["hostile-memory"],
+            &host.plugins()["hostile-memory"],
             &cfg("memory"),
             ctx("memory"),
             &event,
@@ -464,7 +464,7 @@ async fn a_refused_request_with_a_body_is_a_denial_and_is_not_retried() {
         .unwrap();
     }
     let host = RunningHost::start(setup.config()).await.unwrap();
-    let store = host.engine.store().clone();
+    let store = host.engine().store().clone();
     for (name, _, _, reason) in &cases {
         let (status, _) = send_event(&host, name, &serde_json::json!({ "id": name })).await;
         assert_eq!(status, 202);

@@ -120,7 +120,7 @@ async fn metrics_follow_a_scripted_run_and_reconcile() {
     );
     assert_eq!(post_json(&url, b"{}", "text/plain").await.0, 415);
 
-    let status = || host.engine.status("p").unwrap();
+    let status = || host.engine().status("p").unwrap();
     assert!(
         wait_until(WAIT, || {
             let s = status();
@@ -230,7 +230,7 @@ async fn metrics_follow_a_scripted_run_and_reconcile() {
     send_event(&host, "p", &lead("late", 9)).await;
     host.shutdown().await;
     let host = RunningHost::start(setup.config()).await.unwrap();
-    let s = host.engine.status("p").unwrap();
+    let s = host.engine().status("p").unwrap();
     assert_eq!(s.recovered, 1, "{s:?}");
     assert_eq!(s.unaccounted, 0, "{s:?}");
     assert!(s.oldest_age_ms < 600_000, "{s:?}");
@@ -442,7 +442,7 @@ async fn run_history_has_every_step_and_keeps_the_newest_events() {
         ids.push(body["id"].as_str().unwrap().to_string());
         // Distinct finish times, in order.
         assert!(
-            wait_until(WAIT, || host.engine.status("p").unwrap().delivered
+            wait_until(WAIT, || host.engine().status("p").unwrap().delivered
                 == i as u64 + 1)
             .await
         );
@@ -501,9 +501,9 @@ async fn run_history_has_every_step_and_keeps_the_newest_events() {
     assert_eq!(bad.status, 400);
 
     // Retention by count keeps the three newest finished events.
-    host.engine.sweep_history().await;
+    host.engine().sweep_history().await;
     let kept: Vec<String> = host
-        .engine
+        .engine()
         .store()
         .recent_events(|_| true, 100)
         .unwrap()
@@ -534,7 +534,7 @@ async fn events_whose_sender_hung_up_are_counted_as_accepted() {
     );
     let wait: weft_host::store::AfterCommit =
         Box::new(|| std::thread::sleep(Duration::from_millis(500)));
-    drop(host.engine.store().accept(&stall, None, Some(wait)));
+    drop(host.engine().store().accept(&stall, None, Some(wait)));
     for n in 0..N {
         let body = lead(&format!("gone-{n}"), n).to_string().into_bytes();
         let incoming = weft_host::engine::Incoming {
@@ -545,7 +545,7 @@ async fn events_whose_sender_hung_up_are_counted_as_accepted() {
         // Polled once: the write is handed to the store, then the caller is
         // gone before the flush answers, as a request whose client hung up.
         let gone =
-            tokio::time::timeout(Duration::ZERO, host.engine.accept("leads", incoming)).await;
+            tokio::time::timeout(Duration::ZERO, host.engine().accept("leads", incoming)).await;
         assert!(
             gone.is_err(),
             "the accept finished on its first poll: {gone:?}"
@@ -553,12 +553,12 @@ async fn events_whose_sender_hung_up_are_counted_as_accepted() {
     }
     assert!(
         wait_until(WAIT, || receiver.effect_count() == N
-            && host.engine.status("leads").unwrap().queued == 0)
+            && host.engine().status("leads").unwrap().queued == 0)
         .await,
         "delivered {} of {N}",
         receiver.effect_count()
     );
-    let status = host.engine.status("leads").unwrap();
+    let status = host.engine().status("leads").unwrap();
     assert_eq!(status.accepted, N as u64, "{status:?}");
     assert_eq!(status.delivered, N as u64, "{status:?}");
     assert_eq!(status.unaccounted, 0, "{status:?}");
@@ -637,7 +637,7 @@ async fn the_admin_api_is_apart_from_webhooks_and_refuses_cross_site_calls_and_g
     .await;
     assert_eq!(status, 403, "{answer}");
     assert!(
-        !host.engine.status("p").unwrap().paused,
+        !host.engine().status("p").unwrap().paused,
         "nothing was paused"
     );
 
@@ -654,7 +654,7 @@ async fn the_admin_api_is_apart_from_webhooks_and_refuses_cross_site_calls_and_g
     }
     assert!(statuses[..20].iter().all(|s| *s == 401), "{statuses:?}");
     assert!(statuses[20..].iter().all(|s| *s == 429), "{statuses:?}");
-    let records = host.engine.store().audit().records(0).unwrap();
+    let records = host.engine().store().audit().records(0).unwrap();
     let refused = records
         .iter()
         .filter(|r| r.action == "refused-login")

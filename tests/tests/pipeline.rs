@@ -108,14 +108,14 @@ async fn transient_failures_are_retried_until_delivered() {
     assert!(
         wait_until(WAIT, || {
             ids.iter().all(|id| {
-                host.engine.store().event(id).unwrap().unwrap().state == EventState::Delivered
+                host.engine().store().event(id).unwrap().unwrap().state == EventState::Delivered
             })
         })
         .await
     );
-    let record = host.engine.store().event(&ids[0]).unwrap().unwrap();
+    let record = host.engine().store().event(&ids[0]).unwrap().unwrap();
     assert_eq!(record.attempts.len(), 3, "the history keeps every attempt");
-    assert_eq!(host.engine.store().counts().queued, 0);
+    assert_eq!(host.engine().store().counts().queued, 0);
     host.shutdown().await;
 }
 
@@ -135,7 +135,7 @@ async fn permanent_refusals_are_dead_lettered_and_replay_delivers_them() {
     let (status, body) = send_event(&host, "leads", &lead("D1", 1)).await;
     assert_eq!(status, 202);
     let id: EventId = body["id"].as_str().unwrap().parse().unwrap();
-    let store = host.engine.store().clone();
+    let store = host.engine().store().clone();
     assert!(
         wait_until(WAIT, || store.counts().dead_letters == 1).await,
         "dead-lettered at once"
@@ -248,7 +248,7 @@ async fn rejected_requests_get_their_status_and_store_nothing() {
             "{what} explains itself"
         );
     }
-    let store = host.engine.store();
+    let store = host.engine().store().clone();
     let counts = store.counts();
     assert_eq!(counts, StoreCounts::default(), "nothing stored: {counts:?}");
     assert!(receiver.requests().is_empty());
@@ -268,7 +268,7 @@ async fn filtered_events_are_recorded_and_not_delivered() {
     .await;
     assert_eq!(status, 202);
     let id: EventId = body["id"].as_str().unwrap().parse().unwrap();
-    let store = host.engine.store().clone();
+    let store = host.engine().store().clone();
     assert!(
         wait_until(WAIT, || store.event(&id).unwrap().unwrap().state
             == EventState::Filtered)
@@ -300,7 +300,7 @@ async fn a_restart_delivers_every_event_accepted_before_it() {
         wait_until(WAIT, || receiver.requests().len() >= 200).await,
         "attempts are under way"
     );
-    assert_eq!(host.engine.store().counts().dead_letters, 0);
+    assert_eq!(host.engine().store().counts().dead_letters, 0);
     host.shutdown().await;
     assert_eq!(receiver.effect_count(), 0);
 
@@ -315,7 +315,7 @@ async fn a_restart_delivers_every_event_accepted_before_it() {
     for key in &accepted {
         assert_eq!(effects.get(key), Some(&1), "{key} delivered once");
     }
-    assert!(wait_until(WAIT, || host.engine.store().counts().queued == 0).await);
+    assert!(wait_until(WAIT, || host.engine().store().counts().queued == 0).await);
     host.shutdown().await;
 }
 

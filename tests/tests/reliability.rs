@@ -67,7 +67,7 @@ async fn fault_matrix_loses_nothing_and_redelivers_with_the_same_key() {
         for (n, key) in keys.iter().enumerate() {
             assert_eq!(send_event(&host, "p", &lead(key, n)).await.0, 202);
         }
-        let store = host.engine.store().clone();
+        let store = host.engine().store().clone();
         let settled = wait_until(WAIT, || {
             keys.iter().all(|k| receiver.requests_for(k).len() >= 3) && store.counts().queued == 0
         })
@@ -266,7 +266,7 @@ async fn the_breaker_opens_holds_events_without_burning_attempts_and_closes_on_r
     );
     assert!(wait_until(WAIT, || get_sync_breaker(&host) == "closed").await);
     assert_eq!(
-        host.engine.store().counts().dead_letters,
+        host.engine().store().counts().dead_letters,
         0,
         "an open breaker does not dead-letter"
     );
@@ -274,7 +274,7 @@ async fn the_breaker_opens_holds_events_without_burning_attempts_and_closes_on_r
 }
 
 fn get_sync_breaker(host: &RunningHost) -> String {
-    host.engine.stats_json("flaky").unwrap()["breaker"]
+    host.engine().stats_json("flaky").unwrap()["breaker"]
         .as_str()
         .unwrap()
         .to_string()
@@ -409,7 +409,7 @@ async fn the_same_key_sent_ten_times_at_once_is_stored_once() {
         dupes.iter().all(|(_, b)| b["id"] == *id),
         "duplicates point at the first event"
     );
-    assert_eq!(host.engine.store().counts().events, 1);
+    assert_eq!(host.engine().store().counts().events, 1);
     assert!(wait_until(WAIT, || receiver.effect_count() == 1).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(receiver.requests().len(), 1);
@@ -445,15 +445,15 @@ async fn backpressure_and_pause_resume_across_a_restart() {
     // The pause survives a restart.
     host.shutdown().await;
     let host = RunningHost::start(setup.config()).await.unwrap();
-    assert_eq!(host.engine.stats_json("leads").unwrap()["paused"], true);
-    assert_eq!(host.engine.stats_json("leads").unwrap()["queued"], 5);
+    assert_eq!(host.engine().stats_json("leads").unwrap()["paused"], true);
+    assert_eq!(host.engine().stats_json("leads").unwrap()["queued"], 5);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(receiver.requests().is_empty());
 
     let resumed = post(&host, "/api/v1/pipelines/leads/resume").await;
     assert_eq!(resumed["paused"], false);
     assert!(wait_until(WAIT, || receiver.effect_count() == 5).await);
-    let store = host.engine.store().clone();
+    let store = host.engine().store().clone();
     assert!(
         wait_until(WAIT, || ids.iter().all(|id| store
             .event(id)
@@ -482,14 +482,14 @@ async fn an_upstream_limit_is_shared_by_pipelines_and_slows_down_on_429() {
     )
     .unwrap();
     let host = RunningHost::start(setup.config()).await.unwrap();
-    host.engine.pause("a").await.unwrap();
-    host.engine.pause("b").await.unwrap();
+    host.engine().pause("a").await.unwrap();
+    host.engine().pause("b").await.unwrap();
     for n in 0..10 {
         send_event(&host, "a", &lead(&format!("a-{n}"), n)).await;
         send_event(&host, "b", &lead(&format!("b-{n}"), n)).await;
     }
-    host.engine.resume("a").await.unwrap();
-    host.engine.resume("b").await.unwrap();
+    host.engine().resume("a").await.unwrap();
+    host.engine().resume("b").await.unwrap();
     assert!(wait_until(WAIT, || receiver.effect_count() == 20).await);
     let r = receiver.requests();
     let span = r.last().unwrap().at - r.first().unwrap().at;
@@ -558,7 +558,7 @@ async fn a_steps_own_retry_and_max_elapsed_bound_the_attempts() {
     for p in ["step-retry", "elapsed"] {
         assert_eq!(send_event(&host, p, &lead(p, 1)).await.0, 202);
     }
-    let store = host.engine.store().clone();
+    let store = host.engine().store().clone();
     for p in ["step-retry", "elapsed"] {
         assert!(
             wait_until(WAIT, || !store.dead_letters(Some(p)).unwrap().is_empty()).await,
@@ -646,7 +646,7 @@ async fn purged_dead_letters_are_gone_and_fuel_is_in_the_run_history() {
     for key in ["bad-1", "bad-2", "good-1"] {
         assert_eq!(send_event(&host, "p", &lead(key, 1)).await.0, 202);
     }
-    let store = host.engine.store().clone();
+    let store = host.engine().store().clone();
     assert!(
         wait_until(WAIT, || store.dead_letters(Some("p")).unwrap().len() == 2
             && receiver.effect_count() == 1)
@@ -719,11 +719,11 @@ async fn a_byte_budget_refuses_what_would_fill_the_queue_and_stores_nothing() {
     )
     .unwrap();
     let host = RunningHost::start(setup.config()).await.unwrap();
-    host.engine.pause("heavy").await.unwrap();
+    host.engine().pause("heavy").await.unwrap();
     let body = |n: usize| serde_json::json!({ "id": format!("heavy-{n}"), "email": "a@example.com", "pad": "x".repeat(1000) });
     assert_eq!(send_event(&host, "heavy", &body(1)).await.0, 202);
     assert_eq!(send_event(&host, "heavy", &body(2)).await.0, 202);
-    let stored = host.engine.store().counts().events;
+    let stored = host.engine().store().counts().events;
     let (status, answer) = send_event(&host, "heavy", &body(3)).await;
     assert_eq!(status, 429, "{answer}");
     assert!(
@@ -734,14 +734,14 @@ async fn a_byte_budget_refuses_what_would_fill_the_queue_and_stores_nothing() {
         "{answer}"
     );
     assert_eq!(
-        host.engine.store().counts().events,
+        host.engine().store().counts().events,
         stored,
         "nothing stored"
     );
     // Once the queue drains, the budget is free again.
-    host.engine.resume("heavy").await.unwrap();
+    host.engine().resume("heavy").await.unwrap();
     assert!(wait_until(WAIT, || receiver.effect_count() == 2).await);
-    assert!(wait_until(WAIT, || host.engine.status("heavy").unwrap().queued == 0).await);
+    assert!(wait_until(WAIT, || host.engine().status("heavy").unwrap().queued == 0).await);
     assert_eq!(send_event(&host, "heavy", &body(3)).await.0, 202);
     host.shutdown().await;
 }
@@ -763,7 +763,7 @@ async fn a_pipeline_takes_in_no_more_bytes_a_second_than_its_budget() {
     // The burst (max_body_bytes here) takes two bodies at once.
     assert_eq!(send_event(&host, "slow", &body(1)).await.0, 202);
     assert_eq!(send_event(&host, "slow", &body(2)).await.0, 202);
-    let stored = host.engine.store().counts().events;
+    let stored = host.engine().store().counts().events;
     let (status, answer) = send_event(&host, "slow", &body(3)).await;
     assert_eq!(status, 429, "{answer}");
     assert!(
@@ -774,11 +774,11 @@ async fn a_pipeline_takes_in_no_more_bytes_a_second_than_its_budget() {
         "{answer}"
     );
     assert_eq!(
-        host.engine.store().counts().events,
+        host.engine().store().counts().events,
         stored,
         "nothing stored"
     );
-    let rejected = host.engine.status("slow").unwrap().rejected;
+    let rejected = host.engine().status("slow").unwrap().rejected;
     assert!(
         rejected.values().sum::<u64>() >= 1,
         "the refusal is counted: {rejected:?}"
@@ -802,7 +802,7 @@ async fn intake_slows_to_the_pace_of_delivery_when_delivery_is_behind() {
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
-        let (engine, peak, done) = (host.engine.clone(), peak.clone(), done.clone());
+        let (engine, peak, done) = (host.engine().clone(), peak.clone(), done.clone());
         tokio::spawn(async move {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let queued = engine.status("behind").unwrap().queued;
@@ -847,7 +847,7 @@ async fn intake_slows_to_the_pace_of_delivery_when_delivery_is_behind() {
     );
     assert!(wait_until(WAIT, || receiver.effect_count() == accepted).await);
     assert_eq!(
-        host.engine.store().counts().events,
+        host.engine().store().counts().events,
         accepted,
         "refusals store nothing"
     );

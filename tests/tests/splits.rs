@@ -54,7 +54,7 @@ async fn a_child_that_fails_is_retried_alone_and_no_sibling_is_sent_twice() {
         "every child delivered: {}",
         receiver.effect_count()
     );
-    assert!(wait_until(WAIT, || host.engine.status("split").unwrap().queued == 0).await);
+    assert!(wait_until(WAIT, || host.engine().status("split").unwrap().queued == 0).await);
     let requests = receiver.requests();
     assert_eq!(
         requests.len(),
@@ -66,7 +66,7 @@ async fn a_child_that_fails_is_retried_alone_and_no_sibling_is_sent_twice() {
     }
     assert_eq!(receiver.requests_for("big#500").len(), 2);
     // The parent is finished as a split, with its children in order.
-    let store = host.engine.store();
+    let store = host.engine().store().clone();
     let parent = store.event(&parent_id).unwrap().unwrap();
     assert_eq!(parent.state, EventState::Split);
     assert_eq!(parent.attempts.len(), 1);
@@ -114,7 +114,7 @@ async fn a_child_that_fails_is_retried_alone_and_no_sibling_is_sent_twice() {
         .body;
     assert_eq!(child["parent"], parent_id.to_string());
     // The books balance with splits: 1 accepted + 1000 children = 1 split + 1000 delivered.
-    let status = host.engine.status("split").unwrap();
+    let status = host.engine().status("split").unwrap();
     assert_eq!(
         (
             status.accepted,
@@ -140,7 +140,7 @@ async fn a_split_over_a_cap_is_refused_naming_it_and_stores_no_child() {
         let (status, answer) = send_event(&host, "split", &parent(id, n)).await;
         assert_eq!(status, 202, "{answer}");
         let parent_id: EventId = answer["id"].as_str().unwrap().parse().unwrap();
-        let store = host.engine.store().clone();
+        let store = host.engine().store().clone();
         assert!(
             wait_until(WAIT, || store
                 .event(&parent_id)
@@ -160,7 +160,7 @@ async fn a_split_over_a_cap_is_refused_naming_it_and_stores_no_child() {
     assert_eq!(send_event(&host, "split", &parent("fits", 5)).await.0, 202);
     assert!(wait_until(WAIT, || receiver.effect_count() == 5).await);
     assert_eq!(
-        host.engine.store().counts().events,
+        host.engine().store().counts().events,
         2 + 1 + 5,
         "the refused parents, the split parent and its five children: no child of a refused split"
     );
@@ -178,7 +178,7 @@ async fn a_child_that_fails_for_good_is_dead_lettered_and_replayed_alone() {
     let setup = setup(&receiver, "", "");
     let host = RunningHost::start(setup.config()).await.unwrap();
     assert_eq!(send_event(&host, "split", &parent("few", 5)).await.0, 202);
-    let store = host.engine.store().clone();
+    let store = host.engine().store().clone();
     assert!(
         wait_until(WAIT, || store.dead_letters(Some("split")).unwrap().len()
             == 1
@@ -189,13 +189,13 @@ async fn a_child_that_fails_for_good_is_dead_lettered_and_replayed_alone() {
     assert_eq!(dead.key, "few#3");
     assert_eq!(dead.attempts.len(), 1, "a 400 is not retried");
     let before = receiver.requests().len();
-    let outcomes = weft_host::engine::replay(&store, Some(&host.engine), &[dead.id])
+    let outcomes = weft_host::engine::replay(&store, Some(&host.engine()), &[dead.id])
         .await
         .unwrap();
     assert_eq!(outcomes[0].result, "requeued");
     receiver.set_behavior(Behavior::Accept);
     assert!(wait_until(WAIT, || receiver.effect_count() == 5).await);
-    assert!(wait_until(WAIT, || host.engine.status("split").unwrap().queued == 0).await);
+    assert!(wait_until(WAIT, || host.engine().status("split").unwrap().queued == 0).await);
     let after = receiver.requests();
     assert_eq!(
         after.len(),
@@ -210,6 +210,6 @@ async fn a_child_that_fails_for_good_is_dead_lettered_and_replayed_alone() {
         "sink (http-sink)",
         "a replayed child starts after the split: the splitter does not run again"
     );
-    assert_eq!(host.engine.status("split").unwrap().unaccounted, 0);
+    assert_eq!(host.engine().status("split").unwrap().unaccounted, 0);
     host.shutdown().await;
 }

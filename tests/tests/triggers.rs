@@ -38,7 +38,7 @@ fn setup_with(receiver: &Receiver, pipelines: &str, files: &[(&str, &str)]) -> H
 }
 
 fn stored(host: &RunningHost) -> usize {
-    host.engine.store().counts().events
+    host.engine().store().counts().events
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -164,7 +164,7 @@ async fn signed_webhooks_are_verified_and_replays_take_no_effect() {
         wait_until(WAIT, || receiver.effect_count() == 2).await,
         "two deliveries, once each"
     );
-    let status = host.engine.status("github").unwrap();
+    let status = host.engine().status("github").unwrap();
     assert_eq!(status.rejected["signature"], 4);
     host.shutdown().await;
 }
@@ -240,7 +240,7 @@ async fn contracts_refuse_bad_payloads_at_the_edge_and_bad_output_in_a_step() {
     )
     .await;
     assert_eq!(status, 202, "{answer}");
-    let store = host.engine.store().clone();
+    let store = host.engine().store().clone();
     assert!(
         wait_until(WAIT, || !store
             .dead_letters(Some("mapped"))
@@ -258,7 +258,7 @@ async fn contracts_refuse_bad_payloads_at_the_edge_and_bad_output_in_a_step() {
     );
     assert!(wait_until(WAIT, || receiver.effect_count() == 1).await);
     assert_eq!(
-        host.engine.status("checked").unwrap().rejected["contract"],
+        host.engine().status("checked").unwrap().rejected["contract"],
         1
     );
     drop(store);
@@ -395,7 +395,7 @@ async fn a_source_with_a_schedule_polls_on_its_ticks() {
         api.requests()
     );
     // The polls show in the status and the metrics, with the source's calls.
-    let s = host.engine.status("contacts").unwrap();
+    let s = host.engine().status("contacts").unwrap();
     assert!(s.polls >= 2, "{s:?}");
     assert_eq!(s.polled_new, 8, "{s:?}");
     assert!(s.polled_items >= 8, "{s:?}");
@@ -403,17 +403,17 @@ async fn a_source_with_a_schedule_polls_on_its_ticks() {
     assert!(s.poll_failures.is_empty(), "{s:?}");
     assert!(
         wait_until(WAIT, || !host
-            .engine
+            .engine()
             .status("broken")
             .unwrap()
             .poll_failures
             .is_empty())
         .await
     );
-    let broken = host.engine.status("broken").unwrap();
+    let broken = host.engine().status("broken").unwrap();
     assert_eq!(broken.polls, 0);
     assert!(broken.poll_failures.contains_key("transient"), "{broken:?}");
-    let text = weft_host::server::metrics::render(&host.engine);
+    let (_, text) = weft_tests::get_text(&format!("http://{}/metrics", host.admin_addr)).await;
     assert!(
         text.contains("weft_poll_failures_total{pipeline=\"broken\",kind=\"transient\"}"),
         "{text}"
@@ -432,7 +432,7 @@ async fn a_source_with_a_schedule_polls_on_its_ticks() {
 /// The receipt of a delivered event, once it has one.
 fn receipt_of(host: &RunningHost, pipeline: &str) -> Option<String> {
     let events = host
-        .engine
+        .engine()
         .store()
         .recent_events(|r| r.pipeline == pipeline, 1)
         .unwrap();
@@ -499,7 +499,7 @@ async fn a_sink_contract_keeps_what_breaks_it_from_the_sink() {
             .0,
         202
     );
-    let store = host.engine.store().clone();
+    let store = host.engine().store().clone();
     assert!(
         wait_until(WAIT, || !store
             .dead_letters(Some("guarded"))
@@ -595,7 +595,7 @@ async fn replay_matrix_every_preset_takes_a_delivery_once() {
         if preset == "stripe" {
             // The signing time is kept as metadata; the signatures are not.
             let id: weft_host::store::EventId = answer["id"].as_str().unwrap().parse().unwrap();
-            let record = host.engine.store().event(&id).unwrap().unwrap();
+            let record = host.engine().store().event(&id).unwrap().unwrap();
             assert_eq!(
                 record.headers,
                 vec![("stripe-signature-timestamp".to_string(), now.to_string())]
@@ -648,7 +648,7 @@ async fn replay_matrix_every_preset_takes_a_delivery_once() {
         form_post(slack_headers.clone(), "application/x-www-form-urlencoded").await;
     assert_eq!(status, 202, "{answer}");
     let id: weft_host::store::EventId = answer["id"].as_str().unwrap().parse().unwrap();
-    let record = host.engine.store().event(&id).unwrap().unwrap();
+    let record = host.engine().store().event(&id).unwrap().unwrap();
     let payload: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
     assert_eq!(payload["command"], "/deploy");
     assert_eq!(payload["text"], "api now");
@@ -738,7 +738,7 @@ async fn a_form_encoded_github_delivery_is_verified_and_keeps_its_event_type() {
         "the payload field is the event"
     );
     let id: weft_host::store::EventId = answer["id"].as_str().unwrap().parse().unwrap();
-    let record = host.engine.store().event(&id).unwrap().unwrap();
+    let record = host.engine().store().event(&id).unwrap().unwrap();
     assert!(
         record
             .headers
@@ -777,7 +777,7 @@ async fn a_form_encoded_github_delivery_is_verified_and_keeps_its_event_type() {
     .await;
     assert_eq!(status, 202, "{answer}");
     let ping_id: weft_host::store::EventId = answer["id"].as_str().unwrap().parse().unwrap();
-    let store = host.engine.store().clone();
+    let store = host.engine().store().clone();
     assert!(
         wait_until(WAIT, || store
             .event(&ping_id)
@@ -879,7 +879,7 @@ async fn versioned_contracts_accept_v1_and_v2_side_by_side() {
     );
     assert!(wait_until(WAIT, || receiver.effect_count() == 4).await);
     // The version a payload was accepted under is kept with it.
-    let store = host.engine.store().clone();
+    let store = host.engine().store().clone();
     let recent = store.recent_events(|_| true, 10).unwrap();
     assert!(
         recent

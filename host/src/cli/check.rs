@@ -19,6 +19,7 @@ pub(super) async fn run(path: &Path) -> Result<()> {
         scratch.sandbox.clone(),
         &plugins,
         &errors,
+        &crate::engine::Switch::new(),
     )
     .await?;
     let secrets = scratch.sandbox.secrets();

@@ -13,6 +13,7 @@ mod dlq;
 mod pipeline;
 mod plugin;
 mod plugin_test;
+mod reload;
 mod run;
 mod runs;
 mod scratch;
@@ -49,6 +50,10 @@ pub struct Cli {
 enum Command {
     /// Run the host: load plugins, build pipelines, serve webhooks and the admin API.
     Run(run::RunArgs),
+    /// Make a running host read its config file and plugin directory again
+    /// and switch to them without a restart; nothing changes if any part of
+    /// the new configuration fails its checks.
+    Reload(reload::ReloadArgs),
     /// Check a config file and the plugins it names, without serving.
     Check(ConfigArg),
     /// Send a JSON file to a pipeline of a running host, as a webhook would.
@@ -132,6 +137,7 @@ impl Cli {
         match self.command {
             Command::Run(args) => args.run().await,
             Command::Check(args) => check::run(&args.config).await,
+            Command::Reload(args) => args.run().await,
             Command::Send(args) => args.run().await,
             Command::Dlq(c) => c.run().await,
             Command::Pipeline(c) => c.run().await,

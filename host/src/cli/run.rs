@@ -31,9 +31,9 @@ pub(super) struct RunArgs {
     /// dependency's.
     #[arg(long, value_name = "LEVEL")]
     plugin_log: Option<tracing::Level>,
-    /// Start again when a `.wasm` file in the plugin directory (or the
-    /// config file) changes: for developing a plugin. Events wait in the
-    /// store during the moment the restart takes.
+    /// Reload when a `.wasm` file in the plugin directory (or the config
+    /// file) changes, as `weft reload` does: a change that does not load
+    /// is logged and leaves what runs untouched.
     #[arg(long)]
     watch: bool,
 }
@@ -58,15 +58,50 @@ impl RunArgs {
             data_dir: self.data_dir.clone(),
         };
         let config = overrides.load(&self.config.config)?;
-        if self.watch {
-            return watch(&self.config.config, &overrides, config).await;
+        let file = self.config.config.clone();
+        let source: crate::host::ConfigSource =
+            std::sync::Arc::new(move || overrides.load(&file).map_err(|e| format!("{e:#}")));
+        let host = crate::host::RunningHost::start_reloadable(config.clone(), source).await?;
+        let host = std::sync::Arc::new(host);
+        let watching = self
+            .watch
+            .then(|| tokio::spawn(watch(host.clone(), self.config.config.clone(), config)));
+        serve_until_stopped(&host).await;
+        if let Some(w) = watching {
+            w.abort();
         }
-        let host = crate::host::RunningHost::start(config).await?;
-        shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in progress and flushing the store");
-        host.shutdown().await;
+        match std::sync::Arc::try_unwrap(host) {
+            Ok(host) => host.shutdown().await,
+            Err(_) => {
+                tracing::error!("the host is still in use; stopping without a clean shutdown")
+            }
+        }
         Ok(())
     }
+}
+
+/// Serve until SIGINT or SIGTERM; reload on SIGHUP.
+async fn serve_until_stopped(host: &crate::host::RunningHost) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hup) = signal(SignalKind::hangup()) {
+            let stop = shutdown_signal();
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        // The outcome is logged and audited by the reload.
+                        let _ = host.reload("signal").await;
+                    }
+                }
+            }
+        }
+    }
+    shutdown_signal().await;
 }
 
 /// What the command line puts over the config file.
@@ -146,45 +181,21 @@ async fn changed(
     }
 }
 
-/// `weft run --watch`: run, and start again on every change.
+/// `weft run --watch`: reload on every change of the config file or a
+/// plugin; a change that does not load leaves what runs as it was.
 async fn watch(
-    config_file: &std::path::Path,
-    overrides: &Overrides,
-    mut config: crate::config::Config,
-) -> Result<()> {
-    let mut seen = look(config_file, &config.plugins.dir);
+    host: std::sync::Arc<crate::host::RunningHost>,
+    config_file: PathBuf,
+    config: crate::config::Config,
+) {
+    let dir = config.plugins.dir.clone();
+    let mut seen = look(&config_file, &dir);
+    tracing::info!(dir = %dir.display(), "watching the plugins and the config; a change reloads them");
     loop {
-        let host = start_when_free(config.clone()).await?;
-        tracing::info!(dir = %config.plugins.dir.display(), "watching the plugins and the config; a change starts the host again");
-        let names = tokio::select! {
-            _ = shutdown_signal() => None,
-            names = changed(config_file, &config.plugins.dir, &mut seen) => Some(names),
-        };
-        host.shutdown().await;
-        let Some(names) = names else {
-            return Ok(());
-        };
-        tracing::info!(changed = %names.join(", "), "starting again");
-        match overrides.load(config_file) {
-            Ok(next) => config = next,
-            Err(e) => tracing::error!("the config does not load ({e:#}); keeping the one before"),
-        }
-    }
-}
-
-/// Start the host, waiting a moment for the store of the host before to be
-/// let go.
-async fn start_when_free(config: crate::config::Config) -> Result<crate::host::RunningHost> {
-    let mut tries = 0;
-    loop {
-        match crate::host::RunningHost::start(config.clone()).await {
-            Ok(host) => return Ok(host),
-            Err(e) if tries < 50 && e.to_string().contains("another weft process") => {
-                tries += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
+        let names = changed(&config_file, &dir, &mut seen).await;
+        tracing::info!(changed = %names.join(", "), "reloading");
+        // The outcome is logged and audited by the reload.
+        let _ = host.reload("watch").await;
     }
 }
 

@@ -260,6 +260,12 @@ impl Engine {
         items: Vec<(String, Vec<u8>)>,
         next_cursor: Option<&str>,
     ) -> Result<usize, AcceptError> {
+        let pass = self.pass().await;
+        if !pass.engine.is(self) {
+            let next = pass.engine.clone();
+            drop(pass);
+            return Box::pin(next.accept_polled(pipeline, items, next_cursor)).await;
+        }
         let p = self.admit(pipeline, items.iter().map(|(_, b)| b.len() as u64).sum())?;
         let now = now_ms();
         let fresh = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -315,6 +321,13 @@ impl Engine {
             .wait_for_room(&p)
             .await
             .map_err(AcceptError::backpressure)?;
+        let pass = self.pass().await;
+        if !pass.engine.is(self) {
+            // Replaced by a reload since this request came in.
+            let next = pass.engine.clone();
+            drop((pass, _place));
+            return Box::pin(next.accept(pipeline, incoming)).await;
+        }
         let id = EventId::new();
         check_json(&incoming.body).map_err(AcceptError::InvalidJson)?;
         // Checked as UTF-8 just above; validated without building a tree.

@@ -106,7 +106,11 @@ impl Engine {
                 .get(pipeline)
                 .copied()
                 .unwrap_or(0),
-            lifetime: p.lifetime_base.plus(s.totals()),
+            lifetime: p
+                .lifetime_base
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .plus(s.totals()),
             unaccounted: entered as i64 - left as i64 - queued as i64,
         })
     }

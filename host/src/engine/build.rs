@@ -27,6 +27,7 @@ impl Engine {
         sandbox: Arc<Sandbox>,
         plugins: &BTreeMap<String, Arc<Plugin>>,
         load_failures: &BTreeMap<String, String>,
+        switch: &Arc<super::Switch>,
     ) -> Result<Engine, EngineError> {
         let mut pipelines = HashMap::new();
         let mut receivers = Vec::new();
@@ -137,10 +138,7 @@ impl Engine {
                 retry: RetryPolicy::new(p.retry.clone()),
                 ready,
                 stats: PipelineStats::default(),
-                lifetime_base: store
-                    .totals(&p.name)
-                    .and_then(|t| serde_json::from_str(&t).ok())
-                    .unwrap_or_default(),
+                lifetime_base: Mutex::default(),
                 breaker: Breaker::new(p.breaker.clone()),
                 limiter: p.rate_limit.as_ref().map(Limiter::new),
                 intake: crate::limit::ByteRate::new(
@@ -150,7 +148,7 @@ impl Engine {
                         .max(config.server.max_body_bytes as u64),
                 ),
                 gate: p.order_by.as_ref().map(|_| KeyGate::default()),
-                paused: AtomicBool::new(store.is_paused(&p.name)),
+                paused: AtomicBool::new(false),
                 parked: Mutex::new(Vec::new()),
                 room: tokio::sync::Notify::new(),
                 open: Mutex::default(),
@@ -181,6 +179,8 @@ impl Engine {
                 stop: tokio::sync::watch::channel(false).0,
                 tasks: Mutex::new(Vec::new()),
                 receivers: Mutex::new(receivers),
+                switch: switch.clone(),
+                successor: std::sync::OnceLock::new(),
             }),
         };
         Ok(engine)

@@ -187,6 +187,13 @@ pub async fn replay(
     engine: Option<&Engine>,
     ids: &[EventId],
 ) -> Result<Vec<ReplayOutcome>, StoreError> {
+    // Queued on the engine running now, even if a reload replaced the one
+    // this call began with.
+    let pass = match engine {
+        Some(e) => Some(e.pass().await),
+        None => None,
+    };
+    let engine = pass.as_ref().map(|p| &p.engine);
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let result = match dead_letter(store, id)? {

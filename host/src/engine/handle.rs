@@ -31,6 +31,10 @@ pub(super) struct Inner {
     pub store_usage: Mutex<crate::store::StoreUsage>,
     pub(super) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub(super) receivers: Mutex<Vec<(Arc<Pipeline>, mpsc::UnboundedReceiver<Job>)>>,
+    /// Shared with the engines before and after this one.
+    pub(super) switch: Arc<super::Switch>,
+    /// The engine that replaced this one on a reload.
+    pub(super) successor: std::sync::OnceLock<Engine>,
 }
 
 /// The engine; cheap to clone.

@@ -33,7 +33,11 @@ pub(super) async fn save_totals(engine: &Engine) {
         .pipelines
         .iter()
         .map(|(name, p)| {
-            let totals = p.lifetime_base.plus(p.stats.totals());
+            let totals = p
+                .lifetime_base
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .plus(p.stats.totals());
             let json = serde_json::to_string(&totals).unwrap_or_default();
             inner.store.set_totals(name, &json)
         })

@@ -18,6 +18,7 @@ mod dead_letters;
 mod dispatch;
 mod error;
 mod handle;
+mod handover;
 mod history;
 mod inflight;
 mod janitor;
@@ -37,6 +38,7 @@ pub use dead_letters::{
 };
 pub use error::EngineError;
 pub use handle::Engine;
+pub use handover::{HandedOver, Switch};
 pub use history::{EventView, RunSummary, parse_since, rfc3339, run_history};
 pub use inflight::{Held, Inflight};
 pub use retry::RetryPolicy;

@@ -48,7 +48,7 @@ pub(super) struct Pipeline {
     pub ready: mpsc::UnboundedSender<Job>,
     pub stats: PipelineStats,
     /// Its lifetime counters as saved before this start.
-    pub lifetime_base: super::stats::Totals,
+    pub lifetime_base: Mutex<super::stats::Totals>,
     pub breaker: Breaker,
     pub limiter: Option<Limiter>,
     /// What it takes in, in bytes a second.

@@ -10,6 +10,32 @@ impl Engine {
     /// Start the workers, requeue the work found in the store, and start the
     /// retention sweep. Returns how many queued events were recovered.
     pub fn start(&self) -> Result<usize, EngineError> {
+        let queued = self.inner.store.queue().map_err(EngineError::from)?;
+        Ok(self.start_with(queued).0)
+    }
+
+    /// Start with the queue entries found in the store (`queued`), which
+    /// are requeued; the rest as [`Engine::start`] does. Returns how many
+    /// were requeued, and how many were left in the store by pipeline
+    /// because no pipeline of that name is configured.
+    pub(super) fn start_with(
+        &self,
+        mut queued: Vec<crate::store::QueueEntry>,
+    ) -> (usize, std::collections::BTreeMap<String, usize>) {
+        // Counters and the pause are as the store has them now: the engine
+        // may have been built a while before it starts (a reload).
+        for (name, p) in &self.inner.pipelines {
+            *p.lifetime_base.lock().unwrap_or_else(|e| e.into_inner()) = self
+                .inner
+                .store
+                .totals(name)
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+            p.paused.store(
+                self.inner.store.is_paused(name),
+                std::sync::atomic::Ordering::SeqCst,
+            );
+        }
         let receivers = std::mem::take(
             &mut *self
                 .inner
@@ -32,11 +58,11 @@ impl Engine {
                 rx,
             )));
         }
-        let mut queued = self.inner.store.queue().map_err(EngineError::from)?;
         // Event ids are time-ordered: this is acceptance order, which ordered
         // pipelines must keep.
         queued.sort_by_key(|e| e.id);
         let mut recovered = 0;
+        let mut kept = std::collections::BTreeMap::<String, usize>::new();
         for crate::store::QueueEntry {
             due_ms: due,
             id,
@@ -61,8 +87,7 @@ impl Engine {
                 );
                 recovered += 1;
             } else {
-                tracing::warn!(event = %id, pipeline = %rec.pipeline,
-                    "queued event belongs to a pipeline that is no longer configured; it stays in the store");
+                *kept.entry(rec.pipeline.clone()).or_default() += 1;
             }
         }
         tasks.push(tokio::spawn(super::janitor::run(self.clone())));
@@ -71,7 +96,11 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(tasks);
-        Ok(recovered)
+        for (pipeline, n) in &kept {
+            tracing::warn!(pipeline = %pipeline, queued = n,
+                "queued events of a pipeline that is not configured: they stay in the store until it is configured again");
+        }
+        (recovered, kept)
     }
 
     /// Stop taking jobs, wait (up to `grace`) for attempts in progress to
@@ -86,6 +115,9 @@ impl Engine {
                 task.abort();
             }
         }
+        // The janitor saved them as it stopped, perhaps before the last
+        // attempts had counted their outcome.
+        super::janitor::save_totals(self).await;
     }
 
     /// Run the retention sweep now (it also runs every minute).

@@ -6,7 +6,6 @@
 use super::connections::{Connections, Limits, Peer};
 use super::routes::route;
 use super::{Plane, Shared};
-use crate::engine::Engine;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -28,7 +27,6 @@ pub struct ListenerLimits {
 pub(super) async fn serve(
     listener: TcpListener,
     plane: Plane,
-    engine: Engine,
     state: Arc<Shared>,
     limits: ListenerLimits,
     mut stopped: watch::Receiver<bool>,
@@ -59,17 +57,19 @@ pub(super) async fn serve(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let (engine, state) = (engine.clone(), state.clone());
+                let state = state.clone();
                 let mut conn_stopped = stopped.clone();
                 connections.spawn(async move {
                     let admitted = Arc::new(admitted);
                     let marker = admitted.clone();
                     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                        let (engine, state) = (engine.clone(), state.clone());
+                        let state = state.clone();
                         let in_progress = marker.request();
                         req.extensions_mut().insert(Peer(peer.ip()));
                         async move {
-                            let resp = route(plane, &engine, &state, req).await;
+                            // What is in force when the request came in.
+                            let current = state.live.current();
+                            let resp = route(plane, &current, &state, req).await;
                             drop(in_progress);
                             Ok::<_, std::convert::Infallible>(resp)
                         }

@@ -175,7 +175,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Render every metric.
-pub fn render(engine: &Engine) -> String {
+pub fn render(engine: &Engine, live: &super::live::Live) -> String {
     let pipelines: Vec<PipelineStatus> = engine
         .pipeline_names()
         .iter()
@@ -418,6 +418,18 @@ pub fn render(engine: &Engine) -> String {
             label(&plugin)
         );
     }
+    header(
+        &mut out,
+        "weft_config_reloads_total",
+        "counter",
+        "Reloads of the configuration: ok (in force) or refused (nothing changed).",
+    );
+    let (ok, refused) = live.reload_counts();
+    let _ = writeln!(out, "weft_config_reloads_total{{result=\"ok\"}} {ok}");
+    let _ = writeln!(
+        out,
+        "weft_config_reloads_total{{result=\"refused\"}} {refused}"
+    );
     out
 }
 

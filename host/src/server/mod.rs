@@ -4,12 +4,11 @@
 pub mod api;
 pub(crate) mod connections;
 mod listener;
+pub mod live;
 pub mod metrics;
 pub mod query;
 mod routes;
 
-use crate::engine::Engine;
-use crate::trigger::Triggers;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +26,7 @@ pub(crate) enum Plane {
 
 /// What every request handler shares.
 pub(crate) struct Shared {
-    pub(crate) triggers: Arc<Triggers>,
-    pub(crate) api: api::ApiState,
+    pub(crate) live: Arc<live::Live>,
     /// Longest time to receive a request body.
     pub(crate) body_timeout: Duration,
 }
@@ -56,13 +54,11 @@ pub struct BindError {
 }
 
 impl Server {
-    /// Bind the public and the admin listener and serve `engine`'s
-    /// webhooks, health, metrics and API.
+    /// Bind the public and the admin listener and serve the webhooks,
+    /// health, metrics and API of what `live` holds.
     pub async fn start(
         config: &crate::config::ServerConfig,
-        engine: Engine,
-        triggers: Arc<Triggers>,
-        api: api::ApiState,
+        live: Arc<live::Live>,
     ) -> Result<Server, BindError> {
         let limits = listener::ListenerLimits {
             connections: connections::Limits {
@@ -72,8 +68,7 @@ impl Server {
             header_timeout: Duration::from_millis(config.header_timeout_ms),
         };
         let shared = Arc::new(Shared {
-            triggers,
-            api,
+            live,
             body_timeout: Duration::from_millis(config.body_timeout_ms),
         });
         let (stop, stopped) = watch::channel(false);
@@ -92,7 +87,6 @@ impl Server {
             tasks.push(tokio::spawn(listener::serve(
                 listener,
                 plane,
-                engine.clone(),
                 shared.clone(),
                 limits,
                 stopped.clone(),

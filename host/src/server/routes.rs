@@ -1,18 +1,19 @@
 //! Routing: webhooks to their pipeline's trigger, `/metrics`, health, and
 //! the admin API.
 
+use super::live::Current;
 use super::{Plane, Shared};
-use crate::engine::Engine;
 use crate::reply::{Body, error, json};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 pub(super) async fn route(
     plane: Plane,
-    engine: &Engine,
+    current: &Current,
     state: &Shared,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    let engine = &current.engine;
     let path = req.uri().path().to_string();
     let admin_only = path == "/metrics" || path == "/api/v1" || path.starts_with("/api/v1/");
     if admin_only && plane == Plane::Public {
@@ -30,7 +31,7 @@ pub(super) async fn route(
     match (req.method(), path.as_str()) {
         (&Method::POST, p) if p.starts_with("/hooks/") => {
             let name = p["/hooks/".len()..].trim_end_matches('/');
-            match state.triggers.webhook(name) {
+            match current.triggers.webhook(name) {
                 Some(hook) => hook.handle(engine, req).await,
                 None => error(
                     StatusCode::NOT_FOUND,
@@ -48,7 +49,7 @@ pub(super) async fn route(
         // HEAD answers as GET does, without the body (hyper leaves it out).
         (&Method::GET | &Method::HEAD, "/metrics") => {
             let mut resp = Response::new(http_body_util::Full::new(bytes::Bytes::from(
-                super::metrics::render(engine),
+                super::metrics::render(engine, &state.live),
             )));
             resp.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
@@ -72,7 +73,7 @@ pub(super) async fn route(
             ),
         },
         (_, p) if p == "/api/v1" || p.starts_with("/api/v1/") => {
-            super::api::handle(engine, &state.api, state.body_timeout, req).await
+            super::api::handle(current, &state.live, state.body_timeout, req).await
         }
         _ => error(
             StatusCode::NOT_FOUND,

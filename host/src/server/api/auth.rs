@@ -171,6 +171,8 @@ pub(super) fn required_role(method: &Method, segments: &[&str]) -> Role {
     match (method, segments) {
         // A backup holds every payload and the audit key.
         (_, ["backups", ..]) => Role::Admin,
+        // It loads new plugins and grants.
+        (&Method::POST, ["reload"]) => Role::Admin,
         (&Method::GET, _) => Role::Viewer,
         (_, ["dlq", "purge"]) => Role::Admin,
         _ => Role::Operator,

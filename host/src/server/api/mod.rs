@@ -11,7 +11,7 @@ mod backups;
 pub use auth::ApiState;
 
 use self::auth::{Refusal, audit, required_role};
-use crate::engine::{Engine, Selection, dead_letter_views, purge, replay};
+use crate::engine::{Selection, dead_letter_views, purge, replay};
 use crate::reply::{Body, error, json};
 use crate::store::EventId;
 use http_body_util::{BodyExt, Limited};
@@ -23,12 +23,13 @@ fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
 }
 
 /// Route one `/api/v1` request.
-pub async fn handle(
-    engine: &Engine,
-    state: &ApiState,
+pub(crate) async fn handle(
+    current: &crate::server::live::Current,
+    live: &crate::server::live::Live,
     body_timeout: std::time::Duration,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    let (engine, state) = (&current.engine, &current.api);
     let peer = req
         .extensions()
         .get::<crate::server::connections::Peer>()
@@ -144,6 +145,13 @@ pub async fn handle(
             };
             json(StatusCode::OK, &answer)
         }
+        (Method::POST, ["reload"]) => match live.reload(&caller.name).await {
+            Ok(summary) => json(StatusCode::OK, &summary),
+            Err(why) => error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("nothing was changed: {why}"),
+            ),
+        },
         (Method::POST, ["backups"]) => {
             let resp = backups::take(engine, state).await;
             let detail = if resp.status() == StatusCode::OK {

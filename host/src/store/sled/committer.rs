@@ -156,6 +156,16 @@ pub(super) fn run(
                 }
             }
         }
+        // Recovering, the database answering is not enough: the payload
+        // files must be writable too before the store says it is well.
+        if recovering && let Err(e) = payloads.probe() {
+            let why = format!("cannot write a payload file: {e}");
+            refuse(fresh, &StoreError::Write(why.clone()), &mut held);
+            set_failing(Some(why));
+            retry_at = Instant::now() + backoff;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
+        }
         let take = held.len().min(MAX_GROUP);
         let mut group: Vec<Write> = held.drain(..take).collect();
         group.append(&mut fresh);

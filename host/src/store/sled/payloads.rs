@@ -80,6 +80,15 @@ impl Payloads {
         Ok(())
     }
 
+    /// Write, sync and remove a small file: whether payload files can be
+    /// written now (a full disk, a directory made unusable).
+    pub fn probe(&self) -> std::io::Result<()> {
+        let path = self.dir.join(".probe");
+        let _ = std::fs::remove_file(&path);
+        crate::private::write_new(&path, b"probe")?;
+        std::fs::remove_file(&path)
+    }
+
     /// Remove the files of these events, if they have any.
     pub fn remove(&self, ids: &[EventId]) {
         for id in ids {

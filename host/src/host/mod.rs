@@ -1,13 +1,16 @@
 //! Assembling and running a host: open the store, load the plugins, build
 //! the engine, and only then open the HTTP listener.
 
+mod generation;
+mod reload;
+
+use self::generation::Generation;
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::sandbox::Sandbox;
 use crate::sandbox::cache::CodeCache;
-use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::server::Server;
-use crate::server::api::ApiState;
-use crate::trigger::Triggers;
+use crate::server::live::{Current, Live};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,13 +54,16 @@ pub struct RunningHost {
     pub addr: SocketAddr,
     /// The admin listener's address (API, metrics, health).
     pub admin_addr: SocketAddr,
-    /// The engine.
-    pub engine: Engine,
-    /// Plugins loaded, by name.
-    pub plugins: Plugins,
+    live: Arc<Live>,
+    plugins: Arc<std::sync::Mutex<Plugins>>,
     server: Server,
-    triggers: Vec<tokio::task::JoinHandle<()>>,
+    /// The tasks of the triggers in force (schedules, polls).
+    triggers: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
+
+/// Where a reload reads the configuration: the file (with the command
+/// line's overrides), loaded and checked; `Err` says what is wrong.
+pub type ConfigSource = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
 pub use crate::sandbox::{LoadFailures, Plugins};
 
@@ -133,6 +139,16 @@ impl RunningHost {
         Self::start_with_guards(config, true).await
     }
 
+    /// Start a host that reloads its configuration from `source` when asked
+    /// (`weft reload`, `POST /api/v1/reload`, SIGHUP); `config` is what
+    /// `source` gave first.
+    pub async fn start_reloadable(
+        config: Config,
+        source: ConfigSource,
+    ) -> Result<RunningHost, StartError> {
+        Self::start_inner(config, true, Some(source)).await
+    }
+
     /// Start a host; with `guards` false plugins run without memory caps,
     /// time limits or egress checks. Only the benchmark does that, to measure
     /// what the guards cost; the CLI has no way to ask for it.
@@ -141,48 +157,35 @@ impl RunningHost {
         config: Config,
         guards: bool,
     ) -> Result<RunningHost, StartError> {
+        Self::start_inner(config, guards, None).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        guards: bool,
+        source: Option<ConfigSource>,
+    ) -> Result<RunningHost, StartError> {
         let data_dir = config.server.data_dir.clone();
         let store = crate::store::open(&data_dir)?;
-        let instances: usize = config
-            .pipelines
-            .iter()
-            .map(|p| p.in_flight())
-            .sum::<usize>()
-            + 8;
-        let max_memory = config
-            .grants
-            .values()
-            .map(|g| g.memory_mib)
-            .chain([crate::config::DEFAULT_MEMORY_MIB])
-            .max()
-            .unwrap_or(crate::config::DEFAULT_MEMORY_MIB);
-        let secrets =
-            Arc::new(crate::secrets::Secrets::load(&config).map_err(StartError::Secrets)?);
-        let mut options = SandboxOptions::new(instances.min(10_000) as u32, max_memory);
-        options.fuel = config.grants.values().any(|g| g.fuel.is_some());
-        if !guards {
-            tracing::warn!("plugins run without memory caps, time limits or egress checks");
-            options.guards = false;
-        }
-        let sandbox = Arc::new(
-            Sandbox::with_options(store.clone(), options)?
-                .with_upstreams(Arc::new(crate::limit::UpstreamLimits::new(
-                    &config.upstreams,
-                )))
-                .with_secrets(secrets.clone()),
-        );
         let cache = CodeCache::in_data_dir(&data_dir).map_err(|e| {
             StartError::Cache(format!(
                 "cannot make the compiled-code cache in {} ({e}); check the data directory's permissions",
                 data_dir.display()
             ))
         })?;
-        let cache = Arc::new(cache.with_budget(config.plugins.cache_max_bytes));
-        let (plugins, load_errors) = load_plugins(&config, &sandbox, Some(cache.clone())).await?;
+        let ground = generation::Ground {
+            store: store.clone(),
+            cache: Arc::new(cache.with_budget(config.plugins.cache_max_bytes)),
+            switch: crate::engine::Switch::new(),
+            guards,
+        };
+        let first = Generation::build(&config, &ground).await?;
         // Code of plugins no longer in the directory only takes up space.
         let in_use: std::collections::HashSet<&str> =
-            plugins.values().map(|p| p.sha256.as_str()).collect();
-        let (pruned, pruned_bytes) = cache.prune(&in_use, sandbox.code_hash());
+            first.plugins.values().map(|p| p.sha256.as_str()).collect();
+        let (pruned, pruned_bytes) = ground
+            .cache
+            .prune(&in_use, first.engine.sandbox().code_hash());
         if pruned > 0 {
             tracing::info!(
                 files = pruned,
@@ -190,47 +193,82 @@ impl RunningHost {
                 "removed compiled code of plugins no longer loaded"
             );
         }
-        for (name, e) in &load_errors {
-            if config.uses_plugin(name) {
-                tracing::warn!("{e}");
-            } else {
-                // Nothing would run it: not worth a warning on every start.
-                tracing::info!(plugin = %name, "unused plugin not loaded (no pipeline names it): {e}");
-            }
-        }
-        let api = ApiState::new(&config, &secrets, plugins.clone()).map_err(StartError::Admin)?;
-        let engine = Engine::build(&config, store.clone(), sandbox, &plugins, &load_errors).await?;
-        let triggers =
-            Arc::new(Triggers::build(&config, &engine, &secrets, &plugins, &load_errors).await?);
+        let engine = first.engine.clone();
         let recovered = engine.start()?;
-        let trigger_tasks = triggers.start(&engine);
+        let trigger_tasks = first.triggers.start(&engine);
         if recovered > 0 {
             tracing::info!(
                 recovered,
                 "requeued events that were accepted but not finished"
             );
         }
-        let server = Server::start(&config.server, engine.clone(), triggers, api).await?;
+        let live = Live::new(Current {
+            engine: engine.clone(),
+            triggers: first.triggers.clone(),
+            api: first.api,
+        });
+        let plugins = Arc::new(std::sync::Mutex::new(first.plugins));
+        let triggers = Arc::new(std::sync::Mutex::new(trigger_tasks));
+        if let Some(source) = source {
+            live.set_reload(Arc::new(reload::Reloader::new(
+                source,
+                config.clone(),
+                ground,
+                live.clone(),
+                plugins.clone(),
+                triggers.clone(),
+            )));
+        }
+        let server = Server::start(&config.server, live.clone()).await?;
         let (addr, admin_addr) = (server.addr, server.admin_addr);
         tracing::info!(%addr, %admin_addr, pipelines = ?engine.pipeline_names(), "weft is serving");
         Ok(RunningHost {
             addr,
             admin_addr,
-            engine,
+            live,
             plugins,
             server,
-            triggers: trigger_tasks,
+            triggers,
         })
+    }
+
+    /// The engine in force now.
+    pub fn engine(&self) -> Engine {
+        self.live.current().engine.clone()
+    }
+
+    /// The plugins loaded now, by name.
+    pub fn plugins(&self) -> Plugins {
+        self.plugins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reload the configuration on behalf of `by`: see
+    /// [`RunningHost::start_reloadable`].
+    pub async fn reload(&self, by: &str) -> crate::server::live::ReloadResult {
+        self.live.reload(by).await
     }
 
     /// Stop accepting, let requests in progress finish (up to 5 s), and
     /// close the store.
     pub async fn shutdown(self) {
-        self.server.shutdown(Duration::from_secs(5)).await;
-        self.engine.stop(Duration::from_secs(10)).await;
+        let RunningHost {
+            server,
+            live,
+            triggers,
+            ..
+        } = self;
+        server.shutdown(Duration::from_secs(5)).await;
+        // A reload in progress finishes first: it holds the engine to stop.
+        let _reloading = live.hold_reloads().await;
+        let engine = live.current().engine.clone();
+        engine.stop(Duration::from_secs(10)).await;
         // Triggers end when the engine stops; one caught mid-accept may take
         // a moment to hear it.
-        for mut task in self.triggers {
+        let tasks = std::mem::take(&mut *triggers.lock().unwrap_or_else(|e| e.into_inner()));
+        for mut task in tasks {
             if tokio::time::timeout(Duration::from_secs(5), &mut task)
                 .await
                 .is_err()
@@ -238,7 +276,7 @@ impl RunningHost {
                 task.abort();
             }
         }
-        let store = self.engine.store().clone();
+        let store = engine.store().clone();
         let _ = tokio::task::spawn_blocking(move || store.close()).await;
     }
 
