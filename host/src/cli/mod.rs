@@ -12,6 +12,7 @@ pub mod client;
 mod dlq;
 mod pipeline;
 mod plugin;
+mod plugin_list;
 mod plugin_test;
 mod reload;
 mod run;

@@ -21,6 +21,10 @@ pub(super) enum PluginCommand {
     /// built plugin, with outbound HTTP live, recorded to a cassette
     /// (--record) or replayed from it.
     Test(super::plugin_test::TestArgs),
+    /// Every plugin loaded, each version apart: version, world, digest and
+    /// the pipelines that run it (from the running host, else from the
+    /// config and plugin directory).
+    List(super::plugin_list::ListArgs),
     /// Print a plugin file's digest, world, what it says about itself, and
     /// every interface it imports (its requested capabilities) and exports.
     Inspect {
@@ -44,6 +48,7 @@ impl PluginCommand {
             PluginCommand::Build(args) => return args.run().await,
             PluginCommand::Call(args) => return args.run().await,
             PluginCommand::Test(args) => return args.run().await,
+            PluginCommand::List(args) => return args.run().await,
             PluginCommand::Inspect { file, json } => (file, json),
         };
         let scratch = Scratch::new(64, None)?;

@@ -10,6 +10,7 @@ mod server;
 mod trigger;
 mod upstream;
 mod values;
+pub mod version;
 
 pub use credential::{CREDENTIAL_HEADERS, CredentialGrant};
 pub use grant::{DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_MS, Grant, KvGrant};
@@ -169,8 +170,14 @@ impl Config {
 
     /// The grant of a plugin; a plugin without `[grants.NAME]` gets the
     /// defaults (no HTTP, default memory and time caps).
+    /// A file with a version in its name (`json-map@2.0.0`) takes the grant
+    /// of that exact name if there is one, else its plugin's.
     pub fn grant(&self, plugin: &str) -> Grant {
-        self.grants.get(plugin).cloned().unwrap_or_default()
+        self.grants
+            .get(plugin)
+            .or_else(|| self.grants.get(version::base(plugin)))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Whether a pipeline uses the plugin named `plugin` (as a step, its sink
@@ -185,11 +192,16 @@ impl Config {
         let mut out = Vec::new();
         for p in &self.pipelines {
             for s in p.steps.iter().chain([&p.sink]) {
-                if s.plugin == plugin {
+                if version::may_name(&s.plugin, plugin) {
                     out.push((p.name.clone(), s.config.to_string()));
                 }
             }
-            if let Some(poll) = p.trigger.poll.as_ref().filter(|poll| poll.plugin == plugin) {
+            if let Some(poll) = p
+                .trigger
+                .poll
+                .as_ref()
+                .filter(|poll| version::may_name(&poll.plugin, plugin))
+            {
                 out.push((p.name.clone(), poll.config.to_string()));
             }
         }
@@ -201,11 +213,14 @@ impl Config {
         self.pipelines
             .iter()
             .filter(|p| {
-                p.steps.iter().chain([&p.sink]).any(|s| s.plugin == plugin)
+                p.steps
+                    .iter()
+                    .chain([&p.sink])
+                    .any(|s| version::may_name(&s.plugin, plugin))
                     || p.trigger
                         .poll
                         .as_ref()
-                        .is_some_and(|poll| poll.plugin == plugin)
+                        .is_some_and(|poll| version::may_name(&poll.plugin, plugin))
             })
             .map(|p| p.name.as_str())
             .collect()

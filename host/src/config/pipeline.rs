@@ -391,6 +391,10 @@ impl PipelineConfig {
             if s.plugin.is_empty() {
                 return Err(format!("{at}: step {} has an empty plugin name", j + 1));
             }
+            if let Some(v) = super::version::version_part(&s.plugin) {
+                super::version::check(v, true)
+                    .map_err(|e| format!("{at}: plugin {:?}: {e}", s.plugin))?;
+            }
             if !s.config.is_object() {
                 return Err(format!(
                     "{at}: the config of plugin {} must be a table",

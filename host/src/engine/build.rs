@@ -39,30 +39,21 @@ impl Engine {
                     Some(i) => format!("step {} ({})", i + 1, s.plugin),
                     None => format!("sink ({})", s.plugin),
                 };
-                if let Some(why) = load_failures.get(&s.plugin) {
-                    return Err(EngineError::Build(format!(
-                        "pipeline {:?}, {label}: plugin {:?} failed to load: {why}",
-                        p.name, s.plugin
-                    )));
-                }
-                let plugin = plugins.get(&s.plugin).cloned().ok_or_else(|| {
-                    let wanted = config.plugins.dir.join(format!("{}.wasm", s.plugin));
-                    let alt = config
-                        .plugins
-                        .dir
-                        .join(format!("{}.wasm", s.plugin.replace('-', "_")));
-                    let hint = if alt != wanted && alt.exists() {
-                        format!("; found {}, rename it to {}.wasm", alt.display(), s.plugin)
-                    } else {
-                        String::new()
-                    };
-                    EngineError::Build(format!(
-                        "pipeline {:?}, {label}: plugin {:?} not found: looked for {}{hint}",
-                        p.name,
-                        s.plugin,
-                        wanted.display()
-                    ))
+                let plugin = crate::sandbox::versions::find(
+                    plugins,
+                    load_failures,
+                    &s.plugin,
+                    &config.plugins.dir,
+                )
+                .map_err(|why| {
+                    EngineError::Build(format!("pipeline {:?}, {label}: {why}", p.name))
                 })?;
+                // Named after the file that runs: `step 1 (json-map@2.0.0)`
+                // when the step asked for `json-map`.
+                let label = match i {
+                    Some(i) => format!("step {} ({})", i + 1, plugin.name),
+                    None => format!("sink ({})", plugin.name),
+                };
                 let want = if i.is_some() {
                     World::Transform
                 } else {

@@ -116,6 +116,24 @@ impl Engine {
         all
     }
 
+    /// The pipelines that run each plugin (by its file name), as steps,
+    /// sink or poll source.
+    pub fn plugin_users(&self) -> BTreeMap<String, Vec<String>> {
+        let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut names = self.pipeline_names();
+        names.sort();
+        for name in names {
+            let p = &self.inner.pipelines[&name];
+            for s in p.steps.iter().chain([&p.sink]) {
+                let list = users.entry(s.plugin.name.clone()).or_default();
+                if !list.contains(&name) {
+                    list.push(name.clone());
+                }
+            }
+        }
+        users
+    }
+
     /// Count `plugin` among the plugins in use: a poll trigger's source,
     /// which the pipelines do not hold.
     pub fn uses_source(&self, plugin: Arc<Plugin>) {

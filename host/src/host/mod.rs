@@ -88,11 +88,21 @@ pub async fn load_plugins(
         .collect();
     files.sort();
     let mut tasks = Vec::new();
+    let mut bad_names = BTreeMap::new();
     for path in files {
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if let Some(v) = crate::config::version::version_part(&name)
+            && let Err(e) = crate::config::version::check(v, false)
+        {
+            bad_names.insert(
+                name.clone(),
+                format!("{}: the version in the file name: {e}", path.display()),
+            );
+            continue;
+        }
         let grant = config.grant(&name);
         let sandbox = sandbox.clone();
         let cache = cache.clone();
@@ -104,11 +114,12 @@ pub async fn load_plugins(
         }));
     }
     let mut plugins = BTreeMap::new();
-    let mut errors = BTreeMap::new();
+    let mut errors = bad_names;
     for t in tasks {
         match t.await {
-            Ok((name, Ok(p))) => {
-                tracing::info!(plugin = %name, world = %p.world, sha256 = %p.sha256, "plugin loaded");
+            Ok((name, Ok(mut p))) => {
+                sandbox.learn_version(&mut p).await;
+                tracing::info!(plugin = %name, version = p.version.as_deref().unwrap_or("-"), world = %p.world, sha256 = %p.sha256, "plugin loaded");
                 plugins.insert(name, Arc::new(p));
             }
             Ok((name, Err(e))) => {

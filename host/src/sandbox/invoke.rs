@@ -475,7 +475,8 @@ impl Sandbox {
             let mut namespace = Vec::with_capacity(ctx.pipeline.len() + ctx.plugin.len() + 2);
             namespace.extend_from_slice(ctx.pipeline.as_bytes());
             namespace.push(0);
-            namespace.extend_from_slice(ctx.plugin.as_bytes());
+            // Versions of one plugin share its state.
+            namespace.extend_from_slice(crate::config::version::base(&ctx.plugin).as_bytes());
             namespace.push(0);
             KvAccess {
                 store: self.store.clone(),

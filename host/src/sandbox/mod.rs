@@ -20,6 +20,7 @@ mod plugin;
 mod runtime;
 mod state;
 mod types;
+pub mod versions;
 
 pub use host::net;
 pub use host::tape;

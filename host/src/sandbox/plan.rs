@@ -41,6 +41,23 @@ impl Sandbox {
         Ok(plugin.schema.get_or_init(|| schema).clone())
     }
 
+    /// A plugin whose file name carries no version is asked for its own
+    /// (its config schema comes in the same answer, and is kept).
+    pub async fn learn_version(&self, plugin: &mut Plugin) {
+        if plugin.version.is_some() {
+            return;
+        }
+        match self.describe(plugin).await {
+            Ok((_, version, schema)) => {
+                plugin.version = Some(version).filter(|v| !v.is_empty());
+                let _ = plugin.schema.set(schema);
+            }
+            Err(e) => {
+                tracing::debug!(plugin = %plugin.name, "describe failed: {}", e.message);
+            }
+        }
+    }
+
     /// The URLs `plugin` says `config` will make it call, or `None` when it
     /// does not export `planner`. Called on a fresh instance, unconfigured,
     /// with the plugin's limits.

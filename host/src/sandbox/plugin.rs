@@ -76,8 +76,11 @@ pub type LoadFailures = std::collections::BTreeMap<String, String>;
 
 /// A plugin ready to instantiate.
 pub struct Plugin {
-    /// Name (the file stem).
+    /// Name (the file stem: `json-map`, or `json-map@1.3.0` for a file
+    /// that carries its version).
     pub name: String,
+    /// Its version: from the file name, else as its `describe()` gives it.
+    pub version: Option<String>,
     /// Where it was loaded from.
     pub path: PathBuf,
     /// Hex sha256 of the file.

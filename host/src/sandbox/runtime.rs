@@ -343,6 +343,7 @@ impl Sandbox {
             .map_err(|e| invalid(format!("bad http grant: {e}")))?;
         Ok(Plugin {
             name: name.to_string(),
+            version: crate::config::version::version_part(name).map(str::to_string),
             path: path.to_path_buf(),
             sha256,
             world,

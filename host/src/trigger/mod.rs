@@ -59,8 +59,15 @@ impl Triggers {
             webhooks.insert(p.name.clone(), hook.clone());
             all.push(hook);
             if let Some(poll) = &p.trigger.poll {
-                let trigger =
-                    poll::PollTrigger::build(p, poll, engine, plugins, load_failures).await?;
+                let trigger = poll::PollTrigger::build(
+                    p,
+                    poll,
+                    engine,
+                    plugins,
+                    load_failures,
+                    &config.plugins.dir,
+                )
+                .await?;
                 all.push(Arc::new(trigger));
             } else if let Some(s) = &p.trigger.schedule {
                 let schedule = schedule::schedule_of(p, s)?;

@@ -32,18 +32,14 @@ impl PollTrigger {
         engine: &Engine,
         plugins: &Plugins,
         load_failures: &BTreeMap<String, String>,
+        plugin_dir: &std::path::Path,
     ) -> Result<PollTrigger, TriggerError> {
         let sandbox = engine.sandbox();
-        let plugin = plugins.get(&poll.plugin).cloned().ok_or_else(|| {
-            let why = load_failures
-                .get(&poll.plugin)
-                .map(|e| format!(": {e}"))
-                .unwrap_or_else(|| " (no such .wasm in the plugin directory)".into());
-            TriggerError(format!(
-                "pipeline {:?}, trigger.poll: plugin {:?} is not loaded{why}",
-                p.name, poll.plugin
-            ))
-        })?;
+        let plugin =
+            crate::sandbox::versions::find(plugins, load_failures, &poll.plugin, plugin_dir)
+                .map_err(|why| {
+                    TriggerError(format!("pipeline {:?}, trigger.poll: {why}", p.name))
+                })?;
         if plugin.world != World::Source {
             return Err(TriggerError(format!(
                 "pipeline {:?}, trigger.poll: plugin {:?} implements {} but a poll trigger needs {}",

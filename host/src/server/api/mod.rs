@@ -102,6 +102,7 @@ pub(crate) async fn handle(
     match (method, segments.as_slice()) {
         (Method::GET, ["plugins"]) => {
             let denials = engine.sandbox().denial_counts();
+            let users = engine.plugin_users();
             let list: Vec<serde_json::Value> = state
                 .plugins
                 .values()
@@ -114,6 +115,8 @@ pub(crate) async fn handle(
                     use std::sync::atomic::Ordering::Relaxed;
                     serde_json::json!({
                         "name": p.name,
+                        "version": p.version,
+                        "used_by": users.get(&p.name).cloned().unwrap_or_default(),
                         "sha256": p.sha256,
                         "world": p.world.to_string(),
                         "imports": p.imports,
