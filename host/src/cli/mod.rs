@@ -7,6 +7,7 @@ mod audit;
 mod author;
 mod backup;
 mod call;
+mod canary;
 mod check;
 pub mod client;
 mod dlq;

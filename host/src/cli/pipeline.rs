@@ -144,6 +144,30 @@ async fn status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<(
             t.duplicates
         );
     }
+    for p in &list {
+        for c in &p.canaries {
+            let [base, cand] = &c.versions;
+            let failed = |v: &crate::engine::VersionView| v.failures.values().sum::<u64>();
+            println!(
+                "canary {} {}: {} at {:.0}% against {}: {}; candidate {} calls, {} failed; baseline {} calls, {} failed{}",
+                p.name,
+                c.step,
+                c.candidate,
+                c.share * 100.0,
+                c.baseline,
+                c.state.as_str(),
+                cand.calls,
+                failed(cand),
+                base.calls,
+                failed(base),
+                if c.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", c.reason)
+                }
+            );
+        }
+    }
     let usage = admin.usage().await;
     if let Ok(u) = &usage {
         let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));

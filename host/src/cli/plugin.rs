@@ -25,6 +25,10 @@ pub(super) enum PluginCommand {
     /// the pipelines that run it (from the running host, else from the
     /// config and plugin directory).
     List(super::plugin_list::ListArgs),
+    /// Send every event of a pipeline's canary step to the candidate.
+    Promote(super::canary::CanaryArgs),
+    /// Send every event of a pipeline's canary step back to the baseline.
+    Rollback(super::canary::CanaryArgs),
     /// Print a plugin file's digest, world, what it says about itself, and
     /// every interface it imports (its requested capabilities) and exports.
     Inspect {
@@ -49,6 +53,8 @@ impl PluginCommand {
             PluginCommand::Call(args) => return args.run().await,
             PluginCommand::Test(args) => return args.run().await,
             PluginCommand::List(args) => return args.run().await,
+            PluginCommand::Promote(args) => return args.run("promote").await,
+            PluginCommand::Rollback(args) => return args.run("rollback").await,
             PluginCommand::Inspect { file, json } => (file, json),
         };
         let scratch = Scratch::new(64, None)?;

@@ -96,7 +96,13 @@ async fn from_files(config: &crate::config::Config) -> Result<Vec<Row>> {
             .steps
             .iter()
             .chain([&p.sink])
-            .map(|s| s.plugin.as_str())
+            .flat_map(|s| {
+                [
+                    Some(s.plugin.as_str()),
+                    s.canary.as_ref().map(|c| c.plugin.as_str()),
+                ]
+            })
+            .flatten()
             .chain(p.trigger.poll.as_ref().map(|poll| poll.plugin.as_str()));
         for spec in specs {
             if let Some(found) = crate::sandbox::versions::resolve(&plugins, spec)

@@ -16,8 +16,8 @@ pub use credential::{CREDENTIAL_HEADERS, CredentialGrant};
 pub use grant::{DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_MS, Grant, KvGrant};
 pub use pattern::OriginPattern;
 pub use pipeline::{
-    BatchConfig, BreakerConfig, ContractConfig, Jitter, PipelineConfig, RetryConfig, StepConfig,
-    VersionedContract,
+    BatchConfig, BreakerConfig, CanaryConfig, ContractConfig, Jitter, PipelineConfig, RetryConfig,
+    StepConfig, VersionedContract,
 };
 pub use server::{AdminConfig, PluginsConfig, Role, ServerConfig, TokenConfig};
 pub use trigger::{
@@ -195,6 +195,14 @@ impl Config {
                 if version::may_name(&s.plugin, plugin) {
                     out.push((p.name.clone(), s.config.to_string()));
                 }
+                if let Some(c) = s
+                    .canary
+                    .as_ref()
+                    .filter(|c| version::may_name(&c.plugin, plugin))
+                {
+                    let config = c.config.as_ref().unwrap_or(&s.config);
+                    out.push((p.name.clone(), config.to_string()));
+                }
             }
             if let Some(poll) = p
                 .trigger
@@ -213,14 +221,16 @@ impl Config {
         self.pipelines
             .iter()
             .filter(|p| {
-                p.steps
-                    .iter()
-                    .chain([&p.sink])
-                    .any(|s| version::may_name(&s.plugin, plugin))
-                    || p.trigger
-                        .poll
-                        .as_ref()
-                        .is_some_and(|poll| version::may_name(&poll.plugin, plugin))
+                p.steps.iter().chain([&p.sink]).any(|s| {
+                    version::may_name(&s.plugin, plugin)
+                        || s.canary
+                            .as_ref()
+                            .is_some_and(|c| version::may_name(&c.plugin, plugin))
+                }) || p
+                    .trigger
+                    .poll
+                    .as_ref()
+                    .is_some_and(|poll| version::may_name(&poll.plugin, plugin))
             })
             .map(|p| p.name.as_str())
             .collect()
@@ -350,5 +360,45 @@ retry = { max_attempts = 5, initial_ms = 100, max_ms = 10000 }
         std::fs::write(&path, "[server]\nlisten = 5\n").unwrap();
         let err = Config::load(&path).unwrap_err().to_string();
         assert!(err.starts_with(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn canaries_and_versions_are_checked() {
+        let with = |canary: &str| {
+            Config::parse(&EXAMPLE.replace(
+                r#"config = { url = "http://127.0.0.1:9090/leads" } }"#,
+                &format!(r#"config = {{ url = "http://127.0.0.1:9090/leads" }}{canary} }}"#),
+            ))
+        };
+        assert!(with(r#", canary = { plugin = "http-sink@2", share = 0.05 }"#).is_ok());
+        let bad = [
+            (
+                r#", canary = { plugin = "http-sink@2", share = 0 }"#,
+                "share = 0",
+            ),
+            (
+                r#", canary = { plugin = "http-sink@2", share = 1.5 }"#,
+                "share = 1.5",
+            ),
+            (
+                r#", canary = { plugin = "http-sink@two", share = 0.1 }"#,
+                "is not a version",
+            ),
+            (
+                r#", canary = { plugin = "http-sink@2", share = 0.1, min_calls = 50 }"#,
+                "min_calls",
+            ),
+            (
+                r#", canary = { plugin = "http-sink@2", share = 0.1 }, batch = { max_events = 10 }"#,
+                "batching sink",
+            ),
+        ];
+        for (canary, named) in bad {
+            let e = with(canary).unwrap_err();
+            assert!(e.contains(named) && e.contains("sink"), "{canary}: {e}");
+        }
+        let e = Config::parse(&EXAMPLE.replace(r#"plugin = "filter""#, r#"plugin = "filter@1.x""#))
+            .unwrap_err();
+        assert!(e.contains("is not a version"), "{e}");
     }
 }

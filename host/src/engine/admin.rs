@@ -112,6 +112,7 @@ impl Engine {
                 .unwrap_or_else(|e| e.into_inner())
                 .plus(s.totals()),
             unaccounted: entered as i64 - left as i64 - queued as i64,
+            canaries: self.canaries(pipeline),
         })
     }
 

@@ -9,7 +9,8 @@ use super::pipeline::{Pipeline, Step};
 use crate::sandbox::bindings::WitEvent;
 use crate::sandbox::{CallContext, CallCost, CallError};
 use crate::store::{
-    AfterAttempt, AfterCommit, Attempt, AttemptOutcome, EventRecord, EventState, StepRun, now_ms,
+    AfterAttempt, AfterCommit, Attempt, AttemptOutcome, ErrorKind, EventRecord, EventState,
+    StepRun, now_ms,
 };
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -91,14 +92,25 @@ pub(super) async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, 
         &pipeline.config.redact,
     ));
     let mut runs = Vec::with_capacity(pipeline.steps.len() + 1);
-    let outcome = run_steps(engine, pipeline, &record, job.attempt, &redact, &mut runs)
-        .instrument(span.clone())
-        .await;
+    let mut on_candidate = None;
+    let outcome = run_steps(
+        engine,
+        pipeline,
+        &record,
+        job.attempt,
+        &redact,
+        &mut runs,
+        &mut on_candidate,
+    )
+    .instrument(span.clone())
+    .await;
     let outcome = outcome.masked(&redact);
     let duration_us = clock.elapsed().as_micros() as u64;
     let _enter = span.enter();
     let sink_result = match &outcome {
         Outcome::Delivered(_) => Some(true),
+        // A candidate's failure says nothing of the sink's own health.
+        Outcome::Failed(None, _) if on_candidate.is_some() => None,
         Outcome::Failed(None, e) => Some(!e.kind.retryable()),
         _ => None,
     };
@@ -127,6 +139,7 @@ pub(super) async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, 
             started_at_ms,
             duration_us,
             steps: runs,
+            on_candidate,
         },
     );
 }
@@ -136,6 +149,23 @@ struct Ran {
     started_at_ms: u64,
     duration_us: u64,
     steps: Vec<StepRun>,
+    /// The canary, when the step that failed ran on its candidate.
+    on_candidate: Option<Arc<super::canary::Canary>>,
+}
+
+/// Count a call in its step's canary, and roll the candidate back when
+/// the call shows it must be.
+fn observe(
+    engine: &Engine,
+    canary: Option<(&Arc<super::canary::Canary>, bool)>,
+    result: Result<(), ErrorKind>,
+    took: std::time::Duration,
+) {
+    if let Some((c, on_candidate)) = canary
+        && let Some(why) = c.observe(on_candidate, result.err(), took)
+    {
+        c.roll_back_now(engine, why);
+    }
 }
 
 fn context(
@@ -160,6 +190,7 @@ async fn run_steps(
     attempt: u32,
     redact: &Arc<crate::redact::FieldMask>,
     runs: &mut Vec<StepRun>,
+    on_candidate: &mut Option<Arc<super::canary::Canary>>,
 ) -> Outcome {
     let sandbox = &engine.inner.sandbox;
     let began = Instant::now();
@@ -191,6 +222,8 @@ async fn run_steps(
     for (i, step) in pipeline.steps.iter().enumerate().skip(first) {
         let started = Instant::now();
         let offset = started - began;
+        // The candidate's, when the step has a canary that takes this event.
+        let (step, canary) = step.pick(&record.key);
         let (result, cost) = sandbox
             .transform(
                 &step.plugin,
@@ -207,10 +240,17 @@ async fn run_steps(
                 None => Ok(out),
             })
             .and_then(|out| within_max_split(pipeline, step, out));
+        observe(
+            engine,
+            canary,
+            result.as_ref().map(|_| ()).map_err(|e| e.kind),
+            started.elapsed(),
+        );
         let mut out = match result {
             Ok(out) => out,
             Err(e) => {
                 note(step, offset, cost, e.kind.as_str(), 0);
+                *on_candidate = canary.filter(|(_, cand)| *cand).map(|(c, _)| c.clone());
                 return Outcome::Failed(Some(i), e);
             }
         };
@@ -229,7 +269,7 @@ async fn run_steps(
             }
         }
     }
-    let sink = &pipeline.sink;
+    let (sink, canary) = pipeline.sink.pick(&record.key);
     if let Some(c) = &sink.contract {
         // The sink's contract is what it may be handed: a violation is the
         // event's fault, found before the sink is called.
@@ -268,6 +308,12 @@ async fn run_steps(
             called
         }
     };
+    observe(
+        engine,
+        canary,
+        result.as_ref().map(|_| ()).map_err(|e| e.kind),
+        started.elapsed(),
+    );
     match result {
         Ok(receipt) => {
             note(sink, offset, cost, "ok", 1);
@@ -275,6 +321,7 @@ async fn run_steps(
         }
         Err(e) => {
             note(sink, offset, cost, e.kind.as_str(), 0);
+            *on_candidate = canary.filter(|(_, cand)| *cand).map(|(c, _)| c.clone());
             Outcome::Failed(None, e)
         }
     }
@@ -365,6 +412,7 @@ fn record_outcome(
         started_at_ms,
         duration_us,
         steps,
+        on_candidate,
     } = ran;
     let store = &engine.inner.store;
     // The attempt holds the only handle as a rule: the record is updated
@@ -403,10 +451,37 @@ fn record_outcome(
         }
         Outcome::Failed(at, error) => {
             let step = at.map_or(&pipeline.sink, |i| &pipeline.steps[i]);
+            // The version that failed, for the history and the log.
+            let ran_on = on_candidate.as_ref().map_or(step, |c| &c.candidate);
             let round_attempt = job.attempt.saturating_sub(next.round_base);
-            let retry_at_ms = next_attempt(pipeline, step, &next, job.attempt, &error, now);
+            let mut retry_at_ms = next_attempt(pipeline, step, &next, job.attempt, &error, now);
+            if retry_at_ms.is_none()
+                && let Some(c) = on_candidate
+                    .as_ref()
+                    .filter(|c| c.state() != super::canary::CanaryState::Promoted)
+            {
+                // The candidate would dead-letter an event the baseline may
+                // deliver: the candidate goes, the event is tried again on
+                // the baseline at once, with a fresh round of retries.
+                c.roll_back_now(
+                    engine,
+                    format!(
+                        "it {} event {} ({}: {})",
+                        if error.kind.retryable() {
+                            "ran out of attempts on"
+                        } else {
+                            "would dead-letter"
+                        },
+                        next.id,
+                        error.kind.as_str(),
+                        error.message
+                    ),
+                );
+                next.round_base = job.attempt;
+                retry_at_ms = Some(now);
+            }
             if let Some(due) = retry_at_ms {
-                tracing::warn!(step = %step.label, kind = error.kind.as_str(), retry_in_ms = due - now,
+                tracing::warn!(step = %ran_on.label, kind = error.kind.as_str(), retry_in_ms = due - now,
                     "attempt {round_attempt} failed: {}", error.message);
                 pipeline.stats.retried.fetch_add(1, Ordering::Relaxed);
                 then = AfterAttempt::Retry {
@@ -419,14 +494,14 @@ fn record_outcome(
                 } else {
                     format!("gave up after {round_attempt} attempts")
                 };
-                tracing::error!(step = %step.label, kind = error.kind.as_str(),
+                tracing::error!(step = %ran_on.label, kind = error.kind.as_str(),
                     "dead-lettered ({why}): {}", error.message);
                 pipeline.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 next.state = EventState::DeadLettered;
                 then = AfterAttempt::DeadLettered { at_ms: now };
             }
             AttemptOutcome::Failed {
-                step: step.label.clone(),
+                step: ran_on.label.clone(),
                 kind: error.kind,
                 message: error.message,
                 retry_at_ms,

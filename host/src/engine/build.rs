@@ -79,19 +79,60 @@ impl Engine {
                     label,
                     retry: s.retry.clone().map(RetryPolicy::new),
                     contract,
+                    canary: None,
                 })
+            };
+            // A step, with its canary's candidate when it has one: the
+            // same step with the candidate plugin (and its own config).
+            let with_canary = |i: Option<usize>,
+                               s: &crate::config::StepConfig|
+             -> Result<Step, EngineError> {
+                let mut baseline = step(i, s)?;
+                if let Some(c) = &s.canary {
+                    let as_step = crate::config::StepConfig {
+                        plugin: c.plugin.clone(),
+                        config: c.config.clone().unwrap_or_else(|| s.config.clone()),
+                        canary: None,
+                        ..s.clone()
+                    };
+                    let mut candidate = step(i, &as_step)?;
+                    candidate.label = format!("{}, canary)", candidate.label.trim_end_matches(')'));
+                    let place = i.map_or("sink".to_string(), |i| format!("step {}", i + 1));
+                    baseline.canary = Some(Arc::new(super::canary::Canary::new(
+                        candidate,
+                        c.clone(),
+                        &p.name,
+                        &place,
+                        &*store,
+                    )));
+                }
+                Ok(baseline)
             };
             let steps = p
                 .steps
                 .iter()
                 .enumerate()
-                .map(|(i, s)| step(Some(i), s))
+                .map(|(i, s)| with_canary(Some(i), s))
                 .collect::<Result<Vec<_>, _>>()?;
-            let sink = step(None, &p.sink)?;
+            let sink = with_canary(None, &p.sink)?;
             let keys = (0..steps.len())
-                .map(|i| format!("steps[{i}].config"))
-                .chain(["sink.config".to_string()]);
-            for (s, key) in steps.iter().chain([&sink]).zip(keys) {
+                .map(|i| format!("steps[{i}]"))
+                .chain(["sink".to_string()]);
+            // Every plugin that may run checks its config: each step's, and
+            // each candidate's.
+            let checked: Vec<(&Step, String)> = steps
+                .iter()
+                .chain([&sink])
+                .zip(keys)
+                .flat_map(|(s, key)| {
+                    let candidate = s
+                        .canary
+                        .as_ref()
+                        .map(|c| (&c.candidate, format!("{key}.canary.config")));
+                    [(s, format!("{key}.config"))].into_iter().chain(candidate)
+                })
+                .collect();
+            for (s, key) in checked {
                 let value = serde_json::from_str(&s.config_json).unwrap_or_default();
                 crate::schema::check_plugin_config(&sandbox, &s.plugin, &value, &key)
                     .await

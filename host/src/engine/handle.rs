@@ -102,6 +102,8 @@ impl Engine {
             .pipelines
             .values()
             .flat_map(|p| p.steps.iter().chain([&p.sink]))
+            .flat_map(|s| [Some(s), s.canary.as_ref().map(|c| &c.candidate)])
+            .flatten()
             .map(|s| (s.plugin.name.clone(), s.plugin.clone()))
             .collect();
         for p in self
@@ -124,7 +126,12 @@ impl Engine {
         names.sort();
         for name in names {
             let p = &self.inner.pipelines[&name];
-            for s in p.steps.iter().chain([&p.sink]) {
+            let candidates = p
+                .steps
+                .iter()
+                .chain([&p.sink])
+                .filter_map(|s| s.canary.as_ref().map(|c| &c.candidate));
+            for s in p.steps.iter().chain([&p.sink]).chain(candidates) {
                 let list = users.entry(s.plugin.name.clone()).or_default();
                 if !list.contains(&name) {
                     list.push(name.clone());

@@ -14,6 +14,7 @@ mod batch;
 mod batches;
 mod breaker;
 mod build;
+mod canary;
 mod dead_letters;
 mod dispatch;
 mod error;
@@ -33,6 +34,7 @@ mod stats;
 
 pub use accept::{AcceptError, Accepted, Incoming};
 pub use breaker::BreakerState;
+pub use canary::{CanaryAction, CanaryState, CanaryView, VersionView, in_share};
 pub use dead_letters::{
     DeadLetterView, ReplayOutcome, Selection, dead_letter_views, purge, replay,
 };

@@ -23,6 +23,20 @@ pub(super) struct Step {
     pub retry: Option<RetryPolicy>,
     /// What the step's output must look like.
     pub contract: Option<crate::contract::Contract>,
+    /// Another version of the plugin tried on a share of the events.
+    pub canary: Option<Arc<super::canary::Canary>>,
+}
+
+impl Step {
+    /// The step the event with idempotency key `key` runs on: this one, or
+    /// its canary's candidate (then with the canary).
+    pub fn pick(&self, key: &str) -> (&Step, Option<(&Arc<super::canary::Canary>, bool)>) {
+        match &self.canary {
+            Some(c) if c.takes(key) => (&c.candidate, Some((c, true))),
+            Some(c) => (self, Some((c, false))),
+            None => (self, None),
+        }
+    }
 }
 
 /// How an event entered its pipeline's queue.

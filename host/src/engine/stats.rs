@@ -222,6 +222,9 @@ pub struct PipelineStatus {
     /// but 0 is an event that went missing (or was counted twice), visible
     /// at once.
     pub unaccounted: i64,
+    /// Its canaries, by step.
+    #[serde(default)]
+    pub canaries: Vec<super::CanaryView>,
 }
 
 /// Bytes in memory and on disk, by kind.

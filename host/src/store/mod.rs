@@ -304,6 +304,12 @@ pub trait Store: Send + Sync + 'static {
     /// Record, durably, that a pipeline is paused (or not).
     fn set_paused(&self, pipeline: &str, paused: bool) -> Ticket;
 
+    /// A canary's state as last set (`rolled-back`, `promoted`), by its key.
+    fn canary(&self, key: &str) -> Option<String>;
+
+    /// Set a canary's state.
+    fn set_canary(&self, key: &str, state: &str) -> Ticket;
+
     /// A pipeline's lifetime counters as last saved (JSON).
     fn totals(&self, pipeline: &str) -> Option<String>;
 

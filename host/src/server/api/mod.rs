@@ -210,6 +210,32 @@ pub(crate) async fn handle(
                 Err(e) => error(StatusCode::NOT_FOUND, e.to_string()),
             }
         }
+        (
+            Method::POST,
+            [
+                "pipelines",
+                name,
+                "canary",
+                action @ ("promote" | "rollback"),
+            ],
+        ) => {
+            let step = query_param(&req, "step");
+            let what = if *action == "promote" {
+                crate::engine::CanaryAction::Promote
+            } else {
+                crate::engine::CanaryAction::Rollback
+            };
+            match engine
+                .canary_action(name, step.as_deref(), what, &caller.name)
+                .await
+            {
+                Ok(view) => json(
+                    StatusCode::OK,
+                    &serde_json::to_value(view).unwrap_or_default(),
+                ),
+                Err(why) => error(StatusCode::NOT_FOUND, why),
+            }
+        }
         (Method::GET, ["dlq"]) => {
             let pipeline = query_param(&req, "pipeline");
             let since = query_param(&req, "since");

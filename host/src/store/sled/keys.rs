@@ -23,6 +23,17 @@ pub(super) const CURSOR: u8 = b'c';
 /// Prefix of pipelines' lifetime counters.
 pub(super) const TOTALS: u8 = b'l';
 
+/// Prefix of canary states.
+pub(super) const CANARY: u8 = b'n';
+
+/// `n` + canary key: a canary's state.
+pub(super) fn canary_key(key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(CANARY);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
 /// `l` + pipeline: its lifetime counters.
 pub(super) fn totals_key(pipeline: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + pipeline.len());

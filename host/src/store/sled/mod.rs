@@ -558,6 +558,16 @@ impl Store for SledStore {
         self.text_at(totals_key(pipeline))
     }
 
+    fn canary(&self, key: &str) -> Option<String> {
+        self.text_at(keys::canary_key(key))
+    }
+
+    fn set_canary(&self, key: &str, state: &str) -> Ticket {
+        let mut w = Write::default();
+        w.put(keys::canary_key(key), state.as_bytes().to_vec());
+        self.submit(w)
+    }
+
     fn set_totals(&self, pipeline: &str, json: &str) -> Ticket {
         let mut w = Write::default();
         w.put(totals_key(pipeline), json.as_bytes().to_vec());
