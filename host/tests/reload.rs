@@ -242,12 +242,57 @@ async fn under_load_a_reload_changes_adds_and_removes_pipelines_losing_and_faili
         "the removed pipeline's queued events are delivered when it comes back"
     );
 
+    // Removed again with two events queued, and purged: they are gone for
+    // good, and nothing of them is delivered when it comes back.
+    let out = weft(&setup, &["pipeline", "pause", "old"]);
+    assert!(out.status.success(), "{}", text(&out));
+    for i in 0..2 {
+        let (status, _) = post_json(
+            &format!("http://{listen}/hooks/old"),
+            lead(&format!("purged-{i}"), i).to_string().as_bytes(),
+            "application/json",
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    let with_old = std::fs::read_to_string(&setup.config_path).unwrap();
+    std::fs::write(&setup.config_path, with_old.replacen(&old_table, "", 1)).unwrap();
+    let out = weft(&setup, &["reload"]);
+    assert!(
+        text(&out).contains("2 queued events of old"),
+        "{}",
+        text(&out)
+    );
+    let out = weft(&setup, &["pipeline", "purge", "leads"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("is configured"), "{}", text(&out));
+    let out = weft(&setup, &["pipeline", "purge", "old"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("2 queued events deleted"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&setup.config_path, &with_old).unwrap();
+    let out = weft(&setup, &["reload"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains("queued events of old"),
+        "{}",
+        text(&out)
+    );
+    let out = weft(&setup, &["pipeline", "resume", "old"]);
+    assert!(out.status.success(), "{}", text(&out));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!receiver.effects().keys().any(|k| k.starts_with("purged-")));
+
     // Counted, and in the audit log.
-    assert_eq!(reload_count(admin, "ok").await, 3.0);
+    assert_eq!(reload_count(admin, "ok").await, 5.0);
     assert_eq!(reload_count(admin, "refused").await, 0.0);
     let out = weft(&setup, &["audit-log", "show", "--json"]);
     let log = text(&out);
-    assert_eq!(log.matches("\"reload\"").count(), 3, "{log}");
+    assert_eq!(log.matches("\"reload\"").count(), 5, "{log}");
+    assert!(log.contains("purge-queued"), "{log}");
     let unique: HashSet<&String> = all.iter().collect();
     eprintln!(
         "{} events from {SENDERS} senders through 2 reloads under load: all delivered once, 0 refused, 0 failed; {} accepted after the switch, all with the new mapping",

@@ -68,6 +68,8 @@ pub trait Admin {
     ) -> AdminFuture<'_, Vec<ReplayOutcome>>;
     /// Pause or resume a pipeline.
     fn set_paused(&self, pipeline: String, paused: bool) -> AdminFuture<'_, ()>;
+    /// Delete the queued events of a pipeline no longer configured.
+    fn purge_queued(&self, pipeline: String) -> AdminFuture<'_, usize>;
     /// Every pipeline's status.
     fn pipelines(&self) -> AdminFuture<'_, Vec<PipelineStatus>>;
     /// Bytes in memory and on disk, by kind (in memory: only a running host).
@@ -224,6 +226,14 @@ impl Admin for HttpAdmin {
         })
     }
 
+    fn purge_queued(&self, pipeline: String) -> AdminFuture<'_, usize> {
+        Box::pin(async move {
+            let path = format!("/api/v1/pipelines/{pipeline}/purge");
+            self.get(hyper::Method::POST, &path, None, Some("purged"))
+                .await
+        })
+    }
+
     fn pipelines(&self) -> AdminFuture<'_, Vec<PipelineStatus>> {
         Box::pin(async move {
             self.get(
@@ -372,6 +382,21 @@ impl Admin for LocalAdmin {
             let action = if paused { "pause" } else { "resume" };
             audit_local(store.as_ref(), action, &pipeline, "done".into());
             Ok(())
+        })
+    }
+
+    fn purge_queued(&self, pipeline: String) -> AdminFuture<'_, usize> {
+        Box::pin(async move {
+            let config = self.config()?;
+            let configured: Vec<String> = config.pipelines.iter().map(|p| p.name.clone()).collect();
+            let store = self.store()?;
+            let result = crate::engine::purge_queued(&store, &pipeline, &configured).await;
+            let detail = match &result {
+                Ok(n) => format!("{n} queued events deleted"),
+                Err(e) => format!("refused: {e}"),
+            };
+            audit_local(store.as_ref(), "purge-queued", &pipeline, detail);
+            result.map_err(anyhow::Error::msg)
         })
     }
 

@@ -15,6 +15,14 @@ pub(super) enum PipelineCommand {
         #[command(flatten)]
         host: HostArg,
     },
+    /// Delete for good the queued events of a pipeline that is no longer
+    /// configured (they wait in the store for it to come back otherwise).
+    Purge {
+        /// Pipeline name.
+        name: String,
+        #[command(flatten)]
+        host: HostArg,
+    },
     /// Deliver again.
     Resume {
         /// Pipeline name.
@@ -40,6 +48,12 @@ impl PipelineCommand {
             PipelineCommand::Pause { name, host } => set(&host, name, true).await,
             PipelineCommand::Resume { name, host } => set(&host, name, false).await,
             PipelineCommand::Status { name, json, host } => status(&host, name, json).await,
+            PipelineCommand::Purge { name, host } => {
+                let admin = connect(&host).await?;
+                let n = admin.purge_queued(name.clone()).await?;
+                println!("pipeline {name}: {n} queued events deleted");
+                Ok(())
+            }
         }
     }
 }

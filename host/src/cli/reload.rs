@@ -75,7 +75,7 @@ fn describe(s: &serde_json::Value) -> String {
     if let Some(kept) = s["kept"].as_object() {
         for (pipeline, n) in kept {
             out.push_str(&format!(
-                "{n} queued events of {pipeline} (no longer configured) stay in the store until it is configured again\n"
+                "{n} queued events of {pipeline} (no longer configured) stay in the store until it is configured again, or `weft pipeline purge {pipeline}` deletes them\n"
             ));
         }
     }

@@ -229,3 +229,32 @@ pub async fn replay(
     }
     Ok(out)
 }
+
+/// Delete for good the queued events of `pipeline`, which must not be
+/// among `configured` (a removed pipeline's events wait in the store until
+/// it comes back or this is done). Returns how many were deleted.
+pub async fn purge_queued(
+    store: &Arc<dyn Store>,
+    pipeline: &str,
+    configured: &[String],
+) -> Result<usize, String> {
+    if configured.iter().any(|p| p == pipeline) {
+        return Err(format!(
+            "pipeline {pipeline:?} is configured and delivers its queued events; to drop them, remove it from weft.toml and reload first (pausing it keeps them)"
+        ));
+    }
+    let mut purged = 0;
+    for entry in store.queue().map_err(|e| e.to_string())? {
+        let Ok(Some(record)) = store.event(&entry.id) else {
+            continue;
+        };
+        if record.pipeline != pipeline {
+            continue;
+        }
+        match store.drop_queued(entry).await.map_err(|e| e.to_string())? {
+            crate::store::Committed::Gone => {}
+            _ => purged += 1,
+        }
+    }
+    Ok(purged)
+}

@@ -36,7 +36,7 @@ pub use accept::{AcceptError, Accepted, Incoming};
 pub use breaker::BreakerState;
 pub use canary::{CanaryAction, CanaryState, CanaryView, VersionView, in_share};
 pub use dead_letters::{
-    DeadLetterView, ReplayOutcome, Selection, dead_letter_views, purge, replay,
+    DeadLetterView, ReplayOutcome, Selection, dead_letter_views, purge, purge_queued, replay,
 };
 pub use error::EngineError;
 pub use handle::Engine;

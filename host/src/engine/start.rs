@@ -98,7 +98,7 @@ impl Engine {
             .extend(tasks);
         for (pipeline, n) in &kept {
             tracing::warn!(pipeline = %pipeline, queued = n,
-                "queued events of a pipeline that is not configured: they stay in the store until it is configured again");
+                "queued events of a pipeline that is not configured: they stay in the store until it is configured again or purged (weft pipeline purge)");
         }
         (recovered, kept)
     }

@@ -153,7 +153,7 @@ impl Reloader {
         summary["took_ms"] = (started.elapsed().as_millis() as u64).into();
         for (pipeline, n) in &handed.kept {
             tracing::warn!(pipeline = %pipeline, queued = n,
-                "pipeline removed by the reload: its queued events stay in the store until it is configured again");
+                "pipeline removed by the reload: its queued events stay in the store until it is configured again or purged (weft pipeline purge)");
         }
         if handed.still_running > 0 {
             tracing::warn!(

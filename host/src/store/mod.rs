@@ -243,6 +243,10 @@ pub trait Store: Send + Sync + 'static {
     /// Drop a queue entry whose event has no record.
     fn drop_queue_entry(&self, entry: QueueEntry) -> Ticket;
 
+    /// Delete a queued event for good: its queue entry, record and
+    /// payload (`Gone` when the entry is no longer there).
+    fn drop_queued(&self, entry: QueueEntry) -> Ticket;
+
     /// Put a dead letter back in the queue: `record` is its updated record
     /// (queued, with the replay noted), due now for `attempt`.
     fn replay(

@@ -175,6 +175,7 @@ pub(super) fn required_role(method: &Method, segments: &[&str]) -> Role {
         (&Method::POST, ["reload"]) => Role::Admin,
         (&Method::GET, _) => Role::Viewer,
         (_, ["dlq", "purge"]) => Role::Admin,
+        (_, ["pipelines", _, "purge"]) => Role::Admin,
         _ => Role::Operator,
     }
 }

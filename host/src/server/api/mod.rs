@@ -236,6 +236,19 @@ pub(crate) async fn handle(
                 Err(why) => error(StatusCode::NOT_FOUND, why),
             }
         }
+        (Method::POST, ["pipelines", name, "purge"]) => {
+            let result =
+                crate::engine::purge_queued(engine.store(), name, &engine.pipeline_names()).await;
+            let detail = match &result {
+                Ok(n) => format!("{n} queued events deleted"),
+                Err(e) => format!("refused: {e}"),
+            };
+            audit(engine, &caller.name, "purge-queued", name, detail).await;
+            match result {
+                Ok(n) => json(StatusCode::OK, &serde_json::json!({ "purged": n })),
+                Err(e) => error(StatusCode::CONFLICT, e),
+            }
+        }
         (Method::GET, ["dlq"]) => {
             let pipeline = query_param(&req, "pipeline");
             let since = query_param(&req, "since");

@@ -414,6 +414,18 @@ impl Store for SledStore {
         self.submit(write)
     }
 
+    fn drop_queued(&self, entry: QueueEntry) -> Ticket {
+        let key = queue_key(entry.due_ms, &entry.id);
+        let mut write = Write {
+            requires: Some(key.clone()),
+            ..Write::default()
+        };
+        write.remove(key);
+        write.remove(event_key(&entry.id));
+        write.remove(body_key(&entry.id));
+        self.submit(write)
+    }
+
     fn replay(
         &self,
         record: &EventRecord,
