@@ -164,7 +164,7 @@ fn observe(
     if let Some((c, on_candidate)) = canary
         && let Some(why) = c.observe(on_candidate, result.err(), took)
     {
-        c.roll_back_now(engine, why);
+        c.roll_back_now(engine.store(), why);
     }
 }
 
@@ -452,7 +452,11 @@ fn record_outcome(
         Outcome::Failed(at, error) => {
             let step = at.map_or(&pipeline.sink, |i| &pipeline.steps[i]);
             // The version that failed, for the history and the log.
-            let ran_on = on_candidate.as_ref().map_or(step, |c| &c.candidate);
+            let ran_on = step
+                .canary
+                .as_ref()
+                .filter(|_| on_candidate.is_some())
+                .map_or(step, |c| &*c.candidate);
             let round_attempt = job.attempt.saturating_sub(next.round_base);
             let mut retry_at_ms = next_attempt(pipeline, step, &next, job.attempt, &error, now);
             if retry_at_ms.is_none()
@@ -464,7 +468,7 @@ fn record_outcome(
                 // deliver: the candidate goes, the event is tried again on
                 // the baseline at once, with a fresh round of retries.
                 c.roll_back_now(
-                    engine,
+                    engine.store(),
                     format!(
                         "it {} event {} ({}: {})",
                         if error.kind.retryable() {

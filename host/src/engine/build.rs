@@ -98,13 +98,17 @@ impl Engine {
                     let mut candidate = step(i, &as_step)?;
                     candidate.label = format!("{}, canary)", candidate.label.trim_end_matches(')'));
                     let place = i.map_or("sink".to_string(), |i| format!("step {}", i + 1));
-                    baseline.canary = Some(Arc::new(super::canary::Canary::new(
-                        candidate,
+                    let state = Arc::new(super::canary::Canary::new(
+                        &candidate.plugin,
                         c.clone(),
                         &p.name,
                         &place,
                         &*store,
-                    )));
+                    ));
+                    baseline.canary = Some(super::pipeline::CanaryStep {
+                        candidate: Box::new(candidate),
+                        state,
+                    });
                 }
                 Ok(baseline)
             };
@@ -128,7 +132,7 @@ impl Engine {
                     let candidate = s
                         .canary
                         .as_ref()
-                        .map(|c| (&c.candidate, format!("{key}.canary.config")));
+                        .map(|c| (&*c.candidate, format!("{key}.canary.config")));
                     [(s, format!("{key}.config"))].into_iter().chain(candidate)
                 })
                 .collect();

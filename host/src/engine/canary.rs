@@ -6,8 +6,6 @@
 //! back: its events go to the baseline from then on, and the state is
 //! kept in the store, so a restart does not bring it back.
 
-use super::handle::Engine;
-use super::pipeline::Step;
 use crate::config::CanaryConfig;
 use crate::histogram::Histogram;
 use crate::store::{AuditEntry, ErrorKind};
@@ -65,8 +63,8 @@ pub(super) struct VersionStats {
 
 /// A step's canary.
 pub(super) struct Canary {
-    /// The candidate, as a step of its own (its label says `canary`).
-    pub candidate: Step,
+    /// The candidate's plugin file.
+    candidate: String,
     share: f64,
     rule: CanaryConfig,
     state: AtomicU8,
@@ -135,23 +133,20 @@ impl Canary {
     /// The canary of the step at `place` of `pipeline`, in the state the
     /// store keeps for it.
     pub fn new(
-        candidate: Step,
+        candidate: &crate::sandbox::Plugin,
         rule: CanaryConfig,
         pipeline: &str,
         place: &str,
         store: &dyn crate::store::Store,
     ) -> Canary {
-        let key = format!(
-            "{pipeline}/{place}/{}/{}",
-            candidate.plugin.name, candidate.plugin.sha256
-        );
+        let key = format!("{pipeline}/{place}/{}/{}", candidate.name, candidate.sha256);
         let (state, why) = match store.canary(&key).as_deref() {
             Some("rolled-back") => (CanaryState::RolledBack, "rolled back before this start"),
             Some("promoted") => (CanaryState::Promoted, "promoted before this start"),
             _ => (CanaryState::Running, ""),
         };
         Canary {
-            candidate,
+            candidate: candidate.name.clone(),
             share: rule.share,
             rule,
             state: AtomicU8::new(state.code()),
@@ -210,10 +205,7 @@ impl Canary {
             return None;
         }
         if failed == Some(ErrorKind::Fatal) {
-            return Some(format!(
-                "{} failed with a fatal error",
-                self.candidate.plugin.name
-            ));
+            return Some(format!("{} failed with a fatal error", self.candidate));
         }
         let ratio = |l: &VecDeque<bool>| -> (usize, f64) {
             let bad = l.iter().filter(|ok| !**ok).count();
@@ -234,7 +226,7 @@ impl Canary {
         (cr - br > self.rule.margin).then(|| {
             format!(
                 "{} failed {cb} of its last {} calls ({:.0}%) against the baseline's {bb} of {} ({:.0}%), past the margin of {:.0} points",
-                self.candidate.plugin.name,
+                self.candidate,
                 cand.len(),
                 cr * 100.0,
                 base.len(),
@@ -259,30 +251,29 @@ impl Canary {
     }
 
     /// Move to `to`: kept in the store, logged and audited.
-    async fn set(&self, engine: &Engine, to: CanaryState, actor: &str, why: &str) -> bool {
+    pub async fn set(&self, store: &Store, to: CanaryState, actor: &str, why: &str) -> bool {
         if !self.flip(to, why) {
             return false;
         }
-        self.record(engine, to, actor, why).await;
+        self.record(store, to, actor, why).await;
         true
     }
 
     /// Roll back now, because of what an event showed; kept in the store
     /// and reported in the background.
-    pub fn roll_back_now(self: &std::sync::Arc<Self>, engine: &Engine, why: String) {
+    pub fn roll_back_now(self: &std::sync::Arc<Self>, store: &Store, why: String) {
         if self.state() != CanaryState::Running || !self.flip(CanaryState::RolledBack, &why) {
             return;
         }
-        let (canary, engine) = (self.clone(), engine.clone());
-        engine.inner.runtime.clone().spawn(async move {
+        let (canary, store) = (self.clone(), store.clone());
+        tokio::spawn(async move {
             canary
-                .record(&engine, CanaryState::RolledBack, "weft", &why)
+                .record(&store, CanaryState::RolledBack, "weft", &why)
                 .await;
         });
     }
 
-    async fn record(&self, engine: &Engine, to: CanaryState, actor: &str, why: &str) {
-        let store = engine.store();
+    async fn record(&self, store: &Store, to: CanaryState, actor: &str, why: &str) {
         if let Err(e) = store.set_canary(&self.key, to.as_str()).await {
             tracing::error!(
                 "could not keep the canary's state in the store: {e}; it applies until the next start"
@@ -294,7 +285,7 @@ impl Canary {
             CanaryState::Running => "canary-restart",
         };
         let detail = format!("{}: {why}", self.place);
-        tracing::warn!(pipeline = %self.pipeline, step = %self.place, candidate = %self.candidate.plugin.name,
+        tracing::warn!(pipeline = %self.pipeline, step = %self.place, candidate = %self.candidate,
             actor, "{action}: {why}");
         if let Err(e) = store.audit().append(AuditEntry {
             kind: "admin",
@@ -308,7 +299,7 @@ impl Canary {
         let _ = store.flush().await;
     }
 
-    fn view(&self, baseline: &str) -> CanaryView {
+    pub fn view(&self, baseline: &str) -> CanaryView {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         let version = |i: usize, name: &'static str, plugin: &str, l: &VecDeque<bool>| {
             let s = &self.stats[i];
@@ -330,16 +321,21 @@ impl Canary {
         CanaryView {
             step: self.place.clone(),
             baseline: baseline.to_string(),
-            candidate: self.candidate.plugin.name.clone(),
+            candidate: self.candidate.clone(),
             share: self.share,
             state: self.state(),
             reason: self.why.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             versions: [
                 version(0, "baseline", baseline, &recent.0),
-                version(1, "candidate", &self.candidate.plugin.name, &recent.1),
+                version(1, "candidate", &self.candidate, &recent.1),
             ],
             rollbacks: self.rollbacks.load(Ordering::Relaxed),
         }
+    }
+
+    /// `step 1`, `sink`: where in its pipeline.
+    pub fn place(&self) -> &str {
+        &self.place
     }
 
     /// The latency histograms: baseline, candidate.
@@ -348,6 +344,9 @@ impl Canary {
     }
 }
 
+/// The store, as canaries keep their state in it.
+type Store = std::sync::Arc<dyn crate::store::Store>;
+
 /// What to do with a canary by hand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CanaryAction {
@@ -355,90 +354,6 @@ pub enum CanaryAction {
     Promote,
     /// Every event on the baseline.
     Rollback,
-}
-
-impl Engine {
-    /// The canaries of `pipeline`, by step.
-    pub fn canaries(&self, pipeline: &str) -> Vec<CanaryView> {
-        let Some(p) = self.inner.pipelines.get(pipeline) else {
-            return Vec::new();
-        };
-        p.steps
-            .iter()
-            .chain([&p.sink])
-            .filter_map(|s| s.canary.as_ref().map(|c| c.view(&s.plugin.name)))
-            .collect()
-    }
-
-    /// The latency histograms of `pipeline`'s canaries: (step, baseline, candidate).
-    pub fn canary_latencies(&self, pipeline: &str) -> Vec<(String, [&Histogram; 2])> {
-        let Some(p) = self.inner.pipelines.get(pipeline) else {
-            return Vec::new();
-        };
-        p.steps
-            .iter()
-            .chain([&p.sink])
-            .filter_map(|s| s.canary.as_ref().map(|c| (c.place.clone(), c.latencies())))
-            .collect()
-    }
-
-    /// Promote or roll back a canary of `pipeline` by hand: the one at
-    /// `step` (`1`, `2`, …, `sink`), or its only one. Returns the canary
-    /// as it is now.
-    pub async fn canary_action(
-        &self,
-        pipeline: &str,
-        step: Option<&str>,
-        action: CanaryAction,
-        actor: &str,
-    ) -> Result<CanaryView, String> {
-        let p = self.pipeline(pipeline).map_err(|e| e.to_string())?;
-        let with: Vec<&Step> = p
-            .steps
-            .iter()
-            .chain([&p.sink])
-            .filter(|s| s.canary.is_some())
-            .collect();
-        let place = |s: &Step| {
-            s.canary
-                .as_ref()
-                .map(|c| c.place.clone())
-                .unwrap_or_default()
-        };
-        let chosen: Vec<&&Step> = match step {
-            None => with.iter().collect(),
-            Some(want) => {
-                let want = if want == "sink" {
-                    "sink".to_string()
-                } else {
-                    format!("step {want}")
-                };
-                with.iter().filter(|s| place(s) == want).collect()
-            }
-        };
-        let s = match chosen.as_slice() {
-            [one] => **one,
-            [] => {
-                return Err(format!(
-                    "pipeline {pipeline:?} has no canary{}; canaries are set in weft.toml with canary = {{ plugin = \"…\", share = … }}",
-                    step.map(|s| format!(" at step {s}")).unwrap_or_default()
-                ));
-            }
-            many => {
-                return Err(format!(
-                    "pipeline {pipeline:?} has canaries at {}: name one with --step",
-                    many.iter().map(|s| place(s)).collect::<Vec<_>>().join(", ")
-                ));
-            }
-        };
-        let canary = s.canary.as_ref().expect("filtered on canary");
-        let (to, why) = match action {
-            CanaryAction::Promote => (CanaryState::Promoted, "promoted by hand"),
-            CanaryAction::Rollback => (CanaryState::RolledBack, "rolled back by hand"),
-        };
-        canary.set(self, to, actor, why).await;
-        Ok(canary.view(&s.plugin.name))
-    }
 }
 
 #[cfg(test)]

@@ -102,7 +102,7 @@ impl Engine {
             .pipelines
             .values()
             .flat_map(|p| p.steps.iter().chain([&p.sink]))
-            .flat_map(|s| [Some(s), s.canary.as_ref().map(|c| &c.candidate)])
+            .flat_map(|s| [Some(s), s.canary.as_ref().map(|c| &*c.candidate)])
             .flatten()
             .map(|s| (s.plugin.name.clone(), s.plugin.clone()))
             .collect();
@@ -130,7 +130,7 @@ impl Engine {
                 .steps
                 .iter()
                 .chain([&p.sink])
-                .filter_map(|s| s.canary.as_ref().map(|c| &c.candidate));
+                .filter_map(|s| s.canary.as_ref().map(|c| &*c.candidate));
             for s in p.steps.iter().chain([&p.sink]).chain(candidates) {
                 let list = users.entry(s.plugin.name.clone()).or_default();
                 if !list.contains(&name) {

@@ -14,6 +14,7 @@ mod batch;
 mod batches;
 mod breaker;
 mod build;
+mod canaries;
 mod canary;
 mod dead_letters;
 mod dispatch;

@@ -1,6 +1,7 @@
 //! One pipeline at run time: its steps, policies, queue and counters.
 
 use super::breaker::Breaker;
+use super::canary::Canary;
 use super::job::Job;
 use super::order::KeyGate;
 use super::retry::RetryPolicy;
@@ -24,16 +25,24 @@ pub(super) struct Step {
     /// What the step's output must look like.
     pub contract: Option<crate::contract::Contract>,
     /// Another version of the plugin tried on a share of the events.
-    pub canary: Option<Arc<super::canary::Canary>>,
+    pub canary: Option<CanaryStep>,
+}
+
+/// A step's canary: the candidate, as a step of its own (its label says
+/// `canary`), and the canary's state.
+pub(super) struct CanaryStep {
+    pub candidate: Box<Step>,
+    pub state: Arc<Canary>,
 }
 
 impl Step {
     /// The step the event with idempotency key `key` runs on: this one, or
-    /// its canary's candidate (then with the canary).
-    pub fn pick(&self, key: &str) -> (&Step, Option<(&Arc<super::canary::Canary>, bool)>) {
+    /// its canary's candidate; with the canary, and whether it is the
+    /// candidate.
+    pub fn pick(&self, key: &str) -> (&Step, Option<(&Arc<Canary>, bool)>) {
         match &self.canary {
-            Some(c) if c.takes(key) => (&c.candidate, Some((c, true))),
-            Some(c) => (self, Some((c, false))),
+            Some(c) if c.state.takes(key) => (&c.candidate, Some((&c.state, true))),
+            Some(c) => (self, Some((&c.state, false))),
             None => (self, None),
         }
     }

@@ -1,6 +1,8 @@
 //! What the server serves now: the engine, triggers and API state of the
 //! configuration in force, replaced whole when the host reloads.
 
+pub use super::api::{Reload, ReloadResult};
+
 use super::api::ApiState;
 use crate::engine::Engine;
 use crate::trigger::Triggers;
@@ -17,17 +19,6 @@ pub struct Current {
     pub triggers: Arc<Triggers>,
     /// Its admin API tokens and plugins.
     pub api: ApiState,
-}
-
-/// What a reload answers: a summary of what changed, or why nothing did.
-pub type ReloadResult = Result<serde_json::Value, String>;
-
-/// Reloads the configuration; the host provides it, the server calls it
-/// (`POST /api/v1/reload`).
-pub trait Reload: Send + Sync {
-    /// Reload on behalf of `by` (a token's name, `signal`, `watch`).
-    fn reload<'a>(&'a self, by: &'a str)
-    -> Pin<Box<dyn Future<Output = ReloadResult> + Send + 'a>>;
 }
 
 /// The configuration in force, and how to change it.
@@ -103,5 +94,14 @@ impl Live {
             self.reloads.load(Ordering::Relaxed),
             self.failed_reloads.load(Ordering::Relaxed),
         )
+    }
+}
+
+impl Reload for Live {
+    fn reload<'a>(
+        &'a self,
+        by: &'a str,
+    ) -> Pin<Box<dyn Future<Output = ReloadResult> + Send + 'a>> {
+        Box::pin(Live::reload(self, by))
     }
 }

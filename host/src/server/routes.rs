@@ -73,7 +73,7 @@ pub(super) async fn route(
             ),
         },
         (_, p) if p == "/api/v1" || p.starts_with("/api/v1/") => {
-            super::api::handle(current, &state.live, state.body_timeout, req).await
+            super::api::handle(engine, &current.api, &*state.live, state.body_timeout, req).await
         }
         _ => error(
             StatusCode::NOT_FOUND,

@@ -18,18 +18,30 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
+/// What a reload answers: a summary of what changed, or why nothing did.
+pub type ReloadResult = Result<serde_json::Value, String>;
+
+/// Reloads the configuration (`POST /api/v1/reload`); the host provides it.
+pub trait Reload: Send + Sync {
+    /// Reload on behalf of `by` (a token's name, `signal`, `watch`).
+    fn reload<'a>(
+        &'a self,
+        by: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ReloadResult> + Send + 'a>>;
+}
+
 fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
     crate::server::query::param(req.uri().query(), name)
 }
 
 /// Route one `/api/v1` request.
 pub(crate) async fn handle(
-    current: &crate::server::live::Current,
-    live: &crate::server::live::Live,
+    engine: &crate::engine::Engine,
+    state: &ApiState,
+    reload: &dyn Reload,
     body_timeout: std::time::Duration,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let (engine, state) = (&current.engine, &current.api);
     let peer = req
         .extensions()
         .get::<crate::server::connections::Peer>()
@@ -148,7 +160,7 @@ pub(crate) async fn handle(
             };
             json(StatusCode::OK, &answer)
         }
-        (Method::POST, ["reload"]) => match live.reload(&caller.name).await {
+        (Method::POST, ["reload"]) => match reload.reload(&caller.name).await {
             Ok(summary) => json(StatusCode::OK, &summary),
             Err(why) => error(
                 StatusCode::UNPROCESSABLE_ENTITY,
