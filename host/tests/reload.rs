@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use weft_tests::{
     Behavior, HostSetup, PipelineSpec, Receiver, WeftProcess, free_addr, get_text, lead, metric,
-    parse_metrics, post_json, wait_until,
+    parse_metrics, post_event, wait_until,
 };
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
@@ -70,12 +70,7 @@ async fn under_load_a_reload_changes_adds_and_removes_pipelines_losing_and_faili
     let out = weft(&setup, &["pipeline", "pause", "old"]);
     assert!(out.status.success(), "{}", text(&out));
     for i in 0..3 {
-        let (status, answer) = post_json(
-            &format!("http://{listen}/hooks/old"),
-            lead(&format!("old-{i}"), i).to_string().as_bytes(),
-            "application/json",
-        )
-        .await;
+        let (status, answer) = post_event(listen, "old", &lead(&format!("old-{i}"), i)).await;
         assert_eq!(status, 202, "{answer}");
     }
 
@@ -93,12 +88,7 @@ async fn under_load_a_reload_changes_adds_and_removes_pipelines_losing_and_faili
             while !stop.load(Ordering::Relaxed) {
                 let id = format!("s{s}-{i}");
                 let started_after_switch = reloaded.load(Ordering::SeqCst);
-                let (status, answer) = post_json(
-                    &format!("http://{listen}/hooks/leads"),
-                    lead(&id, i).to_string().as_bytes(),
-                    "application/json",
-                )
-                .await;
+                let (status, answer) = post_event(listen, "leads", &lead(&id, i)).await;
                 assert_eq!(status, 202, "{id} refused during a reload: {answer}");
                 sent.fetch_add(1, Ordering::Relaxed);
                 if started_after_switch {
@@ -200,20 +190,10 @@ async fn under_load_a_reload_changes_adds_and_removes_pipelines_losing_and_faili
     assert!(redeliveries.is_empty(), "delivered twice: {redeliveries:?}");
 
     // The new pipeline takes events; the removed one is gone from the routes.
-    let (status, _) = post_json(
-        &format!("http://{listen}/hooks/fresh"),
-        lead("fresh-1", 1).to_string().as_bytes(),
-        "application/json",
-    )
-    .await;
+    let (status, _) = post_event(listen, "fresh", &lead("fresh-1", 1)).await;
     assert_eq!(status, 202);
     assert!(wait_until(WAIT, || receiver.effects().contains_key("fresh-1")).await);
-    let (status, _) = post_json(
-        &format!("http://{listen}/hooks/old"),
-        lead("old-x", 1).to_string().as_bytes(),
-        "application/json",
-    )
-    .await;
+    let (status, _) = post_event(listen, "old", &lead("old-x", 1)).await;
     assert_eq!(status, 404);
 
     // `old` comes back: its three queued events were kept, and flow once
@@ -247,12 +227,7 @@ async fn under_load_a_reload_changes_adds_and_removes_pipelines_losing_and_faili
     let out = weft(&setup, &["pipeline", "pause", "old"]);
     assert!(out.status.success(), "{}", text(&out));
     for i in 0..2 {
-        let (status, _) = post_json(
-            &format!("http://{listen}/hooks/old"),
-            lead(&format!("purged-{i}"), i).to_string().as_bytes(),
-            "application/json",
-        )
-        .await;
+        let (status, _) = post_event(listen, "old", &lead(&format!("purged-{i}"), i)).await;
         assert_eq!(status, 202);
     }
     let with_old = std::fs::read_to_string(&setup.config_path).unwrap();
@@ -312,12 +287,7 @@ async fn a_bad_reload_changes_nothing_and_says_why_and_sighup_reloads() {
     let admin = admin_of(&setup);
     let good = std::fs::read_to_string(&setup.config_path).unwrap();
     let send = |id: &'static str| async move {
-        let (status, answer) = post_json(
-            &format!("http://{listen}/hooks/leads"),
-            lead(id, 1).to_string().as_bytes(),
-            "application/json",
-        )
-        .await;
+        let (status, answer) = post_event(listen, "leads", &lead(id, 1)).await;
         assert_eq!(status, 202, "{answer}");
     };
     let lowercased = |id: &str| {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 use weft_tests::{
-    Behavior, HostSetup, PipelineSpec, Receiver, WeftProcess, free_addr, lead, post_json,
+    Behavior, HostSetup, PipelineSpec, Receiver, WeftProcess, free_addr, lead, post_event,
     wait_until,
 };
 
@@ -129,12 +129,7 @@ async fn versions_side_by_side_are_listed_chosen_and_switched() {
     // the step to another version.
     let host = WeftProcess::start(WEFT, &setup.config_path, listen, "weft.log", &[]);
     let send = |id: &'static str| async move {
-        let (status, answer) = post_json(
-            &format!("http://{listen}/hooks/leads"),
-            lead(id, 1).to_string().as_bytes(),
-            "application/json",
-        )
-        .await;
+        let (status, answer) = post_event(listen, "leads", &lead(id, 1)).await;
         assert_eq!(status, 202, "{answer}");
         answer["id"].as_str().unwrap().to_string()
     };

@@ -249,6 +249,16 @@ pub async fn send_event(
     post_json(&url, body.to_string().as_bytes(), "application/json").await
 }
 
+/// POST a JSON event to `pipeline` of the host listening on `addr`.
+pub async fn post_event(
+    addr: SocketAddr,
+    pipeline: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let url = format!("http://{addr}/hooks/{pipeline}");
+    post_json(&url, body.to_string().as_bytes(), "application/json").await
+}
+
 /// Start `weft run --config CONFIG` from `binary`, wait until it listens on
 /// `listen`, and return the child and how long it took. Its log goes to
 /// `log_name` beside the config.
