@@ -6,7 +6,8 @@
 //! `cargo xtask bench` (or `cargo bench -p weft-tests --bench pipeline`).
 //! Environment: `WEFT_BENCH_EVENTS` (default 20000), `WEFT_BENCH_SENDERS` (64),
 //! `WEFT_BENCH_ONLY` (`pipeline`, `levels`, `guards`, `observability`,
-//! `sandbox`, `footprint` or `backup`), `WEFT_BENCH_LEVELS` (concurrent senders of the
+//! `sandbox`, `footprint`, `backup` or `reload`), `WEFT_BENCH_RELOADS` (10),
+//! `WEFT_BENCH_LEVELS` (concurrent senders of the
 //! `levels` runs, default `16,64,256`), `WEFT_BENCH_STEADY_SECS` (the
 //! footprint's steady run, default 60), `WEFT_BIN` (the binary the
 //! footprint runs; default `target/release/weft`).
@@ -17,6 +18,8 @@ mod backup;
 mod footprint;
 #[path = "pipeline/levels.rs"]
 mod levels;
+#[path = "pipeline/reload.rs"]
+mod reload;
 
 use bytes::Bytes;
 
@@ -573,6 +576,9 @@ fn main() {
         }
         if only.is_empty() || only == "backup" {
             backup::backup(events).await;
+        }
+        if only.is_empty() || only == "reload" {
+            reload::reload(env_usize("WEFT_BENCH_RELOADS", 10)).await;
         }
     });
 }
