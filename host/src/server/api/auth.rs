@@ -5,8 +5,8 @@ use crate::config::{Config, Role};
 use crate::engine::Engine;
 use crate::secrets::constant_time_eq;
 use crate::store::AuditEntry;
+use hyper::Request;
 use hyper::body::Incoming;
-use hyper::{Method, Request};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -163,20 +163,6 @@ impl ApiState {
             _ => None,
         };
         Refusal::Unauthorized { audit }
-    }
-}
-
-/// The role a call needs.
-pub(super) fn required_role(method: &Method, segments: &[&str]) -> Role {
-    match (method, segments) {
-        // A backup holds every payload and the audit key.
-        (_, ["backups", ..]) => Role::Admin,
-        // It loads new plugins and grants.
-        (&Method::POST, ["reload"]) => Role::Admin,
-        (&Method::GET, _) => Role::Viewer,
-        (_, ["dlq", "purge"]) => Role::Admin,
-        (_, ["pipelines", _, "purge"]) => Role::Admin,
-        _ => Role::Operator,
     }
 }
 

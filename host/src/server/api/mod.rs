@@ -7,10 +7,12 @@
 
 mod auth;
 mod backups;
+pub(crate) mod table;
 
 pub use auth::ApiState;
 
-use self::auth::{Refusal, audit, required_role};
+use self::auth::{Refusal, audit};
+use self::table::Op;
 use crate::engine::{Selection, dead_letter_views, purge, replay};
 use crate::reply::{Body, error, json};
 use crate::store::EventId;
@@ -89,7 +91,7 @@ pub(crate) async fn handle(
     let rest = path.strip_prefix("/api/v1").unwrap_or("");
     let method = req.method().clone();
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let need = required_role(&method, &segments);
+    let need = table::role_of(&method, &segments);
     if caller.role < need {
         if method != Method::GET {
             audit(
@@ -111,8 +113,16 @@ pub(crate) async fn handle(
             ),
         );
     }
-    match (method, segments.as_slice()) {
-        (Method::GET, ["plugins"]) => {
+    let Some((route, params)) = table::find(&method, &segments) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no such API route; GET /api/v1/openapi.json lists them all",
+        );
+    };
+    let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
+    match route.op {
+        Op::OpenApi => json(StatusCode::OK, &table::openapi()),
+        Op::Plugins => {
             let denials = engine.sandbox().denial_counts();
             let users = engine.plugin_users();
             let list: Vec<serde_json::Value> = state
@@ -142,7 +152,7 @@ pub(crate) async fn handle(
                 .collect();
             json(StatusCode::OK, &serde_json::json!({ "plugins": list }))
         }
-        (Method::GET, ["audit-log"]) => {
+        Op::AuditLog => {
             let from = query_param(&req, "from")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
@@ -151,7 +161,7 @@ pub(crate) async fn handle(
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }
-        (Method::GET, ["audit-log", "verify"]) => {
+        Op::AuditVerify => {
             let answer = match engine.store().audit().verify() {
                 Ok(n) => serde_json::json!({ "intact": true, "records": n }),
                 Err(b) => {
@@ -160,14 +170,14 @@ pub(crate) async fn handle(
             };
             json(StatusCode::OK, &answer)
         }
-        (Method::POST, ["reload"]) => match reload.reload(&caller.name).await {
+        Op::Reload => match reload.reload(&caller.name).await {
             Ok(summary) => json(StatusCode::OK, &summary),
             Err(why) => error(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("nothing was changed: {why}"),
             ),
         },
-        (Method::POST, ["backups"]) => {
+        Op::BackupTake => {
             let resp = backups::take(engine, state).await;
             let detail = if resp.status() == StatusCode::OK {
                 "taken".to_string()
@@ -177,18 +187,19 @@ pub(crate) async fn handle(
             audit(engine, &caller.name, "backup", "", detail).await;
             resp
         }
-        (Method::GET, ["backups", id, file @ ..]) if !file.is_empty() => {
+        Op::BackupFile => {
             let offset = query_param(&req, "offset")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
-            backups::chunk(state, id, file, offset)
+            let file: Vec<&str> = param(1).split('/').collect();
+            backups::chunk(state, param(0), &file, offset)
         }
-        (Method::DELETE, ["backups", id]) => backups::remove(state, id),
-        (Method::GET, ["usage"]) => json(
+        Op::BackupRemove => backups::remove(state, param(0)),
+        Op::Usage => json(
             StatusCode::OK,
             &serde_json::to_value(engine.usage()).unwrap_or_default(),
         ),
-        (Method::GET, ["pipelines"]) => {
+        Op::Pipelines => {
             let list: Vec<_> = engine
                 .pipeline_names()
                 .iter()
@@ -196,7 +207,7 @@ pub(crate) async fn handle(
                 .collect();
             json(StatusCode::OK, &serde_json::json!({ "pipelines": list }))
         }
-        (Method::GET, ["pipelines", name]) => match engine.stats_json(name) {
+        Op::Pipeline => match engine.stats_json(param(0)) {
             Some(v) => json(StatusCode::OK, &v),
             None => error(
                 StatusCode::NOT_FOUND,
@@ -206,8 +217,16 @@ pub(crate) async fn handle(
                 ),
             ),
         },
-        (Method::POST, ["pipelines", name, action @ ("pause" | "resume")]) => {
-            let result = if *action == "pause" {
+        Op::Pause | Op::Resume => {
+            let (name, action) = (
+                param(0),
+                if route.op == Op::Pause {
+                    "pause"
+                } else {
+                    "resume"
+                },
+            );
+            let result = if route.op == Op::Pause {
                 engine.pause(name).await
             } else {
                 engine.resume(name).await
@@ -222,17 +241,9 @@ pub(crate) async fn handle(
                 Err(e) => error(StatusCode::NOT_FOUND, e.to_string()),
             }
         }
-        (
-            Method::POST,
-            [
-                "pipelines",
-                name,
-                "canary",
-                action @ ("promote" | "rollback"),
-            ],
-        ) => {
-            let step = query_param(&req, "step");
-            let what = if *action == "promote" {
+        Op::CanaryPromote | Op::CanaryRollback => {
+            let (name, step) = (param(0), query_param(&req, "step"));
+            let what = if route.op == Op::CanaryPromote {
                 crate::engine::CanaryAction::Promote
             } else {
                 crate::engine::CanaryAction::Rollback
@@ -248,7 +259,8 @@ pub(crate) async fn handle(
                 Err(why) => error(StatusCode::NOT_FOUND, why),
             }
         }
-        (Method::POST, ["pipelines", name, "purge"]) => {
+        Op::PurgeQueued => {
+            let name = param(0);
             let result =
                 crate::engine::purge_queued(engine.store(), name, &engine.pipeline_names()).await;
             let detail = match &result {
@@ -261,7 +273,7 @@ pub(crate) async fn handle(
                 Err(e) => error(StatusCode::CONFLICT, e),
             }
         }
-        (Method::GET, ["dlq"]) => {
+        Op::DeadLetters => {
             let pipeline = query_param(&req, "pipeline");
             let since = query_param(&req, "since");
             match dead_letter_views(
@@ -274,8 +286,12 @@ pub(crate) async fn handle(
                 Err(e) => error(StatusCode::BAD_REQUEST, e),
             }
         }
-        (Method::POST, ["dlq", action @ ("replay" | "purge")]) => {
-            let action = action.to_string();
+        Op::Replay | Op::PurgeDeadLetters => {
+            let action = if route.op == Op::Replay {
+                "replay"
+            } else {
+                "purge"
+            };
             let reading = Limited::new(req.into_body(), 1024 * 1024).collect();
             let body = match tokio::time::timeout(body_timeout, reading).await {
                 Ok(Ok(b)) => b.to_bytes(),
@@ -324,7 +340,7 @@ pub(crate) async fn handle(
                 Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             }
         }
-        (Method::GET, ["events"]) => {
+        Op::Events => {
             let limit = query_param(&req, "limit")
                 .and_then(|l| l.parse().ok())
                 .unwrap_or(50usize)
@@ -341,8 +357,8 @@ pub(crate) async fn handle(
                 Err(e) => error(StatusCode::BAD_REQUEST, e),
             }
         }
-        (Method::GET, ["events", id]) => {
-            let id: EventId = match id.parse() {
+        Op::Event => {
+            let id: EventId = match param(0).parse() {
                 Ok(id) => id,
                 Err(e) => return error(StatusCode::BAD_REQUEST, e),
             };
@@ -355,10 +371,6 @@ pub(crate) async fn handle(
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             }
         }
-        _ => error(
-            StatusCode::NOT_FOUND,
-            "no such API route; see the README's admin API section for the routes",
-        ),
     }
 }
 
