@@ -71,6 +71,57 @@ fn ensure_wasm_target() -> Result<()> {
     Ok(())
 }
 
+/// Install headless Chromium and its WebDriver (Debian's `chromium` and
+/// `chromium-driver`) for the console's browser tests, when they are
+/// missing and apt may be used (as root, or through `sudo` without a
+/// password). Otherwise those tests say what to install.
+fn ensure_chromium() -> Result<()> {
+    let have = |p: &str| std::path::Path::new(p).exists();
+    if have("/usr/bin/chromium") && have("/usr/bin/chromedriver") {
+        return Ok(());
+    }
+    if !have("/usr/bin/apt-get") {
+        println!("==> no apt-get here: install Chromium and chromedriver for the console's tests");
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let sudo = !root
+        && Command::new("sudo")
+            .args(["-n", "true"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !root && !sudo {
+        println!(
+            "==> cannot install Chromium (not root, no sudo): the console's tests will say so"
+        );
+        return Ok(());
+    }
+    println!("==> installing chromium and chromium-driver for the console's browser tests");
+    let apt = |args: &[&str]| {
+        let mut c = if sudo {
+            let mut c = Command::new("sudo");
+            c.args(["-n", "apt-get"]);
+            c
+        } else {
+            Command::new("apt-get")
+        };
+        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run(&mut c)
+    };
+    apt(&["update", "-qq"])?;
+    apt(&[
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        "chromium",
+        "chromium-driver",
+    ])
+}
+
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -79,6 +130,9 @@ fn target_dir() -> PathBuf {
 
 fn test(extra: &[String]) -> Result<()> {
     ensure_wasm_target()?;
+    if let Err(e) = ensure_chromium() {
+        println!("==> Chromium could not be installed ({e:#}): the console's tests will say so");
+    }
     let nextest = Command::new("cargo")
         .args(["nextest", "--version"])
         .stdout(Stdio::null())

@@ -8,6 +8,7 @@ pub mod live;
 pub mod metrics;
 pub mod query;
 mod routes;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -15,12 +15,22 @@ pub(super) async fn route(
 ) -> Response<Body> {
     let engine = &current.engine;
     let path = req.uri().path().to_string();
-    let admin_only = path == "/metrics" || path == "/api/v1" || path.starts_with("/api/v1/");
+    let admin_only = path == "/metrics"
+        || path == "/api/v1"
+        || path.starts_with("/api/v1/")
+        || path == "/ui"
+        || path.starts_with("/ui/");
     if admin_only && plane == Plane::Public {
         return error(
             StatusCode::NOT_FOUND,
-            "no such route here: the admin API and /metrics are on the admin listener (server.admin_listen)",
+            "no such route here: the admin API, the console and /metrics are on the admin listener (server.admin_listen)",
         );
+    }
+    if (path == "/ui" || path.starts_with("/ui/"))
+        && matches!(*req.method(), Method::GET | Method::HEAD)
+        && let Some(resp) = super::ui::asset(&path, current.api.has_tokens())
+    {
+        return resp;
     }
     if path.starts_with("/hooks/") && plane == Plane::Admin {
         return error(

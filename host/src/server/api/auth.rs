@@ -97,6 +97,11 @@ impl ApiState {
     /// The caller, or `None` for a missing or wrong token. Tokens are
     /// compared by digest, so neither their content nor their length shows
     /// in the timing.
+    /// Whether calls need a token (`[[admin.tokens]]` is configured).
+    pub(crate) fn has_tokens(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
     pub(super) fn authenticate(&self, req: &Request<Incoming>) -> Option<Caller> {
         if self.tokens.is_empty() {
             return Some(Caller {

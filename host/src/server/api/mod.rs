@@ -122,6 +122,10 @@ pub(crate) async fn handle(
     let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
     match route.op {
         Op::OpenApi => json(StatusCode::OK, &table::openapi()),
+        Op::WhoAmI => json(
+            StatusCode::OK,
+            &serde_json::json!({ "name": caller.name, "role": caller.role.as_str() }),
+        ),
         Op::Plugins => {
             let denials = engine.sandbox().denial_counts();
             let users = engine.plugin_users();

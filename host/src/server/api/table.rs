@@ -33,6 +33,7 @@ impl Verb {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     OpenApi,
+    WhoAmI,
     Plugins,
     AuditLog,
     AuditVerify,
@@ -116,6 +117,14 @@ pub const ROUTES: &[Route] = &[
         Role::Viewer,
         "This document: every route of the admin API (OpenAPI 3.1)",
         "the OpenAPI document",
+    ),
+    route(
+        Op::WhoAmI,
+        Verb::Get,
+        "/whoami",
+        Role::Viewer,
+        "The caller: its token's name and role (`anonymous`, admin, without tokens)",
+        "{name, role}",
     ),
     route(
         Op::Plugins,
