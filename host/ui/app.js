@@ -255,7 +255,22 @@ async function dlq(page) {
   const p = params();
   const query = new URLSearchParams();
   for (const k of ['pipeline', 'since']) if (p.get(k)) query.set(k, p.get(k));
-  const list = (await api('GET', '/dlq?' + query)).dead_letters;
+  const [list, names] = await Promise.all([
+    api('GET', '/dlq?' + query).then((r) => r.dead_letters),
+    api('GET', '/pipelines').then((r) => r.pipelines.map((x) => x.name)),
+  ]);
+  const pick = el('select', { id: 'dlq-pipeline' }, el('option', { value: '', textContent: 'every pipeline' }),
+    names.map((n) => el('option', { value: n, textContent: n, selected: n === p.get('pipeline') })));
+  const since = el('input', { id: 'dlq-since', placeholder: 'since (2h, or a time)', value: p.get('since') || '' });
+  const filter = el('button', {
+    textContent: 'Filter',
+    onclick: () => {
+      const q = new URLSearchParams();
+      if (pick.value) q.set('pipeline', pick.value);
+      if (since.value) q.set('since', since.value);
+      location.hash = '#/dlq?' + q;
+    },
+  });
   const boxes = [];
   const act = async (action) => {
     const ids = boxes.filter((b) => b.checked).map((b) => b.value);
@@ -269,7 +284,7 @@ async function dlq(page) {
   };
   fill(page,
     el('h1', { textContent: 'Dead letters' }),
-    el('div', { className: 'filters' },
+    el('div', { className: 'filters' }, pick, since, filter,
       may('operator') ? el('button', { id: 'replay', textContent: 'Replay selected', onclick: () => act('replay') }) : null,
       may('admin') ? el('button', { id: 'purge', textContent: 'Purge selected', onclick: () => act('purge') }) : null),
     el('table', { id: 'dead-letters' },
@@ -291,8 +306,21 @@ async function dlq(page) {
   );
 }
 
+// The latest records of the audit log (at most `n`), and its check.
+async function recentAudit(n) {
+  const check = await api('GET', '/audit-log/verify');
+  const from = Math.max(0, (check.records || 0) - n);
+  const log = await api('GET', '/audit-log?from=' + from);
+  return [check, log.records];
+}
+
 async function plugins(page) {
-  const list = (await api('GET', '/plugins')).plugins;
+  const [list, [, log]] = await Promise.all([
+    api('GET', '/plugins').then((r) => r.plugins),
+    recentAudit(1000),
+  ]);
+  // Denials over time: the audit log keeps each (up to 10 a minute per plugin).
+  const denials = (name) => log.filter((r) => r.kind === 'denial' && r.actor === name).slice(-20).reverse();
   fill(page,
     el('h1', { textContent: 'Plugins and grants' }),
     list.map((p) => el('div', { className: 'card plugin', id: 'plugin-' + p.name },
@@ -306,12 +334,19 @@ async function plugins(page) {
       el('h3', { textContent: 'Imports (what it asks for)' }),
       el('pre', { textContent: (p.imports || []).join('\n') || '(none)' }),
       el('h3', { textContent: 'Grant (what it may do)' }),
-      el('pre', { className: 'grant', textContent: JSON.stringify(p.grant, null, 2) }))),
+      el('pre', { className: 'grant', textContent: JSON.stringify(p.grant, null, 2) }),
+      denials(p.name).length ? el('div', {},
+        el('h3', { textContent: 'Latest denials' }),
+        el('table', { className: 'denials' }, denials(p.name).map((r) => el('tr', {},
+          el('td', { textContent: new Date(r.at_ms).toISOString() }),
+          el('td', { textContent: r.pipeline }),
+          el('td', { textContent: r.action }),
+          el('td', { textContent: r.detail }))))) : null)),
   );
 }
 
 async function audit(page) {
-  const [check, log] = await Promise.all([api('GET', '/audit-log/verify'), api('GET', '/audit-log')]);
+  const [check, records] = await recentAudit(500);
   fill(page,
     el('h1', { textContent: 'Audit log' }),
     el('p', check.intact
@@ -319,7 +354,7 @@ async function audit(page) {
       : { id: 'chain', className: 'bad', textContent: 'The chain does not verify at record ' + check.index + ': ' + check.reason }),
     el('table', { id: 'audit' },
       el('tr', {}, ['#', 'when', 'who', 'what', 'pipeline', 'detail'].map((h) => el('th', { textContent: h }))),
-      log.records.slice().reverse().map((r) => el('tr', {},
+      records.slice().reverse().map((r) => el('tr', {},
         el('td', { className: 'num', textContent: r.index }),
         el('td', { textContent: r.at || (r.at_ms ? new Date(r.at_ms).toISOString() : '') }),
         el('td', { textContent: r.actor }),
