@@ -46,6 +46,7 @@ async fn the_document_is_openapi_3_1_and_lists_exactly_what_the_router_serves() 
 
     // Every listed operation is served (whatever it answers here, it is
     // not the router's "no such route").
+    let mut typed = 0;
     for (path, method, _) in spec.operations() {
         let url = path
             .replace("{name}", "leads")
@@ -59,7 +60,35 @@ async fn the_document_is_openapi_3_1_and_lists_exactly_what_the_router_serves() 
             reply.status,
             reply.body
         );
+        // A 200 answer is what the document says it is.
+        if reply.status == 200 && path != "/api/v1/backups/{id}/{file}" {
+            let schema = &doc.body["paths"][&path][method.as_str().to_ascii_lowercase()]["responses"]
+                ["200"]["content"]["application/json"]["schema"];
+            let root = serde_json::json!({
+                "allOf": [schema],
+                "components": doc.body["components"],
+            });
+            let validator = jsonschema::validator_for(&root).expect("a usable schema");
+            let errors: Vec<String> = validator
+                .iter_errors(&reply.body)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{method} {url}: {errors:?}\n{}",
+                reply.body
+            );
+            typed += usize::from(schema.get("$ref").is_some() || schema["properties"].is_object());
+        }
     }
+    assert!(typed >= 6, "{typed} answers checked against typed views");
+    // The views are typed: a pipeline whose name is a number is not one.
+    let root = serde_json::json!({
+        "allOf": [doc.body["paths"]["/api/v1/pipelines"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]],
+        "components": doc.body["components"],
+    });
+    let validator = jsonschema::validator_for(&root).unwrap();
+    assert!(!validator.is_valid(&serde_json::json!({ "pipelines": [{ "name": 5 }] })));
     // And what is not listed is not served.
     for (method, path) in [
         (hyper::Method::GET, "/api/v1/nothing"),

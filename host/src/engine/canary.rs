@@ -15,7 +15,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 /// Where a canary stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum CanaryState {
     /// Its share of events runs on the candidate.
@@ -83,7 +85,7 @@ pub(super) struct Canary {
 }
 
 /// A canary as the API and `/metrics` show it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct CanaryView {
     /// `step 1`, `sink`.
     pub step: String,
@@ -104,7 +106,7 @@ pub struct CanaryView {
 }
 
 /// One version's calls within a canary.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct VersionView {
     /// `baseline` or `candidate`.
     pub version: String,

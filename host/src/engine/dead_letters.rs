@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// A dead letter as the API and the CLI show it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeadLetterView {
     /// Event id.
     pub id: String,
@@ -57,7 +57,7 @@ impl From<&EventRecord> for DeadLetterView {
 }
 
 /// Which dead letters a command is about.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Selection {
     /// These event ids.
@@ -172,7 +172,7 @@ pub async fn purge(
 }
 
 /// What happened to one replay request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReplayOutcome {
     /// Event id.
     pub id: String,

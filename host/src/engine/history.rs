@@ -28,7 +28,7 @@ pub fn parse_since(since: &str) -> Result<u64, String> {
 
 /// One event as `weft runs show` and `GET /api/v1/events/{id}` show it: its
 /// state, every attempt, and the last error only when the last attempt failed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventView {
     /// Event id.
     pub id: String,
@@ -145,7 +145,7 @@ pub(super) fn attempt_history(r: &EventRecord) -> Vec<serde_json::Value> {
 }
 
 /// One line of the run history.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunSummary {
     /// Event id.
     pub id: String,

@@ -78,7 +78,17 @@ impl PipelineStats {
 /// Counters kept over a pipeline's whole life, across restarts: saved in
 /// the store each minute and at shutdown (a crash loses at most the last
 /// minute of them; the events themselves are never lost).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(default)]
 pub struct Totals {
     /// Events accepted.
@@ -141,7 +151,7 @@ impl PipelineStats {
 }
 
 /// A pipeline's state and counters at one moment.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct PipelineStatus {
     /// Pipeline name.
     pub name: String,
@@ -228,7 +238,7 @@ pub struct PipelineStatus {
 }
 
 /// Bytes in memory and on disk, by kind.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Usage {
     /// Event bytes held in memory now: bodies being received and accepted,
     /// payloads in an attempt.

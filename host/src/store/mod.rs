@@ -150,7 +150,17 @@ pub struct StoreCounts {
 }
 
 /// What the store holds, in bytes, by kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 pub struct StoreUsage {
     /// The store's files on disk, all kinds together (sled's own count;
     /// space is given back as sled rewrites its segments).

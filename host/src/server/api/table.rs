@@ -74,8 +74,31 @@ pub struct Route {
     pub query: &'static [Query],
     /// What the JSON body holds, for routes that read one.
     pub body: Option<&'static str>,
-    /// What a `200` answer holds.
+    /// What a `200` answer holds, in words.
     pub answer: &'static str,
+}
+
+/// The JSON type of an answer: one of the typed views, a list of them in a
+/// field, or described in words only.
+#[derive(Debug, Clone, Copy)]
+pub enum Shape {
+    Free,
+    One(Typed),
+    List(&'static str, Typed),
+}
+
+/// The typed views the API answers with (the CLI reads the same types).
+#[derive(Debug, Clone, Copy)]
+pub enum Typed {
+    PipelineStatus,
+    Usage,
+    DeadLetterView,
+    ReplayOutcome,
+    RunSummary,
+    EventView,
+    AuditRecord,
+    CanaryView,
+    BackupManifest,
 }
 
 const fn route(
@@ -96,6 +119,69 @@ const fn route(
         body: None,
         answer,
     }
+}
+
+impl Route {
+    /// The JSON type of its `200` answer.
+    pub fn shape(&self) -> Shape {
+        use Typed as V;
+        match self.op {
+            Op::Usage => Shape::One(V::Usage),
+            Op::Pipelines => Shape::List("pipelines", V::PipelineStatus),
+            Op::Pipeline | Op::Pause | Op::Resume => Shape::One(V::PipelineStatus),
+            Op::CanaryPromote | Op::CanaryRollback => Shape::One(V::CanaryView),
+            Op::DeadLetters => Shape::List("dead_letters", V::DeadLetterView),
+            Op::Replay | Op::PurgeDeadLetters => Shape::List("results", V::ReplayOutcome),
+            Op::Events => Shape::List("events", V::RunSummary),
+            Op::Event => Shape::One(V::EventView),
+            Op::AuditLog => Shape::List("records", V::AuditRecord),
+            Op::OpenApi
+            | Op::WhoAmI
+            | Op::Plugins
+            | Op::AuditVerify
+            | Op::Reload
+            | Op::BackupTake
+            | Op::BackupFile
+            | Op::BackupRemove
+            | Op::PurgeQueued => Shape::Free,
+        }
+    }
+}
+
+/// The schemas of the typed views (under `#/components/schemas`) and a
+/// reference to each.
+fn views() -> (
+    serde_json::Map<String, serde_json::Value>,
+    impl Fn(Typed) -> serde_json::Value,
+) {
+    use schemars::generate::{Contract, SchemaSettings};
+    let mut settings = SchemaSettings::draft2020_12();
+    settings.definitions_path = "/components/schemas".into();
+    settings.meta_schema = None;
+    settings.contract = Contract::Serialize;
+    let mut g = settings.into_generator();
+    let mut refs = std::collections::HashMap::new();
+    macro_rules! view {
+        ($v:ident, $t:ty) => {
+            refs.insert(
+                format!("{:?}", Typed::$v),
+                g.subschema_for::<$t>().to_value(),
+            );
+        };
+    }
+    view!(PipelineStatus, crate::engine::PipelineStatus);
+    view!(Usage, crate::engine::Usage);
+    view!(DeadLetterView, crate::engine::DeadLetterView);
+    view!(ReplayOutcome, crate::engine::ReplayOutcome);
+    view!(RunSummary, crate::engine::RunSummary);
+    view!(EventView, crate::engine::EventView);
+    view!(AuditRecord, crate::store::AuditRecord);
+    view!(CanaryView, crate::engine::CanaryView);
+    view!(BackupManifest, crate::store::BackupManifest);
+    // The request body of replay and purge.
+    g.subschema_for::<crate::engine::Selection>();
+    let defs = g.take_definitions(true);
+    (defs, move |v: Typed| refs[&format!("{v:?}")].clone())
 }
 
 const SINCE: Query = Query {
@@ -378,6 +464,7 @@ pub fn role_of(method: &Method, segments: &[&str]) -> Role {
 /// The OpenAPI 3.1 document of [`ROUTES`].
 pub fn openapi() -> serde_json::Value {
     use serde_json::json;
+    let (schemas, view) = views();
     let mut paths = serde_json::Map::new();
     for r in ROUTES {
         let path = format!("/api/v1{}", r.path.replace("*}", "}"));
@@ -407,7 +494,15 @@ pub fn openapi() -> serde_json::Value {
             "responses": {
                 "200": {
                     "description": r.answer,
-                    "content": { "application/json": { "schema": { "type": "object" } } }
+                    "content": { "application/json": { "schema": match r.shape() {
+                        Shape::Free => json!({ "type": "object" }),
+                        Shape::One(v) => view(v),
+                        Shape::List(field, v) => json!({
+                            "type": "object",
+                            "properties": { field: { "type": "array", "items": view(v) } },
+                            "required": [field],
+                        }),
+                    } } }
                 },
                 "401": { "$ref": "#/components/responses/Unauthorized" },
                 "403": { "$ref": "#/components/responses/Forbidden" },
@@ -417,7 +512,11 @@ pub fn openapi() -> serde_json::Value {
             op["requestBody"] = json!({
                 "required": r.body.is_some(),
                 "description": r.body.unwrap_or("{} (a mutating call must be application/json)"),
-                "content": { "application/json": { "schema": { "type": "object" } } }
+                "content": { "application/json": { "schema": if r.body.is_some() {
+                    json!({ "$ref": "#/components/schemas/Selection" })
+                } else {
+                    json!({ "type": "object" })
+                } } }
             });
         }
         let entry = paths
@@ -432,6 +531,8 @@ pub fn openapi() -> serde_json::Value {
         "properties": { "error": { "type": "string" } },
         "required": ["error"]
     });
+    let mut schemas = schemas;
+    schemas.insert("Error".into(), error);
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -441,7 +542,7 @@ pub fn openapi() -> serde_json::Value {
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
-            "schemas": { "Error": error },
+            "schemas": schemas,
             "responses": {
                 "Unauthorized": {
                     "description": "missing or wrong bearer token",

@@ -19,7 +19,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Component, Path};
 
 /// What a backup holds: written last, read first.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct BackupManifest {
     /// Always `weft-backup`.
     pub format: String,
@@ -38,7 +38,7 @@ pub struct BackupManifest {
 }
 
 /// Counts of what a backup holds, checked again after a restore.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct BackupCounts {
     /// Events (every state).
     pub events: u64,
@@ -55,7 +55,7 @@ pub struct BackupCounts {
 }
 
 /// One file of a backup.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct BackupFile {
     /// Its path inside the backup (`/`-separated).
     pub name: String,
