@@ -18,15 +18,8 @@ pub(super) struct ListArgs {
     json: bool,
 }
 
-/// One row of the list.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Row {
-    name: String,
-    version: Option<String>,
-    world: String,
-    sha256: String,
-    used_by: Vec<String>,
-}
+/// One row of the list: the API's own view of a plugin.
+type Row = crate::server::api::PluginView;
 
 impl ListArgs {
     pub(super) async fn run(self) -> Result<()> {
@@ -83,13 +76,7 @@ async fn from_files(config: &crate::config::Config) -> Result<Vec<Row>> {
     }
     let mut rows: Vec<Row> = plugins
         .values()
-        .map(|p| Row {
-            name: p.name.clone(),
-            version: p.version.clone(),
-            world: p.world.to_string(),
-            sha256: p.sha256.clone(),
-            used_by: Vec::new(),
-        })
+        .map(|p| Row::of(p, Vec::new(), Default::default()))
         .collect();
     for p in &config.pipelines {
         let specs = p

@@ -8,6 +8,9 @@
 mod auth;
 mod backups;
 pub(crate) mod table;
+mod views;
+
+pub use views::PluginView;
 
 pub use auth::ApiState;
 
@@ -129,29 +132,16 @@ pub(crate) async fn handle(
         Op::Plugins => {
             let denials = engine.sandbox().denial_counts();
             let users = engine.plugin_users();
-            let list: Vec<serde_json::Value> = state
+            let list: Vec<PluginView> = state
                 .plugins
                 .values()
                 .map(|p| {
-                    let denied: std::collections::BTreeMap<&str, u64> = denials
+                    let denied = denials
                         .iter()
                         .filter(|((name, _), _)| *name == p.name)
-                        .map(|((_, cap), n)| (*cap, *n))
+                        .map(|((_, cap), n)| (cap.to_string(), *n))
                         .collect();
-                    use std::sync::atomic::Ordering::Relaxed;
-                    serde_json::json!({
-                        "name": p.name,
-                        "version": p.version,
-                        "used_by": users.get(&p.name).cloned().unwrap_or_default(),
-                        "sha256": p.sha256,
-                        "world": p.world.to_string(),
-                        "imports": p.imports,
-                        "grant": p.grant(),
-                        "mismatches": p.mismatches,
-                        "calls": p.stats.calls.load(Relaxed),
-                        "failures": p.stats.failures.load(Relaxed),
-                        "denials": denied,
-                    })
+                    PluginView::of(p, users.get(&p.name).cloned().unwrap_or_default(), denied)
                 })
                 .collect();
             json(StatusCode::OK, &serde_json::json!({ "plugins": list }))

@@ -99,6 +99,7 @@ pub enum Typed {
     AuditRecord,
     CanaryView,
     BackupManifest,
+    PluginView,
 }
 
 const fn route(
@@ -135,9 +136,9 @@ impl Route {
             Op::Events => Shape::List("events", V::RunSummary),
             Op::Event => Shape::One(V::EventView),
             Op::AuditLog => Shape::List("records", V::AuditRecord),
+            Op::Plugins => Shape::List("plugins", V::PluginView),
             Op::OpenApi
             | Op::WhoAmI
-            | Op::Plugins
             | Op::AuditVerify
             | Op::Reload
             | Op::BackupTake
@@ -178,6 +179,7 @@ fn views() -> (
     view!(AuditRecord, crate::store::AuditRecord);
     view!(CanaryView, crate::engine::CanaryView);
     view!(BackupManifest, crate::store::BackupManifest);
+    view!(PluginView, super::PluginView);
     // The request body of replay and purge.
     g.subschema_for::<crate::engine::Selection>();
     let defs = g.take_definitions(true);
