@@ -250,6 +250,21 @@ pub async fn send_event(
     post_json(&url, body.to_string().as_bytes(), "application/json").await
 }
 
+/// A receiver behaving as `behavior`, and an in-process host with the
+/// quickstart's `leads` pipeline delivering to it (ports picked freely).
+pub async fn leads_host(behavior: Behavior) -> (Receiver, HostSetup, weft_host::host::RunningHost) {
+    let receiver = Receiver::start(behavior).await;
+    let setup = HostSetup::new(
+        any_port(),
+        &[PipelineSpec::leads("leads", &receiver.url("/x"))],
+    )
+    .expect("host setup");
+    let host = weft_host::host::RunningHost::start(setup.config())
+        .await
+        .expect("host starts");
+    (receiver, setup, host)
+}
+
 /// POST a JSON event to `pipeline` of the host listening on `addr`.
 pub async fn post_event(
     addr: SocketAddr,

@@ -244,13 +244,7 @@ async fn an_operator_sees_and_fixes_what_is_stuck_and_a_viewer_only_sees() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_tokens_the_loopback_console_opens_as_admin() {
-    let receiver = Receiver::start(Behavior::Accept).await;
-    let setup = HostSetup::new(
-        any_port(),
-        &[PipelineSpec::leads("leads", &receiver.url("/x"))],
-    )
-    .unwrap();
-    let host = RunningHost::start(setup.config()).await.unwrap();
+    let (_receiver, _setup, host) = weft_tests::leads_host(Behavior::Accept).await;
     let b = Browser::start().await.expect("a headless browser");
     b.go(&format!("http://{}/ui", host.admin_addr))
         .await

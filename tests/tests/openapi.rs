@@ -3,18 +3,11 @@
 //! lists is served, and a path it does not list is not.
 
 use std::time::Duration;
-use weft_host::host::RunningHost;
-use weft_tests::{Behavior, HostSetup, PipelineSpec, Receiver, any_port, send_event, wait_until};
+use weft_tests::{Behavior, send_event, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_document_is_openapi_3_1_and_lists_exactly_what_the_router_serves() {
-    let receiver = Receiver::start(Behavior::Accept).await;
-    let setup = HostSetup::new(
-        any_port(),
-        &[PipelineSpec::leads("leads", &receiver.url("/x"))],
-    )
-    .unwrap();
-    let host = RunningHost::start(setup.config()).await.unwrap();
+    let (receiver, _setup, host) = weft_tests::leads_host(Behavior::Accept).await;
     let (status, answer) = send_event(&host, "leads", &weft_tests::lead("a-1", 1)).await;
     assert_eq!(status, 202, "{answer}");
     let id = answer["id"].as_str().unwrap().to_string();

@@ -89,13 +89,7 @@ async fn an_attempt_in_flight_finishes_on_its_version_and_late_writes_reach_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_without_a_file_has_nothing_to_reload() {
-    let receiver = Receiver::start(Behavior::Accept).await;
-    let setup = HostSetup::new(
-        any_port(),
-        &[PipelineSpec::leads("leads", &receiver.url("/x"))],
-    )
-    .unwrap();
-    let host = RunningHost::start(setup.config()).await.unwrap();
+    let (_receiver, _setup, host) = weft_tests::leads_host(Behavior::Accept).await;
     let why = host.reload("test").await.unwrap_err();
     assert!(why.contains("no file to reload"), "{why}");
     host.shutdown().await;
