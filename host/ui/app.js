@@ -226,7 +226,8 @@ function attemptCard(a) {
           el('td', { textContent: s.step }),
           el('td', { textContent: s.outcome }),
           el('td', { className: 'num', textContent: s.duration_ms.toFixed(2) + ' ms' }),
-          el('td', { className: 'num', textContent: s.fuel === null || s.fuel === undefined ? '-' : s.fuel }),
+          // 0: fuel is not metered (no grant sets a fuel budget).
+          el('td', { className: 'num', textContent: s.fuel ? s.fuel.toLocaleString('en') : '-' }),
           el('td', { className: 'num', textContent: s.memory_bytes ? Math.round(s.memory_bytes / 1024) + ' KiB' : '-' }),
           el('td', {}, el('div', { className: 'timeline' }, bar)));
       })));
