@@ -2,6 +2,7 @@
 //! the file, the key and the fix. One file per section; config imports
 //! nothing from the rest of the host but the origin parser.
 
+mod canary;
 mod credential;
 mod grant;
 mod pattern;
@@ -12,12 +13,13 @@ mod upstream;
 mod values;
 pub mod version;
 
+pub use canary::CanaryConfig;
 pub use credential::{CREDENTIAL_HEADERS, CredentialGrant};
 pub use grant::{DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_MS, Grant, KvGrant};
 pub use pattern::OriginPattern;
 pub use pipeline::{
-    BatchConfig, BreakerConfig, CanaryConfig, ContractConfig, Jitter, PipelineConfig, RetryConfig,
-    StepConfig, VersionedContract,
+    BatchConfig, BreakerConfig, ContractConfig, Jitter, PipelineConfig, RetryConfig, StepConfig,
+    VersionedContract,
 };
 pub use server::{AdminConfig, PluginsConfig, Role, ServerConfig, TokenConfig};
 pub use trigger::{

@@ -101,9 +101,7 @@ impl Engine {
             .inner
             .pipelines
             .values()
-            .flat_map(|p| p.steps.iter().chain([&p.sink]))
-            .flat_map(|s| [Some(s), s.canary.as_ref().map(|c| &*c.candidate)])
-            .flatten()
+            .flat_map(|p| p.every_step())
             .map(|s| (s.plugin.name.clone(), s.plugin.clone()))
             .collect();
         for p in self
@@ -118,20 +116,13 @@ impl Engine {
         all
     }
 
-    /// The pipelines that run each plugin (by its file name), as steps,
-    /// sink or poll source.
+    /// The pipelines that run each plugin (by its file name), as a step,
+    /// the sink or a canary's candidate.
     pub fn plugin_users(&self) -> BTreeMap<String, Vec<String>> {
         let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut names = self.pipeline_names();
-        names.sort();
-        for name in names {
+        for name in self.pipeline_names() {
             let p = &self.inner.pipelines[&name];
-            let candidates = p
-                .steps
-                .iter()
-                .chain([&p.sink])
-                .filter_map(|s| s.canary.as_ref().map(|c| &*c.candidate));
-            for s in p.steps.iter().chain([&p.sink]).chain(candidates) {
+            for s in p.every_step() {
                 let list = users.entry(s.plugin.name.clone()).or_default();
                 if !list.contains(&name) {
                     list.push(name.clone());

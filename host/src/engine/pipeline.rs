@@ -121,6 +121,16 @@ impl OpenEvents {
 }
 
 impl Pipeline {
+    /// Every step that may run an event: the steps, the sink, and the
+    /// candidates of their canaries.
+    pub(super) fn every_step(&self) -> impl Iterator<Item = &Step> {
+        self.steps
+            .iter()
+            .chain([&self.sink])
+            .flat_map(|s| [Some(s), s.canary.as_ref().map(|c| &*c.candidate)])
+            .flatten()
+    }
+
     /// An event left the pipeline for good.
     pub(super) fn close(&self, id: &crate::store::EventId) {
         self.open

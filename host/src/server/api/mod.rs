@@ -7,6 +7,7 @@
 
 mod auth;
 mod backups;
+mod openapi;
 pub(crate) mod table;
 mod views;
 
@@ -124,7 +125,7 @@ pub(crate) async fn handle(
     };
     let param = |i: usize| params.get(i).map(String::as_str).unwrap_or_default();
     match route.op {
-        Op::OpenApi => json(StatusCode::OK, &table::openapi()),
+        Op::OpenApi => json(StatusCode::OK, &openapi::document()),
         Op::WhoAmI => json(
             StatusCode::OK,
             &serde_json::json!({ "name": caller.name, "role": caller.role.as_str() }),

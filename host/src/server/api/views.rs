@@ -12,7 +12,7 @@ pub struct PluginView {
     pub name: String,
     /// Its version, from the file name or its `describe()`.
     pub version: Option<String>,
-    /// The pipelines that run it (as a step, sink, candidate or source).
+    /// The pipelines that run it (as a step, the sink or a canary candidate).
     pub used_by: Vec<String>,
     /// Hex SHA-256 of the file.
     pub sha256: String,

@@ -1,6 +1,8 @@
 //! `GET /metrics`: the engine's per-pipeline counters and gauges in the
 //! Prometheus text format.
 
+mod canary;
+
 use crate::engine::{Engine, PipelineStatus};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -170,107 +172,6 @@ const FAMILIES: &[Family] = &[
     ),
 ];
 
-/// Canaries: state, calls and failures of each version, latency, rollbacks.
-fn canaries(out: &mut String, engine: &Engine, pipelines: &[PipelineStatus]) {
-    header(
-        out,
-        "weft_canary_state",
-        "gauge",
-        "A canary's state: 0 running, 1 rolled back, 2 promoted.",
-    );
-    let labels =
-        |p: &str, step: &str| format!("pipeline=\"{}\",step=\"{}\"", label(p), label(step));
-    for p in pipelines {
-        for c in &p.canaries {
-            let code = match c.state {
-                crate::engine::CanaryState::Running => 0,
-                crate::engine::CanaryState::RolledBack => 1,
-                crate::engine::CanaryState::Promoted => 2,
-            };
-            let _ = writeln!(
-                out,
-                "weft_canary_state{{{},candidate=\"{}\"}} {code}",
-                labels(&p.name, &c.step),
-                label(&c.candidate)
-            );
-        }
-    }
-    header(
-        out,
-        "weft_canary_rollbacks_total",
-        "counter",
-        "Canaries rolled back (automatically or by hand) since start.",
-    );
-    for p in pipelines {
-        for c in &p.canaries {
-            let _ = writeln!(
-                out,
-                "weft_canary_rollbacks_total{{{}}} {}",
-                labels(&p.name, &c.step),
-                c.rollbacks
-            );
-        }
-    }
-    header(
-        out,
-        "weft_canary_calls_total",
-        "counter",
-        "Calls of each version of a step with a canary (baseline, candidate).",
-    );
-    for p in pipelines {
-        for c in &p.canaries {
-            for v in &c.versions {
-                let _ = writeln!(
-                    out,
-                    "weft_canary_calls_total{{{},version=\"{}\",plugin=\"{}\"}} {}",
-                    labels(&p.name, &c.step),
-                    v.version,
-                    label(&v.plugin),
-                    v.calls
-                );
-            }
-        }
-    }
-    header(
-        out,
-        "weft_canary_failures_total",
-        "counter",
-        "Failed calls of each version of a step with a canary, by error kind.",
-    );
-    for p in pipelines {
-        for c in &p.canaries {
-            for v in &c.versions {
-                for (kind, n) in &v.failures {
-                    let _ = writeln!(
-                        out,
-                        "weft_canary_failures_total{{{},version=\"{}\",plugin=\"{}\",kind=\"{kind}\"}} {n}",
-                        labels(&p.name, &c.step),
-                        v.version,
-                        label(&v.plugin)
-                    );
-                }
-            }
-        }
-    }
-    header(
-        out,
-        "weft_canary_call_duration_seconds",
-        "histogram",
-        "One call of each version of a step with a canary.",
-    );
-    for p in pipelines {
-        for (step, hs) in engine.canary_latencies(&p.name) {
-            for (version, h) in ["baseline", "candidate"].iter().zip(hs) {
-                h.render(
-                    out,
-                    "weft_canary_call_duration_seconds",
-                    &format!("{},version=\"{version}\"", labels(&p.name, &step)),
-                );
-            }
-        }
-    }
-}
-
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -381,7 +282,7 @@ pub fn render(engine: &Engine, live: &super::live::Live) -> String {
             }
         }
     }
-    canaries(&mut out, engine, &pipelines);
+    canary::render(&mut out, engine, &pipelines);
     let plugins = engine.plugins();
     header(
         &mut out,
