@@ -148,8 +148,8 @@ pub(super) fn run(
                 }
                 Err(why) => {
                     let why = format!("the store cannot be reopened yet: {why}");
-                    refuse(fresh, &StoreError::Write(why.clone()), &mut held);
-                    set_failing(Some(why));
+                    set_failing(Some(why.clone()));
+                    refuse(fresh, &StoreError::Write(why), &mut held);
                     retry_at = Instant::now() + backoff;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
@@ -160,8 +160,8 @@ pub(super) fn run(
         // files must be writable too before the store says it is well.
         if recovering && let Err(e) = payloads.probe() {
             let why = format!("cannot write a payload file: {e}");
-            refuse(fresh, &StoreError::Write(why.clone()), &mut held);
-            set_failing(Some(why));
+            set_failing(Some(why.clone()));
+            refuse(fresh, &StoreError::Write(why), &mut held);
             retry_at = Instant::now() + backoff;
             backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
@@ -172,8 +172,17 @@ pub(super) fn run(
         let started = std::time::Instant::now();
         let writing = shelf.writing();
         let result = match shelf.get() {
-            Ok(trees) => commit_group(&shelf, &trees, &payloads, group, &commits, &mut held),
+            Ok(trees) => commit_group(
+                &shelf,
+                &trees,
+                &payloads,
+                group,
+                &commits,
+                &mut held,
+                &set_failing,
+            ),
             Err(why) => {
+                set_failing(Some(why.clone()));
                 refuse(group, &StoreError::Write(why.clone()), &mut held);
                 Err(StoreError::Write(why))
             }
@@ -219,6 +228,7 @@ fn commit_group(
     mut group: Vec<Write>,
     commits: &std::sync::atomic::AtomicU64,
     held: &mut Vec<Write>,
+    failing: &dyn Fn(Option<String>),
 ) -> Result<(), StoreError> {
     let (db, tree) = (&trees.db, &trees.events);
     use std::sync::atomic::Ordering;
@@ -341,9 +351,15 @@ fn commit_group(
                 )
                 .map_err(|e| StoreError::Write(e.to_string()))
         });
-    if result.is_ok() {
-        commits.store(count, Ordering::SeqCst);
-        payloads.remove(&super::payloads::ids_of(&removed));
+    // Whether the store is failing is set before any writer hears how
+    // its write went: a caller that asks at once is told the same.
+    match &result {
+        Ok(()) => {
+            commits.store(count, Ordering::SeqCst);
+            payloads.remove(&super::payloads::ids_of(&removed));
+            failing(None);
+        }
+        Err(e) => failing(Some(e.to_string())),
     }
     for ((mut w, outcome), fresh) in group.into_iter().zip(outcomes).zip(new_items) {
         match &result {
