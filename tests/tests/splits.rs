@@ -189,11 +189,13 @@ async fn a_child_that_fails_for_good_is_dead_lettered_and_replayed_alone() {
     assert_eq!(dead.key, "few#3");
     assert_eq!(dead.attempts.len(), 1, "a 400 is not retried");
     let before = receiver.requests().len();
+    // The receiver takes it now; set before the replay, whose attempt may
+    // reach the receiver before this test runs its next line.
+    receiver.set_behavior(Behavior::Accept);
     let outcomes = weft_host::engine::replay(&store, Some(&host.engine()), &[dead.id])
         .await
         .unwrap();
     assert_eq!(outcomes[0].result, "requeued");
-    receiver.set_behavior(Behavior::Accept);
     assert!(wait_until(WAIT, || receiver.effect_count() == 5).await);
     assert!(wait_until(WAIT, || host.engine().status("split").unwrap().queued == 0).await);
     let after = receiver.requests();
