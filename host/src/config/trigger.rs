@@ -53,7 +53,8 @@ fn default_poll_backoff_ms() -> u64 {
 pub struct ScheduleConfig {
     /// Six or seven fields, seconds first.
     pub cron: String,
-    /// `UTC` (default) or a fixed offset such as `+02:00`.
+    /// `UTC` (default), a fixed offset such as `+02:00`, or an IANA zone such
+    /// as `Europe/Paris` (daylight saving followed; see [`Schedule::next_after`]).
     pub tz: String,
     /// `skip` (default) or `once`: what happens to ticks missed while down.
     pub on_missed: OnMissed,
@@ -185,32 +186,86 @@ pub enum OnMissed {
 #[derive(Debug, Clone)]
 pub struct Schedule {
     cron: cron::Schedule,
-    offset: chrono::FixedOffset,
+    zone: Zone,
     /// The missed-tick policy.
     pub on_missed: OnMissed,
 }
 
-/// `tz` as a fixed offset: `UTC`, `Z`, or `+HH:MM` / `-HH:MM`.
-fn parse_tz(tz: &str) -> Result<chrono::FixedOffset, String> {
+/// The zone a schedule's times are read in.
+#[derive(Debug, Clone, Copy)]
+enum Zone {
+    /// A fixed offset from UTC (`UTC`, `+02:00`).
+    Fixed(chrono::FixedOffset),
+    /// An IANA zone (`Europe/Paris`), daylight saving included.
+    Named(chrono_tz::Tz),
+}
+
+/// `tz` as a zone: `UTC`, `Z`, `+HH:MM` / `-HH:MM`, or an IANA name such
+/// as `Europe/Paris`.
+fn parse_tz(tz: &str) -> Result<Zone, String> {
     if tz.eq_ignore_ascii_case("utc") || tz == "Z" {
-        return chrono::FixedOffset::east_opt(0).ok_or_else(|| "bad offset".to_string());
+        return chrono::FixedOffset::east_opt(0)
+            .map(Zone::Fixed)
+            .ok_or_else(|| "bad offset".to_string());
     }
     let bad = || {
         format!(
-            "tz {tz:?} is not supported; use \"UTC\" or a fixed offset such as \"+02:00\" (named zones with daylight saving are not supported)"
+            "tz {tz:?} is not a zone; use an IANA name such as \"Europe/Paris\" or \"America/New_York\", \"UTC\", or a fixed offset such as \"+02:00\""
         )
     };
     let (sign, rest) = match tz.as_bytes().first() {
         Some(b'+') => (1, &tz[1..]),
         Some(b'-') => (-1, &tz[1..]),
-        _ => return Err(bad()),
+        _ => {
+            return tz
+                .parse::<chrono_tz::Tz>()
+                .map(Zone::Named)
+                .map_err(|_| bad());
+        }
     };
     let (h, m) = rest.split_once(':').ok_or_else(bad)?;
     let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
     if h > 14 || m > 59 {
         return Err(bad());
     }
-    chrono::FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(bad)
+    chrono::FixedOffset::east_opt(sign * (h * 3600 + m * 60))
+        .map(Zone::Fixed)
+        .ok_or_else(bad)
+}
+
+impl Zone {
+    /// The wall-clock time in this zone at `ms` since the epoch.
+    fn local(&self, ms: u64) -> Option<chrono::NaiveDateTime> {
+        let at = chrono::DateTime::from_timestamp_millis(ms as i64)?;
+        Some(match self {
+            Zone::Fixed(o) => at.with_timezone(o).naive_local(),
+            Zone::Named(tz) => at.with_timezone(tz).naive_local(),
+        })
+    }
+
+    /// The instant (ms since the epoch) a wall-clock time stands for, as
+    /// RFC 5545 reads local times: a time that occurs twice (clocks going
+    /// back) is its first occurrence; a time that does not occur (clocks
+    /// going forward) is read with the offset in force before the gap, so
+    /// 02:30 on a night that skips from 02:00 to 03:00 is 03:30.
+    fn instant(&self, local: chrono::NaiveDateTime) -> Option<u64> {
+        use chrono::{LocalResult, Offset, TimeZone};
+        let at = match self {
+            Zone::Fixed(o) => (local - *o).and_utc().timestamp_millis(),
+            Zone::Named(tz) => match tz.from_local_datetime(&local) {
+                LocalResult::Single(t) => t.timestamp_millis(),
+                LocalResult::Ambiguous(first, _) => first.timestamp_millis(),
+                LocalResult::None => {
+                    // The offset a day before: the one in force before the gap.
+                    let before = tz
+                        .offset_from_utc_datetime(&(local - chrono::Duration::days(1)))
+                        .fix();
+                    (local - before).and_utc().timestamp_millis()
+                }
+            },
+        };
+        u64::try_from(at).ok()
+    }
 }
 
 /// Each field's name and its range of numbers, seconds first.
@@ -254,6 +309,10 @@ fn check_ranges(cron: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Ticks looked at past a starting point before giving up: enough for
+/// the local times a clock change repeats in a schedule of every second.
+const LOOKAHEAD: usize = 2 * 3600 + 60;
+
 impl Schedule {
     /// Parse `cron` (seconds first: `sec min hour day month weekday [year]`) in `tz`.
     pub fn parse(cron: &str, tz: &str, on_missed: OnMissed) -> Result<Schedule, String> {
@@ -265,29 +324,36 @@ impl Schedule {
         })?;
         Ok(Schedule {
             cron,
-            offset: parse_tz(tz)?,
+            zone: parse_tz(tz)?,
             on_missed,
         })
     }
 
-    /// The first tick strictly after `ms` (ms since the Unix epoch).
+    /// The first tick strictly after `ms` (ms since the Unix epoch). Cron
+    /// fields are wall-clock times in the schedule's zone; each local time
+    /// the expression names fires once (see [`Zone::instant`]).
     pub fn next_after(&self, ms: u64) -> Option<u64> {
-        let at = chrono::DateTime::from_timestamp_millis(ms as i64)?.with_timezone(&self.offset);
+        let from = self.zone.local(ms)?.and_utc();
+        // Local times after a repeated hour's second pass may stand for
+        // instants already past: they fired on the first pass.
         self.cron
-            .after(&at)
-            .next()
-            .map(|t| t.timestamp_millis() as u64)
+            .after(&from)
+            .take(LOOKAHEAD)
+            .filter_map(|t| self.zone.instant(t.naive_utc()))
+            .find(|t| *t > ms)
     }
 
-    /// The latest tick in `(after, upto]`, if any: one step back from
+    /// The latest tick in `(after, upto]`, if any: a few steps back from
     /// `upto`, however long the gap.
     fn latest_in(&self, after: u64, upto: u64) -> Option<u64> {
-        let end =
-            chrono::DateTime::from_timestamp_millis(upto as i64 + 1)?.with_timezone(&self.offset);
+        // Two hours of slack cover any clock change.
+        let end = (self.zone.local(upto)? + chrono::Duration::hours(2)).and_utc();
         self.cron
             .after(&end)
-            .next_back()
-            .map(|t| t.timestamp_millis() as u64)
+            .rev()
+            .take(LOOKAHEAD * 2)
+            .filter_map(|t| self.zone.instant(t.naive_utc()))
+            .find(|t| *t <= upto)
             .filter(|t| *t > after)
     }
 
@@ -391,8 +457,118 @@ mod tests {
             "09:00 at +02:00 is 07:00 UTC"
         );
         assert!(Schedule::parse("0 */5 * * *", "UTC", OnMissed::Skip).is_err());
-        let err = Schedule::parse("0 * * * * *", "Europe/Paris", OnMissed::Skip).unwrap_err();
-        assert!(err.contains("fixed offset"), "{err}");
+        let err = Schedule::parse("0 * * * * *", "Europe/Pariss", OnMissed::Skip).unwrap_err();
+        assert!(err.contains("IANA name"), "{err}");
+        assert!(Schedule::parse("0 * * * * *", "Europe/Paris", OnMissed::Skip).is_ok());
+    }
+
+    /// Every tick in `[from, to)`, as UTC RFC 3339 times.
+    fn ticks(s: &Schedule, from: &str, to: &str) -> Vec<String> {
+        let ms = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .timestamp_millis() as u64
+        };
+        let (mut at, end) = (ms(from) - 1, ms(to));
+        let mut out = Vec::new();
+        while let Some(next) = s.next_after(at).filter(|t| *t < end) {
+            out.push(
+                chrono::DateTime::from_timestamp_millis(next as i64)
+                    .unwrap()
+                    .format("%Y-%m-%dT%H:%M")
+                    .to_string(),
+            );
+            at = next;
+        }
+        out
+    }
+
+    #[test]
+    fn named_zones_fire_once_per_local_time_across_both_clock_changes() {
+        let paris = |cron| Schedule::parse(cron, "Europe/Paris", OnMissed::Skip).unwrap();
+        // Spring forward, 2026-03-29: 02:00 CET becomes 03:00 CEST. A daily
+        // 02:30 does not exist that night and is read with the offset before
+        // the gap (03:30 CEST, 01:30 UTC); the days around keep their offset.
+        assert_eq!(
+            ticks(
+                &paris("0 30 2 * * *"),
+                "2026-03-28T00:00:00Z",
+                "2026-03-31T00:00:00Z"
+            ),
+            ["2026-03-28T01:30", "2026-03-29T01:30", "2026-03-30T00:30"]
+        );
+        // A daily 09:00 moves from 08:00 UTC to 07:00 UTC, once a day.
+        assert_eq!(
+            ticks(
+                &paris("0 0 9 * * *"),
+                "2026-03-28T00:00:00Z",
+                "2026-03-31T00:00:00Z"
+            ),
+            ["2026-03-28T08:00", "2026-03-29T07:00", "2026-03-30T07:00"]
+        );
+        // Fall back, 2026-10-25: 03:00 CEST becomes 02:00 CET, so 02:30
+        // happens twice; it fires once, on its first pass (00:30 UTC).
+        assert_eq!(
+            ticks(
+                &paris("0 30 2 * * *"),
+                "2026-10-24T00:00:00Z",
+                "2026-10-27T00:00:00Z"
+            ),
+            ["2026-10-24T00:30", "2026-10-25T00:30", "2026-10-26T01:30"]
+        );
+        // Every 30 minutes through the repeated hour: each local time once.
+        assert_eq!(
+            ticks(
+                &paris("0 */30 * * * *"),
+                "2026-10-24T23:45:00Z",
+                "2026-10-25T02:15:00Z"
+            ),
+            [
+                "2026-10-25T00:00", // 02:00 CEST
+                "2026-10-25T00:30", // 02:30 CEST
+                // 02:00 and 02:30 CET (01:00, 01:30 UTC) were already fired
+                "2026-10-25T02:00", // 03:00 CET
+            ]
+        );
+        let ny = |cron| Schedule::parse(cron, "America/New_York", OnMissed::Skip).unwrap();
+        // 2026-03-08: 02:00 EST becomes 03:00 EDT; 2026-11-01: 02:00 EDT
+        // becomes 01:00 EST.
+        assert_eq!(
+            ticks(
+                &ny("0 30 2 * * *"),
+                "2026-03-07T00:00:00Z",
+                "2026-03-10T00:00:00Z"
+            ),
+            ["2026-03-07T07:30", "2026-03-08T07:30", "2026-03-09T06:30"]
+        );
+        assert_eq!(
+            ticks(
+                &ny("0 30 1 * * *"),
+                "2026-10-31T00:00:00Z",
+                "2026-11-03T00:00:00Z"
+            ),
+            ["2026-10-31T05:30", "2026-11-01T05:30", "2026-11-02T06:30"]
+        );
+        // A restart in the middle of the repeated hour fires nothing again.
+        let at_second_pass = chrono::DateTime::parse_from_rfc3339("2026-11-01T06:10:00Z")
+            .unwrap()
+            .timestamp_millis() as u64;
+        let next = ny("0 30 1 * * *").next_after(at_second_pass).unwrap();
+        assert_eq!(
+            chrono::DateTime::from_timestamp_millis(next as i64)
+                .unwrap()
+                .to_rfc3339(),
+            "2026-11-02T06:30:00+00:00"
+        );
+        // A tick missed across the change is found by `once`.
+        let s = Schedule::parse("0 30 2 * * *", "Europe/Paris", OnMissed::Once).unwrap();
+        let ms = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .timestamp_millis() as u64
+        };
+        let (fire, _) = s.plan(Some(ms("2026-03-28T01:30:00Z")), ms("2026-03-29T12:00:00Z"));
+        assert_eq!(fire, Some(ms("2026-03-29T01:30:00Z")));
     }
 
     #[test]

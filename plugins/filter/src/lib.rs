@@ -4,7 +4,7 @@
 //! A dropped event is not an error: the step returns no events and the host
 //! records the event as filtered, with the reason in the debug log.
 
-pub mod predicate;
+pub use weft_predicate as predicate;
 
 use weft_sdk::{Error, Event, Plugin, PluginInfo, Result, Transform, log};
 

@@ -1,5 +1,7 @@
-//! Predicates on JSON pointers (and on the metadata headers an event came
-//! with) and the keep/drop rule built from them.
+//! weft's condition language: predicates on JSON pointers (and on the
+//! metadata headers an event came with) and the keep/drop rule built from
+//! them. The filter plugin keeps or drops events by a rule; the host routes
+//! events to sinks by one.
 
 use regex::Regex;
 use serde::Deserialize;
