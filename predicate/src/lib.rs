@@ -10,7 +10,7 @@ use serde_json::Value;
 /// The `config` table of a filter step. An event is kept when every field in
 /// `require` is present (not null), every condition in `all` holds, at least
 /// one in `any` holds (when `any` is given), and none in `none` holds.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Pointers that must be present and not null.
@@ -30,7 +30,7 @@ pub struct Config {
 /// One test on the value at `pointer`, or of the event's metadata
 /// `header` (a provider header the host kept, such as `x-github-event`, as
 /// a string). Exactly one of the two, and exactly one operator, is set.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     /// JSON pointer to the value tested.

@@ -82,7 +82,7 @@ async fn from_files(config: &crate::config::Config) -> Result<Vec<Row>> {
         let specs = p
             .steps
             .iter()
-            .chain([&p.sink])
+            .chain(&p.sink)
             .flat_map(|s| {
                 [
                     Some(s.plugin.as_str()),

@@ -5,9 +5,12 @@
 mod canary;
 mod credential;
 mod grant;
+mod objective;
 mod pattern;
 mod pipeline;
+mod route;
 mod server;
+mod synthetic;
 mod trigger;
 mod upstream;
 mod values;
@@ -16,12 +19,15 @@ pub mod version;
 pub use canary::CanaryConfig;
 pub use credential::{CREDENTIAL_HEADERS, CredentialGrant};
 pub use grant::{DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_MS, Grant, KvGrant};
+pub use objective::{Catalog, LatencyObjective, QualityAction, QualityConfig, SloConfig};
 pub use pattern::OriginPattern;
 pub use pipeline::{
     BatchConfig, BreakerConfig, ContractConfig, Jitter, PipelineConfig, RetryConfig, StepConfig,
     VersionedContract,
 };
+pub use route::{RouteConfig, RouteOf, route_pipeline};
 pub use server::{AdminConfig, PluginsConfig, Role, ServerConfig, TokenConfig};
+pub use synthetic::SyntheticConfig;
 pub use trigger::{
     OnMissed, PollConfig, Preset, Schedule, ScheduleConfig, TriggerConfig, WebhookConfig,
 };
@@ -92,9 +98,16 @@ impl Config {
 
     /// Parse and validate config text.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config =
+        let mut config: Config =
             toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
         config.validate()?;
+        // Each route runs as a pipeline of its own.
+        let routes: Vec<PipelineConfig> = config
+            .pipelines
+            .iter()
+            .flat_map(PipelineConfig::route_pipelines)
+            .collect();
+        config.pipelines.extend(routes);
         Ok(config)
     }
 
@@ -118,8 +131,11 @@ impl Config {
                     *f = resolve(f);
                 }
             }
-            for s in p.steps.iter_mut().chain([&mut p.sink]) {
+            for s in p.steps.iter_mut().chain(&mut p.sink) {
                 s.contract = s.contract.as_deref().map(resolve);
+            }
+            for r in &mut p.sinks {
+                r.contract = r.contract.as_deref().map(resolve);
             }
         }
     }
@@ -193,7 +209,7 @@ impl Config {
     pub fn step_configs(&self, plugin: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for p in &self.pipelines {
-            for s in p.steps.iter().chain([&p.sink]) {
+            for s in p.steps.iter().chain(&p.sink) {
                 if version::may_name(&s.plugin, plugin) {
                     out.push((p.name.clone(), s.config.to_string()));
                 }
@@ -223,7 +239,7 @@ impl Config {
         self.pipelines
             .iter()
             .filter(|p| {
-                p.steps.iter().chain([&p.sink]).any(|s| {
+                p.steps.iter().chain(&p.sink).any(|s| {
                     version::may_name(&s.plugin, plugin)
                         || s.canary
                             .as_ref()

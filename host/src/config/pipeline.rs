@@ -1,6 +1,9 @@
 //! `[[pipeline]]`: steps, sink, retry, ordering, limits, breaker, redaction
 //! and contracts of one pipeline.
 
+use super::objective::{Catalog, QualityConfig, SloConfig};
+use super::route::{RouteConfig, RouteOf};
+use super::synthetic::SyntheticConfig;
 use super::trigger::TriggerConfig;
 use super::upstream::{RateLimitConfig, check_rate};
 use super::values::empty_object;
@@ -20,8 +23,13 @@ pub struct PipelineConfig {
     /// Transforms, run in order.
     #[serde(default)]
     pub steps: Vec<StepConfig>,
-    /// Where events end up.
-    pub sink: StepConfig,
+    /// Where events end up (or `sinks`, for several).
+    #[serde(default)]
+    pub sink: Option<StepConfig>,
+    /// Several sinks, each a route with its own retry, breaker, rate limit
+    /// and outcome, chosen per event by `when` (see [`RouteConfig`]).
+    #[serde(default)]
+    pub sinks: Vec<RouteConfig>,
     /// Retry policy for transient failures.
     #[serde(default)]
     pub retry: RetryConfig,
@@ -76,6 +84,40 @@ pub struct PipelineConfig {
     /// How events enter: `trigger = { webhook = { verify = "github", secret = "GH_SECRET" } }`.
     #[serde(default)]
     pub trigger: TriggerConfig,
+    /// The team or person who answers for the pipeline.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// What the pipeline is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// How much it matters, on the operator's scale (`1`, `gold`, …).
+    #[serde(default)]
+    pub tier: Option<String>,
+    /// The runbook's URL.
+    #[serde(default)]
+    pub runbook: Option<String>,
+    /// Free labels.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The systems its events come from.
+    #[serde(default)]
+    pub upstream: Vec<String>,
+    /// The systems it delivers to.
+    #[serde(default)]
+    pub downstream: Vec<String>,
+    /// Service-level objectives: `slo = { success = 0.999, latency = {
+    /// within_ms = 5000, objective = 0.99 }, freshness = "15m" }`.
+    #[serde(default)]
+    pub slo: Option<SloConfig>,
+    /// The data-quality gate: `quality = { max_invalid_ratio = 0.2 }`.
+    #[serde(default)]
+    pub quality: Option<QualityConfig>,
+    /// Scheduled synthetic checks, `[[pipeline.synthetic]]`.
+    #[serde(default)]
+    pub synthetic: Vec<SyntheticConfig>,
+    /// Set on the pipeline of a route: whose route it is.
+    #[serde(skip)]
+    pub route_of: Option<RouteOf>,
 }
 
 /// A pipeline's contract: one schema file, or versions side by side.
@@ -234,11 +276,24 @@ fn default_batch_wait_ms() -> u64 {
 }
 
 impl PipelineConfig {
+    /// Its catalog entry.
+    pub fn catalog(&self) -> Catalog {
+        Catalog {
+            owner: self.owner.clone(),
+            description: self.description.clone(),
+            tier: self.tier.clone(),
+            runbook: self.runbook.clone(),
+            tags: self.tags.clone(),
+            upstream: self.upstream.clone(),
+            downstream: self.downstream.clone(),
+        }
+    }
+
     /// Events of this pipeline in flight at once: `concurrency`, or with a
     /// batching sink at least twice `max_events`, so that one batch fills
     /// while the one before it is delivered.
     pub fn in_flight(&self) -> usize {
-        match &self.sink.batch {
+        match self.sink.as_ref().and_then(|s| s.batch.as_ref()) {
             Some(b) => self.concurrency.max(b.max_events.saturating_mul(2)),
             None => self.concurrency,
         }
@@ -363,6 +418,18 @@ impl Default for BreakerConfig {
     }
 }
 
+fn check_breaker(at: &str, b: &BreakerConfig) -> Result<(), String> {
+    if !(b.failure_ratio > 0.0 && b.failure_ratio <= 1.0) {
+        return Err(format!("{at}: breaker.failure_ratio must be in (0, 1]"));
+    }
+    if b.min_calls == 0 || b.probes == 0 || b.window_ms == 0 || b.open_ms == 0 {
+        return Err(format!(
+            "{at}: breaker.min_calls, probes, window_ms and open_ms must be at least 1"
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn check_retry(at: &str, key: &str, r: &RetryConfig) -> Result<(), String> {
     if r.max_attempts == 0 {
         return Err(format!("{at}: {key}.max_attempts must be at least 1"));
@@ -391,7 +458,56 @@ impl PipelineConfig {
                 "{at}: idempotency_key {k:?} is not a JSON pointer; write it like \"/id\""
             ));
         }
-        for (j, s) in p.steps.iter().chain([&p.sink]).enumerate() {
+        match (&p.sink, p.sinks.is_empty()) {
+            (None, true) => {
+                return Err(format!(
+                    "{at}: no sink; give sink = {{ plugin = \"http-sink\", … }} or sinks = [ {{ name = \"crm\", plugin = … }}, … ]"
+                ));
+            }
+            (Some(_), false) => {
+                return Err(format!(
+                    "{at}: sink and sinks are both set; one sink goes in sink, several in sinks"
+                ));
+            }
+            _ => {}
+        }
+        let mut routes = std::collections::HashSet::new();
+        for (j, r) in p.sinks.iter().enumerate() {
+            let place = format!("{at}.sinks[{j}]");
+            r.validate(&place)?;
+            if !routes.insert(r.name.as_str()) {
+                return Err(format!(
+                    "{place}: another route already has the name {:?}",
+                    r.name
+                ));
+            }
+            if let Some(retry) = &r.retry {
+                check_retry(&place, "retry", retry)?;
+            }
+            if let Some(rl) = &r.rate_limit {
+                check_rate(&format!("{place}: rate_limit"), rl)?;
+            }
+            if let Some(b) = &r.breaker {
+                check_breaker(&place, b)?;
+            }
+        }
+        self.catalog().validate(at)?;
+        if let Some(slo) = &p.slo {
+            slo.validate(at)?;
+        }
+        if let Some(q) = &p.quality {
+            q.validate(at)?;
+        }
+        let mut checks = std::collections::HashSet::new();
+        for c in &p.synthetic {
+            c.validate(at)?;
+            if !checks.insert(c.name.as_str()) {
+                return Err(format!("{at}: two synthetic checks are named {:?}", c.name));
+            }
+        }
+        let route_sinks: Vec<StepConfig> = p.sinks.iter().map(RouteConfig::sink).collect();
+        let sinks = p.sink.iter().chain(&route_sinks);
+        for (j, s) in p.steps.iter().chain(sinks).enumerate() {
             if s.plugin.is_empty() {
                 return Err(format!("{at}: step {} has an empty plugin name", j + 1));
             }
@@ -401,8 +517,10 @@ impl PipelineConfig {
             }
             let place = if j < p.steps.len() {
                 format!("{at}.steps[{j}]")
-            } else {
+            } else if p.sink.is_some() {
                 format!("{at}.sink")
+            } else {
+                format!("{at}.sinks[{}]", j - p.steps.len())
             };
             if let Some(c) = &s.canary {
                 c.validate(&place)?;
@@ -424,7 +542,11 @@ impl PipelineConfig {
                 "{at}: steps[{j}] has a batch table; batching is a sink setting (move it to the pipeline's sink)"
             ));
         }
-        if let Some(b) = &p.sink.batch {
+        for b in route_sinks
+            .iter()
+            .chain(&p.sink)
+            .filter_map(|s| s.batch.as_ref())
+        {
             if !(1..=1000).contains(&b.max_events) {
                 return Err(format!(
                     "{at}: sink.batch.max_events must be between 1 and 1000 (it is {})",
@@ -447,7 +569,7 @@ impl PipelineConfig {
                 check_retry(at, &format!("steps[{j}].retry"), r)?;
             }
         }
-        if let Some(r) = &p.sink.retry {
+        if let Some(r) = p.sink.as_ref().and_then(|s| s.retry.as_ref()) {
             check_retry(at, "sink.retry", r)?;
         }
         if let Some(k) = &p.order_by
@@ -485,15 +607,7 @@ impl PipelineConfig {
         if let Some(rl) = &p.rate_limit {
             check_rate(&format!("{at}: rate_limit"), rl)?;
         }
-        let b = &p.breaker;
-        if !(b.failure_ratio > 0.0 && b.failure_ratio <= 1.0) {
-            return Err(format!("{at}: breaker.failure_ratio must be in (0, 1]"));
-        }
-        if b.min_calls == 0 || b.probes == 0 || b.window_ms == 0 || b.open_ms == 0 {
-            return Err(format!(
-                "{at}: breaker.min_calls, probes, window_ms and open_ms must be at least 1"
-            ));
-        }
+        check_breaker(at, &p.breaker)?;
         if p.concurrency == 0 || p.concurrency > 1024 {
             return Err(format!("{at}: concurrency must be between 1 and 1024"));
         }

@@ -22,6 +22,9 @@ pub struct Incoming {
     pub correlation_id: Option<String>,
     /// Metadata to carry with the event.
     pub headers: Vec<(String, String)>,
+    /// The idempotency key the host chose (a synthetic check's run): it
+    /// wins over the pipeline's `idempotency_key`.
+    pub key: Option<String>,
 }
 
 /// The answer to an accepted event.
@@ -237,10 +240,12 @@ impl Engine {
         pipeline: &str,
         incoming_bytes: u64,
     ) -> Result<Arc<super::pipeline::Pipeline>, AcceptError> {
+        // A route's pipeline takes its events from its parent only.
         let p = self
             .inner
             .pipelines
             .get(pipeline)
+            .filter(|p| p.config.route_of.is_none())
             .ok_or_else(|| AcceptError::UnknownPipeline {
                 name: pipeline.to_string(),
                 known: self.pipeline_names().join(", "),
@@ -341,6 +346,7 @@ impl Engine {
             .as_ref()
             .map(|pointer| order_key_of(text, pointer));
         let key = match &p.config.idempotency_key {
+            _ if incoming.key.is_some() => incoming.key.clone().unwrap_or_default(),
             Some(pointer) => match at_pointer(text, pointer) {
                 Some(serde_json::Value::String(s)) if !s.is_empty() => s,
                 Some(serde_json::Value::Number(n)) => n.to_string(),

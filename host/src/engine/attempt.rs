@@ -26,6 +26,9 @@ enum Outcome {
     /// A step (index) returned several events: each becomes a child event
     /// that carries on from the next step.
     Split(usize, Vec<WitEvent>),
+    /// The event goes on in the pipelines of these routes (indices), one
+    /// child event each.
+    Routed(Vec<usize>, WitEvent),
 }
 
 impl Outcome {
@@ -269,7 +272,10 @@ async fn run_steps(
             }
         }
     }
-    let (sink, canary) = pipeline.sink.pick(&record.key);
+    let Some(sink) = &pipeline.sink else {
+        return route(pipeline, event, began, runs);
+    };
+    let (sink, canary) = sink.pick(&record.key);
     if let Some(c) = &sink.contract {
         // The sink's contract is what it may be handed: a violation is the
         // event's fault, found before the sink is called.
@@ -325,6 +331,30 @@ async fn run_steps(
             Outcome::Failed(None, e)
         }
     }
+}
+
+/// The routes an event takes, by their `when` on its payload (JSON, or
+/// nothing to point into) and headers; filtered when it takes none.
+fn route(pipeline: &Pipeline, event: WitEvent, began: Instant, runs: &mut Vec<StepRun>) -> Outcome {
+    let started = Instant::now();
+    let doc = serde_json::from_slice(&event.payload).unwrap_or(serde_json::Value::Null);
+    let chosen: Vec<usize> = (0..pipeline.routes.len())
+        .filter(|&i| pipeline.routes[i].takes(&doc, &event.headers))
+        .collect();
+    let label = "routes".to_string();
+    runs.push(StepRun {
+        step: label.clone(),
+        offset_us: (started - began).as_micros() as u64,
+        duration_us: started.elapsed().as_micros() as u64,
+        outcome: if chosen.is_empty() { "filtered" } else { "ok" }.to_string(),
+        events_out: chosen.len() as u32,
+        fuel: 0,
+        memory_bytes: 0,
+    });
+    if chosen.is_empty() {
+        return Outcome::Filtered(format!("{label} (no route's `when` holds)"));
+    }
+    Outcome::Routed(chosen, event)
 }
 
 /// A step's output within the pipeline's `max_split`.
@@ -434,6 +464,26 @@ fn record_outcome(
                 children: children.len() as u32,
             }
         }
+        Outcome::Routed(chosen, event) => {
+            let names: Vec<&str> = chosen
+                .iter()
+                .map(|&i| pipeline.routes[i].name.as_str())
+                .collect();
+            let step = format!("routes ({})", names.join(", "));
+            let targets: Vec<&str> = chosen
+                .iter()
+                .map(|&i| pipeline.routes[i].pipeline.as_str())
+                .collect();
+            children = super::split::routed(&next, &targets, event);
+            tracing::debug!(routes = %names.join(","), "routed");
+            pipeline.stats.split.fetch_add(1, Ordering::Relaxed);
+            next.state = EventState::Split;
+            next.lineage.children = children.iter().map(|c| c.id).collect();
+            AttemptOutcome::Split {
+                step,
+                children: children.len() as u32,
+            }
+        }
         Outcome::Delivered(receipt) => {
             tracing::debug!(receipt = %receipt, duration_us, "delivered");
             pipeline.stats.delivered.fetch_add(1, Ordering::Relaxed);
@@ -450,7 +500,13 @@ fn record_outcome(
             AttemptOutcome::Filtered { step }
         }
         Outcome::Failed(at, error) => {
-            let step = at.map_or(&pipeline.sink, |i| &pipeline.steps[i]);
+            let step = match at {
+                Some(i) => &pipeline.steps[i],
+                None => pipeline
+                    .sink
+                    .as_ref()
+                    .expect("only a pipeline with a sink has a sink failure"),
+            };
             // The version that failed, for the history and the log.
             let ran_on = step
                 .canary

@@ -64,7 +64,10 @@ pub(super) async fn run(
 /// Deliver one batch and hand each event its own result.
 async fn flush(engine: Engine, pipeline: Arc<Pipeline>, batch: Vec<Waiting>) {
     let n = batch.len();
-    let sink = &pipeline.sink;
+    let Some(sink) = &pipeline.sink else {
+        // A batcher is made only for a pipeline's own sink.
+        return;
+    };
     let mask = FieldMask::union(batch.iter().map(|w| w.mask.as_ref()));
     let ctx = CallContext {
         pipeline: pipeline.name.clone(),

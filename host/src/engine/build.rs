@@ -118,7 +118,17 @@ impl Engine {
                 .enumerate()
                 .map(|(i, s)| with_canary(Some(i), s))
                 .collect::<Result<Vec<_>, _>>()?;
-            let sink = with_canary(None, &p.sink)?;
+            let sink = p.sink.as_ref().map(|s| with_canary(None, s)).transpose()?;
+            let routes = p
+                .sinks
+                .iter()
+                .map(|r| super::pipeline::Route {
+                    name: r.name.clone(),
+                    pipeline: crate::config::route_pipeline(&p.name, &r.name),
+                    // Checked with the config.
+                    when: r.when.clone().and_then(|w| w.compile().ok()),
+                })
+                .collect();
             let keys = (0..steps.len())
                 .map(|i| format!("steps[{i}]"))
                 .chain(["sink".to_string()]);
@@ -126,7 +136,7 @@ impl Engine {
             // each candidate's.
             let checked: Vec<(&Step, String)> = steps
                 .iter()
-                .chain([&sink])
+                .chain(sink.as_ref())
                 .zip(keys)
                 .flat_map(|(s, key)| {
                     let candidate = s
@@ -171,6 +181,7 @@ impl Engine {
                 config: p.clone(),
                 steps,
                 sink,
+                routes,
                 retry: RetryPolicy::new(p.retry.clone()),
                 ready,
                 stats: PipelineStats::default(),
@@ -190,7 +201,11 @@ impl Engine {
                 open: Mutex::default(),
                 latency: Histogram::default(),
                 step_latency: (0..=p.steps.len()).map(|_| Histogram::default()).collect(),
-                batcher: p.sink.batch.map(super::batch::Batcher::new),
+                batcher: p
+                    .sink
+                    .as_ref()
+                    .and_then(|s| s.batch)
+                    .map(super::batch::Batcher::new),
             });
             receivers.push((pipeline.clone(), rx));
             pipelines.insert(p.name.clone(), pipeline);

@@ -14,7 +14,7 @@ impl Engine {
         };
         p.steps
             .iter()
-            .chain([&p.sink])
+            .chain(&p.sink)
             .filter_map(|s| s.canary.as_ref().map(|c| c.state.view(&s.plugin.name)))
             .collect()
     }
@@ -26,7 +26,7 @@ impl Engine {
         };
         p.steps
             .iter()
-            .chain([&p.sink])
+            .chain(&p.sink)
             .filter_map(|s| {
                 s.canary
                     .as_ref()
@@ -49,7 +49,7 @@ impl Engine {
         let with: Vec<&Step> = p
             .steps
             .iter()
-            .chain([&p.sink])
+            .chain(&p.sink)
             .filter(|s| s.canary.is_some())
             .collect();
         let place = |s: &Step| {

@@ -88,7 +88,7 @@ impl Engine {
         let steps = p
             .steps
             .iter()
-            .chain([&p.sink])
+            .chain(&p.sink)
             .map(|s| s.label.as_str())
             .zip(&p.step_latency)
             .collect();

@@ -48,6 +48,30 @@ impl Step {
     }
 }
 
+/// A route to one of several sinks: the pipeline that carries it, and
+/// which events take it.
+pub(super) struct Route {
+    /// The route's name.
+    pub name: String,
+    /// Its pipeline, `PIPELINE.ROUTE`.
+    pub pipeline: String,
+    /// The rule an event must pass to take it (none: every event does).
+    pub when: Option<weft_predicate::Rule>,
+}
+
+impl Route {
+    /// Whether an event with this payload and these headers takes the route.
+    pub fn takes(&self, payload: &serde_json::Value, headers: &[(String, String)]) -> bool {
+        self.when.as_ref().is_none_or(|r| {
+            r.verdict_on(&weft_predicate::Subjects {
+                doc: payload,
+                headers,
+            })
+            .is_ok()
+        })
+    }
+}
+
 /// How an event entered its pipeline's queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Entry {
@@ -66,7 +90,10 @@ pub(super) struct Pipeline {
     pub name: Arc<str>,
     pub config: PipelineConfig,
     pub steps: Vec<Step>,
-    pub sink: Step,
+    /// The sink, or none when the pipeline routes to `routes`.
+    pub sink: Option<Step>,
+    /// Routes to the pipelines of several sinks.
+    pub routes: Vec<Route>,
     pub retry: RetryPolicy,
     pub ready: mpsc::UnboundedSender<Job>,
     pub stats: PipelineStats,
@@ -126,7 +153,7 @@ impl Pipeline {
     pub(super) fn every_step(&self) -> impl Iterator<Item = &Step> {
         self.steps
             .iter()
-            .chain([&self.sink])
+            .chain(self.sink.as_ref())
             .flat_map(|s| [Some(s), s.canary.as_ref().map(|c| &*c.candidate)])
             .flatten()
     }

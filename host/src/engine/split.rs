@@ -7,7 +7,7 @@
 use super::handle::Engine;
 use super::job::Job;
 use crate::sandbox::bindings::WitEvent;
-use crate::store::{AfterCommit, EventId, EventRecord, Lineage, TRIGGER_HEADER};
+use crate::store::{AfterCommit, EventId, EventRecord, HOST_HEADERS, Lineage};
 use std::sync::Arc;
 
 /// The children of `parent` split by step `step` (an index): keys
@@ -19,37 +19,54 @@ pub(super) fn children(
     step: usize,
     out: Vec<WitEvent>,
 ) -> Vec<Arc<EventRecord>> {
-    let trigger = parent
-        .headers
-        .iter()
-        .find(|(k, _)| k == TRIGGER_HEADER)
-        .cloned();
     out.into_iter()
         .enumerate()
         .map(|(i, e)| {
-            let id = EventId::new();
             let key = format!("{}#{}", parent.key, i + 1);
-            // Only the host names the trigger that brought an event.
-            let mut headers: Vec<(String, String)> = e
-                .headers
-                .into_iter()
-                .filter(|(k, _)| !k.eq_ignore_ascii_case(TRIGGER_HEADER))
-                .collect();
-            headers.extend(trigger.clone());
-            Arc::new(EventRecord {
-                correlation_id: parent.correlation_id.clone(),
-                content_type: e.content_type,
-                headers,
-                order_key: parent.order_key.clone(),
-                lineage: Lineage {
-                    parent: Some(parent.id),
-                    first_step: step as u32 + 1,
-                    children: Vec::new(),
-                },
-                ..EventRecord::queued(id, &parent.pipeline, &key, e.payload)
-            })
+            child(parent, &parent.pipeline, &key, step as u32 + 1, e)
         })
         .collect()
+}
+
+/// The children of `parent` routed to the pipelines `routes`: one each,
+/// with the parent's key (each sink sees the key the event came with) and
+/// what the steps made of it.
+pub(super) fn routed(parent: &EventRecord, routes: &[&str], e: WitEvent) -> Vec<Arc<EventRecord>> {
+    routes
+        .iter()
+        .map(|pipeline| child(parent, pipeline, &parent.key, 0, e.clone()))
+        .collect()
+}
+
+/// One child of `parent` in `pipeline`, starting at step `first_step`.
+fn child(
+    parent: &EventRecord,
+    pipeline: &str,
+    key: &str,
+    first_step: u32,
+    e: WitEvent,
+) -> Arc<EventRecord> {
+    // Only the host names the trigger that brought an event, and marks it
+    // synthetic: children keep the parent's marks, whatever the step said.
+    let host_set = |k: &str| HOST_HEADERS.iter().any(|h| k.eq_ignore_ascii_case(h));
+    let mut headers: Vec<(String, String)> = e
+        .headers
+        .into_iter()
+        .filter(|(k, _)| !host_set(k))
+        .collect();
+    headers.extend(parent.headers.iter().filter(|(k, _)| host_set(k)).cloned());
+    Arc::new(EventRecord {
+        correlation_id: parent.correlation_id.clone(),
+        content_type: e.content_type,
+        headers,
+        order_key: parent.order_key.clone(),
+        lineage: Lineage {
+            parent: Some(parent.id),
+            first_step,
+            children: Vec::new(),
+        },
+        ..EventRecord::queued(EventId::new(), pipeline, key, e.payload)
+    })
 }
 
 /// Once the split is durable: queue every child (in order, so children of

@@ -199,7 +199,7 @@ fn changes(
                 let uses_changed = p
                     .steps
                     .iter()
-                    .chain([&p.sink])
+                    .chain(&p.sink)
                     .any(|s| plugins_changed.contains(&&s.plugin));
                 if format!("{o:?}") != format!("{p:?}") || uses_changed {
                     changed.push(p.name.clone());

@@ -89,6 +89,13 @@ pub struct Lineage {
 /// host only (webhook requests carry no headers into the record).
 pub const TRIGGER_HEADER: &str = "x-weft-trigger";
 
+/// The record header marking a synthetic check's event, naming the check;
+/// set by the host only.
+pub const SYNTHETIC_HEADER: &str = "x-weft-synthetic";
+
+/// The record headers only the host sets: a step's output cannot forge them.
+pub const HOST_HEADERS: [&str; 2] = [TRIGGER_HEADER, SYNTHETIC_HEADER];
+
 /// Version byte in front of every encoded record. Version 4 leaves the
 /// payload out: the store writes it once, under its own key, and rewrites
 /// only this record as attempts are added. Version 3 held the payload

@@ -54,7 +54,8 @@ impl Triggers {
     ) -> Result<Triggers, TriggerError> {
         let mut webhooks = HashMap::new();
         let mut all: Vec<Arc<dyn Trigger>> = Vec::new();
-        for p in &config.pipelines {
+        // A route's pipeline takes events from its parent only.
+        for p in config.pipelines.iter().filter(|p| p.route_of.is_none()) {
             let hook = Arc::new(webhook::Webhook::build(p, secrets, &config.server)?);
             webhooks.insert(p.name.clone(), hook.clone());
             all.push(hook);

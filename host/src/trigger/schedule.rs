@@ -31,6 +31,7 @@ async fn fire(engine: &Engine, pipeline: &str, at: u64, late: bool) {
             idempotency_header: Some(key.clone()),
             correlation_id: None,
             headers: vec![(crate::store::TRIGGER_HEADER.into(), "schedule".into())],
+            key: None,
         };
         match engine.accept(pipeline, incoming).await {
             Ok(_) => break,

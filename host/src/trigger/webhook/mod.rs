@@ -326,6 +326,7 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
         idempotency_header,
         correlation_id,
         headers: kept,
+        key: None,
     };
     match engine.accept(pipeline, incoming).await {
         // The key and correlation id are the caller's own input.
