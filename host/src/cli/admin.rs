@@ -378,7 +378,9 @@ impl Admin for LocalAdmin {
                 bail!("unknown pipeline {pipeline:?}");
             }
             let store = self.store()?;
-            store.set_paused(&pipeline, paused).await?;
+            store
+                .set_paused(&pipeline, paused.then_some("paused by hand"))
+                .await?;
             let action = if paused { "pause" } else { "resume" };
             audit_local(store.as_ref(), action, &pipeline, "done".into());
             Ok(())
@@ -413,6 +415,14 @@ impl Admin for LocalAdmin {
                 .map(|p| PipelineStatus {
                     name: p.name.clone(),
                     paused: store.is_paused(&p.name),
+                    pause_reason: store.pause_reason(&p.name),
+                    catalog: p.catalog(),
+                    route_of: p.route_of.as_ref().map(|r| r.parent.clone()),
+                    routes: p
+                        .sinks
+                        .iter()
+                        .map(|r| crate::config::route_pipeline(&p.name, &r.name))
+                        .collect(),
                     breaker: "-".into(),
                     lifetime: store
                         .totals(&p.name)

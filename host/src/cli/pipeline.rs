@@ -9,6 +9,15 @@ use clap::Subcommand;
 #[derive(Debug, Subcommand)]
 pub(super) enum PipelineCommand {
     /// Stop delivering (events are still accepted); survives a restart.
+    /// The pipelines as products: owner, tier, description, runbook, tags,
+    /// upstream and downstream systems, routes.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        host: HostArg,
+    },
     Pause {
         /// Pipeline name.
         name: String,
@@ -48,6 +57,7 @@ impl PipelineCommand {
             PipelineCommand::Pause { name, host } => set(&host, name, true).await,
             PipelineCommand::Resume { name, host } => set(&host, name, false).await,
             PipelineCommand::Status { name, json, host } => status(&host, name, json).await,
+            PipelineCommand::List { json, host } => list(&host, json).await,
             PipelineCommand::Purge { name, host } => {
                 let admin = connect(&host).await?;
                 let n = admin.purge_queued(name.clone()).await?;
@@ -70,6 +80,143 @@ async fn set(host: &HostArg, name: String, pause: bool) -> Result<()> {
         println!("pipeline {name}: {done}");
     }
     Ok(())
+}
+
+async fn list(host: &HostArg, as_json: bool) -> Result<()> {
+    let admin = connect(host).await?;
+    let list = admin.pipelines().await?;
+    if as_json {
+        let catalog: Vec<_> = list
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name,
+                    "catalog": p.catalog,
+                    "route_of": p.route_of,
+                    "routes": p.routes,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&catalog)?);
+        return Ok(());
+    }
+    println!(
+        "{:<22} {:<16} {:<6} {:<24} {:<24} DESCRIPTION",
+        "PIPELINE", "OWNER", "TIER", "UPSTREAM", "DOWNSTREAM"
+    );
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let joined = |v: &[String]| {
+        if v.is_empty() {
+            "-".into()
+        } else {
+            v.join(",")
+        }
+    };
+    for p in &list {
+        let c = &p.catalog;
+        let what = match (&p.route_of, p.routes.is_empty()) {
+            (Some(parent), _) => format!("route of {parent}"),
+            (None, false) => format!("{} (routes: {})", dash(&c.description), p.routes.join(", ")),
+            (None, true) => dash(&c.description),
+        };
+        println!(
+            "{:<22} {:<16} {:<6} {:<24} {:<24} {}",
+            p.name,
+            dash(&c.owner),
+            dash(&c.tier),
+            joined(&c.upstream),
+            joined(&c.downstream),
+            what
+        );
+        if let Some(r) = &c.runbook {
+            println!("{:<22} runbook {r}", "");
+        }
+        if !c.tags.is_empty() {
+            println!("{:<22} tags {}", "", c.tags.join(", "));
+        }
+    }
+    Ok(())
+}
+
+/// The objectives, quality gate, synthetic checks and pause reason of
+/// each pipeline, one line each.
+fn print_products(list: &[crate::engine::PipelineStatus]) {
+    for p in list {
+        if let Some(why) = p.pause_reason.as_ref().filter(|_| p.paused) {
+            println!("{}: paused: {why}", p.name);
+        }
+        let Some(o) = &p.objectives else {
+            continue;
+        };
+        for (slo, r) in [("success", &o.success), ("latency", &o.latency)] {
+            let Some(r) = r else { continue };
+            let burn = |w: &str| r.burn_rates.get(w).copied().unwrap_or(0.0);
+            println!(
+                "{} slo {slo} {:.3}%: budget left {:.1}% ({} of {} good); burn 5m {:.2}×, 1h {:.2}×, 6h {:.2}×, 3d {:.2}×{}",
+                p.name,
+                r.objective * 100.0,
+                r.budget_remaining * 100.0,
+                r.good,
+                r.total,
+                burn("5m"),
+                burn("1h"),
+                burn("6h"),
+                burn("3d"),
+                if r.alerts.is_empty() {
+                    String::new()
+                } else {
+                    format!("; ALERT {}", r.alerts.join("; "))
+                }
+            );
+        }
+        if let Some(f) = &o.freshness {
+            println!(
+                "{} slo freshness {}s: {} (no delivery for {}s while events wait)",
+                p.name,
+                f.limit_s,
+                if f.ok { "ok" } else { "VIOLATED" },
+                f.stale_s
+            );
+        }
+        if let Some(q) = &o.quality {
+            println!(
+                "{} quality: {:.1}% invalid of {} events (max {:.1}%, action {}), sink errors {:.1}%{}",
+                p.name,
+                q.invalid_ratio * 100.0,
+                q.window_events,
+                q.max_invalid_ratio * 100.0,
+                q.action,
+                q.sink_error_ratio * 100.0,
+                q.tripped
+                    .as_ref()
+                    .map_or(String::new(), |t| format!("; TRIPPED: {t}"))
+            );
+        }
+    }
+    for p in list {
+        for c in &p.synthetic {
+            println!(
+                "{} synthetic {}: sent {}, ok {}, failed {}; last success {}{}",
+                p.name,
+                c.check,
+                c.sent,
+                c.ok,
+                c.failed,
+                if c.last_ok_ms == 0 {
+                    "never".to_string()
+                } else {
+                    format!(
+                        "{} ({} ms)",
+                        crate::engine::rfc3339(c.last_ok_ms),
+                        c.last_latency_ms
+                    )
+                },
+                c.last_error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!("; last error: {e}"))
+            );
+        }
+    }
 }
 
 async fn status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<()> {
@@ -182,6 +329,7 @@ async fn status(host: &HostArg, name: Option<String>, as_json: bool) -> Result<(
             );
         }
     }
+    print_products(&list);
     let usage = admin.usage().await;
     if let Ok(u) = &usage {
         let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));

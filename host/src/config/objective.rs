@@ -6,7 +6,10 @@ use serde::{Deserialize, Deserializer};
 use std::time::Duration;
 
 /// The catalog entry of a pipeline, as views show it.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+#[serde(default)]
 pub struct Catalog {
     /// The team or person who answers for it.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -205,7 +205,7 @@ impl Engine {
     /// What to run once a new event is durable: count it and queue its
     /// first attempt.
     fn on_accepted(&self, record: Arc<EventRecord>) -> AfterCommit {
-        let bytes = record.payload.len() as u64;
+        let weight = super::job::Weight::of(&record);
         let job = Job {
             pipeline: record.pipeline.clone(),
             id: record.id,
@@ -220,9 +220,15 @@ impl Engine {
             // durable: a sender that hung up meanwhile does not change that
             // the event is accepted, queued and will be delivered.
             if let Some(p) = engine.inner.pipelines.get(&job.pipeline) {
-                p.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                p.stats_for(weight.synthetic)
+                    .accepted
+                    .fetch_add(1, Ordering::Relaxed);
+                p.observe(&record, super::objectives::Seen::Accepted);
+                if let Some(check) = record.synthetic() {
+                    p.synthetic.sent(check);
+                }
             }
-            engine.requeued(job, super::pipeline::Entry::Accepted, bytes)
+            engine.requeued(job, super::pipeline::Entry::Accepted, weight)
         })
     }
 
@@ -397,7 +403,9 @@ impl Engine {
                 })
             }
             Committed::Duplicate(first) => {
-                p.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                p.stats_for(record.synthetic().is_some())
+                    .duplicates
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(pipeline, event = %first, key = %key, "duplicate idempotency key; not stored again");
                 Ok(Accepted::Duplicate { id: first, key })
             }

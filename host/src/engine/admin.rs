@@ -113,6 +113,19 @@ impl Engine {
                 .plus(s.totals()),
             unaccounted: entered as i64 - left as i64 - queued as i64,
             canaries: self.canaries(pipeline),
+            pause_reason: p
+                .pause_reason
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            catalog: p.config.catalog(),
+            route_of: p.config.route_of.as_ref().map(|r| r.parent.clone()),
+            routes: p.routes.iter().map(|r| r.pipeline.clone()).collect(),
+            objectives: p
+                .objectives
+                .as_ref()
+                .map(|o| o.report(now_ms(), oldest.map(|id| id.created_ms()))),
+            synthetic: p.synthetic.views(),
         })
     }
 
@@ -124,28 +137,40 @@ impl Engine {
 
     /// Pause delivery (accepting goes on); the state survives a restart.
     pub async fn pause(&self, pipeline: &str) -> Result<(), EngineError> {
-        self.set_paused(pipeline, true).await
+        self.set_paused(pipeline, Some("paused by hand")).await
+    }
+
+    /// Pause delivery for `reason` (the quality gate's); shown in the
+    /// status until an operator resumes.
+    pub async fn pause_for(&self, pipeline: &str, reason: &str) -> Result<(), EngineError> {
+        self.set_paused(pipeline, Some(reason)).await
     }
 
     /// Resume delivery of a paused pipeline.
     pub async fn resume(&self, pipeline: &str) -> Result<(), EngineError> {
-        self.set_paused(pipeline, false).await
+        self.set_paused(pipeline, None).await
     }
 
-    async fn set_paused(&self, pipeline: &str, paused: bool) -> Result<(), EngineError> {
+    async fn set_paused(&self, pipeline: &str, reason: Option<&str>) -> Result<(), EngineError> {
         let p = self.pipeline(pipeline)?;
         self.inner
             .store
-            .set_paused(pipeline, paused)
+            .set_paused(pipeline, reason)
             .await
             .map_err(EngineError::from)?;
-        p.paused.store(paused, Ordering::SeqCst);
-        if paused {
+        p.paused.store(reason.is_some(), Ordering::SeqCst);
+        *p.pause_reason.lock().unwrap_or_else(|e| e.into_inner()) = reason.map(str::to_string);
+        if let Some(reason) = reason {
             tracing::warn!(
                 pipeline,
+                reason,
                 "pipeline paused: events are accepted but not delivered"
             );
             return Ok(());
+        }
+        // Resumed: the quality gate judges from here on.
+        if let Some(o) = &p.objectives {
+            o.resumed(crate::store::now_ms());
         }
         let parked = std::mem::take(&mut *p.parked.lock().unwrap_or_else(|e| e.into_inner()));
         tracing::info!(pipeline, released = parked.len(), "pipeline resumed");

@@ -5,6 +5,7 @@
 use super::breaker::BreakerState;
 use super::handle::Engine;
 use super::job::Job;
+use super::objectives::Seen;
 use super::pipeline::{Pipeline, Step};
 use crate::sandbox::bindings::WitEvent;
 use crate::sandbox::{CallContext, CallCost, CallError};
@@ -117,6 +118,12 @@ pub(super) async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, 
         Outcome::Failed(None, e) => Some(!e.kind.retryable()),
         _ => None,
     };
+    if let Some(ok) = sink_result {
+        pipeline.observe(&record, Seen::Sink(ok));
+        if !ok {
+            super::objectives::act(engine, pipeline);
+        }
+    }
     match sink_result {
         Some(ok) => {
             if let Some(state) = pipeline.breaker.record(ok, probe) {
@@ -445,6 +452,8 @@ fn record_outcome(
         on_candidate,
     } = ran;
     let store = &engine.inner.store;
+    let synthetic = record.synthetic().map(str::to_string);
+    let stats = pipeline.stats_for(synthetic.is_some());
     // The attempt holds the only handle as a rule: the record is updated
     // in place, its payload not copied.
     let mut next = Arc::try_unwrap(record).unwrap_or_else(|shared| (*shared).clone());
@@ -456,7 +465,7 @@ fn record_outcome(
             let step = &pipeline.steps[i];
             children = super::split::children(&next, i, out);
             tracing::debug!(step = %step.label, children = children.len(), "split");
-            pipeline.stats.split.fetch_add(1, Ordering::Relaxed);
+            stats.split.fetch_add(1, Ordering::Relaxed);
             next.state = EventState::Split;
             next.lineage.children = children.iter().map(|c| c.id).collect();
             AttemptOutcome::Split {
@@ -476,7 +485,7 @@ fn record_outcome(
                 .collect();
             children = super::split::routed(&next, &targets, event);
             tracing::debug!(routes = %names.join(","), "routed");
-            pipeline.stats.split.fetch_add(1, Ordering::Relaxed);
+            stats.split.fetch_add(1, Ordering::Relaxed);
             next.state = EventState::Split;
             next.lineage.children = children.iter().map(|c| c.id).collect();
             AttemptOutcome::Split {
@@ -486,16 +495,26 @@ fn record_outcome(
         }
         Outcome::Delivered(receipt) => {
             tracing::debug!(receipt = %receipt, duration_us, "delivered");
-            pipeline.stats.delivered.fetch_add(1, Ordering::Relaxed);
-            pipeline.latency.observe(std::time::Duration::from_millis(
-                now.saturating_sub(next.received_at_ms),
-            ));
+            stats.delivered.fetch_add(1, Ordering::Relaxed);
+            let latency_ms = now.saturating_sub(next.received_at_ms);
+            match &synthetic {
+                Some(check) => engine.synthetic_result(pipeline, check, Ok(latency_ms)),
+                None => {
+                    pipeline
+                        .latency
+                        .observe(std::time::Duration::from_millis(latency_ms));
+                    pipeline.observe(&next, Seen::Delivered { latency_ms });
+                }
+            }
             next.state = EventState::Delivered;
             AttemptOutcome::Delivered { receipt }
         }
         Outcome::Filtered(step) => {
             tracing::debug!(step = %step, "filtered out");
-            pipeline.stats.filtered.fetch_add(1, Ordering::Relaxed);
+            stats.filtered.fetch_add(1, Ordering::Relaxed);
+            if let Some(check) = &synthetic {
+                engine.synthetic_result(pipeline, check, Err(format!("filtered out by {step}")));
+            }
             next.state = EventState::Filtered;
             AttemptOutcome::Filtered { step }
         }
@@ -543,7 +562,7 @@ fn record_outcome(
             if let Some(due) = retry_at_ms {
                 tracing::warn!(step = %ran_on.label, kind = error.kind.as_str(), retry_in_ms = due - now,
                     "attempt {round_attempt} failed: {}", error.message);
-                pipeline.stats.retried.fetch_add(1, Ordering::Relaxed);
+                stats.retried.fetch_add(1, Ordering::Relaxed);
                 then = AfterAttempt::Retry {
                     due_ms: due,
                     attempt: job.attempt + 1,
@@ -556,7 +575,22 @@ fn record_outcome(
                 };
                 tracing::error!(step = %ran_on.label, kind = error.kind.as_str(),
                     "dead-lettered ({why}): {}", error.message);
-                pipeline.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                match &synthetic {
+                    Some(check) => engine.synthetic_result(
+                        pipeline,
+                        check,
+                        Err(format!(
+                            "dead-lettered at {}: {}",
+                            ran_on.label, error.message
+                        )),
+                    ),
+                    None => {
+                        let invalid = error.kind == ErrorKind::InvalidInput;
+                        pipeline.observe(&next, Seen::DeadLettered { invalid });
+                        super::objectives::act(engine, pipeline);
+                    }
+                }
                 next.state = EventState::DeadLettered;
                 then = AfterAttempt::DeadLettered { at_ms: now };
             }

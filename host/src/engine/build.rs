@@ -185,6 +185,10 @@ impl Engine {
                 retry: RetryPolicy::new(p.retry.clone()),
                 ready,
                 stats: PipelineStats::default(),
+                synthetic_stats: PipelineStats::default(),
+                synthetic: super::synthetic::SyntheticChecks::new(
+                    p.synthetic.iter().map(|c| c.name.as_str()),
+                ),
                 lifetime_base: Mutex::default(),
                 breaker: Breaker::new(p.breaker.clone()),
                 limiter: p.rate_limit.as_ref().map(Limiter::new),
@@ -196,6 +200,12 @@ impl Engine {
                 ),
                 gate: p.order_by.as_ref().map(|_| KeyGate::default()),
                 paused: AtomicBool::new(false),
+                pause_reason: Mutex::new(None),
+                objectives: super::objectives::Objectives::new(
+                    p.slo.as_ref(),
+                    p.quality.as_ref(),
+                    crate::store::now_ms(),
+                ),
                 parked: Mutex::new(Vec::new()),
                 room: tokio::sync::Notify::new(),
                 open: Mutex::default(),

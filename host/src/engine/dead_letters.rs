@@ -205,7 +205,7 @@ pub async fn replay(
                 r.round_base = r.attempts.len() as u32;
                 let attempt = r.round_base + 1;
                 let order_key = r.order_key.clone();
-                let bytes = r.payload.len() as u64;
+                let weight = super::job::Weight::of(&r);
                 let r = Arc::new(r);
                 let after = engine.map(|engine| {
                     let engine = engine.clone();
@@ -217,7 +217,7 @@ pub async fn replay(
                         order_key,
                         record: Job::keep(&r),
                     };
-                    Box::new(move || engine.requeued(job, super::pipeline::Entry::Replayed, bytes))
+                    Box::new(move || engine.requeued(job, super::pipeline::Entry::Replayed, weight))
                         as crate::store::AfterCommit
                 });
                 store.replay(&r, now, attempt, after).await?;

@@ -163,6 +163,9 @@ pub struct RunSummary {
     pub busy_ms: f64,
     /// The last attempt's receipt, filter step or error.
     pub last: String,
+    /// The synthetic check that sent it, for a synthetic run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<String>,
 }
 
 /// The run history, newest first: events of `pipeline` (all when `None`) in
@@ -196,6 +199,7 @@ pub fn run_history(
         .map(|r| {
             let r = redaction.record(r);
             RunSummary {
+                synthetic: r.synthetic().map(str::to_string),
                 id: r.id.to_string(),
                 pipeline: r.pipeline.clone(),
                 key: r.key.clone(),

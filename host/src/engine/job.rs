@@ -16,6 +16,23 @@ pub struct Job {
     pub(super) record: Option<Arc<EventRecord>>,
 }
 
+/// What an event entering a queue weighs there: its payload's bytes, and
+/// whether a synthetic check sent it (it then counts apart).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Weight {
+    pub bytes: u64,
+    pub synthetic: bool,
+}
+
+impl Weight {
+    pub(super) fn of(record: &EventRecord) -> Weight {
+        Weight {
+            bytes: record.payload.len() as u64,
+            synthetic: record.synthetic().is_some(),
+        }
+    }
+}
+
 /// Largest payload a queued job keeps in memory; a larger one is read
 /// again from the store when its attempt starts, so a backlog of large
 /// events waits on disk, not in memory.

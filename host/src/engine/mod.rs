@@ -25,6 +25,7 @@ mod history;
 mod inflight;
 mod janitor;
 mod job;
+mod objectives;
 mod order;
 mod pipeline;
 mod queue;
@@ -32,6 +33,7 @@ mod retry;
 mod split;
 mod start;
 mod stats;
+mod synthetic;
 
 pub use accept::{AcceptError, Accepted, Incoming};
 pub use breaker::BreakerState;
@@ -44,5 +46,10 @@ pub use handle::Engine;
 pub use handover::{HandedOver, Switch};
 pub use history::{EventView, RunSummary, parse_since, rfc3339, run_history};
 pub use inflight::{Held, Inflight};
+pub use objectives::{
+    ALERTS, FreshnessReport, Objectives, ObjectivesReport, QualityReport, Seen, SliReport, Verdict,
+    WINDOWS,
+};
 pub use retry::RetryPolicy;
 pub use stats::{PipelineStats, PipelineStatus, Usage};
+pub use synthetic::SyntheticView;

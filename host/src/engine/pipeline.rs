@@ -97,6 +97,10 @@ pub(super) struct Pipeline {
     pub retry: RetryPolicy,
     pub ready: mpsc::UnboundedSender<Job>,
     pub stats: PipelineStats,
+    /// The same counters for its synthetic checks' events, kept apart.
+    pub synthetic_stats: PipelineStats,
+    /// Its synthetic checks' results.
+    pub synthetic: super::synthetic::SyntheticChecks,
     /// Its lifetime counters as saved before this start.
     pub lifetime_base: Mutex<super::stats::Totals>,
     pub breaker: Breaker,
@@ -105,6 +109,10 @@ pub(super) struct Pipeline {
     pub intake: crate::limit::ByteRate,
     pub gate: Option<KeyGate>,
     pub paused: AtomicBool,
+    /// Why it is paused, while it is.
+    pub pause_reason: Mutex<Option<String>>,
+    /// Its objectives and quality gate, when it has any.
+    pub objectives: Option<super::objectives::Objectives>,
     /// Jobs that arrived while paused.
     pub parked: Mutex<Vec<Job>>,
     /// Woken (one waiter at a time) whenever an event leaves the pipeline:
@@ -156,6 +164,27 @@ impl Pipeline {
             .chain(self.sink.as_ref())
             .flat_map(|s| [Some(s), s.canary.as_ref().map(|c| &*c.candidate)])
             .flatten()
+    }
+
+    /// The counters an event counts in: its synthetic check's, or the
+    /// pipeline's own.
+    pub(super) fn stats_for(&self, synthetic: bool) -> &PipelineStats {
+        if synthetic {
+            &self.synthetic_stats
+        } else {
+            &self.stats
+        }
+    }
+
+    /// Count an outcome in the objectives (a synthetic check's never).
+    pub(super) fn observe(
+        &self,
+        record: &crate::store::EventRecord,
+        seen: super::objectives::Seen,
+    ) {
+        if let (Some(o), None) = (&self.objectives, record.synthetic()) {
+            o.record(crate::store::now_ms(), seen);
+        }
     }
 
     /// An event left the pipeline for good.

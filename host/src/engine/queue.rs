@@ -35,22 +35,27 @@ impl Engine {
 
     /// An event entered (or re-entered) its pipeline's queue: count it, give
     /// it its place in its key's lane, and schedule it.
-    pub(super) fn requeued(&self, job: Job, entry: Entry, bytes: u64) {
+    pub(super) fn requeued(&self, job: Job, entry: Entry, weight: super::job::Weight) {
         if let Some(p) = self.inner.pipelines.get(&job.pipeline) {
-            p.open
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(job.id, bytes);
+            // A synthetic check's event is no part of the queue the
+            // pipeline reports and reconciles.
+            if !weight.synthetic {
+                p.open
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(job.id, weight.bytes);
+            }
+            let stats = p.stats_for(weight.synthetic);
             match entry {
                 Entry::Accepted => {}
                 Entry::Recovered => {
-                    p.stats.recovered.fetch_add(1, Ordering::Relaxed);
+                    stats.recovered.fetch_add(1, Ordering::Relaxed);
                 }
                 Entry::Replayed => {
-                    p.stats.replayed.fetch_add(1, Ordering::Relaxed);
+                    stats.replayed.fetch_add(1, Ordering::Relaxed);
                 }
                 Entry::Child => {
-                    p.stats.children.fetch_add(1, Ordering::Relaxed);
+                    stats.children.fetch_add(1, Ordering::Relaxed);
                 }
             }
             if let (Some(gate), Some(key)) = (&p.gate, &job.order_key) {

@@ -32,9 +32,16 @@ pub(super) fn children(
 /// with the parent's key (each sink sees the key the event came with) and
 /// what the steps made of it.
 pub(super) fn routed(parent: &EventRecord, routes: &[&str], e: WitEvent) -> Vec<Arc<EventRecord>> {
+    // Accepted when the parent was: a route's latency runs from there.
     routes
         .iter()
-        .map(|pipeline| child(parent, pipeline, &parent.key, 0, e.clone()))
+        .map(|pipeline| {
+            let mut c = child(parent, pipeline, &parent.key, 0, e.clone());
+            if let Some(c) = Arc::get_mut(&mut c) {
+                c.received_at_ms = parent.received_at_ms;
+            }
+            c
+        })
         .collect()
 }
 
@@ -78,7 +85,7 @@ pub(super) fn after_split(
     children: &[Arc<EventRecord>],
 ) -> AfterCommit {
     let engine = engine.clone();
-    let jobs: Vec<(Job, u64)> = children
+    let jobs: Vec<(Job, super::job::Weight)> = children
         .iter()
         .map(|c| {
             let job = Job {
@@ -89,13 +96,13 @@ pub(super) fn after_split(
                 order_key: c.order_key.clone(),
                 record: Job::keep(c),
             };
-            (job, c.payload.len() as u64)
+            (job, super::job::Weight::of(c))
         })
         .collect();
     let (id, key, name) = (parent.id, parent.order_key.clone(), parent.pipeline.clone());
     Box::new(move || {
-        for (job, bytes) in jobs {
-            engine.requeued(job, super::pipeline::Entry::Child, bytes);
+        for (job, weight) in jobs {
+            engine.requeued(job, super::pipeline::Entry::Child, weight);
         }
         engine.finished(&name, key.as_deref(), id);
     })

@@ -31,10 +31,10 @@ impl Engine {
                 .totals(name)
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or_default();
-            p.paused.store(
-                self.inner.store.is_paused(name),
-                std::sync::atomic::Ordering::SeqCst,
-            );
+            let reason = self.inner.store.pause_reason(name);
+            p.paused
+                .store(reason.is_some(), std::sync::atomic::Ordering::SeqCst);
+            *p.pause_reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
         }
         let receivers = std::mem::take(
             &mut *self
@@ -83,7 +83,7 @@ impl Engine {
                         record: None,
                     },
                     Entry::Recovered,
-                    rec.payload.len() as u64,
+                    super::job::Weight::of(&rec),
                 );
                 recovered += 1;
             } else {

@@ -235,6 +235,25 @@ pub struct PipelineStatus {
     /// Its canaries, by step.
     #[serde(default)]
     pub canaries: Vec<super::CanaryView>,
+    /// Why delivery is paused, while it is (`paused by hand`, or the
+    /// quality gate's reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_reason: Option<String>,
+    /// Owner, description, tier, runbook, tags, upstream and downstream.
+    #[serde(default)]
+    pub catalog: crate::config::Catalog,
+    /// The pipeline this one is a route of, for a route's pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_of: Option<String>,
+    /// The pipelines of its routes, for a pipeline with `sinks`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+    /// Its objectives (burn rates, budget, freshness) and quality gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<super::ObjectivesReport>,
+    /// Its synthetic checks' results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub synthetic: Vec<super::SyntheticView>,
 }
 
 /// Bytes in memory and on disk, by kind.

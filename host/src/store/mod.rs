@@ -313,10 +313,16 @@ pub trait Store: Send + Sync + 'static {
     // ---- pipeline and trigger state ----
 
     /// Whether a pipeline's delivery is paused.
-    fn is_paused(&self, pipeline: &str) -> bool;
+    fn is_paused(&self, pipeline: &str) -> bool {
+        self.pause_reason(pipeline).is_some()
+    }
 
-    /// Record, durably, that a pipeline is paused (or not).
-    fn set_paused(&self, pipeline: &str, paused: bool) -> Ticket;
+    /// Why a pipeline's delivery is paused (empty when paused by hand with
+    /// no reason given), or `None` when it is not.
+    fn pause_reason(&self, pipeline: &str) -> Option<String>;
+
+    /// Record, durably, that a pipeline is paused, and why (or not: `None`).
+    fn set_paused(&self, pipeline: &str, reason: Option<&str>) -> Ticket;
 
     /// A canary's state as last set (`rolled-back`, `promoted`), by its key.
     fn canary(&self, key: &str) -> Option<String>;

@@ -177,6 +177,14 @@ impl EventRecord {
         }
     }
 
+    /// The synthetic check that sent this event, if one did.
+    pub fn synthetic(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == SYNTHETIC_HEADER)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// When the current round of attempts began: the latest replay, or the accept.
     pub fn round_started_ms(&self) -> u64 {
         self.replays_at_ms

@@ -5,6 +5,7 @@
 
 pub mod poll;
 pub mod schedule;
+pub mod synthetic;
 pub mod webhook;
 
 use crate::config::Config;
@@ -73,6 +74,9 @@ impl Triggers {
             } else if let Some(s) = &p.trigger.schedule {
                 let schedule = schedule::schedule_of(p, s)?;
                 all.push(Arc::new(schedule::ScheduleTrigger::new(&p.name, schedule)));
+            }
+            for c in &p.synthetic {
+                all.push(Arc::new(synthetic::SyntheticTrigger::build(p, c)?));
             }
         }
         Ok(Triggers { webhooks, all })

@@ -186,6 +186,9 @@ impl Plugin for HttpSink {
     }
 }
 
+/// The header that marks a synthetic check's event (set by the host only).
+const SYNTHETIC_HEADER: &str = "x-weft-synthetic";
+
 impl HttpSink {
     /// A request with the body (compressed past the threshold), the
     /// configured headers, time limit and credentials.
@@ -220,11 +223,20 @@ impl Sink for HttpSink {
         } else {
             &event.content_type
         };
-        let resp = self
+        let mut req = self
             .request(content_type, event.payload.clone())
             .header(&c.idempotency_header, &event.key)
-            .header(&c.correlation_header, &event.correlation_id)
-            .send()?;
+            .header(&c.correlation_header, &event.correlation_id);
+        // A synthetic check's run says so, so a receiver can keep it out
+        // of its own books.
+        if let Some((_, check)) = event
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(SYNTHETIC_HEADER))
+        {
+            req = req.header(SYNTHETIC_HEADER, check);
+        }
+        let resp = req.send()?;
         outcome::classify(
             resp.status,
             resp.header("retry-after"),

@@ -2,6 +2,7 @@
 //! Prometheus text format.
 
 mod canary;
+mod product;
 
 use crate::engine::{Engine, PipelineStatus};
 use std::fmt::Write as _;
@@ -283,6 +284,7 @@ pub fn render(engine: &Engine, live: &super::live::Live) -> String {
         }
     }
     canary::render(&mut out, engine, &pipelines);
+    product::render(&mut out, &pipelines);
     let plugins = engine.plugins();
     header(
         &mut out,

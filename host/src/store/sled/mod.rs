@@ -551,15 +551,15 @@ impl Store for SledStore {
         usage
     }
 
-    fn is_paused(&self, pipeline: &str) -> bool {
-        self.trees()
-            .is_ok_and(|t| t.events.contains_key(paused_key(pipeline)).unwrap_or(false))
+    fn pause_reason(&self, pipeline: &str) -> Option<String> {
+        let value = self.trees().ok()?.events.get(paused_key(pipeline)).ok()??;
+        Some(String::from_utf8_lossy(&value).into_owned())
     }
 
-    fn set_paused(&self, pipeline: &str, paused: bool) -> Ticket {
+    fn set_paused(&self, pipeline: &str, reason: Option<&str>) -> Ticket {
         let mut w = Write::default();
-        if paused {
-            w.put(paused_key(pipeline), Vec::new());
+        if let Some(reason) = reason {
+            w.put(paused_key(pipeline), reason.as_bytes().to_vec());
         } else {
             w.remove(paused_key(pipeline));
         }

@@ -139,6 +139,9 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
     stats.received.fetch_add(1, Ordering::Relaxed);
     let refuse = |why: Rejection, resp: Response<Body>| {
         stats.reject(why.as_str());
+        if why == Rejection::Contract {
+            engine.refused_by_contract(pipeline);
+        }
         resp
     };
     let content_type = header_str(&req, "content-type").unwrap_or_default();
