@@ -71,17 +71,34 @@ fn ensure_wasm_target() -> Result<()> {
     Ok(())
 }
 
-/// Install headless Chromium and its WebDriver (Debian's `chromium` and
-/// `chromium-driver`) for the console's browser tests, when they are
-/// missing and apt may be used (as root, or through `sudo` without a
-/// password). Otherwise those tests say what to install.
-fn ensure_chromium() -> Result<()> {
+/// Debian packages the tests use, by a file each installs: headless
+/// Chromium and its WebDriver for the console's browser tests, and
+/// promtool (Debian's `prometheus`) for the shipped alert rules.
+const TEST_PACKAGES: [(&str, &str); 3] = [
+    ("/usr/bin/chromium", "chromium"),
+    ("/usr/bin/chromedriver", "chromium-driver"),
+    ("/usr/bin/promtool", "prometheus"),
+];
+
+/// Install the test packages that are missing, when apt may be used (as
+/// root, or through `sudo` without a password). Otherwise the tests that
+/// need them say what to install.
+fn ensure_test_packages() -> Result<()> {
     let have = |p: &str| std::path::Path::new(p).exists();
-    if have("/usr/bin/chromium") && have("/usr/bin/chromedriver") {
+    let mut missing: Vec<&str> = TEST_PACKAGES
+        .iter()
+        .filter(|(file, _)| !have(file))
+        .map(|(_, package)| *package)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
         return Ok(());
     }
     if !have("/usr/bin/apt-get") {
-        println!("==> no apt-get here: install Chromium and chromedriver for the console's tests");
+        println!(
+            "==> no apt-get here: install {} for the console's and the alert rules' tests",
+            missing.join(", ")
+        );
         return Ok(());
     }
     let root = Command::new("id")
@@ -95,11 +112,12 @@ fn ensure_chromium() -> Result<()> {
             .is_ok_and(|s| s.success());
     if !root && !sudo {
         println!(
-            "==> cannot install Chromium (not root, no sudo): the console's tests will say so"
+            "==> cannot install {} (not root, no sudo): the tests that need them will say so",
+            missing.join(", ")
         );
         return Ok(());
     }
-    println!("==> installing chromium and chromium-driver for the console's browser tests");
+    println!("==> installing {} for the tests", missing.join(", "));
     let apt = |args: &[&str]| {
         let mut c = if sudo {
             let mut c = Command::new("sudo");
@@ -112,14 +130,9 @@ fn ensure_chromium() -> Result<()> {
         run(&mut c)
     };
     apt(&["update", "-qq"])?;
-    apt(&[
-        "install",
-        "-y",
-        "-qq",
-        "--no-install-recommends",
-        "chromium",
-        "chromium-driver",
-    ])
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend(&missing);
+    apt(&install)
 }
 
 fn target_dir() -> PathBuf {
@@ -130,8 +143,10 @@ fn target_dir() -> PathBuf {
 
 fn test(extra: &[String]) -> Result<()> {
     ensure_wasm_target()?;
-    if let Err(e) = ensure_chromium() {
-        println!("==> Chromium could not be installed ({e:#}): the console's tests will say so");
+    if let Err(e) = ensure_test_packages() {
+        println!(
+            "==> test packages could not be installed ({e:#}): the tests that need them will say so"
+        );
     }
     let nextest = Command::new("cargo")
         .args(["nextest", "--version"])
