@@ -124,7 +124,10 @@ async function pipelines(page) {
   const failed = (p) => p.retried + p.dead_lettered;
   const rows = list.map((p) => el('tr', { id: 'pipeline-' + p.name },
     el('td', {}, el('a', { href: '#/events?pipeline=' + encodeURIComponent(p.name), textContent: p.name })),
-    el('td', { textContent: p.paused ? 'paused' : 'running' }),
+    el('td', { className: 'owner', textContent: (p.catalog && p.catalog.owner) || (p.route_of ? 'route of ' + p.route_of : '-') }),
+    el('td', p.paused && p.pause_reason
+      ? { className: 'bad state', title: p.pause_reason, textContent: 'paused' }
+      : { className: 'state', textContent: p.paused ? 'paused' : 'running' }),
     el('td', { textContent: p.breaker }),
     el('td', { className: 'num queued', textContent: p.queued }),
     el('td', { className: 'num', textContent: age(p.oldest_age_ms) }),
@@ -157,12 +160,56 @@ async function pipelines(page) {
   fill(page,
     el('h1', { textContent: 'Pipelines' }),
     el('table', { id: 'pipelines' },
-      el('tr', {}, ['pipeline', 'state', 'breaker', 'queued', 'oldest', 'accepted', 'delivered',
+      el('tr', {}, ['pipeline', 'owner', 'state', 'breaker', 'queued', 'oldest', 'accepted', 'delivered',
         'accepted/s', 'delivered/s', 'failed/s', 'dead letters', 'reconciled', ''].map((h) => el('th', { textContent: h }))),
       rows),
     canaries.length ? el('div', {}, el('h2', { textContent: 'Canaries' }), el('ul', {}, canaries)) : null,
+    objectives(list),
     el('p', { className: 'muted', textContent: 'Counters since start; rates over the last second. Failed: attempts retried or dead-lettered.' }),
   );
+}
+
+// The objectives, quality gates, synthetic checks and pause reasons of
+// the pipelines that have any.
+function objectives(list) {
+  const pct = (v) => (v * 100).toFixed(1) + '%';
+  const burn = (r, w) => (r.burn_rates[w] || 0).toFixed(2) + '×';
+  const rows = list.flatMap((p) => {
+    const o = p.objectives || {};
+    return [['success', o.success], ['latency', o.latency]].filter(([, r]) => r).map(([slo, r]) =>
+      el('tr', { className: 'slo' },
+        el('td', { textContent: p.name }),
+        el('td', { textContent: slo }),
+        el('td', { className: 'num', textContent: pct(r.objective) }),
+        el('td', { className: 'num', textContent: burn(r, '5m') }),
+        el('td', { className: 'num', textContent: burn(r, '1h') }),
+        el('td', { className: 'num', textContent: burn(r, '6h') }),
+        el('td', { className: r.budget_remaining < 0 ? 'num bad' : 'num', textContent: pct(r.budget_remaining) }),
+        el('td', r.alerts.length ? { className: 'bad', textContent: r.alerts.join('; ') } : { className: 'ok', textContent: 'ok' })));
+  });
+  const notes = list.flatMap((p) => {
+    const o = p.objectives || {};
+    const out = [];
+    if (p.paused && p.pause_reason) out.push(el('li', { className: 'bad' }, p.name + ' paused: ' + p.pause_reason));
+    if (o.freshness) out.push(el('li', { className: o.freshness.ok ? '' : 'bad' }, p.name + ' freshness: ' +
+      (o.freshness.ok ? 'ok' : 'violated') + ', ' + o.freshness.stale_s + ' s without a delivery while events wait (limit ' + o.freshness.limit_s + ' s)'));
+    if (o.quality) out.push(el('li', { className: o.quality.tripped ? 'bad' : '' }, p.name + ' quality: ' + pct(o.quality.invalid_ratio) +
+      ' invalid of ' + o.quality.window_events + ' events (max ' + pct(o.quality.max_invalid_ratio) + ', ' + o.quality.action + ')' +
+      (o.quality.tripped ? ': ' + o.quality.tripped : '')));
+    for (const c of p.synthetic || []) {
+      out.push(el('li', { className: 'synthetic' + (c.last_error && c.failed ? ' bad' : '') }, p.name + ' synthetic ' + c.check + ': ' +
+        c.ok + ' ok, ' + c.failed + ' failed; last success ' + (c.last_ok_ms ? new Date(c.last_ok_ms).toISOString() + ' (' + c.last_latency_ms + ' ms)' : 'never') +
+        (c.last_error ? '; last error: ' + c.last_error : '')));
+    }
+    return out;
+  });
+  if (!rows.length && !notes.length) return null;
+  return el('div', { id: 'objectives' },
+    el('h2', { textContent: 'Objectives' }),
+    rows.length ? el('table', {},
+      el('tr', {}, ['pipeline', 'objective', 'target', 'burn 5m', 'burn 1h', 'burn 6h', 'budget left', 'alerts'].map((h) => el('th', { textContent: h }))),
+      rows) : null,
+    notes.length ? el('ul', {}, notes) : null);
 }
 
 function params() {

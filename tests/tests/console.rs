@@ -43,7 +43,10 @@ async fn host_with_tokens(receiver: &Receiver) -> (HostSetup, RunningHost) {
     }
     let setup = HostSetup::with_extra(
         any_port(),
-        &[PipelineSpec::leads("leads", &receiver.url("/x"))],
+        &[PipelineSpec::leads("leads", &receiver.url("/x"))
+            .with("owner = \"growth\"")
+            .with("slo = { success = 0.99, freshness = \"10m\" }")
+            .with("quality = { max_invalid_ratio = 0.5 }")],
         &extra,
     )
     .unwrap();
@@ -110,6 +113,18 @@ async fn an_operator_sees_and_fixes_what_is_stuck_and_a_viewer_only_sees() {
     assert!(
         b.has("#pipeline-leads button.pause").await,
         "an operator may pause"
+    );
+    // The pipeline as a product: its owner, its objectives and its gate.
+    assert_eq!(b.text("#pipeline-leads .owner").await.unwrap(), "growth");
+    let objectives = b.text("#objectives").await.unwrap();
+    assert!(
+        objectives.contains("success") && objectives.contains("99.0%"),
+        "{objectives}"
+    );
+    assert!(objectives.contains("leads freshness: ok"), "{objectives}");
+    assert!(
+        objectives.contains("leads quality: 0.0% invalid"),
+        "{objectives}"
     );
     b.screenshot(&dir.join("pipelines.png")).await.unwrap();
 

@@ -182,3 +182,24 @@ fn bad_route_tables_are_refused_with_the_key_named() {
     assert_eq!(ok.pipelines[2].retry.max_attempts, 2, "the route's own");
     assert!(ok.pipelines[1].steps.is_empty());
 }
+
+#[test]
+fn the_readme_examples_of_products_and_routes_parse() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme.find("### Pipelines as products").unwrap();
+    let section = &readme[start..];
+    let section = &section[..section[4..].find("\n### ").map_or(section.len(), |e| e + 4)];
+    let blocks: Vec<&str> = section
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| &b[..b.find("```").unwrap()])
+        .collect();
+    assert_eq!(blocks.len(), 2, "{section}");
+    let head = "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"d\"\n[plugins]\ndir = \"p\"\n";
+    for block in blocks {
+        if let Err(e) = weft_host::config::Config::parse(&format!("{head}{block}")) {
+            panic!("{e}\n{block}");
+        }
+    }
+}

@@ -320,6 +320,18 @@ retry = { max_attempts = 5, initial_ms = 100, max_ms = 10000 }
 "#;
 
     #[test]
+    fn every_example_pipeline_has_an_owner_objectives_and_a_gate() {
+        let config = Config::parse(include_str!("../../../examples/weft.toml")).unwrap();
+        assert!(!config.pipelines.is_empty());
+        for p in &config.pipelines {
+            assert!(p.owner.is_some(), "{} has no owner", p.name);
+            assert!(p.slo.is_some(), "{} has no objectives", p.name);
+            assert!(p.quality.is_some(), "{} has no quality gate", p.name);
+            assert!(p.catalog().runbook.is_some(), "{} has no runbook", p.name);
+        }
+    }
+
+    #[test]
     fn the_documented_example_parses() {
         let c = Config::parse(EXAMPLE).unwrap();
         let p = c.pipeline("leads").unwrap();

@@ -98,7 +98,9 @@ impl RouteConfig {
 
 impl PipelineConfig {
     /// The pipeline of each route of this one: no steps, the route's sink,
-    /// and what the route does not set taken from this pipeline.
+    /// and what the route does not set taken from this pipeline (the
+    /// catalog, objectives and quality gate included; its synthetic checks
+    /// and triggers stay with this pipeline).
     pub fn route_pipelines(&self) -> Vec<PipelineConfig> {
         self.sinks
             .iter()
@@ -109,11 +111,12 @@ impl PipelineConfig {
                 sinks: Vec::new(),
                 retry: r.retry.clone().unwrap_or_else(|| self.retry.clone()),
                 concurrency: r.concurrency.unwrap_or(self.concurrency),
-                rate_limit: r.rate_limit.clone().or_else(|| self.rate_limit.clone()),
+                rate_limit: r.rate_limit.or(self.rate_limit),
                 breaker: r.breaker.clone().unwrap_or_else(|| self.breaker.clone()),
                 contract: None,
                 trigger: Default::default(),
-                quality: None,
+                // The gate's sink-error pause guards each route's own sink.
+                quality: self.quality.clone(),
                 synthetic: Vec::new(),
                 route_of: Some(RouteOf {
                     parent: self.name.clone(),
