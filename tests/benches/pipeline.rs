@@ -6,7 +6,7 @@
 //! `cargo xtask bench` (or `cargo bench -p weft-tests --bench pipeline`).
 //! Environment: `WEFT_BENCH_EVENTS` (default 20000), `WEFT_BENCH_SENDERS` (64),
 //! `WEFT_BENCH_ONLY` (`pipeline`, `levels`, `guards`, `observability`,
-//! `sandbox`, `footprint`, `backup` or `reload`), `WEFT_BENCH_RELOADS` (10),
+//! `sandbox`, `footprint`, `backup`, `reload` or `products`), `WEFT_BENCH_RELOADS` (10),
 //! `WEFT_BENCH_LEVELS` (concurrent senders of the
 //! `levels` runs, default `16,64,256`), `WEFT_BENCH_STEADY_SECS` (the
 //! footprint's steady run, default 60), `WEFT_BIN` (the binary the
@@ -18,6 +18,8 @@ mod backup;
 mod footprint;
 #[path = "pipeline/levels.rs"]
 mod levels;
+#[path = "pipeline/products.rs"]
+mod products;
 #[path = "pipeline/reload.rs"]
 mod reload;
 
@@ -579,6 +581,9 @@ fn main() {
         }
         if only.is_empty() || only == "reload" {
             reload::reload(env_usize("WEFT_BENCH_RELOADS", 10)).await;
+        }
+        if only.is_empty() || only == "products" {
+            products::products(events, senders).await;
         }
     });
 }

@@ -265,6 +265,21 @@ pub async fn leads_host(behavior: Behavior) -> (Receiver, HostSetup, weft_host::
     (receiver, setup, host)
 }
 
+/// Call the admin API (or `/metrics`) of an in-process host without a
+/// token (its loopback listener needs none): the answer's body, JSON, or a
+/// string for text.
+pub async fn admin_call(
+    host: &weft_host::host::RunningHost,
+    method: hyper::Method,
+    path: &str,
+) -> serde_json::Value {
+    weft_host::client::HostClient::new(&format!("http://{}", host.admin_addr), None)
+        .call(method, path, None, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .body
+}
+
 /// POST a JSON event to `pipeline` of the host listening on `addr`.
 pub async fn post_event(
     addr: SocketAddr,

@@ -67,12 +67,7 @@ async fn every_metric_the_rules_use_is_exposed() {
         })
         .await
     );
-    let client = weft_host::client::HostClient::new(&format!("http://{}", host.admin_addr), None);
-    let text = client
-        .call(hyper::Method::GET, "/metrics", None, &[])
-        .await
-        .unwrap()
-        .body;
+    let text = weft_tests::admin_call(&host, hyper::Method::GET, "/metrics").await;
     let text = text.as_str().unwrap();
     let missing: Vec<&String> = used
         .iter()

@@ -6,16 +6,11 @@
 use std::time::Duration;
 use weft_host::host::RunningHost;
 use weft_tests::{
-    Behavior, HostSetup, PipelineSpec, Receiver, any_port, lead, metric, parse_metrics, send_event,
-    wait_until,
+    Behavior, HostSetup, PipelineSpec, Receiver, admin_call, any_port, lead, metric, parse_metrics,
+    send_event, wait_until,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn call(host: &RunningHost, method: hyper::Method, path: &str) -> serde_json::Value {
-    let client = weft_host::client::HostClient::new(&format!("http://{}", host.admin_addr), None);
-    client.call(method, path, None, &[]).await.unwrap().body
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_data_pauses_the_pipeline_with_a_reason_and_nothing_is_lost() {
@@ -63,7 +58,7 @@ async fn bad_data_pauses_the_pipeline_with_a_reason_and_nothing_is_lost() {
         wait_until(WAIT, || engine.status("leads").unwrap().paused).await,
         "the gate pauses the pipeline"
     );
-    let status = call(&host, hyper::Method::GET, "/api/v1/pipelines/leads").await;
+    let status = admin_call(&host, hyper::Method::GET, "/api/v1/pipelines/leads").await;
     let reason = status["pause_reason"].as_str().unwrap();
     assert!(
         reason.contains("3 of the last 10 events (30%)") && reason.contains("max_invalid_ratio"),
@@ -86,7 +81,7 @@ async fn bad_data_pauses_the_pipeline_with_a_reason_and_nothing_is_lost() {
     assert_eq!(receiver.effect_count(), 7, "nothing goes out while paused");
     assert_eq!(engine.status("leads").unwrap().queued, 5);
     // The operator resumes: the rest go out, each once.
-    call(&host, hyper::Method::POST, "/api/v1/pipelines/leads/resume").await;
+    admin_call(&host, hyper::Method::POST, "/api/v1/pipelines/leads/resume").await;
     assert!(wait_until(WAIT, || receiver.effect_count() == 12).await);
     assert_eq!(receiver.requests().len(), 12);
     let after = engine.status("leads").unwrap();
@@ -111,7 +106,7 @@ async fn bad_data_pauses_the_pipeline_with_a_reason_and_nothing_is_lost() {
             .any(|r| r.kind == "admin" && r.action == "resume")
     );
     // The catalog and the objectives are metrics too.
-    let text = call(&host, hyper::Method::GET, "/metrics").await;
+    let text = admin_call(&host, hyper::Method::GET, "/metrics").await;
     let samples = parse_metrics(text.as_str().unwrap()).unwrap();
     assert_eq!(
         metric(
@@ -213,7 +208,7 @@ async fn synthetic_checks_prove_the_path_and_leave_the_business_counters_alone()
     // The history marks them.
     let store = engine.store();
     let id: weft_host::store::EventId = {
-        let page = call(
+        let page = admin_call(
             &host,
             hyper::Method::GET,
             "/api/v1/events?pipeline=leads&limit=50",
@@ -247,7 +242,7 @@ async fn synthetic_checks_prove_the_path_and_leave_the_business_counters_alone()
             .unwrap()
             .contains("dead-lettered")
     );
-    let text = call(&host, hyper::Method::GET, "/metrics").await;
+    let text = admin_call(&host, hyper::Method::GET, "/metrics").await;
     let samples = parse_metrics(text.as_str().unwrap()).unwrap();
     assert!(
         metric(

@@ -203,3 +203,69 @@ fn the_readme_examples_of_products_and_routes_parse() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn synthetic_runs_can_be_routed_away_from_the_production_sink() {
+    let production = Receiver::start(Behavior::Accept).await;
+    let check = Receiver::start(Behavior::Accept).await;
+    let extra = format!(
+        r#"[[pipeline]]
+name = "orders"
+idempotency_key = "/id"
+sinks = [
+  {{ name = "prod", plugin = "http-sink", config = {{ url = "{}" }}, when = {{ none = [{{ header = "x-weft-synthetic", exists = true }}] }} }},
+  {{ name = "check", plugin = "http-sink", config = {{ url = "{}" }}, when = {{ all = [{{ header = "x-weft-synthetic", equals = "probe" }}] }} }},
+]
+
+[[pipeline.synthetic]]
+name = "probe"
+schedule = {{ cron = "* * * * * *" }}
+payload = {{ id = "probe", country = "US" }}
+"#,
+        production.url("/p"),
+        check.url("/c"),
+    );
+    let specs: Vec<PipelineSpec> = [&production, &check]
+        .iter()
+        .enumerate()
+        .map(|(i, r)| PipelineSpec::leads(&format!("grant{i}"), &r.url("/")))
+        .collect();
+    let setup = HostSetup::with_extra(any_port(), &specs, &extra).unwrap();
+    let host = RunningHost::start(setup.config()).await.unwrap();
+    let engine = host.engine();
+    assert_eq!(
+        send_event(&host, "orders", &order("real", "US")).await.0,
+        202
+    );
+    assert!(
+        wait_until(WAIT, || {
+            engine.status("orders").unwrap().synthetic[0].ok >= 2 && production.effect_count() == 1
+        })
+        .await,
+        "the checks' results count in the pipeline that sent them"
+    );
+    assert!(check.requests().len() >= 2);
+    assert!(
+        check
+            .requests()
+            .iter()
+            .all(|d| d.header("x-weft-synthetic") == Some("probe"))
+    );
+    let prod = production.requests();
+    assert_eq!(prod.len(), 1, "only the real order reaches production");
+    assert_eq!(prod[0].key, "real");
+    // Business counters: one real event, split to one route; the routes'
+    // synthetic children count apart.
+    let parent = engine.status("orders").unwrap();
+    assert_eq!(
+        (parent.accepted, parent.split, parent.unaccounted),
+        (1, 1, 0)
+    );
+    let checks = engine.status("orders.check").unwrap();
+    assert_eq!(
+        (checks.children, checks.delivered, checks.unaccounted),
+        (0, 0, 0)
+    );
+    assert_eq!(engine.status("orders.prod").unwrap().delivered, 1);
+    host.shutdown().await;
+}

@@ -7,6 +7,7 @@ use super::handle::Engine;
 use super::job::Job;
 use super::objectives::Seen;
 use super::pipeline::{Pipeline, Step};
+use super::queue::Left;
 use crate::sandbox::bindings::WitEvent;
 use crate::sandbox::{CallContext, CallCost, CallError};
 use crate::store::{
@@ -459,13 +460,16 @@ fn record_outcome(
     let mut next = Arc::try_unwrap(record).unwrap_or_else(|shared| (*shared).clone());
     let now = now_ms();
     let mut then = AfterAttempt::Finished { at_ms: now };
+    // How it leaves the queue, counted once that is durable (a retry
+    // leaves nothing).
+    let mut left = Left::Delivered;
     let mut children = Vec::new();
     let attempt_outcome = match outcome {
         Outcome::Split(i, out) => {
             let step = &pipeline.steps[i];
             children = super::split::children(&next, i, out);
             tracing::debug!(step = %step.label, children = children.len(), "split");
-            stats.split.fetch_add(1, Ordering::Relaxed);
+            left = Left::Split;
             next.state = EventState::Split;
             next.lineage.children = children.iter().map(|c| c.id).collect();
             AttemptOutcome::Split {
@@ -485,7 +489,7 @@ fn record_outcome(
                 .collect();
             children = super::split::routed(&next, &targets, event);
             tracing::debug!(routes = %names.join(","), "routed");
-            stats.split.fetch_add(1, Ordering::Relaxed);
+            left = Left::Split;
             next.state = EventState::Split;
             next.lineage.children = children.iter().map(|c| c.id).collect();
             AttemptOutcome::Split {
@@ -495,7 +499,7 @@ fn record_outcome(
         }
         Outcome::Delivered(receipt) => {
             tracing::debug!(receipt = %receipt, duration_us, "delivered");
-            stats.delivered.fetch_add(1, Ordering::Relaxed);
+            left = Left::Delivered;
             let latency_ms = now.saturating_sub(next.received_at_ms);
             match &synthetic {
                 Some(check) => engine.synthetic_result(pipeline, check, Ok(latency_ms)),
@@ -511,7 +515,7 @@ fn record_outcome(
         }
         Outcome::Filtered(step) => {
             tracing::debug!(step = %step, "filtered out");
-            stats.filtered.fetch_add(1, Ordering::Relaxed);
+            left = Left::Filtered;
             if let Some(check) = &synthetic {
                 engine.synthetic_result(pipeline, check, Err(format!("filtered out by {step}")));
             }
@@ -575,7 +579,7 @@ fn record_outcome(
                 };
                 tracing::error!(step = %ran_on.label, kind = error.kind.as_str(),
                     "dead-lettered ({why}): {}", error.message);
-                stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                left = Left::DeadLettered;
                 match &synthetic {
                     Some(check) => engine.synthetic_result(
                         pipeline,
@@ -610,8 +614,7 @@ fn record_outcome(
         steps,
     });
     if !children.is_empty() {
-        pipeline.close(&job.id);
-        let after = super::split::after_split(engine, job, &children);
+        let after = super::split::after_split(engine, job, &children, synthetic.is_some());
         drop(store.split(&next, job.entry(), &children, Some(after)));
         return;
     }
@@ -628,10 +631,11 @@ fn record_outcome(
         };
         Box::new(move || engine2.schedule(job2))
     } else {
-        // Finished: the next event of the same key may go.
-        pipeline.close(&job.id);
+        // Finished, once durable: it leaves the queue's count, and the next
+        // event of the same key may go.
         let (id, key, name) = (job.id, job.order_key.clone(), job.pipeline.clone());
-        Box::new(move || engine2.finished(&name, key.as_deref(), id))
+        let synthetic = synthetic.is_some();
+        Box::new(move || engine2.finished(&name, key.as_deref(), id, left, synthetic))
     };
     drop(store.record_attempt(&next, job.entry(), then, Some(after)));
 }

@@ -7,6 +7,19 @@ use super::pipeline::Entry;
 use crate::store::now_ms;
 use std::sync::atomic::Ordering;
 
+/// How an event left its pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Left {
+    /// The sink took it.
+    Delivered,
+    /// A step dropped it.
+    Filtered,
+    /// Into the dead-letter queue.
+    DeadLettered,
+    /// Split into children, or routed to its routes' pipelines.
+    Split,
+}
+
 impl Engine {
     /// Send a job to its pipeline now, or when it is due.
     pub(super) fn schedule(&self, job: Job) {
@@ -65,16 +78,30 @@ impl Engine {
         self.schedule(job);
     }
 
-    /// An event left its pipeline for good: release the next one of its key.
+    /// An event left its pipeline for good, its outcome durable: count how
+    /// it left, take it out of the queue's count (both at once, so the
+    /// books balance at every moment, and a status that says 0 queued
+    /// means every outcome is on disk), and release the next one of its key.
     pub(super) fn finished(
         &self,
         pipeline: &str,
         order_key: Option<&str>,
         id: crate::store::EventId,
+        left: Left,
+        synthetic: bool,
     ) {
         let Some(p) = self.inner.pipelines.get(pipeline) else {
             return;
         };
+        let stats = p.stats_for(synthetic);
+        match left {
+            Left::Delivered => &stats.delivered,
+            Left::Filtered => &stats.filtered,
+            Left::DeadLettered => &stats.dead_lettered,
+            Left::Split => &stats.split,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        p.close(&id);
         if let (Some(gate), Some(key)) = (&p.gate, order_key)
             && let Some(next) = gate.leave(key, id)
         {

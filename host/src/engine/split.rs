@@ -83,6 +83,7 @@ pub(super) fn after_split(
     engine: &Engine,
     parent: &Job,
     children: &[Arc<EventRecord>],
+    synthetic: bool,
 ) -> AfterCommit {
     let engine = engine.clone();
     let jobs: Vec<(Job, super::job::Weight)> = children
@@ -104,6 +105,12 @@ pub(super) fn after_split(
         for (job, weight) in jobs {
             engine.requeued(job, super::pipeline::Entry::Child, weight);
         }
-        engine.finished(&name, key.as_deref(), id);
+        engine.finished(
+            &name,
+            key.as_deref(),
+            id,
+            super::queue::Left::Split,
+            synthetic,
+        );
     })
 }
