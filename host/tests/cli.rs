@@ -878,3 +878,61 @@ fn a_plugin_file_named_with_underscores_is_pointed_at() {
         "{err}"
     );
 }
+
+/// `weft pipeline list` shows each pipeline's owner, systems, runbook and
+/// routes, with no host running and through a running one; `weft pipeline
+/// status` adds its objectives and quality gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_list_and_status_show_owners_objectives_and_gates() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let listen = free_addr();
+    let setup = HostSetup::new(
+        listen,
+        &[PipelineSpec::leads("leads", &receiver.url("/l"))
+            .with("owner = \"growth\"")
+            .with("tier = \"1\"")
+            .with("upstream = [\"web-forms\"]")
+            .with("downstream = [\"crm\", \"sheet\"]")
+            .with("runbook = \"https://wiki.example.com/leads\"")
+            .with("slo = { success = 0.999, freshness = \"15m\" }")
+            .with("quality = { max_invalid_ratio = 0.2 }")],
+    )
+    .unwrap();
+    let weft = |args: &[&str]| {
+        let out = Command::new(WEFT)
+            .args(args)
+            .arg("--config")
+            .arg(&setup.config_path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let offline = weft(&["pipeline", "list"]);
+    let row = offline
+        .lines()
+        .find(|l| l.starts_with("leads "))
+        .unwrap_or_else(|| panic!("{offline}"));
+    for part in ["growth", "1", "web-forms", "crm,sheet"] {
+        assert!(row.contains(part), "{row}");
+    }
+    assert!(
+        offline.contains("runbook https://wiki.example.com/leads"),
+        "{offline}"
+    );
+    let host = weft_tests::WeftProcess::start(WEFT, &setup.config_path, listen, "weft.log", &[]);
+    let json: serde_json::Value =
+        serde_json::from_str(&weft(&["pipeline", "list", "--json"])).unwrap();
+    assert_eq!(json[0]["catalog"]["owner"], "growth");
+    let status = weft(&["pipeline", "status", "leads"]);
+    assert!(
+        status.contains("leads slo success 99.900%: budget left 100.0% (0 of 0 good)"),
+        "{status}"
+    );
+    assert!(status.contains("leads slo freshness 900s: ok"), "{status}");
+    assert!(
+        status.contains("leads quality: 0.0% invalid of 0 events (max 20.0%, action pause)"),
+        "{status}"
+    );
+    host.sigterm();
+}
