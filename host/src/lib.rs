@@ -14,6 +14,7 @@ pub mod limit;
 pub mod logging;
 pub mod origin;
 pub mod percent;
+pub mod perimeter;
 pub mod private;
 pub mod redact;
 pub mod reply;

@@ -112,6 +112,76 @@ impl ByteRate {
     }
 }
 
+/// Records (log lines, audit entries) of one key let through at most
+/// `per_minute` times a minute; the rest are summed into the next one let
+/// through. At most `max_keys` keys are tracked: past that, keys quiet for a
+/// minute are forgotten, and a key that still finds no room is not recorded
+/// (its caller counts it elsewhere), so a flood from many sources cannot
+/// grow the table without bound.
+pub struct RecordBudget<K> {
+    per_minute: u32,
+    max_keys: usize,
+    windows: Mutex<BTreeMap<K, Window>>,
+}
+
+/// Records let through for one key in the current minute.
+#[derive(Default)]
+struct Window {
+    started_ms: u64,
+    written: u32,
+    suppressed: u64,
+}
+
+impl<K: Ord> RecordBudget<K> {
+    /// A budget of `per_minute` records per key, for up to `max_keys` keys.
+    pub fn new(per_minute: u32, max_keys: usize) -> Self {
+        RecordBudget {
+            per_minute,
+            max_keys,
+            windows: Mutex::default(),
+        }
+    }
+
+    /// End every key's current minute, as if it had passed.
+    #[cfg(test)]
+    pub fn end_minute(&self) {
+        for w in self
+            .windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values_mut()
+        {
+            w.started_ms = 0;
+        }
+    }
+
+    /// Whether a record of `key` is let through at `now_ms`, and `detail`
+    /// with the count of those left out since the last one let through.
+    pub fn admit(&self, key: K, detail: String, now_ms: u64) -> Option<String> {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if !windows.contains_key(&key) && windows.len() >= self.max_keys {
+            windows.retain(|_, w| now_ms.saturating_sub(w.started_ms) < 60_000);
+            if windows.len() >= self.max_keys {
+                return None;
+            }
+        }
+        let w = windows.entry(key).or_default();
+        if now_ms.saturating_sub(w.started_ms) >= 60_000 {
+            w.started_ms = now_ms;
+            w.written = 0;
+        }
+        if w.written >= self.per_minute {
+            w.suppressed += 1;
+            return None;
+        }
+        w.written += 1;
+        Some(match std::mem::take(&mut w.suppressed) {
+            0 => detail,
+            n => format!("{detail} (and {n} more of this kind before it, not recorded one by one)"),
+        })
+    }
+}
+
 /// Limiters per upstream origin.
 #[derive(Default)]
 pub struct UpstreamLimits {

@@ -2,6 +2,7 @@
 //! the file, the key and the fix. One file per section; config imports
 //! nothing from the rest of the host but the origin parser.
 
+mod allow;
 mod canary;
 mod credential;
 mod grant;
@@ -16,6 +17,7 @@ mod upstream;
 mod values;
 pub mod version;
 
+pub use allow::Allowlist;
 pub use canary::CanaryConfig;
 pub use credential::{CREDENTIAL_HEADERS, CredentialGrant};
 pub use grant::{DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_MS, Grant, KvGrant};

@@ -115,6 +115,11 @@ pub struct PipelineConfig {
     /// Scheduled synthetic checks, `[[pipeline.synthetic]]`.
     #[serde(default)]
     pub synthetic: Vec<SyntheticConfig>,
+    /// Addresses that may send this pipeline webhooks (CIDR blocks, e.g.
+    /// `["192.30.252.0/22"]`); others get 403 and are counted as
+    /// `address_not_allowed` (default: every address).
+    #[serde(default)]
+    pub allow_from: Option<super::Allowlist>,
     /// Set on the pipeline of a route: whose route it is.
     #[serde(skip)]
     pub route_of: Option<RouteOf>,

@@ -66,6 +66,15 @@ pub struct ServerConfig {
     /// Connections open at once from one address (default 256).
     #[serde(default = "default_max_connections_per_peer")]
     pub max_connections_per_peer: usize,
+    /// Addresses that may reach the admin listener (API, console,
+    /// `/metrics`, health): CIDR blocks such as `["10.0.0.0/8"]`; others
+    /// get 403 (default: every address, tokens still required off loopback).
+    #[serde(default)]
+    pub admin_allow_from: Option<super::Allowlist>,
+    /// Proxies whose `X-Forwarded-For` names the client (CIDR blocks); from
+    /// any other peer the header is ignored and the peer is the client.
+    #[serde(default)]
+    pub trusted_proxies: Option<super::Allowlist>,
 }
 
 fn default_max_body_bytes() -> usize {

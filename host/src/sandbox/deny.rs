@@ -12,15 +12,7 @@ use std::sync::{Arc, Mutex};
 pub struct Denials {
     store: Arc<dyn Store>,
     counts: Mutex<BTreeMap<(String, &'static str), u64>>,
-    windows: Mutex<BTreeMap<(String, &'static str), Window>>,
-}
-
-/// Audit records written for one (plugin, kind) in the current minute.
-#[derive(Default)]
-struct Window {
-    started_ms: u64,
-    written: u32,
-    suppressed: u64,
+    windows: crate::limit::RecordBudget<(String, &'static str)>,
 }
 
 /// Records of one kind per plugin per minute, before the rest are summed.
@@ -32,7 +24,8 @@ impl Denials {
         Denials {
             store,
             counts: Mutex::default(),
-            windows: Mutex::default(),
+            // Plugins and kinds are few: every key fits.
+            windows: crate::limit::RecordBudget::new(RECORDS_PER_MINUTE, usize::MAX),
         }
     }
 
@@ -62,22 +55,11 @@ impl Denials {
     /// Whether this record is written, and its detail with the count of
     /// those left out since the last one written.
     fn admit(&self, ctx: &CallContext, action: &'static str, detail: String) -> Option<String> {
-        let now = crate::store::now_ms();
-        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        let w = windows.entry((ctx.plugin.to_string(), action)).or_default();
-        if now.saturating_sub(w.started_ms) >= 60_000 {
-            w.started_ms = now;
-            w.written = 0;
-        }
-        if w.written >= RECORDS_PER_MINUTE {
-            w.suppressed += 1;
-            return None;
-        }
-        w.written += 1;
-        Some(match std::mem::take(&mut w.suppressed) {
-            0 => detail,
-            n => format!("{detail} (and {n} more of this kind before it, not recorded one by one)"),
-        })
+        self.windows.admit(
+            (ctx.plugin.to_string(), action),
+            detail,
+            crate::store::now_ms(),
+        )
     }
 
     fn audit(&self, ctx: &CallContext, kind: &'static str, action: &str, detail: &str) {
@@ -158,13 +140,7 @@ mod tests {
             "another plugin's denials are still recorded"
         );
         // The next window's first record carries the count of those left out.
-        denials
-            .windows
-            .lock()
-            .unwrap()
-            .get_mut(&("looper".to_string(), "http"))
-            .unwrap()
-            .started_ms = 0;
+        denials.windows.end_minute();
         denials.record(&ctx, "http", "request to 10.1.1.1");
         let last = store.audit().records(0).unwrap().pop().unwrap();
         assert!(last.detail.contains("and 490 more"), "{}", last.detail);

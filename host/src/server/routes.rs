@@ -14,6 +14,24 @@ pub(super) async fn route(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let engine = &current.engine;
+    if plane == Plane::Admin
+        && let Some(peer) = req.extensions().get::<super::connections::Peer>()
+    {
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        if let Err(ip) = current
+            .api
+            .gate
+            .admit(peer.0, forwarded, engine.store().as_ref())
+        {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("{ip} may not use the admin listener: not in server.admin_allow_from"),
+            );
+        }
+    }
     let path = req.uri().path().to_string();
     let admin_only = path == "/metrics"
         || path == "/api/v1"

@@ -29,6 +29,8 @@ pub struct ApiState {
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     /// Where backups taken through the API wait to be fetched.
     pub(super) backups: std::path::PathBuf,
+    /// Who may reach the admin listener at all.
+    pub(crate) gate: crate::perimeter::Gate,
 }
 
 /// An authenticated caller.
@@ -91,6 +93,11 @@ impl ApiState {
             plugins,
             failures: Mutex::default(),
             backups: config.server.data_dir.join(crate::store::BACKUP_STAGING),
+            gate: crate::perimeter::Gate::new(
+                "admin",
+                config.server.admin_allow_from.clone(),
+                config.server.trusted_proxies.clone(),
+            ),
         })
     }
 

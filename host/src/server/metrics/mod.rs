@@ -435,6 +435,17 @@ pub fn render(engine: &Engine, live: &super::live::Live) -> String {
         out,
         "weft_config_reloads_total{{result=\"refused\"}} {refused}"
     );
+    header(
+        &mut out,
+        "weft_admin_refused_total",
+        "counter",
+        "Requests to the admin listener refused for their address (server.admin_allow_from), since the configuration in force.",
+    );
+    let _ = writeln!(
+        out,
+        "weft_admin_refused_total {}",
+        live.current().api.gate.refused()
+    );
     out
 }
 

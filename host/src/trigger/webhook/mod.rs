@@ -42,6 +42,8 @@ pub struct Webhook {
     contract: Option<Contracts>,
     max_body: usize,
     body_timeout: std::time::Duration,
+    /// Who may send, when `allow_from` is set.
+    gate: Option<crate::perimeter::Gate>,
 }
 
 impl Webhook {
@@ -64,6 +66,9 @@ impl Webhook {
             contract,
             max_body: server.max_body_bytes,
             body_timeout: std::time::Duration::from_millis(server.body_timeout_ms),
+            gate: p.allow_from.clone().map(|allow| {
+                crate::perimeter::Gate::new(&p.name, Some(allow), server.trusted_proxies.clone())
+            }),
         })
     }
 
@@ -144,6 +149,25 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
         }
         resp
     };
+    if let Some(gate) = &hook.gate
+        && let Some(peer) = req.extensions().get::<crate::server::connections::Peer>()
+    {
+        let forwarded = header_str(&req, "x-forwarded-for");
+        if let Err(ip) = gate.admit(peer.0, forwarded.as_deref(), engine.store().as_ref()) {
+            return refuse(
+                Rejection::AddressNotAllowed,
+                unheard(
+                    req,
+                    error(
+                        StatusCode::FORBIDDEN,
+                        format!(
+                            "{ip} may not send to pipeline {pipeline:?}: not in its allow_from"
+                        ),
+                    ),
+                ),
+            );
+        }
+    }
     let content_type = header_str(&req, "content-type").unwrap_or_default();
     // Slack signs form-encoded bodies: the slack preset takes them too.
     let preset = hook.verifier.as_ref().map(|v| v.preset);

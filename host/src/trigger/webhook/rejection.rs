@@ -24,11 +24,13 @@ pub enum Rejection {
     Contract,
     /// The body did not arrive within `body_timeout_ms` (408).
     BodyTimeout,
+    /// The sender's address is not in the pipeline's `allow_from` (403).
+    AddressNotAllowed,
 }
 
 impl Rejection {
     /// Every reason, in label order.
-    pub const ALL: [Rejection; 10] = [
+    pub const ALL: [Rejection; 11] = [
         Rejection::UnsupportedMediaType,
         Rejection::TooLarge,
         Rejection::UnreadableBody,
@@ -39,6 +41,7 @@ impl Rejection {
         Rejection::Signature,
         Rejection::Contract,
         Rejection::BodyTimeout,
+        Rejection::AddressNotAllowed,
     ];
 
     /// The metric label.
@@ -54,6 +57,7 @@ impl Rejection {
             Rejection::Signature => "signature",
             Rejection::Contract => "contract",
             Rejection::BodyTimeout => "body_timeout",
+            Rejection::AddressNotAllowed => "address_not_allowed",
         }
     }
 }
