@@ -7,6 +7,9 @@ use std::path::Path;
 
 pub(super) async fn run(path: &Path) -> Result<()> {
     let config = super::load_config(path)?;
+    if let Some(files) = &config.server.tls {
+        crate::server::tls::Tls::load(files).map_err(anyhow::Error::msg)?;
+    }
     let secrets = crate::secrets::Secrets::load(&config).map_err(anyhow::Error::msg)?;
     let scratch = Scratch::new(4096, Some(secrets))?;
     let (plugins, errors) = crate::host::load_plugins(&config, &scratch.sandbox, None).await?;

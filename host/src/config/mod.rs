@@ -28,7 +28,9 @@ pub use pipeline::{
     VersionedContract,
 };
 pub use route::{RouteConfig, RouteOf, route_pipeline};
-pub use server::{AdminConfig, PluginsConfig, Role, ServerConfig, TokenConfig};
+pub use server::{
+    AdminConfig, ClientAuth, PluginsConfig, Role, ServerConfig, TlsConfig, TokenConfig,
+};
 pub use synthetic::SyntheticConfig;
 pub use trigger::{
     OnMissed, PollConfig, Preset, Schedule, ScheduleConfig, TriggerConfig, WebhookConfig,
@@ -127,6 +129,11 @@ impl Config {
         self.server.data_dir = resolve(&self.server.data_dir);
         self.plugins.dir = resolve(&self.plugins.dir);
         self.server.secrets_file = self.server.secrets_file.as_deref().map(resolve);
+        if let Some(t) = &mut self.server.tls {
+            t.cert = resolve(&t.cert);
+            t.key = resolve(&t.key);
+            t.client_ca = t.client_ca.as_deref().map(resolve);
+        }
         for p in &mut self.pipelines {
             if let Some(c) = &mut p.contract {
                 for f in c.files_mut() {
@@ -161,6 +168,17 @@ impl Config {
             }
             if !names.insert(p.name.as_str()) {
                 return Err(format!("{at}: another pipeline already has this name"));
+            }
+            if p.require_client_cert
+                && self
+                    .server
+                    .tls
+                    .as_ref()
+                    .is_none_or(|t| t.client_ca.is_none())
+            {
+                return Err(format!(
+                    "{at}: require_client_cert needs client certificates at the listener: set server.tls with client_ca"
+                ));
             }
             if let Some(c) = &p.contract {
                 c.validate(&format!("{at}.contract"))?;

@@ -120,6 +120,10 @@ pub struct PipelineConfig {
     /// `address_not_allowed` (default: every address).
     #[serde(default)]
     pub allow_from: Option<super::Allowlist>,
+    /// Refuse webhooks (403) from a client that showed no verified
+    /// certificate (with `server.tls.client_auth = "optional"`).
+    #[serde(default)]
+    pub require_client_cert: bool,
     /// Set on the pipeline of a route: whose route it is.
     #[serde(skip)]
     pub route_of: Option<RouteOf>,

@@ -75,6 +75,41 @@ pub struct ServerConfig {
     /// any other peer the header is ignored and the peer is the client.
     #[serde(default)]
     pub trusted_proxies: Option<super::Allowlist>,
+    /// HTTPS on the public listener: `tls = { cert = "cert.pem", key =
+    /// "key.pem" }`, with `client_ca` for client certificates (mTLS).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `tls = { … }`: a listener's certificate, and which client certificates
+/// it takes. Files are PEM, read again when they change.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates client certificates must chain to; with it, clients
+    /// show a certificate (see `client_auth`).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// `required` (default): a client without a valid certificate is
+    /// refused at the handshake; `optional`: it may connect, and pipelines
+    /// with `require_client_cert = true` refuse it.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// Whether every client must show a certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Refused at the handshake without one.
+    #[default]
+    Required,
+    /// Allowed without one; pipelines may still require one.
+    Optional,
 }
 
 fn default_max_body_bytes() -> usize {
@@ -111,6 +146,14 @@ impl ServerConfig {
 
     /// Check the listener's limits.
     pub(super) fn validate(&self) -> Result<(), String> {
+        if let Some(t) = &self.tls
+            && t.client_ca.is_none()
+            && t.client_auth == ClientAuth::Optional
+        {
+            return Err(
+                "server.tls.client_auth = \"optional\" needs client_ca: the CA client certificates are checked against".into(),
+            );
+        }
         if self.max_body_bytes == 0 {
             return Err("server.max_body_bytes must be at least 1".into());
         }

@@ -43,6 +43,9 @@ pub enum StartError {
     /// The admin API would be open, or a token is too short.
     #[error("{0}")]
     Admin(String),
+    /// The TLS certificate files do not load.
+    #[error("{0}")]
+    Tls(String),
     /// The listener cannot be bound.
     #[error(transparent)]
     Bind(#[from] crate::server::BindError),
@@ -230,7 +233,13 @@ impl RunningHost {
                 triggers.clone(),
             )));
         }
-        let server = Server::start(&config.server, live.clone()).await?;
+        let tls = match &config.server.tls {
+            Some(files) => Some(Arc::new(
+                crate::server::tls::Tls::load(files).map_err(StartError::Tls)?,
+            )),
+            None => None,
+        };
+        let server = Server::start(&config.server, live.clone(), tls).await?;
         let (addr, admin_addr) = (server.addr, server.admin_addr);
         tracing::info!(%addr, %admin_addr, pipelines = ?engine.pipeline_names(), "weft is serving");
         Ok(RunningHost {

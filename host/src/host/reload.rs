@@ -48,7 +48,7 @@ impl Reload for Reloader {
 
 /// The server settings a running host cannot change: its sockets and
 /// where its data lives.
-fn fixed(c: &Config) -> [(&'static str, String); 6] {
+fn fixed(c: &Config) -> [(&'static str, String); 7] {
     let s = &c.server;
     [
         ("server.listen", s.listen.to_string()),
@@ -60,6 +60,8 @@ fn fixed(c: &Config) -> [(&'static str, String); 6] {
             s.max_connections_per_peer.to_string(),
         ),
         ("server.header_timeout_ms", s.header_timeout_ms.to_string()),
+        // The files are read again when they change; which files is fixed.
+        ("server.tls", format!("{:?}", s.tls)),
     ]
 }
 

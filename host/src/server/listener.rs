@@ -29,6 +29,7 @@ pub(super) async fn serve(
     plane: Plane,
     state: Arc<Shared>,
     limits: ListenerLimits,
+    tls: Option<Arc<super::tls::Tls>>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let conns = Connections::new(limits.connections);
@@ -57,37 +58,29 @@ pub(super) async fn serve(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                let mut conn_stopped = stopped.clone();
+                let (state, tls, conn_stopped) = (state.clone(), tls.clone(), stopped.clone());
                 connections.spawn(async move {
                     let admitted = Arc::new(admitted);
-                    let marker = admitted.clone();
-                    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                        let state = state.clone();
-                        let in_progress = marker.request();
-                        req.extensions_mut().insert(Peer(peer.ip()));
-                        async move {
-                            // What is in force when the request came in.
-                            let current = state.live.current();
-                            let resp = route(plane, &current, &state, req).await;
-                            drop(in_progress);
-                            Ok::<_, std::convert::Infallible>(resp)
+                    let Some(tls) = tls else {
+                        let conn = Conn { plane, state, peer, client: None, limits, admitted };
+                        return conn.serve(stream, conn_stopped).await;
+                    };
+                    // The handshake gets as long as a request's headers do.
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                    let stream = match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, "TLS handshake refused: {e}");
+                            return;
                         }
-                    });
-                    let conn = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(limits.header_timeout)
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), service);
-                    let mut conn = std::pin::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = admitted.evicted.notified() => {}
-                        _ = conn_stopped.changed() => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake did not finish in time");
+                            return;
                         }
-                    }
+                    };
+                    let client = super::tls::client_cert(stream.get_ref().1);
+                    let conn = Conn { plane, state, peer, client, limits, admitted };
+                    conn.serve(stream, conn_stopped).await
                 });
             }
             _ = stopped.changed() => break,
@@ -96,4 +89,62 @@ pub(super) async fn serve(
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
+}
+
+/// One accepted connection (in the clear or TLS) and what its requests see.
+struct Conn {
+    plane: Plane,
+    state: Arc<Shared>,
+    peer: std::net::SocketAddr,
+    client: Option<super::tls::ClientCert>,
+    limits: ListenerLimits,
+    admitted: Arc<super::connections::Admitted>,
+}
+
+impl Conn {
+    /// Serve HTTP/1.1 on `stream` until the client leaves, the connection
+    /// is evicted, or the server stops (letting requests in progress end).
+    async fn serve<S>(self, stream: S, mut stopped: watch::Receiver<bool>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            plane,
+            state,
+            peer,
+            client,
+            limits,
+            admitted,
+        } = self;
+        let marker = admitted.clone();
+        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            let state = state.clone();
+            let in_progress = marker.request();
+            req.extensions_mut().insert(Peer(peer.ip()));
+            if let Some(c) = &client {
+                req.extensions_mut().insert(c.clone());
+            }
+            async move {
+                // What is in force when the request came in.
+                let current = state.live.current();
+                let resp = route(plane, &current, &state, req).await;
+                drop(in_progress);
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = admitted.evicted.notified() => {}
+            _ = stopped.changed() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    }
 }

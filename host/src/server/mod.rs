@@ -8,6 +8,7 @@ pub mod live;
 pub mod metrics;
 pub mod query;
 mod routes;
+pub mod tls;
 mod ui;
 
 use std::net::SocketAddr;
@@ -60,6 +61,7 @@ impl Server {
     pub async fn start(
         config: &crate::config::ServerConfig,
         live: Arc<live::Live>,
+        tls: Option<Arc<tls::Tls>>,
     ) -> Result<Server, BindError> {
         let limits = listener::ListenerLimits {
             connections: connections::Limits {
@@ -90,6 +92,8 @@ impl Server {
                 plane,
                 shared.clone(),
                 limits,
+                // HTTPS on the public listener only.
+                tls.clone().filter(|_| plane == Plane::Public),
                 stopped.clone(),
             )));
         }

@@ -93,8 +93,12 @@ pub const TRIGGER_HEADER: &str = "x-weft-trigger";
 /// set by the host only.
 pub const SYNTHETIC_HEADER: &str = "x-weft-synthetic";
 
+/// The record header holding the SHA-256 (hex) of the client certificate
+/// a webhook came with over mTLS; set by the host only.
+pub const CLIENT_CERT_HEADER: &str = "x-weft-client-cert-sha256";
+
 /// The record headers only the host sets: a step's output cannot forge them.
-pub const HOST_HEADERS: [&str; 2] = [TRIGGER_HEADER, SYNTHETIC_HEADER];
+pub const HOST_HEADERS: [&str; 3] = [TRIGGER_HEADER, SYNTHETIC_HEADER, CLIENT_CERT_HEADER];
 
 /// Version byte in front of every encoded record. Version 4 leaves the
 /// payload out: the store writes it once, under its own key, and rewrites

@@ -44,6 +44,8 @@ pub struct Webhook {
     body_timeout: std::time::Duration,
     /// Who may send, when `allow_from` is set.
     gate: Option<crate::perimeter::Gate>,
+    /// Refuse clients without a verified certificate.
+    require_client_cert: bool,
 }
 
 impl Webhook {
@@ -66,6 +68,7 @@ impl Webhook {
             contract,
             max_body: server.max_body_bytes,
             body_timeout: std::time::Duration::from_millis(server.body_timeout_ms),
+            require_client_cert: p.require_client_cert,
             gate: p.allow_from.clone().map(|allow| {
                 crate::perimeter::Gate::new(&p.name, Some(allow), server.trusted_proxies.clone())
             }),
@@ -168,6 +171,24 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
             );
         }
     }
+    let client_cert = req
+        .extensions()
+        .get::<crate::server::tls::ClientCert>()
+        .cloned();
+    if hook.require_client_cert && client_cert.is_none() {
+        return refuse(
+            Rejection::ClientCertificate,
+            unheard(
+                req,
+                error(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "pipeline {pipeline:?} takes webhooks only from clients with a certificate (require_client_cert)"
+                    ),
+                ),
+            ),
+        );
+    }
     let content_type = header_str(&req, "content-type").unwrap_or_default();
     // Slack signs form-encoded bodies: the slack preset takes them too.
     let preset = hook.verifier.as_ref().map(|v| v.preset);
@@ -183,6 +204,10 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
             Some((name.to_string(), value.chars().take(256).collect()))
         })
         .collect();
+    // Who the client is, over mTLS: routes and filters may test it.
+    if let Some(c) = client_cert {
+        kept.push((crate::store::CLIENT_CERT_HEADER.into(), c.0));
+    }
     // The header naming the payload's schema version, if its contract has
     // versions named that way.
     let version_header = hook

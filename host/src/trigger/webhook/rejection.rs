@@ -26,11 +26,13 @@ pub enum Rejection {
     BodyTimeout,
     /// The sender's address is not in the pipeline's `allow_from` (403).
     AddressNotAllowed,
+    /// No verified client certificate, and the pipeline requires one (403).
+    ClientCertificate,
 }
 
 impl Rejection {
     /// Every reason, in label order.
-    pub const ALL: [Rejection; 11] = [
+    pub const ALL: [Rejection; 12] = [
         Rejection::UnsupportedMediaType,
         Rejection::TooLarge,
         Rejection::UnreadableBody,
@@ -42,6 +44,7 @@ impl Rejection {
         Rejection::Contract,
         Rejection::BodyTimeout,
         Rejection::AddressNotAllowed,
+        Rejection::ClientCertificate,
     ];
 
     /// The metric label.
@@ -58,6 +61,7 @@ impl Rejection {
             Rejection::Contract => "contract",
             Rejection::BodyTimeout => "body_timeout",
             Rejection::AddressNotAllowed => "address_not_allowed",
+            Rejection::ClientCertificate => "client_certificate",
         }
     }
 }
