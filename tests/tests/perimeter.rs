@@ -220,3 +220,71 @@ fn bad_allowlists_are_refused_with_the_key_named() {
     let e = err("trusted_proxies = [\"proxy.internal\"]", "");
     assert!(e.contains("trusted_proxies") && e.contains("CIDR"), "{e}");
 }
+
+/// An admin token rotated with `previous_secret`: both work during the
+/// overlap (the old one audited as such); after the old one is removed and
+/// the config reloaded, it is refused. Secret values are read again on
+/// reload, so a changed value takes effect the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_tokens_rotate_with_an_overlap_and_without_a_restart() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let (old, new) = ("old-token-0123456789abcdef", "new-token-0123456789abcdef");
+    let setup = HostSetup::with_extra(
+        any_port(),
+        &[PipelineSpec::leads("leads", &receiver.url("/l"))],
+        "[[admin.tokens]]\nname = \"ops\"\nrole = \"operator\"\nsecret = \"OPS_TOKEN\"\nprevious_secret = \"OPS_TOKEN_OLD\"\n",
+    )
+    .unwrap()
+    .with_secrets(&[("OPS_TOKEN", new), ("OPS_TOKEN_OLD", old)])
+    .unwrap();
+    let file = setup.config_path.clone();
+    let source: weft_host::host::ConfigSource = std::sync::Arc::new(move || {
+        weft_host::config::Config::load(&file).map_err(|e| e.to_string())
+    });
+    let host = RunningHost::start_reloadable(setup.config(), source)
+        .await
+        .unwrap();
+    let pause = |token: &'static str| {
+        let url = format!("http://{}/api/v1/pipelines/leads/pause", host.admin_addr);
+        async move {
+            weft_tests::post_with_headers(
+                &url,
+                b"{}",
+                "application/json",
+                &[("authorization", format!("Bearer {token}"))],
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(pause(new).await, 200);
+    assert_eq!(
+        pause(old).await,
+        200,
+        "the old token still works in the overlap"
+    );
+    assert_eq!(pause("not-the-token-0123456789").await, 401);
+    let audit = host.engine().store().audit().records(0).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.actor == "ops" && r.action == "pause")
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.actor == "ops (previous token)" && r.action == "pause"),
+        "who still uses the old token shows"
+    );
+    // The rotation ends: the old token goes from the config.
+    let text = std::fs::read_to_string(&setup.config_path).unwrap();
+    std::fs::write(
+        &setup.config_path,
+        text.replace("previous_secret = \"OPS_TOKEN_OLD\"\n", ""),
+    )
+    .unwrap();
+    assert!(host.reload("test").await.is_ok());
+    assert_eq!(pause(old).await, 401, "refused once rotated out");
+    assert_eq!(pause(new).await, 200);
+    host.shutdown().await;
+}

@@ -192,10 +192,10 @@ impl Config {
                     "admin.tokens[{i}]: name must be non-empty and unique"
                 ));
             }
-            if !valid_credential_name(&t.secret) {
+            if let Some(bad) = t.secret_names().find(|s| !valid_credential_name(s)) {
                 return Err(format!(
                     "admin.tokens[{i}] ({:?}): secret {:?} is not a credential name; write the NAME whose value is in WEFT_SECRET_NAME or the secrets file",
-                    t.name, t.secret
+                    t.name, bad
                 ));
             }
         }
@@ -288,7 +288,7 @@ impl Config {
                 self.admin
                     .tokens
                     .iter()
-                    .map(|t| (t.secret.as_str(), "the admin API")),
+                    .flat_map(|t| t.secret_names().map(|s| (s, "the admin API"))),
             )
             .chain(self.pipelines.iter().flat_map(|p| {
                 p.trigger

@@ -225,6 +225,18 @@ pub struct TokenConfig {
     /// Credential holding the token value (`WEFT_SECRET_<NAME>` or the
     /// secrets file), never the value itself.
     pub secret: String,
+    /// The token being rotated out: it still works (its calls are audited
+    /// as `NAME (previous token)`) until it is removed and the config
+    /// reloaded.
+    #[serde(default)]
+    pub previous_secret: Option<String>,
+}
+
+impl TokenConfig {
+    /// The credentials it names: the token, and the one being rotated out.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.secret.as_str()).chain(self.previous_secret.as_deref())
+    }
 }
 
 /// An admin API role; each includes the ones before it.

@@ -64,18 +64,26 @@ impl ApiState {
     ) -> Result<ApiState, String> {
         let mut tokens = Vec::new();
         for (i, t) in config.admin.tokens.iter().enumerate() {
-            let Some(value) = secrets.get(&t.secret) else {
-                continue;
-            };
-            if value.len() < MIN_TOKEN_LEN {
-                return Err(format!(
-                    "admin.tokens[{i}] ({:?}): the token in {} is {} bytes; admin tokens must be at least {MIN_TOKEN_LEN} (make one with `openssl rand -hex 32`)",
-                    t.name,
-                    crate::secrets::env_var(&t.secret),
-                    value.len()
-                ));
+            for (secret, name) in [
+                (Some(&t.secret), t.name.clone()),
+                (
+                    t.previous_secret.as_ref(),
+                    format!("{} (previous token)", t.name),
+                ),
+            ] {
+                let Some(value) = secret.and_then(|s| secrets.get(s)) else {
+                    continue;
+                };
+                if value.len() < MIN_TOKEN_LEN {
+                    return Err(format!(
+                        "admin.tokens[{i}] ({:?}): the token in {} is {} bytes; admin tokens must be at least {MIN_TOKEN_LEN} (make one with `openssl rand -hex 32`)",
+                        t.name,
+                        crate::secrets::env_var(secret.map_or("", String::as_str)),
+                        value.len()
+                    ));
+                }
+                tokens.push((name, t.role, digest(value.as_bytes())));
             }
-            tokens.push((t.name.clone(), t.role, digest(value.as_bytes())));
         }
         let admin = config.server.admin_addr();
         if tokens.is_empty() {
@@ -101,14 +109,14 @@ impl ApiState {
         })
     }
 
-    /// The caller, or `None` for a missing or wrong token. Tokens are
-    /// compared by digest, so neither their content nor their length shows
-    /// in the timing.
     /// Whether calls need a token (`[[admin.tokens]]` is configured).
     pub(crate) fn has_tokens(&self) -> bool {
         !self.tokens.is_empty()
     }
 
+    /// The caller, or `None` for a missing or wrong token. Tokens are
+    /// compared by digest, so neither their content nor their length shows
+    /// in the timing.
     pub(super) fn authenticate(&self, req: &Request<Incoming>) -> Option<Caller> {
         if self.tokens.is_empty() {
             return Some(Caller {
