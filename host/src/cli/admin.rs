@@ -78,6 +78,11 @@ pub trait Admin {
     fn runs(&self, query: RunQuery) -> AdminFuture<'_, Vec<RunSummary>>;
     /// One event.
     fn event(&self, id: EventId) -> AdminFuture<'_, EventView>;
+    /// Erase a data subject.
+    fn erase(
+        &self,
+        request: crate::engine::EraseRequest,
+    ) -> AdminFuture<'_, crate::engine::Erasure>;
 }
 
 /// The host named by `--url` or the config, if it answers; otherwise its
@@ -223,6 +228,17 @@ impl Admin for HttpAdmin {
             let path = format!("/api/v1/pipelines/{pipeline}/{action}");
             let _: serde_json::Value = self.get(hyper::Method::POST, &path, None, None).await?;
             Ok(())
+        })
+    }
+
+    fn erase(
+        &self,
+        request: crate::engine::EraseRequest,
+    ) -> AdminFuture<'_, crate::engine::Erasure> {
+        Box::pin(async move {
+            let body = serde_json::to_vec(&request)?;
+            self.get(hyper::Method::POST, "/api/v1/erase", Some(body), None)
+                .await
         })
     }
 
@@ -384,6 +400,33 @@ impl Admin for LocalAdmin {
             let action = if paused { "pause" } else { "resume" };
             audit_local(store.as_ref(), action, &pipeline, "done".into());
             Ok(())
+        })
+    }
+
+    fn erase(
+        &self,
+        request: crate::engine::EraseRequest,
+    ) -> AdminFuture<'_, crate::engine::Erasure> {
+        Box::pin(async move {
+            if let Some(p) = &request.emit {
+                bail!(
+                    "no host is running: the erasure request cannot be sent into {p:?}; start weft, or leave out --emit"
+                );
+            }
+            let config = self.config()?;
+            let store = self.store()?;
+            let pointers = config.subject_pointers(&request.subject);
+            let result =
+                crate::engine::erase(&store, &pointers, &request.subject, &request.value).await;
+            let detail = match &result {
+                Ok(e) => format!(
+                    "subject {}: {} events in the history and {} dead letters erased, {} still queued (the value is not recorded)",
+                    e.subject, e.history, e.dead_letters, e.queued_left
+                ),
+                Err(why) => format!("subject {}: failed: {why}", request.subject),
+            };
+            audit_local(store.as_ref(), "erase", "", detail);
+            result.map_err(anyhow::Error::msg)
         })
     }
 

@@ -11,6 +11,7 @@ mod canary;
 mod check;
 pub mod client;
 mod dlq;
+mod erase;
 mod pipeline;
 mod plugin;
 mod plugin_list;
@@ -85,6 +86,10 @@ enum Command {
     /// Put a backup in place on a stopped host, after verifying it; the data
     /// directory that was there is moved aside, not deleted.
     Restore(backup::RestoreArgs),
+    /// Erase a data subject (`--subject email=ann@example.com`) from the run
+    /// history and the dead-letter queue, as the pipelines' `subjects` name
+    /// it; audited without the value.
+    Erase(erase::EraseArgs),
     /// Print shell completions: `weft completions bash > /etc/bash_completion.d/weft`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -149,6 +154,7 @@ impl Cli {
             Command::AuditLog(c) => c.run().await,
             Command::Backup(args) => args.run().await,
             Command::Restore(args) => args.run().await,
+            Command::Erase(args) => args.run().await,
             Command::Completions { shell } => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();
                 clap_complete::generate(shell, &mut cmd, "weft", &mut std::io::stdout());

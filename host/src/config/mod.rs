@@ -307,6 +307,14 @@ impl Config {
             .map(|p| (p.name.as_str(), p.redact.as_slice()))
     }
 
+    /// (pipeline, pointer) of every pipeline that names subject `subject`.
+    pub fn subject_pointers(&self, subject: &str) -> Vec<(String, String)> {
+        self.pipelines
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.subjects.get(subject)?.clone())))
+            .collect()
+    }
+
     /// The pipeline with this name.
     pub fn pipeline(&self, name: &str) -> Option<&PipelineConfig> {
         self.pipelines.iter().find(|p| p.name == name)

@@ -120,6 +120,11 @@ pub struct PipelineConfig {
     /// `address_not_allowed` (default: every address).
     #[serde(default)]
     pub allow_from: Option<super::Allowlist>,
+    /// Where a data subject's identity is in this pipeline's payloads, by
+    /// name: `subjects = { email = "/email" }`; `weft erase --subject
+    /// email=ann@example.com` finds and erases their events.
+    #[serde(default)]
+    pub subjects: std::collections::BTreeMap<String, String>,
     /// Refuse webhooks (403) from a client that showed no verified
     /// certificate (with `server.tls.client_auth = "optional"`).
     #[serde(default)]
@@ -587,6 +592,13 @@ impl PipelineConfig {
             return Err(format!(
                 "{at}: order_by {k:?} is not a JSON pointer; write it like \"/customer_id\""
             ));
+        }
+        for (name, pointer) in &p.subjects {
+            if !super::values::valid_pipeline_name(name) || !pointer.starts_with('/') {
+                return Err(format!(
+                    "{at}: subjects.{name} = {pointer:?}: name a subject with letters, digits, '-' and '_', and point at it with a JSON pointer like \"/email\""
+                ));
+            }
         }
         if let Some(r) = p.redact.iter().find(|r| !r.starts_with('/')) {
             return Err(format!(

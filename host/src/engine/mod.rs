@@ -18,6 +18,7 @@ mod canaries;
 mod canary;
 mod dead_letters;
 mod dispatch;
+mod erasure;
 mod error;
 mod handle;
 mod handover;
@@ -41,6 +42,7 @@ pub use canary::{CanaryAction, CanaryState, CanaryView, VersionView, in_share};
 pub use dead_letters::{
     DeadLetterView, ReplayOutcome, Selection, dead_letter_views, purge, purge_queued, replay,
 };
+pub use erasure::{EraseRequest, Erasure, erase};
 pub use error::EngineError;
 pub use handle::Engine;
 pub use handover::{HandedOver, Switch};

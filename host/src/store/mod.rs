@@ -281,6 +281,12 @@ pub trait Store: Send + Sync + 'static {
     /// Delete a dead letter for good.
     fn purge(&self, id: &EventId) -> Ticket;
 
+    /// Replace a stored event's record and payload where they are (an
+    /// erasure): its place in the history, the dead-letter queue or the
+    /// queue does not change, and a payload kept in a file of its own is
+    /// removed once the new one is durable.
+    fn rewrite(&self, record: &EventRecord) -> Ticket;
+
     /// Drop what `retention` says is past keeping.
     fn sweep(&self, retention: Retention) -> StoreFuture<'_, Swept>;
 
@@ -302,6 +308,10 @@ pub trait Store: Send + Sync + 'static {
         keep: &mut dyn FnMut(&EventRecord) -> bool,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Every event record with its payload, newest first, one at a time,
+    /// until `visit` returns `false`.
+    fn each_event(&self, visit: &mut dyn FnMut(EventRecord) -> bool) -> Result<(), StoreError>;
 
     /// How many of each thing it holds.
     fn counts(&self) -> StoreCounts;

@@ -254,6 +254,43 @@ pub(crate) async fn handle(
                 Err(why) => error(StatusCode::NOT_FOUND, why),
             }
         }
+        Op::Erase => {
+            let body = match read_body(req, body_timeout).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            let request: crate::engine::EraseRequest = match serde_json::from_slice(&body) {
+                Ok(r) => r,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "expected {{\"subject\": \"email\", \"value\": \"…\", \"emit\": \"pipeline\" (optional)}}: {e}"
+                        ),
+                    );
+                }
+            };
+            let result = engine.erase_subject(&request).await;
+            let detail = match &result {
+                Ok(e) => format!(
+                    "subject {}: {} events in the history and {} dead letters erased, {} still queued{} (the value is not recorded)",
+                    e.subject,
+                    e.history,
+                    e.dead_letters,
+                    e.queued_left,
+                    request
+                        .emit
+                        .as_ref()
+                        .map_or(String::new(), |p| format!("; request sent into {p}"))
+                ),
+                Err(why) => format!("subject {}: failed: {why}", request.subject),
+            };
+            audit(engine, &caller.name, "erase", "", detail).await;
+            match result {
+                Ok(e) => json(StatusCode::OK, &serde_json::to_value(e).unwrap_or_default()),
+                Err(why) => error(StatusCode::UNPROCESSABLE_ENTITY, why),
+            }
+        }
         Op::PurgeQueued => {
             let name = param(0);
             let result =
@@ -287,16 +324,9 @@ pub(crate) async fn handle(
             } else {
                 "purge"
             };
-            let reading = Limited::new(req.into_body(), 1024 * 1024).collect();
-            let body = match tokio::time::timeout(body_timeout, reading).await {
-                Ok(Ok(b)) => b.to_bytes(),
-                Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-                Err(_) => {
-                    return error(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "the body did not arrive in time (server.body_timeout_ms); send it again",
-                    );
-                }
+            let body = match read_body(req, body_timeout).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
             };
             let selection: Selection = match serde_json::from_slice(&body) {
                 Ok(r) => r,
@@ -416,4 +446,21 @@ fn cross_site_refusal(req: &Request<Incoming>) -> Option<Response<Body>> {
             "cross-site requests may not change anything; call the admin API from the CLI or a same-origin page",
         )
     })
+}
+
+/// A request's body, at most 1 MiB, within `server.body_timeout_ms`; the
+/// answer to give when it cannot be read.
+async fn read_body(
+    req: Request<Incoming>,
+    body_timeout: std::time::Duration,
+) -> Result<bytes::Bytes, Response<Body>> {
+    let reading = Limited::new(req.into_body(), 1024 * 1024).collect();
+    match tokio::time::timeout(body_timeout, reading).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) => Err(error(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive in time (server.body_timeout_ms); send it again",
+        )),
+    }
 }

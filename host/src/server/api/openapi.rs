@@ -35,8 +35,10 @@ fn views() -> (
     view!(CanaryView, crate::engine::CanaryView);
     view!(BackupManifest, crate::store::BackupManifest);
     view!(PluginView, super::PluginView);
-    // The request body of replay and purge.
+    view!(Erasure, crate::engine::Erasure);
+    // The request bodies: of replay and purge, and of an erasure.
     g.subschema_for::<crate::engine::Selection>();
+    g.subschema_for::<crate::engine::EraseRequest>();
     let defs = g.take_definitions(true);
     (defs, move |v: Typed| refs[&format!("{v:?}")].clone())
 }
@@ -91,11 +93,10 @@ pub fn document() -> serde_json::Value {
         if r.method != Verb::Get {
             op["requestBody"] = json!({
                 "required": r.body.is_some(),
-                "description": r.body.unwrap_or("{} (a mutating call must be application/json)"),
-                "content": { "application/json": { "schema": if r.body.is_some() {
-                    json!({ "$ref": "#/components/schemas/Selection" })
-                } else {
-                    json!({ "type": "object" })
+                "description": r.body.map_or("{} (a mutating call must be application/json)", |b| b.0),
+                "content": { "application/json": { "schema": match r.body {
+                    Some((_, schema)) => json!({ "$ref": format!("#/components/schemas/{schema}") }),
+                    None => json!({ "type": "object" }),
                 } } }
             });
         }

@@ -55,6 +55,7 @@ pub enum Op {
     PurgeDeadLetters,
     Events,
     Event,
+    Erase,
 }
 
 /// A query parameter a route reads.
@@ -73,8 +74,9 @@ pub struct Route {
     pub role: Role,
     pub summary: &'static str,
     pub query: &'static [Query],
-    /// What the JSON body holds, for routes that read one.
-    pub body: Option<&'static str>,
+    /// What the JSON body holds, for routes that read one: its
+    /// description and its schema's name under `#/components/schemas`.
+    pub body: Option<(&'static str, &'static str)>,
     /// What a `200` answer holds, in words.
     pub answer: &'static str,
 }
@@ -101,6 +103,7 @@ pub enum Typed {
     CanaryView,
     BackupManifest,
     PluginView,
+    Erasure,
 }
 
 const fn route(
@@ -146,6 +149,7 @@ impl Route {
             | Op::BackupFile
             | Op::BackupRemove
             | Op::PurgeQueued => Shape::Free,
+            Op::Erase => Shape::One(V::Erasure),
         }
     }
 }
@@ -208,6 +212,20 @@ pub const ROUTES: &[Route] = &[
         "Check the audit log's keyed hash chain",
         "{intact, records} or {intact: false, index, reason}",
     ),
+    Route {
+        body: Some((
+            r#"{"subject": "email", "value": "ann@example.com", "emit": "erasures"} (emit: a pipeline to send the erasure request into, optional)"#,
+            "EraseRequest",
+        )),
+        ..route(
+            Op::Erase,
+            Verb::Post,
+            "/erase",
+            Role::Admin,
+            "Erase a data subject from the run history and the dead-letter queue (pipelines' `subjects`); audited without the value",
+            "Erasure",
+        )
+    },
     route(
         Op::Reload,
         Verb::Post,
@@ -334,7 +352,7 @@ pub const ROUTES: &[Route] = &[
         )
     },
     Route {
-        body: Some(SELECTION),
+        body: Some((SELECTION, "Selection")),
         ..route(
             Op::Replay,
             Verb::Post,
@@ -345,7 +363,7 @@ pub const ROUTES: &[Route] = &[
         )
     },
     Route {
-        body: Some(SELECTION),
+        body: Some((SELECTION, "Selection")),
         ..route(
             Op::PurgeDeadLetters,
             Verb::Post,

@@ -448,6 +448,20 @@ impl Store for SledStore {
         self.submit(sweep::drop_dead_letter(id))
     }
 
+    fn rewrite(&self, record: &EventRecord) -> Ticket {
+        let stored = payloads::store(record.id, &record.payload);
+        let mut write = Write {
+            requires: Some(event_key(&record.id)),
+            files: stored.file.into_iter().collect(),
+            ..Write::default()
+        };
+        // Removed first: a payload file of the old one goes once this lands.
+        write.remove(body_key(&record.id));
+        write.put(body_key(&record.id), stored.value);
+        write.put(event_key(&record.id), record.encode());
+        self.submit(write)
+    }
+
     fn sweep(&self, retention: Retention) -> StoreFuture<'_, Swept> {
         Box::pin(sweep::sweep(self, retention))
     }
@@ -510,6 +524,16 @@ impl Store for SledStore {
             }
         }
         Ok(out)
+    }
+
+    fn each_event(&self, visit: &mut dyn FnMut(EventRecord) -> bool) -> Result<(), StoreError> {
+        for item in self.trees()?.events.scan_prefix([EVENT]).rev() {
+            let (_, v) = item.map_err(|e| StoreError::Read(e.to_string()))?;
+            if !visit(self.whole(&v)?) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn counts(&self) -> StoreCounts {
