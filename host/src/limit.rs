@@ -198,7 +198,7 @@ impl UpstreamLimits {
                     Some((
                         Origin::parse(o).ok()?,
                         o.clone(),
-                        Arc::new(Limiter::new(&u.rate_limit)),
+                        Arc::new(Limiter::new(u.rate_limit.as_ref()?)),
                     ))
                 })
                 .collect(),

@@ -16,6 +16,7 @@ pub mod plugins {
     include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
 }
 
+pub mod certs;
 pub use receiver::{Behavior, Delivery, Receiver};
 
 /// Copy every built plugin into `dir` under its plugin name (`json-map.wasm`, …).

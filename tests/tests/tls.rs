@@ -4,56 +4,15 @@
 //! pipelines that ask for one (optional); the client's identity reaches
 //! the event; new certificate files are used without a restart.
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_host::host::RunningHost;
+use weft_tests::certs::{Leaf, ca, leaf};
 use weft_tests::{Behavior, HostSetup, PipelineSpec, Receiver, any_port, lead, wait_until};
-
-/// A CA that issues certificates.
-struct Ca {
-    cert: CertificateDer<'static>,
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-/// A certificate with its key.
-struct Leaf {
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    let cert = params.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        cert: cert.der().clone(),
-        issuer: Issuer::new(params, key),
-    }
-}
-
-fn leaf(by: &Ca, names: &[&str]) -> Leaf {
-    let key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    let cert = params.signed_by(&key, &by.issuer).unwrap();
-    Leaf {
-        chain: vec![cert.der().clone()],
-        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
 
 fn write_server(dir: &Path, server: &Leaf) {
     std::fs::write(dir.join("server.pem"), &server.cert_pem).unwrap();

@@ -35,7 +35,7 @@ pub use synthetic::SyntheticConfig;
 pub use trigger::{
     OnMissed, PollConfig, Preset, Schedule, ScheduleConfig, TriggerConfig, WebhookConfig,
 };
-pub use upstream::{RateLimitConfig, UpstreamConfig};
+pub use upstream::{ClientCertConfig, RateLimitConfig, UpstreamConfig};
 pub use values::valid_credential_name;
 
 use crate::origin::Origin;
@@ -129,6 +129,12 @@ impl Config {
         self.server.data_dir = resolve(&self.server.data_dir);
         self.plugins.dir = resolve(&self.plugins.dir);
         self.server.secrets_file = self.server.secrets_file.as_deref().map(resolve);
+        for u in self.upstreams.values_mut() {
+            u.ca = u.ca.as_deref().map(resolve);
+            if let Some(c) = &mut u.client_cert {
+                c.cert = resolve(&c.cert);
+            }
+        }
         if let Some(t) = &mut self.server.tls {
             t.cert = resolve(&t.cert);
             t.key = resolve(&t.key);
@@ -201,7 +207,23 @@ impl Config {
         }
         for (origin, u) in &self.upstreams {
             Origin::parse(origin).map_err(|e| format!("upstreams: {e}"))?;
-            upstream::check_rate(&format!("upstreams.{origin:?}.rate_limit"), &u.rate_limit)?;
+            if let Some(r) = &u.rate_limit {
+                upstream::check_rate(&format!("upstreams.{origin:?}.rate_limit"), r)?;
+            }
+            let tls = u.ca.is_some() || u.system_roots || u.client_cert.is_some();
+            if tls && !origin.starts_with("https://") {
+                return Err(format!(
+                    "upstreams.{origin:?}: ca, system_roots and client_cert are for https:// origins"
+                ));
+            }
+            if let Some(c) = &u.client_cert
+                && !valid_credential_name(&c.key)
+            {
+                return Err(format!(
+                    "upstreams.{origin:?}.client_cert.key {:?} is not a credential name; write the NAME whose PEM value is in WEFT_SECRET_NAME or the secrets file",
+                    c.key
+                ));
+            }
         }
         Ok(())
     }
@@ -296,6 +318,11 @@ impl Config {
                     .iter()
                     .flat_map(|w| w.secret_names())
                     .map(|s| (s, "webhook verification"))
+            }))
+            .chain(self.upstreams.values().filter_map(|u| {
+                u.client_cert
+                    .as_ref()
+                    .map(|c| (c.key.as_str(), "an upstream's client certificate"))
             }))
             .collect()
     }

@@ -60,7 +60,11 @@ impl Generation {
                 .with_upstreams(Arc::new(crate::limit::UpstreamLimits::new(
                     &config.upstreams,
                 )))
-                .with_secrets(secrets.clone()),
+                .with_secrets(secrets.clone())
+                .with_trust(Arc::new(
+                    crate::sandbox::OutboundTls::build(config, &secrets)
+                        .map_err(StartError::Tls)?,
+                )),
         );
         let (plugins, load_errors) =
             load_plugins(config, &sandbox, Some(ground.cache.clone())).await?;

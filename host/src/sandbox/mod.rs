@@ -24,6 +24,7 @@ pub mod versions;
 
 pub use host::net;
 pub use host::tape;
+pub use host::trust::OutboundTls;
 pub use invoke::Called;
 pub use plugin::{LoadFailures, Plugin, PluginStats, Plugins, World};
 pub use runtime::{Sandbox, SandboxError, SandboxOptions};

@@ -176,6 +176,12 @@ impl Sandbox {
         self
     }
 
+    /// Make outbound TLS trust (and show) what `trust` says, per origin.
+    pub fn with_trust(mut self, trust: Arc<super::OutboundTls>) -> Self {
+        self.client = HttpClient::with_trust(trust);
+        self
+    }
+
     /// Attach these credentials for plugins whose grant names them.
     pub fn with_secrets(mut self, secrets: Arc<crate::secrets::Secrets>) -> Self {
         self.secrets = secrets;

@@ -13,7 +13,7 @@ use crate::secrets::Secrets;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,12 +26,14 @@ pub const CREDENTIAL_HEADER: &str = "weft-credential";
 /// Largest request body the host buffers to sign it (16 MiB).
 pub const MAX_SIGNED_BODY: usize = 16 * 1024 * 1024;
 
-/// Pooled clients shared by every plugin call.
+/// Pooled clients shared by every plugin call: plain HTTP and HTTPS, each
+/// with the egress checks (and without, for benchmarks only).
 #[derive(Clone)]
 pub struct HttpClient {
     guarded: Client<HttpConnector<GuardedResolver>, WasiBody>,
     open: Client<HttpConnector, WasiBody>,
-    tls: tokio_rustls::TlsConnector,
+    https_guarded: Client<super::https::HttpsConnector, WasiBody>,
+    https_open: Client<super::https::HttpsConnector, WasiBody>,
 }
 
 fn connector<R: Clone>(resolver: R) -> HttpConnector<R> {
@@ -43,31 +45,29 @@ fn connector<R: Clone>(resolver: R) -> HttpConnector<R> {
 }
 
 impl HttpClient {
-    /// Clients with keep-alive pooling.
+    /// Clients with keep-alive pooling, trusting the public web roots.
     pub fn new() -> Self {
+        Self::with_trust(Arc::new(super::trust::OutboundTls::web()))
+    }
+
+    /// Clients with keep-alive pooling whose TLS follows `trust`.
+    pub fn with_trust(trust: Arc<super::trust::OutboundTls>) -> Self {
         let pooled = || {
             let mut b = Client::builder(TokioExecutor::new());
             b.pool_idle_timeout(Duration::from_secs(60))
                 .pool_max_idle_per_host(256);
             b
         };
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        let https = |guarded| super::https::HttpsConnector {
+            trust: trust.clone(),
+            guarded,
+            connect_timeout: CONNECT_TIMEOUT,
         };
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-        .unwrap_or_else(|_| {
-            rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        });
         HttpClient {
             guarded: pooled().build(connector(GuardedResolver)),
             open: pooled().build(HttpConnector::new()),
-            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            https_guarded: pooled().build(https(true)),
+            https_open: pooled().build(https(false)),
         }
     }
 }
@@ -341,7 +341,6 @@ impl WasiHttpHooks for EgressHooks {
         let client = self.client.clone();
         let limiter = self.upstreams.for_uri(&uri);
         let (denier, guarded, cap) = (self.denier.clone(), self.guarded, self.response_cap);
-        let connect = CONNECT_TIMEOUT.min(self.timeout);
         Box::new(async move {
             let request = if signing.is_empty() {
                 request
@@ -369,7 +368,7 @@ impl WasiHttpHooks for EgressHooks {
             if let Some(l) = &limiter {
                 l.acquire().await;
             }
-            let result = match send(&client, request, first_byte, connect, guarded).await {
+            let result = match send(&client, request, first_byte, guarded).await {
                 Err(Failure::Prohibited(detail)) => {
                     return Err(HttpError::InternalError(Some(
                         denier.deny("connect", &detail),
@@ -432,28 +431,30 @@ impl From<HttpError> for Failure {
 
 type Response = http::Response<WasiBody>;
 
-/// Send one request over the pooled plain-HTTP client or a checked TLS
-/// connection.
+/// Send one request over the pooled client of its scheme.
 async fn send(
     client: &HttpClient,
     request: http::Request<WasiBody>,
     first_byte: Duration,
-    connect: Duration,
     guarded: bool,
 ) -> Result<Response, Failure> {
-    if request.uri().scheme_str() == Some("https") {
-        return send_tls(client, request, first_byte, connect, guarded).await;
-    }
-    let sent = if guarded {
-        tokio::time::timeout(first_byte, client.guarded.request(request)).await
-    } else {
-        tokio::time::timeout(first_byte, client.open.request(request)).await
+    let https = request.uri().scheme_str() == Some("https");
+    let sent = match (https, guarded) {
+        (false, true) => tokio::time::timeout(first_byte, client.guarded.request(request)).await,
+        (false, false) => tokio::time::timeout(first_byte, client.open.request(request)).await,
+        (true, true) => {
+            tokio::time::timeout(first_byte, client.https_guarded.request(request)).await
+        }
+        (true, false) => tokio::time::timeout(first_byte, client.https_open.request(request)).await,
     };
     let resp = match sent {
         Err(_) => return Err(HttpError::ConnectionReadTimeout.into()),
         Ok(Err(e)) => {
             if let Some(p) = find_prohibited(&e) {
                 return Err(Failure::Prohibited(p.to_string()));
+            }
+            if let Some(t) = super::https::find_tls_failure(&e) {
+                return Err(HttpError::InternalError(Some(t.0.clone())).into());
             }
             if e.is_connect() {
                 return Err(HttpError::ConnectionRefused.into());
@@ -462,75 +463,6 @@ async fn send(
         }
         Ok(Ok(resp)) => resp,
     };
-    Ok(resp.map(|body| body.map_err(HttpError::from).boxed_unsync()))
-}
-
-async fn send_tls(
-    client: &HttpClient,
-    mut request: http::Request<WasiBody>,
-    first_byte: Duration,
-    connect: Duration,
-    guarded: bool,
-) -> Result<Response, Failure> {
-    let uri = request.uri().clone();
-    let host = uri
-        .host()
-        .ok_or(HttpError::HttpRequestUriInvalid)?
-        .to_string();
-    let port = uri.port_u16().unwrap_or(443);
-    let addrs = if guarded {
-        match super::net::resolve(&host, port).await {
-            Ok(a) => a,
-            Err(e) => {
-                if let Some(p) = find_prohibited(&e) {
-                    return Err(Failure::Prohibited(p.to_string()));
-                }
-                return Err(HttpError::DestinationNotFound.into());
-            }
-        }
-    } else {
-        tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|_| HttpError::DestinationNotFound)?
-            .collect()
-    };
-    let tcp = match tokio::time::timeout(connect, tokio::net::TcpStream::connect(&addrs[..])).await
-    {
-        Err(_) => return Err(HttpError::ConnectionTimeout.into()),
-        Ok(Err(_)) => return Err(HttpError::ConnectionRefused.into()),
-        Ok(Ok(s)) => s,
-    };
-    let _ = tcp.set_nodelay(true);
-    let server_name = rustls::pki_types::ServerName::try_from(
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-    )
-    .map_err(|_| HttpError::HttpRequestUriInvalid)?;
-    let tls = tokio::time::timeout(connect, client.tls.connect(server_name, tcp))
-        .await
-        .map_err(|_| HttpError::ConnectionTimeout)?
-        .map_err(|_| HttpError::TlsCertificateError)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(HttpError::from)?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    if !request.headers().contains_key(http::header::HOST)
-        && let Some(a) = uri.authority()
-        && let Ok(v) = http::HeaderValue::from_str(a.as_str())
-    {
-        request.headers_mut().insert(http::header::HOST, v);
-    }
-    *request.uri_mut() = http::Uri::builder()
-        .path_and_query(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .build()
-        .map_err(|_| HttpError::HttpRequestUriInvalid)?;
-    let resp = tokio::time::timeout(first_byte, sender.send_request(request))
-        .await
-        .map_err(|_| HttpError::ConnectionReadTimeout)?
-        .map_err(HttpError::from)?;
     Ok(resp.map(|body| body.map_err(HttpError::from).boxed_unsync()))
 }
 

@@ -3,7 +3,9 @@
 
 pub mod credentials;
 pub mod egress;
+pub mod https;
 pub mod kv;
 pub mod log;
 pub mod net;
 pub mod tape;
+pub mod trust;
