@@ -24,8 +24,8 @@ pub use grant::{DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_MS, Grant, KvGrant};
 pub use objective::{Catalog, LatencyObjective, QualityAction, QualityConfig, SloConfig};
 pub use pattern::OriginPattern;
 pub use pipeline::{
-    BatchConfig, BreakerConfig, ContractConfig, Jitter, PipelineConfig, RetryConfig, StepConfig,
-    VersionedContract,
+    BatchConfig, BreakerConfig, ContractConfig, Jitter, PipelineConfig, RetentionConfig,
+    RetryConfig, StepConfig, VersionedContract,
 };
 pub use route::{RouteConfig, RouteOf, route_pipeline};
 pub use server::{

@@ -125,6 +125,10 @@ pub struct PipelineConfig {
     /// email=ann@example.com` finds and erases their events.
     #[serde(default)]
     pub subjects: std::collections::BTreeMap<String, String>,
+    /// How long this pipeline's data is kept: `retention = { payloads =
+    /// "7d", dead_letters = "30d" }`.
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Refuse webhooks (403) from a client that showed no verified
     /// certificate (with `server.tls.client_auth = "optional"`).
     #[serde(default)]
@@ -132,6 +136,21 @@ pub struct PipelineConfig {
     /// Set on the pipeline of a route: whose route it is.
     #[serde(skip)]
     pub route_of: Option<RouteOf>,
+}
+
+/// `retention = { … }` of a pipeline.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Payloads of finished events (delivered, filtered, split) are dropped
+    /// this long after they finished; the record, its attempts and counts
+    /// stay for the run history (`keep_history_hours`).
+    #[serde(default, deserialize_with = "super::objective::some_duration")]
+    pub payloads: Option<std::time::Duration>,
+    /// Dead letters are dropped this long after they were dead-lettered
+    /// (or after `server.keep_dead_letters_hours`, whichever comes first).
+    #[serde(default, deserialize_with = "super::objective::some_duration")]
+    pub dead_letters: Option<std::time::Duration>,
 }
 
 /// A pipeline's contract: one schema file, or versions side by side.

@@ -59,6 +59,23 @@ pub(super) async fn sweep(engine: &Engine) {
             keep_events: inner.keep_history_events,
             dedup_before_ms: now.saturating_sub(inner.dedup_window_ms),
             dead_before_ms: inner.keep_dead_letters_ms.map(|ms| now.saturating_sub(ms)),
+            by_pipeline: inner
+                .pipelines
+                .iter()
+                .filter_map(|(name, p)| {
+                    let r = &p.config.retention;
+                    let before = |d: Option<std::time::Duration>| {
+                        d.map(|d| now.saturating_sub(d.as_millis() as u64))
+                    };
+                    (r.payloads.is_some() || r.dead_letters.is_some()).then(|| {
+                        let kept = crate::store::PipelineRetention {
+                            payloads_before_ms: before(r.payloads),
+                            dead_before_ms: before(r.dead_letters),
+                        };
+                        (name.clone(), kept)
+                    })
+                })
+                .collect(),
         })
         .await;
     if let Ok(s) = &swept {

@@ -178,7 +178,7 @@ pub struct StoreUsage {
 }
 
 /// What a retention sweep drops.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Retention {
     /// Finished events that finished before this (ms since the epoch).
     pub history_before_ms: u64,
@@ -188,6 +188,17 @@ pub struct Retention {
     pub dedup_before_ms: u64,
     /// Dead letters whose last attempt ended before this; `None` keeps
     /// them until they are replayed or purged.
+    pub dead_before_ms: Option<u64>,
+    /// Each pipeline's own retention, where it has one.
+    pub by_pipeline: std::collections::BTreeMap<String, PipelineRetention>,
+}
+
+/// One pipeline's retention, as times before which things go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PipelineRetention {
+    /// Payloads of events finished before this are dropped.
+    pub payloads_before_ms: Option<u64>,
+    /// Dead letters dead-lettered before this are dropped.
     pub dead_before_ms: Option<u64>,
 }
 
@@ -200,6 +211,8 @@ pub struct Swept {
     pub dedup_keys: usize,
     /// Dead letters past their retention, by pipeline.
     pub dead_letters: std::collections::BTreeMap<String, usize>,
+    /// Finished events whose payload was dropped past its retention.
+    pub payloads: usize,
 }
 
 /// Why a plugin's kv operation failed.
