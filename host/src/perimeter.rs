@@ -11,6 +11,17 @@ use crate::store::{AuditEntry, Store};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The address a request came from: put in its extensions by the
+/// listener that took the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub IpAddr);
+
+/// A client certificate the TLS handshake verified, as the SHA-256 (hex)
+/// of its DER encoding: the identity pipelines and rules see. Put in a
+/// request's extensions by the listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert(pub String);
+
 /// The address a request comes from.
 pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, proxies: Option<&Allowlist>) -> IpAddr {
     let peer = peer.to_canonical();

@@ -11,6 +11,7 @@ mod pattern;
 mod pipeline;
 mod route;
 mod server;
+mod step;
 mod synthetic;
 mod trigger;
 mod upstream;
@@ -23,14 +24,12 @@ pub use credential::{CREDENTIAL_HEADERS, CredentialGrant};
 pub use grant::{DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_MS, Grant, KvGrant};
 pub use objective::{Catalog, LatencyObjective, QualityAction, QualityConfig, SloConfig};
 pub use pattern::OriginPattern;
-pub use pipeline::{
-    BatchConfig, BreakerConfig, ContractConfig, Jitter, PipelineConfig, RetentionConfig,
-    RetryConfig, StepConfig, VersionedContract,
-};
+pub use pipeline::{ContractConfig, PipelineConfig, RetentionConfig, VersionedContract};
 pub use route::{RouteConfig, RouteOf, route_pipeline};
 pub use server::{
     AdminConfig, ClientAuth, PluginsConfig, Role, ServerConfig, TlsConfig, TokenConfig,
 };
+pub use step::{BatchConfig, BreakerConfig, Jitter, RetryConfig, StepConfig};
 pub use synthetic::SyntheticConfig;
 pub use trigger::{
     OnMissed, PollConfig, Preset, Schedule, ScheduleConfig, TriggerConfig, WebhookConfig,

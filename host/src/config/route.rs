@@ -6,7 +6,7 @@
 //! that finishes it; from then on a route failing never sends the event to
 //! the others again.
 
-use super::pipeline::{BatchConfig, BreakerConfig, PipelineConfig, RetryConfig, StepConfig};
+use super::step::{BatchConfig, BreakerConfig, RetryConfig, StepConfig};
 use super::upstream::RateLimitConfig;
 use super::values::empty_object;
 use serde::Deserialize;
@@ -93,37 +93,5 @@ impl RouteConfig {
             return Err(format!("{at}: concurrency must be between 1 and 1024"));
         }
         Ok(())
-    }
-}
-
-impl PipelineConfig {
-    /// The pipeline of each route of this one: no steps, the route's sink,
-    /// and what the route does not set taken from this pipeline (the
-    /// catalog, objectives and quality gate included; its synthetic checks
-    /// and triggers stay with this pipeline).
-    pub fn route_pipelines(&self) -> Vec<PipelineConfig> {
-        self.sinks
-            .iter()
-            .map(|r| PipelineConfig {
-                name: route_pipeline(&self.name, &r.name),
-                steps: Vec::new(),
-                sink: Some(r.sink()),
-                sinks: Vec::new(),
-                retry: r.retry.clone().unwrap_or_else(|| self.retry.clone()),
-                concurrency: r.concurrency.unwrap_or(self.concurrency),
-                rate_limit: r.rate_limit.or(self.rate_limit),
-                breaker: r.breaker.clone().unwrap_or_else(|| self.breaker.clone()),
-                contract: None,
-                trigger: Default::default(),
-                // The gate's sink-error pause guards each route's own sink.
-                quality: self.quality.clone(),
-                synthetic: Vec::new(),
-                route_of: Some(RouteOf {
-                    parent: self.name.clone(),
-                    route: r.name.clone(),
-                }),
-                ..self.clone()
-            })
-            .collect()
     }
 }

@@ -122,7 +122,7 @@ pub(super) async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, 
     if let Some(ok) = sink_result {
         pipeline.observe(&record, Seen::Sink(ok));
         if !ok {
-            super::objectives::act(engine, pipeline);
+            super::guard::act(engine, pipeline);
         }
     }
     match sink_result {
@@ -592,7 +592,7 @@ fn record_outcome(
                     None => {
                         let invalid = error.kind == ErrorKind::InvalidInput;
                         pipeline.observe(&next, Seen::DeadLettered { invalid });
-                        super::objectives::act(engine, pipeline);
+                        super::guard::act(engine, pipeline);
                     }
                 }
                 next.state = EventState::DeadLettered;

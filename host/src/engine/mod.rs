@@ -20,6 +20,7 @@ mod dead_letters;
 mod dispatch;
 mod erasure;
 mod error;
+mod guard;
 mod handle;
 mod handover;
 mod history;

@@ -493,57 +493,6 @@ impl Objectives {
     }
 }
 
-impl super::handle::Engine {
-    /// A webhook of `pipeline` was refused for breaking its contract: the
-    /// quality gate counts it.
-    pub fn refused_by_contract(&self, pipeline: &str) {
-        if let Some(p) = self.inner.pipelines.get(pipeline)
-            && let Some(o) = &p.objectives
-        {
-            o.record(crate::store::now_ms(), super::objectives::Seen::Refused);
-            super::objectives::act(self, p);
-        }
-    }
-}
-
-/// Let the pipeline's gate judge now, and act on what it says: pause
-/// (once, durably, audited) or warn.
-pub(super) fn act(engine: &super::handle::Engine, p: &super::pipeline::Pipeline) {
-    let Some(o) = &p.objectives else {
-        return;
-    };
-    match o.judge(crate::store::now_ms()) {
-        Some(Verdict::Pause(why)) if o.start_pause() => {
-            let (engine, name) = (engine.clone(), p.name.to_string());
-            tracing::error!(pipeline = %name, "{why}; pausing delivery (events are still accepted and kept); resume with `weft pipeline resume {name}` once the cause is fixed");
-            tokio::spawn(async move {
-                let detail = match engine.pause_for(&name, &why).await {
-                    Ok(()) => why,
-                    Err(e) => format!("{why}; the pause failed: {e}"),
-                };
-                let store = engine.store();
-                if let Err(e) = store.audit().append(crate::store::AuditEntry {
-                    kind: "quality",
-                    actor: "weft".into(),
-                    pipeline: name,
-                    action: "pause".into(),
-                    detail,
-                }) {
-                    tracing::error!(
-                        "could not write the quality gate's pause to the audit log: {e}"
-                    );
-                }
-                let _ = store.flush().await;
-            });
-        }
-        Some(Verdict::Warn(why)) => tracing::warn!(
-            pipeline = %p.name,
-            "{why}; dead-lettering the invalid events and delivering the rest (action = \"dead-letter-only\")"
-        ),
-        _ => {}
-    }
-}
-
 fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0

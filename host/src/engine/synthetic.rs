@@ -28,40 +28,6 @@ pub struct SyntheticView {
     pub last_error: Option<String>,
 }
 
-impl super::handle::Engine {
-    /// A synthetic run of `pipeline`'s `check` was not accepted.
-    pub fn synthetic_refused(&self, pipeline: &str, check: &str, why: String) {
-        if let Some(p) = self.inner.pipelines.get(pipeline) {
-            p.synthetic.sent(check);
-            tracing::warn!(pipeline, check, "synthetic check failed: {why}");
-            p.synthetic.failed(check, why);
-        }
-    }
-
-    /// A synthetic run's outcome in `pipeline` (a route's pipeline counts it
-    /// in its parent's checks): `Ok` with its latency, or why it failed.
-    pub(super) fn synthetic_result(
-        &self,
-        pipeline: &super::pipeline::Pipeline,
-        check: &str,
-        result: Result<u64, String>,
-    ) {
-        let root = pipeline
-            .config
-            .route_of
-            .as_ref()
-            .and_then(|r| self.inner.pipelines.get(&r.parent))
-            .map_or(pipeline, |p| p.as_ref());
-        match result {
-            Ok(latency_ms) => root.synthetic.ok(check, crate::store::now_ms(), latency_ms),
-            Err(why) => {
-                tracing::warn!(pipeline = %pipeline.name, check, "synthetic check failed: {why}");
-                root.synthetic.failed(check, why);
-            }
-        }
-    }
-}
-
 /// The checks of one pipeline.
 #[derive(Debug, Default)]
 pub struct SyntheticChecks {

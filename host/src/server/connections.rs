@@ -12,10 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::Notify;
 
-/// The address a request came from, put in its extensions by the listener.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer(pub(crate) IpAddr);
-
 /// The limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

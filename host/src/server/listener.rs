@@ -3,9 +3,10 @@
 //! keep-alive connections), back off when accepting fails, and on stop let
 //! requests in progress finish.
 
-use super::connections::{Connections, Limits, Peer};
+use super::connections::{Connections, Limits};
 use super::routes::route;
 use super::{Plane, Shared};
+use crate::perimeter::{ClientCert, Peer};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -96,7 +97,7 @@ struct Conn {
     plane: Plane,
     state: Arc<Shared>,
     peer: std::net::SocketAddr,
-    client: Option<super::tls::ClientCert>,
+    client: Option<ClientCert>,
     limits: ListenerLimits,
     admitted: Arc<super::connections::Admitted>,
 }

@@ -15,7 +15,7 @@ pub(super) async fn route(
 ) -> Response<Body> {
     let engine = &current.engine;
     if plane == Plane::Admin
-        && let Some(peer) = req.extensions().get::<super::connections::Peer>()
+        && let Some(peer) = req.extensions().get::<crate::perimeter::Peer>()
     {
         let forwarded = req
             .headers()

@@ -6,6 +6,7 @@
 //! required by the pipelines that ask for them.
 
 use crate::config::{ClientAuth, TlsConfig};
+use crate::perimeter::ClientCert;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
@@ -27,11 +28,6 @@ struct Loaded {
 
 /// How long the files are trusted not to have changed.
 const RECHECK: Duration = Duration::from_secs(1);
-
-/// A client certificate the handshake verified: the SHA-256 of its DER
-/// encoding (hex), the identity pipelines and rules see.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientCert(pub String);
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;

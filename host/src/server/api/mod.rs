@@ -50,7 +50,7 @@ pub(crate) async fn handle(
 ) -> Response<Body> {
     let peer = req
         .extensions()
-        .get::<crate::server::connections::Peer>()
+        .get::<crate::perimeter::Peer>()
         .map(|p| p.0);
     if let Some(secs) = state.blocked(peer) {
         return too_many(secs);

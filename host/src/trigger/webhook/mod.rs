@@ -153,7 +153,7 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
         resp
     };
     if let Some(gate) = &hook.gate
-        && let Some(peer) = req.extensions().get::<crate::server::connections::Peer>()
+        && let Some(peer) = req.extensions().get::<crate::perimeter::Peer>()
     {
         let forwarded = header_str(&req, "x-forwarded-for");
         if let Err(ip) = gate.admit(peer.0, forwarded.as_deref(), engine.store().as_ref()) {
@@ -173,7 +173,7 @@ async fn handle(engine: &Engine, hook: &Webhook, req: Request<HyperBody>) -> Res
     }
     let client_cert = req
         .extensions()
-        .get::<crate::server::tls::ClientCert>()
+        .get::<crate::perimeter::ClientCert>()
         .cloned();
     if hook.require_client_cert && client_cert.is_none() {
         return refuse(
