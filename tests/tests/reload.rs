@@ -94,3 +94,70 @@ async fn a_host_without_a_file_has_nothing_to_reload() {
     assert!(why.contains("no file to reload"), "{why}");
     host.shutdown().await;
 }
+
+/// A reload keeps a pipeline's objective windows and its synthetic checks'
+/// results when they are configured the same, and starts them afresh when
+/// the objectives change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objectives_and_check_results_go_on_across_a_reload() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let setup = HostSetup::new(
+        any_port(),
+        &[PipelineSpec::leads("leads", &receiver.url("/x"))
+            .with("slo = { success = 0.99 }")
+            .with("[[pipeline.synthetic]]\nname = \"probe\"\nschedule = { cron = \"* * * * * *\" }\npayload = { id = \"p\", email = \"p@example.com\" }")],
+    )
+    .unwrap();
+    let host = reloadable(&setup).await;
+    for i in 0..4 {
+        assert_eq!(
+            send_event(&host, "leads", &lead(&format!("r-{i}"), i))
+                .await
+                .0,
+            202
+        );
+    }
+    let good = |host: &RunningHost| {
+        host.engine()
+            .status("leads")
+            .and_then(|s| s.objectives)
+            .and_then(|o| o.success)
+            .map_or(0, |s| s.good)
+    };
+    assert!(wait_until(WAIT, || good(&host) == 4).await);
+    assert!(
+        wait_until(WAIT, || host.engine().status("leads").unwrap().synthetic[0]
+            .ok
+            >= 1)
+        .await
+    );
+    // An unrelated change: the windows and the results carry over.
+    let text = std::fs::read_to_string(&setup.config_path).unwrap();
+    std::fs::write(
+        &setup.config_path,
+        text.replace(
+            "slo = { success = 0.99 }",
+            "slo = { success = 0.99 }\nowner = \"growth\"",
+        ),
+    )
+    .unwrap();
+    assert!(host.reload("test").await.is_ok());
+    let after = host.engine().status("leads").unwrap();
+    assert_eq!(
+        after.catalog.owner.as_deref(),
+        Some("growth"),
+        "the new config is in force"
+    );
+    assert_eq!(good(&host), 4, "the window goes on");
+    assert!(after.synthetic[0].ok >= 1, "so do the check's results");
+    // A new objective starts its windows afresh.
+    let text = std::fs::read_to_string(&setup.config_path).unwrap();
+    std::fs::write(
+        &setup.config_path,
+        text.replace("slo = { success = 0.99 }", "slo = { success = 0.999 }"),
+    )
+    .unwrap();
+    assert!(host.reload("test").await.is_ok());
+    assert_eq!(good(&host), 0);
+    host.shutdown().await;
+}

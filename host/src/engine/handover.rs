@@ -112,6 +112,16 @@ impl Engine {
                 Vec::new()
             }
         };
+        // The objectives' windows and the checks' results go on.
+        for (name, p) in &next.inner.pipelines {
+            let Some(old) = self.inner.pipelines.get(name) else {
+                continue;
+            };
+            if let (Some(new), Some(was)) = (&p.objectives, &old.objectives) {
+                new.carry_from(was);
+            }
+            p.synthetic.carry_from(&old.synthetic);
+        }
         let _ = self.inner.successor.set(next.clone());
         let (recovered, kept) = next.start_with(queued);
         drop(held);

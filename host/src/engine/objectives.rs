@@ -473,6 +473,33 @@ impl Objectives {
         )))
     }
 
+    /// Take over `old`'s windows (a reload), when both judge by the same
+    /// objectives and gate: burn rates, budgets and the gate's state go on
+    /// across the switch instead of starting afresh.
+    pub fn carry_from(&self, old: &Objectives) {
+        if self.slo != old.slo || self.quality != old.quality {
+            return;
+        }
+        let rings = old.rings.lock().unwrap_or_else(|e| e.into_inner());
+        let mut mine = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+        mine.0.slots.clone_from(&rings.0.slots);
+        mine.1.slots.clone_from(&rings.1.slots);
+        drop((rings, mine));
+        for (to, from) in [
+            (&self.last_delivery_ms, &old.last_delivery_ms),
+            (&self.judged_from_ms, &old.judged_from_ms),
+        ] {
+            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        *self.tripped.lock().unwrap_or_else(|e| e.into_inner()) = old
+            .tripped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.pausing
+            .store(old.pausing.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
     /// Take the right to pause for the gate (once until the next resume).
     pub fn start_pause(&self) -> bool {
         !self.pausing.swap(true, Ordering::SeqCst)

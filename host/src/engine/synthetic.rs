@@ -85,6 +85,17 @@ impl SyntheticChecks {
         });
     }
 
+    /// Take over `old`'s results of the checks this one still has (a reload).
+    pub fn carry_from(&self, old: &SyntheticChecks) {
+        let old = old.checks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut mine = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, view) in mine.iter_mut() {
+            if let Some(was) = old.get(name) {
+                *view = was.clone();
+            }
+        }
+    }
+
     /// Every check's results, by name.
     pub fn views(&self) -> Vec<SyntheticView> {
         self.checks
