@@ -936,3 +936,53 @@ async fn pipeline_list_and_status_show_owners_objectives_and_gates() {
     );
     host.sigterm();
 }
+
+/// The real binary with HTTPS on both listeners: `weft send` and the admin
+/// commands reach it over TLS, trusting the CA at the end of the
+/// certificate file the config names; plain HTTP gets no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_speaks_https_to_both_listeners() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let listen = free_addr();
+    let setup = HostSetup::new(listen, &[PipelineSpec::leads("leads", &receiver.url("/l"))])
+        .unwrap()
+        .server_line("tls = { cert = \"server.pem\", key = \"server.key\" }")
+        .unwrap()
+        .server_line("admin_tls = { cert = \"server.pem\", key = \"server.key\" }")
+        .unwrap();
+    let server_ca = weft_tests::certs::ca("host CA");
+    let server = weft_tests::certs::leaf(&server_ca, &["localhost", "127.0.0.1"]);
+    let dir = setup.dir.path();
+    std::fs::write(
+        dir.join("server.pem"),
+        format!("{}{}", server.cert_pem, server_ca.pem),
+    )
+    .unwrap();
+    std::fs::write(dir.join("server.key"), &server.key_pem).unwrap();
+    let host = weft_tests::WeftProcess::start(WEFT, &setup.config_path, listen, "weft.log", &[]);
+    let lead_file = dir.join("lead.json");
+    std::fs::write(&lead_file, lead("tls-1", 1).to_string()).unwrap();
+    let weft = |args: &[&str]| {
+        Command::new(WEFT)
+            .args(args)
+            .arg("--config")
+            .arg(&setup.config_path)
+            .output()
+            .unwrap()
+    };
+    let sent = weft(&["send", "leads", lead_file.to_str().unwrap()]);
+    assert!(sent.status.success(), "{}", text(&sent.stderr));
+    assert!(wait_until(Duration::from_secs(30), || receiver.effect_count() == 1).await);
+    let status = weft(&["pipeline", "status", "leads"]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    assert!(
+        text(&status.stdout).contains("leads"),
+        "{}",
+        text(&status.stdout)
+    );
+    // Plain HTTP to the admin listener is not answered.
+    let admin = setup.config().server.admin_addr();
+    let (code, _) = weft_tests::get_text(&format!("http://{admin}/healthz")).await;
+    assert_ne!(code, 200);
+    host.sigterm();
+}

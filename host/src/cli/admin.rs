@@ -109,15 +109,41 @@ pub enum Listener {
 /// the admin token from the environment; and the config, if it loaded.
 pub fn client(host: &HostArg, listener: Listener) -> Result<(HostClient, Option<Config>)> {
     let config = super::load_config(&host.config.config);
-    let url = match (&host.url, &config) {
-        (Some(url), _) => url.clone(),
-        (None, Ok(c)) => match listener {
-            Listener::Public => format!("http://{}", c.server.listen),
-            Listener::Admin => format!("http://{}", c.server.admin_addr()),
-        },
-        (None, Err(e)) => bail!("{e}\n(pass --url to reach a host without a config file)"),
+    // The listener's address and TLS files, as the config has them.
+    let (addr, tls) = match (&config, listener) {
+        (Ok(c), Listener::Public) => (Some(c.server.listen), c.server.tls.as_ref()),
+        (Ok(c), Listener::Admin) => (Some(c.server.admin_addr()), c.server.admin_tls.as_ref()),
+        (Err(_), _) => (None, None),
     };
-    Ok((HostClient::new(&url, cli_token(host)?), config.ok()))
+    let url = match (&host.url, addr) {
+        (Some(url), _) => url.clone(),
+        (None, Some(a)) => {
+            // A listener on every address is reached on loopback.
+            let a = if a.ip().is_unspecified() {
+                std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), a.port())
+            } else {
+                a
+            };
+            format!("{}://{a}", if tls.is_some() { "https" } else { "http" })
+        }
+        (None, None) => {
+            let why = config
+                .as_ref()
+                .err()
+                .map_or(String::new(), ToString::to_string);
+            bail!("{why}\n(pass --url to reach a host without a config file)")
+        }
+    };
+    let token = cli_token(host)?;
+    let client = match tls {
+        Some(files) if url.starts_with("https://") => HostClient::with_tls(
+            &url,
+            token,
+            crate::sandbox::OutboundTls::web_and(&files.cert).map_err(anyhow::Error::msg)?,
+        ),
+        _ => HostClient::new(&url, token),
+    };
+    Ok((client, config.ok()))
 }
 
 /// The CLI's admin token: `--token-file`, else `WEFT_TOKEN`, else (with a

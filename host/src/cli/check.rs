@@ -7,7 +7,10 @@ use std::path::Path;
 
 pub(super) async fn run(path: &Path) -> Result<()> {
     let config = super::load_config(path)?;
-    if let Some(files) = &config.server.tls {
+    for files in [&config.server.tls, &config.server.admin_tls]
+        .into_iter()
+        .flatten()
+    {
         crate::server::tls::Tls::load(files).map_err(anyhow::Error::msg)?;
     }
     let secrets = crate::secrets::Secrets::load(&config).map_err(anyhow::Error::msg)?;

@@ -34,6 +34,8 @@ pub struct HostClient {
     base: String,
     token: Option<String>,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// For an `https://` base: TLS trusting what it was given.
+    tls: Option<Client<crate::sandbox::HttpsConnector, Full<Bytes>>>,
 }
 
 impl HostClient {
@@ -44,6 +46,21 @@ impl HostClient {
             base: base.trim_end_matches('/').to_string(),
             token,
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            tls: None,
+        }
+    }
+
+    /// A client for an `https://` base, trusting the public web roots and
+    /// `trust` (the host's certificate file).
+    pub fn with_tls(base: &str, token: Option<String>, trust: crate::sandbox::OutboundTls) -> Self {
+        let connector = crate::sandbox::HttpsConnector::new(
+            std::sync::Arc::new(trust),
+            false,
+            std::time::Duration::from_secs(5),
+        );
+        HostClient {
+            tls: Some(Client::builder(TokioExecutor::new()).build(connector)),
+            ..HostClient::new(base, token)
         }
     }
 
@@ -94,10 +111,27 @@ impl HostClient {
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| ClientError::Other(format!("bad request to {url}: {e}")))?;
-        let resp = match self.client.request(req).await {
+        let sent = match &self.tls {
+            Some(tls) => tls.request(req).await,
+            None => self.client.request(req).await,
+        };
+        let resp = match sent {
             Ok(r) => r,
-            Err(e) if e.is_connect() => return Err(ClientError::NotRunning(self.base.clone())),
-            Err(e) => return Err(ClientError::Other(format!("request to {url} failed: {e}"))),
+            Err(e) => {
+                use std::error::Error as _;
+                let tls = e
+                    .source()
+                    .and_then(|s| crate::sandbox::find_tls_failure(s).map(|t| t.0.clone()));
+                if let Some(why) = tls {
+                    return Err(ClientError::Other(format!(
+                        "{why} (the CLI trusts the public roots and the certificates in server.tls.cert)"
+                    )));
+                }
+                if e.is_connect() {
+                    return Err(ClientError::NotRunning(self.base.clone()));
+                }
+                return Err(ClientError::Other(format!("request to {url} failed: {e}")));
+            }
         };
         let status = resp.status().as_u16();
         let retry_after_s = resp

@@ -134,7 +134,10 @@ impl Config {
                 c.cert = resolve(&c.cert);
             }
         }
-        if let Some(t) = &mut self.server.tls {
+        for t in [&mut self.server.tls, &mut self.server.admin_tls]
+            .into_iter()
+            .flatten()
+        {
             t.cert = resolve(&t.cert);
             t.key = resolve(&t.key);
             t.client_ca = t.client_ca.as_deref().map(resolve);

@@ -79,6 +79,10 @@ pub struct ServerConfig {
     /// "key.pem" }`, with `client_ca` for client certificates (mTLS).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// HTTPS on the admin listener (API, console, `/metrics`), the same
+    /// table as `tls`; the CLI trusts the certificates in its `cert` file.
+    #[serde(default)]
+    pub admin_tls: Option<TlsConfig>,
 }
 
 /// `tls = { … }`: a listener's certificate, and which client certificates
@@ -146,13 +150,15 @@ impl ServerConfig {
 
     /// Check the listener's limits.
     pub(super) fn validate(&self) -> Result<(), String> {
-        if let Some(t) = &self.tls
-            && t.client_ca.is_none()
-            && t.client_auth == ClientAuth::Optional
-        {
-            return Err(
-                "server.tls.client_auth = \"optional\" needs client_ca: the CA client certificates are checked against".into(),
-            );
+        for (key, t) in [("tls", &self.tls), ("admin_tls", &self.admin_tls)] {
+            if let Some(t) = t
+                && t.client_ca.is_none()
+                && t.client_auth == ClientAuth::Optional
+            {
+                return Err(format!(
+                    "server.{key}.client_auth = \"optional\" needs client_ca: the CA client certificates are checked against"
+                ));
+            }
         }
         if self.max_body_bytes == 0 {
             return Err("server.max_body_bytes must be at least 1".into());

@@ -233,12 +233,13 @@ impl RunningHost {
                 triggers.clone(),
             )));
         }
-        let tls = match &config.server.tls {
-            Some(files) => Some(Arc::new(
-                crate::server::tls::Tls::load(files).map_err(StartError::Tls)?,
-            )),
-            None => None,
+        let load = |files: &Option<crate::config::TlsConfig>| match files {
+            Some(files) => crate::server::tls::Tls::load(files)
+                .map(|t| Some(Arc::new(t)))
+                .map_err(StartError::Tls),
+            None => Ok(None),
         };
+        let tls = [load(&config.server.tls)?, load(&config.server.admin_tls)?];
         let server = Server::start(&config.server, live.clone(), tls).await?;
         let (addr, admin_addr) = (server.addr, server.admin_addr);
         tracing::info!(%addr, %admin_addr, pipelines = ?engine.pipeline_names(), "weft is serving");

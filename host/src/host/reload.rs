@@ -48,7 +48,7 @@ impl Reload for Reloader {
 
 /// The server settings a running host cannot change: its sockets and
 /// where its data lives.
-fn fixed(c: &Config) -> [(&'static str, String); 7] {
+fn fixed(c: &Config) -> [(&'static str, String); 8] {
     let s = &c.server;
     [
         ("server.listen", s.listen.to_string()),
@@ -62,6 +62,7 @@ fn fixed(c: &Config) -> [(&'static str, String); 7] {
         ("server.header_timeout_ms", s.header_timeout_ms.to_string()),
         // The files are read again when they change; which files is fixed.
         ("server.tls", format!("{:?}", s.tls)),
+        ("server.admin_tls", format!("{:?}", s.admin_tls)),
     ]
 }
 

@@ -22,6 +22,7 @@ mod state;
 mod types;
 pub mod versions;
 
+pub use host::https::{HttpsConnector, find_tls_failure};
 pub use host::net;
 pub use host::tape;
 pub use host::trust::OutboundTls;

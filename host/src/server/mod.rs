@@ -61,7 +61,7 @@ impl Server {
     pub async fn start(
         config: &crate::config::ServerConfig,
         live: Arc<live::Live>,
-        tls: Option<Arc<tls::Tls>>,
+        tls: [Option<Arc<tls::Tls>>; 2],
     ) -> Result<Server, BindError> {
         let limits = listener::ListenerLimits {
             connections: connections::Limits {
@@ -77,9 +77,10 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut bound = Vec::new();
-        for (plane, addr) in [
-            (Plane::Public, config.listen),
-            (Plane::Admin, config.admin_addr()),
+        let [public_tls, admin_tls] = tls;
+        for (plane, addr, tls) in [
+            (Plane::Public, config.listen, public_tls),
+            (Plane::Admin, config.admin_addr(), admin_tls),
         ] {
             let bind_err = |e: std::io::Error| BindError {
                 addr,
@@ -92,8 +93,7 @@ impl Server {
                 plane,
                 shared.clone(),
                 limits,
-                // HTTPS on the public listener only.
-                tls.clone().filter(|_| plane == Plane::Public),
+                tls,
                 stopped.clone(),
             )));
         }

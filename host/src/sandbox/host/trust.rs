@@ -115,6 +115,22 @@ impl OutboundTls {
         }
     }
 
+    /// The public web roots and the certificates of `pem` (a server's own
+    /// certificate file: a self-signed certificate, or a chain that ends
+    /// in its CA) for every origin: how the CLI trusts a host it was
+    /// configured with.
+    pub fn web_and(pem: &std::path::Path) -> Result<OutboundTls, String> {
+        let mut roots = web_roots();
+        for c in pem_certs(pem, "server.tls.cert")? {
+            // A certificate that is no usable anchor is left out.
+            let _ = roots.add(c);
+        }
+        Ok(OutboundTls {
+            default: Arc::new(config(roots, None)?),
+            by_origin: Vec::new(),
+        })
+    }
+
     /// From `[upstreams]`; the error names the key and the file.
     pub fn build(config: &Config, secrets: &Secrets) -> Result<OutboundTls, String> {
         let mut out = OutboundTls::web();
