@@ -84,6 +84,29 @@ async fn config_errors_name_the_key_and_the_missing_plugin() {
             && err.contains("lowercase: \"email\" is not a JSON pointer"),
         "{err}"
     );
+
+    // Files the TLS settings name are read by the check, as by the start.
+    std::fs::write(
+        &setup.config_path,
+        format!("{good}\n[upstreams.\"https://erp.example.com\"]\nca = \"missing-ca.pem\"\n"),
+    )
+    .unwrap();
+    let err = fails(&["check"], &setup.config_path);
+    assert!(
+        err.contains("ca") && err.contains("missing-ca.pem"),
+        "{err}"
+    );
+    std::fs::write(
+        &setup.config_path,
+        good.replacen(
+            "data_dir = \"./weft-data\"\n",
+            "data_dir = \"./weft-data\"\ntls = { cert = \"no-cert.pem\", key = \"no-key.pem\" }\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let err = fails(&["check"], &setup.config_path);
+    assert!(err.contains("no-cert.pem"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

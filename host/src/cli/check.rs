@@ -14,6 +14,8 @@ pub(super) async fn run(path: &Path) -> Result<()> {
         crate::server::tls::Tls::load(files).map_err(anyhow::Error::msg)?;
     }
     let secrets = crate::secrets::Secrets::load(&config).map_err(anyhow::Error::msg)?;
+    // Outbound trust and client certificates, as the host builds them.
+    crate::sandbox::OutboundTls::build(&config, &secrets).map_err(anyhow::Error::msg)?;
     let scratch = Scratch::new(4096, Some(secrets))?;
     let (plugins, errors) = crate::host::load_plugins(&config, &scratch.sandbox, None).await?;
     for e in errors.values() {
