@@ -338,16 +338,24 @@ impl Config {
 
     /// (pipeline, pointer) of every pipeline that names subject `subject`.
     pub fn subject_pointers(&self, subject: &str) -> Vec<(String, String)> {
-        self.pipelines
-            .iter()
-            .filter_map(|p| Some((p.name.clone(), p.subjects.get(subject)?.clone())))
-            .collect()
+        subject_pointers(&self.pipelines, subject)
     }
 
     /// The pipeline with this name.
     pub fn pipeline(&self, name: &str) -> Option<&PipelineConfig> {
         self.pipelines.iter().find(|p| p.name == name)
     }
+}
+
+/// (pipeline, pointer) of each of `pipelines` that names subject `subject`.
+pub fn subject_pointers<'a>(
+    pipelines: impl IntoIterator<Item = &'a PipelineConfig>,
+    subject: &str,
+) -> Vec<(String, String)> {
+    pipelines
+        .into_iter()
+        .filter_map(|p| Some((p.name.clone(), p.subjects.get(subject)?.clone())))
+        .collect()
 }
 
 #[cfg(test)]

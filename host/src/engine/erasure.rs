@@ -113,22 +113,32 @@ pub async fn erase(
     }
     let mut found = Vec::new();
     let mut queued_left = 0;
+    let pointer_of = |pipeline: &str| {
+        pointers
+            .iter()
+            .find(|(p, _)| p == pipeline)
+            .map(|(_, pointer)| pointer)
+    };
     store
-        .each_event(&mut |record| {
-            let Some((_, pointer)) = pointers.iter().find(|(p, _)| *p == record.pipeline) else {
-                return true;
-            };
-            let doc: serde_json::Value =
-                serde_json::from_slice(&record.payload).unwrap_or(serde_json::Value::Null);
-            if names(&doc, pointer, value) {
-                if record.state == EventState::Queued {
-                    queued_left += 1;
-                } else {
-                    found.push(record);
+        .each_event(
+            // Only the payloads of pipelines that name the subject are read.
+            &mut |record| pointer_of(&record.pipeline).is_some(),
+            &mut |record| {
+                let Some(pointer) = pointer_of(&record.pipeline) else {
+                    return true;
+                };
+                let doc: serde_json::Value =
+                    serde_json::from_slice(&record.payload).unwrap_or(serde_json::Value::Null);
+                if names(&doc, pointer, value) {
+                    if record.state == EventState::Queued {
+                        queued_left += 1;
+                    } else {
+                        found.push(record);
+                    }
                 }
-            }
-            true
-        })
+                true
+            },
+        )
         .map_err(|e| e.to_string())?;
     let now = now_ms();
     let mut out = Erasure {
@@ -156,15 +166,10 @@ impl super::handle::Engine {
     /// pipelines that name the subject, then, if asked, send the request
     /// into `request.emit` for the systems downstream.
     pub async fn erase_subject(&self, request: &EraseRequest) -> Result<Erasure, String> {
-        let pointers: Vec<(String, String)> = self
-            .inner
-            .pipelines
-            .values()
-            .filter_map(|p| {
-                let pointer = p.config.subjects.get(&request.subject)?;
-                Some((p.name.to_string(), pointer.clone()))
-            })
-            .collect();
+        let pointers = crate::config::subject_pointers(
+            self.inner.pipelines.values().map(|p| &p.config),
+            &request.subject,
+        );
         let mut out = erase(self.store(), &pointers, &request.subject, &request.value).await?;
         let Some(pipeline) = &request.emit else {
             return Ok(out);

@@ -322,9 +322,14 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError>;
 
-    /// Every event record with its payload, newest first, one at a time,
-    /// until `visit` returns `false`.
-    fn each_event(&self, visit: &mut dyn FnMut(EventRecord) -> bool) -> Result<(), StoreError>;
+    /// Every event record that `wanted` takes (it sees the record without
+    /// its payload, which is read only for those), with its payload,
+    /// newest first, one at a time, until `visit` returns `false`.
+    fn each_event(
+        &self,
+        wanted: &mut dyn FnMut(&EventRecord) -> bool,
+        visit: &mut dyn FnMut(EventRecord) -> bool,
+    ) -> Result<(), StoreError>;
 
     /// How many of each thing it holds.
     fn counts(&self) -> StoreCounts;

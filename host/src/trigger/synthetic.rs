@@ -5,7 +5,7 @@
 
 use super::{Running, Trigger};
 use crate::config::Schedule;
-use crate::engine::{AcceptError, Engine, Incoming};
+use crate::engine::{Engine, Incoming};
 use crate::store::{SYNTHETIC_HEADER, TRIGGER_HEADER, now_ms};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,14 +51,9 @@ impl SyntheticTrigger {
             ],
             key: Some(format!("synthetic:{}:{at}", self.check)),
         };
-        match engine.accept(&self.pipeline, incoming).await {
-            Ok(_) => {}
-            Err(e @ (AcceptError::Backpressure { .. } | AcceptError::Store(_))) => {
-                engine.synthetic_refused(&self.pipeline, &self.check, format!("not accepted: {e}"));
-            }
-            Err(e) => {
-                engine.synthetic_refused(&self.pipeline, &self.check, format!("refused: {e}"));
-            }
+        // Not taken now (full, failing store) or at all: the check failed.
+        if let Err(e) = engine.accept(&self.pipeline, incoming).await {
+            engine.synthetic_refused(&self.pipeline, &self.check, format!("not accepted: {e}"));
         }
     }
 }

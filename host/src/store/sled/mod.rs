@@ -526,10 +526,15 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn each_event(&self, visit: &mut dyn FnMut(EventRecord) -> bool) -> Result<(), StoreError> {
+    fn each_event(
+        &self,
+        wanted: &mut dyn FnMut(&EventRecord) -> bool,
+        visit: &mut dyn FnMut(EventRecord) -> bool,
+    ) -> Result<(), StoreError> {
         for item in self.trees()?.events.scan_prefix([EVENT]).rev() {
             let (_, v) = item.map_err(|e| StoreError::Read(e.to_string()))?;
-            if !visit(self.whole(&v)?) {
+            let record = EventRecord::decode(&v).map_err(StoreError::Read)?;
+            if wanted(&record) && !visit(self.with_payload(record, &v)?) {
                 break;
             }
         }
