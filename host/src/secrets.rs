@@ -50,11 +50,27 @@ impl Secrets {
     /// Load every credential the config uses. Fails, naming each missing or
     /// unusable one, so a host never starts with a grant it cannot honour.
     pub fn load(config: &Config) -> Result<Secrets, String> {
+        Secrets::load_uses(config, config.credential_uses())
+    }
+
+    /// Load the credentials the store's encryption names, and no other:
+    /// what a command that only opens the store needs.
+    pub fn load_store_keys(config: &Config) -> Result<Secrets, String> {
+        match &config.server.encryption {
+            Some(e) => Secrets::load_uses(
+                config,
+                e.names().map(|n| (n, "the store's encryption")).collect(),
+            ),
+            None => Ok(Secrets::default()),
+        }
+    }
+
+    /// Load the credentials in `wanted`: (name, who uses it).
+    fn load_uses(config: &Config, mut wanted: Vec<(&str, &str)>) -> Result<Secrets, String> {
         let file = match &config.server.secrets_file {
             Some(path) => read_file(path)?,
             None => BTreeMap::new(),
         };
-        let mut wanted = config.credential_uses();
         wanted.sort_unstable();
         let mut values = BTreeMap::new();
         let mut problems = Vec::new();

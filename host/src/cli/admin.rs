@@ -83,6 +83,10 @@ pub trait Admin {
         &self,
         request: crate::engine::EraseRequest,
     ) -> AdminFuture<'_, crate::engine::Erasure>;
+    /// The store's encryption at rest.
+    fn encryption(&self) -> AdminFuture<'_, crate::store::Encryption>;
+    /// Seal every value again under the current key.
+    fn reencrypt(&self) -> AdminFuture<'_, crate::store::Reencrypted>;
 }
 
 /// The host named by `--url` or the config, if it answers; otherwise its
@@ -268,6 +272,20 @@ impl Admin for HttpAdmin {
         })
     }
 
+    fn encryption(&self) -> AdminFuture<'_, crate::store::Encryption> {
+        Box::pin(async move {
+            self.get(hyper::Method::GET, "/api/v1/store/encryption", None, None)
+                .await
+        })
+    }
+
+    fn reencrypt(&self) -> AdminFuture<'_, crate::store::Reencrypted> {
+        Box::pin(async move {
+            self.get(hyper::Method::POST, "/api/v1/store/reencrypt", None, None)
+                .await
+        })
+    }
+
     fn purge_queued(&self, pipeline: String) -> AdminFuture<'_, usize> {
         Box::pin(async move {
             let path = format!("/api/v1/pipelines/{pipeline}/purge");
@@ -334,7 +352,7 @@ impl LocalAdmin {
     }
 
     fn store(&self) -> Result<Arc<dyn Store>> {
-        Ok(crate::store::open(&self.config()?.server.data_dir)?)
+        Ok(crate::store::open_for(self.config()?)?)
     }
 
     fn redaction(&self) -> FieldRedaction {
@@ -453,6 +471,29 @@ impl Admin for LocalAdmin {
             };
             audit_local(store.as_ref(), "erase", "", detail);
             result.map_err(anyhow::Error::msg)
+        })
+    }
+
+    fn encryption(&self) -> AdminFuture<'_, crate::store::Encryption> {
+        Box::pin(async move {
+            let store = self.store()?;
+            let status = store.encryption();
+            store.close();
+            Ok(status)
+        })
+    }
+
+    fn reencrypt(&self) -> AdminFuture<'_, crate::store::Reencrypted> {
+        Box::pin(async move {
+            let store = self.store()?;
+            let result = store.reencrypt().await;
+            let detail = match &result {
+                Ok(r) => crate::server::api::reencrypted_detail(r),
+                Err(e) => format!("failed: {e}"),
+            };
+            audit_local(store.as_ref(), "reencrypt", "", detail);
+            store.close();
+            Ok(result?)
         })
     }
 

@@ -141,7 +141,7 @@ pub(super) enum AuditLogCommand {
 
 fn open_store(path: &Path) -> Result<Arc<dyn Store>> {
     let config = super::load_config(path)?;
-    Ok(crate::store::open(&config.server.data_dir)?)
+    Ok(crate::store::open_for(&config)?)
 }
 
 /// The running host's answer to an audit-log call, or `None` when no

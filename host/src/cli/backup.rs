@@ -97,7 +97,7 @@ impl BackupArgs {
                     return Err(not_running(&url));
                 };
                 // No host runs: the store itself, opened here.
-                let store = crate::store::open(&config.server.data_dir)?;
+                let store = crate::store::open_for(&config)?;
                 let manifest = store.backup(&self.dir)?;
                 store.close();
                 manifest

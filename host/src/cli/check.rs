@@ -43,7 +43,7 @@ pub(super) async fn run(path: &Path) -> Result<()> {
             bad.join("\n")
         );
     }
-    check_store(&config.server.data_dir)?;
+    check_store(&config)?;
     if let Some(cache) = crate::sandbox::cache::CodeCache::existing_in(&config.server.data_dir) {
         let (entries, bytes) = cache.size();
         println!(
@@ -65,11 +65,12 @@ pub(super) async fn run(path: &Path) -> Result<()> {
 /// The store in `dir`, if there is one: it opens (not damaged, not rolled
 /// back) and raises no alarm. A store a running host holds is that host's
 /// to check: its alarms are in its log and `weft_store_alarms`.
-fn check_store(dir: &Path) -> Result<()> {
+fn check_store(config: &crate::config::Config) -> Result<()> {
+    let dir = &config.server.data_dir;
     if !dir.join("db").exists() {
         return Ok(());
     }
-    let store = match crate::store::open(dir) {
+    let store = match crate::store::open_for(config) {
         Ok(store) => store,
         Err(crate::store::StoreError::InUse { .. }) => {
             println!(

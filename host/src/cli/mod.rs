@@ -21,6 +21,7 @@ mod run;
 mod runs;
 mod scratch;
 mod send;
+mod store;
 
 /// The version `weft --version` prints: the crate version, the git
 /// revision it was built from and the build profile.
@@ -90,6 +91,10 @@ enum Command {
     /// history and the dead-letter queue, as the pipelines' `subjects` name
     /// it; audited without the value.
     Erase(erase::EraseArgs),
+    /// Encryption at rest: make a key, show the keys in use, seal every
+    /// value again under the current key.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Print shell completions: `weft completions bash > /etc/bash_completion.d/weft`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -155,6 +160,7 @@ impl Cli {
             Command::Backup(args) => args.run().await,
             Command::Restore(args) => args.run().await,
             Command::Erase(args) => args.run().await,
+            Command::Store(c) => c.run().await,
             Command::Completions { shell } => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();
                 clap_complete::generate(shell, &mut cmd, "weft", &mut std::io::stdout());

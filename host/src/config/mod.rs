@@ -326,6 +326,12 @@ impl Config {
                     .as_ref()
                     .map(|c| (c.key.as_str(), "an upstream's client certificate"))
             }))
+            .chain(
+                self.server
+                    .encryption
+                    .iter()
+                    .flat_map(|e| e.names().map(|n| (n, "the store's encryption"))),
+            )
             .collect()
     }
 

@@ -83,6 +83,32 @@ pub struct ServerConfig {
     /// table as `tls`; the CLI trusts the certificates in its `cert` file.
     #[serde(default)]
     pub admin_tls: Option<TlsConfig>,
+    /// Encryption at rest: `encryption = { key = "STORE_KEY" }` seals
+    /// payloads, event records and plugin state in the store under the
+    /// credential `STORE_KEY` (32 random bytes as 64 hex digits, from
+    /// `weft store keygen`); `previous = ["OLD_KEY"]` keeps values written
+    /// under earlier keys readable until `weft store reencrypt`.
+    #[serde(default)]
+    pub encryption: Option<EncryptionConfig>,
+}
+
+/// `encryption = { key = "…", previous = […] }`: the store's keys, by
+/// credential name (read like every other secret).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// The key new values are sealed under.
+    pub key: String,
+    /// Keys values written earlier may be sealed under.
+    #[serde(default)]
+    pub previous: Vec<String>,
+}
+
+impl EncryptionConfig {
+    /// Every credential it names: the current key first.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.key.as_str()).chain(self.previous.iter().map(String::as_str))
+    }
 }
 
 /// `tls = { … }`: a listener's certificate, and which client certificates
@@ -157,6 +183,19 @@ impl ServerConfig {
             {
                 return Err(format!(
                     "server.{key}.client_auth = \"optional\" needs client_ca: the CA client certificates are checked against"
+                ));
+            }
+        }
+        if let Some(e) = &self.encryption {
+            if let Some(bad) = e.names().find(|n| !super::valid_credential_name(n)) {
+                return Err(format!(
+                    "server.encryption: {bad:?} is not a credential name; write the NAME whose key is in WEFT_SECRET_NAME or the secrets file"
+                ));
+            }
+            if e.previous.iter().any(|p| *p == e.key) {
+                return Err(format!(
+                    "server.encryption.previous names the current key {:?} too; list only earlier keys there",
+                    e.key
                 ));
             }
         }

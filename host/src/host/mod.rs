@@ -180,7 +180,7 @@ impl RunningHost {
         source: Option<ConfigSource>,
     ) -> Result<RunningHost, StartError> {
         let data_dir = config.server.data_dir.clone();
-        let store = crate::store::open(&data_dir)?;
+        let store = crate::store::open_for(&config)?;
         let cache = CodeCache::in_data_dir(&data_dir).map_err(|e| {
             StartError::Cache(format!(
                 "cannot make the compiled-code cache in {} ({e}); check the data directory's permissions",

@@ -48,7 +48,7 @@ impl Reload for Reloader {
 
 /// The server settings a running host cannot change: its sockets and
 /// where its data lives.
-fn fixed(c: &Config) -> [(&'static str, String); 8] {
+fn fixed(c: &Config) -> [(&'static str, String); 9] {
     let s = &c.server;
     [
         ("server.listen", s.listen.to_string()),
@@ -63,6 +63,8 @@ fn fixed(c: &Config) -> [(&'static str, String); 8] {
         // The files are read again when they change; which files is fixed.
         ("server.tls", format!("{:?}", s.tls)),
         ("server.admin_tls", format!("{:?}", s.admin_tls)),
+        // The store is opened with its keys.
+        ("server.encryption", format!("{:?}", s.encryption)),
     ]
 }
 

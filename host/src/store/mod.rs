@@ -17,6 +17,7 @@ mod error;
 mod event;
 mod record;
 mod record_v1;
+pub mod seal;
 mod sled;
 
 pub use self::sled::{
@@ -27,6 +28,7 @@ pub use audit::{AuditBreak, AuditEntry, AuditLog, AuditRecord, GENESIS};
 pub use error::StoreError;
 pub use event::*;
 pub use record::*;
+pub use seal::Keyring;
 
 use std::future::Future;
 use std::path::Path;
@@ -213,6 +215,39 @@ pub struct Swept {
     pub dead_letters: std::collections::BTreeMap<String, usize>,
     /// Finished events whose payload was dropped past its retention.
     pub payloads: usize,
+}
+
+/// The store's encryption at rest, for status and `weft store reencrypt`.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+pub struct Encryption {
+    /// The id of the key new values are sealed under (a hash of the key,
+    /// never the key); `None` when the store is not encrypted.
+    pub current_key: Option<String>,
+    /// Ids of the keys values in the store may be sealed under (the
+    /// current one and those not yet moved off).
+    pub keys_in_use: Vec<String>,
+}
+
+/// What `weft store reencrypt` did.
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+pub struct Reencrypted {
+    /// Event records sealed again under the current key (or for the first
+    /// time, when they were written before encryption was on).
+    pub records: u64,
+    /// Payloads sealed again.
+    pub payloads: u64,
+    /// Plugin state values sealed again.
+    pub kv_values: u64,
+    /// Values changed by the host while the pass ran (written under the
+    /// current key already).
+    pub changed_meanwhile: u64,
+    /// The encryption once done: `keys_in_use` is the current key alone
+    /// when nothing is left under another.
+    pub encryption: Encryption,
 }
 
 /// Why a plugin's kv operation failed.
@@ -421,6 +456,14 @@ pub trait Store: Send + Sync + 'static {
     /// empty) directory `to`; writes pause while it is taken.
     fn backup(&self, to: &std::path::Path) -> Result<BackupManifest, StoreError>;
 
+    /// The store's encryption at rest.
+    fn encryption(&self) -> Encryption;
+
+    /// Seal every value not under the current key again under it (and
+    /// plain ones written before encryption was on), while the store
+    /// serves; then record that no value is under another key.
+    fn reencrypt(&self) -> StoreFuture<'_, Reencrypted>;
+
     /// The backend, for tests that tamper with it.
     #[doc(hidden)]
     fn as_any(&self) -> &dyn std::any::Any;
@@ -437,7 +480,42 @@ impl dyn Store {
     }
 }
 
-/// Open the embedded default store in `dir`.
+/// Open the embedded default store in `dir`, unencrypted.
 pub fn open(dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
     Ok(Arc::new(SledStore::open(dir)?))
+}
+
+/// Open the store of a host started with `config`: its data directory,
+/// with the keys `server.encryption` names.
+pub fn open_for(config: &crate::config::Config) -> Result<Arc<dyn Store>, StoreError> {
+    let dir = &config.server.data_dir;
+    let keys = keyring(config).map_err(|reason| StoreError::Open {
+        dir: dir.clone(),
+        reason,
+    })?;
+    Ok(Arc::new(SledStore::open_with(dir, keys)?))
+}
+
+/// The keys `server.encryption` names, read from the secrets source.
+pub fn keyring(config: &crate::config::Config) -> Result<Keyring, String> {
+    let Some(e) = &config.server.encryption else {
+        return Ok(Keyring::plain());
+    };
+    let secrets = crate::secrets::Secrets::load_store_keys(config)?;
+    let key = |name: &str| {
+        secrets
+            .get(name)
+            .ok_or_else(|| format!("credential {name} is not set"))
+            .and_then(|v| {
+                seal::parse_key(v)
+                    .map_err(|why| format!("credential {name} (server.encryption) {why}"))
+            })
+    };
+    let current = key(&e.key)?;
+    let previous = e
+        .previous
+        .iter()
+        .map(|n| key(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Keyring::new(current, &previous))
 }

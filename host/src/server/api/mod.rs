@@ -291,6 +291,22 @@ pub(crate) async fn handle(
                 Err(why) => error(StatusCode::UNPROCESSABLE_ENTITY, why),
             }
         }
+        Op::Encryption => json(
+            StatusCode::OK,
+            &serde_json::to_value(engine.store().encryption()).unwrap_or_default(),
+        ),
+        Op::Reencrypt => {
+            let result = engine.store().reencrypt().await;
+            let detail = match &result {
+                Ok(r) => reencrypted_detail(r),
+                Err(e) => format!("failed: {e}"),
+            };
+            audit(engine, &caller.name, "reencrypt", "", detail).await;
+            match result {
+                Ok(r) => json(StatusCode::OK, &serde_json::to_value(r).unwrap_or_default()),
+                Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+            }
+        }
         Op::PurgeQueued => {
             let name = param(0);
             let result =
@@ -463,4 +479,16 @@ async fn read_body(
             "the body did not arrive in time (server.body_timeout_ms); send it again",
         )),
     }
+}
+
+/// A re-encryption pass, for the audit log.
+pub fn reencrypted_detail(r: &crate::store::Reencrypted) -> String {
+    format!(
+        "{} records, {} payloads and {} plugin state values sealed under key {}; keys in use: {}",
+        r.records,
+        r.payloads,
+        r.kv_values,
+        r.encryption.current_key.as_deref().unwrap_or("none"),
+        r.encryption.keys_in_use.join(", ")
+    )
 }

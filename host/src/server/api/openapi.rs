@@ -36,6 +36,8 @@ fn views() -> (
     view!(BackupManifest, crate::store::BackupManifest);
     view!(PluginView, super::PluginView);
     view!(Erasure, crate::engine::Erasure);
+    view!(Encryption, crate::store::Encryption);
+    view!(Reencrypted, crate::store::Reencrypted);
     // The request bodies: of replay and purge, and of an erasure.
     g.subschema_for::<crate::engine::Selection>();
     g.subschema_for::<crate::engine::EraseRequest>();

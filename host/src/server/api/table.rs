@@ -56,6 +56,8 @@ pub enum Op {
     Events,
     Event,
     Erase,
+    Encryption,
+    Reencrypt,
 }
 
 /// A query parameter a route reads.
@@ -104,6 +106,8 @@ pub enum Typed {
     BackupManifest,
     PluginView,
     Erasure,
+    Encryption,
+    Reencrypted,
 }
 
 const fn route(
@@ -150,6 +154,8 @@ impl Route {
             | Op::BackupRemove
             | Op::PurgeQueued => Shape::Free,
             Op::Erase => Shape::One(V::Erasure),
+            Op::Encryption => Shape::One(V::Encryption),
+            Op::Reencrypt => Shape::One(V::Reencrypted),
         }
     }
 }
@@ -226,6 +232,22 @@ pub const ROUTES: &[Route] = &[
             "Erasure",
         )
     },
+    route(
+        Op::Encryption,
+        Verb::Get,
+        "/store/encryption",
+        Role::Viewer,
+        "The store's encryption at rest: the current key's id and the ids of the keys values are sealed under",
+        "Encryption",
+    ),
+    route(
+        Op::Reencrypt,
+        Verb::Post,
+        "/store/reencrypt",
+        Role::Admin,
+        "Seal every value not under the current key again under it, while the host serves; audited",
+        "Reencrypted",
+    ),
     route(
         Op::Reload,
         Verb::Post,

@@ -337,7 +337,7 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<Restored, String> {
             .unwrap_or(true);
     if has_data {
         // A running host holds the store: refuse rather than pull it away.
-        match SledStore::open(data_dir) {
+        match SledStore::open_with(data_dir, crate::store::Keyring::opaque()) {
             Ok(store) => store.close(),
             Err(StoreError::InUse { .. }) => {
                 return Err(unchanged(format!(
@@ -462,7 +462,9 @@ fn build(from: &Path, dir: &Path, manifest: &BackupManifest) -> Result<(), Strin
         .write(manifest.commits)
         .map_err(|e| format!("cannot write the anchor: {e}"))?;
     // Opened as a host would open it: anchor, payloads, audit chain.
-    let store = SledStore::open(dir).map_err(|e| e.to_string())?;
+    // Opened without its keys: a backup of an encrypted store stays sealed.
+    let store =
+        SledStore::open_with(dir, crate::store::Keyring::opaque()).map_err(|e| e.to_string())?;
     let alarms = store.alarms();
     if let Some(alarm) = alarms.first() {
         return Err(format!("the restored store raised an alarm: {alarm}"));

@@ -36,6 +36,9 @@ pub(super) struct Write {
     /// Skip the write (as [`Committed::Gone`]) unless this key is present
     /// when it commits, counting the writes before it in its group.
     pub requires: Option<Vec<u8>>,
+    /// Skip the write (as [`Committed::Gone`]) unless this key holds this
+    /// value when it commits and no write before it in its group touched it.
+    pub unchanged: Option<(Vec<u8>, Vec<u8>)>,
     /// Payload files to write (and sync) before the batch that names them.
     pub files: Vec<(EventId, Vec<u8>)>,
     /// Held and written again when its group fails, until it lands (the
@@ -244,7 +247,9 @@ fn commit_group(
     let now = now_ms();
     // Keys put (true) or removed (false) by earlier writes of this group,
     // kept only when a write has a precondition to check against them.
-    let track = group.iter().any(|w| w.requires.is_some());
+    let track = group
+        .iter()
+        .any(|w| w.requires.is_some() || w.unchanged.is_some());
     let mut pending: HashMap<Vec<u8>, bool> = HashMap::new();
     // Payload files to write before the batch, and keys whose files go
     // once it is durable.
@@ -306,6 +311,15 @@ fn commit_group(
                 continue;
             }
         }
+        if let Some((key, value)) = &w.unchanged {
+            let same = !pending.contains_key(key)
+                && matches!(tree.get(key), Ok(Some(v)) if v.as_ref() == value.as_slice());
+            if !same {
+                outcomes.push(Committed::Gone);
+                new_items.push(Vec::new());
+                continue;
+            }
+        }
         if let Some((key, id, window)) = &w.dedup {
             if let Some(first) = earlier(&taken, key, *window) {
                 outcomes.push(Committed::Duplicate(first));
@@ -332,8 +346,13 @@ fn commit_group(
         }
         new_items.push(fresh);
         for op in ops_of(keep, &mut w.ops) {
-            if op.1.is_none() {
-                removed.push(op.0.clone());
+            match &op.1 {
+                None => removed.push(op.0.clone()),
+                // Put again as a file: the file just written stays.
+                Some(v) if super::payloads::names_file(&op.0, v) => {
+                    removed.retain(|k| *k != op.0);
+                }
+                Some(_) => {}
             }
             apply(&mut batch, &mut pending, track, op);
         }

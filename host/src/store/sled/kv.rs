@@ -1,7 +1,75 @@
 //! Plugin key-value state in the `kv` tree: `v` + namespace + key holds a
 //! value, `u` + namespace the bytes the namespace uses against its quota.
+//! With [`SEALED_FLAG`] present every value is sealed (see
+//! [`crate::store::seal`]); quotas count the plaintext.
 
-use crate::store::KvError;
+use crate::store::{Keyring, KvError};
+
+/// Present in the `kv` tree when its values are sealed.
+pub(super) const SEALED_FLAG: &[u8] = b"#sealed";
+
+/// How values are written and read: sealed under `keys` or plain.
+#[derive(Clone, Copy)]
+pub(super) struct Codec<'a> {
+    pub keys: &'a Keyring,
+    pub sealed: bool,
+}
+
+impl Codec<'_> {
+    fn open(&self, at: &[u8], stored: &[u8]) -> Result<Vec<u8>, KvError> {
+        if self.sealed {
+            self.keys.open(at, stored).map_err(KvError::Unavailable)
+        } else {
+            Ok(stored.to_vec())
+        }
+    }
+
+    fn seal(&self, at: &[u8], plain: &[u8]) -> Vec<u8> {
+        match self.sealed.then(|| self.keys.seal(at, plain)).flatten() {
+            Some(sealed) => sealed,
+            None => plain.to_vec(),
+        }
+    }
+}
+
+/// Seal every plain value of the tree and set the flag, in one batch:
+/// done once, when encryption is first turned on. Returns how many.
+pub(super) fn seal_all(tree: &sled::Tree, keys: &Keyring) -> Result<usize, String> {
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for item in tree.scan_prefix(b"v") {
+        let (k, v) = item.map_err(|e| e.to_string())?;
+        if let Some(sealed) = keys.seal(&k, &v) {
+            batch.insert(k, sealed);
+            n += 1;
+        }
+    }
+    batch.insert(SEALED_FLAG, &[1u8][..]);
+    tree.apply_batch(batch).map_err(|e| e.to_string())?;
+    tree.flush().map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
+/// Seal again, under the current key, each value under another key;
+/// a value written meanwhile is left (it is already current). Returns
+/// how many were sealed again.
+pub(super) fn reseal(tree: &sled::Tree, keys: &Keyring) -> Result<usize, String> {
+    let mut n = 0;
+    for item in tree.scan_prefix(b"v") {
+        let (k, v) = item.map_err(|e| e.to_string())?;
+        if !keys.stale(crate::store::seal::sealed_id(&v)) {
+            continue;
+        }
+        let plain = keys.open(&k, &v)?;
+        let Some(sealed) = keys.seal(&k, &plain) else {
+            continue;
+        };
+        if let Ok(Ok(())) = tree.compare_and_swap(&k, Some(&v), Some(sealed)) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
 
 fn usage_key(ns: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(ns.len() + 1);
@@ -22,16 +90,24 @@ fn unavailable(e: impl std::fmt::Display) -> KvError {
     KvError::Unavailable(e.to_string())
 }
 
-pub(super) fn get(tree: &sled::Tree, ns: &[u8], key: &str) -> Result<Option<Vec<u8>>, KvError> {
-    tree.get(value_key(ns, key))
-        .map(|v| v.map(|v| v.to_vec()))
-        .map_err(unavailable)
+pub(super) fn get(
+    tree: &sled::Tree,
+    codec: Codec<'_>,
+    ns: &[u8],
+    key: &str,
+) -> Result<Option<Vec<u8>>, KvError> {
+    let at = value_key(ns, key);
+    match tree.get(&at).map_err(unavailable)? {
+        Some(v) => codec.open(&at, &v).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Replace (or, with `None`, remove) a key if its current value is
 /// `expected` (when given), keeping the namespace's usage within quota.
 pub(super) fn swap(
     tree: &sled::Tree,
+    codec: Codec<'_>,
     ns: &[u8],
     key: &str,
     expected: Option<Option<&[u8]>>,
@@ -42,7 +118,14 @@ pub(super) fn swap(
     let ukey = usage_key(ns);
     let result = tree.transaction(|tx| {
         use sled::transaction::ConflictableTransactionError::Abort;
-        let old = tx.get(&vkey)?;
+        let old = match tx.get(&vkey)? {
+            Some(stored) => Some(
+                codec
+                    .open(&vkey, &stored)
+                    .map_err(sled::transaction::ConflictableTransactionError::Abort)?,
+            ),
+            None => None,
+        };
         if let Some(want) = expected
             && old.as_deref() != want
         {
@@ -61,7 +144,7 @@ pub(super) fn swap(
             ))));
         }
         match new {
-            Some(v) => tx.insert(vkey.as_slice(), v)?,
+            Some(v) => tx.insert(vkey.as_slice(), codec.seal(&vkey, v))?,
             None => tx.remove(vkey.as_slice())?,
         };
         tx.insert(ukey.as_slice(), &next.to_be_bytes())?;

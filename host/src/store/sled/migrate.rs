@@ -13,6 +13,7 @@ pub(super) fn keep_payloads_apart(
     db: &sled::Db,
     events: &sled::Tree,
     payloads: &Payloads,
+    keys: &crate::store::Keyring,
 ) -> Result<usize, String> {
     const BATCH: usize = 256;
     let mut moved = 0;
@@ -26,17 +27,19 @@ pub(super) fn keep_payloads_apart(
     };
     for item in events.scan_prefix([EVENT]) {
         let (k, v) = item.map_err(|e| e.to_string())?;
-        if EventRecord::payload_apart(&v) {
+        // Sealed records were written with their payload apart.
+        if EventRecord::payload_apart(&v) || crate::store::seal::sealed_id(&v).is_some() {
             continue;
         }
         // A record this weft cannot read stays as it is; reading it names it.
         let Ok(record) = EventRecord::decode(&v) else {
             continue;
         };
-        let stored = payloads::store(record.id, &record.payload);
+        let stored = payloads::store(record.id, &record.payload, keys);
         files.extend(stored.file);
         batch.insert(body_key(&record.id), stored.value);
-        batch.insert(k, record.encode());
+        let encoded = keys.seal_or_keep(&k, record.encode());
+        batch.insert(k, encoded);
         in_batch += 1;
         if in_batch == BATCH {
             commit(std::mem::take(&mut batch), &mut files)?;

@@ -15,6 +15,7 @@ mod keys;
 mod kv;
 mod migrate;
 mod payloads;
+mod sealing;
 mod shelf;
 mod sweep;
 
@@ -31,8 +32,9 @@ use self::keys::*;
 use self::payloads::Payloads;
 use self::shelf::{OpenError, Shelf, Trees};
 use super::{
-    AfterAttempt, AfterCommit, AuditLog, Dedup, EventId, EventRecord, EventState, KvError, Polled,
-    QueueEntry, Retention, Store, StoreCounts, StoreError, StoreFuture, StoreUsage, Swept, Ticket,
+    AfterAttempt, AfterCommit, AuditLog, Dedup, EventId, EventRecord, EventState, Keyring, KvError,
+    Polled, QueueEntry, Retention, Store, StoreCounts, StoreError, StoreFuture, StoreUsage, Swept,
+    Ticket,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
@@ -50,11 +52,22 @@ pub struct SledStore {
     anchoring: Mutex<Option<AnchorTask>>,
     alarms: Vec<String>,
     failing: committer::Failing,
+    /// The keys values are sealed and opened with.
+    keys: Arc<Keyring>,
+    /// Whether plugin state values are sealed.
+    kv_sealed: bool,
 }
 
 impl SledStore {
-    /// Open (or create) the store in `dir`.
+    /// Open (or create) the store in `dir`, unencrypted.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        SledStore::open_with(dir, Keyring::plain())
+    }
+
+    /// Open (or create) the store in `dir`, sealing and opening values
+    /// with `keys`. A store holding values under keys `keys` lacks is
+    /// refused before anything in it is changed.
+    pub fn open_with(dir: &Path, keys: Keyring) -> Result<SledStore, StoreError> {
         let open_err = |reason: String| StoreError::Open {
             dir: dir.to_path_buf(),
             reason,
@@ -72,6 +85,10 @@ impl SledStore {
             OpenError::Other(text) => open_err(text),
         })?;
         let shelf = Arc::new(shelf);
+        let kv_sealed = {
+            let trees = shelf.get().map_err(open_err)?;
+            sealing::check(&trees, &keys).map_err(open_err)?
+        };
         // The database holds payloads and plugin state: its files are
         // its owner's alone, whatever the umask made them.
         crate::private::restrict_tree(dir).map_err(|e| open_err(e.to_string()))?;
@@ -93,7 +110,7 @@ impl SledStore {
             }
         };
         let payloads = Payloads::open(dir).map_err(|e| open_err(e.to_string()))?;
-        let moved = migrate::keep_payloads_apart(db, events, &payloads).map_err(open_err)?;
+        let moved = migrate::keep_payloads_apart(db, events, &payloads, &keys).map_err(open_err)?;
         if moved > 0 {
             tracing::info!(
                 events = moved,
@@ -154,35 +171,61 @@ impl SledStore {
             anchoring: Mutex::new(Some(anchoring)),
             alarms,
             failing,
+            keys: Arc::new(keys),
+            kv_sealed,
         })
     }
 
     /// An event's record without its payload (the whole of it for records
     /// written before payloads were kept apart).
     pub(super) fn meta(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
-        match self.trees()?.events.get(event_key(id)) {
-            Ok(Some(v)) => EventRecord::decode(&v).map(Some).map_err(StoreError::Read),
+        let key = event_key(id);
+        match self.trees()?.events.get(&key) {
+            Ok(Some(v)) => self.decode(&key, &v).map(|(r, _)| Some(r)),
             Ok(None) => Ok(None),
             Err(e) => Err(StoreError::Read(e.to_string())),
         }
     }
 
-    /// A record read from the store, with its payload.
-    fn whole(&self, encoded: &[u8]) -> Result<EventRecord, StoreError> {
-        let record = EventRecord::decode(encoded).map_err(StoreError::Read)?;
-        self.with_payload(record, encoded)
+    /// A record as stored: sealed under the store's keys when they seal.
+    fn encode(&self, record: &EventRecord) -> Vec<u8> {
+        self.keys
+            .seal_or_keep(&event_key(&record.id), record.encode())
     }
 
-    /// `record` (decoded from `encoded`) with its payload, read from its
-    /// own key when the record leaves it apart.
+    /// The record stored under `key` as `value` (opened if sealed), and
+    /// whether its payload is kept apart.
+    fn decode(&self, key: &[u8], value: &[u8]) -> Result<(EventRecord, bool), StoreError> {
+        let opened;
+        let plain = if crate::store::seal::sealed_id(value).is_some() {
+            opened = self.keys.open(key, value).map_err(|why| {
+                let id = EventId::from_slice(&key[1..]).map_or_else(String::new, |i| i.to_string());
+                StoreError::Read(format!("event record {id}: {why}"))
+            })?;
+            opened.as_slice()
+        } else {
+            value
+        };
+        let record = EventRecord::decode(plain).map_err(StoreError::Read)?;
+        Ok((record, EventRecord::payload_apart(plain)))
+    }
+
+    /// The record stored under `key` as `value`, with its payload.
+    fn whole(&self, key: &[u8], value: &[u8]) -> Result<EventRecord, StoreError> {
+        let (record, apart) = self.decode(key, value)?;
+        self.with_payload(record, apart)
+    }
+
+    /// `record` with its payload, read from its own key when the record
+    /// leaves it `apart`.
     fn with_payload(
         &self,
         mut record: EventRecord,
-        encoded: &[u8],
+        apart: bool,
     ) -> Result<EventRecord, StoreError> {
-        if EventRecord::payload_apart(encoded) {
+        if apart {
             record.payload = match self.trees()?.events.get(body_key(&record.id)) {
-                Ok(Some(body)) => self.payloads.read(&record.id, &body)?,
+                Ok(Some(body)) => self.payloads.read(&record.id, &body, &self.keys)?,
                 Ok(None) => {
                     return Err(StoreError::Read(format!(
                         "event {} has lost its payload",
@@ -241,6 +284,13 @@ impl SledStore {
             .map(|v| String::from_utf8_lossy(&v).into_owned())
     }
 
+    fn kv_codec(&self) -> kv::Codec<'_> {
+        kv::Codec {
+            keys: &self.keys,
+            sealed: self.kv_sealed,
+        }
+    }
+
     /// The open database's trees for plugin state.
     fn kv(&self) -> Result<Arc<Trees>, KvError> {
         self.shelf.get().map_err(KvError::Unavailable)
@@ -289,14 +339,15 @@ fn dedup_of(d: Dedup, id: EventId) -> (Vec<u8>, EventId, u64) {
 /// the record that attempts rewrite; a large one as a file, added to
 /// `files`) and queue its first attempt.
 fn queued_new(
+    store: &SledStore,
     record: &EventRecord,
     files: &mut Vec<(EventId, Vec<u8>)>,
 ) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-    let stored = payloads::store(record.id, &record.payload);
+    let stored = payloads::store(record.id, &record.payload, &store.keys);
     files.extend(stored.file);
     vec![
         (body_key(&record.id), Some(stored.value)),
-        (event_key(&record.id), Some(record.encode())),
+        (event_key(&record.id), Some(store.encode(record))),
         (
             queue_key(record.received_at_ms, &record.id),
             Some(1u32.to_be_bytes().to_vec()),
@@ -321,7 +372,7 @@ impl Store for SledStore {
     ) -> Ticket {
         let mut files = Vec::new();
         self.submit(Write {
-            ops: queued_new(record, &mut files),
+            ops: queued_new(self, record, &mut files),
             files,
             dedup: dedup.map(|d| dedup_of(d, record.id)),
             after,
@@ -339,7 +390,7 @@ impl Store for SledStore {
             .map(|p| {
                 let mut files = Vec::new();
                 Item {
-                    ops: queued_new(&p.record, &mut files),
+                    ops: queued_new(self, &p.record, &mut files),
                     files,
                     dedup: dedup_of(p.dedup, p.record.id),
                     after: p.after,
@@ -377,7 +428,7 @@ impl Store for SledStore {
                 write.put(dead_key(&record.id), v);
             }
         }
-        write.put(event_key(&record.id), record.encode());
+        write.put(event_key(&record.id), self.encode(record));
         write.after = after;
         // The attempt was made: its outcome is written even through a
         // store failure, or the event would be attempted again.
@@ -395,9 +446,9 @@ impl Store for SledStore {
         let mut write = Write::default();
         write.remove(queue_key(done.due_ms, &done.id));
         write.put(done_key(super::now_ms(), &parent.id), size_value(parent));
-        write.put(event_key(&parent.id), parent.encode());
+        write.put(event_key(&parent.id), self.encode(parent));
         for child in children {
-            let ops = queued_new(child, &mut write.files);
+            let ops = queued_new(self, child, &mut write.files);
             write.ops.extend(ops);
         }
         write.after = after;
@@ -439,7 +490,7 @@ impl Store for SledStore {
             queue_key(due_ms, &record.id),
             attempt.to_be_bytes().to_vec(),
         );
-        write.put(event_key(&record.id), record.encode());
+        write.put(event_key(&record.id), self.encode(record));
         write.after = after;
         self.submit(write)
     }
@@ -449,7 +500,7 @@ impl Store for SledStore {
     }
 
     fn rewrite(&self, record: &EventRecord) -> Ticket {
-        let stored = payloads::store(record.id, &record.payload);
+        let stored = payloads::store(record.id, &record.payload, &self.keys);
         let mut write = Write {
             requires: Some(event_key(&record.id)),
             files: stored.file.into_iter().collect(),
@@ -458,7 +509,7 @@ impl Store for SledStore {
         // Removed first: a payload file of the old one goes once this lands.
         write.remove(body_key(&record.id));
         write.put(body_key(&record.id), stored.value);
-        write.put(event_key(&record.id), record.encode());
+        write.put(event_key(&record.id), self.encode(record));
         self.submit(write)
     }
 
@@ -467,8 +518,9 @@ impl Store for SledStore {
     }
 
     fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
-        match self.trees()?.events.get(event_key(id)) {
-            Ok(Some(v)) => self.whole(&v).map(Some),
+        let key = event_key(id);
+        match self.trees()?.events.get(&key) {
+            Ok(Some(v)) => self.whole(&key, &v).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(StoreError::Read(e.to_string())),
         }
@@ -514,10 +566,10 @@ impl Store for SledStore {
     ) -> Result<Vec<EventRecord>, StoreError> {
         let mut out = Vec::new();
         for item in self.trees()?.events.scan_prefix([EVENT]).rev() {
-            let (_, v) = item.map_err(|e| StoreError::Read(e.to_string()))?;
-            let r = EventRecord::decode(&v).map_err(StoreError::Read)?;
+            let (k, v) = item.map_err(|e| StoreError::Read(e.to_string()))?;
+            let (r, apart) = self.decode(&k, &v)?;
             if keep(&r) {
-                out.push(self.with_payload(r, &v)?);
+                out.push(self.with_payload(r, apart)?);
                 if out.len() >= limit {
                     break;
                 }
@@ -532,9 +584,9 @@ impl Store for SledStore {
         visit: &mut dyn FnMut(EventRecord) -> bool,
     ) -> Result<(), StoreError> {
         for item in self.trees()?.events.scan_prefix([EVENT]).rev() {
-            let (_, v) = item.map_err(|e| StoreError::Read(e.to_string()))?;
-            let record = EventRecord::decode(&v).map_err(StoreError::Read)?;
-            if wanted(&record) && !visit(self.with_payload(record, &v)?) {
+            let (k, v) = item.map_err(|e| StoreError::Read(e.to_string()))?;
+            let (record, apart) = self.decode(&k, &v)?;
+            if wanted(&record) && !visit(self.with_payload(record, apart)?) {
                 break;
             }
         }
@@ -662,7 +714,7 @@ impl Store for SledStore {
     }
 
     fn kv_get(&self, namespace: &[u8], key: &str) -> Result<Option<Vec<u8>>, KvError> {
-        kv::get(&self.kv()?.kv, namespace, key)
+        kv::get(&self.kv()?.kv, self.kv_codec(), namespace, key)
     }
 
     fn kv_swap(
@@ -675,7 +727,15 @@ impl Store for SledStore {
     ) -> Result<bool, KvError> {
         let _writing = self.shelf.writing();
         let trees = self.kv()?;
-        let swapped = kv::swap(&trees.kv, namespace, key, expected, new, quota_bytes);
+        let swapped = kv::swap(
+            &trees.kv,
+            self.kv_codec(),
+            namespace,
+            key,
+            expected,
+            new,
+            quota_bytes,
+        );
         if let Err(KvError::Unavailable(_)) = &swapped {
             // A failed kv write leaves sled's error behind as any other.
             self.shelf.check(trees.db.flush()).ok();
@@ -728,6 +788,14 @@ impl Store for SledStore {
 
     fn backup(&self, to: &Path) -> Result<BackupManifest, StoreError> {
         backup::take(self, to)
+    }
+
+    fn encryption(&self) -> super::Encryption {
+        sealing::status(self)
+    }
+
+    fn reencrypt(&self) -> StoreFuture<'_, super::Reencrypted> {
+        Box::pin(sealing::reencrypt(self))
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

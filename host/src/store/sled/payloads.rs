@@ -11,6 +11,7 @@
 //! and the unlink) are removed when the store opens.
 
 use super::keys::{BODY, body_key};
+use crate::store::seal::{self, Keyring};
 use crate::store::{EventId, StoreError};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,10 @@ const INLINE: u8 = 0;
 /// First byte of a payload key's value: the payload is in a file, with
 /// this SHA-256.
 const IN_FILE: u8 = 1;
+/// As [`INLINE`], sealed (see [`crate::store::seal`]).
+const SEALED_INLINE: u8 = 2;
+/// As [`IN_FILE`], the file holding the sealed payload.
+const SEALED_FILE: u8 = 3;
 
 /// The directory of payload files.
 #[derive(Debug, Clone)]
@@ -37,19 +42,45 @@ pub(super) struct Stored {
     pub file: Option<(EventId, Vec<u8>)>,
 }
 
-/// How to store `payload` of event `id`.
-pub(super) fn store(id: EventId, payload: &[u8]) -> Stored {
+/// How to store `payload` of event `id`, sealed when `keys` seal.
+pub(super) fn store(id: EventId, payload: &[u8], keys: &Keyring) -> Stored {
+    let sealed = keys.seal(&body_key(&id), payload);
+    let (bytes, inline, in_file) = match &sealed {
+        Some(s) => (s.as_slice(), SEALED_INLINE, SEALED_FILE),
+        None => (payload, INLINE, IN_FILE),
+    };
     if payload.len() < FILE_FROM_BYTES {
-        let mut value = Vec::with_capacity(payload.len() + 1);
-        value.push(INLINE);
-        value.extend_from_slice(payload);
+        let mut value = Vec::with_capacity(bytes.len() + 1);
+        value.push(inline);
+        value.extend_from_slice(bytes);
         return Stored { value, file: None };
     }
-    let mut value = vec![IN_FILE];
-    value.extend_from_slice(&Sha256::digest(payload));
+    let mut value = vec![in_file];
+    value.extend_from_slice(&Sha256::digest(bytes));
     Stored {
         value,
-        file: Some((id, payload.to_vec())),
+        file: Some((id, sealed.unwrap_or_else(|| payload.to_vec()))),
+    }
+}
+
+/// The key a payload key's `value` is sealed under, read from the value
+/// or its file; `None` for a plain one. For `weft store reencrypt`.
+pub(super) fn sealed_under(
+    payloads: &Payloads,
+    id: &EventId,
+    value: &[u8],
+) -> Option<crate::store::seal::KeyId> {
+    match value.split_first() {
+        Some((&SEALED_INLINE, sealed)) => seal::sealed_id(sealed),
+        Some((&SEALED_FILE, _)) => {
+            let mut head = [0u8; seal::OVERHEAD];
+            use std::io::Read;
+            std::fs::File::open(payloads.path(id))
+                .and_then(|mut f| f.read_exact(&mut head))
+                .ok()?;
+            seal::sealed_id(&head)
+        }
+        _ => None,
     }
 }
 
@@ -97,10 +128,15 @@ impl Payloads {
     }
 
     /// The payload a key's `value` stands for.
-    pub fn read(&self, id: &EventId, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+    pub fn read(&self, id: &EventId, value: &[u8], keys: &Keyring) -> Result<Vec<u8>, StoreError> {
+        let open = |sealed: &[u8]| {
+            keys.open(&body_key(id), sealed)
+                .map_err(|why| StoreError::Read(format!("the payload of event {id}: {why}")))
+        };
         match value.split_first() {
             Some((&INLINE, payload)) => Ok(payload.to_vec()),
-            Some((&IN_FILE, digest)) => {
+            Some((&SEALED_INLINE, sealed)) => open(sealed),
+            Some((&tag @ (IN_FILE | SEALED_FILE), digest)) => {
                 let bytes = std::fs::read(self.path(id)).map_err(|e| {
                     StoreError::Read(format!(
                         "the payload file of event {id} cannot be read ({e}); restore {} from a backup",
@@ -113,7 +149,11 @@ impl Payloads {
                         self.path(id).display()
                     )));
                 }
-                Ok(bytes)
+                if tag == SEALED_FILE {
+                    open(&bytes)
+                } else {
+                    Ok(bytes)
+                }
             }
             _ => Err(StoreError::Read(format!(
                 "the payload of event {id} is stored in a form this weft does not know"
@@ -128,7 +168,7 @@ impl Payloads {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let named = name.parse::<EventId>().ok().is_some_and(|id| {
-                matches!(events.get(body_key(&id)), Ok(Some(v)) if v.first() == Some(&IN_FILE))
+                matches!(events.get(body_key(&id)), Ok(Some(v)) if matches!(v.first(), Some(&(IN_FILE | SEALED_FILE))))
             });
             if !named {
                 std::fs::remove_file(entry.path())?;
@@ -150,6 +190,11 @@ impl Payloads {
             })
             .unwrap_or(0)
     }
+}
+
+/// Whether `key = value` is a payload key naming a file.
+pub(super) fn names_file(key: &[u8], value: &[u8]) -> bool {
+    key.first() == Some(&BODY) && matches!(value.first(), Some(&(IN_FILE | SEALED_FILE)))
 }
 
 /// Ids of the events whose payload keys are among `keys` (for the files to

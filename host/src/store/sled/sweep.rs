@@ -161,7 +161,7 @@ async fn sweep_payloads(
         if before.is_none_or(|before| at >= before) {
             continue;
         }
-        let stored = super::payloads::store(id, EXPIRED);
+        let stored = super::payloads::store(id, EXPIRED, &store.keys);
         // Only while the event is still in the history.
         let mut w = Write {
             requires: Some(k.to_vec()),

@@ -167,3 +167,181 @@ async fn records_with_the_payload_inline_are_moved_apart_at_open() {
     );
     assert_eq!(store.event(&record.id).unwrap().unwrap(), record);
 }
+
+/// Every file under `dir` that holds `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_holding(&path, needle));
+        } else if std::fs::read(&path)
+            .is_ok_and(|b| needle.is_empty() || b.windows(needle.len()).any(|w| w == needle))
+        {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn sealed_values_never_reach_the_disk_and_survive_a_key_rotation() {
+    const CANARY: &str = "canary-1f9e77c2";
+    let dir = tempfile::tempdir().unwrap();
+    let k1 = Keyring::new([1; 32], &[]);
+    // A store written without encryption first: a plain record and a
+    // plain plugin state value.
+    let plain = EventRecord::queued(EventId::new(), "p", "k0", b"{\"v\":\"early\"}".to_vec());
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        store.accept(&plain, None, None).await.unwrap();
+        store
+            .kv_swap(b"ns", "early", None, Some(b"early-state"), 1 << 20)
+            .unwrap();
+        store.close();
+    }
+    let store = SledStore::open_with(dir.path(), k1.clone()).unwrap();
+    // Plugin state was sealed at open; the plain record still reads.
+    assert_eq!(
+        store.kv_get(b"ns", "early").unwrap().as_deref(),
+        Some(&b"early-state"[..])
+    );
+    assert_eq!(
+        store.event(&plain.id).unwrap().unwrap().payload,
+        plain.payload
+    );
+    let small = EventRecord {
+        headers: vec![("x-note".into(), CANARY.into())],
+        ..EventRecord::queued(
+            EventId::new(),
+            "p",
+            CANARY,
+            format!("{{\"c\":\"{CANARY}\"}}").into_bytes(),
+        )
+    };
+    let large = EventRecord::queued(
+        EventId::new(),
+        "p",
+        "k2",
+        format!("{{\"c\":\"{CANARY}\",\"pad\":\"{}\"}}", "x".repeat(100_000)).into_bytes(),
+    );
+    for r in [&small, &large] {
+        store.accept(r, None, None).await.unwrap();
+    }
+    store
+        .kv_swap(b"ns", "state", None, Some(CANARY.as_bytes()), 1 << 20)
+        .unwrap();
+    // A compare-and-swap compares plaintext.
+    assert!(
+        store
+            .kv_swap(
+                b"ns",
+                "state",
+                Some(Some(CANARY.as_bytes())),
+                Some(b"next"),
+                1 << 20
+            )
+            .unwrap()
+    );
+    store
+        .kv_swap(b"ns", "state", None, Some(CANARY.as_bytes()), 1 << 20)
+        .unwrap();
+    assert_eq!(
+        store.event(&large.id).unwrap().unwrap().payload,
+        large.payload
+    );
+    assert_eq!(
+        store.event(&small.id).unwrap().unwrap().headers,
+        small.headers
+    );
+    // The plain record is sealed by a pass.
+    let r = store.reencrypt().await.unwrap();
+    assert_eq!((r.records, r.payloads), (1, 1), "{r:?}");
+    store.close();
+    drop(store);
+    let held = files_holding(dir.path(), CANARY.as_bytes());
+    assert!(held.is_empty(), "the canary is in {held:?}");
+
+    // A wrong key is refused before anything changes.
+    let contents = || {
+        let store = SledStore::open_with(dir.path(), Keyring::opaque()).unwrap();
+        let t = store.trees().unwrap();
+        let mut all: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for tree in [&t.events, &t.kv, &t.meta, &t.audit, &t.schedules] {
+            all.extend(tree.iter().map(|kv| {
+                let (k, v) = kv.unwrap();
+                (k.to_vec(), v.to_vec())
+            }));
+        }
+        drop(t);
+        store.close();
+        let files: Vec<Vec<u8>> = files_holding(&dir.path().join("payloads"), b"")
+            .iter()
+            .map(|f| std::fs::read(f).unwrap())
+            .collect();
+        (all, files)
+    };
+    let before = contents();
+    let err = SledStore::open_with(dir.path(), Keyring::new([9; 32], &[]))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("not among the configured keys"), "{err}");
+    assert!(err.contains("Nothing was changed"), "{err}");
+    let err = SledStore::open(dir.path()).err().unwrap().to_string();
+    assert!(err.contains("is encrypted"), "{err}");
+    assert!(before == contents(), "a refused open changed the store");
+
+    // Rotated: old values read under the previous key, new ones go under
+    // the new key, and a pass moves the old ones over.
+    let k2 = Keyring::new([2; 32], &[[1; 32]]);
+    let store = SledStore::open_with(dir.path(), k2).unwrap();
+    assert_eq!(
+        store.event(&large.id).unwrap().unwrap().payload,
+        large.payload
+    );
+    assert_eq!(store.encryption().keys_in_use.len(), 2);
+    let r = store.reencrypt().await.unwrap();
+    assert_eq!((r.records, r.payloads, r.kv_values), (3, 3, 2), "{r:?}");
+    assert_eq!(
+        r.encryption.keys_in_use,
+        vec![r.encryption.current_key.clone().unwrap()]
+    );
+    store.close();
+    drop(store);
+    // Only the new key is needed now.
+    let store = SledStore::open_with(dir.path(), Keyring::new([2; 32], &[])).unwrap();
+    assert_eq!(
+        store.event(&small.id).unwrap().unwrap().payload,
+        small.payload
+    );
+    assert_eq!(
+        store.kv_get(b"ns", "state").unwrap().as_deref(),
+        Some(CANARY.as_bytes())
+    );
+    assert_eq!(
+        store.event(&plain.id).unwrap().unwrap().payload,
+        plain.payload
+    );
+}
+
+#[tokio::test]
+async fn a_sealed_value_moved_to_another_record_does_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open_with(dir.path(), Keyring::new([3; 32], &[])).unwrap();
+    let a = EventRecord::queued(EventId::new(), "p", "a", b"{\"who\":\"a\"}".to_vec());
+    let b = EventRecord::queued(EventId::new(), "p", "b", b"{\"who\":\"b\"}".to_vec());
+    for r in [&a, &b] {
+        store.accept(r, None, None).await.unwrap();
+    }
+    // Someone with the files swaps b's payload for a's.
+    let a_body = raw(&store, body_key(&a.id)).unwrap();
+    store
+        .trees()
+        .unwrap()
+        .events
+        .insert(body_key(&b.id), a_body)
+        .unwrap();
+    let err = store.event(&b.id).unwrap_err().to_string();
+    assert!(err.contains("moved from another place"), "{err}");
+}

@@ -1,0 +1,220 @@
+//! Which keys the store's values are sealed under: checked against the
+//! configured keys before the store is touched, and moved to the current
+//! key by `weft store reencrypt` while the host serves.
+//!
+//! The `meta` tree's [`KEYS_IN_USE`] lists the ids of every key a value
+//! may be sealed under. A key is added before the first value is sealed
+//! under it, and the others are dropped only after a pass left no value
+//! under them, so the list never misses a key the store needs.
+
+use super::committer::Write;
+use super::keys::{BODY, EVENT};
+use super::shelf::Trees;
+use super::{SledStore, kv, payloads};
+use crate::store::seal::{KeyId, sealed_id, show_id};
+use crate::store::{Committed, Encryption, EventId, Keyring, Reencrypted, Store, StoreError};
+
+/// `meta` key: the ids of the keys values may be sealed under.
+const KEYS_IN_USE: &[u8] = b"sealed-keys";
+
+fn recorded(trees: &Trees) -> Result<Vec<KeyId>, String> {
+    let value = trees
+        .meta
+        .get(KEYS_IN_USE)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    Ok(value
+        .chunks_exact(8)
+        .filter_map(|c| c.try_into().ok())
+        .collect())
+}
+
+fn record(trees: &Trees, ids: &[KeyId]) -> Result<(), String> {
+    trees
+        .meta
+        .insert(KEYS_IN_USE, ids.concat())
+        .map_err(|e| e.to_string())?;
+    trees.db.flush().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn listed(ids: &[KeyId]) -> String {
+    ids.iter().map(show_id).collect::<Vec<_>>().join(", ")
+}
+
+/// Check that `keys` open every value the store may hold, before anything
+/// is changed; then record the current key and seal plugin state if this
+/// is the first open with encryption. Returns whether plugin state is
+/// sealed.
+pub(super) fn check(trees: &Trees, keys: &Keyring) -> Result<bool, String> {
+    let in_use = recorded(trees)?;
+    let kv_sealed = trees
+        .kv
+        .contains_key(kv::SEALED_FLAG)
+        .map_err(|e| e.to_string())?;
+    if keys.is_opaque() {
+        return Ok(kv_sealed);
+    }
+    let known = keys.ids();
+    let missing: Vec<KeyId> = in_use
+        .iter()
+        .filter(|id| !known.contains(id))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        return Err(match keys.current_id() {
+            None => format!(
+                "the store is encrypted (values are sealed under key {}) and server.encryption is not set; set it to the key the store was written with. Nothing was changed",
+                listed(&missing)
+            ),
+            Some(current) => format!(
+                "the store holds values sealed under key {}, which is not among the configured keys ({}); give the key it was written with as server.encryption.key, or in previous while moving to a new key. Nothing was changed",
+                listed(&missing),
+                listed(&known).replacen(
+                    &show_id(&current),
+                    &format!("{} (key)", show_id(&current)),
+                    1
+                )
+            ),
+        });
+    }
+    let Some(current) = keys.current_id() else {
+        return Ok(kv_sealed);
+    };
+    if !in_use.contains(&current) {
+        let mut ids = in_use;
+        ids.push(current);
+        record(trees, &ids)?;
+    }
+    if !kv_sealed {
+        let sealed = kv::seal_all(&trees.kv, keys)?;
+        if sealed > 0 {
+            tracing::info!(values = sealed, "plugin state sealed under the store key");
+        }
+    }
+    Ok(true)
+}
+
+/// The store's encryption as recorded.
+pub(super) fn status(store: &SledStore) -> Encryption {
+    let in_use = store
+        .trees()
+        .ok()
+        .and_then(|t| recorded(&t).ok())
+        .unwrap_or_default();
+    Encryption {
+        current_key: store.keys.current_id().map(|id| show_id(&id)),
+        keys_in_use: in_use.iter().map(show_id).collect(),
+    }
+}
+
+/// How many writes a pass keeps in flight.
+const IN_FLIGHT: usize = 256;
+
+/// Move every value to the current key.
+pub(super) async fn reencrypt(store: &SledStore) -> Result<Reencrypted, StoreError> {
+    let keys = store.keys.clone();
+    if !keys.seals() {
+        return Err(StoreError::Write(
+            "the store is not encrypted: set server.encryption.key (see `weft store keygen`) and restart first".into(),
+        ));
+    }
+    let trees = store.trees()?;
+    let read = |e: sled::Error| StoreError::Read(e.to_string());
+    let mut done = Reencrypted::default();
+    let mut tickets: Vec<(bool, crate::store::Ticket)> = Vec::new();
+    async fn settle(
+        tickets: &mut Vec<(bool, crate::store::Ticket)>,
+        done: &mut Reencrypted,
+    ) -> Result<(), StoreError> {
+        for (record, t) in tickets.drain(..) {
+            match t.await? {
+                Committed::Written if record => done.records += 1,
+                Committed::Written => done.payloads += 1,
+                _ => done.changed_meanwhile += 1,
+            }
+        }
+        Ok(())
+    }
+    for item in trees.events.scan_prefix([EVENT]) {
+        let (k, v) = item.map_err(read)?;
+        if !keys.stale(sealed_id(&v)) {
+            continue;
+        }
+        let (record, apart) = store.decode(&k, &v)?;
+        // Records holding their payload inline were moved apart at open;
+        // one that could not be read then is left as it is.
+        if !apart {
+            continue;
+        }
+        let mut write = Write {
+            unchanged: Some((k.to_vec(), v.to_vec())),
+            ..Write::default()
+        };
+        write.put(k.to_vec(), store.encode(&record));
+        tickets.push((true, store.submit(write)));
+        if tickets.len() >= IN_FLIGHT {
+            settle(&mut tickets, &mut done).await?;
+        }
+    }
+    for item in trees.events.scan_prefix([BODY]) {
+        let (k, v) = item.map_err(read)?;
+        let Some(id) = EventId::from_slice(&k[1..]) else {
+            continue;
+        };
+        if !keys.stale(payloads::sealed_under(&store.payloads, &id, &v)) {
+            continue;
+        }
+        let payload = store.payloads.read(&id, &v, &keys)?;
+        let stored = payloads::store(id, &payload, &keys);
+        let mut write = Write {
+            unchanged: Some((k.to_vec(), v.to_vec())),
+            files: stored.file.into_iter().collect(),
+            ..Write::default()
+        };
+        write.remove(k.to_vec());
+        write.put(k.to_vec(), stored.value);
+        tickets.push((false, store.submit(write)));
+        if tickets.len() >= IN_FLIGHT {
+            settle(&mut tickets, &mut done).await?;
+        }
+    }
+    settle(&mut tickets, &mut done).await?;
+    done.kv_values = kv::reseal(&trees.kv, &keys).map_err(StoreError::Write)? as u64;
+    store.flush().await?;
+    // Whatever the host wrote meanwhile is under the current key; check
+    // that nothing is left under another before forgetting those keys.
+    let left = left_behind(store, &trees, &keys)?;
+    let current = keys.current_id().into_iter().collect::<Vec<_>>();
+    if left == 0 {
+        record(&trees, &current).map_err(StoreError::Write)?;
+    } else {
+        tracing::warn!(
+            values = left,
+            "values are still sealed under an earlier key; run `weft store reencrypt` again"
+        );
+    }
+    done.encryption = status(store);
+    Ok(done)
+}
+
+/// How many values are not under the current key.
+fn left_behind(store: &SledStore, trees: &Trees, keys: &Keyring) -> Result<u64, StoreError> {
+    let read = |e: sled::Error| StoreError::Read(e.to_string());
+    let mut left = 0;
+    for item in trees.events.scan_prefix([EVENT]) {
+        let (_, v) = item.map_err(read)?;
+        left += u64::from(keys.stale(sealed_id(&v)));
+    }
+    for item in trees.events.scan_prefix([BODY]) {
+        let (k, v) = item.map_err(read)?;
+        if let Some(id) = EventId::from_slice(&k[1..]) {
+            left += u64::from(keys.stale(payloads::sealed_under(&store.payloads, &id, &v)));
+        }
+    }
+    for item in trees.kv.scan_prefix(b"v") {
+        let (_, v) = item.map_err(read)?;
+        left += u64::from(keys.stale(sealed_id(&v)));
+    }
+    Ok(left)
+}
