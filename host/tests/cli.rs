@@ -1009,3 +1009,84 @@ async fn the_cli_speaks_https_to_both_listeners() {
     assert_ne!(code, 200);
     host.sigterm();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_keys_are_made_rotated_and_checked_from_the_cli() {
+    let keygen = || {
+        let out = Command::new(WEFT)
+            .args(["store", "keygen"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let key = text(&out.stdout).trim().to_string();
+        assert!(
+            key.len() == 64 && key.chars().all(|c| c.is_ascii_hexdigit()),
+            "{key}"
+        );
+        key
+    };
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let listen = free_addr();
+    let setup =
+        HostSetup::new(listen, &[PipelineSpec::leads("leads", &receiver.url("/l"))]).unwrap();
+    let (k1, k2) = (keygen(), keygen());
+    assert_ne!(k1, k2);
+    let setup = setup
+        .with_secrets(&[("STORE_KEY", &k1)])
+        .unwrap()
+        .server_line("encryption = { key = \"STORE_KEY\" }")
+        .unwrap();
+    let host = weft_tests::WeftProcess::start(WEFT, &setup.config_path, listen, "weft.log", &[]);
+    let url = format!("http://{listen}/hooks/leads");
+    for id in ["a-1", "a-2"] {
+        let (status, _) =
+            post_json(&url, lead(id, 1).to_string().as_bytes(), "application/json").await;
+        assert_eq!(status, 202);
+    }
+    assert!(wait_until(WAIT, || receiver.delivered().len() == 2).await);
+    let status = weft(&["store", "status"], &setup.config_path);
+    assert!(text(&status.stdout).contains("encrypted: new values are sealed under key"));
+    host.sigterm();
+
+    // Rotate offline: the new key with the old one as previous.
+    let rewrite = |secrets: &str, line: &str| {
+        std::fs::write(setup.dir.path().join("secrets.toml"), secrets).unwrap();
+        let text = std::fs::read_to_string(&setup.config_path).unwrap();
+        let text: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("encryption") {
+                    line.to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        std::fs::write(&setup.config_path, text.join("\n")).unwrap();
+    };
+    rewrite(
+        &format!("STORE_KEY = \"{k2}\"\nOLD_KEY = \"{k1}\"\n"),
+        "encryption = { key = \"STORE_KEY\", previous = [\"OLD_KEY\"] }",
+    );
+    let status = text(&weft(&["store", "status"], &setup.config_path).stdout);
+    assert!(status.contains("run `weft store reencrypt`"), "{status}");
+    let out = weft(&["store", "reencrypt"], &setup.config_path);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert!(said.contains("2 records, 2 payloads"), "{said}");
+    assert!(said.contains("earlier keys can be dropped"), "{said}");
+    // Without the old key now; the wrong key fails `weft check`.
+    rewrite(
+        &format!("STORE_KEY = \"{k2}\"\n"),
+        "encryption = { key = \"STORE_KEY\" }",
+    );
+    let out = weft(&["check"], &setup.config_path);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    rewrite(
+        &format!("STORE_KEY = \"{k1}\"\n"),
+        "encryption = { key = \"STORE_KEY\" }",
+    );
+    let err = fails(&["check"], &setup.config_path);
+    assert!(err.contains("not among the configured keys"), "{err}");
+    assert!(!err.contains(&k1), "the key is in the message: {err}");
+}
