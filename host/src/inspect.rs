@@ -257,6 +257,30 @@ pub async fn audit(
     }
     check_cache(config, &mut reports);
     for r in &mut reports {
+        // An OAuth credential: say where its tokens come from.
+        for line in &mut r.effective {
+            let Some(name) = line
+                .strip_prefix("credential ")
+                .and_then(|rest| rest.split(':').next())
+            else {
+                continue;
+            };
+            if let Some(o) = config.oauth.get(name) {
+                *line = format!(
+                    "credential {name}: OAuth 2.0 {} tokens from {} (scopes: {}), attached by the host; no token or secret enters the plugin",
+                    match o.grant {
+                        crate::config::OAuthGrant::ClientCredentials => "client_credentials",
+                        crate::config::OAuthGrant::RefreshToken => "refresh_token",
+                    },
+                    o.token_url,
+                    if o.scopes.is_empty() {
+                        "none asked".to_string()
+                    } else {
+                        o.scopes.join(" ")
+                    }
+                );
+            }
+        }
         r.used_by = Some(
             config
                 .pipelines_using(&r.name)

@@ -64,6 +64,19 @@ pub fn register(value: &str) {
     values.sort_by_key(|v| std::cmp::Reverse(v.len()));
 }
 
+/// Stop masking a value no longer in use (an access token long replaced),
+/// so a host that refreshes tokens for months does not mask ever more.
+pub fn forget(value: &str) {
+    if value.is_empty() {
+        return;
+    }
+    let forms = forms(value);
+    VALUES
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|v| !forms.contains(v));
+}
+
 /// `text` with every run of a registered form replaced by [`MASK`]: the
 /// whole form, or any prefix of it at least [`MIN_MASKED_RUN`] bytes long
 /// (a secret cut short is still masked).

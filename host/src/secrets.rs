@@ -116,6 +116,12 @@ impl Secrets {
                 names.insert(c.to_string());
             }
         }
+        // An OAuth credential is there when its client's secrets are.
+        for (name, o) in &config.oauth {
+            if o.secret_names().all(|s| names.contains(s)) {
+                names.insert(name.clone());
+            }
+        }
         Ok(names)
     }
 

@@ -4,6 +4,7 @@
 //! quickstart all use it.
 
 pub mod browser;
+pub mod oauth;
 pub mod paged_api;
 pub mod receiver;
 

@@ -83,6 +83,8 @@ pub trait Admin {
         &self,
         request: crate::engine::EraseRequest,
     ) -> AdminFuture<'_, crate::engine::Erasure>;
+    /// The state of every credential the grants attach.
+    fn credentials(&self) -> AdminFuture<'_, Vec<crate::oauth::CredentialStatus>>;
     /// The store's encryption at rest.
     fn encryption(&self) -> AdminFuture<'_, crate::store::Encryption>;
     /// Seal every value again under the current key.
@@ -269,6 +271,18 @@ impl Admin for HttpAdmin {
             let body = serde_json::to_vec(&request)?;
             self.get(hyper::Method::POST, "/api/v1/erase", Some(body), None)
                 .await
+        })
+    }
+
+    fn credentials(&self) -> AdminFuture<'_, Vec<crate::oauth::CredentialStatus>> {
+        Box::pin(async move {
+            self.get(
+                hyper::Method::GET,
+                "/api/v1/credentials",
+                None,
+                Some("credentials"),
+            )
+            .await
         })
     }
 
@@ -471,6 +485,30 @@ impl Admin for LocalAdmin {
             };
             audit_local(store.as_ref(), "erase", "", detail);
             result.map_err(anyhow::Error::msg)
+        })
+    }
+
+    fn credentials(&self) -> AdminFuture<'_, Vec<crate::oauth::CredentialStatus>> {
+        Box::pin(async move {
+            let config = self.config()?;
+            let mut list = crate::oauth::secret_statuses(config);
+            for (name, o) in &config.oauth {
+                list.push(crate::oauth::CredentialStatus {
+                    name: name.clone(),
+                    kind: "oauth".into(),
+                    token_url: Some(o.token_url.clone()),
+                    scopes: o.scopes.clone(),
+                    state: "host not running (tokens are held in memory only)".into(),
+                    used_by: config
+                        .grants
+                        .iter()
+                        .filter(|(_, g)| g.credentials.iter().any(|c| c.name == *name))
+                        .map(|(p, _)| p.clone())
+                        .collect(),
+                    ..Default::default()
+                });
+            }
+            Ok(list)
         })
     }
 

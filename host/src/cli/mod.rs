@@ -10,6 +10,7 @@ mod call;
 mod canary;
 mod check;
 pub mod client;
+mod credentials;
 mod dlq;
 mod erase;
 mod pipeline;
@@ -91,6 +92,9 @@ enum Command {
     /// history and the dead-letter queue, as the pipelines' `subjects` name
     /// it; audited without the value.
     Erase(erase::EraseArgs),
+    /// Credentials held by the host: static secrets and OAuth clients.
+    #[command(subcommand)]
+    Credentials(credentials::CredentialsCommand),
     /// Encryption at rest: make a key, show the keys in use, seal every
     /// value again under the current key.
     #[command(subcommand)]
@@ -161,6 +165,7 @@ impl Cli {
             Command::Restore(args) => args.run().await,
             Command::Erase(args) => args.run().await,
             Command::Store(c) => c.run().await,
+            Command::Credentials(c) => c.run().await,
             Command::Completions { shell } => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();
                 clap_complete::generate(shell, &mut cmd, "weft", &mut std::io::stdout());

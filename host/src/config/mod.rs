@@ -6,6 +6,7 @@ mod allow;
 mod canary;
 mod credential;
 mod grant;
+mod oauth;
 mod objective;
 mod pattern;
 mod pipeline;
@@ -22,6 +23,7 @@ pub use allow::Allowlist;
 pub use canary::CanaryConfig;
 pub use credential::{CREDENTIAL_HEADERS, CredentialGrant};
 pub use grant::{DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_MS, Grant, KvGrant};
+pub use oauth::{ClientAuth as OAuthClientAuth, OAuthConfig, OAuthGrant};
 pub use objective::{Catalog, LatencyObjective, QualityAction, QualityConfig, SloConfig};
 pub use pattern::OriginPattern;
 pub use pipeline::{ContractConfig, PipelineConfig, RetentionConfig, VersionedContract};
@@ -64,6 +66,10 @@ pub struct Config {
     /// Who may use the admin API.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Credentials that are OAuth 2.0 clients, by credential name: the
+    /// host holds their tokens (`[oauth.CRM]`).
+    #[serde(default)]
+    pub oauth: BTreeMap<String, OAuthConfig>,
 }
 
 /// A configuration error, naming the file.
@@ -162,6 +168,14 @@ impl Config {
         self.server.validate()?;
         for (name, grant) in &self.grants {
             grant.validate(name)?;
+            if let Some(r) = grant.reveal.iter().find(|r| self.oauth.contains_key(*r)) {
+                return Err(format!(
+                    "grants.{name}.reveal: {r} is an OAuth credential, and plugins never see its tokens; attach it instead (credentials = [\"{r}\"])"
+                ));
+            }
+        }
+        for (name, o) in &self.oauth {
+            o.validate(name, self.server.encryption.is_some())?;
         }
         if self.pipelines.is_empty() {
             return Err("no [[pipeline]] is configured; add at least one".into());
@@ -306,8 +320,15 @@ impl Config {
             .flat_map(|(plugin, g)| {
                 g.credential_names()
                     .into_iter()
+                    // An OAuth credential is read through its client's secrets.
+                    .filter(|c| !self.oauth.contains_key(*c))
                     .map(move |c| (c, plugin.as_str()))
             })
+            .chain(
+                self.oauth
+                    .values()
+                    .flat_map(|o| o.secret_names().map(|s| (s, "an OAuth client"))),
+            )
             .chain(
                 self.admin
                     .tokens

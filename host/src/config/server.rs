@@ -192,7 +192,7 @@ impl ServerConfig {
                     "server.encryption: {bad:?} is not a credential name; write the NAME whose key is in WEFT_SECRET_NAME or the secrets file"
                 ));
             }
-            if e.previous.iter().any(|p| *p == e.key) {
+            if e.previous.contains(&e.key) {
                 return Err(format!(
                     "server.encryption.previous names the current key {:?} too; list only earlier keys there",
                     e.key

@@ -19,6 +19,8 @@ pub(super) struct Ground {
     pub switch: Arc<Switch>,
     /// False only in the benchmark that measures what the guards cost.
     pub guards: bool,
+    /// OAuth clients, kept across reloads with their tokens.
+    pub oauth: Arc<crate::oauth::Registry>,
 }
 
 /// One configuration, built and checked, not yet started.
@@ -55,17 +57,22 @@ impl Generation {
             tracing::warn!("plugins run without memory caps, time limits or egress checks");
             options.guards = false;
         }
-        let sandbox = Arc::new(
-            Sandbox::with_options(ground.store.clone(), options)?
-                .with_upstreams(Arc::new(crate::limit::UpstreamLimits::new(
-                    &config.upstreams,
-                )))
-                .with_secrets(secrets.clone())
-                .with_trust(Arc::new(
-                    crate::sandbox::OutboundTls::build(config, &secrets)
-                        .map_err(StartError::Tls)?,
-                )),
+        let upstreams = Arc::new(crate::limit::UpstreamLimits::new(&config.upstreams));
+        let sandbox = Sandbox::with_options(ground.store.clone(), options)?
+            .with_upstreams(upstreams.clone())
+            .with_secrets(secrets.clone())
+            .with_trust(Arc::new(
+                crate::sandbox::OutboundTls::build(config, &secrets).map_err(StartError::Tls)?,
+            ));
+        let oauth = ground.oauth.update(
+            config,
+            &secrets,
+            &ground.store,
+            sandbox.http_client(),
+            sandbox.guarded(),
+            upstreams,
         );
+        let sandbox = Arc::new(sandbox.with_oauth(oauth));
         let (plugins, load_errors) =
             load_plugins(config, &sandbox, Some(ground.cache.clone())).await?;
         for (name, e) in &load_errors {

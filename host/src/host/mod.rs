@@ -192,6 +192,7 @@ impl RunningHost {
             cache: Arc::new(cache.with_budget(config.plugins.cache_max_bytes)),
             switch: crate::engine::Switch::new(),
             guards,
+            oauth: Arc::default(),
         };
         let first = Generation::build(&config, &ground).await?;
         // Code of plugins no longer in the directory only takes up space.

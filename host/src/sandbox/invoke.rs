@@ -505,6 +505,7 @@ impl Sandbox {
                 traceparent: traceparent_for(&ctx.correlation_id),
                 guarded: guards,
                 secrets: self.secrets.clone(),
+                oauth: self.oauth.clone(),
                 attachments: Default::default(),
                 grant: limits.grant.clone(),
                 response_cap: limits.response_bytes,

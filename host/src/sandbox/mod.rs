@@ -22,6 +22,8 @@ mod state;
 mod types;
 pub mod versions;
 
+pub use host::egress::HttpClient;
+pub(crate) use host::egress::send_checked;
 pub use host::https::{HttpsConnector, find_tls_failure};
 pub use host::net;
 pub use host::tape;

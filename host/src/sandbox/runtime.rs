@@ -95,6 +95,8 @@ pub struct Sandbox {
     pub(super) store: Arc<dyn Store>,
     pub(super) upstreams: Arc<crate::limit::UpstreamLimits>,
     pub(super) secrets: Arc<crate::secrets::Secrets>,
+    /// OAuth clients whose tokens the host attaches.
+    pub(super) oauth: Arc<crate::oauth::OAuthClients>,
     pub(super) denials: Arc<super::deny::Denials>,
     pub(super) options: SandboxOptions,
     /// Record or replay plugins' outbound HTTP (`weft plugin test`).
@@ -164,6 +166,7 @@ impl Sandbox {
             store,
             upstreams: Arc::default(),
             secrets: Arc::default(),
+            oauth: Arc::default(),
             options,
             tape: None,
             _ticker: EpochTicker(stop),
@@ -186,6 +189,28 @@ impl Sandbox {
     pub fn with_secrets(mut self, secrets: Arc<crate::secrets::Secrets>) -> Self {
         self.secrets = secrets;
         self
+    }
+
+    /// Attach the tokens of these OAuth clients for plugins whose grant
+    /// names them.
+    pub fn with_oauth(mut self, oauth: Arc<crate::oauth::OAuthClients>) -> Self {
+        self.oauth = oauth;
+        self
+    }
+
+    /// The pooled outbound clients, for requests the host makes itself.
+    pub fn http_client(&self) -> HttpClient {
+        self.client.clone()
+    }
+
+    /// The OAuth clients.
+    pub fn oauth(&self) -> &Arc<crate::oauth::OAuthClients> {
+        &self.oauth
+    }
+
+    /// Whether egress checks apply.
+    pub fn guarded(&self) -> bool {
+        self.options.guards
     }
 
     /// Record or replay every plugin call's outbound HTTP on `tape`.

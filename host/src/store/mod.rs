@@ -456,6 +456,14 @@ pub trait Store: Send + Sync + 'static {
     /// empty) directory `to`; writes pause while it is taken.
     fn backup(&self, to: &std::path::Path) -> Result<BackupManifest, StoreError>;
 
+    /// What the host keeps for credential `name` (an OAuth client's
+    /// rotated refresh token), as given to [`Store::set_credential_state`].
+    fn credential_state(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Keep `value` for credential `name`, sealed under the store key when
+    /// the store is encrypted; durable once the ticket resolves.
+    fn set_credential_state(&self, name: &str, value: &[u8]) -> Ticket;
+
     /// The store's encryption at rest.
     fn encryption(&self) -> Encryption;
 

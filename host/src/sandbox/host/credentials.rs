@@ -44,8 +44,17 @@ impl credentials::Host for HostState {
             }
             _ => {}
         }
-        // A replay sends nothing: the value is not needed, only the grant.
-        if self.hooks.secrets.get(&name).is_none() && !self.hooks.replaying() {
+        if self.hooks.oauth.get(&name).is_some() {
+            if matches!(
+                how,
+                credentials::Placement::Basic(_) | credentials::Placement::HmacSha256(_)
+            ) {
+                return Err(credentials::CredentialError::Invalid(format!(
+                    "credential {name} is an OAuth client: attach it as bearer, or in a header; the host puts its access token there"
+                )));
+            }
+        } else if self.hooks.secrets.get(&name).is_none() && !self.hooks.replaying() {
+            // A replay sends nothing: the value is not needed, only the grant.
             return Err(credentials::CredentialError::Invalid(format!(
                 "credential {name} is not loaded on this host"
             )));

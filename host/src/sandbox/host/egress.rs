@@ -91,6 +91,8 @@ pub struct EgressHooks {
     /// Off only in benchmarks that measure what the checks cost.
     pub(in crate::sandbox) guarded: bool,
     pub(in crate::sandbox) secrets: Arc<Secrets>,
+    /// OAuth clients: their access tokens are put on at send time.
+    pub(in crate::sandbox) oauth: Arc<crate::oauth::OAuthClients>,
     /// Credential tokens handed out in this call: token → (the credential
     /// as granted, placement).
     pub(in crate::sandbox) attachments: HashMap<String, (CredentialGrant, Placement)>,
@@ -122,6 +124,18 @@ type Sent = wasmtime_wasi_http::Result<(
 
 /// Most request-body bytes read and thrown away from a refused request.
 const REFUSED_BODY_DRAIN: usize = 16 * 1024 * 1024;
+
+/// An OAuth access token to put on a request: the client, the header and
+/// whether it goes as `Bearer <token>` or as it is.
+type TokenPlacement = (Arc<crate::oauth::OAuthClient>, http::HeaderName, bool);
+
+/// What a request's credentials still need once its body can be read:
+/// HMAC signatures (header, secret) and OAuth tokens.
+#[derive(Default)]
+struct Pending {
+    signing: Vec<(http::HeaderName, String)>,
+    tokens: Vec<TokenPlacement>,
+}
 
 /// Refuse a request. Its body is read and thrown away (up to a cap) first,
 /// so a plugin still writing it sees the refusal as the answer to its
@@ -199,7 +213,7 @@ impl EgressHooks {
         &self,
         request: &mut http::Request<WasiBody>,
         dry: bool,
-    ) -> Result<Vec<(http::HeaderName, String)>, String> {
+    ) -> Result<Pending, String> {
         let tokens: Vec<String> = request
             .headers()
             .get_all(CREDENTIAL_HEADER)
@@ -207,7 +221,7 @@ impl EgressHooks {
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect();
         request.headers_mut().remove(CREDENTIAL_HEADER);
-        let mut signing = Vec::new();
+        let mut pending = Pending::default();
         for token in tokens {
             let Some((granted, how)) = self.attachments.get(token.trim()) else {
                 return Err(self.denier.deny(
@@ -238,6 +252,20 @@ impl EgressHooks {
             if dry {
                 continue;
             }
+            if let Some(client) = self.oauth.get(name) {
+                let (header, bearer) = match how {
+                    Placement::Bearer => (http::header::AUTHORIZATION, true),
+                    Placement::Header(h) => (
+                        http::HeaderName::try_from(h.as_str())
+                            .map_err(|_| format!("{h:?} is not a header name"))?,
+                        false,
+                    ),
+                    // Refused when attached.
+                    Placement::Basic(_) | Placement::HmacSha256(_) => continue,
+                };
+                pending.tokens.push((client.clone(), header, bearer));
+                continue;
+            }
             let Some(secret) = self.secrets.get(name) else {
                 return Err(format!("credential {name} is not loaded on this host"));
             };
@@ -263,11 +291,11 @@ impl EgressHooks {
                 }
                 Placement::HmacSha256(h) => {
                     let name = http::HeaderName::try_from(h.as_str()).map_err(|_| bad())?;
-                    signing.push((name, secret.to_string()));
+                    pending.signing.push((name, secret.to_string()));
                 }
             }
         }
-        Ok(signing)
+        Ok(pending)
     }
 }
 
@@ -326,7 +354,7 @@ impl WasiHttpHooks for EgressHooks {
         let tape = self.tape.clone();
         let replaying = self.replaying();
         let (asked, attached) = self.asked_credentials(&request);
-        let signing = match self.attach_credentials(&mut request, replaying) {
+        let Pending { signing, tokens } = match self.attach_credentials(&mut request, replaying) {
             Ok(s) => s,
             Err(message) => return refuse(request, message),
         };
@@ -368,7 +396,12 @@ impl WasiHttpHooks for EgressHooks {
             if let Some(l) = &limiter {
                 l.acquire().await;
             }
-            let result = match send(&client, request, first_byte, guarded).await {
+            let sent = if tokens.is_empty() {
+                send(&client, request, first_byte, guarded).await
+            } else {
+                send_with_tokens(&client, request, &tokens, first_byte, guarded).await
+            };
+            let result = match sent {
                 Err(Failure::Prohibited(detail)) => {
                     return Err(HttpError::InternalError(Some(
                         denier.deny("connect", &detail),
@@ -417,6 +450,74 @@ impl WasiHttpHooks for EgressHooks {
     }
 }
 
+/// Put OAuth access tokens on `request` and send it; when the API answers
+/// 401, drop the tokens it was sent with and send it once more with new
+/// ones (the body is held for that, up to [`MAX_SIGNED_BODY`]).
+async fn send_with_tokens(
+    client: &HttpClient,
+    request: http::Request<WasiBody>,
+    tokens: &[TokenPlacement],
+    first_byte: Duration,
+    guarded: bool,
+) -> Result<Response, Failure> {
+    let (parts, body) = request.into_parts();
+    let body = Limited::new(body, MAX_SIGNED_BODY)
+        .collect()
+        .await
+        .map_err(|_| HttpError::HttpRequestBodySize(Some(MAX_SIGNED_BODY as u64)))?
+        .to_bytes();
+    let mut refused: Option<(Vec<String>, Response)> = None;
+    loop {
+        let mut next = http::Request::builder()
+            .method(parts.method.clone())
+            .uri(parts.uri.clone())
+            .version(parts.version)
+            .body(
+                Full::new(body.clone())
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+            .map_err(|e| HttpError::InternalError(Some(e.to_string())))?;
+        *next.headers_mut() = parts.headers.clone();
+        let mut fresh = Vec::with_capacity(tokens.len());
+        for (oauth, header, bearer) in tokens {
+            let token = oauth
+                .token()
+                .await
+                .map_err(|why| HttpError::InternalError(Some(why)))?;
+            let value = if *bearer {
+                format!("Bearer {token}")
+            } else {
+                token.clone()
+            };
+            let value = sensitive(&value).ok_or_else(|| {
+                HttpError::InternalError(Some(format!(
+                    "the access token of credential {} cannot be sent as a header value",
+                    oauth.name()
+                )))
+            })?;
+            next.headers_mut().insert(header.clone(), value);
+            fresh.push(token);
+        }
+        match refused {
+            // The token endpoint gave the refused tokens again: the API's
+            // 401 is the answer.
+            Some((used, resp)) if used == fresh => return Ok(resp),
+            // Sent once more with new tokens: whatever the API says now.
+            Some(_) => return send(client, next, first_byte, guarded).await,
+            None => {}
+        }
+        let resp = send(client, next, first_byte, guarded).await?;
+        if resp.status() != http::StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        for ((oauth, _, _), token) in tokens.iter().zip(&fresh) {
+            oauth.refused(token).await;
+        }
+        refused = Some((fresh, resp));
+    }
+}
+
 enum Failure {
     /// The name resolved only to addresses the plugin may not reach.
     Prohibited(String),
@@ -430,6 +531,21 @@ impl From<HttpError> for Failure {
 }
 
 type Response = http::Response<WasiBody>;
+
+/// Send a request the host makes itself (an OAuth token request) through
+/// the same pooled clients and connect-time checks as plugin requests.
+pub(crate) async fn send_checked(
+    client: &HttpClient,
+    request: http::Request<WasiBody>,
+    timeout: Duration,
+    guarded: bool,
+) -> Result<Response, String> {
+    match send(client, request, timeout, guarded).await {
+        Ok(resp) => Ok(resp),
+        Err(Failure::Prohibited(why)) => Err(format!("refused at connect: {why}")),
+        Err(Failure::Http(e)) => Err(e.to_string()),
+    }
+}
 
 /// Send one request over the pooled client of its scheme.
 async fn send(

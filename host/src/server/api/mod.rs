@@ -291,6 +291,11 @@ pub(crate) async fn handle(
                 Err(why) => error(StatusCode::UNPROCESSABLE_ENTITY, why),
             }
         }
+        Op::Credentials => {
+            let mut list = state.secrets.clone();
+            list.extend(engine.sandbox().oauth().statuses());
+            json(StatusCode::OK, &serde_json::json!({ "credentials": list }))
+        }
         Op::Encryption => json(
             StatusCode::OK,
             &serde_json::to_value(engine.store().encryption()).unwrap_or_default(),

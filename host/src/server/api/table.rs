@@ -58,6 +58,7 @@ pub enum Op {
     Erase,
     Encryption,
     Reencrypt,
+    Credentials,
 }
 
 /// A query parameter a route reads.
@@ -108,6 +109,7 @@ pub enum Typed {
     Erasure,
     Encryption,
     Reencrypted,
+    CredentialStatus,
 }
 
 const fn route(
@@ -156,6 +158,7 @@ impl Route {
             Op::Erase => Shape::One(V::Erasure),
             Op::Encryption => Shape::One(V::Encryption),
             Op::Reencrypt => Shape::One(V::Reencrypted),
+            Op::Credentials => Shape::List("credentials", V::CredentialStatus),
         }
     }
 }
@@ -232,6 +235,14 @@ pub const ROUTES: &[Route] = &[
             "Erasure",
         )
     },
+    route(
+        Op::Credentials,
+        Verb::Get,
+        "/credentials",
+        Role::Viewer,
+        "Every credential the grants attach: static secrets, and OAuth clients with their tokens' state (valid until, last refresh, last error); never a secret or a token",
+        "{credentials: [CredentialStatus]}",
+    ),
     route(
         Op::Encryption,
         Verb::Get,

@@ -23,6 +23,17 @@ pub(super) const CURSOR: u8 = b'c';
 /// Prefix of pipelines' lifetime counters.
 pub(super) const TOTALS: u8 = b'l';
 
+/// Prefix of what the host keeps for a credential (sealed).
+pub(super) const CREDENTIAL: u8 = b'o';
+
+/// `o` + credential name.
+pub(super) fn credential_key(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(CREDENTIAL);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
 /// Prefix of canary states.
 pub(super) const CANARY: u8 = b'n';
 

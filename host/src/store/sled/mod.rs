@@ -40,6 +40,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
+/// First byte of a credential's state kept unsealed.
+const PLAIN_STATE: u8 = 0;
+
 /// The sled store.
 pub struct SledStore {
     shelf: Arc<Shelf>,
@@ -208,6 +211,28 @@ impl SledStore {
         };
         let record = EventRecord::decode(plain).map_err(StoreError::Read)?;
         Ok((record, EventRecord::payload_apart(plain)))
+    }
+
+    /// A credential's state as stored: sealed, or `PLAIN_STATE` and the
+    /// value when the store does not seal.
+    fn seal_credential(&self, key: &[u8], value: &[u8]) -> Vec<u8> {
+        self.keys.seal(key, value).unwrap_or_else(|| {
+            let mut v = vec![PLAIN_STATE];
+            v.extend_from_slice(value);
+            v
+        })
+    }
+
+    fn open_credential(&self, key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
+        match stored.split_first() {
+            Some((&PLAIN_STATE, rest)) => Ok(rest.to_vec()),
+            _ => self.keys.open(key, stored).map_err(|why| {
+                StoreError::Read(format!(
+                    "the state of credential {}: {why}",
+                    String::from_utf8_lossy(&key[1..])
+                ))
+            }),
+        }
     }
 
     /// The record stored under `key` as `value`, with its payload.
@@ -788,6 +813,23 @@ impl Store for SledStore {
 
     fn backup(&self, to: &Path) -> Result<BackupManifest, StoreError> {
         backup::take(self, to)
+    }
+
+    fn credential_state(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = credential_key(name);
+        match self.trees()?.events.get(&key) {
+            Ok(Some(v)) => self.open_credential(&key, &v).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(StoreError::Read(e.to_string())),
+        }
+    }
+
+    fn set_credential_state(&self, name: &str, value: &[u8]) -> Ticket {
+        let key = credential_key(name);
+        let value = self.seal_credential(&key, value);
+        let mut w = Write::default();
+        w.put(key, value);
+        self.submit(w)
     }
 
     fn encryption(&self) -> super::Encryption {

@@ -8,7 +8,7 @@
 //! under them, so the list never misses a key the store needs.
 
 use super::committer::Write;
-use super::keys::{BODY, EVENT};
+use super::keys::{BODY, CREDENTIAL, EVENT};
 use super::shelf::Trees;
 use super::{SledStore, kv, payloads};
 use crate::store::seal::{KeyId, sealed_id, show_id};
@@ -179,6 +179,19 @@ pub(super) async fn reencrypt(store: &SledStore) -> Result<Reencrypted, StoreErr
             settle(&mut tickets, &mut done).await?;
         }
     }
+    for item in trees.events.scan_prefix([CREDENTIAL]) {
+        let (k, v) = item.map_err(read)?;
+        if !keys.stale(sealed_id(&v)) {
+            continue;
+        }
+        let plain = store.open_credential(&k, &v)?;
+        let mut write = Write {
+            unchanged: Some((k.to_vec(), v.to_vec())),
+            ..Write::default()
+        };
+        write.put(k.to_vec(), store.seal_credential(&k, &plain));
+        tickets.push((true, store.submit(write)));
+    }
     settle(&mut tickets, &mut done).await?;
     done.kv_values = kv::reseal(&trees.kv, &keys).map_err(StoreError::Write)? as u64;
     store.flush().await?;
@@ -212,7 +225,11 @@ fn left_behind(store: &SledStore, trees: &Trees, keys: &Keyring) -> Result<u64, 
             left += u64::from(keys.stale(payloads::sealed_under(&store.payloads, &id, &v)));
         }
     }
-    for item in trees.kv.scan_prefix(b"v") {
+    for item in trees
+        .kv
+        .scan_prefix(b"v")
+        .chain(trees.events.scan_prefix([CREDENTIAL]))
+    {
         let (_, v) = item.map_err(read)?;
         left += u64::from(keys.stale(sealed_id(&v)));
     }
