@@ -120,14 +120,46 @@ pub(super) fn done_key(at_ms: u64, id: &EventId) -> Vec<u8> {
     k
 }
 
-/// `k` + pipeline + 0 + idempotency key
-pub(super) fn dedup_key(pipeline: &str, key: &str) -> Vec<u8> {
+/// `k` + pipeline + 0 + idempotency key; in an encrypted store, the key's
+/// keyed hash under the store's index key instead (see [`hashed_key`]).
+pub(super) fn dedup_key(pipeline: &str, key: &str, index: Option<&[u8; 32]>) -> Vec<u8> {
     let mut k = Vec::with_capacity(2 + pipeline.len() + key.len());
     k.push(DEDUP);
     k.extend_from_slice(pipeline.as_bytes());
     k.push(0);
-    k.extend_from_slice(key.as_bytes());
+    match index {
+        Some(index) => k.extend_from_slice(&hashed_key(index, key.as_bytes())),
+        None => k.extend_from_slice(key.as_bytes()),
+    }
     k
+}
+
+/// First byte of an idempotency key kept as a keyed hash.
+const HASHED: u8 = 0xE5;
+
+/// An idempotency key as an encrypted store keeps it in its index:
+/// [`HASHED`] and HMAC-SHA256 under the index key.
+pub(super) fn hashed_key(index: &[u8; 32], key: &[u8]) -> Vec<u8> {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(index).expect("any key length");
+    mac.update(key);
+    let mut out = vec![HASHED];
+    out.extend_from_slice(&mac.finalize().into_bytes());
+    out
+}
+
+/// A dedup record's key with its idempotency key hashed under `index`
+/// (one written before the store was encrypted), or `None` when it is
+/// hashed already.
+pub(super) fn rehash_dedup_key(k: &[u8], index: &[u8; 32]) -> Option<Vec<u8>> {
+    let at = k.iter().skip(1).position(|b| *b == 0)? + 2;
+    let key = &k[at..];
+    if key.len() == 33 && key[0] == HASHED {
+        return None;
+    }
+    let mut out = k[..at].to_vec();
+    out.extend_from_slice(&hashed_key(index, key));
+    Some(out)
 }
 
 /// Value of a dedup record: first event id + accept time.

@@ -59,6 +59,9 @@ pub struct SledStore {
     keys: Arc<Keyring>,
     /// Whether plugin state values are sealed.
     kv_sealed: bool,
+    /// In an encrypted store, the key idempotency keys are hashed under
+    /// in the dedup index (random, kept sealed under the store key).
+    index_key: Option<[u8; 32]>,
 }
 
 impl SledStore {
@@ -88,7 +91,7 @@ impl SledStore {
             OpenError::Other(text) => open_err(text),
         })?;
         let shelf = Arc::new(shelf);
-        let kv_sealed = {
+        let (kv_sealed, index_key) = {
             let trees = shelf.get().map_err(open_err)?;
             sealing::check(&trees, &keys).map_err(open_err)?
         };
@@ -176,6 +179,7 @@ impl SledStore {
             failing,
             keys: Arc::new(keys),
             kv_sealed,
+            index_key,
         })
     }
 
@@ -356,8 +360,12 @@ fn size_value(record: &EventRecord) -> Vec<u8> {
     (record.payload.len() as u64).to_be_bytes().to_vec()
 }
 
-fn dedup_of(d: Dedup, id: EventId) -> (Vec<u8>, EventId, u64) {
-    (dedup_key(&d.pipeline, &d.key), id, d.window_ms)
+fn dedup_of(store: &SledStore, d: Dedup, id: EventId) -> (Vec<u8>, EventId, u64) {
+    (
+        dedup_key(&d.pipeline, &d.key, store.index_key.as_ref()),
+        id,
+        d.window_ms,
+    )
 }
 
 /// The operations that store a new event (its payload once, apart from
@@ -399,7 +407,7 @@ impl Store for SledStore {
         self.submit(Write {
             ops: queued_new(self, record, &mut files),
             files,
-            dedup: dedup.map(|d| dedup_of(d, record.id)),
+            dedup: dedup.map(|d| dedup_of(self, d, record.id)),
             after,
             ..Write::default()
         })
@@ -417,7 +425,7 @@ impl Store for SledStore {
                 Item {
                     ops: queued_new(self, &p.record, &mut files),
                     files,
-                    dedup: dedup_of(p.dedup, p.record.id),
+                    dedup: dedup_of(self, p.dedup, p.record.id),
                     after: p.after,
                 }
             })

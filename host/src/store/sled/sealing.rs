@@ -16,6 +16,47 @@ use crate::store::{Committed, Encryption, EventId, Keyring, Reencrypted, Store, 
 
 /// `meta` key: the ids of the keys values may be sealed under.
 const KEYS_IN_USE: &[u8] = b"sealed-keys";
+/// `meta` key: the index key (idempotency keys are hashed under it),
+/// sealed under the store key.
+const INDEX_KEY: &[u8] = b"index-key";
+
+/// The index key: read (opened) from `meta`, or made and kept there when
+/// the store is first encrypted, when the dedup index's plain idempotency
+/// keys are hashed under it in one batch.
+fn index_key(trees: &Trees, keys: &Keyring) -> Result<[u8; 32], String> {
+    if let Some(sealed) = trees.meta.get(INDEX_KEY).map_err(|e| e.to_string())? {
+        let plain = keys
+            .open(INDEX_KEY, &sealed)
+            .map_err(|why| format!("the store's index key: {why}"))?;
+        return plain
+            .try_into()
+            .map_err(|_| "the store's index key is damaged".to_string());
+    }
+    let key: [u8; 32] = rand::random();
+    let mut batch = sled::Batch::default();
+    let mut rehashed = 0;
+    for item in trees.events.scan_prefix([super::keys::DEDUP]) {
+        let (k, v) = item.map_err(|e| e.to_string())?;
+        if let Some(hashed) = super::keys::rehash_dedup_key(&k, &key) {
+            batch.remove(k);
+            batch.insert(hashed, v);
+            rehashed += 1;
+        }
+    }
+    trees.events.apply_batch(batch).map_err(|e| e.to_string())?;
+    trees
+        .meta
+        .insert(INDEX_KEY, keys.seal(INDEX_KEY, &key).unwrap_or_default())
+        .map_err(|e| e.to_string())?;
+    trees.db.flush().map_err(|e| e.to_string())?;
+    if rehashed > 0 {
+        tracing::info!(
+            keys = rehashed,
+            "idempotency keys in the dedup index hashed under the store's index key"
+        );
+    }
+    Ok(key)
+}
 
 fn recorded(trees: &Trees) -> Result<Vec<KeyId>, String> {
     let value = trees
@@ -45,15 +86,15 @@ fn listed(ids: &[KeyId]) -> String {
 /// Check that `keys` open every value the store may hold, before anything
 /// is changed; then record the current key and seal plugin state if this
 /// is the first open with encryption. Returns whether plugin state is
-/// sealed.
-pub(super) fn check(trees: &Trees, keys: &Keyring) -> Result<bool, String> {
+/// sealed, and the index key of an encrypted store.
+pub(super) fn check(trees: &Trees, keys: &Keyring) -> Result<(bool, Option<[u8; 32]>), String> {
     let in_use = recorded(trees)?;
     let kv_sealed = trees
         .kv
         .contains_key(kv::SEALED_FLAG)
         .map_err(|e| e.to_string())?;
     if keys.is_opaque() {
-        return Ok(kv_sealed);
+        return Ok((kv_sealed, None));
     }
     let known = keys.ids();
     let missing: Vec<KeyId> = in_use
@@ -79,7 +120,7 @@ pub(super) fn check(trees: &Trees, keys: &Keyring) -> Result<bool, String> {
         });
     }
     let Some(current) = keys.current_id() else {
-        return Ok(kv_sealed);
+        return Ok((kv_sealed, None));
     };
     if !in_use.contains(&current) {
         let mut ids = in_use;
@@ -92,7 +133,7 @@ pub(super) fn check(trees: &Trees, keys: &Keyring) -> Result<bool, String> {
             tracing::info!(values = sealed, "plugin state sealed under the store key");
         }
     }
-    Ok(true)
+    Ok((true, Some(index_key(trees, keys)?)))
 }
 
 /// The store's encryption as recorded.
@@ -121,6 +162,13 @@ pub(super) async fn reencrypt(store: &SledStore) -> Result<Reencrypted, StoreErr
     }
     let trees = store.trees()?;
     let read = |e: sled::Error| StoreError::Read(e.to_string());
+    if let Some(index) = &store.index_key {
+        let sealed = keys.seal(INDEX_KEY, index).unwrap_or_default();
+        trees
+            .meta
+            .insert(INDEX_KEY, sealed)
+            .map_err(|e| StoreError::Write(e.to_string()))?;
+    }
     let mut done = Reencrypted::default();
     let mut tickets: Vec<(bool, crate::store::Ticket)> = Vec::new();
     async fn settle(
@@ -225,10 +273,13 @@ fn left_behind(store: &SledStore, trees: &Trees, keys: &Keyring) -> Result<u64, 
             left += u64::from(keys.stale(payloads::sealed_under(&store.payloads, &id, &v)));
         }
     }
+    let index = trees.meta.get(INDEX_KEY).map_err(read)?;
+    let index = index.into_iter().map(|v| Ok((sled::IVec::default(), v)));
     for item in trees
         .kv
         .scan_prefix(b"v")
         .chain(trees.events.scan_prefix([CREDENTIAL]))
+        .chain(index)
     {
         let (_, v) = item.map_err(read)?;
         left += u64::from(keys.stale(sealed_id(&v)));

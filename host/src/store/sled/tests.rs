@@ -2,7 +2,7 @@
 //! and its recovery, records of earlier versions moved apart at open.
 
 use super::*;
-use crate::store::Store;
+use crate::store::{Committed, Store};
 
 /// The raw value under `key` in the events tree.
 fn raw(store: &SledStore, key: Vec<u8>) -> Option<sled::IVec> {
@@ -184,6 +184,14 @@ fn files_holding(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     out
 }
 
+fn dedup(key: &str) -> Dedup {
+    Dedup {
+        pipeline: "p".into(),
+        key: key.into(),
+        window_ms: 3_600_000,
+    }
+}
+
 #[tokio::test]
 async fn sealed_values_never_reach_the_disk_and_survive_a_key_rotation() {
     const CANARY: &str = "canary-1f9e77c2";
@@ -194,7 +202,10 @@ async fn sealed_values_never_reach_the_disk_and_survive_a_key_rotation() {
     let plain = EventRecord::queued(EventId::new(), "p", "k0", b"{\"v\":\"early\"}".to_vec());
     {
         let store = SledStore::open(dir.path()).unwrap();
-        store.accept(&plain, None, None).await.unwrap();
+        store
+            .accept(&plain, Some(dedup("order-early")), None)
+            .await
+            .unwrap();
         store
             .kv_swap(b"ns", "early", None, Some(b"early-state"), 1 << 20)
             .unwrap();
@@ -209,6 +220,15 @@ async fn sealed_values_never_reach_the_disk_and_survive_a_key_rotation() {
     assert_eq!(
         store.event(&plain.id).unwrap().unwrap().payload,
         plain.payload
+    );
+    // The dedup index was hashed when encryption came on: still a duplicate.
+    let again = EventRecord::queued(EventId::new(), "p", "order-early", b"{}".to_vec());
+    assert_eq!(
+        store
+            .accept(&again, Some(dedup("order-early")), None)
+            .await
+            .unwrap(),
+        Committed::Duplicate(plain.id)
     );
     let small = EventRecord {
         headers: vec![("x-note".into(), CANARY.into())],
@@ -225,9 +245,11 @@ async fn sealed_values_never_reach_the_disk_and_survive_a_key_rotation() {
         "k2",
         format!("{{\"c\":\"{CANARY}\",\"pad\":\"{}\"}}", "x".repeat(100_000)).into_bytes(),
     );
-    for r in [&small, &large] {
-        store.accept(r, None, None).await.unwrap();
-    }
+    store
+        .accept(&small, Some(dedup(CANARY)), None)
+        .await
+        .unwrap();
+    store.accept(&large, None, None).await.unwrap();
     store
         .kv_swap(b"ns", "state", None, Some(CANARY.as_bytes()), 1 << 20)
         .unwrap();
@@ -309,8 +331,16 @@ async fn sealed_values_never_reach_the_disk_and_survive_a_key_rotation() {
     );
     store.close();
     drop(store);
-    // Only the new key is needed now.
+    // Only the new key is needed now, and idempotency keys still match.
     let store = SledStore::open_with(dir.path(), Keyring::new([2; 32], &[])).unwrap();
+    let again = EventRecord::queued(EventId::new(), "p", CANARY, b"{}".to_vec());
+    assert_eq!(
+        store
+            .accept(&again, Some(dedup(CANARY)), None)
+            .await
+            .unwrap(),
+        Committed::Duplicate(small.id)
+    );
     assert_eq!(
         store.event(&small.id).unwrap().unwrap().payload,
         small.payload
