@@ -1090,3 +1090,65 @@ async fn store_keys_are_made_rotated_and_checked_from_the_cli() {
     assert!(err.contains("not among the configured keys"), "{err}");
     assert!(!err.contains(&k1), "the key is in the message: {err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_shows_a_client_certificate_to_an_mtls_admin_listener() {
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let listen = free_addr();
+    let setup = HostSetup::new(listen, &[PipelineSpec::leads("leads", &receiver.url("/l"))])
+        .unwrap()
+        .server_line(
+            "admin_tls = { cert = \"server.pem\", key = \"server.key\", client_ca = \"clients.pem\" }",
+        )
+        .unwrap();
+    let server_ca = weft_tests::certs::ca("host CA");
+    let server = weft_tests::certs::leaf(&server_ca, &["localhost", "127.0.0.1"]);
+    let clients = weft_tests::certs::ca("operators CA");
+    let operator = weft_tests::certs::leaf(&clients, &["ops.example.com"]);
+    let stranger = weft_tests::certs::leaf(&weft_tests::certs::ca("other CA"), &["x.example.com"]);
+    let dir = setup.dir.path();
+    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).unwrap();
+    write(
+        "server.pem",
+        format!("{}{}", server.cert_pem, server_ca.pem),
+    );
+    write("server.key", server.key_pem.clone());
+    write("clients.pem", clients.pem.clone());
+    write("op.pem", operator.cert_pem.clone());
+    write("op.key", operator.key_pem.clone());
+    write("stranger.pem", stranger.cert_pem.clone());
+    write("stranger.key", stranger.key_pem.clone());
+    let host = weft_tests::WeftProcess::start(WEFT, &setup.config_path, listen, "weft.log", &[]);
+    let status = |cert: Option<(&str, &str)>| {
+        let mut cmd = Command::new(WEFT);
+        cmd.args(["pipeline", "status", "leads", "--config"])
+            .arg(&setup.config_path);
+        if let Some((c, k)) = cert {
+            cmd.arg("--client-cert")
+                .arg(dir.join(c))
+                .arg("--client-key")
+                .arg(dir.join(k));
+        }
+        cmd.output().unwrap()
+    };
+    let shown = status(Some(("op.pem", "op.key")));
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    assert!(text(&shown.stdout).contains("leads"));
+    for refused in [status(None), status(Some(("stranger.pem", "stranger.key")))] {
+        assert!(
+            !refused.status.success(),
+            "the admin listener took a client without an operator certificate"
+        );
+        let said = text(&refused.stderr);
+        assert!(said.contains("certificate"), "{said}");
+    }
+    // A key that is not the certificate's is named before anything is sent.
+    let mismatched = status(Some(("op.pem", "stranger.key")));
+    assert!(!mismatched.status.success());
+    assert!(
+        text(&mismatched.stderr).contains("do not make a pair"),
+        "{}",
+        text(&mismatched.stderr)
+    );
+    host.sigterm();
+}

@@ -145,7 +145,8 @@ pub fn client(host: &HostArg, listener: Listener) -> Result<(HostClient, Option<
         Some(files) if url.starts_with("https://") => HostClient::with_tls(
             &url,
             token,
-            crate::sandbox::OutboundTls::web_and(&files.cert).map_err(anyhow::Error::msg)?,
+            crate::sandbox::OutboundTls::web_and(&files.cert, host.client_identity())
+                .map_err(anyhow::Error::msg)?,
         ),
         _ => HostClient::new(&url, token),
     };

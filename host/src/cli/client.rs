@@ -130,7 +130,38 @@ impl HostClient {
                 if e.is_connect() {
                     return Err(ClientError::NotRunning(self.base.clone()));
                 }
-                return Err(ClientError::Other(format!("request to {url} failed: {e}")));
+                // What the failure was, from its causes (a TLS alert is
+                // only named deep in the chain).
+                let mut causes = Vec::new();
+                let mut next = e.source();
+                while let Some(cause) = next {
+                    causes.push(cause.to_string());
+                    next = cause.source();
+                }
+                let causes = causes.join(": ");
+                if self.tls.is_some()
+                    && [
+                        "CertificateRequired",
+                        "BadCertificate",
+                        "UnknownCA",
+                        "CertificateUnknown",
+                    ]
+                    .iter()
+                    .any(|a| causes.contains(a))
+                {
+                    return Err(ClientError::Other(format!(
+                        "the host at {} refused the connection: it asks for a client certificate its client_ca signed ({causes}); pass --client-cert and --client-key (or WEFT_CLIENT_CERT and WEFT_CLIENT_KEY)",
+                        self.base
+                    )));
+                }
+                return Err(ClientError::Other(format!(
+                    "request to {url} failed: {e}{}",
+                    if causes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({causes})")
+                    }
+                )));
             }
         };
         let status = resp.status().as_u16();

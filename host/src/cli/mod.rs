@@ -127,6 +127,23 @@ pub struct HostArg {
     /// A file holding the admin token (instead of `WEFT_TOKEN`).
     #[arg(long)]
     token_file: Option<std::path::PathBuf>,
+    /// A client certificate (PEM chain) to show a listener that asks for
+    /// one (`client_ca` in server.admin_tls or server.tls); with `--client-key`.
+    #[arg(long, env = "WEFT_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+    /// The private key of `--client-cert` (PEM).
+    #[arg(long, env = "WEFT_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
+}
+
+impl HostArg {
+    /// The client certificate and key files, when given.
+    fn client_identity(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        match (&self.client_cert, &self.client_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        }
+    }
 }
 
 impl Cli {

@@ -119,14 +119,32 @@ impl OutboundTls {
     /// certificate file: a self-signed certificate, or a chain that ends
     /// in its CA) for every origin: how the CLI trusts a host it was
     /// configured with.
-    pub fn web_and(pem: &std::path::Path) -> Result<OutboundTls, String> {
+    /// With `client` (certificate chain and key files), it shows that
+    /// certificate to a listener that asks for one (mTLS).
+    pub fn web_and(
+        pem: &std::path::Path,
+        client: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<OutboundTls, String> {
         let mut roots = web_roots();
         for c in pem_certs(pem, "server.tls.cert")? {
             // A certificate that is no usable anchor is left out.
             let _ = roots.add(c);
         }
+        let client = match client {
+            Some((cert, key)) => {
+                let chain = pem_certs(cert, "--client-cert")?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                    format!(
+                        "--client-key {}: no private key could be read from it: {e}",
+                        key.display()
+                    )
+                })?;
+                Some((chain, key))
+            }
+            None => None,
+        };
         Ok(OutboundTls {
-            default: Arc::new(config(roots, None)?),
+            default: Arc::new(config(roots, client)?),
             by_origin: Vec::new(),
         })
     }
