@@ -175,3 +175,85 @@ impl OAuthConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn config(oauth: &str, server: &str, grant: &str) -> Result<Config, String> {
+        Config::parse(&format!(
+            r#"
+[server]
+listen = "127.0.0.1:8080"
+data_dir = "./weft-data"
+{server}
+
+[plugins]
+dir = "./plugins.d"
+
+[grants.http-sink]
+http = ["https://api.crm.example.com"]
+credentials = ["CRM"]
+{grant}
+
+[oauth.CRM]
+client_id = "weft-prod"
+{oauth}
+
+[[pipeline]]
+name = "p"
+sink = {{ plugin = "http-sink", config = {{ url = "https://api.crm.example.com/x" }} }}
+"#
+        ))
+    }
+
+    #[test]
+    fn oauth_clients_are_checked_where_they_are_written() {
+        let good = "token_url = \"https://auth.crm.example.com/oauth/token\"\ngrant = \"client_credentials\"\nclient_secret = \"CRM_SECRET\"\nscopes = [\"contacts.read\"]";
+        let c = config(good, "", "").unwrap();
+        let uses = c.credential_uses();
+        assert!(
+            uses.contains(&("CRM_SECRET", "an OAuth client")),
+            "{uses:?}"
+        );
+        assert!(
+            !uses.iter().any(|(n, _)| *n == "CRM"),
+            "the OAuth credential itself is no secret to load"
+        );
+        let cases = [
+            (
+                good.replace("https://auth", "http://auth"),
+                "",
+                "",
+                "in the clear",
+            ),
+            (good.replace("\nclient_secret = \"CRM_SECRET\"", ""), "", "", "needs client_secret"),
+            (
+                "token_url = \"https://a.example.com/t\"\ngrant = \"refresh_token\"\nrefresh_token = \"CRM_RT\"".into(),
+                "",
+                "",
+                "set server.encryption",
+            ),
+            (good.replace("contacts.read", "a b"), "", "", "is not a scope"),
+            (good.to_string(), "", "reveal = [\"CRM\"]", "never see its tokens"),
+            (
+                good.replace("oauth/token", "oauth/token?x=1"),
+                "",
+                "",
+                "query string",
+            ),
+        ];
+        for (oauth, server, grant, wanted) in cases {
+            let err = config(&oauth, server, grant).unwrap_err();
+            assert!(err.contains(wanted), "{wanted}: {err}");
+        }
+        // A public client is fine when the store seals its refresh token;
+        // http to loopback is fine (a token endpoint beside the host).
+        config(
+            "token_url = \"http://127.0.0.1:9000/t\"\ngrant = \"refresh_token\"\nrefresh_token = \"CRM_RT\"",
+            "encryption = { key = \"STORE_KEY\" }",
+            "",
+        )
+        .unwrap();
+    }
+}
