@@ -12,7 +12,6 @@ pub mod host;
 pub mod inspect;
 pub mod limit;
 pub mod logging;
-pub mod oauth;
 pub mod origin;
 pub mod percent;
 pub mod perimeter;

@@ -84,7 +84,7 @@ pub trait Admin {
         request: crate::engine::EraseRequest,
     ) -> AdminFuture<'_, crate::engine::Erasure>;
     /// The state of every credential the grants attach.
-    fn credentials(&self) -> AdminFuture<'_, Vec<crate::oauth::CredentialStatus>>;
+    fn credentials(&self) -> AdminFuture<'_, Vec<crate::sandbox::oauth::CredentialStatus>>;
     /// The store's encryption at rest.
     fn encryption(&self) -> AdminFuture<'_, crate::store::Encryption>;
     /// Seal every value again under the current key.
@@ -275,7 +275,7 @@ impl Admin for HttpAdmin {
         })
     }
 
-    fn credentials(&self) -> AdminFuture<'_, Vec<crate::oauth::CredentialStatus>> {
+    fn credentials(&self) -> AdminFuture<'_, Vec<crate::sandbox::oauth::CredentialStatus>> {
         Box::pin(async move {
             self.get(
                 hyper::Method::GET,
@@ -489,12 +489,12 @@ impl Admin for LocalAdmin {
         })
     }
 
-    fn credentials(&self) -> AdminFuture<'_, Vec<crate::oauth::CredentialStatus>> {
+    fn credentials(&self) -> AdminFuture<'_, Vec<crate::sandbox::oauth::CredentialStatus>> {
         Box::pin(async move {
             let config = self.config()?;
-            let mut list = crate::oauth::secret_statuses(config);
+            let mut list = crate::sandbox::oauth::secret_statuses(config);
             for (name, o) in &config.oauth {
-                list.push(crate::oauth::CredentialStatus {
+                list.push(crate::sandbox::oauth::CredentialStatus {
                     name: name.clone(),
                     kind: "oauth".into(),
                     token_url: Some(o.token_url.clone()),

@@ -20,7 +20,7 @@ pub(super) struct Ground {
     /// False only in the benchmark that measures what the guards cost.
     pub guards: bool,
     /// OAuth clients, kept across reloads with their tokens.
-    pub oauth: Arc<crate::oauth::Registry>,
+    pub oauth: Arc<crate::sandbox::oauth::Registry>,
 }
 
 /// One configuration, built and checked, not yet started.

@@ -23,9 +23,9 @@ mod types;
 pub mod versions;
 
 pub use host::egress::HttpClient;
-pub(crate) use host::egress::send_checked;
 pub use host::https::{HttpsConnector, find_tls_failure};
 pub use host::net;
+pub use host::oauth;
 pub use host::tape;
 pub use host::trust::OutboundTls;
 pub use invoke::Called;

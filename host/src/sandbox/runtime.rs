@@ -96,7 +96,7 @@ pub struct Sandbox {
     pub(super) upstreams: Arc<crate::limit::UpstreamLimits>,
     pub(super) secrets: Arc<crate::secrets::Secrets>,
     /// OAuth clients whose tokens the host attaches.
-    pub(super) oauth: Arc<crate::oauth::OAuthClients>,
+    pub(super) oauth: Arc<crate::sandbox::oauth::OAuthClients>,
     pub(super) denials: Arc<super::deny::Denials>,
     pub(super) options: SandboxOptions,
     /// Record or replay plugins' outbound HTTP (`weft plugin test`).
@@ -193,7 +193,7 @@ impl Sandbox {
 
     /// Attach the tokens of these OAuth clients for plugins whose grant
     /// names them.
-    pub fn with_oauth(mut self, oauth: Arc<crate::oauth::OAuthClients>) -> Self {
+    pub fn with_oauth(mut self, oauth: Arc<crate::sandbox::oauth::OAuthClients>) -> Self {
         self.oauth = oauth;
         self
     }
@@ -204,7 +204,7 @@ impl Sandbox {
     }
 
     /// The OAuth clients.
-    pub fn oauth(&self) -> &Arc<crate::oauth::OAuthClients> {
+    pub fn oauth(&self) -> &Arc<crate::sandbox::oauth::OAuthClients> {
         &self.oauth
     }
 

@@ -92,7 +92,7 @@ pub struct EgressHooks {
     pub(in crate::sandbox) guarded: bool,
     pub(in crate::sandbox) secrets: Arc<Secrets>,
     /// OAuth clients: their access tokens are put on at send time.
-    pub(in crate::sandbox) oauth: Arc<crate::oauth::OAuthClients>,
+    pub(in crate::sandbox) oauth: Arc<crate::sandbox::oauth::OAuthClients>,
     /// Credential tokens handed out in this call: token → (the credential
     /// as granted, placement).
     pub(in crate::sandbox) attachments: HashMap<String, (CredentialGrant, Placement)>,
@@ -127,7 +127,11 @@ const REFUSED_BODY_DRAIN: usize = 16 * 1024 * 1024;
 
 /// An OAuth access token to put on a request: the client, the header and
 /// whether it goes as `Bearer <token>` or as it is.
-type TokenPlacement = (Arc<crate::oauth::OAuthClient>, http::HeaderName, bool);
+type TokenPlacement = (
+    Arc<crate::sandbox::oauth::OAuthClient>,
+    http::HeaderName,
+    bool,
+);
 
 /// What a request's credentials still need once its body can be read:
 /// HMAC signatures (header, secret) and OAuth tokens.
@@ -534,7 +538,7 @@ type Response = http::Response<WasiBody>;
 
 /// Send a request the host makes itself (an OAuth token request) through
 /// the same pooled clients and connect-time checks as plugin requests.
-pub(crate) async fn send_checked(
+pub(super) async fn send_checked(
     client: &HttpClient,
     request: http::Request<WasiBody>,
     timeout: Duration,

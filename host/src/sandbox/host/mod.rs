@@ -7,5 +7,6 @@ pub mod https;
 pub mod kv;
 pub mod log;
 pub mod net;
+pub mod oauth;
 pub mod tape;
 pub mod trust;

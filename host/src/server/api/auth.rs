@@ -32,7 +32,7 @@ pub struct ApiState {
     /// Who may reach the admin listener at all.
     pub(crate) gate: crate::perimeter::Gate,
     /// The static credentials the grants attach, for `/credentials`.
-    pub(super) secrets: Vec<crate::oauth::CredentialStatus>,
+    pub(super) secrets: Vec<crate::sandbox::oauth::CredentialStatus>,
 }
 
 /// An authenticated caller.
@@ -101,7 +101,7 @@ impl ApiState {
         Ok(ApiState {
             tokens,
             plugins,
-            secrets: crate::oauth::secret_statuses(config),
+            secrets: crate::sandbox::oauth::secret_statuses(config),
             failures: Mutex::default(),
             backups: config.server.data_dir.join(crate::store::BACKUP_STAGING),
             gate: crate::perimeter::Gate::new(

@@ -38,7 +38,7 @@ fn views() -> (
     view!(Erasure, crate::engine::Erasure);
     view!(Encryption, crate::store::Encryption);
     view!(Reencrypted, crate::store::Reencrypted);
-    view!(CredentialStatus, crate::oauth::CredentialStatus);
+    view!(CredentialStatus, crate::sandbox::oauth::CredentialStatus);
     // The request bodies: of replay and purge, and of an erasure.
     g.subschema_for::<crate::engine::Selection>();
     g.subschema_for::<crate::engine::EraseRequest>();

@@ -14,9 +14,9 @@
 //! transient errors (so events are retried with their backoff), and the
 //! endpoint itself is tried again only after a backoff of its own.
 
+use super::egress::{HttpClient, send_checked};
 use crate::config::{Config, OAuthClientAuth, OAuthConfig, OAuthGrant};
 use crate::limit::UpstreamLimits;
-use crate::sandbox::{HttpClient, send_checked};
 use crate::secrets::Secrets;
 use crate::store::{Keyring, Store};
 use http_body_util::{BodyExt, Full, Limited};
@@ -376,8 +376,11 @@ impl OAuthClient {
             }
             (_, None) => form.push(("client_id", c.client_id.clone())),
         }
-        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let body = crate::server::query::encode(&pairs);
+        let body = form
+            .iter()
+            .map(|(k, v)| format!("{k}={}", crate::percent::encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
         let body = Full::new(bytes::Bytes::from(body))
             .map_err(|never| match never {})
             .boxed_unsync();
