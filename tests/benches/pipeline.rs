@@ -198,6 +198,23 @@ async fn start_relay(target: String) -> SocketAddr {
     .await
 }
 
+/// The best rate of each variant over two alternating rounds: `run(name,
+/// variant, prefix)` is one run, its events keyed under `prefix`.
+async fn best_of_two<V: Copy, F, Fut>(variants: &[(&str, V)], mut run: F) -> Vec<f64>
+where
+    F: FnMut(String, V, String) -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    let mut best = vec![0f64; variants.len()];
+    for round in 0..2 {
+        for (i, (name, variant)) in variants.iter().enumerate() {
+            let rate = run(name.to_string(), *variant, format!("V{i}R{round}")).await;
+            best[i] = best[i].max(rate);
+        }
+    }
+    best
+}
+
 fn print_load(name: &str, l: &Load, delivered_per_s: f64) {
     println!(
         "{name:<48} {:>8.0} ev/s delivered  {:>8.0} req/s accepted  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} of {} ok)",

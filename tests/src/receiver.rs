@@ -419,22 +419,7 @@ async fn answer(
 
 /// Percent-decoding of one key of an `Idempotency-Keys` list.
 fn decode_key(k: &str) -> String {
-    let b = k.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let Some(h) = k.get(i + 1..i + 3)
-            && let Ok(v) = u8::from_str_radix(h, 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::percent_decode(k)
 }
 
 /// One batch request: each item answered as if it came alone (statuses

@@ -81,39 +81,19 @@ pub async fn products(events: usize, senders: usize) {
     println!(
         "== pipelines as products: {events} events, {senders} senders: objectives and routes against the plain pipeline =="
     );
-    let (mut plain, mut objectives, mut routes) = (0f64, 0f64, 0f64);
-    for round in 0..2 {
-        plain = plain.max(
-            run(
-                "plain",
-                Variant::Plain,
-                events,
-                senders,
-                &format!("P{round}"),
-            )
-            .await,
-        );
-        objectives = objectives.max(
-            run(
-                "slo + quality gate",
-                Variant::Objectives,
-                events,
-                senders,
-                &format!("O{round}"),
-            )
-            .await,
-        );
-        routes = routes.max(
-            run(
+    let best = super::best_of_two(
+        &[
+            ("plain", Variant::Plain),
+            ("slo + quality gate", Variant::Objectives),
+            (
                 "two routes (each event stored per route, delivered twice)",
                 Variant::Routes,
-                events,
-                senders,
-                &format!("R{round}"),
-            )
-            .await,
-        );
-    }
+            ),
+        ],
+        |name, variant, prefix| async move { run(&name, variant, events, senders, &prefix).await },
+    )
+    .await;
+    let (plain, objectives, routes) = (best[0], best[1], best[2]);
     println!(
         "slo + quality gate: {objectives:.0} ev/s = {:.1}% of plain ({plain:.0} ev/s); two routes: {routes:.0} ev/s = {:.1}% of plain",
         100.0 * objectives / plain,

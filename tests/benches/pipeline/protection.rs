@@ -85,39 +85,16 @@ pub async fn protection(events: usize, senders: usize) {
     println!(
         "== data protection: {events} events, {senders} senders: an encrypted store and an OAuth sink against the plain pipeline =="
     );
-    let (mut plain, mut sealed, mut oauth) = (0f64, 0f64, 0f64);
-    for round in 0..2 {
-        plain = plain.max(
-            run(
-                "plain",
-                Variant::Plain,
-                events,
-                senders,
-                &format!("P{round}"),
-            )
-            .await,
-        );
-        sealed = sealed.max(
-            run(
-                "encrypted store",
-                Variant::Encrypted,
-                events,
-                senders,
-                &format!("E{round}"),
-            )
-            .await,
-        );
-        oauth = oauth.max(
-            run(
-                "OAuth-protected sink",
-                Variant::OAuth,
-                events,
-                senders,
-                &format!("O{round}"),
-            )
-            .await,
-        );
-    }
+    let best = super::best_of_two(
+        &[
+            ("plain", Variant::Plain),
+            ("encrypted store", Variant::Encrypted),
+            ("OAuth-protected sink", Variant::OAuth),
+        ],
+        |name, variant, prefix| async move { run(&name, variant, events, senders, &prefix).await },
+    )
+    .await;
+    let (plain, sealed, oauth) = (best[0], best[1], best[2]);
     println!(
         "encrypted store: {sealed:.0} ev/s = {:.1}% of plain ({plain:.0} ev/s); OAuth sink: {oauth:.0} ev/s = {:.1}% of plain",
         100.0 * sealed / plain,
