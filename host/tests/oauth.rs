@@ -116,7 +116,9 @@ async fn client_credentials_tokens_are_reused_refreshed_and_never_shown() {
     assert_eq!(refused(&auth), 1);
     assert_eq!(engine.status("leads").unwrap().dead_letters, 0);
 
-    // Short-lived tokens are refreshed before they expire, not after a 401.
+    // Short-lived tokens are refreshed before they expire, not after a 401
+    // (a 401 drops a token at most once a second).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     auth.with(|s| s.expires_in = 2);
     auth.revoke_access();
     send("c-1".into()).await;
@@ -172,6 +174,25 @@ async fn client_credentials_tokens_are_reused_refreshed_and_never_shown() {
     let status = credentials(&host).await;
     assert_eq!(status["credentials"][0]["state"], "valid");
     assert!(status["credentials"][0]["last_error"].is_null());
+
+    // An API that refuses every token cannot make the host hammer the
+    // token endpoint: a 401 drops a token at most once a second.
+    auth.with(|s| s.refuse_all = true);
+    let (tokens_before, started) = (auth.token_requests().len(), std::time::Instant::now());
+    for i in 0..20 {
+        send(format!("e-{i}")).await;
+    }
+    assert!(
+        wait_until(WAIT, || engine.status("leads").unwrap().dead_letters == 20).await,
+        "a token the API refuses is its answer (HTTP 401, permanent)"
+    );
+    let asked = auth.token_requests().len() - tokens_before;
+    assert!(
+        asked as u64 <= started.elapsed().as_secs() + 2,
+        "{asked} token requests in {:?}",
+        started.elapsed()
+    );
+    auth.with(|s| s.refuse_all = false);
 
     // No token and no secret in any answer or on disk.
     let mut secrets = auth.with(|s| s.issued.clone());

@@ -33,6 +33,8 @@ pub struct AuthState {
     pub rotate: bool,
     /// Answer `/token` with this status (and an RFC 6749 error) instead.
     pub failing: Option<u16>,
+    /// Answer every API request 401, whatever its token.
+    pub refuse_all: bool,
     /// Access tokens it accepts.
     pub valid_access: HashSet<String>,
     /// Refresh tokens it accepts.
@@ -98,7 +100,7 @@ async fn answer(
     let mut s = state.lock().expect("auth state");
     if path != "/token" {
         let bearer = auth.strip_prefix("Bearer ").unwrap_or("").to_string();
-        let status = if s.valid_access.contains(&bearer) {
+        let status = if s.valid_access.contains(&bearer) && !s.refuse_all {
             200
         } else {
             401

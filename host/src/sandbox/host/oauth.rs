@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Largest token endpoint answer read.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
+/// Least time between two refreshes an API's 401 asks for: an API that
+/// refuses every token cannot make the host hammer the token endpoint.
+const REFUSED_EVERY: Duration = Duration::from_secs(1);
 /// First wait after a failed token request; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -93,6 +96,8 @@ struct Tokens {
     loaded: bool,
     backoff: Duration,
     retry_at: Option<Instant>,
+    /// When a 401 last dropped the token.
+    last_refused: Option<Instant>,
 }
 
 /// What is kept in the store for a `refresh_token` client.
@@ -235,11 +240,16 @@ impl OAuthClient {
     }
 
     /// An API refused `token` (401): drop it, so the next [`Self::token`]
-    /// gets a new one. A token already replaced is left alone.
+    /// gets a new one. A token already replaced is left alone, and a 401
+    /// drops a token at most once every [`REFUSED_EVERY`].
     pub async fn refused(&self, token: &str) {
         let mut t = self.tokens.lock().await;
-        if t.access.as_ref().is_some_and(|a| a.token == token) {
+        if t.access.as_ref().is_some_and(|a| a.token == token)
+            && t.last_refused
+                .is_none_or(|at| at.elapsed() >= REFUSED_EVERY)
+        {
             t.access = None;
+            t.last_refused = Some(Instant::now());
             tracing::info!(credential = %self.name, "an API refused the access token (401); getting a new one");
         }
     }
