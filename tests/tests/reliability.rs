@@ -219,9 +219,14 @@ async fn the_breaker_opens_holds_events_without_burning_attempts_and_closes_on_r
         metrics.contains("weft_breaker_state{pipeline=\"healthy\"} 0"),
         "{metrics}"
     );
-    // While open: webhooks are pushed back, and the queued events are not attempted.
+    // While open: webhooks are still taken durably (held without using
+    // attempts), polls wait, and the queued events are not attempted.
     let (status, body) = send_event(&host, "flaky", &lead("flaky-late", 9)).await;
-    assert_eq!(status, 429, "{body}");
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        host.engine().admission("flaky", 10, true).is_err(),
+        "a poll waits"
+    );
     let before = receiver.requests().len();
     // The healthy pipeline keeps delivering meanwhile.
     for n in 0..20 {
@@ -257,11 +262,14 @@ async fn the_breaker_opens_holds_events_without_burning_attempts_and_closes_on_r
         .await,
         "a probe goes through"
     );
-    // Recovery: the next probe succeeds, the breaker closes, everything is delivered.
+    // Recovery: the next probe succeeds, the breaker closes, everything is
+    // delivered, the event held while it was open too.
     receiver.set_behavior(Behavior::Accept);
     assert!(
         wait_until(WAIT, || (0..5)
-            .all(|n| receiver.effects().contains_key(&format!("flaky-{n}"))))
+            .map(|n| format!("flaky-{n}"))
+            .chain(["flaky-late".to_string()])
+            .all(|k| receiver.effects().contains_key(&k)))
         .await
     );
     assert!(wait_until(WAIT, || get_sync_breaker(&host) == "closed").await);
@@ -271,6 +279,69 @@ async fn the_breaker_opens_holds_events_without_burning_attempts_and_closes_on_r
         "an open breaker does not dead-letter"
     );
     host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_open_breaker_holds_webhooks_until_the_queue_is_full_or_refuses_them_when_asked() {
+    for (intake, queue) in [("hold", 8), ("refuse", 100)] {
+        let receiver = Receiver::start(Behavior::FailKeys {
+            prefix: "flaky".into(),
+            status: 500,
+        })
+        .await;
+        let setup = HostSetup::new(
+            any_port(),
+            &[PipelineSpec::leads("flaky", &receiver.url("/flaky"))
+                .retry("max_attempts = 100, initial_ms = 10, max_ms = 50")
+                .with(&format!(
+                    "max_queue = {queue}
+breaker = {{ min_calls = 3, window_ms = 10000, open_ms = 60000, intake = \"{intake}\" }}"
+                ))],
+        )
+        .unwrap();
+        let host = RunningHost::start(setup.config()).await.unwrap();
+        for n in 0..3 {
+            assert_eq!(
+                send_event(&host, "flaky", &lead(&format!("flaky-{n}"), n))
+                    .await
+                    .0,
+                202
+            );
+        }
+        assert!(
+            wait_until(WAIT, || get_sync_breaker(&host) == "open").await,
+            "the breaker opens"
+        );
+        let attempts = receiver.requests().len();
+        let mut answers = Vec::new();
+        for n in 0..8 {
+            let (status, body) = send_event(&host, "flaky", &lead(&format!("held-{n}"), n)).await;
+            answers.push(status);
+            if status == 429 {
+                assert!(
+                    body.to_string().contains(if intake == "hold" {
+                        "max_queue"
+                    } else {
+                        "circuit breaker is open"
+                    }),
+                    "{body}"
+                );
+            }
+        }
+        let taken = answers.iter().filter(|s| **s == 202).count();
+        match intake {
+            // Three already queued: five more fit, the rest are refused.
+            "hold" => assert_eq!(taken, 5, "{answers:?}"),
+            _ => assert_eq!(taken, 0, "{answers:?}"),
+        }
+        assert_eq!(
+            receiver.requests().len(),
+            attempts,
+            "nothing held is attempted while the breaker is open"
+        );
+        assert_eq!(host.engine().store().counts().dead_letters, 0);
+        host.shutdown().await;
+    }
 }
 
 fn get_sync_breaker(host: &RunningHost) -> String {

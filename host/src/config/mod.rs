@@ -31,7 +31,7 @@ pub use route::{RouteConfig, RouteOf, route_pipeline};
 pub use server::{
     AdminConfig, ClientAuth, PluginsConfig, Role, ServerConfig, TlsConfig, TokenConfig,
 };
-pub use step::{BatchConfig, BreakerConfig, Jitter, RetryConfig, StepConfig};
+pub use step::{BatchConfig, BreakerConfig, BreakerIntake, Jitter, RetryConfig, StepConfig};
 pub use synthetic::SyntheticConfig;
 pub use trigger::{
     OnMissed, PollConfig, Preset, Schedule, ScheduleConfig, TriggerConfig, WebhookConfig,

@@ -147,6 +147,23 @@ pub struct BreakerConfig {
     /// `false` turns the breaker off.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// What webhooks get while it is open: `hold` (default) keeps taking
+    /// them durably up to `max_queue` and `max_queue_bytes`, answering
+    /// `202` as usual (they wait without using attempts); `refuse` answers
+    /// `429` with `Retry-After`. Polls wait either way.
+    #[serde(default)]
+    pub intake: BreakerIntake,
+}
+
+/// What intake does while a pipeline's breaker is open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BreakerIntake {
+    /// Keep taking events durably while the queue has room.
+    #[default]
+    Hold,
+    /// Answer `429` with `Retry-After`.
+    Refuse,
 }
 
 fn default_failure_ratio() -> f64 {
@@ -177,6 +194,7 @@ impl Default for BreakerConfig {
             open_ms: default_open_ms(),
             probes: default_probes(),
             enabled: true,
+            intake: BreakerIntake::Hold,
         }
     }
 }

@@ -245,6 +245,7 @@ impl Engine {
         &self,
         pipeline: &str,
         incoming_bytes: u64,
+        polled: bool,
     ) -> Result<Arc<super::pipeline::Pipeline>, AcceptError> {
         // A route's pipeline takes its events from its parent only.
         let p = self
@@ -257,7 +258,7 @@ impl Engine {
                 known: self.pipeline_names().join(", "),
             })?
             .clone();
-        self.admission(pipeline, incoming_bytes)
+        self.admission(pipeline, incoming_bytes, polled)
             .map_err(AcceptError::backpressure)?;
         Ok(p)
     }
@@ -277,7 +278,11 @@ impl Engine {
             drop(pass);
             return Box::pin(next.accept_polled(pipeline, items, next_cursor)).await;
         }
-        let p = self.admit(pipeline, items.iter().map(|(_, b)| b.len() as u64).sum())?;
+        let p = self.admit(
+            pipeline,
+            items.iter().map(|(_, b)| b.len() as u64).sum(),
+            true,
+        )?;
         let now = now_ms();
         let fresh = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut polled = Vec::with_capacity(items.len());
@@ -327,7 +332,7 @@ impl Engine {
     ) -> Result<Accepted, AcceptError> {
         // Refuse before parsing anything when the pipeline cannot take more;
         // when delivery is behind, wait for room first.
-        let p = self.admit(pipeline, incoming.body.len() as u64)?;
+        let p = self.admit(pipeline, incoming.body.len() as u64, false)?;
         let _place = self
             .wait_for_room(&p)
             .await

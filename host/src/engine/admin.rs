@@ -183,7 +183,8 @@ impl Engine {
     /// Wait while the pipeline's backlog is at `max_backlog` and it is
     /// delivering, then take a place in it: intake goes at the pace of
     /// delivery instead of filling the queue. `Ok(None)` for a paused
-    /// pipeline (bounded by `max_queue` alone); `Err` (after
+    /// pipeline, or one holding events while its sink fails (bounded by
+    /// `max_queue` alone); `Err` (after
     /// [`INTAKE_WAIT`]) carries the seconds a sender should wait and why.
     pub(super) async fn wait_for_room<'a>(
         &self,
@@ -192,7 +193,7 @@ impl Engine {
         let high = p.max_backlog();
         let deadline = tokio::time::Instant::now() + INTAKE_WAIT;
         loop {
-            if p.paused.load(Ordering::SeqCst) {
+            if p.paused.load(Ordering::SeqCst) || p.holding() {
                 return Ok(None);
             }
             let notified = p.room.notified();
@@ -214,8 +215,14 @@ impl Engine {
     }
 
     /// Whether a pipeline takes new events now; `Err` carries the seconds a
-    /// sender should wait and why.
-    pub fn admission(&self, pipeline: &str, incoming_bytes: u64) -> Result<(), (u64, String)> {
+    /// sender should wait and why. While its breaker is open, a poll
+    /// (`polled`) waits, and a webhook too with `breaker.intake = "refuse"`.
+    pub fn admission(
+        &self,
+        pipeline: &str,
+        incoming_bytes: u64,
+        polled: bool,
+    ) -> Result<(), (u64, String)> {
         let Some(p) = self.inner.pipelines.get(pipeline) else {
             return Ok(());
         };
@@ -238,7 +245,9 @@ impl Engine {
                 ),
             ));
         }
-        if let BreakerState::Open(until) = p.breaker.state() {
+        if let BreakerState::Open(until) = p.breaker.state()
+            && (polled || p.config.breaker.intake == crate::config::BreakerIntake::Refuse)
+        {
             let secs = until
                 .saturating_duration_since(tokio::time::Instant::now())
                 .as_secs()

@@ -209,6 +209,13 @@ impl Pipeline {
         Some(Reservation(self))
     }
 
+    /// Whether the sink is failing and intake holds events for it: the
+    /// breaker is open (or probing) and `breaker.intake = "hold"`.
+    pub(super) fn holding(&self) -> bool {
+        self.config.breaker.intake == crate::config::BreakerIntake::Hold
+            && self.breaker.state() != super::breaker::BreakerState::Closed
+    }
+
     /// Events waiting for delivery past which intake waits for room.
     pub(super) fn max_backlog(&self) -> usize {
         self.config
