@@ -193,7 +193,7 @@ mod tests {
             window_ms: 10_000,
             open_ms: 2_000,
             probes: 1,
-            enabled: true,
+            ..BreakerConfig::default()
         })
     }
 
