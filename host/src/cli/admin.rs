@@ -25,6 +25,8 @@ pub enum DlqAction {
     Replay,
     /// Delete them for good.
     Purge,
+    /// Queue their compensations.
+    Compensate,
 }
 
 impl DlqAction {
@@ -33,6 +35,7 @@ impl DlqAction {
         match self {
             DlqAction::Replay => "replay",
             DlqAction::Purge => "purge",
+            DlqAction::Compensate => "compensate",
         }
     }
 }
@@ -432,6 +435,9 @@ impl Admin for LocalAdmin {
             let out = match action {
                 DlqAction::Replay => crate::engine::replay(&store, None, &ids).await?,
                 DlqAction::Purge => crate::engine::purge(&store, &ids).await?,
+                DlqAction::Compensate => bail!(
+                    "no host is running: a compensation is queued by the host that runs its pipeline; start weft, then run this again"
+                ),
             };
             audit_local(
                 store.as_ref(),

@@ -58,6 +58,14 @@ pub(super) enum DlqCommand {
         #[command(flatten)]
         host: HostArg,
     },
+    /// Queue the compensation of dead letters (pipelines with
+    /// `compensate`), once per event key, whether or not their sink ran.
+    Compensate {
+        #[command(flatten)]
+        select: SelectArgs,
+        #[command(flatten)]
+        host: HostArg,
+    },
 }
 
 impl DlqCommand {
@@ -72,6 +80,9 @@ impl DlqCommand {
             DlqCommand::Show { id, host } => super::runs::show(&host, &id).await,
             DlqCommand::Replay { select, host } => act(&host, DlqAction::Replay, select).await,
             DlqCommand::Purge { select, host } => act(&host, DlqAction::Purge, select).await,
+            DlqCommand::Compensate { select, host } => {
+                act(&host, DlqAction::Compensate, select).await
+            }
         }
     }
 }
@@ -129,6 +140,7 @@ async fn act(host: &HostArg, action: DlqAction, select: SelectArgs) -> Result<()
     let done_word = match action {
         DlqAction::Replay => "requeued",
         DlqAction::Purge => "purged",
+        DlqAction::Compensate => "compensation-queued",
     };
     let mut skipped = 0;
     for o in &outcomes {

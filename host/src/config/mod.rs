@@ -26,7 +26,9 @@ pub use grant::{DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_MS, Grant, KvGrant};
 pub use oauth::{ClientAuth as OAuthClientAuth, OAuthConfig, OAuthGrant};
 pub use objective::{Catalog, LatencyObjective, QualityAction, QualityConfig, SloConfig};
 pub use pattern::OriginPattern;
-pub use pipeline::{ContractConfig, PipelineConfig, RetentionConfig, VersionedContract};
+pub use pipeline::{
+    COMPENSATE, ContractConfig, PipelineConfig, RetentionConfig, VersionedContract,
+};
 pub use route::{RouteConfig, RouteOf, route_pipeline};
 pub use server::{
     AdminConfig, ClientAuth, PluginsConfig, Role, ServerConfig, TlsConfig, TokenConfig,
@@ -117,6 +119,14 @@ impl Config {
             .flat_map(PipelineConfig::route_pipelines)
             .collect();
         config.pipelines.extend(routes);
+        // Each pipeline (a route's included) with `compensate` runs its
+        // compensations in a pipeline of their own.
+        let compensations: Vec<PipelineConfig> = config
+            .pipelines
+            .iter()
+            .filter_map(PipelineConfig::compensation_pipeline)
+            .collect();
+        config.pipelines.extend(compensations);
         Ok(config)
     }
 

@@ -133,6 +133,13 @@ pub struct PipelineConfig {
     /// certificate (with `server.tls.client_auth = "optional"`).
     #[serde(default)]
     pub require_client_cert: bool,
+    /// A sink that undoes what this pipeline's sink may have done: run,
+    /// with the event and its failure, once per event key when an event is
+    /// dead-lettered after its sink was called (or by hand, `weft dlq
+    /// compensate ID`). Compensations run in the pipeline `NAME.compensate`
+    /// with keys `compensate:KEY`, retried like any event.
+    #[serde(default)]
+    pub compensate: Option<super::StepConfig>,
     /// Set on the pipeline of a route: whose route it is.
     #[serde(skip)]
     pub route_of: Option<RouteOf>,
@@ -301,6 +308,18 @@ impl PipelineConfig {
             }
             _ => {}
         }
+        if p.compensate.is_some() && p.sinks.iter().any(|r| r.name == COMPENSATE) {
+            return Err(format!(
+                "{at}: a route is named {COMPENSATE:?}, which is the name of the pipeline's compensations; rename the route"
+            ));
+        }
+        if let Some(c) = &p.compensate
+            && c.batch.is_some()
+        {
+            return Err(format!(
+                "{at}.compensate: batch is for sinks; a compensation runs one event at a time"
+            ));
+        }
         let mut routes = std::collections::HashSet::new();
         for (j, r) in p.sinks.iter().enumerate() {
             let place = format!("{at}.sinks[{j}]");
@@ -452,7 +471,34 @@ impl PipelineConfig {
     }
 }
 
+/// The route name of a pipeline's compensations: `NAME.compensate`.
+pub const COMPENSATE: &str = "compensate";
+
 impl PipelineConfig {
+    /// The pipeline that runs this one's compensations, when it has a
+    /// `compensate` sink: no steps, that sink, this pipeline's retry,
+    /// breaker and catalog, and no triggers or checks of its own.
+    pub fn compensation_pipeline(&self) -> Option<PipelineConfig> {
+        let sink = self.compensate.clone()?;
+        Some(PipelineConfig {
+            name: super::route::route_pipeline(&self.name, COMPENSATE),
+            steps: Vec::new(),
+            sink: Some(sink),
+            sinks: Vec::new(),
+            compensate: None,
+            contract: None,
+            trigger: Default::default(),
+            quality: None,
+            synthetic: Vec::new(),
+            slo: None,
+            route_of: Some(RouteOf {
+                parent: self.name.clone(),
+                route: COMPENSATE.into(),
+            }),
+            ..self.clone()
+        })
+    }
+
     /// The pipeline of each route of this one: no steps, the route's sink,
     /// and what the route does not set taken from this pipeline (the
     /// catalog, objectives and quality gate included; its synthetic checks

@@ -204,7 +204,7 @@ fn order_key_of(text: &str, pointer: &str) -> String {
 impl Engine {
     /// What to run once a new event is durable: count it and queue its
     /// first attempt.
-    fn on_accepted(&self, record: Arc<EventRecord>) -> AfterCommit {
+    pub(super) fn on_accepted(&self, record: Arc<EventRecord>) -> AfterCommit {
         let weight = super::job::Weight::of(&record);
         let job = Job {
             pipeline: record.pipeline.clone(),
@@ -232,7 +232,7 @@ impl Engine {
         })
     }
 
-    fn dedup(&self, pipeline: &str, key: &str) -> Dedup {
+    pub(super) fn dedup(&self, pipeline: &str, key: &str) -> Dedup {
         Dedup {
             pipeline: pipeline.to_string(),
             key: key.to_string(),

@@ -618,6 +618,14 @@ fn record_outcome(
         drop(store.split(&next, job.entry(), &children, Some(after)));
         return;
     }
+    // A dead letter whose sink may have applied part of it is compensated,
+    // queued in the same write.
+    let compensation = match then {
+        AfterAttempt::DeadLettered { .. } if synthetic.is_none() => {
+            super::compensate::plan(engine, pipeline, &mut next)
+        }
+        _ => None,
+    };
     let next = Arc::new(next);
     let engine2 = engine.clone();
     let after: AfterCommit = if let AfterAttempt::Retry { due_ms, attempt } = then {
@@ -637,5 +645,10 @@ fn record_outcome(
         let synthetic = synthetic.is_some();
         Box::new(move || engine2.finished(&name, key.as_deref(), id, left, synthetic))
     };
-    drop(store.record_attempt(&next, job.entry(), then, Some(after)));
+    match (then, compensation) {
+        (AfterAttempt::DeadLettered { at_ms }, Some(c)) => {
+            drop(store.dead_letter_compensated(&next, job.entry(), at_ms, c, Some(after)));
+        }
+        _ => drop(store.record_attempt(&next, job.entry(), then, Some(after))),
+    }
 }

@@ -16,6 +16,7 @@ mod breaker;
 mod build;
 mod canaries;
 mod canary;
+mod compensate;
 mod dead_letters;
 mod dispatch;
 mod erasure;

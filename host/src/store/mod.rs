@@ -456,6 +456,28 @@ pub trait Store: Send + Sync + 'static {
     /// empty) directory `to`; writes pause while it is taken.
     fn backup(&self, to: &std::path::Path) -> Result<BackupManifest, StoreError>;
 
+    /// Record an attempt that dead-lettered `record` (as
+    /// [`Store::record_attempt`] with [`AfterAttempt::DeadLettered`]) and,
+    /// in the same durable write, queue `compensation` unless its key was
+    /// taken within its window (it is then left out; the dead letter lands).
+    fn dead_letter_compensated(
+        &self,
+        record: &EventRecord,
+        done: QueueEntry,
+        at_ms: u64,
+        compensation: Polled,
+        after: Option<AfterCommit>,
+    ) -> Ticket;
+
+    /// The event that took `dedup`'s key within its window, if one did.
+    fn dedup_taken(&self, dedup: &Dedup) -> Option<EventId>;
+
+    /// Mark dead letter `record` (rewritten, with its compensation named)
+    /// and queue `compensation` in one durable write, unless the event is
+    /// no longer a dead letter ([`Committed::Gone`]); a compensation whose
+    /// key was taken is left out.
+    fn compensate(&self, record: &EventRecord, compensation: Polled) -> Ticket;
+
     /// What the host keeps for credential `name` (an OAuth client's
     /// rotated refresh token), as given to [`Store::set_credential_state`].
     fn credential_state(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;

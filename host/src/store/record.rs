@@ -97,8 +97,25 @@ pub const SYNTHETIC_HEADER: &str = "x-weft-synthetic";
 /// a webhook came with over mTLS; set by the host only.
 pub const CLIENT_CERT_HEADER: &str = "x-weft-client-cert-sha256";
 
+/// The record header of an event whose compensation was queued: the
+/// compensation's id.
+pub const COMPENSATION_HEADER: &str = "x-weft-compensation";
+
+/// The record header of a compensation: the id of the event it undoes.
+pub const COMPENSATES_HEADER: &str = "x-weft-compensates";
+
+/// The record header of a compensation: why the event it undoes failed.
+pub const FAILURE_HEADER: &str = "x-weft-failure";
+
 /// The record headers only the host sets: a step's output cannot forge them.
-pub const HOST_HEADERS: [&str; 3] = [TRIGGER_HEADER, SYNTHETIC_HEADER, CLIENT_CERT_HEADER];
+pub const HOST_HEADERS: [&str; 6] = [
+    TRIGGER_HEADER,
+    SYNTHETIC_HEADER,
+    CLIENT_CERT_HEADER,
+    COMPENSATION_HEADER,
+    COMPENSATES_HEADER,
+    FAILURE_HEADER,
+];
 
 /// Version byte in front of every encoded record. Version 4 leaves the
 /// payload out: the store writes it once, under its own key, and rewrites

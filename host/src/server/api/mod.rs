@@ -339,11 +339,11 @@ pub(crate) async fn handle(
                 Err(e) => error(StatusCode::BAD_REQUEST, e),
             }
         }
-        Op::Replay | Op::PurgeDeadLetters => {
-            let action = if route.op == Op::Replay {
-                "replay"
-            } else {
-                "purge"
+        Op::Replay | Op::PurgeDeadLetters | Op::Compensate => {
+            let action = match route.op {
+                Op::Replay => "replay",
+                Op::Compensate => "compensate",
+                _ => "purge",
             };
             let body = match read_body(req, body_timeout).await {
                 Ok(b) => b,
@@ -364,10 +364,10 @@ pub(crate) async fn handle(
                 Ok(records) => records.iter().map(|r| r.id).collect(),
                 Err(e) => return error(StatusCode::BAD_REQUEST, e),
             };
-            let result = if action == "replay" {
-                replay(engine.store(), Some(engine), &ids).await
-            } else {
-                purge(engine.store(), &ids).await
+            let result = match action {
+                "replay" => replay(engine.store(), Some(engine), &ids).await,
+                "compensate" => engine.compensate(&ids).await,
+                _ => purge(engine.store(), &ids).await,
             };
             let shown: Vec<String> = ids.iter().take(20).map(ToString::to_string).collect();
             let detail = format!(

@@ -59,6 +59,7 @@ pub enum Op {
     Encryption,
     Reencrypt,
     Credentials,
+    Compensate,
 }
 
 /// A query parameter a route reads.
@@ -142,7 +143,9 @@ impl Route {
             Op::Pipeline | Op::Pause | Op::Resume => Shape::One(V::PipelineStatus),
             Op::CanaryPromote | Op::CanaryRollback => Shape::One(V::CanaryView),
             Op::DeadLetters => Shape::List("dead_letters", V::DeadLetterView),
-            Op::Replay | Op::PurgeDeadLetters => Shape::List("results", V::ReplayOutcome),
+            Op::Replay | Op::PurgeDeadLetters | Op::Compensate => {
+                Shape::List("results", V::ReplayOutcome)
+            }
             Op::Events => Shape::List("events", V::RunSummary),
             Op::Event => Shape::One(V::EventView),
             Op::AuditLog => Shape::List("records", V::AuditRecord),
@@ -403,6 +406,17 @@ pub const ROUTES: &[Route] = &[
             "/dlq/purge",
             Role::Admin,
             "Delete dead letters for good",
+            "{results: [{id, result}]}",
+        )
+    },
+    Route {
+        body: Some((SELECTION, "Selection")),
+        ..route(
+            Op::Compensate,
+            Verb::Post,
+            "/dlq/compensate",
+            Role::Operator,
+            "Queue the compensation of dead letters of pipelines with `compensate` (once per event key)",
             "{results: [{id, result}]}",
         )
     },

@@ -217,6 +217,17 @@ impl SledStore {
         Ok((record, EventRecord::payload_apart(plain)))
     }
 
+    /// A new event to store with its own dedup key in a larger write.
+    fn queued_item(&self, polled: Polled) -> Item {
+        let mut files = Vec::new();
+        Item {
+            ops: queued_new(self, &polled.record, &mut files),
+            files,
+            dedup: dedup_of(self, polled.dedup, polled.record.id),
+            after: polled.after,
+        }
+    }
+
     /// A credential's state as stored: sealed, or `PLAIN_STATE` and the
     /// value when the store does not seal.
     fn seal_credential(&self, key: &[u8], value: &[u8]) -> Vec<u8> {
@@ -466,6 +477,43 @@ impl Store for SledStore {
         // The attempt was made: its outcome is written even through a
         // store failure, or the event would be attempted again.
         write.must_land = true;
+        self.submit(write)
+    }
+
+    fn dead_letter_compensated(
+        &self,
+        record: &EventRecord,
+        done: QueueEntry,
+        at_ms: u64,
+        compensation: Polled,
+        after: Option<AfterCommit>,
+    ) -> Ticket {
+        let mut write = Write::default();
+        write.remove(queue_key(done.due_ms, &done.id));
+        let mut v = at_ms.to_be_bytes().to_vec();
+        v.extend_from_slice(&size_value(record));
+        write.put(dead_key(&record.id), v);
+        write.put(event_key(&record.id), self.encode(record));
+        write.items = vec![self.queued_item(compensation)];
+        write.after = after;
+        write.must_land = true;
+        self.submit(write)
+    }
+
+    fn dedup_taken(&self, dedup: &Dedup) -> Option<EventId> {
+        let key = dedup_key(&dedup.pipeline, &dedup.key, self.index_key.as_ref());
+        let value = self.trees().ok()?.events.get(key).ok()??;
+        let (first, at) = parse_dedup_value(&value)?;
+        (super::now_ms().saturating_sub(at) < dedup.window_ms).then_some(first)
+    }
+
+    fn compensate(&self, record: &EventRecord, compensation: Polled) -> Ticket {
+        let mut write = Write {
+            requires: Some(dead_key(&record.id)),
+            ..Write::default()
+        };
+        write.put(event_key(&record.id), self.encode(record));
+        write.items = vec![self.queued_item(compensation)];
         self.submit(write)
     }
 
