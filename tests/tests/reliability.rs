@@ -300,6 +300,8 @@ breaker = {{ min_calls = 3, window_ms = 10000, open_ms = 60000, intake = \"{inta
         )
         .unwrap();
         let host = RunningHost::start(setup.config()).await.unwrap();
+        // Three queued while paused, so all are in before the first failure.
+        post(&host, "/api/v1/pipelines/flaky/pause").await;
         for n in 0..3 {
             assert_eq!(
                 send_event(&host, "flaky", &lead(&format!("flaky-{n}"), n))
@@ -308,9 +310,16 @@ breaker = {{ min_calls = 3, window_ms = 10000, open_ms = 60000, intake = \"{inta
                 202
             );
         }
+        post(&host, "/api/v1/pipelines/flaky/resume").await;
         assert!(
             wait_until(WAIT, || get_sync_breaker(&host) == "open").await,
             "the breaker opens"
+        );
+        // An attempt let through just before it opened finishes first.
+        assert!(
+            wait_until(WAIT, || host.engine().status("flaky").unwrap().in_flight
+                == 0)
+            .await
         );
         let attempts = receiver.requests().len();
         let mut answers = Vec::new();
