@@ -341,6 +341,21 @@ async fn sealed_values_never_reach_the_disk_and_survive_a_key_rotation() {
             .unwrap(),
         Committed::Duplicate(small.id)
     );
+    // A backup stays sealed, restores without the key, and opens with it.
+    let copies = tempfile::tempdir().unwrap();
+    store.backup(&copies.path().join("b")).unwrap();
+    let held = files_holding(copies.path(), CANARY.as_bytes());
+    assert!(held.is_empty(), "the canary is in the backup: {held:?}");
+    restore(&copies.path().join("b"), &copies.path().join("data")).unwrap();
+    let restored =
+        SledStore::open_with(&copies.path().join("data"), Keyring::new([2; 32], &[])).unwrap();
+    assert_eq!(restored.event(&large.id).unwrap().unwrap().payload, large.payload);
+    assert_eq!(
+        restored.accept(&again, Some(dedup(CANARY)), None).await.unwrap(),
+        Committed::Duplicate(small.id),
+        "the restored dedup index still knows the key"
+    );
+    restored.close();
     assert_eq!(
         store.event(&small.id).unwrap().unwrap().payload,
         small.payload
