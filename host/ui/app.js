@@ -362,15 +362,50 @@ async function recentAudit(n) {
   return [check, log.records];
 }
 
+function when(ms) {
+  return ms ? new Date(ms).toISOString() : '-';
+}
+
+// Credentials (never a secret or a token) and the store's encryption.
+function protection(credentials, encryption) {
+  const keys = encryption.keys_in_use || [];
+  return el('div', { className: 'card', id: 'protection' },
+    el('h2', { textContent: 'Credentials' }),
+    credentials.length
+      ? el('table', { id: 'credentials' },
+        el('tr', {}, ['name', 'kind', 'used by', 'state', 'valid until', 'last refresh', 'last error']
+          .map((h) => el('th', { textContent: h }))),
+        credentials.map((c) => el('tr', { className: c.state === 'failing' ? 'bad' : '' },
+          el('td', { textContent: c.name }),
+          el('td', { textContent: c.kind + (c.grant ? ' (' + c.grant + ')' : '') }),
+          el('td', { textContent: (c.used_by || []).join(', ') }),
+          el('td', { textContent: c.state }),
+          el('td', { textContent: when(c.valid_until_ms) }),
+          el('td', { textContent: when(c.last_refresh_ms) }),
+          el('td', { textContent: c.last_error || '' }))))
+      : el('p', { className: 'muted', textContent: 'No grant attaches a credential.' }),
+    el('h2', { textContent: 'Store' }),
+    el('p', {
+      id: 'encryption',
+      textContent: encryption.current_key
+        ? 'Encrypted at rest: new values sealed under key ' + encryption.current_key
+          + (keys.length > 1 ? '; values still under ' + keys.filter((k) => k !== encryption.current_key).join(', ') + ' (run weft store reencrypt)' : '')
+        : 'Not encrypted at rest (server.encryption).',
+    }));
+}
+
 async function plugins(page) {
-  const [list, [, log]] = await Promise.all([
+  const [list, [, log], credentials, encryption] = await Promise.all([
     api('GET', '/plugins').then((r) => r.plugins),
     recentAudit(1000),
+    api('GET', '/credentials').then((r) => r.credentials),
+    api('GET', '/store/encryption'),
   ]);
   // Denials over time: the audit log keeps each (up to 10 a minute per plugin).
   const denials = (name) => log.filter((r) => r.kind === 'denial' && r.actor === name).slice(-20).reverse();
   fill(page,
     el('h1', { textContent: 'Plugins and grants' }),
+    protection(credentials, encryption),
     list.map((p) => el('div', { className: 'card plugin', id: 'plugin-' + p.name },
       el('h2', { textContent: p.name + (p.version ? ' ' + p.version : '') + ' (' + p.world + ')' }),
       el('div', { className: 'muted', textContent: 'sha256 ' + p.sha256 }),

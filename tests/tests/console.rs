@@ -34,7 +34,8 @@ fn token(role: &str) -> String {
 }
 
 async fn host_with_tokens(receiver: &Receiver) -> (HostSetup, RunningHost) {
-    let mut extra = String::new();
+    // The sink's grant attaches a credential (the console lists it).
+    let mut extra = String::from("credentials = [\"CRM_TOKEN\"]\n\n");
     for role in ["viewer", "operator", "admin"] {
         extra.push_str(&format!(
             "[[admin.tokens]]\nname = \"{role}-bot\"\nrole = \"{role}\"\nsecret = \"{}_TOKEN\"\n",
@@ -50,15 +51,24 @@ async fn host_with_tokens(receiver: &Receiver) -> (HostSetup, RunningHost) {
         &extra,
     )
     .unwrap();
-    let values: Vec<(String, String)> = ["viewer", "operator", "admin"]
+    let mut values: Vec<(String, String)> = ["viewer", "operator", "admin"]
         .iter()
         .map(|r| (format!("{}_TOKEN", r.to_uppercase()), token(r)))
         .collect();
+    values.push(("CRM_TOKEN".into(), "crm-value-31d7a9".into()));
+    values.push((
+        "STORE_KEY".into(),
+        weft_host::store::seal::generate_key(),
+    ));
     let pairs: Vec<(&str, &str)> = values
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let setup = setup.with_secrets(&pairs).unwrap();
+    let setup = setup
+        .with_secrets(&pairs)
+        .unwrap()
+        .server_line("encryption = { key = \"STORE_KEY\" }")
+        .unwrap();
     let host = RunningHost::start(setup.config()).await.unwrap();
     (setup, host)
 }
@@ -201,6 +211,14 @@ async fn an_operator_sees_and_fixes_what_is_stuck_and_a_viewer_only_sees() {
         plugins.contains("http-sink") && plugins.contains("sha256"),
         "{plugins}"
     );
+    let credentials = b.text("#credentials").await.unwrap();
+    assert!(
+        credentials.contains("CRM_TOKEN") && credentials.contains("loaded"),
+        "{credentials}"
+    );
+    assert!(!plugins.contains("crm-value-31d7a9"), "a secret on the page");
+    let encryption = b.text("#encryption").await.unwrap();
+    assert!(encryption.contains("Encrypted at rest"), "{encryption}");
     b.screenshot(&dir.join("plugins.png")).await.unwrap();
     b.click("#nav-audit").await.unwrap();
     b.wait_text("#chain", WAIT, |t| t.contains("verifies"))
