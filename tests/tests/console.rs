@@ -56,10 +56,7 @@ async fn host_with_tokens(receiver: &Receiver) -> (HostSetup, RunningHost) {
         .map(|r| (format!("{}_TOKEN", r.to_uppercase()), token(r)))
         .collect();
     values.push(("CRM_TOKEN".into(), "crm-value-31d7a9".into()));
-    values.push((
-        "STORE_KEY".into(),
-        weft_host::store::seal::generate_key(),
-    ));
+    values.push(("STORE_KEY".into(), weft_host::store::seal::generate_key()));
     let pairs: Vec<(&str, &str)> = values
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -216,7 +213,10 @@ async fn an_operator_sees_and_fixes_what_is_stuck_and_a_viewer_only_sees() {
         credentials.contains("CRM_TOKEN") && credentials.contains("loaded"),
         "{credentials}"
     );
-    assert!(!plugins.contains("crm-value-31d7a9"), "a secret on the page");
+    assert!(
+        !plugins.contains("crm-value-31d7a9"),
+        "a secret on the page"
+    );
     let encryption = b.text("#encryption").await.unwrap();
     assert!(encryption.contains("Encrypted at rest"), "{encryption}");
     b.screenshot(&dir.join("plugins.png")).await.unwrap();

@@ -439,11 +439,15 @@ impl OAuthClient {
             && t.refresh.as_deref() != Some(next.as_str())
         {
             // Kept before the new access token is used: a crash from here
-            // on starts with the new refresh token.
-            self.keep_refresh(&next).await?;
+            // on starts with the new refresh token. The server may have
+            // retired the old one already, so this process goes on with the
+            // new one even when it could not be kept; the access token is
+            // not used then, and the next request rotates (and keeps) again.
+            let kept = self.keep_refresh(&next).await;
             if let Some(old) = t.refresh.replace(next) {
                 crate::redact::forget(&old);
             }
+            kept?;
             rotated = true;
         }
         let lifetime = answer.expires_in.map(Duration::from_secs);

@@ -349,9 +349,15 @@ async fn sealed_values_never_reach_the_disk_and_survive_a_key_rotation() {
     restore(&copies.path().join("b"), &copies.path().join("data")).unwrap();
     let restored =
         SledStore::open_with(&copies.path().join("data"), Keyring::new([2; 32], &[])).unwrap();
-    assert_eq!(restored.event(&large.id).unwrap().unwrap().payload, large.payload);
     assert_eq!(
-        restored.accept(&again, Some(dedup(CANARY)), None).await.unwrap(),
+        restored.event(&large.id).unwrap().unwrap().payload,
+        large.payload
+    );
+    assert_eq!(
+        restored
+            .accept(&again, Some(dedup(CANARY)), None)
+            .await
+            .unwrap(),
         Committed::Duplicate(small.id),
         "the restored dedup index still knows the key"
     );
