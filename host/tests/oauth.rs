@@ -103,6 +103,22 @@ async fn client_credentials_tokens_are_reused_refreshed_and_never_shown() {
     assert_eq!(crm["state"], "valid", "{status}");
     assert_eq!(crm["used_by"], serde_json::json!(["http-sink"]));
     assert!(crm["valid_until_ms"].as_u64().unwrap() > weft_host::store::now_ms());
+    let metrics = |host: &RunningHost| {
+        let addr = host.admin_addr;
+        async move {
+            weft_tests::get_text(&format!("http://{addr}/metrics"))
+                .await
+                .1
+        }
+    };
+    let text = metrics(&host).await;
+    for line in [
+        "weft_oauth_token_refreshes_total{credential=\"CRM\"} 1",
+        "weft_oauth_token_valid{credential=\"CRM\"} 1",
+        "weft_oauth_token_failures_total{credential=\"CRM\"} 0",
+    ] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
 
     // The API revokes the token: one 401, one refresh, one resend; the
     // plugin sees only the success.
@@ -158,6 +174,12 @@ async fn client_credentials_tokens_are_reused_refreshed_and_never_shown() {
     assert!(
         error.contains("503") && error.contains("temporarily_unavailable"),
         "{error}"
+    );
+    let text = metrics(&host).await;
+    assert!(
+        text.contains("weft_oauth_token_valid{credential=\"CRM\"} 0")
+            && !text.contains("weft_oauth_token_failures_total{credential=\"CRM\"} 0"),
+        "{text}"
     );
     let tries = auth.token_requests().len();
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -446,7 +446,77 @@ pub fn render(engine: &Engine, live: &super::live::Live) -> String {
         "weft_admin_refused_total {}",
         live.current().api.gate.refused()
     );
+    oauth(&mut out, engine);
     out
+}
+
+/// One OAuth metric family: name, type, help, and its value of a client.
+type OAuthFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::sandbox::oauth::CredentialStatus) -> f64,
+);
+
+/// OAuth clients: tokens obtained, rotations, failures, whether each has a
+/// valid token and how long it has left. Only with `[oauth.…]` configured.
+fn oauth(out: &mut String, engine: &Engine) {
+    let clients = engine.sandbox().oauth().statuses();
+    if clients.is_empty() {
+        return;
+    }
+    let families: [OAuthFamily; 5] = [
+        (
+            "weft_oauth_token_refreshes_total",
+            "counter",
+            "Access tokens an OAuth client obtained, since the host started.",
+            |c| c.refreshes as f64,
+        ),
+        (
+            "weft_oauth_token_rotations_total",
+            "counter",
+            "Refresh tokens the server rotated in (each kept in the store), since the host started.",
+            |c| c.rotations as f64,
+        ),
+        (
+            "weft_oauth_token_failures_total",
+            "counter",
+            "Failed token requests of an OAuth client, since the host started.",
+            |c| c.failures as f64,
+        ),
+        (
+            "weft_oauth_token_valid",
+            "gauge",
+            "1 while an OAuth client holds a token that has not expired, 0 otherwise.",
+            |c| {
+                let now = crate::store::now_ms();
+                f64::from(u8::from(
+                    c.state == "valid" && c.valid_until_ms.is_none_or(|v| v > now),
+                ))
+            },
+        ),
+        (
+            "weft_oauth_token_expires_in_seconds",
+            "gauge",
+            "Seconds until the current access token expires (0 without one, or when the server gave it no lifetime).",
+            |c| {
+                let now = crate::store::now_ms();
+                c.valid_until_ms
+                    .map_or(0.0, |v| v.saturating_sub(now) as f64 / 1000.0)
+            },
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        header(out, name, kind, help);
+        for c in &clients {
+            let _ = writeln!(
+                out,
+                "{name}{{credential=\"{}\"}} {}",
+                label(&c.name),
+                value(c)
+            );
+        }
+    }
 }
 
 /// A label value, escaped as the text format requires.
