@@ -188,21 +188,7 @@ async fn the_breaker_opens_holds_events_without_burning_attempts_and_closes_on_r
     )
     .unwrap();
     let host = RunningHost::start(setup.config()).await.unwrap();
-    // Queue five events while paused, so all are accepted before the first failure.
-    post(&host, "/api/v1/pipelines/flaky/pause").await;
-    for n in 0..5 {
-        assert_eq!(
-            send_event(&host, "flaky", &lead(&format!("flaky-{n}"), n))
-                .await
-                .0,
-            202
-        );
-    }
-    post(&host, "/api/v1/pipelines/flaky/resume").await;
-    assert!(
-        wait_until(WAIT, || get_sync_breaker(&host) == "open").await,
-        "the breaker opens"
-    );
+    open_the_breaker(&host, 5).await;
     let status = get(&host, "/api/v1/pipelines/flaky").await;
     assert_eq!(status["breaker"], "open");
     let metrics = get(&host, "/metrics").await;
@@ -300,21 +286,7 @@ breaker = {{ min_calls = 3, window_ms = 10000, open_ms = 60000, intake = \"{inta
         )
         .unwrap();
         let host = RunningHost::start(setup.config()).await.unwrap();
-        // Three queued while paused, so all are in before the first failure.
-        post(&host, "/api/v1/pipelines/flaky/pause").await;
-        for n in 0..3 {
-            assert_eq!(
-                send_event(&host, "flaky", &lead(&format!("flaky-{n}"), n))
-                    .await
-                    .0,
-                202
-            );
-        }
-        post(&host, "/api/v1/pipelines/flaky/resume").await;
-        assert!(
-            wait_until(WAIT, || get_sync_breaker(&host) == "open").await,
-            "the breaker opens"
-        );
+        open_the_breaker(&host, 3).await;
         // An attempt let through just before it opened finishes first.
         assert!(
             wait_until(WAIT, || host.engine().status("flaky").unwrap().in_flight
@@ -351,6 +323,26 @@ breaker = {{ min_calls = 3, window_ms = 10000, open_ms = 60000, intake = \"{inta
         assert_eq!(host.engine().store().counts().dead_letters, 0);
         host.shutdown().await;
     }
+}
+
+/// Queue `n` events of `flaky` while it is paused (so all are in before the
+/// first failure), resume it and wait for its failing sink to open the
+/// breaker.
+async fn open_the_breaker(host: &RunningHost, n: usize) {
+    post(host, "/api/v1/pipelines/flaky/pause").await;
+    for i in 0..n {
+        assert_eq!(
+            send_event(host, "flaky", &lead(&format!("flaky-{i}"), i))
+                .await
+                .0,
+            202
+        );
+    }
+    post(host, "/api/v1/pipelines/flaky/resume").await;
+    assert!(
+        wait_until(WAIT, || get_sync_breaker(host) == "open").await,
+        "the breaker opens"
+    );
 }
 
 fn get_sync_breaker(host: &RunningHost) -> String {
