@@ -150,6 +150,12 @@ pub fn client(host: &HostArg, listener: Listener) -> Result<(HostClient, Option<
             token,
             crate::sandbox::OutboundTls::web_and(&files.cert, host.client_identity())
                 .map_err(anyhow::Error::msg)?,
+        )
+        // A listener that requires client certificates may refuse a
+        // client in a way only a broken connection shows.
+        .asked_certificate(
+            files.client_ca.is_some() && files.client_auth == crate::config::ClientAuth::Required,
+            host.client_identity().is_some(),
         ),
         _ => HostClient::new(&url, token),
     };

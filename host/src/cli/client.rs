@@ -36,6 +36,10 @@ pub struct HostClient {
     client: Client<HttpConnector, Full<Bytes>>,
     /// For an `https://` base: TLS trusting what it was given.
     tls: Option<Client<crate::sandbox::HttpsConnector, Full<Bytes>>>,
+    /// Whether the listener asks every client for a certificate, and then
+    /// whether this client shows one: a failed connection is most likely
+    /// the listener refusing it.
+    asks_certificate: Option<bool>,
 }
 
 impl HostClient {
@@ -47,7 +51,16 @@ impl HostClient {
             token,
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
             tls: None,
+            asks_certificate: None,
         }
+    }
+
+    /// Whether the listener asks every client for a certificate, and
+    /// whether this client shows one: a failed connection then says what
+    /// to check.
+    pub fn asked_certificate(mut self, asked: bool, shown: bool) -> Self {
+        self.asks_certificate = asked.then_some(shown);
+        self
     }
 
     /// A client for an `https://` base, trusting the public web roots and
@@ -139,18 +152,22 @@ impl HostClient {
                     next = cause.source();
                 }
                 let causes = causes.join(": ");
-                if self.tls.is_some()
-                    && [
-                        "CertificateRequired",
-                        "BadCertificate",
-                        "UnknownCA",
-                        "CertificateUnknown",
-                    ]
-                    .iter()
-                    .any(|a| causes.contains(a))
-                {
+                let alert = [
+                    "CertificateRequired",
+                    "BadCertificate",
+                    "UnknownCA",
+                    "CertificateUnknown",
+                ]
+                .iter()
+                .any(|a| causes.contains(a));
+                if self.tls.is_some() && (alert || self.asks_certificate.is_some()) {
+                    let fix = if self.asks_certificate == Some(true) {
+                        "check that --client-cert is signed by the listener's client_ca and --client-key is its key"
+                    } else {
+                        "pass --client-cert and --client-key (or WEFT_CLIENT_CERT and WEFT_CLIENT_KEY)"
+                    };
                     return Err(ClientError::Other(format!(
-                        "the host at {} refused the connection: it asks for a client certificate its client_ca signed ({causes}); pass --client-cert and --client-key (or WEFT_CLIENT_CERT and WEFT_CLIENT_KEY)",
+                        "the host at {} refused the connection: it asks for a client certificate its client_ca signed ({causes}); {fix}",
                         self.base
                     )));
                 }
