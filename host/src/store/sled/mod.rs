@@ -40,9 +40,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
-/// First byte of a credential's state kept unsealed.
-const PLAIN_STATE: u8 = 0;
-
 /// The sled store.
 pub struct SledStore {
     shelf: Arc<Shelf>,
@@ -194,27 +191,42 @@ impl SledStore {
         }
     }
 
-    /// A record as stored: sealed under the store's keys when they seal.
-    fn encode(&self, record: &EventRecord) -> Vec<u8> {
-        self.keys
-            .seal_or_keep(&event_key(&record.id), record.encode())
-    }
-
-    /// The record stored under `key` as `value` (opened if sealed), and
-    /// whether its payload is kept apart.
-    fn decode(&self, key: &[u8], value: &[u8]) -> Result<(EventRecord, bool), StoreError> {
-        let opened;
-        let plain = if crate::store::seal::sealed_id(value).is_some() {
-            opened = self.keys.open(key, value).map_err(|why| {
-                let id = EventId::from_slice(&key[1..]).map_or_else(String::new, |i| i.to_string());
-                StoreError::Read(format!("event record {id}: {why}"))
-            })?;
-            opened.as_slice()
-        } else {
-            value
-        };
-        let record = EventRecord::decode(plain).map_err(StoreError::Read)?;
-        Ok((record, EventRecord::payload_apart(plain)))
+    /// The write that records an attempt: its queue entry goes, the event
+    /// goes where `next` says, and its record is rewritten.
+    fn attempt_write(
+        &self,
+        record: &EventRecord,
+        done: QueueEntry,
+        next: AfterAttempt,
+        after: Option<AfterCommit>,
+    ) -> Write {
+        let mut write = Write::default();
+        write.remove(queue_key(done.due_ms, &done.id));
+        match next {
+            AfterAttempt::Retry { due_ms, attempt } => {
+                write.put(
+                    queue_key(due_ms, &record.id),
+                    attempt.to_be_bytes().to_vec(),
+                );
+            }
+            AfterAttempt::Finished { at_ms } => {
+                // Its payload's size, for the store's usage by kind.
+                write.put(done_key(at_ms, &record.id), size_value(record));
+            }
+            AfterAttempt::DeadLettered { at_ms } => {
+                // The time it was dead-lettered, for the retention sweep,
+                // then its payload's size.
+                let mut v = at_ms.to_be_bytes().to_vec();
+                v.extend_from_slice(&size_value(record));
+                write.put(dead_key(&record.id), v);
+            }
+        }
+        write.put(event_key(&record.id), self.encode(record));
+        write.after = after;
+        // The attempt was made: its outcome is written even through a
+        // store failure, or the event would be attempted again.
+        write.must_land = true;
+        write
     }
 
     /// A new event to store with its own dedup key in a larger write.
@@ -225,28 +237,6 @@ impl SledStore {
             files,
             dedup: dedup_of(self, polled.dedup, polled.record.id),
             after: polled.after,
-        }
-    }
-
-    /// A credential's state as stored: sealed, or `PLAIN_STATE` and the
-    /// value when the store does not seal.
-    fn seal_credential(&self, key: &[u8], value: &[u8]) -> Vec<u8> {
-        self.keys.seal(key, value).unwrap_or_else(|| {
-            let mut v = vec![PLAIN_STATE];
-            v.extend_from_slice(value);
-            v
-        })
-    }
-
-    fn open_credential(&self, key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
-        match stored.split_first() {
-            Some((&PLAIN_STATE, rest)) => Ok(rest.to_vec()),
-            _ => self.keys.open(key, stored).map_err(|why| {
-                StoreError::Read(format!(
-                    "the state of credential {}: {why}",
-                    String::from_utf8_lossy(&key[1..])
-                ))
-            }),
         }
     }
 
@@ -451,33 +441,7 @@ impl Store for SledStore {
         next: AfterAttempt,
         after: Option<AfterCommit>,
     ) -> Ticket {
-        let mut write = Write::default();
-        write.remove(queue_key(done.due_ms, &done.id));
-        match next {
-            AfterAttempt::Retry { due_ms, attempt } => {
-                write.put(
-                    queue_key(due_ms, &record.id),
-                    attempt.to_be_bytes().to_vec(),
-                );
-            }
-            AfterAttempt::Finished { at_ms } => {
-                // Its payload's size, for the store's usage by kind.
-                write.put(done_key(at_ms, &record.id), size_value(record));
-            }
-            AfterAttempt::DeadLettered { at_ms } => {
-                // The time it was dead-lettered, for the retention sweep,
-                // then its payload's size.
-                let mut v = at_ms.to_be_bytes().to_vec();
-                v.extend_from_slice(&size_value(record));
-                write.put(dead_key(&record.id), v);
-            }
-        }
-        write.put(event_key(&record.id), self.encode(record));
-        write.after = after;
-        // The attempt was made: its outcome is written even through a
-        // store failure, or the event would be attempted again.
-        write.must_land = true;
-        self.submit(write)
+        self.submit(self.attempt_write(record, done, next, after))
     }
 
     fn dead_letter_compensated(
@@ -488,15 +452,9 @@ impl Store for SledStore {
         compensation: Polled,
         after: Option<AfterCommit>,
     ) -> Ticket {
-        let mut write = Write::default();
-        write.remove(queue_key(done.due_ms, &done.id));
-        let mut v = at_ms.to_be_bytes().to_vec();
-        v.extend_from_slice(&size_value(record));
-        write.put(dead_key(&record.id), v);
-        write.put(event_key(&record.id), self.encode(record));
+        let mut write =
+            self.attempt_write(record, done, AfterAttempt::DeadLettered { at_ms }, after);
         write.items = vec![self.queued_item(compensation)];
-        write.after = after;
-        write.must_land = true;
         self.submit(write)
     }
 

@@ -1,6 +1,8 @@
-//! Which keys the store's values are sealed under: checked against the
-//! configured keys before the store is touched, and moved to the current
-//! key by `weft store reencrypt` while the host serves.
+//! Encryption at rest in the sled store: how records and credential state
+//! are sealed and opened, and which keys the store's values are sealed
+//! under: checked against the configured keys before the store is
+//! touched, and moved to the current key by `weft store reencrypt` while
+//! the host serves.
 //!
 //! The `meta` tree's [`KEYS_IN_USE`] lists the ids of every key a value
 //! may be sealed under. A key is added before the first value is sealed
@@ -8,11 +10,14 @@
 //! under them, so the list never misses a key the store needs.
 
 use super::committer::Write;
+use super::keys::event_key;
 use super::keys::{BODY, CREDENTIAL, EVENT};
 use super::shelf::Trees;
 use super::{SledStore, kv, payloads};
 use crate::store::seal::{KeyId, sealed_id, show_id};
-use crate::store::{Committed, Encryption, EventId, Keyring, Reencrypted, Store, StoreError};
+use crate::store::{
+    Committed, Encryption, EventId, EventRecord, Keyring, Reencrypted, Store, StoreError,
+};
 
 /// `meta` key: the ids of the keys values may be sealed under.
 const KEYS_IN_USE: &[u8] = b"sealed-keys";
@@ -146,6 +151,62 @@ pub(super) fn status(store: &SledStore) -> Encryption {
     Encryption {
         current_key: store.keys.current_id().map(|id| show_id(&id)),
         keys_in_use: in_use.iter().map(show_id).collect(),
+    }
+}
+
+/// First byte of a credential's state kept unsealed.
+const PLAIN_STATE: u8 = 0;
+
+/// How the store's values are sealed on the way to disk and opened on the
+/// way back.
+impl SledStore {
+    /// A record as stored: sealed under the store's keys when they seal.
+    pub(super) fn encode(&self, record: &EventRecord) -> Vec<u8> {
+        self.keys
+            .seal_or_keep(&event_key(&record.id), record.encode())
+    }
+
+    /// The record stored under `key` as `value` (opened if sealed), and
+    /// whether its payload is kept apart.
+    pub(super) fn decode(
+        &self,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(EventRecord, bool), StoreError> {
+        let opened;
+        let plain = if crate::store::seal::sealed_id(value).is_some() {
+            opened = self.keys.open(key, value).map_err(|why| {
+                let id = EventId::from_slice(&key[1..]).map_or_else(String::new, |i| i.to_string());
+                StoreError::Read(format!("event record {id}: {why}"))
+            })?;
+            opened.as_slice()
+        } else {
+            value
+        };
+        let record = EventRecord::decode(plain).map_err(StoreError::Read)?;
+        Ok((record, EventRecord::payload_apart(plain)))
+    }
+
+    /// A credential's state as stored: sealed, or `PLAIN_STATE` and the
+    /// value when the store does not seal.
+    pub(super) fn seal_credential(&self, key: &[u8], value: &[u8]) -> Vec<u8> {
+        self.keys.seal(key, value).unwrap_or_else(|| {
+            let mut v = vec![PLAIN_STATE];
+            v.extend_from_slice(value);
+            v
+        })
+    }
+
+    pub(super) fn open_credential(&self, key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
+        match stored.split_first() {
+            Some((&PLAIN_STATE, rest)) => Ok(rest.to_vec()),
+            _ => self.keys.open(key, stored).map_err(|why| {
+                StoreError::Read(format!(
+                    "the state of credential {}: {why}",
+                    String::from_utf8_lossy(&key[1..])
+                ))
+            }),
+        }
     }
 }
 
