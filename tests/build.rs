@@ -11,6 +11,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("filter", "FILTER"),
     ("http-sink", "HTTP_SINK"),
     ("http-poll", "HTTP_POLL"),
+    ("queue-sink", "QUEUE_SINK"),
     ("weft-hostile", "HOSTILE"),
     ("weft-splitter", "SPLITTER"),
 ];

@@ -91,6 +91,7 @@ fn capability_name(c: Capability) -> &'static str {
         Capability::Http => "http",
         Capability::Kv => "kv",
         Capability::Credentials => "credentials",
+        Capability::Messaging => "messaging",
         Capability::Never => "never",
         Capability::Baseline => "baseline",
         Capability::Unknown => "unknown",

@@ -12,6 +12,7 @@ pub mod host;
 pub mod inspect;
 pub mod limit;
 pub mod logging;
+pub mod messaging;
 pub mod origin;
 pub mod percent;
 pub mod perimeter;

@@ -147,6 +147,7 @@ mod event;
 pub mod http;
 pub mod kv;
 pub mod log;
+pub mod messaging;
 
 pub use error::{Error, Result};
 pub use event::Event;

@@ -3,6 +3,7 @@
 //! end-to-end tests in `tests/`, the benchmarks in `benches/` and the
 //! quickstart all use it.
 
+pub mod brokers;
 pub mod browser;
 pub mod oauth;
 pub mod paged_api;

@@ -72,12 +72,15 @@ fn ensure_wasm_target() -> Result<()> {
 }
 
 /// Debian packages the tests use, by a file each installs: headless
-/// Chromium and its WebDriver for the console's browser tests, and
-/// promtool (Debian's `prometheus`) for the shipped alert rules.
-const TEST_PACKAGES: [(&str, &str); 3] = [
+/// Chromium and its WebDriver for the console's browser tests, promtool
+/// (Debian's `prometheus`) for the shipped alert rules, and the two
+/// message brokers the queue triggers and sinks are tested against.
+const TEST_PACKAGES: [(&str, &str); 5] = [
     ("/usr/bin/chromium", "chromium"),
     ("/usr/bin/chromedriver", "chromium-driver"),
     ("/usr/bin/promtool", "prometheus"),
+    ("/usr/sbin/nats-server", "nats-server"),
+    ("/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server"),
 ];
 
 /// Install the test packages that are missing, when apt may be used (as
@@ -96,7 +99,7 @@ fn ensure_test_packages() -> Result<()> {
     }
     if !have("/usr/bin/apt-get") {
         println!(
-            "==> no apt-get here: install {} for the console's and the alert rules' tests",
+            "==> no apt-get here: install {} for the console's, the alert rules' and the brokers' tests",
             missing.join(", ")
         );
         return Ok(());

@@ -1,5 +1,6 @@
 //! `[grants.NAME]`: what one plugin may do. Anything not written is denied.
 
+use super::broker::MessagingGrant;
 use super::credential::CredentialGrant;
 use super::pattern::OriginPattern;
 use super::values::valid_credential_name;
@@ -22,6 +23,9 @@ pub struct Grant {
     /// Durable key-value state; without it the plugin has none.
     #[serde(default)]
     pub kv: Option<KvGrant>,
+    /// Brokers and subjects the plugin may publish to.
+    #[serde(default)]
+    pub messaging: Vec<MessagingGrant>,
     /// Memory cap per instance, in MiB.
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u32,
@@ -93,6 +97,7 @@ impl Default for Grant {
             credentials: Vec::new(),
             reveal: Vec::new(),
             kv: None,
+            messaging: Vec::new(),
             memory_mib: DEFAULT_MEMORY_MIB,
             timeout_ms: DEFAULT_TIMEOUT_MS,
             fuel: None,
@@ -181,6 +186,9 @@ impl Grant {
         }
         for c in &self.credentials {
             c.validate(name, &self.http)?;
+        }
+        for m in &self.messaging {
+            m.validate(name)?;
         }
         for c in &self.reveal {
             if !valid_credential_name(c) {

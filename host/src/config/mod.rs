@@ -3,6 +3,7 @@
 //! nothing from the rest of the host but the origin parser.
 
 mod allow;
+mod broker;
 mod canary;
 mod credential;
 mod grant;
@@ -20,6 +21,7 @@ mod values;
 pub mod version;
 
 pub use allow::Allowlist;
+pub use broker::{BrokerConfig, BrokerKind, MessagingGrant, check_subject, subject_matches};
 pub use canary::CanaryConfig;
 pub use credential::{CREDENTIAL_HEADERS, CredentialGrant};
 pub use grant::{DEFAULT_MEMORY_MIB, DEFAULT_TIMEOUT_MS, Grant, KvGrant};
@@ -36,7 +38,8 @@ pub use server::{
 pub use step::{BatchConfig, BreakerConfig, BreakerIntake, Jitter, RetryConfig, StepConfig};
 pub use synthetic::SyntheticConfig;
 pub use trigger::{
-    OnMissed, PollConfig, Preset, Schedule, ScheduleConfig, TriggerConfig, WebhookConfig,
+    OnMissed, PollConfig, Preset, QueueConfig, Schedule, ScheduleConfig, TriggerConfig,
+    WebhookConfig,
 };
 pub use upstream::{ClientCertConfig, RateLimitConfig, UpstreamConfig};
 pub use values::valid_credential_name;
@@ -72,6 +75,10 @@ pub struct Config {
     /// host holds their tokens (`[oauth.CRM]`).
     #[serde(default)]
     pub oauth: BTreeMap<String, OAuthConfig>,
+    /// Message brokers, by name: for plugins granted `messaging` and for
+    /// queue triggers (`[brokers.orders]`).
+    #[serde(default)]
+    pub brokers: BTreeMap<String, BrokerConfig>,
 }
 
 /// A configuration error, naming the file.
@@ -187,6 +194,21 @@ impl Config {
         for (name, o) in &self.oauth {
             o.validate(name, self.server.encryption.is_some())?;
         }
+        for (name, b) in &self.brokers {
+            b.validate(name)?;
+        }
+        for (plugin, grant) in &self.grants {
+            for m in &grant.messaging {
+                if !self.brokers.contains_key(&m.broker) {
+                    return Err(format!(
+                        "grants.{plugin}.messaging names broker {:?}, which is not configured; add [brokers.{}] (configured: {})",
+                        m.broker,
+                        m.broker,
+                        self.broker_names()
+                    ));
+                }
+            }
+        }
         if self.pipelines.is_empty() {
             return Err("no [[pipeline]] is configured; add at least one".into());
         }
@@ -216,6 +238,17 @@ impl Config {
                 c.validate(&format!("{at}.contract"))?;
             }
             p.validate(&at)?;
+            if let Some(q) = &p.trigger.queue {
+                let Some(b) = self.brokers.get(&q.broker) else {
+                    return Err(format!(
+                        "{at}: trigger.queue names broker {:?}, which is not configured; add [brokers.{}] (configured: {})",
+                        q.broker,
+                        q.broker,
+                        self.broker_names()
+                    ));
+                };
+                q.validate(&at, b.kind)?;
+            }
         }
         let mut token_names = HashSet::new();
         for (i, t) in self.admin.tokens.iter().enumerate() {
@@ -363,7 +396,20 @@ impl Config {
                     .iter()
                     .flat_map(|e| e.names().map(|n| (n, "the store's encryption"))),
             )
+            .chain(
+                self.brokers
+                    .values()
+                    .filter_map(|b| b.credential.as_deref().map(|c| (c, "a message broker"))),
+            )
             .collect()
+    }
+
+    /// The configured brokers' names, for messages that list them.
+    pub fn broker_names(&self) -> String {
+        if self.brokers.is_empty() {
+            return "none".into();
+        }
+        self.brokers.keys().cloned().collect::<Vec<_>>().join(", ")
     }
 
     /// Each pipeline's `redact` pointers: (pipeline, pointers).

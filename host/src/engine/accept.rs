@@ -272,11 +272,26 @@ impl Engine {
         items: Vec<(String, Vec<u8>)>,
         next_cursor: Option<&str>,
     ) -> Result<usize, AcceptError> {
+        self.accept_batch(pipeline, "poll", items, next_cursor)
+            .await
+    }
+
+    /// Store items a trigger (`poll`, `queue`) took, and its next cursor
+    /// when it keeps one, in one atomic write: items whose key was already
+    /// taken are left out, the rest are queued. Returns how many were new;
+    /// on `Ok` every item is durable (or was already).
+    pub async fn accept_batch(
+        &self,
+        pipeline: &str,
+        trigger: &'static str,
+        items: Vec<(String, Vec<u8>)>,
+        next_cursor: Option<&str>,
+    ) -> Result<usize, AcceptError> {
         let pass = self.pass().await;
         if !pass.engine.is(self) {
             let next = pass.engine.clone();
             drop(pass);
-            return Box::pin(next.accept_polled(pipeline, items, next_cursor)).await;
+            return Box::pin(next.accept_batch(pipeline, trigger, items, next_cursor)).await;
         }
         let p = self.admit(
             pipeline,
@@ -301,7 +316,7 @@ impl Engine {
                     .unwrap_or_default()
             });
             let record = Arc::new(EventRecord {
-                headers: vec![(crate::store::TRIGGER_HEADER.into(), "poll".into())],
+                headers: vec![(crate::store::TRIGGER_HEADER.into(), trigger.into())],
                 received_at_ms: now,
                 order_key,
                 ..EventRecord::queued(id, pipeline, &key, body)

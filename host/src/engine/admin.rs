@@ -214,6 +214,23 @@ impl Engine {
         }
     }
 
+    /// How many more events pipeline `pipeline` takes now from a trigger
+    /// that can wait (a poll, a queue): none while its breaker is open,
+    /// else the room left under `max_queue`.
+    pub fn room(&self, pipeline: &str) -> usize {
+        let Some(p) = self.inner.pipelines.get(pipeline) else {
+            return 0;
+        };
+        if let BreakerState::Open(_) = p.breaker.state() {
+            return 0;
+        }
+        let (queued, _, bytes) = p.open_events();
+        if bytes >= p.config.max_queue_bytes {
+            return 0;
+        }
+        p.config.max_queue.saturating_sub(queued)
+    }
+
     /// Whether a pipeline takes new events now; `Err` carries the seconds a
     /// sender should wait and why. While its breaker is open, a poll
     /// (`polled`) waits, and a webhook too with `breaker.intake = "refuse"`.

@@ -61,6 +61,7 @@ impl Generation {
         let sandbox = Sandbox::with_options(ground.store.clone(), options)?
             .with_upstreams(upstreams.clone())
             .with_secrets(secrets.clone())
+            .with_brokers(Arc::new(crate::messaging::Brokers::build(config, &secrets)))
             .with_trust(Arc::new(
                 crate::sandbox::OutboundTls::build(config, &secrets).map_err(StartError::Tls)?,
             ));

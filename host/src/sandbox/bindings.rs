@@ -43,6 +43,7 @@ pub mod batch_sink {
             "weft:plugin/log": super::transform::weft::plugin::log,
             "weft:plugin/kv": super::transform::weft::plugin::kv,
             "weft:plugin/credentials": super::sink::weft::plugin::credentials,
+            "weft:plugin/messaging": super::sink::weft::plugin::messaging,
             "wasi:http": wasmtime_wasi_http::p2::bindings::http,
             "wasi:io": wasmtime_wasi::p2::bindings::io,
             "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,

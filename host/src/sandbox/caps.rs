@@ -13,6 +13,8 @@ pub enum Capability {
     Kv,
     /// Host-held secrets (`weft:plugin/credentials`): needs `credentials` or `reveal`.
     Credentials,
+    /// Publishing to message brokers (`weft:plugin/messaging`): needs `messaging`.
+    Messaging,
     /// Raw sockets or the file system: never granted.
     Never,
     /// Always available and harmless (logs, clocks, random, stdio, types).
@@ -31,6 +33,10 @@ pub fn classify(interface: &str) -> (Capability, &'static str) {
         "weft:plugin/credentials" => (
             Credentials,
             "host-held secrets attached to its requests (raw values only if revealed)",
+        ),
+        "weft:plugin/messaging" => (
+            Messaging,
+            "publishing to message brokers, only to the subjects of its grant",
         ),
         "wasi:filesystem/preopens" | "wasi:filesystem/types" => {
             (Never, "file system: never granted to plugins")
@@ -101,6 +107,12 @@ pub fn compare(plugin: &str, imports: &[String], grant: &Grant) -> Vec<Mismatch>
                     "it imports {i} (durable state) but grants.{plugin}.kv is not set; add kv = {{ quota_kib = 1024 }}"
                 ),
             )),
+            Capability::Messaging if grant.messaging.is_empty() => out.push(refuse(
+                i,
+                format!(
+                    "it imports {i} (publishing to message brokers) but grants.{plugin}.messaging is empty; add the broker and subjects it may publish to, e.g. messaging = [{{ broker = \"orders\", publish = [\"orders.>\"] }}]"
+                ),
+            )),
             // Not a refusal: the interface only hands out what the grant
             // names, one credential at a time, so with none every request is
             // denied and audited. Plugins that support optional auth load.
@@ -137,6 +149,14 @@ pub fn compare(plugin: &str, imports: &[String], grant: &Grant) -> Vec<Mismatch>
             format!("grants.{plugin}.kv is set but the plugin keeps no state; remove it"),
         ));
     }
+    if !grant.messaging.is_empty() && !uses(Capability::Messaging) {
+        out.push(unused(
+            "messaging",
+            format!(
+                "grants.{plugin}.messaging names brokers but the plugin publishes nothing; remove it"
+            ),
+        ));
+    }
     if !grant.credential_names().is_empty() && !uses(Capability::Credentials) {
         out.push(unused(
             "credentials",
@@ -170,6 +190,17 @@ pub fn effective(imports: &[String], grant: &Grant) -> Vec<String> {
         }
     } else {
         out.push("credentials: none".into());
+    }
+    if uses(Capability::Messaging) && !grant.messaging.is_empty() {
+        for m in &grant.messaging {
+            out.push(format!(
+                "messaging: publish to broker {}: {}",
+                m.broker,
+                m.publish.join(", ")
+            ));
+        }
+    } else {
+        out.push("messaging: none".into());
     }
     match (&grant.kv, uses(Capability::Kv)) {
         (Some(kv), true) => out.push(format!("kv: own namespace, quota {} KiB", kv.quota_kib)),
@@ -214,6 +245,16 @@ mod tests {
         assert_eq!(
             (m[0].kind, m[0].subject.as_str()),
             ("granted-not-used", "credentials")
+        );
+        let m = compare(
+            "q",
+            &["weft:plugin/messaging@0.1.0".to_string()],
+            &Grant::default(),
+        );
+        assert_eq!(m[0].kind, "requested-not-granted");
+        assert!(
+            m[0].message.contains("grants.q.messaging is empty"),
+            "{m:?}"
         );
         let m = compare(
             "x",

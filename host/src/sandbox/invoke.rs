@@ -510,6 +510,7 @@ impl Sandbox {
                 grant: limits.grant.clone(),
                 response_cap: limits.response_bytes,
                 tape: self.tape.clone(),
+                brokers: self.brokers.clone(),
             },
             limits: Limiter {
                 inner: StoreLimitsBuilder::new()

@@ -101,6 +101,8 @@ pub struct Sandbox {
     pub(super) options: SandboxOptions,
     /// Record or replay plugins' outbound HTTP (`weft plugin test`).
     pub(super) tape: Option<Arc<super::host::tape::Tape>>,
+    /// The message brokers plugins publish through.
+    pub(super) brokers: Arc<crate::messaging::Brokers>,
     _ticker: EpochTicker,
 }
 
@@ -147,6 +149,11 @@ impl Sandbox {
             |s| s,
         )
         .map_err(engine_err)?;
+        bindings::sink::weft::plugin::messaging::add_to_linker::<_, HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(engine_err)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (ticker_engine, ticker_stop) = (engine.clone(), stop.clone());
         std::thread::Builder::new()
@@ -169,6 +176,7 @@ impl Sandbox {
             oauth: Arc::default(),
             options,
             tape: None,
+            brokers: Arc::default(),
             _ticker: EpochTicker(stop),
         })
     }
@@ -196,6 +204,17 @@ impl Sandbox {
     pub fn with_oauth(mut self, oauth: Arc<crate::sandbox::oauth::OAuthClients>) -> Self {
         self.oauth = oauth;
         self
+    }
+
+    /// Publish through these brokers for plugins granted `messaging`.
+    pub fn with_brokers(mut self, brokers: Arc<crate::messaging::Brokers>) -> Self {
+        self.brokers = brokers;
+        self
+    }
+
+    /// The message brokers (queue triggers consume through them too).
+    pub fn brokers(&self) -> &Arc<crate::messaging::Brokers> {
+        &self.brokers
     }
 
     /// The pooled outbound clients, for requests the host makes itself.

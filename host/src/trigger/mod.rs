@@ -4,6 +4,7 @@
 //! know they exist.
 
 pub mod poll;
+pub mod queue;
 pub mod schedule;
 pub mod synthetic;
 pub mod webhook;
@@ -71,6 +72,8 @@ impl Triggers {
                 )
                 .await?;
                 all.push(Arc::new(trigger));
+            } else if let Some(q) = &p.trigger.queue {
+                all.push(Arc::new(queue::QueueTrigger::build(p, q, engine)?));
             } else if let Some(s) = &p.trigger.schedule {
                 let schedule = schedule::schedule_of(p, s)?;
                 all.push(Arc::new(schedule::ScheduleTrigger::new(&p.name, schedule)));

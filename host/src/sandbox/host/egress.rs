@@ -101,6 +101,8 @@ pub struct EgressHooks {
     pub(in crate::sandbox) response_cap: usize,
     /// Record or replay every exchange (`weft plugin test`).
     pub(in crate::sandbox) tape: Option<Arc<super::tape::Tape>>,
+    /// The brokers a plugin granted `messaging` publishes through.
+    pub(in crate::sandbox) brokers: Arc<crate::messaging::Brokers>,
 }
 
 /// A `traceparent` whose trace id is the correlation id (a UUID, or a hash of

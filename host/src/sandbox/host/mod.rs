@@ -6,6 +6,7 @@ pub mod egress;
 pub mod https;
 pub mod kv;
 pub mod log;
+pub mod messaging;
 pub mod net;
 pub mod oauth;
 pub mod tape;

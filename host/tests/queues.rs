@@ -1,0 +1,513 @@
+//! Queues in and out, against real brokers started here (`nats-server`
+//! with JetStream, a private RabbitMQ node): the queue sink publishes each
+//! event once per idempotency key across retries, broker outages and a
+//! SIGKILL of weft; the queue trigger acknowledges a message only once it
+//! is stored, so killing weft while it consumes loses nothing and delivers
+//! each message once per key; a plugin without the messaging grant is
+//! refused at load, naming it, and one that publishes outside its grant
+//! is denied and audited.
+
+use futures_util::StreamExt;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use weft_tests::brokers::{Nats, Rabbit};
+use weft_tests::{
+    Behavior, HostSetup, PipelineSpec, Receiver, WeftProcess, free_addr, install_plugins, lead,
+    post_json, wait_until,
+};
+
+const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+const WAIT: Duration = Duration::from_secs(120);
+
+/// A config directory with the plugins installed and `body` after the
+/// `[server]` and `[plugins]` tables.
+fn write_config(dir: &Path, listen: SocketAddr, body: &str) -> PathBuf {
+    install_plugins(&dir.join("plugins.d")).unwrap();
+    let path = dir.join("weft.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"{listen}\"\nadmin_listen = \"{}\"\ndata_dir = \"./weft-data\"\n\n[plugins]\ndir = \"./plugins.d\"\n\n{body}",
+            free_addr()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A pipeline `orders` whose sink publishes to `subject` on broker `bus`.
+fn queue_sink_config(broker: &str, subject: &str, grant: &str) -> String {
+    format!(
+        r#"{broker}
+[grants.queue-sink]
+{grant}
+
+[[pipeline]]
+name = "orders"
+idempotency_key = "/id"
+sink = {{ plugin = "queue-sink", config = {{ broker = "bus", subject = "{subject}" }} }}
+retry = {{ max_attempts = 50, initial_ms = 50, max_ms = 300 }}
+"#
+    )
+}
+
+async fn jetstream(url: &str) -> async_nats::jetstream::Context {
+    let client = async_nats::connect(url).await.expect("nats connects");
+    async_nats::jetstream::new(client)
+}
+
+async fn add_stream(js: &async_nats::jetstream::Context, name: &str, subjects: &[&str]) {
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: name.into(),
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        duplicate_window: Duration::from_secs(600),
+        ..Default::default()
+    })
+    .await
+    .expect("stream created");
+}
+
+/// Every message of `stream`: (Nats-Msg-Id, body).
+async fn stream_messages(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+) -> Vec<(String, serde_json::Value)> {
+    let mut s = js.get_stream(stream).await.unwrap();
+    let count = s.info().await.unwrap().state.messages;
+    let mut out = Vec::new();
+    for seq in 1..=count {
+        let m = s.get_raw_message(seq).await.unwrap();
+        let id = m
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default();
+        out.push((id, serde_json::from_slice(&m.payload).unwrap()));
+    }
+    out
+}
+
+async fn post(listen: SocketAddr, pipeline: &str, body: &serde_json::Value) -> u16 {
+    post_json(
+        &format!("http://{listen}/hooks/{pipeline}"),
+        body.to_string().as_bytes(),
+        "application/json",
+    )
+    .await
+    .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plugin_without_the_messaging_grant_is_refused_naming_it_and_one_outside_it_is_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = "[brokers.bus]\nkind = \"jetstream\"\nurl = \"nats://127.0.0.1:1\"\n";
+    let listen = free_addr();
+    // No messaging grant at all: the plugin imports the interface, so it
+    // does not load, and the message says which grant to add.
+    let path = write_config(
+        dir.path(),
+        listen,
+        &queue_sink_config(broker, "orders.created", "memory_mib = 32"),
+    );
+    let out = std::process::Command::new(WEFT)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("grants.queue-sink.messaging is empty")
+            && err.contains("weft:plugin/messaging"),
+        "{err}"
+    );
+    // A grant naming a broker that is not configured is a config error.
+    let path = write_config(
+        dir.path(),
+        listen,
+        &queue_sink_config(
+            broker,
+            "orders.created",
+            "messaging = [{ broker = \"elsewhere\", publish = [\"orders.>\"] }]",
+        ),
+    );
+    let config = weft_host::config::Config::load(&path).unwrap_err();
+    assert!(
+        config
+            .message
+            .contains("broker \"elsewhere\", which is not configured"),
+        "{config}"
+    );
+    // Granted `audit.>` only: publishing to orders.created is denied before
+    // any connection is made, dead-lettered as fatal, and audited.
+    let path = write_config(
+        dir.path(),
+        listen,
+        &queue_sink_config(
+            broker,
+            "orders.created",
+            "messaging = [{ broker = \"bus\", publish = [\"audit.>\"] }]",
+        ),
+    );
+    let config = weft_host::config::Config::load(&path).unwrap();
+    let host = weft_host::host::RunningHost::start(config).await.unwrap();
+    let url = format!("http://{}/hooks/orders", host.addr);
+    let (status, _) = post_json(&url, br#"{"id":"o-1"}"#, "application/json").await;
+    assert_eq!(status, 202);
+    let engine = host.engine();
+    assert!(
+        wait_until(WAIT, || engine
+            .store()
+            .dead_letters(Some("orders"))
+            .is_ok_and(|d| d.len() == 1))
+        .await,
+        "the denied publish is dead-lettered"
+    );
+    let dl = format!(
+        "{:?}",
+        engine.store().dead_letters(Some("orders")).unwrap()[0].attempts
+    );
+    assert!(
+        dl.contains("not in the plugin's grant") && dl.contains("audit.>"),
+        "{dl}"
+    );
+    let audit = engine.store().audit().records(0).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "messaging" && a.detail.contains("orders.created")),
+        "the denial is in the audit log: {audit:?}"
+    );
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_jetstream_sink_publishes_once_per_key_across_outages_and_a_sigkill() {
+    let nats = Nats::start();
+    let js = jetstream(&nats.url()).await;
+    add_stream(&js, "ORDERS", &["orders.>"]).await;
+    drop(js);
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_addr();
+    let broker = format!(
+        "[brokers.bus]\nkind = \"jetstream\"\nurl = \"{}\"\nconfirm_timeout_ms = 2000\n",
+        nats.url()
+    );
+    let path = write_config(
+        dir.path(),
+        listen,
+        &queue_sink_config(
+            &broker,
+            "orders.created",
+            "messaging = [{ broker = \"bus\", publish = [\"orders.>\"] }]",
+        ),
+    );
+    let weft = WeftProcess::start(WEFT, &path, listen, "weft.log", &[]);
+    // 200 events, each sent twice (the second is turned away at intake).
+    let total = 200;
+    for i in 0..total {
+        assert_eq!(
+            post(listen, "orders", &lead(&format!("o-{i}"), i)).await,
+            202
+        );
+        if i == 120 {
+            // Killed with deliveries in flight: some are published and not
+            // yet recorded, so they are published again after the restart.
+            weft.sigkill();
+            break;
+        }
+    }
+    let weft = WeftProcess::start(WEFT, &path, listen, "weft2.log", &[]);
+    // The broker goes away while the rest arrive: their publishes are not
+    // confirmed, so they are retried until it is back.
+    let mut nats = nats;
+    nats.kill();
+    for i in 0..total {
+        let status = post(listen, "orders", &lead(&format!("o-{i}"), i)).await;
+        assert!(status == 202 || status == 200, "{status}");
+    }
+    let log = dir.path().join("weft2.log");
+    assert!(
+        wait_until(WAIT, || std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("broker unavailable")))
+        .await,
+        "publishes fail while the broker is down"
+    );
+    nats.revive();
+    let js = jetstream(&nats.url()).await;
+    let mut seen = 0;
+    for _ in 0..600 {
+        seen = js
+            .get_stream("ORDERS")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages;
+        if seen >= total as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let any retry still under way land (it must be refused as a duplicate).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let messages = stream_messages(&js, "ORDERS").await;
+    let ids: HashSet<&str> = messages.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(seen, total as u64, "every event reached the stream");
+    assert_eq!(
+        messages.len(),
+        total,
+        "each key is in the stream once (JetStream refused the repeats)"
+    );
+    assert_eq!(ids.len(), total);
+    for (id, body) in &messages {
+        assert_eq!(
+            body["id"].as_str(),
+            Some(id.as_str()),
+            "the message id is the key"
+        );
+    }
+    drop(weft);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_jetstream_trigger_stores_before_it_acks_so_a_sigkill_loses_nothing() {
+    let nats = Nats::start();
+    let js = jetstream(&nats.url()).await;
+    add_stream(&js, "LEADS", &["leads.>"]).await;
+    let total = 400;
+    for i in 0..total {
+        let mut headers = async_nats::HeaderMap::new();
+        // Most carry a message id; the rest are keyed by their place in the stream.
+        if i % 4 != 0 {
+            headers.insert("Nats-Msg-Id", format!("m-{i}").as_str());
+        }
+        js.publish_with_headers(
+            "leads.new",
+            headers,
+            lead(&format!("m-{i}"), i).to_string().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    // One message that is not JSON: dropped with a warning, never blocking.
+    js.publish("leads.new", "not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let listen = free_addr();
+    let setup = HostSetup::with_extra(
+        listen,
+        &[PipelineSpec::leads("leads", &receiver.url("/leads"))
+            .with("trigger = { queue = { broker = \"bus\", stream = \"LEADS\", prefetch = 16 } }")],
+        &format!(
+            "[brokers.bus]\nkind = \"jetstream\"\nurl = \"{}\"\n",
+            nats.url()
+        ),
+    )
+    .unwrap();
+    let weft = WeftProcess::start(WEFT, &setup.config_path, listen, "weft.log", &[]);
+    assert!(
+        wait_until(WAIT, || receiver.effect_count() >= 60).await,
+        "consuming started"
+    );
+    weft.sigkill();
+    let _weft = WeftProcess::start(WEFT, &setup.config_path, listen, "weft2.log", &[]);
+    assert!(
+        wait_until(WAIT, || receiver.effect_count() == total).await,
+        "every message is delivered after the kill: {} of {total}",
+        receiver.effect_count()
+    );
+    let keys: HashSet<String> = receiver.effects().into_keys().collect();
+    for i in (0..total).filter(|i| i % 4 != 0) {
+        assert!(
+            keys.contains(&format!("m-{i}")),
+            "m-{i} delivered under its message id"
+        );
+    }
+    assert_eq!(
+        keys.iter().filter(|k| k.starts_with("LEADS:")).count(),
+        total / 4,
+        "messages without an id are keyed by stream and sequence"
+    );
+    // Everything is acknowledged: nothing is left for the consumer.
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream("LEADS")
+        .await
+        .unwrap()
+        .get_consumer("weft-leads")
+        .await
+        .unwrap();
+    let mut settled = false;
+    for _ in 0..100 {
+        let info = consumer.info().await.unwrap();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        settled,
+        "every message was acknowledged (the bad one terminated)"
+    );
+}
+
+/// A channel on a fresh connection to `rabbit`.
+async fn amqp_channel(rabbit: &Rabbit) -> (lapin::Connection, lapin::Channel) {
+    let conn = lapin::Connection::connect(&rabbit.url(), lapin::ConnectionProperties::default())
+        .await
+        .expect("amqp connects");
+    let ch = conn.create_channel().await.unwrap();
+    (conn, ch)
+}
+
+async fn declare(ch: &lapin::Channel, queue: &str) {
+    ch.queue_declare(
+        queue.into(),
+        lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn amqp_in_and_out_confirmed_once_per_key_and_nothing_lost_to_a_sigkill() {
+    let rabbit = Rabbit::start();
+    let (_conn, ch) = amqp_channel(&rabbit).await;
+    declare(&ch, "orders-out").await;
+    declare(&ch, "leads-in").await;
+    ch.confirm_select(Default::default()).await.unwrap();
+    let total = 300;
+    for i in 0..total {
+        let mut props = lapin::BasicProperties::default().with_delivery_mode(2);
+        // A third without a message id: keyed by a digest of the body.
+        if i % 3 != 0 {
+            props = props.with_message_id(format!("a-{i}").as_str().into());
+        }
+        ch.basic_publish(
+            "".into(),
+            "leads-in".into(),
+            Default::default(),
+            lead(&format!("a-{i}"), i).to_string().as_bytes(),
+            props,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let receiver = Receiver::start(Behavior::Accept).await;
+    let listen = free_addr();
+    let setup = HostSetup::with_extra(
+        listen,
+        &[PipelineSpec::leads("leads", &receiver.url("/leads")).with(
+            "trigger = { queue = { broker = \"rabbit\", queue = \"leads-in\", prefetch = 20 } }",
+        )],
+        &format!(
+            r#"[brokers.rabbit]
+kind = "amqp"
+url = "{}"
+
+[grants.queue-sink]
+messaging = [{{ broker = "rabbit", publish = ["orders-out", "nowhere"] }}]
+
+[[pipeline]]
+name = "orders"
+idempotency_key = "/id"
+sink = {{ plugin = "queue-sink", config = {{ broker = "rabbit", subject = "orders-out" }} }}
+retry = {{ max_attempts = 50, initial_ms = 50, max_ms = 300 }}
+
+[[pipeline]]
+name = "lost"
+idempotency_key = "/id"
+sink = {{ plugin = "queue-sink", config = {{ broker = "rabbit", subject = "nowhere" }} }}
+retry = {{ max_attempts = 3, initial_ms = 10, max_ms = 20 }}
+"#,
+            rabbit.url()
+        ),
+    )
+    .unwrap();
+    let weft = WeftProcess::start(WEFT, &setup.config_path, listen, "weft.log", &[]);
+    assert!(
+        wait_until(WAIT, || receiver.effect_count() >= 50).await,
+        "consuming started"
+    );
+    weft.sigkill();
+    let _weft = WeftProcess::start(WEFT, &setup.config_path, listen, "weft2.log", &[]);
+    assert!(
+        wait_until(WAIT, || receiver.effect_count() == total).await,
+        "every message is delivered after the kill: {} of {total}",
+        receiver.effect_count()
+    );
+    let keys: HashSet<String> = receiver.effects().into_keys().collect();
+    assert_eq!(
+        keys.iter().filter(|k| k.starts_with("sha256:")).count(),
+        total / 3
+    );
+    // Out: 100 events, each posted twice, published once each and confirmed.
+    for round in 0..2 {
+        for i in 0..100 {
+            let status = post(listen, "orders", &lead(&format!("o-{i}"), i)).await;
+            assert_eq!(status, if round == 0 { 202 } else { 200 });
+        }
+    }
+    let mut consumer = ch
+        .basic_consume(
+            "orders-out".into(),
+            "test".into(),
+            Default::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    while ids.len() < 100 {
+        let d = tokio::time::timeout(WAIT, consumer.next())
+            .await
+            .expect("the published events arrive")
+            .unwrap()
+            .unwrap();
+        let id = d.properties.message_id().clone().unwrap().to_string();
+        let body: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
+        assert_eq!(
+            body["id"].as_str(),
+            Some(id.as_str()),
+            "message-id is the key"
+        );
+        *ids.entry(id).or_default() += 1;
+        d.ack(Default::default()).await.unwrap();
+    }
+    assert!(ids.values().all(|n| *n == 1), "{ids:?}");
+    // A routing key no queue takes is refused by the broker (the publish
+    // is mandatory), so the event is dead-lettered rather than lost.
+    assert_eq!(post(listen, "lost", &lead("l-1", 1)).await, 202);
+    let admin = setup.config().server.admin_listen.unwrap();
+    let client = weft_host::client::HostClient::new(&format!("http://{admin}"), None);
+    let mut dead = String::new();
+    for _ in 0..600 {
+        dead = client
+            .call(hyper::Method::GET, "/api/v1/dlq?pipeline=lost", None, &[])
+            .await
+            .map(|r| r.body.to_string())
+            .unwrap_or_default();
+        if dead.contains("no queue is bound") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(dead.contains("no queue is bound"), "{dead}");
+}

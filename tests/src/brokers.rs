@@ -1,0 +1,181 @@
+//! Real message brokers for the tests, on loopback ports of their own:
+//! `nats-server` with JetStream, and a private RabbitMQ node (its own node
+//! name, ports, epmd and data directory). Each is stopped when dropped.
+//! The packages are Debian's `nats-server` and `rabbitmq-server`, which
+//! `cargo xtask test` installs when missing.
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Wait until `port` on loopback takes connections, or panic naming `what`
+/// and its log.
+fn wait_for_port(port: u16, what: &str, log: &Path, child: &mut Child) {
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited ({status}) before listening on {port}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{what} did not listen on 127.0.0.1:{port} within 90 s: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn need(binary: &str, package: &str) {
+    assert!(
+        Path::new(binary).exists(),
+        "{binary} is missing: install Debian's {package} (cargo xtask test installs it)"
+    );
+}
+
+/// A `nats-server` with JetStream, storing in a directory of its own.
+pub struct Nats {
+    child: Child,
+    /// Its client port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nats {
+    /// Start one with JetStream on a free port.
+    pub fn start() -> Nats {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = crate::free_addr().port();
+        Nats::start_in(dir, port)
+    }
+
+    fn start_in(dir: tempfile::TempDir, port: u16) -> Nats {
+        need("/usr/sbin/nats-server", "nats-server");
+        let log = dir.path().join("nats.log");
+        let mut child = Nats::spawn(dir.path(), port, &log);
+        wait_for_port(port, "nats-server", &log, &mut child);
+        Nats { child, port, dir }
+    }
+
+    /// `nats://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kill it with SIGKILL (its data stays for [`Nats::revive`]).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start it again on the same port and data.
+    pub fn revive(&mut self) {
+        self.kill();
+        let log = self.dir.path().join("nats.log");
+        self.child = Nats::spawn(self.dir.path(), self.port, &log);
+        wait_for_port(self.port, "nats-server", &log, &mut self.child);
+    }
+
+    fn spawn(dir: &Path, port: u16, log: &Path) -> Child {
+        Command::new("/usr/sbin/nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(dir.join("js"))
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .expect("log"),
+            )
+            .spawn()
+            .expect("nats-server starts")
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private RabbitMQ node: its own node name, AMQP, distribution and epmd
+/// ports, cookie and data, so it neither sees nor disturbs any other.
+pub struct Rabbit {
+    node: Child,
+    epmd: Child,
+    /// Its AMQP port on 127.0.0.1.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Rabbit {
+    /// Start one (about five seconds on two cores).
+    pub fn start() -> Rabbit {
+        need("/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        let port = crate::free_addr().port();
+        let dist = crate::free_addr().port();
+        let epmd_port = crate::free_addr().port();
+        std::fs::write(d.join("enabled_plugins"), "[].\n").expect("plugins file");
+        let epmd = Command::new("epmd")
+            .args(["-port", &epmd_port.to_string(), "-address", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("epmd starts");
+        let log = d.join("rabbit.log");
+        let node_name = format!("weft-test-{}-{port}@localhost", std::process::id());
+        let mut cmd = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
+        cmd.env("HOME", d)
+            .env("RABBITMQ_NODENAME", &node_name)
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            .env("RABBITMQ_DIST_PORT", dist.to_string())
+            .env("ERL_EPMD_PORT", epmd_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", d.join("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
+            .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq"))
+            .env("RABBITMQ_ADVANCED_CONFIG_FILE", d.join("advanced.config"))
+            .env("RABBITMQ_CONF_ENV_FILE", d.join("rabbitmq-env.conf"))
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(Stdio::null());
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
+        let mut node = cmd.spawn().expect("rabbitmq-server starts");
+        wait_for_port(port, "rabbitmq-server", &log, &mut node);
+        Rabbit {
+            node,
+            epmd,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// `amqp://127.0.0.1:PORT/%2f` (user `guest`, password `guest`, which
+    /// RabbitMQ allows from loopback).
+    pub fn url(&self) -> String {
+        format!("amqp://127.0.0.1:{}/%2f", self.port)
+    }
+}
+
+impl Drop for Rabbit {
+    fn drop(&mut self) {
+        // The node runs as a process group (a shell, beam, its helpers).
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.node.id())])
+            .status();
+        let _ = self.node.wait();
+        let _ = self.epmd.kill();
+        let _ = self.epmd.wait();
+    }
+}
