@@ -511,3 +511,113 @@ retry = {{ max_attempts = 3, initial_ms = 10, max_ms = 20 }}
     }
     assert!(dead.contains("no queue is bound"), "{dead}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queue_trigger_takes_only_what_the_pipeline_has_room_for_and_core_nats_relays() {
+    let nats = Nats::start();
+    let js = jetstream(&nats.url()).await;
+    add_stream(&js, "BULK", &["bulk.>"]).await;
+    let total = 100;
+    for i in 0..total {
+        js.publish(
+            format!("bulk.{i}"),
+            lead(&format!("b-{i}"), i).to_string().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    // The sink fails at first, so what the trigger takes stays queued.
+    let receiver = Receiver::start(Behavior::Always(503)).await;
+    let setup = HostSetup::with_extra(
+        weft_tests::any_port(),
+        &[
+            PipelineSpec::leads("bulk", &receiver.url("/bulk"))
+                .retry("max_attempts = 1000, initial_ms = 1000, max_ms = 1000")
+                .with("max_queue = 20")
+                .with("breaker = { enabled = false }")
+                .with(
+                    "trigger = { queue = { broker = \"js\", stream = \"BULK\", prefetch = 64 } }",
+                ),
+            PipelineSpec::leads("relayed", &receiver.url("/relayed"))
+                .with("trigger = { queue = { broker = \"core\", subject = \"relay.>\" } }"),
+        ],
+        &format!(
+            r#"[brokers.js]
+kind = "jetstream"
+url = "{url}"
+
+[brokers.core]
+kind = "nats"
+url = "{url}"
+
+[grants.queue-sink]
+messaging = [{{ broker = "core", publish = ["relay.*"] }}]
+
+[[pipeline]]
+name = "relay"
+idempotency_key = "/id"
+sink = {{ plugin = "queue-sink", config = {{ broker = "core", subject = "relay.leads" }} }}
+"#,
+            url = nats.url()
+        ),
+    )
+    .unwrap();
+    // The pipeline's queue fills to max_queue and the trigger takes no
+    // more; the stream keeps the rest.
+    let host = weft_host::host::RunningHost::start(setup.config())
+        .await
+        .unwrap();
+    let engine = host.engine();
+    assert!(
+        wait_until(WAIT, || engine
+            .status("bulk")
+            .is_some_and(|s| s.queued == 20))
+        .await,
+        "the pipeline's queue fills to max_queue"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        engine.status("bulk").unwrap().queued,
+        20,
+        "no more is taken"
+    );
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream("BULK")
+        .await
+        .unwrap()
+        .get_consumer("weft-bulk")
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(
+        info.num_pending,
+        (total - 20) as u64,
+        "the broker holds what the pipeline has no room for"
+    );
+    assert_eq!(receiver.effect_count(), 0);
+    receiver.set_behavior(Behavior::Accept);
+    assert!(
+        wait_until(WAIT, || receiver.effect_count() == total).await,
+        "after resuming, everything is delivered: {}",
+        receiver.effect_count()
+    );
+    // Core NATS: a webhook event published by the queue sink reaches the
+    // pipeline subscribed to its subject, keyed by the original key.
+    for i in 0..20 {
+        let url = format!("http://{}/hooks/relay", host.addr);
+        let body = lead(&format!("r-{i}"), i).to_string();
+        assert_eq!(
+            post_json(&url, body.as_bytes(), "application/json").await.0,
+            202
+        );
+    }
+    assert!(
+        wait_until(WAIT, || (0..20)
+            .all(|i| receiver.effects().contains_key(&format!("r-{i}"))))
+        .await,
+        "relayed through core NATS with their keys"
+    );
+    host.shutdown().await;
+}
