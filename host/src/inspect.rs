@@ -354,7 +354,7 @@ fn grant_line(g: &Grant) -> String {
         }
     };
     format!(
-        "http: {}; credentials: {}; reveal: {}; kv: {}; memory {} MiB; timeout {} ms; fuel {}; sha256 pin: {}",
+        "http: {}; credentials: {}; reveal: {}; messaging: {}; kv: {}; memory {} MiB; timeout {} ms; fuel {}; sha256 pin: {}",
         list(&g.http.iter().map(|o| o.to_string()).collect::<Vec<_>>()),
         list(
             &g.credentials
@@ -367,6 +367,12 @@ fn grant_line(g: &Grant) -> String {
                 .collect::<Vec<_>>()
         ),
         list(&g.reveal),
+        list(
+            &g.messaging
+                .iter()
+                .map(|m| format!("{} ({})", m.broker, m.publish.join(" ")))
+                .collect::<Vec<_>>()
+        ),
         g.kv.map_or("none".to_string(), |k| format!("{} KiB", k.quota_kib)),
         g.memory_mib,
         g.timeout_ms,
