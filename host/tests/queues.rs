@@ -182,6 +182,37 @@ async fn a_plugin_without_the_messaging_grant_is_refused_naming_it_and_one_outsi
         "the denial is in the audit log: {audit:?}"
     );
     host.shutdown().await;
+    // What a plugin publishes is capped like what it returns (output_kib).
+    let path = write_config(
+        dir.path(),
+        listen,
+        &queue_sink_config(
+            broker,
+            "orders.created",
+            "messaging = [{ broker = \"bus\", publish = [\"orders.>\"] }]\noutput_kib = 1",
+        ),
+    );
+    let _ = std::fs::remove_dir_all(dir.path().join("weft-data"));
+    let config = weft_host::config::Config::load(&path).unwrap();
+    let host = weft_host::host::RunningHost::start(config).await.unwrap();
+    let url = format!("http://{}/hooks/orders", host.addr);
+    let body = serde_json::json!({"id": "o-2", "notes": "y".repeat(4096)}).to_string();
+    let (status, _) = post_json(&url, body.as_bytes(), "application/json").await;
+    assert_eq!(status, 202);
+    let engine = host.engine();
+    assert!(
+        wait_until(WAIT, || engine
+            .store()
+            .dead_letters(Some("orders"))
+            .is_ok_and(|d| d.len() == 1))
+        .await
+    );
+    let dl = format!(
+        "{:?}",
+        engine.store().dead_letters(Some("orders")).unwrap()[0].attempts
+    );
+    assert!(dl.contains("passes the plugin's output_kib"), "{dl}");
+    host.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -297,12 +328,32 @@ async fn the_jetstream_trigger_stores_before_it_acks_so_a_sigkill_loses_nothing(
         .await
         .unwrap();
     }
-    // One message that is not JSON: dropped with a warning, never blocking.
+    // One message that is not JSON and one larger than the host takes:
+    // dropped with a warning, never blocking the ones behind them.
     js.publish("leads.new", "not json".into())
         .await
         .unwrap()
         .await
         .unwrap();
+    let mut big = lead("big", 0);
+    big["notes"] = "x".repeat(64 * 1024).into();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "big");
+    js.publish_with_headers("leads.new", headers, big.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    for i in total..total + 10 {
+        js.publish(
+            "leads.new",
+            lead(&format!("late-{i}"), i).to_string().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
     let receiver = Receiver::start(Behavior::Accept).await;
     let listen = free_addr();
     let setup = HostSetup::with_extra(
@@ -314,6 +365,8 @@ async fn the_jetstream_trigger_stores_before_it_acks_so_a_sigkill_loses_nothing(
             nats.url()
         ),
     )
+    .unwrap()
+    .server_line("max_body_bytes = 16384")
     .unwrap();
     let weft = WeftProcess::start(WEFT, &setup.config_path, listen, "weft.log", &[]);
     assert!(
@@ -323,11 +376,13 @@ async fn the_jetstream_trigger_stores_before_it_acks_so_a_sigkill_loses_nothing(
     weft.sigkill();
     let _weft = WeftProcess::start(WEFT, &setup.config_path, listen, "weft2.log", &[]);
     assert!(
-        wait_until(WAIT, || receiver.effect_count() == total).await,
-        "every message is delivered after the kill: {} of {total}",
-        receiver.effect_count()
+        wait_until(WAIT, || receiver.effect_count() == total + 10).await,
+        "every message is delivered after the kill: {} of {}",
+        receiver.effect_count(),
+        total + 10
     );
     let keys: HashSet<String> = receiver.effects().into_keys().collect();
+    assert!(!keys.contains("big"), "the oversized message is not taken");
     for i in (0..total).filter(|i| i % 4 != 0) {
         assert!(
             keys.contains(&format!("m-{i}")),
@@ -336,7 +391,7 @@ async fn the_jetstream_trigger_stores_before_it_acks_so_a_sigkill_loses_nothing(
     }
     assert_eq!(
         keys.iter().filter(|k| k.starts_with("LEADS:")).count(),
-        total / 4,
+        total / 4 + 10,
         "messages without an id are keyed by stream and sequence"
     );
     // Everything is acknowledged: nothing is left for the consumer.

@@ -78,8 +78,11 @@ impl QueueConfig {
     pub fn validate(&self, at: &str, kind: super::BrokerKind) -> Result<(), String> {
         use super::BrokerKind as K;
         let at = format!("{at}: trigger.queue");
-        if self.prefetch == 0 {
-            return Err(format!("{at}.prefetch must be at least 1"));
+        if self.prefetch == 0 || self.prefetch > 1000 {
+            return Err(format!(
+                "{at}.prefetch = {} is out of range; use 1 to 1000",
+                self.prefetch
+            ));
         }
         if self.ack_wait_ms < 1000 {
             return Err(format!("{at}.ack_wait_ms must be at least 1000"));

@@ -73,7 +73,12 @@ impl Triggers {
                 .await?;
                 all.push(Arc::new(trigger));
             } else if let Some(q) = &p.trigger.queue {
-                all.push(Arc::new(queue::QueueTrigger::build(p, q, engine)?));
+                all.push(Arc::new(queue::QueueTrigger::build(
+                    p,
+                    q,
+                    engine,
+                    config.server.max_body_bytes,
+                )?));
             } else if let Some(s) = &p.trigger.schedule {
                 let schedule = schedule::schedule_of(p, s)?;
                 all.push(Arc::new(schedule::ScheduleTrigger::new(&p.name, schedule)));

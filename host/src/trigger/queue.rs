@@ -23,6 +23,8 @@ pub struct QueueTrigger {
     pipeline: String,
     broker: Arc<Broker>,
     config: QueueConfig,
+    /// Largest message body taken, as for a webhook (`server.max_body_bytes`).
+    max_body: usize,
 }
 
 impl QueueTrigger {
@@ -31,6 +33,7 @@ impl QueueTrigger {
         p: &PipelineConfig,
         q: &QueueConfig,
         engine: &Engine,
+        max_body: usize,
     ) -> Result<Self, TriggerError> {
         let brokers = engine.sandbox().brokers();
         let broker = brokers.get(&q.broker).cloned().ok_or_else(|| {
@@ -45,6 +48,7 @@ impl QueueTrigger {
             pipeline: p.name.clone(),
             broker,
             config: q.clone(),
+            max_body,
         })
     }
 
@@ -160,14 +164,28 @@ impl Source {
 }
 
 impl Taken {
+    /// Settle it, giving up after a few seconds on a broker that does not
+    /// take the answer (it delivers the message again, and its key is known).
     async fn settle(&self, how: Settle) -> Result<(), BrokerError> {
-        match self {
-            Taken::JetStream(m) => crate::messaging::settle_jetstream(m, how).await,
-            Taken::Amqp(d) => crate::messaging::settle_amqp(d, how).await,
-            Taken::Core => Ok(()),
-        }
+        let settled = async {
+            match self {
+                Taken::JetStream(m) => crate::messaging::settle_jetstream(m, how).await,
+                Taken::Amqp(d) => crate::messaging::settle_amqp(d, how).await,
+                Taken::Core => Ok(()),
+            }
+        };
+        tokio::time::timeout(SETTLE_TIMEOUT, settled)
+            .await
+            .unwrap_or_else(|_| {
+                Err(BrokerError::Unavailable(
+                    "the broker did not take the ack".into(),
+                ))
+            })
     }
 }
+
+/// How long settling one message may take.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Backoff after `failures` failures in a row: 0.5 s doubling to 30 s, jittered.
 fn backoff(failures: u32) -> Duration {
@@ -237,7 +255,7 @@ async fn run(engine: Engine, t: &QueueTrigger) {
                     Ok(batch) if batch.is_empty() => failures = 0,
                     Ok(batch) => {
                         failures = 0;
-                        if let Err(d) = store(&engine, pipeline, batch).await {
+                        if let Err(d) = store(&engine, pipeline, batch, t.max_body).await {
                             failures += 1;
                             wait = d.max(backoff(failures));
                         }
@@ -273,6 +291,7 @@ async fn store(
     engine: &Engine,
     pipeline: &str,
     batch: Vec<(Incoming, Taken)>,
+    max_body: usize,
 ) -> Result<(), Duration> {
     let mut items = Vec::with_capacity(batch.len());
     let mut keep = Vec::with_capacity(batch.len());
@@ -283,6 +302,11 @@ async fn store(
                 "its message id is {} bytes long; at most {} are taken",
                 incoming.key.len(),
                 crate::engine::MAX_KEY_LEN
+            ))
+        } else if incoming.body.len() > max_body {
+            Some(format!(
+                "its body of {} bytes passes server.max_body_bytes ({max_body})",
+                incoming.body.len()
             ))
         } else if serde_json::from_slice::<serde::de::IgnoredAny>(&incoming.body).is_err() {
             Some("its body is not JSON".to_string())

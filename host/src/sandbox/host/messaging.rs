@@ -6,6 +6,11 @@ use crate::messaging::{BrokerError, Outgoing};
 use crate::sandbox::bindings::sink::weft::plugin::messaging;
 use crate::sandbox::state::HostState;
 
+/// Most headers on one published message.
+const MAX_HEADERS: usize = 64;
+/// Most bytes of header names and values on one published message.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
 impl messaging::Host for HostState {
     async fn publish(
         &mut self,
@@ -43,6 +48,21 @@ impl messaging::Host for HostState {
                     "subject {subject:?} on broker {broker:?} is not in the plugin's grant (it may publish to: {})",
                     grant.publish.join(", ")
                 ),
+            )));
+        }
+        // What a plugin hands the broker is capped like what it returns.
+        let cap = self.grant.output_kib as usize * 1024;
+        let header_bytes: usize = message.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if message.body.len() > cap {
+            return Err(E::Invalid(format!(
+                "a message of {} bytes passes the plugin's output_kib ({} KiB)",
+                message.body.len(),
+                self.grant.output_kib
+            )));
+        }
+        if message.headers.len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+            return Err(E::Invalid(format!(
+                "a message carries at most {MAX_HEADERS} headers of {MAX_HEADER_BYTES} bytes in all"
             )));
         }
         if self.hooks.replaying() {
