@@ -676,3 +676,98 @@ sink = {{ plugin = "queue-sink", config = {{ broker = "core", subject = "relay.l
     );
     host.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_passwords_come_from_the_secrets_and_never_reach_the_logs() {
+    let password = "nats-password-4b1d9e";
+    let nats = Nats::start_with(&["--user", "weft", "--pass", password]);
+    let client = async_nats::ConnectOptions::with_user_and_password("weft".into(), password.into())
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    add_stream(&js, "ORDERS", &["orders.>"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_addr();
+    let broker = format!(
+        "[brokers.bus]\nkind = \"jetstream\"\nurl = \"{}\"\nuser = \"weft\"\ncredential = \"NATS_PASSWORD\"\nconfirm_timeout_ms = 2000\n",
+        nats.url()
+    );
+    let grant = "messaging = [{ broker = \"bus\", publish = [\"orders.>\"] }]";
+    let path = write_config(
+        dir.path(),
+        listen,
+        &queue_sink_config(&broker, "orders.created", grant),
+    );
+    // A password in the URL is refused, naming the fix.
+    let with_password = write_config(
+        &dir.path().join("bad"),
+        listen,
+        &queue_sink_config(
+            &format!(
+                "[brokers.bus]\nkind = \"jetstream\"\nurl = \"nats://weft:{password}@127.0.0.1:{}\"\n",
+                nats.port
+            ),
+            "orders.created",
+            grant,
+        ),
+    );
+    let err = weft_host::config::Config::load(&with_password).unwrap_err();
+    assert!(err.message.contains("credential = \"NAME\""), "{err}");
+    assert!(!err.message.contains(password), "{err}");
+    // The wrong password: publishes fail and are retried, and the log
+    // never shows the value.
+    let weft = WeftProcess::start_with_env(
+        WEFT,
+        &path,
+        listen,
+        "wrong.log",
+        &[],
+        &[("WEFT_SECRET_NATS_PASSWORD", "not-the-password-at-all")],
+    );
+    assert_eq!(post(listen, "orders", &lead("o-1", 1)).await, 202);
+    let log = dir.path().join("wrong.log");
+    assert!(
+        wait_until(WAIT, || std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("broker unavailable")))
+        .await,
+        "the refused connection is reported"
+    );
+    weft.sigterm();
+    let weft = WeftProcess::start_with_env(
+        WEFT,
+        &path,
+        listen,
+        "right.log",
+        &[],
+        &[("WEFT_SECRET_NATS_PASSWORD", password)],
+    );
+    let mut delivered = 0;
+    for _ in 0..300 {
+        delivered = js
+            .get_stream("ORDERS")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages;
+        if delivered == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        delivered, 1,
+        "with the right password the held event is published"
+    );
+    weft.sigterm();
+    for name in ["wrong.log", "right.log"] {
+        let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert!(
+            !text.contains("not-the-password") && !text.contains(password),
+            "{name}: {text}"
+        );
+    }
+}

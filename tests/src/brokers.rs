@@ -42,22 +42,30 @@ pub struct Nats {
     /// Its client port on 127.0.0.1.
     pub port: u16,
     dir: tempfile::TempDir,
+    args: Vec<String>,
 }
 
 impl Nats {
     /// Start one with JetStream on a free port.
     pub fn start() -> Nats {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let port = crate::free_addr().port();
-        Nats::start_in(dir, port)
+        Nats::start_with(&[])
     }
 
-    fn start_in(dir: tempfile::TempDir, port: u16) -> Nats {
+    /// Start one with extra `nats-server` arguments (e.g. `--user`, `--pass`).
+    pub fn start_with(args: &[&str]) -> Nats {
         need("/usr/sbin/nats-server", "nats-server");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = crate::free_addr().port();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let log = dir.path().join("nats.log");
-        let mut child = Nats::spawn(dir.path(), port, &log);
+        let mut child = Nats::spawn(dir.path(), port, &log, &args);
         wait_for_port(port, "nats-server", &log, &mut child);
-        Nats { child, port, dir }
+        Nats {
+            child,
+            port,
+            dir,
+            args,
+        }
     }
 
     /// `nats://127.0.0.1:PORT`
@@ -75,14 +83,15 @@ impl Nats {
     pub fn revive(&mut self) {
         self.kill();
         let log = self.dir.path().join("nats.log");
-        self.child = Nats::spawn(self.dir.path(), self.port, &log);
+        self.child = Nats::spawn(self.dir.path(), self.port, &log, &self.args);
         wait_for_port(self.port, "nats-server", &log, &mut self.child);
     }
 
-    fn spawn(dir: &Path, port: u16, log: &Path) -> Child {
+    fn spawn(dir: &Path, port: u16, log: &Path, args: &[String]) -> Child {
         Command::new("/usr/sbin/nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(dir.join("js"))
+            .args(args)
             .stdout(Stdio::null())
             .stderr(
                 std::fs::OpenOptions::new()
