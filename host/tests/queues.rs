@@ -547,6 +547,61 @@ retry = {{ max_attempts = 3, initial_ms = 10, max_ms = 20 }}
         d.ack(Default::default()).await.unwrap();
     }
     assert!(ids.values().all(|n| *n == 1), "{ids:?}");
+    // The broker dies: publishes are not confirmed and are retried on a
+    // new connection once it is back; each lands once.
+    drop(consumer);
+    let mut rabbit = rabbit;
+    rabbit.kill();
+    for i in 100..120 {
+        assert_eq!(
+            post(listen, "orders", &lead(&format!("o-{i}"), i)).await,
+            202
+        );
+    }
+    let log = setup.dir.path().join("weft2.log");
+    assert!(
+        wait_until(WAIT, || std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("broker unavailable")))
+        .await,
+        "publishes fail while the broker is down"
+    );
+    rabbit.revive();
+    let (_conn, ch) = amqp_channel(&rabbit).await;
+    let mut consumer = ch
+        .basic_consume(
+            "orders-out".into(),
+            "test-2".into(),
+            Default::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // A SIGKILLed RabbitMQ may deliver again messages whose acks it had
+    // not written down; those are the test consumer's, not weft's, so
+    // only the new keys are counted (and read on a while for repeats).
+    let mut later: HashMap<String, usize> = HashMap::new();
+    loop {
+        let wait = if later.len() < 20 {
+            WAIT
+        } else {
+            Duration::from_secs(2)
+        };
+        let Ok(next) = tokio::time::timeout(wait, consumer.next()).await else {
+            assert!(
+                later.len() >= 20,
+                "the held events arrive once the broker is back"
+            );
+            break;
+        };
+        let d = next.unwrap().unwrap();
+        let id = d.properties.message_id().clone().unwrap().to_string();
+        d.ack(Default::default()).await.unwrap();
+        if !ids.contains_key(&id) {
+            *later.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(later.len(), 20, "{later:?}");
+    assert!(later.values().all(|n| *n == 1), "{later:?}");
     // A routing key no queue takes is refused by the broker (the publish
     // is mandatory), so the event is dead-lettered rather than lost.
     assert_eq!(post(listen, "lost", &lead("l-1", 1)).await, 202);

@@ -119,7 +119,9 @@ pub struct Rabbit {
     epmd: Child,
     /// Its AMQP port on 127.0.0.1.
     pub port: u16,
-    _dir: tempfile::TempDir,
+    dist: u16,
+    epmd_port: u16,
+    dir: tempfile::TempDir,
 }
 
 impl Rabbit {
@@ -127,22 +129,36 @@ impl Rabbit {
     pub fn start() -> Rabbit {
         need("/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server");
         let dir = tempfile::tempdir().expect("temp dir");
-        let d = dir.path();
-        let port = crate::free_addr().port();
-        let dist = crate::free_addr().port();
-        let epmd_port = crate::free_addr().port();
-        std::fs::write(d.join("enabled_plugins"), "[].\n").expect("plugins file");
+        std::fs::write(dir.path().join("enabled_plugins"), "[].\n").expect("plugins file");
+        let (port, dist, epmd_port) = (
+            crate::free_addr().port(),
+            crate::free_addr().port(),
+            crate::free_addr().port(),
+        );
         let epmd = Command::new("epmd")
             .args(["-port", &epmd_port.to_string(), "-address", "127.0.0.1"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("epmd starts");
+        let node = Rabbit::spawn(dir.path(), port, dist, epmd_port);
+        let mut rabbit = Rabbit {
+            node,
+            epmd,
+            port,
+            dist,
+            epmd_port,
+            dir,
+        };
+        rabbit.wait();
+        rabbit
+    }
+
+    fn spawn(d: &Path, port: u16, dist: u16, epmd_port: u16) -> Child {
         let log = d.join("rabbit.log");
-        let node_name = format!("weft-test-{}-{port}@localhost", std::process::id());
         let mut cmd = Command::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
         cmd.env("HOME", d)
-            .env("RABBITMQ_NODENAME", &node_name)
+            .env("RABBITMQ_NODENAME", format!("weft-test-{port}@localhost"))
             .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
             .env("RABBITMQ_NODE_PORT", port.to_string())
             .env("RABBITMQ_DIST_PORT", dist.to_string())
@@ -153,21 +169,25 @@ impl Rabbit {
             .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq"))
             .env("RABBITMQ_ADVANCED_CONFIG_FILE", d.join("advanced.config"))
             .env("RABBITMQ_CONF_ENV_FILE", d.join("rabbitmq-env.conf"))
-            .stdout(std::fs::File::create(&log).expect("log"))
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .expect("log"),
+            )
             .stderr(Stdio::null());
         #[cfg(unix)]
         {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
         }
-        let mut node = cmd.spawn().expect("rabbitmq-server starts");
-        wait_for_port(port, "rabbitmq-server", &log, &mut node);
-        Rabbit {
-            node,
-            epmd,
-            port,
-            _dir: dir,
-        }
+        cmd.spawn().expect("rabbitmq-server starts")
+    }
+
+    fn wait(&mut self) {
+        let log = self.dir.path().join("rabbit.log");
+        wait_for_port(self.port, "rabbitmq-server", &log, &mut self.node);
     }
 
     /// `amqp://127.0.0.1:PORT/%2f` (user `guest`, password `guest`, which
@@ -175,15 +195,27 @@ impl Rabbit {
     pub fn url(&self) -> String {
         format!("amqp://127.0.0.1:{}/%2f", self.port)
     }
-}
 
-impl Drop for Rabbit {
-    fn drop(&mut self) {
+    /// Kill the node with SIGKILL (its data stays for [`Rabbit::revive`]).
+    pub fn kill(&mut self) {
         // The node runs as a process group (a shell, beam, its helpers).
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{}", self.node.id())])
             .status();
         let _ = self.node.wait();
+    }
+
+    /// Start the node again on the same ports and data.
+    pub fn revive(&mut self) {
+        self.kill();
+        self.node = Rabbit::spawn(self.dir.path(), self.port, self.dist, self.epmd_port);
+        self.wait();
+    }
+}
+
+impl Drop for Rabbit {
+    fn drop(&mut self) {
+        self.kill();
         let _ = self.epmd.kill();
         let _ = self.epmd.wait();
     }
