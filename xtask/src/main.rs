@@ -182,6 +182,12 @@ fn test(extra: &[String]) -> Result<()> {
 
 fn bench(extra: &[String]) -> Result<()> {
     ensure_wasm_target()?;
+    // The queues section runs against the brokers the tests use.
+    if let Err(e) = ensure_test_packages() {
+        println!(
+            "==> test packages could not be installed ({e:#}): the queues section will say so"
+        );
+    }
     // The footprint section runs the release binary as operators do.
     run(cargo().args([
         "build",
