@@ -89,6 +89,34 @@ async fn stream_messages(
     out
 }
 
+/// How many messages stream `name` holds.
+async fn stream_len(js: &async_nats::jetstream::Context, name: &str) -> u64 {
+    let mut s = js.get_stream(name).await.unwrap();
+    s.info().await.unwrap().state.messages
+}
+
+/// Wait (at most a minute) until stream `name` holds `want` messages;
+/// returns how many it holds.
+async fn wait_for_stream(js: &async_nats::jetstream::Context, name: &str, want: u64) -> u64 {
+    let mut seen = 0;
+    for _ in 0..600 {
+        seen = stream_len(js, name).await;
+        if seen >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
+/// Wait until the log at `path` says `text`.
+async fn log_says(path: &Path, text: &str) -> bool {
+    wait_until(WAIT, || {
+        std::fs::read_to_string(path).is_ok_and(|l| l.contains(text))
+    })
+    .await
+}
+
 async fn post(listen: SocketAddr, pipeline: &str, body: &serde_json::Value) -> u16 {
     post_json(
         &format!("http://{listen}/hooks/{pipeline}"),
@@ -262,29 +290,12 @@ async fn the_jetstream_sink_publishes_once_per_key_across_outages_and_a_sigkill(
     }
     let log = dir.path().join("weft2.log");
     assert!(
-        wait_until(WAIT, || std::fs::read_to_string(&log)
-            .is_ok_and(|l| l.contains("broker unavailable")))
-        .await,
+        log_says(&log, "broker unavailable").await,
         "publishes fail while the broker is down"
     );
     nats.revive();
     let js = jetstream(&nats.url()).await;
-    let mut seen = 0;
-    for _ in 0..600 {
-        seen = js
-            .get_stream("ORDERS")
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .messages;
-        if seen >= total as u64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let seen = wait_for_stream(&js, "ORDERS", total as u64).await;
     // Let any retry still under way land (it must be refused as a duplicate).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let messages = stream_messages(&js, "ORDERS").await;
@@ -560,9 +571,7 @@ retry = {{ max_attempts = 3, initial_ms = 10, max_ms = 20 }}
     }
     let log = setup.dir.path().join("weft2.log");
     assert!(
-        wait_until(WAIT, || std::fs::read_to_string(&log)
-            .is_ok_and(|l| l.contains("broker unavailable")))
-        .await,
+        log_says(&log, "broker unavailable").await,
         "publishes fail while the broker is down"
     );
     rabbit.revive();
@@ -783,9 +792,7 @@ async fn broker_passwords_come_from_the_secrets_and_never_reach_the_logs() {
     assert_eq!(post(listen, "orders", &lead("o-1", 1)).await, 202);
     let log = dir.path().join("wrong.log");
     assert!(
-        wait_until(WAIT, || std::fs::read_to_string(&log)
-            .is_ok_and(|l| l.contains("broker unavailable")))
-        .await,
+        log_says(&log, "broker unavailable").await,
         "the refused connection is reported"
     );
     weft.sigterm();
@@ -797,22 +804,7 @@ async fn broker_passwords_come_from_the_secrets_and_never_reach_the_logs() {
         &[],
         &[("WEFT_SECRET_NATS_PASSWORD", password)],
     );
-    let mut delivered = 0;
-    for _ in 0..300 {
-        delivered = js
-            .get_stream("ORDERS")
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .messages;
-        if delivered == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let delivered = wait_for_stream(&js, "ORDERS", 1).await;
     assert_eq!(
         delivered, 1,
         "with the right password the held event is published"

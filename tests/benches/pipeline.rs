@@ -6,7 +6,7 @@
 //! `cargo xtask bench` (or `cargo bench -p weft-tests --bench pipeline`).
 //! Environment: `WEFT_BENCH_EVENTS` (default 20000), `WEFT_BENCH_SENDERS` (64),
 //! `WEFT_BENCH_ONLY` (`pipeline`, `levels`, `guards`, `observability`,
-//! `sandbox`, `footprint`, `backup`, `reload`, `products` or `protection`), `WEFT_BENCH_RELOADS` (10),
+//! `sandbox`, `footprint`, `backup`, `reload`, `products`, `protection` or `queues`), `WEFT_BENCH_RELOADS` (10),
 //! `WEFT_BENCH_LEVELS` (concurrent senders of the
 //! `levels` runs, default `16,64,256`), `WEFT_BENCH_STEADY_SECS` (the
 //! footprint's steady run, default 60), `WEFT_BIN` (the binary the
@@ -22,6 +22,8 @@ mod levels;
 mod products;
 #[path = "pipeline/protection.rs"]
 mod protection;
+#[path = "pipeline/queues.rs"]
+mod queues;
 #[path = "pipeline/reload.rs"]
 mod reload;
 
@@ -606,6 +608,9 @@ fn main() {
         }
         if only.is_empty() || only == "protection" {
             protection::protection(events, senders).await;
+        }
+        if only.is_empty() || only == "queues" {
+            queues::queues(events, senders).await;
         }
     });
 }

@@ -47,14 +47,26 @@ pub struct PipelineStats {
     pub polled_items: AtomicU64,
     /// Items that were new (the rest had keys already taken).
     pub polled_new: AtomicU64,
-    /// Polls that failed, by error kind (`store` when what was found could
-    /// not be stored).
+    /// Polls (and queue fetches) that failed, by error kind (`store` when
+    /// what was found could not be stored, `broker` when a queue's broker
+    /// failed, `invalid` for a queued message that can never be stored).
     pub poll_failures: Mutex<BTreeMap<&'static str, u64>>,
     /// When the source's cursor last moved, ms since the epoch (0: never).
     pub cursor_moved_ms: AtomicU64,
 }
 
 impl PipelineStats {
+    /// Count a failed poll or queue fetch, by kind (`broker`, `store`,
+    /// `invalid`, or the plugin's error kind).
+    pub fn poll_failed(&self, kind: &'static str) {
+        *self
+            .poll_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(kind)
+            .or_default() += 1;
+    }
+
     /// Count a refused request, by the reason's label.
     pub fn reject(&self, reason: &'static str) {
         *self

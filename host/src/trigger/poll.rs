@@ -188,11 +188,7 @@ async fn poll_once(
     let stats = engine.stats(pipeline);
     let failed = |kind: &'static str| {
         if let Some(s) = stats {
-            *s.poll_failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(kind)
-                .or_default() += 1;
+            s.poll_failed(kind);
         }
     };
     let backoff = |failures: u32, asked: Option<u64>| {

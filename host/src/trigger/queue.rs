@@ -203,11 +203,7 @@ async fn run(engine: Engine, t: &QueueTrigger) {
     let stats = engine.stats(pipeline);
     let failed = |kind: &'static str| {
         if let Some(s) = stats {
-            *s.poll_failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(kind)
-                .or_default() += 1;
+            s.poll_failed(kind);
         }
     };
     loop {
@@ -325,11 +321,7 @@ async fn store(
         // Never storable: redelivering it would only block the queue.
         tracing::warn!(pipeline, subject = %incoming.subject, key = %incoming.key, "a queued message is dropped: {why}; publish JSON with a message id of at most {} bytes", crate::engine::MAX_KEY_LEN);
         if let Some(s) = engine.stats(pipeline) {
-            *s.poll_failures
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry("invalid")
-                .or_default() += 1;
+            s.poll_failed("invalid");
         }
         let _ = taken.settle(Settle::Drop).await;
     }
