@@ -116,7 +116,7 @@ pub struct Broker {
     name: String,
     config: BrokerConfig,
     secret: Option<String>,
-    nats: tokio::sync::Mutex<Option<async_nats::Client>>,
+    nats: tokio::sync::Mutex<Option<nats::Link>>,
     amqp: tokio::sync::Mutex<Option<amqp::Link>>,
 }
 

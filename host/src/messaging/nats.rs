@@ -15,12 +15,19 @@ fn unavailable(b: &Broker, e: impl std::fmt::Display) -> BrokerError {
     BrokerError::Unavailable(format!("broker {} ({}): {e}", b.name, b.config.url))
 }
 
-/// The broker's client, connected on first use; the client reconnects by
-/// itself after that.
-pub(super) async fn client(b: &Broker) -> Result<async_nats::Client, BrokerError> {
+/// A connection: the client (which reconnects by itself) and its
+/// JetStream context (one acknowledgement task for every publish).
+#[derive(Clone)]
+pub(super) struct Link {
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+/// The broker's connection, made on first use.
+pub(super) async fn link(b: &Broker) -> Result<Link, BrokerError> {
     let mut held = b.nats.lock().await;
-    if let Some(c) = held.as_ref() {
-        return Ok(c.clone());
+    if let Some(l) = held.as_ref() {
+        return Ok(l.clone());
     }
     let options = match (&b.config.user, &b.secret) {
         (Some(user), Some(pass)) => {
@@ -35,8 +42,12 @@ pub(super) async fn client(b: &Broker) -> Result<async_nats::Client, BrokerError
         .connect(b.config.url.as_str())
         .await
         .map_err(|e| unavailable(b, e))?;
-    *held = Some(client.clone());
-    Ok(client)
+    let js = jetstream::ContextBuilder::new()
+        .timeout(b.confirm_timeout())
+        .build(client.clone());
+    let l = Link { client, js };
+    *held = Some(l.clone());
+    Ok(l)
 }
 
 fn headers_of(m: &Outgoing) -> async_nats::HeaderMap {
@@ -51,7 +62,7 @@ fn headers_of(m: &Outgoing) -> async_nats::HeaderMap {
 }
 
 pub(super) async fn publish(b: &Broker, subject: &str, m: Outgoing) -> Result<String, BrokerError> {
-    let client = client(b).await?;
+    let Link { client, js } = link(b).await?;
     let headers = headers_of(&m);
     if b.config.kind == BrokerKind::Nats {
         client
@@ -61,7 +72,6 @@ pub(super) async fn publish(b: &Broker, subject: &str, m: Outgoing) -> Result<St
         client.flush().await.map_err(|e| unavailable(b, e))?;
         return Ok("published (core NATS: the server keeps nothing)".into());
     }
-    let js = jetstream::new(client);
     let ack = js
         .send_publish(
             subject.to_string(),
@@ -118,7 +128,7 @@ impl Broker {
         max_ack_pending: usize,
         ack_wait: Duration,
     ) -> Result<JetStreamConsumer, BrokerError> {
-        let js = jetstream::new(client(self).await?);
+        let js = link(self).await?.js;
         let s = js.get_stream(stream).await.map_err(|e| {
             use async_nats::jetstream::context::GetStreamErrorKind as K;
             match e.kind() {
@@ -155,8 +165,9 @@ impl Broker {
         subject: &str,
         group: &str,
     ) -> Result<NatsSubscriber, BrokerError> {
-        let client = client(self).await?;
-        let sub = client
+        let sub = link(self)
+            .await?
+            .client
             .queue_subscribe(subject.to_string(), group.to_string())
             .await
             .map_err(|e| unavailable(self, e))?;
