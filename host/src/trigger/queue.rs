@@ -331,15 +331,20 @@ async fn store(
     let found = keep.len();
     match engine.accept_batch(pipeline, "queue", items, None).await {
         Ok(new) => {
-            for taken in &keep {
-                if let Err(e) = taken.settle(Settle::Ack).await {
-                    // Stored: a redelivery is turned away by its key.
-                    tracing::debug!(
-                        pipeline,
-                        "ack not sent ({e}); the message will come again and be recognised"
-                    );
+            // Stored: the acks go out while the next fetch is made. One
+            // that is lost only brings a message back, which its key turns
+            // away.
+            let owner = pipeline.to_string();
+            tokio::spawn(async move {
+                for taken in &keep {
+                    if let Err(e) = taken.settle(Settle::Ack).await {
+                        tracing::debug!(
+                            pipeline = %owner,
+                            "ack not sent ({e}); the message will come again and be recognised"
+                        );
+                    }
                 }
-            }
+            });
             if let Some(s) = engine.stats(pipeline) {
                 s.polls.fetch_add(1, Ordering::Relaxed);
                 s.polled_items.fetch_add(found as u64, Ordering::Relaxed);

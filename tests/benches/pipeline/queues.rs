@@ -21,8 +21,15 @@ async fn wait_for(start: Instant, want: usize, mut have: impl AsyncFnMut() -> us
 }
 
 /// The lead pipeline fed by a queue trigger on `broker` (TOML) with
-/// `trigger`, the messages already waiting.
-async fn consume(name: &str, broker: &str, trigger: &str, events: usize) -> f64 {
+/// `trigger`: timed from when `feed` starts publishing the messages (the
+/// host already running, as webhooks are timed) to the last delivery.
+async fn consume(
+    name: &str,
+    broker: &str,
+    trigger: &str,
+    events: usize,
+    feed: impl AsyncFnOnce(),
+) -> f64 {
     let receiver = Receiver::start(Behavior::Accept).await;
     let spec = PipelineSpec::leads("leads", &receiver.url("/leads"))
         .with(PIPELINE)
@@ -31,8 +38,9 @@ async fn consume(name: &str, broker: &str, trigger: &str, events: usize) -> f64 
         ));
     let setup = HostSetup::with_extra("127.0.0.1:0".parse().expect("addr"), &[spec], broker)
         .expect("setup");
-    let start = Instant::now();
     let host = RunningHost::start(setup.config()).await.expect("host");
+    let start = Instant::now();
+    feed().await;
     let rate = wait_for(start, events, async || receiver.requests().len()).await;
     println!(
         "{name:<48} {rate:>8.0} ev/s delivered  ({} of {events})",
@@ -55,8 +63,10 @@ async fn publish(
 ) -> f64 {
     let dir = tempfile::tempdir().expect("dir");
     weft_tests::install_plugins(&dir.path().join("plugins.d")).expect("plugins");
+    // The lead pipeline's own steps, so only the sink differs from the baseline.
+    let steps = PipelineSpec::leads("out", "").steps.join(", ");
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"./weft-data\"\n\n[plugins]\ndir = \"./plugins.d\"\n\n{broker}\n[grants.queue-sink]\nmessaging = [{{ broker = \"bus\", publish = [\"{subject}\"] }}]\n\n[[pipeline]]\nname = \"out\"\nidempotency_key = \"/id\"\n{PIPELINE}\nsink = {{ plugin = \"queue-sink\", config = {{ broker = \"bus\", subject = \"{subject}\" }} }}\n"
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"./weft-data\"\n\n[plugins]\ndir = \"./plugins.d\"\n\n{broker}\n[grants.queue-sink]\nmessaging = [{{ broker = \"bus\", publish = [\"{subject}\"] }}]\n\n[[pipeline]]\nname = \"out\"\nidempotency_key = \"/id\"\n{PIPELINE}\nsteps = [{steps}]\nsink = {{ plugin = \"queue-sink\", config = {{ broker = \"bus\", subject = \"{subject}\" }} }}\n"
     );
     let path = dir.path().join("weft.toml");
     std::fs::write(&path, config).expect("config");
@@ -114,22 +124,6 @@ pub async fn queues(events: usize, senders: usize) {
         .await
         .expect("stream");
     }
-    // Acks awaited a thousand at a time: the client lets only so many wait.
-    let mut acks = Vec::with_capacity(1000);
-    for n in 0..events {
-        let mut h = async_nats::HeaderMap::new();
-        h.insert("Nats-Msg-Id", format!("J{n}").as_str());
-        acks.push(
-            js.publish_with_headers("in.leads", h, lead(&format!("J{n}"), n).to_string().into())
-                .await
-                .expect("publish"),
-        );
-        if acks.len() == 1000 || n + 1 == events {
-            for a in acks.drain(..) {
-                a.await.expect("ack");
-            }
-        }
-    }
     let bus = format!(
         "[brokers.bus]\nkind = \"jetstream\"\nurl = \"{}\"\n",
         nats.url()
@@ -139,6 +133,28 @@ pub async fn queues(events: usize, senders: usize) {
         &bus,
         "broker = \"bus\", stream = \"IN\"",
         events,
+        async || {
+            // Acks awaited a thousand at a time: the client lets only so many wait.
+            let mut acks = Vec::with_capacity(1000);
+            for n in 0..events {
+                let mut h = async_nats::HeaderMap::new();
+                h.insert("Nats-Msg-Id", format!("J{n}").as_str());
+                acks.push(
+                    js.publish_with_headers(
+                        "in.leads",
+                        h,
+                        lead(&format!("J{n}"), n).to_string().into(),
+                    )
+                    .await
+                    .expect("publish"),
+                );
+                if acks.len() == 1000 || n + 1 == events {
+                    for a in acks.drain(..) {
+                        a.await.expect("ack");
+                    }
+                }
+            }
+        },
     )
     .await;
     let js_out = publish(
@@ -181,25 +197,6 @@ pub async fn queues(events: usize, senders: usize) {
     ch.confirm_select(Default::default())
         .await
         .expect("confirms");
-    let mut confirms = Vec::with_capacity(events);
-    for n in 0..events {
-        confirms.push(
-            ch.basic_publish(
-                "".into(),
-                "in".into(),
-                Default::default(),
-                lead(&format!("A{n}"), n).to_string().as_bytes(),
-                lapin::BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_message_id(format!("A{n}").as_str().into()),
-            )
-            .await
-            .expect("publish"),
-        );
-    }
-    for c in confirms {
-        c.await.expect("confirm");
-    }
     let rabbit_toml = format!(
         "[brokers.bus]\nkind = \"amqp\"\nurl = \"{}\"\n",
         rabbit.url()
@@ -209,6 +206,27 @@ pub async fn queues(events: usize, senders: usize) {
         &rabbit_toml,
         "broker = \"bus\", queue = \"in\"",
         events,
+        async || {
+            let mut confirms = Vec::with_capacity(events);
+            for n in 0..events {
+                confirms.push(
+                    ch.basic_publish(
+                        "".into(),
+                        "in".into(),
+                        Default::default(),
+                        lead(&format!("A{n}"), n).to_string().as_bytes(),
+                        lapin::BasicProperties::default()
+                            .with_delivery_mode(2)
+                            .with_message_id(format!("A{n}").as_str().into()),
+                    )
+                    .await
+                    .expect("publish"),
+                );
+            }
+            for c in confirms {
+                c.await.expect("confirm");
+            }
+        },
     )
     .await;
     let amqp_out = publish(
