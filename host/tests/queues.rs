@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use weft_tests::brokers::{Nats, Rabbit};
+use weft_tests::brokers::{Nats, NatsCluster, Rabbit};
 use weft_tests::{
     Behavior, HostSetup, PipelineSpec, Receiver, WeftProcess, free_addr, install_plugins, lead,
     post_json, wait_until,
@@ -89,10 +89,13 @@ async fn stream_messages(
     out
 }
 
-/// How many messages stream `name` holds.
+/// How many messages stream `name` holds (0 while the cluster cannot
+/// answer, e.g. while it elects a leader).
 async fn stream_len(js: &async_nats::jetstream::Context, name: &str) -> u64 {
-    let mut s = js.get_stream(name).await.unwrap();
-    s.info().await.unwrap().state.messages
+    let Ok(mut s) = js.get_stream(name).await else {
+        return 0;
+    };
+    s.info().await.map_or(0, |i| i.state.messages)
 }
 
 /// Wait (at most a minute) until stream `name` holds `want` messages;
@@ -817,4 +820,76 @@ async fn broker_passwords_come_from_the_secrets_and_never_reach_the_logs() {
             "{name}: {text}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replicated_stream_keeps_every_confirmed_publish_when_a_node_is_killed() {
+    let mut cluster = NatsCluster::start(3);
+    // The cluster elects its JetStream leader after the nodes meet.
+    let client = async_nats::connect(format!("nats://127.0.0.1:{}", cluster.ports[0]))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut made = false;
+    for _ in 0..200 {
+        let config = async_nats::jetstream::stream::Config {
+            name: "ORDERS".into(),
+            subjects: vec!["orders.>".into()],
+            num_replicas: 3,
+            duplicate_window: Duration::from_secs(600),
+            ..Default::default()
+        };
+        if js.create_stream(config).await.is_ok() {
+            made = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        made,
+        "the R3 stream is created once the cluster has a leader"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_addr();
+    // weft knows the cluster by two of its seeds.
+    let seeds = format!(
+        "nats://127.0.0.1:{}, nats://127.0.0.1:{}",
+        cluster.ports[1], cluster.ports[2]
+    );
+    let broker = format!(
+        "[brokers.bus]\nkind = \"jetstream\"\nurl = \"{seeds}\"\nconfirm_timeout_ms = 2000\n"
+    );
+    let path = write_config(
+        dir.path(),
+        listen,
+        &queue_sink_config(
+            &broker,
+            "orders.created",
+            "messaging = [{ broker = \"bus\", publish = [\"orders.>\"] }]",
+        ),
+    );
+    let _weft = WeftProcess::start(WEFT, &path, listen, "weft.log", &[]);
+    let total = 300;
+    for i in 0..total {
+        assert_eq!(
+            post(listen, "orders", &lead(&format!("o-{i}"), i)).await,
+            202
+        );
+        if i == 100 {
+            // A node dies mid-load: the stream keeps its quorum (2 of 3).
+            cluster.kill(1);
+        }
+    }
+    assert_eq!(
+        wait_for_stream(&js, "ORDERS", total as u64).await,
+        total as u64,
+        "every event is in the replicated stream"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let messages = stream_messages(&js, "ORDERS").await;
+    let ids: HashSet<&str> = messages.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(messages.len(), total, "once each");
+    assert_eq!(ids.len(), total);
+    let mut stream = js.get_stream("ORDERS").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().config.num_replicas, 3);
 }

@@ -112,6 +112,76 @@ impl Drop for Nats {
     }
 }
 
+/// A JetStream cluster of `nats-server` processes on loopback (routes
+/// between them, each with its own store), for replicated streams.
+pub struct NatsCluster {
+    nodes: Vec<Option<Child>>,
+    /// The client ports, one per node.
+    pub ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Start `n` nodes (at least 3 for R3 streams) and wait until each listens.
+    pub fn start(n: usize) -> NatsCluster {
+        need("/usr/sbin/nats-server", "nats-server");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<u16> = (0..n).map(|_| crate::free_addr().port()).collect();
+        let routes: Vec<u16> = (0..n).map(|_| crate::free_addr().port()).collect();
+        let all_routes = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let log = dir.path().join(format!("n{i}.log"));
+            let mut child = Command::new("/usr/sbin/nats-server")
+                .args(["-a", "127.0.0.1", "-p", &ports[i].to_string(), "-js"])
+                .args(["-n", &format!("n{i}"), "--cluster_name", "weft-test"])
+                .args(["--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
+                .args(["--routes", &all_routes, "-sd"])
+                .arg(dir.path().join(format!("js{i}")))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log"))
+                .spawn()
+                .expect("nats-server starts");
+            wait_for_port(ports[i], "nats-server", &log, &mut child);
+            nodes.push(Some(child));
+        }
+        NatsCluster {
+            nodes,
+            ports,
+            _dir: dir,
+        }
+    }
+
+    /// Every node's URL, comma-separated.
+    pub fn urls(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Kill node `i` with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
 /// A private RabbitMQ node: its own node name, AMQP, distribution and epmd
 /// ports, cookie and data, so it neither sees nor disturbs any other.
 pub struct Rabbit {

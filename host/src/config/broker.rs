@@ -75,15 +75,12 @@ fn default_confirm_timeout_ms() -> u64 {
 }
 
 impl BrokerConfig {
-    pub(super) fn validate(&self, name: &str) -> Result<(), String> {
-        let at = format!("brokers.{name}");
-        if !super::values::valid_pipeline_name(name) {
-            return Err(format!(
-                "{at}: a broker name uses only letters, digits, '-' and '_'"
-            ));
-        }
-        let (scheme, rest) = self.url.split_once("://").ok_or_else(|| {
-            format!("{at}.url {:?} is not a URL; write e.g. nats://127.0.0.1:4222 or amqp://127.0.0.1:5672/%2f", self.url)
+    /// One URL of the broker: the scheme its kind speaks, a host, and no
+    /// user or password in it.
+    fn check_url(&self, at: &str, url: &str) -> Result<(), String> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            // Not echoed: a malformed URL may still hold a password.
+            format!("{at}.url is not a URL; write e.g. nats://127.0.0.1:4222 or amqp://127.0.0.1:5672/%2f")
         })?;
         let schemes: &[&str] = match self.kind {
             BrokerKind::Nats | BrokerKind::Jetstream => &["nats", "tls"],
@@ -108,7 +105,26 @@ impl BrokerConfig {
             ));
         }
         if authority.is_empty() {
-            return Err(format!("{at}.url {:?} names no host", self.url));
+            return Err(format!("{at}.url names no host"));
+        }
+        Ok(())
+    }
+
+    pub(super) fn validate(&self, name: &str) -> Result<(), String> {
+        let at = format!("brokers.{name}");
+        if !super::values::valid_pipeline_name(name) {
+            return Err(format!(
+                "{at}: a broker name uses only letters, digits, '-' and '_'"
+            ));
+        }
+        let urls: Vec<&str> = self.url.split(',').map(str::trim).collect();
+        if self.kind == BrokerKind::Amqp && urls.len() > 1 {
+            return Err(format!(
+                "{at}.url: an AMQP broker takes one URL; several, comma-separated, are for NATS clusters"
+            ));
+        }
+        for url in urls {
+            self.check_url(&at, url)?;
         }
         if let Some(c) = &self.credential
             && !valid_credential_name(c)
@@ -260,6 +276,34 @@ mod tests {
             .validate("n")
             .unwrap_err();
         assert!(e.contains("nats://"), "{e}");
+        let e = b("weft:s3cret-pass@127.0.0.1:4222", BrokerKind::Nats)
+            .validate("n")
+            .unwrap_err();
+        assert!(!e.contains("s3cret"), "{e}");
+        let e = b(
+            "nats://127.0.0.1:4222, nats://u:s3cret@127.0.0.1:4223",
+            BrokerKind::Nats,
+        )
+        .validate("n")
+        .unwrap_err();
+        assert!(
+            e.contains("holds a password") && !e.contains("s3cret"),
+            "{e}"
+        );
+        b(
+            "nats://127.0.0.1:4222, nats://127.0.0.1:4223",
+            BrokerKind::Jetstream,
+        )
+        .validate("n")
+        .unwrap();
+        assert!(
+            b(
+                "amqp://127.0.0.1:5672,amqp://127.0.0.1:5673",
+                BrokerKind::Amqp
+            )
+            .validate("r")
+            .is_err()
+        );
         b("nats://127.0.0.1:4222", BrokerKind::Jetstream)
             .validate("n")
             .unwrap();

@@ -38,8 +38,11 @@ pub(super) async fn link(b: &Broker) -> Result<Link, BrokerError> {
     }
     .name("weft")
     .connection_timeout(b.confirm_timeout());
+    // Several seed URLs, comma-separated, for a cluster; the client
+    // learns the rest of the cluster from whichever answers.
+    let seeds: Vec<&str> = b.config.url.split(',').map(str::trim).collect();
     let client = options
-        .connect(b.config.url.as_str())
+        .connect(seeds)
         .await
         .map_err(|e| unavailable(b, e))?;
     let js = jetstream::ContextBuilder::new()
