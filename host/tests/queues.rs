@@ -652,6 +652,13 @@ async fn a_queue_trigger_takes_only_what_the_pipeline_has_room_for_and_core_nats
     }
     // The sink fails at first, so what the trigger takes stays queued.
     let receiver = Receiver::start(Behavior::Always(503)).await;
+    // Each message keeps the subject it came on, for steps to test.
+    let mut relayed = PipelineSpec::leads("relayed", &receiver.url("/relayed"))
+        .with("trigger = { queue = { broker = \"core\", subject = \"relay.>\" } }");
+    relayed.steps.push(
+        r#"{ plugin = "filter", config = { all = [{ header = "x-weft-queue-subject", equals = "relay.leads" }] } }"#
+            .into(),
+    );
     let setup = HostSetup::with_extra(
         weft_tests::any_port(),
         &[
@@ -662,8 +669,7 @@ async fn a_queue_trigger_takes_only_what_the_pipeline_has_room_for_and_core_nats
                 .with(
                     "trigger = { queue = { broker = \"js\", stream = \"BULK\", prefetch = 64 } }",
                 ),
-            PipelineSpec::leads("relayed", &receiver.url("/relayed"))
-                .with("trigger = { queue = { broker = \"core\", subject = \"relay.>\" } }"),
+            relayed,
         ],
         &format!(
             r#"[brokers.js]

@@ -91,6 +91,18 @@ impl AcceptError {
 /// Longest idempotency key, in bytes.
 pub const MAX_KEY_LEN: usize = 512;
 
+/// One item a trigger took (a polled item, a queued message), for
+/// [`Engine::accept_batch`].
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    /// Its idempotency key.
+    pub key: String,
+    /// Its body (JSON).
+    pub body: Vec<u8>,
+    /// Host headers to keep with it (e.g. the queue subject it came on).
+    pub headers: Vec<(String, String)>,
+}
+
 /// Deepest nesting of arrays and objects an event may have.
 pub const MAX_JSON_DEPTH: usize = 128;
 
@@ -272,6 +284,14 @@ impl Engine {
         items: Vec<(String, Vec<u8>)>,
         next_cursor: Option<&str>,
     ) -> Result<usize, AcceptError> {
+        let items = items
+            .into_iter()
+            .map(|(key, body)| BatchItem {
+                key,
+                body,
+                headers: Vec::new(),
+            })
+            .collect();
         self.accept_batch(pipeline, "poll", items, next_cursor)
             .await
     }
@@ -284,7 +304,7 @@ impl Engine {
         &self,
         pipeline: &str,
         trigger: &'static str,
-        items: Vec<(String, Vec<u8>)>,
+        items: Vec<BatchItem>,
         next_cursor: Option<&str>,
     ) -> Result<usize, AcceptError> {
         let pass = self.pass().await;
@@ -295,13 +315,13 @@ impl Engine {
         }
         let p = self.admit(
             pipeline,
-            items.iter().map(|(_, b)| b.len() as u64).sum(),
+            items.iter().map(|i| i.body.len() as u64).sum(),
             true,
         )?;
         let now = now_ms();
         let fresh = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut polled = Vec::with_capacity(items.len());
-        for (key, body) in items {
+        for BatchItem { key, body, headers } in items {
             if key.is_empty() || key.len() > MAX_KEY_LEN {
                 tracing::warn!(
                     pipeline,
@@ -316,7 +336,9 @@ impl Engine {
                     .unwrap_or_default()
             });
             let record = Arc::new(EventRecord {
-                headers: vec![(crate::store::TRIGGER_HEADER.into(), trigger.into())],
+                headers: std::iter::once((crate::store::TRIGGER_HEADER.into(), trigger.into()))
+                    .chain(headers)
+                    .collect(),
                 received_at_ms: now,
                 order_key,
                 ..EventRecord::queued(id, pipeline, &key, body)

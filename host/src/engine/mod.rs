@@ -38,7 +38,7 @@ mod start;
 mod stats;
 mod synthetic;
 
-pub use accept::{AcceptError, Accepted, Incoming, MAX_KEY_LEN};
+pub use accept::{AcceptError, Accepted, BatchItem, Incoming, MAX_KEY_LEN};
 pub use breaker::BreakerState;
 pub use canary::{CanaryAction, CanaryState, CanaryView, VersionView, in_share};
 pub use dead_letters::{

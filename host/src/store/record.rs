@@ -107,14 +107,19 @@ pub const COMPENSATES_HEADER: &str = "x-weft-compensates";
 /// The record header of a compensation: why the event it undoes failed.
 pub const FAILURE_HEADER: &str = "x-weft-failure";
 
+/// The record header of an event a queue trigger took: the subject (NATS)
+/// or routing key (AMQP) it came on.
+pub const QUEUE_SUBJECT_HEADER: &str = "x-weft-queue-subject";
+
 /// The record headers only the host sets: a step's output cannot forge them.
-pub const HOST_HEADERS: [&str; 6] = [
+pub const HOST_HEADERS: [&str; 7] = [
     TRIGGER_HEADER,
     SYNTHETIC_HEADER,
     CLIENT_CERT_HEADER,
     COMPENSATION_HEADER,
     COMPENSATES_HEADER,
     FAILURE_HEADER,
+    QUEUE_SUBJECT_HEADER,
 ];
 
 /// Version byte in front of every encoded record. Version 4 leaves the

@@ -312,7 +312,14 @@ async fn store(
         match why {
             Some(why) => refused.push((incoming, taken, why)),
             None => {
-                items.push((incoming.key, incoming.body));
+                items.push(crate::engine::BatchItem {
+                    key: incoming.key,
+                    body: incoming.body,
+                    headers: vec![(
+                        crate::store::QUEUE_SUBJECT_HEADER.to_string(),
+                        incoming.subject,
+                    )],
+                });
                 keep.push(taken);
             }
         }
