@@ -53,6 +53,23 @@ retry = {{ max_attempts = 50, initial_ms = 50, max_ms = 300 }}
     )
 }
 
+/// The `orders` pipeline publishing to `orders.created` on the JetStream
+/// broker at `url`, granted `orders.>`; its config's path.
+fn jetstream_sink(dir: &Path, listen: SocketAddr, url: &str) -> PathBuf {
+    let broker = format!(
+        "[brokers.bus]\nkind = \"jetstream\"\nurl = \"{url}\"\nconfirm_timeout_ms = 2000\n"
+    );
+    write_config(
+        dir,
+        listen,
+        &queue_sink_config(
+            &broker,
+            "orders.created",
+            "messaging = [{ broker = \"bus\", publish = [\"orders.>\"] }]",
+        ),
+    )
+}
+
 async fn jetstream(url: &str) -> async_nats::jetstream::Context {
     let client = async_nats::connect(url).await.expect("nats connects");
     async_nats::jetstream::new(client)
@@ -254,19 +271,7 @@ async fn the_jetstream_sink_publishes_once_per_key_across_outages_and_a_sigkill(
     drop(js);
     let dir = tempfile::tempdir().unwrap();
     let listen = free_addr();
-    let broker = format!(
-        "[brokers.bus]\nkind = \"jetstream\"\nurl = \"{}\"\nconfirm_timeout_ms = 2000\n",
-        nats.url()
-    );
-    let path = write_config(
-        dir.path(),
-        listen,
-        &queue_sink_config(
-            &broker,
-            "orders.created",
-            "messaging = [{ broker = \"bus\", publish = [\"orders.>\"] }]",
-        ),
-    );
+    let path = jetstream_sink(dir.path(), listen, &nats.url());
     let weft = WeftProcess::start(WEFT, &path, listen, "weft.log", &[]);
     // 200 events, each sent twice (the second is turned away at intake).
     let total = 200;
@@ -862,18 +867,7 @@ async fn a_replicated_stream_keeps_every_confirmed_publish_when_a_node_is_killed
         "nats://127.0.0.1:{}, nats://127.0.0.1:{}",
         cluster.ports[1], cluster.ports[2]
     );
-    let broker = format!(
-        "[brokers.bus]\nkind = \"jetstream\"\nurl = \"{seeds}\"\nconfirm_timeout_ms = 2000\n"
-    );
-    let path = write_config(
-        dir.path(),
-        listen,
-        &queue_sink_config(
-            &broker,
-            "orders.created",
-            "messaging = [{ broker = \"bus\", publish = [\"orders.>\"] }]",
-        ),
-    );
+    let path = jetstream_sink(dir.path(), listen, &seeds);
     let _weft = WeftProcess::start(WEFT, &path, listen, "weft.log", &[]);
     let total = 300;
     for i in 0..total {
