@@ -11,6 +11,7 @@ mod oauth;
 mod objective;
 mod pattern;
 mod pipeline;
+mod queue;
 mod route;
 mod server;
 mod step;
@@ -31,6 +32,7 @@ pub use pattern::OriginPattern;
 pub use pipeline::{
     COMPENSATE, ContractConfig, PipelineConfig, RetentionConfig, VersionedContract,
 };
+pub use queue::QueueConfig;
 pub use route::{RouteConfig, RouteOf, route_pipeline};
 pub use server::{
     AdminConfig, ClientAuth, PluginsConfig, Role, ServerConfig, TlsConfig, TokenConfig,
@@ -38,8 +40,7 @@ pub use server::{
 pub use step::{BatchConfig, BreakerConfig, BreakerIntake, Jitter, RetryConfig, StepConfig};
 pub use synthetic::SyntheticConfig;
 pub use trigger::{
-    OnMissed, PollConfig, Preset, QueueConfig, Schedule, ScheduleConfig, TriggerConfig,
-    WebhookConfig,
+    OnMissed, PollConfig, Preset, Schedule, ScheduleConfig, TriggerConfig, WebhookConfig,
 };
 pub use upstream::{ClientCertConfig, RateLimitConfig, UpstreamConfig};
 pub use values::valid_credential_name;

@@ -101,14 +101,6 @@ impl Brokers {
     pub fn get(&self, name: &str) -> Option<&Arc<Broker>> {
         self.brokers.get(name)
     }
-
-    /// The configured names, for messages that list them.
-    pub fn names(&self) -> String {
-        if self.brokers.is_empty() {
-            return "none".into();
-        }
-        self.brokers.keys().cloned().collect::<Vec<_>>().join(", ")
-    }
 }
 
 /// One broker: its config, its credential and its connection.

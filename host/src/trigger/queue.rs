@@ -35,15 +35,19 @@ impl QueueTrigger {
         engine: &Engine,
         max_body: usize,
     ) -> Result<Self, TriggerError> {
-        let brokers = engine.sandbox().brokers();
-        let broker = brokers.get(&q.broker).cloned().ok_or_else(|| {
-            TriggerError(format!(
-                "pipeline {:?}, trigger.queue: broker {:?} is not configured (configured: {})",
-                p.name,
-                q.broker,
-                brokers.names()
-            ))
-        })?;
+        // Config validation names the configured brokers when this fails;
+        // here it can only be a sandbox built without them.
+        let broker = engine
+            .sandbox()
+            .brokers()
+            .get(&q.broker)
+            .cloned()
+            .ok_or_else(|| {
+                TriggerError(format!(
+                    "pipeline {:?}, trigger.queue: broker {:?} is not configured; add [brokers.{}]",
+                    p.name, q.broker, q.broker
+                ))
+            })?;
         Ok(QueueTrigger {
             pipeline: p.name.clone(),
             broker,
