@@ -53,16 +53,18 @@ impl Secrets {
         Secrets::load_uses(config, config.credential_uses())
     }
 
-    /// Load the credentials the store's encryption names, and no other:
-    /// what a command that only opens the store needs.
+    /// Load the credentials the store names (its encryption keys, and on
+    /// JetStream its connection's and audit key), and no other: what a
+    /// command that only opens the store needs.
     pub fn load_store_keys(config: &Config) -> Result<Secrets, String> {
-        match &config.server.encryption {
-            Some(e) => Secrets::load_uses(
-                config,
-                e.names().map(|n| (n, "the store's encryption")).collect(),
-            ),
-            None => Ok(Secrets::default()),
+        let mut wanted = config.store.credentials();
+        if let Some(e) = &config.server.encryption {
+            wanted.extend(e.names().map(|n| (n, "the store's encryption")));
         }
+        if wanted.is_empty() {
+            return Ok(Secrets::default());
+        }
+        Secrets::load_uses(config, wanted)
     }
 
     /// Load the credentials in `wanted`: (name, who uses it).

@@ -6,7 +6,7 @@
 //! `cargo xtask bench` (or `cargo bench -p weft-tests --bench pipeline`).
 //! Environment: `WEFT_BENCH_EVENTS` (default 20000), `WEFT_BENCH_SENDERS` (64),
 //! `WEFT_BENCH_ONLY` (`pipeline`, `levels`, `guards`, `observability`,
-//! `sandbox`, `footprint`, `backup`, `reload`, `products`, `protection` or `queues`), `WEFT_BENCH_RELOADS` (10),
+//! `sandbox`, `footprint`, `backup`, `reload`, `products`, `protection`, `queues` or `cluster`), `WEFT_BENCH_RELOADS` (10),
 //! `WEFT_BENCH_LEVELS` (concurrent senders of the
 //! `levels` runs, default `16,64,256`), `WEFT_BENCH_STEADY_SECS` (the
 //! footprint's steady run, default 60), `WEFT_BIN` (the binary the
@@ -14,6 +14,8 @@
 
 #[path = "pipeline/backup.rs"]
 mod backup;
+#[path = "pipeline/cluster.rs"]
+mod cluster;
 #[path = "pipeline/footprint.rs"]
 mod footprint;
 #[path = "pipeline/levels.rs"]
@@ -611,6 +613,9 @@ fn main() {
         }
         if only.is_empty() || only == "queues" {
             queues::queues(events, senders).await;
+        }
+        if only.is_empty() || only == "cluster" {
+            cluster::cluster(events, senders).await;
         }
     });
 }

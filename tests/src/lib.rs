@@ -155,6 +155,9 @@ impl HostSetup {
                 p.extra
             ));
         }
+        if let Some(store) = shared_store(extra) {
+            toml.push_str(&store);
+        }
         let config_path = dir.path().join("weft.toml");
         std::fs::write(&config_path, toml)?;
         Ok(HostSetup { dir, config_path })
@@ -195,8 +198,50 @@ impl HostSetup {
 
     /// Parse the config as the host would.
     pub fn config(&self) -> weft_host::config::Config {
+        log_if_asked();
         weft_host::config::Config::load(&self.config_path).expect("test config is valid")
     }
+}
+
+/// With `WEFT_TEST_LOG` set (a filter such as `weft_host=debug`), the
+/// hosts a test runs in its own process log to its output: what a test
+/// that failed or took long was doing.
+fn log_if_asked() {
+    if let Ok(filter) = std::env::var("WEFT_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// With `WEFT_TEST_JETSTREAM` set to a NATS URL (`cargo xtask
+/// test-jetstream` sets it, and the audit key in
+/// `WEFT_SECRET_WEFT_TEST_AUDIT`), every host under test runs on a
+/// JetStream store of its own on that server instead of sled: the same
+/// tests, on the other backend. `None` otherwise, or when the test names
+/// its own store.
+fn shared_store(extra: &str) -> Option<String> {
+    let url = std::env::var("WEFT_TEST_JETSTREAM").ok()?;
+    if extra.contains("[store]") {
+        return None;
+    }
+    let prefix = format!("t{:016x}", rand_u64());
+    Some(format!(
+        "\n[store]\nbackend = \"jetstream\"\nurl = \"{url}\"\nprefix = \"{prefix}\"\naudit_key = \"WEFT_TEST_AUDIT\"\n"
+    ))
+}
+
+/// A random number, for names that must not collide between tests.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
 }
 
 /// Serve HTTP/1.1 on `listener` until the task is aborted: each request
@@ -446,6 +491,37 @@ impl WeftProcess {
             .map_or(0, |kib| kib * 1024)
     }
 
+    /// CPU time it has used so far (user and system), from `/proc`.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // The fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let per_second = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(100.0);
+        // utime and stime: fields 14 and 15 of the line, 12 and 13 here.
+        (ticks(11) + ticks(12)) / per_second
+    }
+
     /// Send it a signal by name (`HUP`, …) and go on.
     pub fn signal(&self, name: &str) {
         let status = std::process::Command::new("kill")
@@ -492,6 +568,19 @@ pub async fn post_with_headers(
     content_type: &str,
     headers: &[(&str, String)],
 ) -> (u16, serde_json::Value) {
+    try_post_with_headers(url, body, content_type, headers)
+        .await
+        .expect("the host answers")
+}
+
+/// [`post_with_headers`], with `Err` when no answer came (a host that is
+/// down or went down meanwhile).
+pub async fn try_post_with_headers(
+    url: &str,
+    body: &[u8],
+    content_type: &str,
+    headers: &[(&str, String)],
+) -> Result<(u16, serde_json::Value), String> {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
     let mut req = hyper::Request::post(url).header("content-type", content_type);
@@ -502,13 +591,18 @@ pub async fn post_with_headers(
         .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
             body,
         )))
-        .expect("request");
-    let resp = client.request(req).await.expect("the host answers");
+        .map_err(|e| e.to_string())?;
+    let resp = client.request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
     use http_body_util::BodyExt;
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    (status, value)
+    Ok((status, value))
 }
 
 /// GET `url`: the status and the body as text (status 0 and the error

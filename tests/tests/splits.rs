@@ -159,8 +159,11 @@ async fn a_split_over_a_cap_is_refused_naming_it_and_stores_no_child() {
     // A split within both caps goes through.
     assert_eq!(send_event(&host, "split", &parent("fits", 5)).await.0, 202);
     assert!(wait_until(WAIT, || receiver.effect_count() == 5).await);
+    // The children's last writes may still be landing as the count reads.
+    let store = host.engine().store().clone();
+    wait_until(WAIT, || store.counts().events == 2 + 1 + 5).await;
     assert_eq!(
-        host.engine().store().counts().events,
+        store.counts().events,
         2 + 1 + 5,
         "the refused parents, the split parent and its five children: no child of a refused split"
     );

@@ -277,9 +277,10 @@ async fn contracts_refuse_bad_payloads_at_the_edge_and_bad_output_in_a_step() {
     );
 }
 
-/// The schedule's durable last fire time (the host must be stopped).
+/// The schedule's durable last fire time (the host must be stopped), from
+/// the store its config names.
 fn last_fire(setup: &HostSetup) -> u64 {
-    let store = weft_host::store::open(&setup.data_dir()).unwrap();
+    let store = weft_host::store::open_for(&setup.config()).unwrap();
     store
         .schedule_last("ticks")
         .expect("a last fire time is recorded")

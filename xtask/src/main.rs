@@ -17,6 +17,7 @@ fn main() -> Result<()> {
     match task.as_str() {
         "quickstart" => quickstart(),
         "test" => test(&rest),
+        "test-jetstream" => test_jetstream(&rest),
         "bench" => bench(&rest),
         "vendor-wit" => vendor_wit(),
         _ => {
@@ -25,6 +26,7 @@ fn main() -> Result<()> {
                  tasks:\n  \
                  quickstart   run the example pipeline end to end and show the results\n  \
                  test         run every test (what CI runs)\n  \
+                 test-jetstream  run the reliability suites again with every host on a JetStream store\n  \
                  bench        run the benchmark and print figures and ratios\n  \
                  vendor-wit   refresh wit/deps from the pinned wasmtime-wasi-http"
             );
@@ -178,6 +180,68 @@ fn test(extra: &[String]) -> Result<()> {
             .args(extra)
             .args(["--", "--include-ignored"]))
     }
+}
+
+/// The suites that run again on a JetStream store.
+const JETSTREAM_SUITES: &[&str] = &[
+    "reliability",
+    "pipeline",
+    "triggers",
+    "splits",
+    "compensations",
+];
+
+/// Run [`JETSTREAM_SUITES`] with every host on a JetStream store on a
+/// `nats-server` started here (with room for a whole event in a message).
+fn test_jetstream(extra: &[String]) -> Result<()> {
+    ensure_wasm_target()?;
+    ensure_test_packages()?;
+    run(cargo().args(["build", "--package", "weft-host", "--bin", "weft"]))?;
+    let dir = target_dir().join("test-jetstream");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let conf = dir.join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{ store_dir: {:?} }}\n",
+            dir.join("js")
+        ),
+    )?;
+    let server = Command::new("nats-server")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("nats.log"))?)
+        .spawn()
+        .context("starting nats-server")?;
+    let _server = Guard(server);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!(
+                "nats-server did not listen on {port}; see {}",
+                dir.join("nats.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut cmd = cargo();
+    // The workspace's feature set, so the build `cargo xtask test` made is reused.
+    cmd.args(["nextest", "run", "--no-fail-fast", "--workspace"]);
+    for suite in JETSTREAM_SUITES {
+        cmd.args(["--test", suite]);
+    }
+    cmd.args(extra)
+        .env("WEFT_TEST_JETSTREAM", format!("nats://127.0.0.1:{port}"))
+        .env(
+            "WEFT_SECRET_WEFT_TEST_AUDIT",
+            "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
+        );
+    run(&mut cmd)
 }
 
 fn bench(extra: &[String]) -> Result<()> {

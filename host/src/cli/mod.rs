@@ -113,7 +113,7 @@ enum Command {
 struct ConfigArg {
     /// The config file.
     #[arg(short, long, default_value = "weft.toml", env = "WEFT_CONFIG")]
-    config: PathBuf,
+    pub(super) config: PathBuf,
 }
 
 /// `--config FILE --url URL`: which host an admin command talks to.

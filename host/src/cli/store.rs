@@ -26,6 +26,18 @@ pub(super) enum StoreCommand {
         #[command(flatten)]
         host: HostArg,
     },
+    /// Move an installation between its sled store (server.data_dir) and
+    /// the JetStream cluster `[store]` names: queued events, dead letters,
+    /// the history, idempotency keys, poll cursors, schedule times, pauses
+    /// and plugin state. Stop every host first.
+    Migrate {
+        #[command(flatten)]
+        config: super::ConfigArg,
+        /// `sled` copies server.data_dir into the cluster; `jetstream`
+        /// copies the cluster into server.data_dir (which must be empty).
+        #[arg(long, value_parser = ["sled", "jetstream"])]
+        from: String,
+    },
 }
 
 impl StoreCommand {
@@ -58,6 +70,7 @@ impl StoreCommand {
                     }
                 }
             }
+            StoreCommand::Migrate { config, from } => migrate(&config.config, &from).await?,
             StoreCommand::Reencrypt { host } => {
                 let r = connect(&host).await?.reencrypt().await?;
                 println!(
@@ -83,4 +96,59 @@ impl StoreCommand {
         }
         Ok(())
     }
+}
+
+/// `weft store migrate --from sled|jetstream`.
+async fn migrate(path: &std::path::Path, from: &str) -> Result<()> {
+    use crate::store::{JetStreamStore, SledStore, Store};
+    let config = super::load_config(path)?;
+    if config.store.backend != crate::config::StoreBackend::Jetstream {
+        anyhow::bail!(
+            "{}: set [store] backend = \"jetstream\" with the cluster's url and audit_key first; the migration copies between server.data_dir and that cluster",
+            path.display()
+        );
+    }
+    let dir = &config.server.data_dir;
+    if from == "jetstream" && std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+        anyhow::bail!(
+            "{} already holds files: a migration from JetStream writes a new sled store there; move them away or point server.data_dir at an empty directory",
+            dir.display()
+        );
+    }
+    let keys = crate::store::keyring(&config).map_err(anyhow::Error::msg)?;
+    let sled = SledStore::open_with(dir, keys.clone())?;
+    let js = JetStreamStore::open(crate::store::jetstream_options(&config)?, keys)?;
+    let others = js.other_hosts()?;
+    if others > 0 {
+        js.close();
+        anyhow::bail!(
+            "{others} weft host(s) are running on this cluster ({}); stop them before migrating",
+            js.location()
+        );
+    }
+    let pipelines: Vec<String> = config.pipelines.iter().map(|p| p.name.clone()).collect();
+    let (source, target): (&dyn Store, &dyn Store) = if from == "sled" {
+        (&sled, &js)
+    } else {
+        (&js, &sled)
+    };
+    let done = crate::store::migrate::copy(source, target, &pipelines).await;
+    js.close();
+    sled.close();
+    let done = done?;
+    println!(
+        "copied from {} to {}: {} queued events, {} dead letters, {} finished events, {} cursors, schedule times and pauses, {} plugin state values",
+        source.location(),
+        target.location(),
+        done.queued,
+        done.dead_letters,
+        done.history,
+        done.trigger_state,
+        done.kv_values
+    );
+    println!(
+        "now set [store] backend = \"{}\" and start the hosts",
+        if from == "sled" { "jetstream" } else { "sled" }
+    );
+    Ok(())
 }

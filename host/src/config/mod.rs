@@ -15,6 +15,7 @@ mod queue;
 mod route;
 mod server;
 mod step;
+mod store;
 mod synthetic;
 mod trigger;
 mod upstream;
@@ -38,6 +39,7 @@ pub use server::{
     AdminConfig, ClientAuth, PluginsConfig, Role, ServerConfig, TlsConfig, TokenConfig,
 };
 pub use step::{BatchConfig, BreakerConfig, BreakerIntake, Jitter, RetryConfig, StepConfig};
+pub use store::{StoreBackend, StoreConfig};
 pub use synthetic::SyntheticConfig;
 pub use trigger::{
     OnMissed, PollConfig, Preset, Schedule, ScheduleConfig, TriggerConfig, WebhookConfig,
@@ -80,6 +82,10 @@ pub struct Config {
     /// queue triggers (`[brokers.orders]`).
     #[serde(default)]
     pub brokers: BTreeMap<String, BrokerConfig>,
+    /// Where events and state are kept: sled in `server.data_dir`
+    /// (default) or a NATS JetStream cluster several hosts share.
+    #[serde(default)]
+    pub store: StoreConfig,
 }
 
 /// A configuration error, naming the file.
@@ -198,6 +204,7 @@ impl Config {
         for (name, b) in &self.brokers {
             b.validate(name)?;
         }
+        self.store.validate()?;
         for (plugin, grant) in &self.grants {
             for m in &grant.messaging {
                 if !self.brokers.contains_key(&m.broker) {

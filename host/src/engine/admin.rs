@@ -158,6 +158,33 @@ impl Engine {
             .set_paused(pipeline, reason)
             .await
             .map_err(EngineError::from)?;
+        self.apply_pause(pipeline, p, reason);
+        Ok(())
+    }
+
+    /// Follow a pause or resume another host wrote to the store it
+    /// shares with this one (nothing when the state is already this).
+    pub(super) fn follow_pause(&self, pipeline: &str, reason: Option<&str>) {
+        let Ok(p) = self.pipeline(pipeline) else {
+            return;
+        };
+        let now = p
+            .pause_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if now.as_deref() != reason {
+            self.apply_pause(pipeline, p, reason);
+        }
+    }
+
+    /// Pause or resume `pipeline` here, its state durable already.
+    fn apply_pause(
+        &self,
+        pipeline: &str,
+        p: &std::sync::Arc<super::pipeline::Pipeline>,
+        reason: Option<&str>,
+    ) {
         p.paused.store(reason.is_some(), Ordering::SeqCst);
         *p.pause_reason.lock().unwrap_or_else(|e| e.into_inner()) = reason.map(str::to_string);
         if let Some(reason) = reason {
@@ -166,7 +193,7 @@ impl Engine {
                 reason,
                 "pipeline paused: events are accepted but not delivered"
             );
-            return Ok(());
+            return;
         }
         // Resumed: the quality gate judges from here on.
         if let Some(o) = &p.objectives {
@@ -177,7 +204,6 @@ impl Engine {
         for job in parked {
             self.schedule(job);
         }
-        Ok(())
     }
 
     /// Wait while the pipeline's backlog is at `max_backlog` and it is

@@ -129,9 +129,22 @@ pub(super) async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, 
         Some(ok) => {
             if let Some(state) = pipeline.breaker.record(ok, probe) {
                 match state {
-                    BreakerState::Open(_) => tracing::warn!(
-                        "circuit breaker of the sink opened: events wait in the queue without using attempts"
-                    ),
+                    BreakerState::Open(until) => {
+                        tracing::warn!(
+                            "circuit breaker of the sink opened: events wait in the queue without using attempts"
+                        );
+                        // Hosts sharing the store hold their calls too.
+                        if engine.inner.store.shared() {
+                            let left = until.saturating_duration_since(tokio::time::Instant::now());
+                            let until_ms = crate::store::now_ms() + left.as_millis() as u64;
+                            drop(
+                                engine
+                                    .inner
+                                    .store
+                                    .set_breaker_open_until(&pipeline.name, until_ms),
+                            );
+                        }
+                    }
                     BreakerState::Closed => tracing::info!("circuit breaker of the sink closed"),
                     BreakerState::HalfOpen => {}
                 }

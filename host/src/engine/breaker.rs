@@ -115,6 +115,22 @@ impl Breaker {
         }
     }
 
+    /// Another host sharing the store opened its breaker of the same sink
+    /// for `left` more: a closed breaker here opens for as long (one that
+    /// is open or probing already goes on as it is).
+    pub fn follow_open(&self, left: Duration) -> bool {
+        if !self.config.enabled || left.is_zero() {
+            return false;
+        }
+        let mut inner = self.lock();
+        if inner.state != BreakerState::Closed {
+            return false;
+        }
+        inner.state = BreakerState::Open(Instant::now() + left);
+        inner.window.clear();
+        true
+    }
+
     /// A probe was let through but never reached the sink: give it back.
     pub fn cancel_probe(&self) {
         let mut inner = self.lock();
@@ -195,6 +211,33 @@ mod tests {
             probes: 1,
             ..BreakerConfig::default()
         })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_host_s_open_breaker_holds_calls_here_for_what_is_left_of_it() {
+        let b = breaker();
+        assert!(b.follow_open(Duration::from_secs(3)));
+        assert!(matches!(b.admit(), Admission::Wait(d) if d == Duration::from_secs(3)));
+        assert!(
+            !b.follow_open(Duration::from_secs(60)),
+            "an open breaker goes on as it is"
+        );
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(
+            b.admit(),
+            Admission::Probe,
+            "then it probes as its own would"
+        );
+        assert!(
+            !b.follow_open(Duration::ZERO),
+            "nothing left: nothing to follow"
+        );
+        let off = Breaker::new(BreakerConfig {
+            enabled: false,
+            ..BreakerConfig::default()
+        });
+        assert!(!off.follow_open(Duration::from_secs(3)));
+        assert_eq!(off.admit(), Admission::Go);
     }
 
     #[tokio::test(start_paused = true)]

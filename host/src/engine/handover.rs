@@ -101,7 +101,7 @@ impl Engine {
         let left = self.attempts_in_flight();
         super::janitor::save_totals(self).await;
         let held = self.inner.switch.gate.write().await;
-        let queued = match self.inner.store.queue() {
+        let queued = match self.inner.store.claim_queue() {
             Ok(q) => q,
             Err(e) => {
                 // Not undone: this engine is stopped. The queued events stay

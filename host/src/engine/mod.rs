@@ -28,11 +28,13 @@ mod history;
 mod inflight;
 mod janitor;
 mod job;
+mod lease;
 mod objectives;
 mod order;
 mod pipeline;
 mod queue;
 mod retry;
+mod sequence;
 mod split;
 mod start;
 mod stats;
@@ -50,6 +52,7 @@ pub use handle::Engine;
 pub use handover::{HandedOver, Switch};
 pub use history::{EventView, RunSummary, parse_since, rfc3339, run_history};
 pub use inflight::{Held, Inflight};
+pub use lease::{LEASE_TTL, while_leased};
 pub use objectives::{
     ALERTS, FreshnessReport, Objectives, ObjectivesReport, QualityReport, Seen, SliReport, Verdict,
     WINDOWS,

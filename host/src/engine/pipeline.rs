@@ -83,6 +83,9 @@ pub(super) enum Entry {
     Replayed,
     /// Made by a step that split its parent.
     Child,
+    /// Taken in order by the host that works an ordered pipeline on a
+    /// store hosts share.
+    Sequenced,
 }
 
 /// One pipeline at run time.

@@ -50,17 +50,9 @@ impl Engine {
     /// it its place in its key's lane, and schedule it.
     pub(super) fn requeued(&self, job: Job, entry: Entry, weight: super::job::Weight) {
         if let Some(p) = self.inner.pipelines.get(&job.pipeline) {
-            // A synthetic check's event is no part of the queue the
-            // pipeline reports and reconciles.
-            if !weight.synthetic {
-                p.open
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(job.id, weight.bytes);
-            }
             let stats = p.stats_for(weight.synthetic);
             match entry {
-                Entry::Accepted => {}
+                Entry::Accepted | Entry::Sequenced => {}
                 Entry::Recovered => {
                     stats.recovered.fetch_add(1, Ordering::Relaxed);
                 }
@@ -70,6 +62,20 @@ impl Engine {
                 Entry::Child => {
                     stats.children.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+            // On a store hosts share, an ordered pipeline's events are
+            // worked where its order is kept: they come back through its
+            // feed there (which may be this host).
+            if p.gate.is_some() && entry != Entry::Sequenced && self.inner.store.shared() {
+                return;
+            }
+            // A synthetic check's event is no part of the queue the
+            // pipeline reports and reconciles.
+            if !weight.synthetic {
+                p.open
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(job.id, weight.bytes);
             }
             if let (Some(gate), Some(key)) = (&p.gate, &job.order_key) {
                 gate.enter(key, job.id);

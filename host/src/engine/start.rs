@@ -10,7 +10,7 @@ impl Engine {
     /// Start the workers, requeue the work found in the store, and start the
     /// retention sweep. Returns how many queued events were recovered.
     pub fn start(&self) -> Result<usize, EngineError> {
-        let queued = self.inner.store.queue().map_err(EngineError::from)?;
+        let queued = self.inner.store.claim_queue().map_err(EngineError::from)?;
         Ok(self.start_with(queued).0)
     }
 
@@ -20,7 +20,7 @@ impl Engine {
     /// because no pipeline of that name is configured.
     pub(super) fn start_with(
         &self,
-        mut queued: Vec<crate::store::QueueEntry>,
+        queued: Vec<crate::store::QueueEntry>,
     ) -> (usize, std::collections::BTreeMap<String, usize>) {
         // Counters and the pause are as the store has them now: the engine
         // may have been built a while before it starts (a reload).
@@ -58,6 +58,38 @@ impl Engine {
                 rx,
             )));
         }
+        let (recovered, kept) = self.requeue_found(queued);
+        if self.inner.store.shared() {
+            tasks.push(tokio::spawn(adopt(self.clone())));
+            for (name, p) in &self.inner.pipelines {
+                if p.gate.is_some() {
+                    tasks.push(tokio::spawn(super::sequence::hold(
+                        self.clone(),
+                        name.to_string(),
+                    )));
+                }
+            }
+        }
+        tasks.push(tokio::spawn(super::janitor::run(self.clone())));
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(tasks);
+        for (pipeline, n) in &kept {
+            tracing::warn!(pipeline = %pipeline, queued = n,
+                "queued events of a pipeline that is not configured: they stay in the store until it is configured again or purged (weft pipeline purge)");
+        }
+        (recovered, kept)
+    }
+
+    /// Requeue queue entries found in the store, in acceptance order;
+    /// how many, and how many were left by pipeline because no pipeline of
+    /// that name is configured.
+    fn requeue_found(
+        &self,
+        mut queued: Vec<crate::store::QueueEntry>,
+    ) -> (usize, std::collections::BTreeMap<String, usize>) {
         // Event ids are time-ordered: this is acceptance order, which ordered
         // pipelines must keep.
         queued.sort_by_key(|e| e.id);
@@ -90,17 +122,34 @@ impl Engine {
                 *kept.entry(rec.pipeline.clone()).or_default() += 1;
             }
         }
-        tasks.push(tokio::spawn(super::janitor::run(self.clone())));
-        self.inner
-            .tasks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(tasks);
-        for (pipeline, n) in &kept {
-            tracing::warn!(pipeline = %pipeline, queued = n,
-                "queued events of a pipeline that is not configured: they stay in the store until it is configured again or purged (weft pipeline purge)");
-        }
         (recovered, kept)
+    }
+
+    /// Requeue the events an ordered pipeline's feed took, in its order,
+    /// from the records it read.
+    pub(super) fn requeue_taken(
+        &self,
+        taken: Vec<(crate::store::QueueEntry, crate::store::EventRecord)>,
+    ) {
+        for (q, rec) in taken {
+            if !self.inner.pipelines.contains_key(&rec.pipeline) {
+                continue;
+            }
+            let weight = super::job::Weight::of(&rec);
+            let rec = std::sync::Arc::new(rec);
+            self.requeued(
+                Job {
+                    pipeline: rec.pipeline.clone(),
+                    id: q.id,
+                    attempt: q.attempt,
+                    due_ms: q.due_ms,
+                    order_key: rec.order_key.clone(),
+                    record: Job::keep(&rec),
+                },
+                Entry::Sequenced,
+                weight,
+            );
+        }
     }
 
     /// Stop taking jobs, wait (up to `grace`) for attempts in progress to
@@ -123,5 +172,49 @@ impl Engine {
     /// Run the retention sweep now (it also runs every minute).
     pub async fn sweep_history(&self) {
         super::janitor::sweep(self).await;
+    }
+}
+
+/// How often a host on a shared store looks for work other hosts left.
+const ADOPT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// On a store several hosts share: take over, until the engine stops, the
+/// queued events of hosts that stopped, and follow pauses and resumes
+/// made through another host.
+async fn adopt(engine: Engine) {
+    let mut stop = engine.stopping();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ADOPT_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match engine.inner.store.adopt().await {
+            Ok(found) if !found.is_empty() => {
+                let n = found.len();
+                let (recovered, _) = engine.requeue_found(found);
+                tracing::warn!(
+                    taken_over = n,
+                    requeued = recovered,
+                    "took over the queued events of a host that stopped"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("could not look for work other hosts left: {e}"),
+        }
+        for (name, p) in &engine.inner.pipelines {
+            let reason = engine.inner.store.pause_reason(name);
+            engine.follow_pause(name, reason.as_deref());
+            // A sink another host found failing is left alone here too.
+            if p.config.breaker.enabled
+                && let Some(until) = engine.inner.store.breaker_open_until(name)
+            {
+                let left = until.saturating_sub(crate::store::now_ms());
+                if p.breaker
+                    .follow_open(std::time::Duration::from_millis(left))
+                {
+                    tracing::warn!(pipeline = %name, "circuit breaker of the sink opened: another host found the sink failing; events wait here too");
+                }
+            }
+        }
     }
 }

@@ -15,11 +15,14 @@
 mod audit;
 mod error;
 mod event;
+mod jetstream;
+pub mod migrate;
 mod record;
 mod record_v1;
 pub mod seal;
 mod sled;
 
+pub use self::jetstream::{HOST_TTL, JetStreamOptions, JetStreamStore};
 pub use self::sled::{
     BACKUP_STAGING, BackupCounts, BackupFile, BackupManifest, MAX_GROUP, Restored,
     STORE_CACHE_BYTES, SledStore, backup_files, restore, safe_name, verify_backup,
@@ -36,6 +39,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::oneshot;
+
+/// What a payload past its pipeline's retention becomes.
+pub const EXPIRED_PAYLOAD: &[u8] = br#"{"expired":true}"#;
 
 /// Run on the store's side once a write is durable.
 pub type AfterCommit = Box<dyn FnOnce() + Send>;
@@ -179,6 +185,28 @@ pub struct StoreUsage {
     pub kv_bytes: u64,
 }
 
+/// Where an event copied in from another store goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imported {
+    /// Queued for `attempt` at `due_ms`.
+    Queued {
+        /// When.
+        due_ms: u64,
+        /// Which attempt.
+        attempt: u32,
+    },
+    /// In the history since `at_ms`.
+    Finished {
+        /// When it finished.
+        at_ms: u64,
+    },
+    /// A dead letter since `at_ms`.
+    Dead {
+        /// When it was dead-lettered.
+        at_ms: u64,
+    },
+}
+
 /// What a retention sweep drops.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Retention {
@@ -250,6 +278,9 @@ pub struct Reencrypted {
     pub encryption: Encryption,
 }
 
+/// One plugin state value: its namespace, key and value.
+pub type KvEntry = (Vec<u8>, String, Vec<u8>);
+
 /// Why a plugin's kv operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KvError {
@@ -263,6 +294,16 @@ pub enum KvError {
 
 /// A future of a store operation.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The events of one ordered pipeline, in order, for the host that works
+/// them ([`Store::order_feed`]).
+pub trait OrderFeed: Send {
+    /// The next events in order (each with its queue entry), now this
+    /// host's to work: at first the ones a previous holder had taken and
+    /// left unfinished, then those accepted since, waiting up to a second
+    /// for one.
+    fn next(&mut self) -> StoreFuture<'_, Vec<(QueueEntry, EventRecord)>>;
+}
 
 /// The store as the rest of the host uses it: typed transitions of an
 /// event's life, plugin state, trigger state and the audit log.
@@ -494,6 +535,66 @@ pub trait Store: Send + Sync + 'static {
     /// serves; then record that no value is under another key.
     fn reencrypt(&self) -> StoreFuture<'_, Reencrypted>;
 
+    /// Copy in an event another store held (a migration): its record and
+    /// payload at `place`; with `take_key`, its idempotency key is taken
+    /// for it as of its acceptance. Writing the same event again replaces it.
+    fn import(&self, record: &EventRecord, place: Imported, take_key: bool) -> Ticket;
+
+    /// Every plugin state value, as (namespace, key, value) (a migration).
+    fn kv_export(&self) -> Result<Vec<KvEntry>, StoreError>;
+
+    /// The queue entries this host should work when its engine starts:
+    /// every one, for a store only this host uses; on a store hosts
+    /// share, those of hosts no longer alive, taken over by this one.
+    fn claim_queue(&self) -> Result<Vec<QueueEntry>, StoreError> {
+        self.queue()
+    }
+
+    /// Queued events of hosts that stopped since the last call, now this
+    /// host's to work (none for a store only this host uses).
+    fn adopt(&self) -> StoreFuture<'_, Vec<QueueEntry>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Take or renew the lease `name` for `ttl`: `false` while another
+    /// host holds it. A store only this host uses always grants it.
+    fn lease(&self, _name: &str, _ttl: std::time::Duration) -> StoreFuture<'_, bool> {
+        Box::pin(async { Ok(true) })
+    }
+
+    /// Give up the lease `name` if this host holds it (a host stopping),
+    /// so another takes it at once rather than when it runs out.
+    fn release_lease(&self, _name: &str) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Whether several hosts share this store.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// On a store hosts share, until when (ms since the epoch) the sink
+    /// breaker of `pipeline` stays open, as the last host to open it said;
+    /// `None` when none did (always, on a store only this host uses).
+    fn breaker_open_until(&self, _pipeline: &str) -> Option<u64> {
+        None
+    }
+
+    /// Say that this host opened the sink breaker of `pipeline` until
+    /// `until_ms`, so the other hosts sharing the store hold their calls
+    /// too (nothing to say on a store only this host uses).
+    fn set_breaker_open_until(&self, _pipeline: &str, _until_ms: u64) -> Ticket {
+        Ticket::settled(Ok(Committed::Written))
+    }
+
+    /// On a store hosts share, the events of the ordered pipeline
+    /// `pipeline` in the order they were accepted by any host, for the one
+    /// host that works them (the holder of the lease `order:PIPELINE`).
+    /// `None` for a store only this host uses: its queue is in order.
+    fn order_feed(&self, _pipeline: &str) -> Option<Box<dyn OrderFeed>> {
+        None
+    }
+
     /// The backend, for tests that tamper with it.
     #[doc(hidden)]
     fn as_any(&self) -> &dyn std::any::Any;
@@ -515,15 +616,73 @@ pub fn open(dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
     Ok(Arc::new(SledStore::open(dir)?))
 }
 
-/// Open the store of a host started with `config`: its data directory,
-/// with the keys `server.encryption` names.
+/// Open the store of a host started with `config`: its data directory
+/// (or, with `[store] backend = "jetstream"`, the cluster), with the keys
+/// `server.encryption` names.
 pub fn open_for(config: &crate::config::Config) -> Result<Arc<dyn Store>, StoreError> {
     let dir = &config.server.data_dir;
     let keys = keyring(config).map_err(|reason| StoreError::Open {
         dir: dir.clone(),
         reason,
     })?;
+    if config.store.backend == crate::config::StoreBackend::Jetstream {
+        return Ok(Arc::new(JetStreamStore::open(
+            jetstream_options(config)?,
+            keys,
+        )?));
+    }
     Ok(Arc::new(SledStore::open_with(dir, keys)?))
+}
+
+/// How `config` reaches its JetStream store.
+pub fn jetstream_options(config: &crate::config::Config) -> Result<JetStreamOptions, StoreError> {
+    let c = &config.store;
+    let fail = |reason: String| StoreError::Open {
+        dir: std::path::PathBuf::from(format!("jetstream {}", c.url)),
+        reason,
+    };
+    let secrets = crate::secrets::Secrets::load_store_keys(config).map_err(fail)?;
+    let audit_name = c.audit_key.as_deref().unwrap_or_default();
+    let audit_key = secrets
+        .get(audit_name)
+        .ok_or_else(|| {
+            fail(format!(
+                "credential {audit_name} (store.audit_key) is not set"
+            ))
+        })
+        .and_then(|v| {
+            seal::parse_key(v)
+                .map_err(|why| fail(format!("credential {audit_name} (store.audit_key) {why}")))
+        })?;
+    let secret = match &c.credential {
+        Some(name) => Some(
+            secrets
+                .get(name)
+                .ok_or_else(|| fail(format!("credential {name} (store.credential) is not set")))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    Ok(JetStreamOptions {
+        url: c.url.clone(),
+        user: c.user.clone(),
+        secret,
+        replicas: c.replicas,
+        prefix: c.prefix.clone(),
+        audit_key,
+        timeout: std::time::Duration::from_millis(c.timeout_ms),
+        host_name: host_name(config),
+        max_body_bytes: config.server.max_body_bytes,
+    })
+}
+
+/// A name for this host that stays the same across restarts: the
+/// machine's name and the address it listens on.
+fn host_name(config: &crate::config::Config) -> String {
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "host".into());
+    format!("{}-{}", machine.trim(), config.server.listen)
 }
 
 /// The keys `server.encryption` names, read from the secrets source.

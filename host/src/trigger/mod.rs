@@ -91,12 +91,29 @@ impl Triggers {
     }
 
     /// Start every trigger's work; the tasks end when the engine stops.
+    /// On a store several hosts share, a poll or a schedule runs only
+    /// where its lease is held.
     pub fn start(&self, engine: &Engine) -> Vec<tokio::task::JoinHandle<()>> {
         self.all
             .iter()
             .map(|t| {
                 tracing::debug!(pipeline = t.pipeline(), kind = t.kind(), "trigger started");
-                tokio::spawn(t.clone().run(engine.clone()))
+                if engine.store().shared() && matches!(t.kind(), "poll" | "schedule") {
+                    // One host at a time polls a source or fires a schedule.
+                    let run = {
+                        let (t, engine) = (t.clone(), engine.clone());
+                        move || t.clone().run(engine.clone())
+                    };
+                    tokio::spawn(crate::engine::while_leased(
+                        engine.clone(),
+                        format!("{}:{}", t.kind(), t.pipeline()),
+                        t.pipeline().to_string(),
+                        t.kind(),
+                        run,
+                    ))
+                } else {
+                    tokio::spawn(t.clone().run(engine.clone()))
+                }
             })
             .collect()
     }
@@ -106,3 +123,6 @@ impl Triggers {
         self.webhooks.get(pipeline).map(|w| w.as_ref())
     }
 }
+
+/// How long a poll's or a schedule's lease lasts unless renewed.
+pub use crate::engine::LEASE_TTL;

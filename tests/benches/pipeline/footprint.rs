@@ -16,7 +16,7 @@ use weft_tests::{HostSetup, PipelineSpec, WeftProcess, free_addr};
 const MIB: f64 = 1024.0 * 1024.0;
 
 /// The `weft` binary: `WEFT_BIN`, or the workspace's release build.
-fn weft_binary() -> Option<PathBuf> {
+pub(super) fn weft_binary() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("WEFT_BIN") {
         return Some(PathBuf::from(p));
     }

@@ -172,3 +172,31 @@ pub(super) fn list(
     }
     Ok(out)
 }
+
+/// Every value: (namespace, key, value), opened. A namespace ends with the
+/// second of its two NUL separators (pipeline, NUL, plugin, NUL).
+pub(super) fn export(
+    tree: &sled::Tree,
+    codec: Codec<'_>,
+) -> Result<Vec<crate::store::KvEntry>, KvError> {
+    let mut out = Vec::new();
+    for item in tree.scan_prefix(b"v") {
+        let (k, v) = item.map_err(unavailable)?;
+        let rest = &k[1..];
+        let Some(split) = rest
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == 0)
+            .nth(1)
+            .map(|(i, _)| i + 1)
+        else {
+            continue;
+        };
+        out.push((
+            rest[..split].to_vec(),
+            String::from_utf8_lossy(&rest[split..]).into_owned(),
+            codec.open(&k, &v)?,
+        ));
+    }
+    Ok(out)
+}

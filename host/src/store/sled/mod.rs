@@ -854,6 +854,47 @@ impl Store for SledStore {
         Box::pin(sealing::reencrypt(self))
     }
 
+    fn import(&self, record: &EventRecord, place: super::Imported, take_key: bool) -> Ticket {
+        let stored = payloads::store(record.id, &record.payload, &self.keys);
+        let mut write = Write {
+            files: stored.file.into_iter().collect(),
+            ..Write::default()
+        };
+        write.put(body_key(&record.id), stored.value);
+        write.put(event_key(&record.id), self.encode(record));
+        match place {
+            super::Imported::Queued { due_ms, attempt } => {
+                write.put(
+                    queue_key(due_ms, &record.id),
+                    attempt.to_be_bytes().to_vec(),
+                );
+            }
+            super::Imported::Finished { at_ms } => {
+                write.put(done_key(at_ms, &record.id), size_value(record));
+            }
+            super::Imported::Dead { at_ms } => {
+                let mut v = at_ms.to_be_bytes().to_vec();
+                v.extend_from_slice(&size_value(record));
+                write.put(dead_key(&record.id), v);
+            }
+        }
+        if take_key {
+            write.put(
+                dedup_key(&record.pipeline, &record.key, self.index_key.as_ref()),
+                dedup_value(&record.id, record.received_at_ms),
+            );
+        }
+        self.submit(write)
+    }
+
+    fn kv_export(&self) -> Result<Vec<super::KvEntry>, StoreError> {
+        kv::export(
+            &self.kv().map_err(|e| StoreError::Read(e.to_string()))?.kv,
+            self.kv_codec(),
+        )
+        .map_err(|e| StoreError::Read(e.to_string()))
+    }
+
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }

@@ -117,8 +117,7 @@ pub(super) async fn sweep(store: &SledStore, retention: Retention) -> Result<Swe
     Ok(swept)
 }
 
-/// What a payload past its pipeline's retention becomes.
-const EXPIRED: &[u8] = br#"{"expired":true}"#;
+use crate::store::EXPIRED_PAYLOAD as EXPIRED;
 
 /// Drop the payloads of finished events past their pipeline's
 /// `retention.payloads` (at most a batch a sweep). The history key's value
