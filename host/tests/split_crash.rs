@@ -1,8 +1,8 @@
 //! SIGKILL, again and again, while the children of a 5,000-way split are
 //! being delivered, against the real binary: no child is lost, and no child
 //! the receiver took is sent again beyond those in flight at each kill (an
-//! attempt under way, or delivered with its outcome still waiting for the
-//! next group commit). The same with a batching sink: a kill in the middle
+//! attempt under way, or delivered with its outcome not yet durable, of
+//! which a pipeline keeps a bounded number). The same with a batching sink: a kill in the middle
 //! of a batch loses none of its events, and redelivery carries each one's
 //! own idempotency key.
 
@@ -94,7 +94,9 @@ async fn kill_9_during_delivery(sink_extra: &str, in_flight: usize) -> Receiver 
     let resent: usize = effects.values().map(|n| n - 1).sum();
     let most = effects.values().max().copied().unwrap_or(0);
     let requests = receiver.requests().len();
-    let in_flight = in_flight + weft_host::store::MAX_GROUP;
+    // Under way, plus those delivered whose outcome is not yet durable
+    // (as many again, and at least a group commit's worth).
+    let in_flight = in_flight + in_flight.max(weft_host::store::MAX_GROUP);
     println!(
         "{CHILDREN} children, {kills} kills: {requests} requests, {resent} children sent again (bound: {} in flight), at most {most} times each",
         kills * in_flight

@@ -12,7 +12,7 @@ use crate::sandbox::bindings::WitEvent;
 use crate::sandbox::{CallContext, CallCost, CallError};
 use crate::store::{
     AfterAttempt, AfterCommit, Attempt, AttemptOutcome, ErrorKind, EventRecord, EventState,
-    StepRun, now_ms,
+    StepRun, Ticket, now_ms,
 };
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -51,7 +51,14 @@ impl Outcome {
     }
 }
 
-pub(super) async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, probe: bool) {
+/// Attempt `job`; the ticket of its outcome's write, when one was made
+/// (it is durable when the ticket resolves).
+pub(super) async fn attempt(
+    engine: &Engine,
+    pipeline: &Pipeline,
+    mut job: Job,
+    probe: bool,
+) -> Option<Ticket> {
     let store = &engine.inner.store;
     let record = match job.record.take() {
         Some(r) => r,
@@ -63,7 +70,7 @@ pub(super) async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, 
                 if probe {
                     pipeline.breaker.cancel_probe();
                 }
-                return;
+                return None;
             }
             Err(e) => {
                 tracing::error!(event = %job.id, "cannot read queued event: {e}; retrying in 1 s");
@@ -75,7 +82,7 @@ pub(super) async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, 
                     record: None,
                     ..job
                 });
-                return;
+                return None;
             }
         },
     };
@@ -84,7 +91,7 @@ pub(super) async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, 
         if probe {
             pipeline.breaker.cancel_probe();
         }
-        return;
+        return None;
     }
     // Its payload is in memory until the attempt ends: intake sees that.
     let _held = engine.inflight().hold(record.payload.len() as u64);
@@ -153,7 +160,7 @@ pub(super) async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, 
         None if probe => pipeline.breaker.cancel_probe(),
         None => {}
     }
-    record_outcome(
+    Some(record_outcome(
         engine,
         pipeline,
         record,
@@ -165,7 +172,7 @@ pub(super) async fn attempt(engine: &Engine, pipeline: &Pipeline, mut job: Job, 
             steps: runs,
             on_candidate,
         },
-    );
+    ))
 }
 
 /// When an attempt ran, how long, and each plugin call in it.
@@ -458,7 +465,7 @@ fn record_outcome(
     job: &Job,
     outcome: Outcome,
     ran: Ran,
-) {
+) -> Ticket {
     let Ran {
         started_at_ms,
         duration_us,
@@ -628,8 +635,7 @@ fn record_outcome(
     });
     if !children.is_empty() {
         let after = super::split::after_split(engine, job, &children, synthetic.is_some());
-        drop(store.split(&next, job.entry(), &children, Some(after)));
-        return;
+        return store.split(&next, job.entry(), &children, Some(after));
     }
     // A dead letter whose sink may have applied part of it is compensated,
     // queued in the same write.
@@ -660,8 +666,8 @@ fn record_outcome(
     };
     match (then, compensation) {
         (AfterAttempt::DeadLettered { at_ms }, Some(c)) => {
-            drop(store.dead_letter_compensated(&next, job.entry(), at_ms, c, Some(after)));
+            store.dead_letter_compensated(&next, job.entry(), at_ms, c, Some(after))
         }
-        _ => drop(store.record_attempt(&next, job.entry(), then, Some(after))),
+        _ => store.record_attempt(&next, job.entry(), then, Some(after)),
     }
 }

@@ -19,6 +19,7 @@ pub(super) async fn dispatch(
     mut rx: mpsc::UnboundedReceiver<Job>,
 ) {
     let permits = Arc::new(Semaphore::new(pipeline.config.in_flight()));
+    let settling = Arc::new(Semaphore::new(settling_room(&pipeline)));
     let running: Arc<Mutex<HashSet<EventId>>> = Arc::default();
     let mut stop = engine.stopping();
     loop {
@@ -77,18 +78,35 @@ pub(super) async fn dispatch(
         pipeline.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         pipeline.stats.attempts.fetch_add(1, Ordering::Relaxed);
         let (engine, pipeline, running) = (engine.clone(), pipeline.clone(), running.clone());
+        let settling = settling.clone();
         tokio::spawn(async move {
             let id = job.id;
-            attempt(&engine, &pipeline, job, probe).await;
+            let outcome = attempt(&engine, &pipeline, job, probe).await;
             pipeline.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             if let Ok(mut r) = running.lock() {
                 r.remove(&id);
             }
+            // The next attempt may start while this outcome is written,
+            // within the pipeline's room for outcomes not yet durable.
+            let Some(outcome) = outcome else { return };
+            let Ok(settle) = settling.acquire_owned().await else {
+                return;
+            };
             drop(permit);
+            let _ = outcome.await;
+            drop(settle);
         });
     }
     // Let attempts in progress write their outcome before the engine stops.
     let _ = permits
         .acquire_many(pipeline.config.in_flight() as u32)
         .await;
+}
+
+/// How many attempts of `pipeline` may have ended with their outcome not
+/// yet durable: what a crash can make it deliver a second time beyond the
+/// attempts under way. As many as may be under way, and at least a group
+/// commit's worth so that outcomes still share flushes.
+fn settling_room(pipeline: &Pipeline) -> usize {
+    pipeline.config.in_flight().max(crate::store::MAX_GROUP)
 }
