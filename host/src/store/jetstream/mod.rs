@@ -17,6 +17,7 @@
 
 mod audit;
 mod caller;
+mod count;
 mod dead;
 mod hosts;
 mod open;
@@ -28,6 +29,7 @@ mod upkeep;
 
 use self::audit::JsAuditLog;
 use self::caller::Caller;
+use self::count::Snapshot;
 use self::scan::{Found, scan};
 use super::*;
 use async_nats::jetstream::{self, kv};
@@ -41,9 +43,6 @@ use std::time::{Duration, Instant};
 pub const HOST_TTL: Duration = Duration::from_secs(6);
 /// How often a host renews it.
 const HOST_BEAT: Duration = Duration::from_secs(1);
-/// How long read results (counts, usage) are reused while this host has
-/// written nothing since; other hosts' writes show within this.
-const SNAPSHOT_FOR: Duration = Duration::from_secs(2);
 /// Orphaned work is also looked for this often, host losses or not.
 const ADOPT_SCAN_EVERY: Duration = Duration::from_secs(30);
 /// How far the clocks of hosts sharing a store may differ, at most, where
@@ -77,14 +76,6 @@ struct Stored {
     key_window_ms: Option<u64>,
     record: Vec<u8>,
     payload: Vec<u8>,
-}
-
-/// What a scan of the events bucket found, for the reads that count.
-#[derive(Default, Clone)]
-struct Snapshot {
-    counts: StoreCounts,
-    usage: StoreUsage,
-    dead_by_pipeline: BTreeMap<String, u64>,
 }
 
 /// What the store's tasks share.
@@ -661,62 +652,5 @@ impl JetStreamStore {
             let _ = tx.send(result);
         });
         ticket
-    }
-
-    fn snapshot(&self) -> Snapshot {
-        let mut held = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
-        let writes = self.s.writes.load(Ordering::SeqCst);
-        if let Some((at, seen, snap)) = held.as_ref()
-            && *seen == writes
-            && at.elapsed() < SNAPSHOT_FOR
-        {
-            return snap.clone();
-        }
-        let s = self.s.clone();
-        let found = self.call.wait(async move {
-            let events = s.scan_all().await?;
-            let dedup = scan(&s.js, &s.names.dedup, ">", s.timeout)
-                .await
-                .map_err(StoreError::Read)?;
-            let kv = scan(&s.js, &s.names.kv, ">", s.timeout)
-                .await
-                .map_err(StoreError::Read)?;
-            Ok::<_, StoreError>((
-                events,
-                dedup.len(),
-                kv.iter()
-                    .map(|f| (f.key.len() / 2 + f.value.len()) as u64)
-                    .sum::<u64>(),
-            ))
-        });
-        let mut snap = Snapshot::default();
-        match found {
-            Ok((events, dedup_keys, kv_bytes)) => {
-                snap.counts.events = events.len();
-                snap.counts.dedup_keys = dedup_keys;
-                snap.usage.kv_bytes = kv_bytes;
-                for (s, r, _) in &events {
-                    snap.usage.disk_bytes += (s.record.len() + s.payload.len()) as u64;
-                    match s.place {
-                        Place::Queued { .. } => snap.counts.queued += 1,
-                        Place::Finished { .. } => {
-                            snap.counts.finished += 1;
-                            snap.usage.history_events += 1;
-                            snap.usage.history_bytes += r.payload.len() as u64;
-                        }
-                        Place::Dead { .. } => {
-                            snap.counts.dead_letters += 1;
-                            snap.usage.dead_letter_events += 1;
-                            snap.usage.dead_letter_bytes += r.payload.len() as u64;
-                            *snap.dead_by_pipeline.entry(r.pipeline.clone()).or_default() += 1;
-                        }
-                    }
-                }
-                snap.usage.disk_bytes += kv_bytes;
-            }
-            Err(e) => tracing::warn!("could not count what the store holds: {e}"),
-        }
-        *held = Some((Instant::now(), writes, snap.clone()));
-        snap
     }
 }
