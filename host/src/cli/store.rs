@@ -115,9 +115,11 @@ async fn migrate(path: &std::path::Path, from: &str) -> Result<()> {
             dir.display()
         );
     }
-    let keys = crate::store::keyring(&config).map_err(anyhow::Error::msg)?;
+    let (keys, Some(options)) = crate::store::store_secrets(&config)? else {
+        unreachable!("the backend is jetstream")
+    };
     let sled = SledStore::open_with(dir, keys.clone())?;
-    let js = JetStreamStore::open(crate::store::jetstream_options(&config)?, keys)?;
+    let js = JetStreamStore::open(options, keys)?;
     let others = js.other_hosts()?;
     if others > 0 {
         js.close();

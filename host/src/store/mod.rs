@@ -17,12 +17,14 @@ mod error;
 mod event;
 mod jetstream;
 pub mod migrate;
+mod open;
 mod record;
 mod record_v1;
 pub mod seal;
 mod sled;
 
 pub use self::jetstream::{HOST_TTL, JetStreamOptions, JetStreamStore};
+pub use self::open::{open, open_for, store_secrets};
 pub use self::sled::{
     BACKUP_STAGING, BackupCounts, BackupFile, BackupManifest, MAX_GROUP, Restored,
     STORE_CACHE_BYTES, SledStore, backup_files, restore, safe_name, verify_backup,
@@ -34,7 +36,6 @@ pub use record::*;
 pub use seal::Keyring;
 
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -609,102 +610,4 @@ impl dyn Store {
     ) -> Result<Vec<EventRecord>, StoreError> {
         self.scan_recent(&mut keep, limit)
     }
-}
-
-/// Open the embedded default store in `dir`, unencrypted.
-pub fn open(dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(Arc::new(SledStore::open(dir)?))
-}
-
-/// Open the store of a host started with `config`: its data directory
-/// (or, with `[store] backend = "jetstream"`, the cluster), with the keys
-/// `server.encryption` names.
-pub fn open_for(config: &crate::config::Config) -> Result<Arc<dyn Store>, StoreError> {
-    let dir = &config.server.data_dir;
-    let keys = keyring(config).map_err(|reason| StoreError::Open {
-        dir: dir.clone(),
-        reason,
-    })?;
-    if config.store.backend == crate::config::StoreBackend::Jetstream {
-        return Ok(Arc::new(JetStreamStore::open(
-            jetstream_options(config)?,
-            keys,
-        )?));
-    }
-    Ok(Arc::new(SledStore::open_with(dir, keys)?))
-}
-
-/// How `config` reaches its JetStream store.
-pub fn jetstream_options(config: &crate::config::Config) -> Result<JetStreamOptions, StoreError> {
-    let c = &config.store;
-    let fail = |reason: String| StoreError::Open {
-        dir: std::path::PathBuf::from(format!("jetstream {}", c.url)),
-        reason,
-    };
-    let secrets = crate::secrets::Secrets::load_store_keys(config).map_err(fail)?;
-    let audit_name = c.audit_key.as_deref().unwrap_or_default();
-    let audit_key = secrets
-        .get(audit_name)
-        .ok_or_else(|| {
-            fail(format!(
-                "credential {audit_name} (store.audit_key) is not set"
-            ))
-        })
-        .and_then(|v| {
-            seal::parse_key(v)
-                .map_err(|why| fail(format!("credential {audit_name} (store.audit_key) {why}")))
-        })?;
-    let secret = match &c.credential {
-        Some(name) => Some(
-            secrets
-                .get(name)
-                .ok_or_else(|| fail(format!("credential {name} (store.credential) is not set")))?
-                .to_string(),
-        ),
-        None => None,
-    };
-    Ok(JetStreamOptions {
-        url: c.url.clone(),
-        user: c.user.clone(),
-        secret,
-        replicas: c.replicas,
-        prefix: c.prefix.clone(),
-        audit_key,
-        timeout: std::time::Duration::from_millis(c.timeout_ms),
-        host_name: host_name(config),
-        max_body_bytes: config.server.max_body_bytes,
-    })
-}
-
-/// A name for this host that stays the same across restarts: the
-/// machine's name and the address it listens on.
-fn host_name(config: &crate::config::Config) -> String {
-    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "host".into());
-    format!("{}-{}", machine.trim(), config.server.listen)
-}
-
-/// The keys `server.encryption` names, read from the secrets source.
-pub fn keyring(config: &crate::config::Config) -> Result<Keyring, String> {
-    let Some(e) = &config.server.encryption else {
-        return Ok(Keyring::plain());
-    };
-    let secrets = crate::secrets::Secrets::load_store_keys(config)?;
-    let key = |name: &str| {
-        secrets
-            .get(name)
-            .ok_or_else(|| format!("credential {name} is not set"))
-            .and_then(|v| {
-                seal::parse_key(v)
-                    .map_err(|why| format!("credential {name} (server.encryption) {why}"))
-            })
-    };
-    let current = key(&e.key)?;
-    let previous = e
-        .previous
-        .iter()
-        .map(|n| key(n))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Keyring::new(current, &previous))
 }
