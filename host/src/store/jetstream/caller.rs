@@ -2,6 +2,7 @@
 //! reads wait on it from any thread (a runtime worker included), and
 //! writes run on it in lanes, one lane per event, in the order given.
 
+use crate::store::StoreError;
 use std::future::Future;
 use std::pin::Pin;
 use tokio::sync::mpsc;
@@ -65,6 +66,19 @@ impl Caller {
             _ => recv(),
         };
         got.unwrap_or_else(|_| unreachable!("the store's runtime runs every job to the end"))
+    }
+
+    /// Run `fut` on the store's runtime; what it returns resolves with its
+    /// result where it is awaited.
+    pub(super) fn run<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.handle().spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        async move { rx.await.unwrap_or(Err(StoreError::Closed)) }
     }
 
     /// Run `fut` on the store's runtime, without waiting.

@@ -238,13 +238,7 @@ impl Store for JetStreamStore {
 
     fn sweep(&self, retention: Retention) -> StoreFuture<'_, Swept> {
         let s = self.s.clone();
-        Box::pin(async move {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            self.call.spawn(async move {
-                let _ = tx.send(sweep(&s, retention).await);
-            });
-            rx.await.unwrap_or(Err(StoreError::Closed))
-        })
+        Box::pin(self.call.run(async move { sweep(&s, retention).await }))
     }
 
     fn event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
@@ -613,13 +607,10 @@ impl Store for JetStreamStore {
 
     fn reencrypt(&self) -> StoreFuture<'_, Reencrypted> {
         let s = self.s.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.call.spawn(async move {
-            let _ = tx.send(reencrypt(&s).await);
-        });
+        let done = self.call.run(async move { reencrypt(&s).await });
         let encryption = self.encryption();
         Box::pin(async move {
-            let mut done = rx.await.unwrap_or(Err(StoreError::Closed))?;
+            let mut done = done.await?;
             done.encryption = Encryption {
                 keys_in_use: encryption.current_key.iter().cloned().collect(),
                 ..encryption
@@ -702,25 +693,20 @@ impl Store for JetStreamStore {
 
     fn adopt(&self) -> StoreFuture<'_, Vec<QueueEntry>> {
         let s = self.s.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let (before, last) = self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        self.call.spawn(async move {
-            let r = async {
-                let alive = JetStreamStore::alive(&s).await?;
-                let lost = before.iter().any(|h| !alive.contains(h));
-                let due = last.is_none_or(|t| t.elapsed() >= ADOPT_SCAN_EVERY);
-                let claimed = if lost || due {
-                    Some(JetStreamStore::claim_orphans(s.clone(), alive.clone(), false).await?)
-                } else {
-                    None
-                };
-                Ok::<_, StoreError>((alive, claimed))
-            }
-            .await;
-            let _ = tx.send(r);
+        let found = self.call.run(async move {
+            let alive = JetStreamStore::alive(&s).await?;
+            let lost = before.iter().any(|h| !alive.contains(h));
+            let due = last.is_none_or(|t| t.elapsed() >= ADOPT_SCAN_EVERY);
+            let claimed = if lost || due {
+                Some(JetStreamStore::claim_orphans(s.clone(), alive.clone(), false).await?)
+            } else {
+                None
+            };
+            Ok((alive, claimed))
         });
         Box::pin(async move {
-            let (alive, claimed) = rx.await.unwrap_or(Err(StoreError::Closed))?;
+            let (alive, claimed) = found.await?;
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             seen.0 = alive;
             if claimed.is_some() {
@@ -733,31 +719,21 @@ impl Store for JetStreamStore {
     fn lease(&self, name: &str, ttl: Duration) -> StoreFuture<'_, bool> {
         let s = self.s.clone();
         let key = Self::state_key("lease", name);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.call.spawn(async move {
-            let _ = tx.send(take_lease(&s, key, ttl).await);
-        });
-        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
+        Box::pin(self.call.run(async move { take_lease(&s, key, ttl).await }))
     }
 
     fn release_lease(&self, name: &str) -> StoreFuture<'_, ()> {
         let s = self.s.clone();
         let key = Self::state_key("lease", name);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.call.spawn(async move {
-            let r = async {
-                if let Some((held, rev)) = s.state_get(key.clone()).await?
-                    && String::from_utf8_lossy(&held).split(' ').next() == Some(s.host.as_str())
-                {
-                    // Only if still ours: a changed revision means another took it.
-                    let _ = s.state.purge_expect_revision(&key, Some(rev)).await;
-                }
-                Ok(())
+        Box::pin(self.call.run(async move {
+            if let Some((held, rev)) = s.state_get(key.clone()).await?
+                && String::from_utf8_lossy(&held).split(' ').next() == Some(s.host.as_str())
+            {
+                // Only if still ours: a changed revision means another took it.
+                let _ = s.state.purge_expect_revision(&key, Some(rev)).await;
             }
-            .await;
-            let _ = tx.send(r);
-        });
-        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed)) })
+            Ok(())
+        }))
     }
 
     fn shared(&self) -> bool {
