@@ -35,6 +35,14 @@ fn cluster_host(listen: SocketAddr, pipelines: &[PipelineSpec], store: &str) -> 
         .expect("host setup")
 }
 
+/// Two hosts' listen addresses and setups on one store.
+fn two_hosts(pipelines: &[PipelineSpec], store: &str) -> [(SocketAddr, HostSetup); 2] {
+    [(); 2].map(|()| {
+        let listen = free_addr();
+        (listen, cluster_host(listen, pipelines, store))
+    })
+}
+
 fn log_of(setup: &HostSetup, name: &str) -> String {
     std::fs::read_to_string(setup.dir.path().join(name)).unwrap_or_default()
 }
@@ -61,9 +69,7 @@ async fn events_split_across_two_hosts_are_delivered_and_a_killed_host_s_work_is
         .retry("max_attempts = 20, initial_ms = 500, max_ms = 1000")
         .with("breaker = { enabled = false }");
     let store = store_table(&cluster.urls(), 3, "two");
-    let (la, lb) = (free_addr(), free_addr());
-    let a = cluster_host(la, std::slice::from_ref(&spec), &store);
-    let b = cluster_host(lb, std::slice::from_ref(&spec), &store);
+    let [(la, a), (lb, b)] = two_hosts(std::slice::from_ref(&spec), &store);
     let host_a = WeftProcess::start(WEFT, &a.config_path, la, "weft.log", &[]);
     let mut host_b = Some(WeftProcess::start(
         WEFT,
@@ -154,9 +160,7 @@ async fn a_sender_that_retries_on_another_host_after_a_kill_gets_one_event_per_k
     let spec =
         PipelineSpec::leads("leads", &receiver.url("/leads")).with("breaker = { enabled = false }");
     let store = store_table(&cluster.urls(), 3, "halfway");
-    let (la, lb) = (free_addr(), free_addr());
-    let a = cluster_host(la, std::slice::from_ref(&spec), &store);
-    let b = cluster_host(lb, std::slice::from_ref(&spec), &store);
+    let [(la, a), (lb, b)] = two_hosts(std::slice::from_ref(&spec), &store);
     let host_a = WeftProcess::start(WEFT, &a.config_path, la, "weft.log", &[]);
     let _host_b = WeftProcess::start(WEFT, &b.config_path, lb, "weft.log", &[]);
     // Senders keep many requests in flight on A; when A stops answering,
@@ -264,9 +268,7 @@ async fn a_schedule_fires_on_one_host_at_a_time_and_moves_when_its_holder_dies()
     let cluster = NatsCluster::start(3);
     let receiver = Receiver::start(Behavior::Accept).await;
     let store = store_table(&cluster.urls(), 3, "lease");
-    let (la, lb) = (free_addr(), free_addr());
-    let a = cluster_host(la, &[ticks(&receiver.url("/ticks"))], &store);
-    let b = cluster_host(lb, &[ticks(&receiver.url("/ticks"))], &store);
+    let [(la, a), (lb, b)] = two_hosts(&[ticks(&receiver.url("/ticks"))], &store);
     let host_a = WeftProcess::start(WEFT, &a.config_path, la, "weft.log", &[]);
     assert!(
         wait_until(WAIT, || log_of(&a, "weft.log").contains(HOLDS)).await,
@@ -548,9 +550,7 @@ async fn one_server_and_bad_leads() -> (weft_tests::brokers::Nats, Receiver, Pip
 async fn any_host_s_admin_api_answers_for_the_cluster_dead_letters_pauses_and_the_audit_log() {
     let (nats, receiver, spec) = one_server_and_bad_leads().await;
     let store = store_table(&nats.url(), 1, "admin");
-    let (la, lb) = (free_addr(), free_addr());
-    let a = cluster_host(la, std::slice::from_ref(&spec), &store);
-    let b = cluster_host(lb, std::slice::from_ref(&spec), &store);
+    let [(la, a), (lb, b)] = two_hosts(std::slice::from_ref(&spec), &store);
     let _host_a = WeftProcess::start(WEFT, &a.config_path, la, "weft.log", &[]);
     let _host_b = WeftProcess::start(WEFT, &b.config_path, lb, "weft.log", &[]);
     // Dead-lettered on A, seen from B.
@@ -687,9 +687,7 @@ async fn an_ordered_pipeline_keeps_each_key_s_order_across_hosts_and_when_its_ho
         .retry("max_attempts = 50, initial_ms = 20, max_ms = 200")
         .with("order_by = \"/customer\"\nconcurrency = 8\nbreaker = { enabled = false }");
     let store = store_table(&cluster.urls(), 3, "ordered");
-    let (la, lb) = (free_addr(), free_addr());
-    let a = cluster_host(la, std::slice::from_ref(&spec), &store);
-    let b = cluster_host(lb, std::slice::from_ref(&spec), &store);
+    let [(la, a), (lb, b)] = two_hosts(std::slice::from_ref(&spec), &store);
     let host_a = WeftProcess::start(WEFT, &a.config_path, la, "weft.log", &[]);
     let host_b = WeftProcess::start(WEFT, &b.config_path, lb, "weft.log", &[]);
     let holds = "this host holds the lease: it runs the ordered pipeline";
@@ -808,9 +806,7 @@ async fn a_sink_one_host_finds_failing_is_left_alone_by_every_host() {
             "breaker = { min_calls = 3, failure_ratio = 0.5, window_ms = 60000, open_ms = 60000 }",
         );
     let store = store_table(&nats.url(), 1, "breaker");
-    let (la, lb) = (free_addr(), free_addr());
-    let a = cluster_host(la, std::slice::from_ref(&spec), &store);
-    let b = cluster_host(lb, std::slice::from_ref(&spec), &store);
+    let [(la, a), (lb, b)] = two_hosts(std::slice::from_ref(&spec), &store);
     let _host_a = WeftProcess::start(WEFT, &a.config_path, la, "weft.log", &[]);
     let _host_b = WeftProcess::start(WEFT, &b.config_path, lb, "weft.log", &[]);
     // Host A finds the sink failing and opens its breaker.
